@@ -1,0 +1,312 @@
+//! Complexity classification: how likely a prompt needs the strong model.
+//!
+//! [`Classifier::classify`] scans the last user message once (see [`scan`]
+//! and [`phrases`]),
+//! turns the evidence into per-signal strengths (see [`signals`]) and combines
+//! them with configurable logit weights into a score in [0, 1]. Higher means
+//! "more likely to need the strong model". Every contribution is kept so the
+//! decision can be explained per request.
+
+pub mod lexicon;
+pub mod phrases;
+pub mod scan;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::request::{PromptView, ResponseFormatKind};
+use phrases::PhraseIndex;
+use scan::Evidence;
+pub use signals::{Signal, SIGNAL_COUNT};
+
+/// Points a phrase added in the config earns: a deliberate operator cue
+/// weighs more than a built-in generic one.
+const CUSTOM_PHRASE_POINTS: f64 = 1.5;
+
+/// The `classifier` section of the config.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSettings {
+    /// Logit when no signal fires.
+    pub bias: Option<f64>,
+    /// Weight per signal name, replacing the default.
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
+    /// Extra cue phrases per signal name.
+    #[serde(default)]
+    pub phrases: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    phrases: PhraseIndex,
+    weights: [f64; SIGNAL_COUNT],
+    bias: f64,
+}
+
+/// The outcome of classifying one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub score: f64,
+    /// Logit contribution of each signal (weight × strength), by signal index.
+    pub contributions: [f64; SIGNAL_COUNT],
+    /// Estimated tokens of the last user message.
+    pub prompt_tokens: u32,
+}
+
+impl Classifier {
+    /// Validates the settings (path prefix `classifier`) and compiles the
+    /// cue matcher.
+    pub fn compile(settings: &ClassifierSettings) -> Result<Classifier, ConfigError> {
+        let bias = settings.bias.unwrap_or(signals::DEFAULT_BIAS);
+        if !bias.is_finite() || bias.abs() > 20.0 {
+            return Err(ConfigError::new(
+                "classifier.bias",
+                "must be a finite number between -20 and 20",
+            ));
+        }
+        let mut weights = Signal::ALL.map(Signal::default_weight);
+        for (name, weight) in &settings.weights {
+            let path = format!("classifier.weights.{name}");
+            let signal = signal_named(name, &path)?;
+            if !weight.is_finite() || weight.abs() > 20.0 {
+                return Err(ConfigError::new(
+                    path,
+                    "must be a finite number between -20 and 20",
+                ));
+            }
+            weights[signal.index()] = *weight;
+        }
+        let mut credits: Vec<(Signal, f64, &str)> = Vec::new();
+        for group in lexicon::LEXICON {
+            credits.extend(
+                group
+                    .phrases
+                    .iter()
+                    .map(|phrase| (group.signal, group.points, *phrase)),
+            );
+        }
+        for (name, phrases) in &settings.phrases {
+            let path = format!("classifier.phrases.{name}");
+            let signal = signal_named(name, &path)?;
+            for (position, phrase) in phrases.iter().enumerate() {
+                if phrase.trim_end_matches('*').trim().is_empty() || phrase.len() > 200 {
+                    return Err(ConfigError::new(
+                        format!("{path}[{position}]"),
+                        "must be 1 to 200 characters",
+                    ));
+                }
+                credits.push((signal, CUSTOM_PHRASE_POINTS, phrase.as_str()));
+            }
+        }
+        let phrases = PhraseIndex::build(credits, lexicon::NUMBER_WORDS)
+            .map_err(|message| ConfigError::new("classifier.phrases", message))?;
+        Ok(Classifier {
+            phrases,
+            weights,
+            bias,
+        })
+    }
+
+    pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
+        let mut evidence = Evidence {
+            context_tokens: prompt.context_tokens,
+            user_turns: prompt.user_turns,
+            has_tools: prompt.has_tools,
+            response_format: match prompt.response_format {
+                ResponseFormatKind::None | ResponseFormatKind::Text => 0.0,
+                ResponseFormatKind::JsonObject => 1.5,
+                ResponseFormatKind::JsonSchema => 3.0,
+            },
+            ..Evidence::default()
+        };
+        scan::scan(&self.phrases, &prompt.last_user_parts, &mut evidence);
+        let strengths = signals::strengths(&evidence);
+        let mut contributions = [0.0; SIGNAL_COUNT];
+        let mut logit = self.bias;
+        for signal in Signal::ALL {
+            let contribution = self.weights[signal.index()] * strengths[signal.index()];
+            contributions[signal.index()] = contribution;
+            logit += contribution;
+        }
+        Classification {
+            score: 1.0 / (1.0 + (-logit).exp()),
+            contributions,
+            prompt_tokens: evidence.prompt_tokens,
+        }
+    }
+}
+
+fn signal_named(name: &str, path: &str) -> Result<Signal, ConfigError> {
+    Signal::from_name(name).ok_or_else(|| {
+        let known: Vec<_> = Signal::ALL.iter().map(|signal| signal.name()).collect();
+        ConfigError::new(
+            path,
+            format!(
+                "unknown signal `{name}`; known signals: {}",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+impl Classification {
+    /// Signals that moved the score, strongest first.
+    pub fn fired(&self) -> Vec<(Signal, f64)> {
+        let mut fired: Vec<(Signal, f64)> = Signal::ALL
+            .into_iter()
+            .map(|signal| (signal, self.contributions[signal.index()]))
+            .filter(|(_, contribution)| contribution.abs() >= 0.005)
+            .collect();
+        fired.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        fired
+    }
+
+    /// `code=+2.10,length=+0.35,simple=-0.40`: the explain header value.
+    pub fn explain(&self) -> String {
+        let mut text = String::new();
+        for (signal, contribution) in self.fired() {
+            if !text.is_empty() {
+                text.push(',');
+            }
+            let _ = write!(text, "{}={:+.2}", signal.name(), contribution);
+        }
+        if text.is_empty() {
+            text.push_str("none");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classifier() -> Classifier {
+        Classifier::compile(&ClassifierSettings::default()).unwrap()
+    }
+
+    fn prompt(text: &str) -> PromptView<'_> {
+        PromptView {
+            last_user_parts: vec![text],
+            user_turns: 1,
+            ..PromptView::default()
+        }
+    }
+
+    fn score(text: &str) -> f64 {
+        classifier().classify(&prompt(text)).score
+    }
+
+    #[test]
+    fn a_greeting_scores_lower_than_a_plain_question() {
+        assert!(
+            score("hi there, thanks!") < score("Tell me about the history of the printing press.")
+        );
+    }
+
+    #[test]
+    fn code_math_and_reasoning_prompts_score_high() {
+        let code = "Write a function in Python that merges two sorted linked lists and explain its time complexity.";
+        let math = "A train leaves at 3 pm travelling 60 miles per hour; a second train leaves at 4 pm at 80 miles per hour. How many hours until the second catches up?";
+        let proof =
+            "Prove that the square root of 2 is irrational. Show your reasoning step by step.";
+        let lookup = score("What is the capital of France?");
+        for text in [code, math, proof] {
+            assert!(score(text) > 0.5, "{text}: {}", score(text));
+            assert!(score(text) > lookup + 0.3, "{text}: {}", score(text));
+        }
+    }
+
+    #[test]
+    fn tools_and_json_schema_raise_the_score() {
+        let classifier = classifier();
+        let plain = classifier.classify(&prompt("Look up the weather in Paris."));
+        let with_tools = classifier.classify(&PromptView {
+            has_tools: true,
+            ..prompt("Look up the weather in Paris.")
+        });
+        let with_schema = classifier.classify(&PromptView {
+            response_format: ResponseFormatKind::JsonSchema,
+            ..prompt("Look up the weather in Paris.")
+        });
+        assert!(with_tools.score > plain.score);
+        assert!(with_schema.score > plain.score);
+    }
+
+    #[test]
+    fn a_long_conversation_raises_the_score() {
+        let classifier = classifier();
+        let first = classifier.classify(&prompt("and what about the second option?"));
+        let later = classifier.classify(&PromptView {
+            user_turns: 8,
+            context_tokens: 6000,
+            ..prompt("and what about the second option?")
+        });
+        assert!(later.score > first.score);
+        assert!(later.contributions[Signal::Conversation.index()] > 0.0);
+    }
+
+    #[test]
+    fn the_explanation_lists_fired_signals_strongest_first() {
+        let result = classifier().classify(&prompt("Write a function in Rust that parses JSON."));
+        let explanation = result.explain();
+        assert!(explanation.starts_with("code=+"), "{explanation}");
+        let empty = classifier().classify(&prompt(""));
+        assert_eq!(empty.explain(), "none");
+    }
+
+    #[test]
+    fn weights_and_phrases_are_configurable() {
+        let settings = ClassifierSettings {
+            bias: Some(-1.0),
+            weights: BTreeMap::from([("code".to_string(), 0.0)]),
+            phrases: BTreeMap::from([(
+                "expertise".to_string(),
+                vec!["kubernetes operator".to_string()],
+            )]),
+        };
+        let classifier = Classifier::compile(&settings).unwrap();
+        let result = classifier.classify(&prompt("write a kubernetes operator"));
+        assert_eq!(result.contributions[Signal::Code.index()], 0.0);
+        assert!(result.contributions[Signal::Expertise.index()] > 0.0);
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let unknown = ClassifierSettings {
+            weights: BTreeMap::from([("vibes".to_string(), 1.0)]),
+            ..Default::default()
+        };
+        let err = Classifier::compile(&unknown).unwrap_err();
+        assert_eq!(err.path, "classifier.weights.vibes");
+        let infinite = ClassifierSettings {
+            weights: BTreeMap::from([("code".to_string(), f64::NAN)]),
+            ..Default::default()
+        };
+        assert_eq!(
+            Classifier::compile(&infinite).unwrap_err().path,
+            "classifier.weights.code"
+        );
+        let empty = ClassifierSettings {
+            phrases: BTreeMap::from([("code".to_string(), vec!["*".to_string()])]),
+            ..Default::default()
+        };
+        assert_eq!(
+            Classifier::compile(&empty).unwrap_err().path,
+            "classifier.phrases.code[0]"
+        );
+    }
+
+    #[test]
+    fn scores_stay_inside_the_unit_interval() {
+        let classifier = classifier();
+        let huge = "prove integral ```code``` analyze step by step ".repeat(2000);
+        let result = classifier.classify(&prompt(&huge));
+        assert!(result.score > 0.0 && result.score < 1.0);
+    }
+}

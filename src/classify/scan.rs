@@ -1,0 +1,572 @@
+//! One pass over the prompt text gathers everything the signals need: shape
+//! statistics (lines that look like code, equations, numbers, questions, long
+//! words) and cue-phrase evidence, looked up in the [`PhraseIndex`] as each
+//! word ends. Nothing is allocated per request.
+//!
+//! Cues near the start or end of the message (where instructions sit) count
+//! fully; cues deep inside a long message (pasted documents, logs, code) count
+//! less, so "summarize this report" does not inherit the report's vocabulary.
+
+use super::phrases::{PhraseIndex, WordHash, PREFIX_KEY_LEN};
+use super::signals::SIGNAL_COUNT;
+
+/// Bytes at each end of the message treated as the instruction zone.
+const INSTRUCTION_ZONE: usize = 600;
+/// Weight of a cue found outside the instruction zone.
+const PAYLOAD_CUE_WEIGHT: f64 = 0.35;
+/// Words of at least this many characters count as long (specialist) words.
+const LONG_WORD_CHARS: u32 = 13;
+
+/// Shape statistics of the scanned text.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TextStats {
+    pub ascii_bytes: usize,
+    pub non_ascii_chars: usize,
+    pub lines: u32,
+    pub code_lines: u32,
+    pub enumerated_lines: u32,
+    pub questions: u32,
+    pub numbers: u32,
+    pub equation_ops: u32,
+    pub words: u32,
+    pub long_words: u32,
+}
+
+/// Everything the signals are computed from.
+#[derive(Debug, Default, Clone)]
+pub struct Evidence {
+    /// Summed cue points per signal.
+    pub cues: [f64; SIGNAL_COUNT],
+    pub stats: TextStats,
+    /// Estimated tokens of the last user message.
+    pub prompt_tokens: u32,
+    /// Estimated tokens of everything else in the conversation.
+    pub context_tokens: u32,
+    pub user_turns: u32,
+    pub has_tools: bool,
+    /// Evidence from the request's `response_format` (0 when absent).
+    pub response_format: f64,
+}
+
+/// Scans the parts of one message (in order) into `evidence`, and sets its
+/// `prompt_tokens`.
+pub fn scan(index: &PhraseIndex, parts: &[&str], evidence: &mut Evidence) {
+    let total_len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut offset = 0;
+    for part in parts {
+        Scanner::new(index, part.as_bytes(), offset, total_len, evidence).run();
+        offset += part.len();
+    }
+    evidence.prompt_tokens =
+        crate::tokens::from_counts(evidence.stats.ascii_bytes, evidence.stats.non_ascii_chars);
+}
+
+fn zone_weight(position: usize, total_len: usize) -> f64 {
+    if position < INSTRUCTION_ZONE || position + INSTRUCTION_ZONE >= total_len {
+        1.0
+    } else {
+        PAYLOAD_CUE_WEIGHT
+    }
+}
+
+/// Byte classes, so the hot loop (letters inside words) costs one table load.
+const WORD: u8 = 1;
+const NON_ASCII: u8 = 2;
+/// First byte of a multi-byte UTF-8 character.
+const LEAD: u8 = 4;
+const SYNTAX: u8 = 8;
+const OPERATOR: u8 = 16;
+const NEWLINE: u8 = 32;
+const QUESTION: u8 = 64;
+
+const CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        let mut class = 0;
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            class |= WORD;
+        }
+        if b >= 0x80 {
+            class |= NON_ASCII;
+        }
+        if b >= 0xC0 {
+            class |= LEAD;
+        }
+        if matches!(
+            b,
+            b'{' | b'}'
+                | b'['
+                | b']'
+                | b';'
+                | b'='
+                | b'<'
+                | b'>'
+                | b'|'
+                | b'&'
+                | b'_'
+                | b'('
+                | b')'
+        ) {
+            class |= SYNTAX;
+        }
+        if matches!(b, b'+' | b'-' | b'*' | b'/' | b'^' | b'=' | b'<' | b'>') {
+            class |= OPERATOR;
+        }
+        if b == b'\n' {
+            class |= NEWLINE;
+        }
+        if b == b'?' {
+            class |= QUESTION;
+        }
+        classes[byte] = class;
+        byte += 1;
+    }
+    classes
+};
+
+/// One word as read by the inner loop.
+struct Word {
+    start: usize,
+    end: usize,
+    /// Characters (not bytes).
+    chars: u32,
+    hash: u64,
+    /// Hash of the first PREFIX_KEY_LEN bytes, when the word is that long.
+    key_hash: Option<u64>,
+}
+
+/// State of the pass over one part of a message.
+struct Scanner<'a> {
+    index: &'a PhraseIndex,
+    text: &'a [u8],
+    /// Position of this part within the whole message.
+    offset: usize,
+    total_len: usize,
+    evidence: &'a mut Evidence,
+    non_ascii_bytes: usize,
+    /// End of the previous word and whether its last byte was a digit, so
+    /// `1,250.50` counts as one number.
+    previous_word_end: usize,
+    previous_word_numeric: bool,
+    /// No phrase may start before this position (leftmost-longest, no overlaps).
+    matched_until: usize,
+    line_start: usize,
+    line_syntax: u32,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(
+        index: &'a PhraseIndex,
+        text: &'a [u8],
+        offset: usize,
+        total_len: usize,
+        evidence: &'a mut Evidence,
+    ) -> Self {
+        Scanner {
+            index,
+            text,
+            offset,
+            total_len,
+            evidence,
+            non_ascii_bytes: 0,
+            previous_word_end: 0,
+            previous_word_numeric: false,
+            matched_until: 0,
+            line_start: 0,
+            line_syntax: 0,
+        }
+    }
+
+    fn run(mut self) {
+        let text = self.text;
+        let mut position = 0;
+        while position < text.len() {
+            let byte = text[position];
+            let class = CLASSES[usize::from(byte)];
+            if class & WORD != 0 {
+                let word = self.read_word(position);
+                position = word.end;
+                self.finish_word(&word);
+                continue;
+            }
+            if class & SYNTAX != 0 {
+                self.line_syntax += 1;
+            }
+            if class & OPERATOR != 0 {
+                self.check_equation(position);
+            }
+            if class & NEWLINE != 0 {
+                self.finish_line(position);
+            }
+            if class & QUESTION != 0 {
+                self.evidence.stats.questions += 1;
+            }
+            if position >= self.matched_until && self.index.starts_symbol_phrase(byte) {
+                if let Some((id, end)) = self.index.match_symbol(text, position) {
+                    self.credit(id, position, end);
+                }
+            }
+            position += 1;
+        }
+        self.finish_line(text.len());
+        let stats = &mut self.evidence.stats;
+        stats.ascii_bytes += text.len() - self.non_ascii_bytes;
+    }
+
+    /// The hot loop: hashes one word. Character counts only need work for
+    /// the rare words with non-ASCII bytes.
+    #[inline(always)]
+    fn read_word(&mut self, start: usize) -> Word {
+        let text = self.text;
+        let mut hash = WordHash::default();
+        let mut key_hash = None;
+        let mut classes_seen = 0u8;
+        let mut end = start;
+        while end < text.len() {
+            let byte = text[end];
+            let class = CLASSES[usize::from(byte)];
+            if class & WORD == 0 {
+                break;
+            }
+            classes_seen |= class;
+            hash.push(byte);
+            end += 1;
+            if end - start == PREFIX_KEY_LEN {
+                key_hash = Some(hash.value());
+            }
+        }
+        let mut chars = (end - start) as u32;
+        if classes_seen & NON_ASCII != 0 {
+            let word = &text[start..end];
+            let non_ascii = word.iter().filter(|&&byte| byte >= 0x80).count();
+            let leads = word.iter().filter(|&&byte| byte >= 0xC0).count();
+            self.non_ascii_bytes += non_ascii;
+            self.evidence.stats.non_ascii_chars += leads;
+            // Continuation bytes of a UTF-8 character are not new characters.
+            chars -= (non_ascii - leads) as u32;
+        }
+        Word {
+            start,
+            end,
+            chars,
+            hash: hash.value(),
+            key_hash,
+        }
+    }
+
+    fn finish_word(&mut self, word: &Word) {
+        let text = self.text;
+        let stats = &mut self.evidence.stats;
+        stats.words += 1;
+        if word.chars >= LONG_WORD_CHARS {
+            stats.long_words += 1;
+        }
+        // A run of digits with inner `.` or `,` separators is one number.
+        let first_is_digit = text[word.start].is_ascii_digit();
+        let continues_number = self.previous_word_numeric
+            && self.previous_word_end + 1 == word.start
+            && matches!(text[word.start - 1], b'.' | b',');
+        if first_is_digit && !continues_number {
+            stats.numbers += 1;
+        }
+        self.previous_word_end = word.end;
+        self.previous_word_numeric = text[word.end - 1].is_ascii_digit();
+
+        if word.start >= self.matched_until {
+            if let Some((id, end)) =
+                self.index
+                    .match_word(text, word.start, word.hash, word.key_hash)
+            {
+                self.credit(id, word.start, end);
+            }
+        }
+    }
+
+    /// Equation-like use of an operator: an operand (letter, digit or `)`)
+    /// before it and a digit or `(` after it, spaces allowed in between.
+    fn check_equation(&mut self, position: usize) {
+        let text = self.text;
+        let before = text[..position]
+            .iter()
+            .rev()
+            .find(|&&byte| byte != b' ' && byte != b'\t');
+        let after = text[position + 1..]
+            .iter()
+            .find(|&&byte| byte != b' ' && byte != b'\t');
+        let operand_before =
+            before.is_some_and(|&byte| byte.is_ascii_alphanumeric() || byte == b')');
+        let operand_after = after.is_some_and(|&byte| byte.is_ascii_digit() || byte == b'(');
+        if operand_before && operand_after {
+            self.evidence.stats.equation_ops += 1;
+        }
+    }
+
+    fn credit(&mut self, id: u32, start: usize, end: usize) {
+        self.matched_until = end;
+        let phrase = self.index.phrase(id);
+        if phrase.number_word {
+            self.evidence.stats.numbers += 1;
+        }
+        let weight = zone_weight(self.offset + start, self.total_len);
+        for (signal, points) in &phrase.credits {
+            self.evidence.cues[signal.index()] += points * weight;
+        }
+    }
+
+    /// Shape of the line ending at `end` (exclusive).
+    fn finish_line(&mut self, end: usize) {
+        let line = &self.text[self.line_start..end];
+        let syntax = std::mem::take(&mut self.line_syntax);
+        self.line_start = end + 1;
+        let leading_spaces: u32 = line
+            .iter()
+            .take_while(|&&byte| byte == b' ' || byte == b'\t')
+            .map(|&byte| if byte == b'\t' { 4 } else { 1 })
+            .sum();
+        let content = line.trim_ascii();
+        let (Some(&first), Some(&last)) = (content.first(), content.last()) else {
+            return;
+        };
+        let shape = LineShape {
+            len: line.len() as u32,
+            syntax,
+            leading_spaces,
+            first,
+            second: content.get(1).copied().unwrap_or(0),
+            last,
+        };
+        let stats = &mut self.evidence.stats;
+        stats.lines += 1;
+        if shape.looks_like_code() {
+            stats.code_lines += 1;
+        }
+        if shape.is_enumerated() {
+            stats.enumerated_lines += 1;
+        }
+    }
+}
+
+/// What the code and enumeration tests need to know about a line.
+struct LineShape {
+    len: u32,
+    syntax: u32,
+    leading_spaces: u32,
+    first: u8,
+    second: u8,
+    last: u8,
+}
+
+impl LineShape {
+    fn looks_like_code(&self) -> bool {
+        if self.len < 2 {
+            return false;
+        }
+        let dense = self.syntax >= 3 && self.syntax * 8 >= self.len;
+        let terminated = matches!(self.last, b';' | b'{' | b'}');
+        let indented_call = self.leading_spaces >= 4 && self.syntax >= 2;
+        dense || terminated || indented_call
+    }
+
+    fn is_enumerated(&self) -> bool {
+        (self.first.is_ascii_digit() && matches!(self.second, b'.' | b')'))
+            || (matches!(self.first, b'-' | b'*') && self.second == b' ')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::signals::Signal;
+
+    fn matcher(phrases: &[(Signal, &str)]) -> PhraseIndex {
+        PhraseIndex::build(
+            phrases
+                .iter()
+                .map(|(signal, phrase)| (*signal, 1.0, *phrase)),
+            &["two"],
+        )
+        .unwrap()
+    }
+
+    fn scan(index: &PhraseIndex, text: &str) -> Evidence {
+        let mut evidence = Evidence::default();
+        super::scan(index, &[text], &mut evidence);
+        evidence
+    }
+
+    #[test]
+    fn phrases_match_whole_words_only() {
+        let m = matcher(&[(Signal::Reasoning, "prove")]);
+        assert_eq!(scan(&m, "Prove it.").cues[Signal::Reasoning.index()], 1.0);
+        assert_eq!(
+            scan(&m, "we improve things").cues[Signal::Reasoning.index()],
+            0.0
+        );
+        assert_eq!(scan(&m, "proven").cues[Signal::Reasoning.index()], 0.0);
+    }
+
+    #[test]
+    fn a_starred_phrase_matches_any_word_with_that_prefix() {
+        let m = matcher(&[(Signal::Analysis, "analy*")]);
+        assert_eq!(
+            scan(&m, "an analytical essay").cues[Signal::Analysis.index()],
+            1.0
+        );
+        assert_eq!(
+            scan(&m, "psychoanalysis").cues[Signal::Analysis.index()],
+            0.0
+        );
+    }
+
+    #[test]
+    fn punctuation_phrases_need_no_boundary() {
+        let m = matcher(&[(Signal::Code, "```"), (Signal::Code, "c++")]);
+        assert_eq!(scan(&m, "x```py").cues[Signal::Code.index()], 1.0);
+        assert_eq!(scan(&m, "in c++, write").cues[Signal::Code.index()], 1.0);
+    }
+
+    #[test]
+    fn cues_deep_inside_a_long_message_count_less() {
+        let m = matcher(&[(Signal::Analysis, "compare")]);
+        let filler = "lorem ipsum ".repeat(200);
+        let edge = scan(&m, &format!("compare {filler}"));
+        let middle = scan(&m, &format!("{filler} compare {filler}"));
+        assert_eq!(edge.cues[Signal::Analysis.index()], 1.0);
+        assert!(middle.cues[Signal::Analysis.index()] < 0.5);
+    }
+
+    #[test]
+    fn one_phrase_can_credit_two_signals() {
+        let m = PhraseIndex::build(
+            [
+                (Signal::Analysis, 1.0, "diagnos*"),
+                (Signal::Expertise, 2.0, "diagnos*"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let evidence = scan(&m, "a diagnosis");
+        assert_eq!(evidence.cues[Signal::Analysis.index()], 1.0);
+        assert_eq!(evidence.cues[Signal::Expertise.index()], 2.0);
+    }
+
+    #[test]
+    fn number_words_and_digit_runs_count_as_quantities() {
+        let m = matcher(&[]);
+        let evidence = scan(&m, "two apples cost 1,250.50 and 3 pears");
+        assert_eq!(evidence.stats.numbers, 3);
+    }
+
+    #[test]
+    fn code_lines_are_recognised_by_shape() {
+        let m = matcher(&[]);
+        let code = "fn main() {\n    let x = vec![1, 2];\n    println!(\"{x:?}\");\n}\n";
+        let evidence = scan(&m, code);
+        assert_eq!(evidence.stats.lines, 4);
+        assert!(evidence.stats.code_lines >= 3, "{:?}", evidence.stats);
+        let prose = scan(&m, "The weather was fine.\nWe walked (slowly) home.\n");
+        assert_eq!(prose.stats.code_lines, 0);
+    }
+
+    #[test]
+    fn equations_enumerations_questions_and_long_words_are_counted() {
+        let m = matcher(&[]);
+        let evidence = scan(&m, "1. Solve 3x + 4 = 19?\n2) why?\n- internationalization");
+        assert_eq!(evidence.stats.equation_ops, 2);
+        assert_eq!(evidence.stats.enumerated_lines, 3);
+        assert_eq!(evidence.stats.questions, 2);
+        assert_eq!(evidence.stats.long_words, 1);
+    }
+
+    #[test]
+    fn non_ascii_text_is_counted_by_characters() {
+        let m = matcher(&[]);
+        let evidence = scan(&m, "héllo 你好");
+        assert_eq!(evidence.stats.non_ascii_chars, 3);
+        assert_eq!(evidence.stats.words, 2);
+    }
+
+    #[test]
+    fn scanning_several_parts_accumulates() {
+        let m = matcher(&[(Signal::Code, "python")]);
+        let mut evidence = Evidence::default();
+        super::scan(&m, &["python", "and python"], &mut evidence);
+        assert_eq!(evidence.cues[Signal::Code.index()], 2.0);
+        assert!(evidence.prompt_tokens > 0);
+    }
+}
+
+#[cfg(test)]
+mod matching_tests {
+    use super::*;
+    use crate::classify::signals::Signal;
+
+    fn cues(phrases: &[&str], text: &str) -> f64 {
+        let index = PhraseIndex::build(
+            phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)),
+            &[],
+        )
+        .unwrap();
+        let mut evidence = Evidence::default();
+        scan(&index, &[text], &mut evidence);
+        evidence.cues[Signal::Code.index()]
+    }
+
+    #[test]
+    fn the_longest_phrase_at_a_position_wins_and_matches_do_not_overlap() {
+        // "write a function" consumes "function": one credit, not two.
+        assert_eq!(
+            cues(&["write a function", "function"], "Write a function now"),
+            1.0
+        );
+        assert_eq!(
+            cues(&["import ", "import numpy"], "import numpy as np"),
+            1.0
+        );
+        assert_eq!(cues(&["$", "$$"], "$$x$$"), 2.0);
+    }
+
+    #[test]
+    fn multi_word_phrases_need_every_word() {
+        assert_eq!(cues(&["how many"], "how many apples"), 1.0);
+        assert_eq!(cues(&["how many"], "how manyfold"), 0.0);
+        assert_eq!(cues(&["how many"], "how much"), 0.0);
+    }
+
+    #[test]
+    fn symbol_phrases_match_anywhere_but_keep_their_end_boundary() {
+        assert_eq!(cues(&["\\int"], "$\\int_0^1 x dx$"), 1.0);
+        assert_eq!(cues(&["\\int"], "\\integer"), 0.0);
+        assert_eq!(cues(&["```"], "text```rust"), 1.0);
+        assert_eq!(cues(&["(b)"], "choose (b) or"), 1.0);
+    }
+
+    #[test]
+    fn phrases_with_inner_symbols_are_verified_in_full() {
+        assert_eq!(
+            cues(&["c++", "node.js", "o(n"], "C++ and Node.js in O(n log n)"),
+            3.0
+        );
+        assert_eq!(cues(&["c++"], "c+"), 0.0);
+    }
+
+    #[test]
+    fn prefixes_of_several_lengths_match_long_words() {
+        assert_eq!(
+            cues(&["refactor*", "debug*"], "refactoring and debugging"),
+            2.0
+        );
+        let long = "a".repeat(40);
+        assert_eq!(cues(&["refactor*"], &long), 0.0);
+    }
+
+    #[test]
+    fn long_words_match_whole_and_short_prefixes_are_rejected_at_build() {
+        let long = "x".repeat(30);
+        assert_eq!(cues(&[long.as_str()], &format!("a {long} b")), 1.0);
+        assert!(PhraseIndex::build([(Signal::Code, 1.0, "ab*")], &[]).is_err());
+        assert!(PhraseIndex::build([(Signal::Code, 1.0, "*")], &[]).is_err());
+    }
+}

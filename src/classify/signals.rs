@@ -1,0 +1,226 @@
+//! The catalogue of complexity signals: their names (as used in the config
+//! and the explain header), default weights, and how raw evidence from one
+//! scan of the prompt becomes a strength in [0, 1] for each signal.
+//!
+//! Weights are logits: the score is `sigmoid(bias + Σ weight × strength)`.
+//! A signal's default weight reflects how much the prompts it detects widen
+//! the quality gap between a small and a large model on public benchmarks:
+//! multi-step arithmetic and code generation widen it most, factual lookups,
+//! rewriting and chit-chat hardly at all.
+
+use super::scan::Evidence;
+
+/// Logit when no signal fires: a short, unremarkable prompt lands well
+/// inside the cheapest tier.
+pub const DEFAULT_BIAS: f64 = -2.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Code,
+    Math,
+    Reasoning,
+    Analysis,
+    MultiStep,
+    Structured,
+    Tools,
+    Constraints,
+    Expertise,
+    Length,
+    Conversation,
+    Simple,
+}
+
+pub const SIGNAL_COUNT: usize = 12;
+
+impl Signal {
+    pub const ALL: [Signal; SIGNAL_COUNT] = [
+        Signal::Code,
+        Signal::Math,
+        Signal::Reasoning,
+        Signal::Analysis,
+        Signal::MultiStep,
+        Signal::Structured,
+        Signal::Tools,
+        Signal::Constraints,
+        Signal::Expertise,
+        Signal::Length,
+        Signal::Conversation,
+        Signal::Simple,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Code => "code",
+            Signal::Math => "math",
+            Signal::Reasoning => "reasoning",
+            Signal::Analysis => "analysis",
+            Signal::MultiStep => "multi_step",
+            Signal::Structured => "structured_output",
+            Signal::Tools => "tools",
+            Signal::Constraints => "constraints",
+            Signal::Expertise => "expertise",
+            Signal::Length => "length",
+            Signal::Conversation => "conversation",
+            Signal::Simple => "simple",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|signal| signal.name() == name)
+    }
+
+    /// Default logit weight; see the module comment for the reasoning.
+    pub fn default_weight(self) -> f64 {
+        match self {
+            // Generating or fixing code and multi-step arithmetic are where
+            // small models fall furthest behind.
+            Signal::Code => 2.6,
+            Signal::Math => 2.8,
+            // Explicit requests to reason, prove or deduce.
+            Signal::Reasoning => 1.8,
+            // Specialist vocabulary (science, law, medicine, finance).
+            Signal::Expertise => 1.4,
+            Signal::Analysis => 1.2,
+            Signal::MultiStep => 1.1,
+            Signal::Constraints => 0.9,
+            Signal::Tools => 0.9,
+            Signal::Length => 1.4,
+            Signal::Conversation => 0.7,
+            // Output format demands alone are easy for any model.
+            Signal::Structured => 0.4,
+            // Greetings, lookups, translation and rewriting.
+            Signal::Simple => -2.4,
+        }
+    }
+}
+
+/// `1 - e^(-x/k)`: the first cue counts most, later ones add less, and no
+/// amount of repetition pushes a signal past 1.
+fn saturate(evidence: f64, scale: f64) -> f64 {
+    if evidence <= 0.0 {
+        0.0
+    } else {
+        1.0 - (-evidence / scale).exp()
+    }
+}
+
+/// Position of `value` between `low` and `high` on a log scale, clamped to [0, 1].
+fn log_ramp(value: f64, low: f64, high: f64) -> f64 {
+    if value <= low {
+        return 0.0;
+    }
+    ((value / low).ln() / (high / low).ln()).min(1.0)
+}
+
+/// Turns the evidence of one prompt into per-signal strengths in [0, 1].
+pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
+    let stats = &evidence.stats;
+    let cue = |signal: Signal| evidence.cues[signal.index()];
+    let mut strength = [0.0; SIGNAL_COUNT];
+
+    // Code: cue phrases plus the shape of the text. Lines dense in syntax
+    // characters or ending in `;`, `{`, `}` are code whatever the language.
+    let code_shape = if stats.lines >= 2 {
+        3.0 * stats.code_lines as f64 / stats.lines as f64 + 0.2 * stats.code_lines.min(15) as f64
+    } else {
+        0.2 * stats.code_lines as f64
+    };
+    strength[Signal::Code.index()] = saturate(cue(Signal::Code) + code_shape, 1.8);
+
+    // Math: cue phrases, equation-like operator use, and quantities. Numbers
+    // alone (dates, versions) say little; numbers next to math cues are a
+    // word problem.
+    let quantities = stats.numbers.min(12) as f64;
+    let quantity_evidence = if cue(Signal::Math) > 0.0 {
+        0.35 * quantities
+    } else {
+        0.05 * quantities
+    };
+    let math_evidence =
+        cue(Signal::Math) + 0.5 * stats.equation_ops.min(10) as f64 + quantity_evidence;
+    strength[Signal::Math.index()] = saturate(math_evidence, 2.2);
+
+    strength[Signal::Reasoning.index()] = saturate(cue(Signal::Reasoning), 1.8);
+    strength[Signal::Analysis.index()] = saturate(cue(Signal::Analysis), 2.0);
+
+    // Several questions or an enumerated list of asks means several steps.
+    let extra_questions = stats.questions.saturating_sub(1).min(3) as f64;
+    let multi_step =
+        cue(Signal::MultiStep) + 0.5 * stats.enumerated_lines.min(6) as f64 + 0.6 * extra_questions;
+    strength[Signal::MultiStep.index()] = saturate(multi_step, 2.2);
+
+    strength[Signal::Structured.index()] =
+        saturate(cue(Signal::Structured) + evidence.response_format, 1.5);
+    strength[Signal::Tools.index()] = if evidence.has_tools { 1.0 } else { 0.0 };
+    strength[Signal::Constraints.index()] = saturate(cue(Signal::Constraints), 3.0);
+
+    // Specialist text is dense in long words; ordinary English has ~3% of
+    // words of 13+ letters, technical prose two to three times as many.
+    let long_word_share = if stats.words > 0 {
+        stats.long_words as f64 / stats.words as f64
+    } else {
+        0.0
+    };
+    let jargon = (long_word_share - 0.03).max(0.0) * 25.0 * (stats.words.min(40) as f64 / 40.0);
+    strength[Signal::Expertise.index()] = saturate(cue(Signal::Expertise) + jargon, 2.5);
+
+    let prompt_tokens = evidence.prompt_tokens as f64;
+    strength[Signal::Length.index()] = log_ramp(prompt_tokens, 30.0, 2500.0);
+
+    let earlier_turns = evidence.user_turns.saturating_sub(1).min(6) as f64 / 6.0;
+    let context = log_ramp(evidence.context_tokens as f64, 200.0, 20_000.0);
+    strength[Signal::Conversation.index()] = 0.5 * earlier_turns + 0.5 * context;
+
+    // "Simple" cues only count in short prompts: a long prompt that opens
+    // with "hi" is not small talk.
+    let shortness = 1.0 - log_ramp(prompt_tokens, 40.0, 400.0);
+    strength[Signal::Simple.index()] = saturate(cue(Signal::Simple), 1.0) * shortness;
+
+    strength
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for signal in Signal::ALL {
+            assert_eq!(Signal::from_name(signal.name()), Some(signal));
+        }
+        let mut names: Vec<_> = Signal::ALL.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SIGNAL_COUNT);
+    }
+
+    #[test]
+    fn the_index_matches_the_position_in_all() {
+        for (position, signal) in Signal::ALL.into_iter().enumerate() {
+            assert_eq!(signal.index(), position);
+        }
+    }
+
+    #[test]
+    fn saturation_is_monotonic_and_bounded() {
+        let mut previous = 0.0;
+        for step in 1..50 {
+            let value = saturate(step as f64 * 0.5, 2.0);
+            assert!(value > previous && value < 1.0);
+            previous = value;
+        }
+        assert_eq!(saturate(-1.0, 2.0), 0.0);
+    }
+
+    #[test]
+    fn log_ramp_is_clamped() {
+        assert_eq!(log_ramp(10.0, 30.0, 2500.0), 0.0);
+        assert_eq!(log_ramp(1e9, 30.0, 2500.0), 1.0);
+        let middle = log_ramp(300.0, 30.0, 2500.0);
+        assert!(middle > 0.4 && middle < 0.7);
+    }
+}

@@ -1,0 +1,218 @@
+use super::*;
+use crate::testing::{env, sample_config, SAMPLE_CONFIG};
+
+fn parse(json: &str) -> Result<Config, ConfigError> {
+    Config::parse(json.as_bytes(), &env)
+}
+
+/// The sample config with the member at a JSON pointer set (or added).
+fn sample_with(pointer: &str, value: serde_json::Value) -> String {
+    let mut document: serde_json::Value = serde_json::from_str(SAMPLE_CONFIG).unwrap();
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let parent = document
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{pointer}"));
+    match parent {
+        serde_json::Value::Object(members) => {
+            members.insert(key.to_string(), value);
+        }
+        serde_json::Value::Array(items) => items[key.parse::<usize>().unwrap()] = value,
+        _ => panic!("{pointer}"),
+    }
+    document.to_string()
+}
+
+fn error_at(json: &str) -> ConfigError {
+    parse(json).expect_err("config should be rejected")
+}
+
+#[test]
+fn the_sample_resolves_names_to_indexes() {
+    let config = sample_config();
+    assert_eq!(config.routing_header, "x-signalbox-cluster");
+    assert!(config.is_auto("auto") && config.is_auto("signalbox/auto"));
+    let small = config.model_named("small").unwrap();
+    assert_eq!(config.models[small].upstream_id, "gpt-4o-mini");
+    assert_eq!(
+        config.models[small].upstream_id_json,
+        br#""gpt-4o-mini""#.to_vec()
+    );
+    assert_eq!(config.models[small].cluster, "openai");
+    assert_eq!(config.provider_of(small).name, "openai");
+    let medium = config.model_named("medium").unwrap();
+    assert_eq!(config.provider_of(medium).base_path, "/v1");
+    assert_eq!(
+        config
+            .provider_of(medium)
+            .api_key
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "sk-ant-from-env"
+    );
+    assert_eq!(config.tiers.len(), 3);
+    assert_eq!(config.tiers[2].max_score, f64::INFINITY);
+    assert_eq!(config.rules[0].action, RuleAction::Tier(2));
+}
+
+#[test]
+fn scores_map_to_tiers_by_threshold() {
+    let config = sample_config();
+    assert_eq!(config.tier_for_score(0.0), 0);
+    assert_eq!(config.tier_for_score(0.3), 1);
+    assert_eq!(config.tier_for_score(0.59), 1);
+    assert_eq!(config.tier_for_score(0.99), 2);
+}
+
+#[test]
+fn defaults_fill_what_a_small_config_leaves_out() {
+    let config = parse(r#"{"providers":{"p":{"cluster":"c"}},"models":{"m":{"provider":"p"}},"tiers":[{"name":"all","models":["m"]}]}"#).unwrap();
+    assert_eq!(config.models[0].upstream_id, "m");
+    assert_eq!(config.models[0].context_window, 128_000);
+    assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.explain, ExplainMode::OnRequest);
+    assert!(!config.trust_client_headers);
+    assert!(config.providers[0].api_key.is_none());
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let printed = format!("{:?}", sample_config());
+    assert!(!printed.contains("sk-test-openai") && !printed.contains("sk-ant-from-env"));
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_path() {
+    let err = error_at(&sample_with("/tiers/1/modles", serde_json::json!([])));
+    assert!(err.path.starts_with("tiers[1]"), "{err}");
+    assert!(err.message.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn every_invalid_field_is_named() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            sample_with("/tiers/1/max_score", serde_json::json!(0.2)),
+            "tiers[1].max_score",
+        ),
+        (
+            sample_with("/tiers/0/max_score", serde_json::json!(1.5)),
+            "tiers[0].max_score",
+        ),
+        (
+            sample_with("/tiers/2/max_score", serde_json::json!(0.9)),
+            "tiers[2].max_score",
+        ),
+        (
+            sample_with("/tiers/1/models", serde_json::json!([])),
+            "tiers[1].models",
+        ),
+        (
+            sample_with("/tiers/1/models", serde_json::json!(["nope"])),
+            "tiers[1].models[0]",
+        ),
+        (sample_with("/tiers", serde_json::json!([])), "tiers"),
+        (
+            sample_with("/models/small/provider", serde_json::json!("nope")),
+            "models.small.provider",
+        ),
+        (
+            sample_with("/models/small/context_window", serde_json::json!(0)),
+            "models.small.context_window",
+        ),
+        (
+            sample_with("/models/small/price/input", serde_json::json!(-1)),
+            "models.small.price.input",
+        ),
+        (
+            sample_with("/models/small/cluster", serde_json::json!("")),
+            "models.small.cluster",
+        ),
+        (
+            sample_with("/providers/openai/base_path", serde_json::json!("v1")),
+            "providers.openai.base_path",
+        ),
+        (
+            sample_with(
+                "/providers/anthropic/api_key_env",
+                serde_json::json!("MISSING_VAR"),
+            ),
+            "providers.anthropic.api_key_env",
+        ),
+        (
+            sample_with("/rules/0/when/last_user", serde_json::json!("(unclosed")),
+            "rules[0].when.last_user",
+        ),
+        (
+            sample_with("/rules/0/when", serde_json::json!({})),
+            "rules[0].when",
+        ),
+        (
+            sample_with(
+                "/rules/0/then",
+                serde_json::json!({"tier": "complex", "model": "small"}),
+            ),
+            "rules[0].then",
+        ),
+        (
+            sample_with("/rules/0/then", serde_json::json!({"tier": "huge"})),
+            "rules[0].then.tier",
+        ),
+        (
+            sample_with("/rules/1/name", serde_json::json!("legal")),
+            "rules[1].name",
+        ),
+        (
+            sample_with("/rules/1/when/headers", serde_json::json!({"X-Team": "a"})),
+            "rules[1].when.headers.X-Team",
+        ),
+        (
+            sample_with("/routing_header", serde_json::json!("X Bad")),
+            "routing_header",
+        ),
+        (
+            sample_with("/max_body_bytes", serde_json::json!(10)),
+            "max_body_bytes",
+        ),
+        (
+            sample_with("/auto_models", serde_json::json!(["small"])),
+            "auto_models[0]",
+        ),
+        (
+            sample_with(
+                "/classifier",
+                serde_json::json!({"weights": {"code": "high"}}),
+            ),
+            "classifier.weights.code",
+        ),
+        (
+            sample_with("/classifier", serde_json::json!({"weights": {"vibes": 1}})),
+            "classifier.weights.vibes",
+        ),
+        (
+            sample_with("/explain", serde_json::json!("sometimes")),
+            "explain",
+        ),
+    ];
+    for (json, path) in cases {
+        let err = error_at(&json);
+        assert_eq!(err.path, path, "{err}");
+        assert!(!err.message.is_empty());
+        assert!(err.to_string().contains(path));
+    }
+}
+
+#[test]
+fn broken_json_is_rejected() {
+    let err = error_at("{\"providers\": ");
+    assert!(err.to_string().contains("invalid signalbox configuration"));
+}
+
+#[test]
+fn capabilities_default_to_everything() {
+    let config = sample_config();
+    let text_only = &config.models[config.model_named("vision-less").unwrap()];
+    assert!(text_only.capabilities.tools && !text_only.capabilities.vision);
+    let small = &config.models[config.model_named("small").unwrap()];
+    assert!(small.capabilities.vision && small.capabilities.json_output);
+}

@@ -1,0 +1,195 @@
+//! Errors a client can receive from Signalbox itself, each mapped to an HTTP
+//! status and an OpenAI-style body: `{"error":{"message","type","param","code"}}`.
+//!
+//! Messages are written for the API user and never contain secrets or request
+//! bodies; the serde messages they may quote only name a type and a position.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayError {
+    /// The body is not the JSON shape the endpoint expects.
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    /// The body is larger than the configured `max_body_bytes`.
+    BodyTooLarge { limit: usize },
+    /// The method is not allowed on a path Signalbox owns.
+    MethodNotAllowed { allowed: &'static str },
+    /// `model` names neither a configured model nor an auto alias.
+    UnknownModel { model: String },
+    /// No configured model can take the request (context window, capabilities).
+    NoUsableModel { message: String },
+    /// Signalbox itself could not handle the request (host failure).
+    Internal { message: String },
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    pub fn status(&self) -> u32 {
+        match self {
+            GatewayError::InvalidRequest { .. } | GatewayError::NoUsableModel { .. } => 400,
+            GatewayError::UnknownModel { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::Internal { .. } => 500,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            GatewayError::Internal { .. } => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// OpenAI's `error.code`, stable for clients to branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { .. } => "invalid_request",
+            GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::UnknownModel { .. } => "model_not_found",
+            GatewayError::NoUsableModel { .. } => "context_length_exceeded",
+            GatewayError::Internal { .. } => "internal_error",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::UnknownModel { .. } => Some("model"),
+            GatewayError::NoUsableModel { .. } => Some("messages"),
+            _ => None,
+        }
+    }
+
+    /// Extra response headers that belong with this error.
+    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            GatewayError::MethodNotAllowed { allowed } => vec![("allow", allowed)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The OpenAI-style JSON body.
+    pub fn to_json(&self) -> Vec<u8> {
+        let body = serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        });
+        body.to_string().into_bytes()
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayError::InvalidRequest { message, .. } => f.write_str(message),
+            GatewayError::BodyTooLarge { limit } => {
+                write!(f, "Request body is larger than the gateway's limit of {limit} bytes.")
+            }
+            GatewayError::MethodNotAllowed { allowed } => {
+                write!(f, "Method not allowed on this path; use {allowed}.")
+            }
+            GatewayError::UnknownModel { model } => write!(
+                f,
+                "The model `{}` does not exist on this gateway. Use `auto` or a configured model name (GET /v1/models lists them).",
+                truncate_for_message(model)
+            ),
+            GatewayError::NoUsableModel { message } | GatewayError::Internal { message } => f.write_str(message),
+        }
+    }
+}
+
+/// Client-supplied text quoted back in an error is cut short so a huge value
+/// cannot bloat the reply.
+fn truncate_for_message(text: &str) -> &str {
+    const MAX: usize = 80;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A configuration problem, naming the field path (`tiers[1].max_score`) and
+/// what is wrong with it. Returned at load time; Envoy then refuses the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "invalid signalbox configuration: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid signalbox configuration at `{}`: {}",
+                self.path, self.message
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_renders_the_openai_shape() {
+        let err = GatewayError::UnknownModel {
+            model: "gpt-9".into(),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&err.to_json()).unwrap();
+        assert_eq!(err.status(), 404);
+        assert_eq!(value["error"]["code"], "model_not_found");
+        assert_eq!(value["error"]["type"], "invalid_request_error");
+        assert_eq!(value["error"]["param"], "model");
+        assert!(value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gpt-9"));
+    }
+
+    #[test]
+    fn a_huge_model_name_is_cut_short_at_a_char_boundary() {
+        let model = "é".repeat(500);
+        let message = GatewayError::UnknownModel { model }.to_string();
+        assert!(message.len() < 300);
+    }
+}

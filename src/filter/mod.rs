@@ -1,0 +1,15 @@
+//! The proxy-wasm glue: the only code that talks to Envoy. It reads what the
+//! host hands over, calls the core, and applies the plan that comes back.
+//! Nothing here decides anything about routing.
+
+mod host;
+mod http;
+mod root;
+
+use proxy_wasm::traits::RootContext;
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::SignalboxRoot::default()) });
+}}

@@ -1,0 +1,23 @@
+//! Signalbox: an LLM routing gateway that runs inside Envoy as a proxy-wasm
+//! HTTP filter.
+//!
+//! Everything but [`filter`] is a plain Rust core that builds and tests
+//! natively: [`request`] reads OpenAI requests, [`classify`] scores them,
+//! [`route`] plans where each goes, [`providers`] rewrites it for the chosen
+//! provider. [`filter`] is the only code that talks to Envoy: it moves bytes
+//! between the host and that core.
+
+pub mod classify;
+pub mod config;
+pub mod error;
+pub mod json_edit;
+pub mod providers;
+pub mod request;
+pub mod route;
+pub mod tokens;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,145 @@
+//! Picking a model from a tier's pool: the first candidate that can take the
+//! request (context window, tools, images, JSON output). When none in the
+//! tier can, stronger tiers are tried first (they usually have the larger
+//! windows), then weaker ones.
+
+use crate::config::{Config, Model, ModelId, TierId};
+use crate::request::{PromptView, ResponseFormatKind};
+
+/// What a model must offer to take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requirements {
+    /// Estimated prompt tokens plus the requested output budget.
+    pub tokens: u64,
+    pub tools: bool,
+    pub vision: bool,
+    pub json_output: bool,
+}
+
+impl Requirements {
+    pub fn of(
+        view: &PromptView<'_>,
+        prompt_tokens: u32,
+        max_output_tokens: Option<u64>,
+    ) -> Requirements {
+        Requirements {
+            tokens: u64::from(prompt_tokens)
+                + u64::from(view.context_tokens)
+                + max_output_tokens.unwrap_or(0),
+            tools: view.has_tools,
+            vision: view.images > 0,
+            json_output: view.response_format == ResponseFormatKind::JsonSchema,
+        }
+    }
+
+    /// Why `model` cannot take the request, if it cannot.
+    pub fn unmet_by(&self, model: &Model) -> Option<&'static str> {
+        if self.tokens > model.context_window {
+            Some("context window too small")
+        } else if self.tools && !model.capabilities.tools {
+            Some("no tool support")
+        } else if self.vision && !model.capabilities.vision {
+            Some("no image support")
+        } else if self.json_output && !model.capabilities.json_output {
+            Some("no structured output support")
+        } else {
+            None
+        }
+    }
+}
+
+/// A model chosen for a tier, and the tier whose pool supplied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub model: ModelId,
+    pub tier: TierId,
+}
+
+/// The first model able to take the request, starting with `tier`'s pool.
+pub fn pick(config: &Config, tier: TierId, requirements: &Requirements) -> Option<Pick> {
+    let stronger = tier + 1..config.tiers.len();
+    let weaker = (0..tier).rev();
+    std::iter::once(tier)
+        .chain(stronger)
+        .chain(weaker)
+        .find_map(|candidate_tier| {
+            config.tiers[candidate_tier]
+                .models
+                .iter()
+                .find(|&&model| requirements.unmet_by(&config.models[model]).is_none())
+                .map(|&model| Pick {
+                    model,
+                    tier: candidate_tier,
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_config;
+
+    fn needs(tokens: u64) -> Requirements {
+        Requirements {
+            tokens,
+            ..Requirements::default()
+        }
+    }
+
+    #[test]
+    fn the_first_model_of_the_tier_wins() {
+        let config = sample_config();
+        let pick = pick(&config, 0, &needs(10)).unwrap();
+        assert_eq!(config.models[pick.model].name, "small");
+        assert_eq!(pick.tier, 0);
+    }
+
+    #[test]
+    fn a_model_whose_window_is_too_small_is_skipped() {
+        let config = sample_config();
+        let pick = pick(&config, 0, &needs(5_000)).unwrap();
+        assert_eq!(config.models[pick.model].name, "medium");
+        assert_eq!(pick.tier, 0);
+    }
+
+    #[test]
+    fn stronger_tiers_are_tried_before_weaker_ones() {
+        let config = sample_config();
+        // Only `medium` (200k) fits 150k tokens; it sits in tiers 0 and 1,
+        // and from tier 2 the search goes down to tier 1 first.
+        let pick = pick(&config, 2, &needs(150_000)).unwrap();
+        assert_eq!(config.models[pick.model].name, "medium");
+        assert_eq!(pick.tier, 1);
+    }
+
+    #[test]
+    fn nothing_fits_a_request_larger_than_every_window() {
+        assert_eq!(pick(&sample_config(), 0, &needs(10_000_000)), None);
+    }
+
+    #[test]
+    fn capabilities_are_required_only_when_used() {
+        let config = sample_config();
+        let text_only = &config.models[config.model_named("vision-less").unwrap()];
+        assert_eq!(
+            Requirements {
+                vision: true,
+                ..needs(1)
+            }
+            .unmet_by(text_only),
+            Some("no image support")
+        );
+        assert_eq!(
+            Requirements {
+                tools: true,
+                ..needs(1)
+            }
+            .unmet_by(text_only),
+            None
+        );
+        assert_eq!(
+            needs(200_000).unmet_by(text_only),
+            Some("context window too small")
+        );
+    }
+}

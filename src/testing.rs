@@ -1,0 +1,34 @@
+//! Shared fixtures for the native unit tests.
+
+use crate::config::Config;
+
+/// A small but complete configuration: two providers, three tiers, a rule.
+pub const SAMPLE_CONFIG: &str = r#"{
+  "providers": {
+    "openai": {"cluster": "openai", "api_key": "sk-test-openai"},
+    "anthropic": {"cluster": "anthropic", "base_path": "/v1/", "api_key_env": "ANTHROPIC_KEY"}
+  },
+  "models": {
+    "small": {"provider": "openai", "id": "gpt-4o-mini", "context_window": 1000, "price": {"input": 0.15, "output": 0.6}},
+    "medium": {"provider": "anthropic", "id": "claude-haiku", "context_window": 200000},
+    "large": {"provider": "openai", "id": "gpt-4o", "context_window": 128000, "price": {"input": 2.5, "output": 10}},
+    "vision-less": {"provider": "openai", "id": "text-only", "capabilities": ["tools"]}
+  },
+  "tiers": [
+    {"name": "simple", "max_score": 0.3, "models": ["small", "medium"]},
+    {"name": "standard", "max_score": 0.6, "models": ["medium"]},
+    {"name": "complex", "models": ["large"]}
+  ],
+  "rules": [
+    {"name": "legal", "when": {"last_user": "(?i)\\bcontract\\b"}, "then": {"tier": "complex"}},
+    {"name": "research-team", "when": {"headers": {"x-team": "^research$"}}, "then": {"model": "medium"}}
+  ]
+}"#;
+
+pub fn env(name: &str) -> Option<String> {
+    (name == "ANTHROPIC_KEY").then(|| "sk-ant-from-env".to_string())
+}
+
+pub fn sample_config() -> Config {
+    Config::parse(SAMPLE_CONFIG.as_bytes(), &env).expect("sample config is valid")
+}
