@@ -25,19 +25,19 @@ pub fn request_header_names() -> Vec<String> {
 
 pub fn set_request_header(name: &str, value: &str) {
     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("signalbox: cannot set request header {name}: {status:?}");
+        log::warn!("cannot set request header {name}: {status:?}");
     }
 }
 
 pub fn remove_request_header(name: &str) {
     if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-        log::warn!("signalbox: cannot remove request header {name}: {status:?}");
+        log::warn!("cannot remove request header {name}: {status:?}");
     }
 }
 
 pub fn set_response_header(name: &str, value: &str) {
     if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
-        log::warn!("signalbox: cannot set response header {name}: {status:?}");
+        log::warn!("cannot set response header {name}: {status:?}");
     }
 }
 
@@ -45,7 +45,7 @@ pub fn request_body(size: usize) -> Option<Vec<u8>> {
     match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
         Ok(body) => Some(body.unwrap_or_default()),
         Err(status) => {
-            log::warn!("signalbox: cannot read the request body: {status:?}");
+            log::warn!("cannot read the request body: {status:?}");
             None
         }
     }
@@ -56,7 +56,7 @@ pub fn replace_request_body(size: usize, body: &[u8]) -> bool {
     match hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body) {
         Ok(()) => true,
         Err(status) => {
-            log::warn!("signalbox: cannot replace the request body: {status:?}");
+            log::warn!("cannot replace the request body: {status:?}");
             false
         }
     }
@@ -67,7 +67,7 @@ pub fn send_json(status: u32, extra_headers: &[(&str, &str)], body: &[u8]) {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend_from_slice(extra_headers);
     if let Err(status) = hostcalls::send_http_response(status, headers, Some(body)) {
-        log::warn!("signalbox: cannot send a local reply: {status:?}");
+        log::warn!("cannot send a local reply: {status:?}");
     }
 }
 

@@ -35,14 +35,14 @@ impl RootContext for SignalboxRoot {
             Ok(Some(raw)) => raw,
             Ok(None) => Vec::new(),
             Err(status) => {
-                log::error!("signalbox: cannot read the plugin configuration: {status:?}");
+                log::error!("cannot read the plugin configuration: {status:?}");
                 return false;
             }
         };
         match Config::parse(&raw, &|name| std::env::var(name).ok()) {
             Ok(config) => {
                 log::info!(
-                    "signalbox: configured {} providers, {} models, {} tiers, {} rules",
+                    "configured {} providers, {} models, {} tiers, {} rules",
                     config.providers.len(),
                     config.models.len(),
                     config.tiers.len(),
@@ -56,7 +56,7 @@ impl RootContext for SignalboxRoot {
                 true
             }
             Err(err) => {
-                log::error!("signalbox: {err}");
+                log::error!("{err}");
                 false
             }
         }

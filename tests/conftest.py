@@ -1,0 +1,85 @@
+"""Shared pytest plumbing: import path, default timeout, mock providers and Envoy fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.harness import EnvoyProcess  # noqa: E402
+from tests.mocks import MockProviders  # noqa: E402
+
+DEFAULT_TEST_TIMEOUT_S = 120
+DEFAULT_MOCKS = ("openai", "anthropic", "gemini", "bedrock")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A per-test timeout unless one was given on the command line, in PYTEST_TIMEOUT or in an ini file."""
+    if (
+        config.getoption("timeout", None) is None
+        and not os.environ.get("PYTEST_TIMEOUT")
+        and not config.getini("timeout")
+    ):
+        config.option.timeout = DEFAULT_TEST_TIMEOUT_S
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Remember each phase's outcome on the item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def mocks():
+    """Started MockProviders with listeners named after DEFAULT_MOCKS; start() more as needed."""
+    with MockProviders() as providers:
+        providers.start(DEFAULT_MOCKS)
+        yield providers
+
+
+@pytest.fixture
+def envoy(request: pytest.FixtureRequest, tmp_path: Path):
+    """Factory: envoy(config_dict, **EnvoyProcess options) -> a started EnvoyProcess, stopped after the test.
+
+    When the test failed, each Envoy's log tail is printed into the report.
+    """
+    started: list[EnvoyProcess] = []
+
+    def start(config: dict, **options) -> EnvoyProcess:
+        process = EnvoyProcess(config, workdir=tmp_path / f"envoy-{len(started)}", **options)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for index, process in enumerate(started):
+            print(f"----- envoy-{index} log tail -----\n{process.log_text()[-4000:]}")
+
+
+@pytest.fixture
+def start_gateway(mocks, envoy):
+    """Factory: start_gateway(plugin=None, yaml_path=DEMO_YAML, **envoy options) -> Gateway."""
+    from tests.gateway import DEMO_YAML, Gateway, gateway_config
+
+    def start(plugin=None, yaml_path=DEMO_YAML, **options):
+        return Gateway(envoy(gateway_config(mocks, plugin, yaml_path), **options), mocks)
+
+    return start
+
+
+@pytest.fixture
+def gateway(start_gateway):
+    """The demo gateway with its shipped configuration."""
+    return start_gateway()

@@ -1,0 +1,72 @@
+"""A Signalbox gateway under test: the shipped demo Envoy config, pointed at
+the mock providers on free ports, with the freshly built Wasm module."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from tests.harness import EnvoyProcess
+from tests.harness import config as envoy_config
+from tests.mocks import MockProviders
+
+REPO = Path(__file__).resolve().parent.parent
+WASM = REPO / "target" / "wasm32-wasip1" / "release" / "signalbox.wasm"
+DEMO_YAML = REPO / "envoy" / "demo.yaml"
+REQUEST_TIMEOUT_S = 15
+
+
+def demo_plugin_config() -> dict:
+    """The plugin configuration shipped in envoy/demo.yaml."""
+    return envoy_config.get_plugin_config(envoy_config.load(DEMO_YAML))
+
+
+def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_path: Path = DEMO_YAML) -> dict:
+    """An Envoy config from `yaml_path` with its provider clusters on the mocks."""
+    config = envoy_config.load(yaml_path)
+    envoy_config.set_admin_port(config, 0)
+    envoy_config.set_listener_port(config, 0)
+    for cluster in envoy_config.clusters(config):
+        envoy_config.point_cluster(config, cluster["name"], mocks.ports[cluster["name"]])
+    envoy_config.set_wasm_filename(config, WASM)
+    if plugin is not None:
+        envoy_config.set_plugin_config(config, plugin)
+    return config
+
+
+@dataclass
+class Gateway:
+    envoy: EnvoyProcess
+    mocks: MockProviders
+
+    @property
+    def url(self) -> str:
+        return self.envoy.listener_url()
+
+    def post(self, path: str, body: bytes | str | dict, headers: dict | None = None, **kwargs) -> requests.Response:
+        data = json.dumps(body) if isinstance(body, dict) else body
+        return requests.post(self.url + path, data=data, headers=headers or {}, timeout=REQUEST_TIMEOUT_S, **kwargs)
+
+    def chat(self, body: dict | bytes | str, headers: dict | None = None, **kwargs) -> requests.Response:
+        return self.post("/v1/chat/completions", body, headers, **kwargs)
+
+    def last_request(self, provider: str):
+        """What the provider mock received most recently."""
+        received = self.mocks.requests(provider)
+        assert received, f"{provider} received nothing"
+        return received[-1]
+
+
+def chat_body(text: str, model: str = "auto", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def with_plugin(plugin: dict, **changes) -> dict:
+    """A deep copy of a plugin config with top-level fields replaced."""
+    updated = copy.deepcopy(plugin)
+    updated.update(changes)
+    return updated
