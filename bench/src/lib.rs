@@ -1,0 +1,206 @@
+//! Minimal HTTP/1.1 message framing shared by `sb-upstream` and `sb-load`.
+//!
+//! Only what is needed to find where one message ends and the next begins on a keep-alive
+//! connection: the start line, Content-Length, chunked Transfer-Encoding and Connection.
+//! Bodies are skipped, never stored, so neither tool pays for copies it does not need.
+
+use std::io::{self, BufRead};
+
+/// The framing-relevant parts of a request or response head.
+#[derive(Debug, Default)]
+pub struct Head {
+    /// Request line or status line, without the CRLF.
+    pub start_line: String,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// The peer will close (or wants us to close) the connection after this message.
+    pub close: bool,
+    pub expect_continue: bool,
+}
+
+impl Head {
+    /// Status code of a response head (0 if the status line is malformed).
+    pub fn status(&self) -> u16 {
+        self.start_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// Reads one CRLF-terminated line into `line` (cleared first), without the line ending.
+/// Returns false on EOF before any byte.
+fn read_line<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    if r.read_until(b'\n', line)? == 0 {
+        return Ok(false);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(true)
+}
+
+/// Reads a message head. `Ok(None)` means the peer closed the connection cleanly between
+/// messages, which on a keep-alive connection is normal rather than an error.
+pub fn read_head<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option<Head>> {
+    if !read_line(r, line)? {
+        return Ok(None);
+    }
+    let mut head = Head {
+        start_line: String::from_utf8_lossy(line).into_owned(),
+        ..Head::default()
+    };
+    // HTTP/1.0 closes by default; HTTP/1.1 keeps alive by default.
+    let http10 = head.start_line.starts_with("HTTP/1.0") || head.start_line.ends_with("HTTP/1.0");
+    let mut keep_alive = false;
+    loop {
+        if !read_line(r, line)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if line.is_empty() {
+            break;
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| invalid("header without ':'"))?;
+        let name = &line[..colon];
+        let value = String::from_utf8_lossy(&line[colon + 1..]).trim().to_ascii_lowercase();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            head.content_length = Some(value.parse().map_err(|_| invalid("bad content-length"))?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            head.chunked = value.split(',').any(|t| t.trim() == "chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            head.close |= value.split(',').any(|t| t.trim() == "close");
+            keep_alive |= value.split(',').any(|t| t.trim() == "keep-alive");
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            head.expect_continue = value == "100-continue";
+        }
+    }
+    if http10 && !keep_alive {
+        head.close = true;
+    }
+    Ok(Some(head))
+}
+
+/// Discards exactly `n` bytes.
+fn skip<R: BufRead>(r: &mut R, mut n: u64) -> io::Result<()> {
+    while n > 0 {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let k = buf.len().min(n.min(usize::MAX as u64) as usize);
+        r.consume(k);
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+/// Discards the body that follows `head` and returns its length.
+///
+/// `unframed_until_eof`: a response with neither Content-Length nor chunked encoding runs
+/// to connection close (RFC 9112 §6.3); a request in that state has no body.
+pub fn skip_body<R: BufRead>(
+    r: &mut R,
+    head: &mut Head,
+    line: &mut Vec<u8>,
+    unframed_until_eof: bool,
+) -> io::Result<u64> {
+    if head.chunked {
+        let mut total = 0u64;
+        loop {
+            if !read_line(r, line)? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            // Chunk size is hex, optionally followed by ";extensions".
+            let size_str = String::from_utf8_lossy(line);
+            let size_hex = size_str.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size_hex, 16).map_err(|_| invalid("bad chunk size"))?;
+            if size == 0 {
+                // Trailer section, ended by an empty line.
+                loop {
+                    if !read_line(r, line)? {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    if line.is_empty() {
+                        return Ok(total);
+                    }
+                }
+            }
+            skip(r, size)?;
+            total += size;
+            if !read_line(r, line)? || !line.is_empty() {
+                return Err(invalid("chunk not followed by CRLF"));
+            }
+        }
+    } else if let Some(n) = head.content_length {
+        skip(r, n)?;
+        Ok(n)
+    } else if unframed_until_eof {
+        head.close = true;
+        let mut total = 0u64;
+        loop {
+            let n = r.fill_buf()?.len();
+            if n == 0 {
+                return Ok(total);
+            }
+            r.consume(n);
+            total += n as u64;
+        }
+    } else {
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn content_length_then_chunked_on_one_connection() {
+        let wire = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4;x=y\r\nwxyz\r\n2\r\n12\r\n0\r\nT: v\r\n\r\n";
+        let mut r = Cursor::new(&wire[..]);
+        let mut line = Vec::new();
+        let mut h = read_head(&mut r, &mut line).unwrap().unwrap();
+        assert_eq!(h.start_line, "POST /a HTTP/1.1");
+        assert_eq!(skip_body(&mut r, &mut h, &mut line, false).unwrap(), 3);
+        assert!(!h.close);
+        let mut h = read_head(&mut r, &mut line).unwrap().unwrap();
+        assert!(h.chunked && h.close);
+        assert_eq!(skip_body(&mut r, &mut h, &mut line, false).unwrap(), 6);
+        assert!(read_head(&mut r, &mut line).unwrap().is_none());
+    }
+
+    #[test]
+    fn response_status_and_unframed_body() {
+        let wire = b"HTTP/1.0 503 Service Unavailable\r\n\r\nno upstream";
+        let mut r = Cursor::new(&wire[..]);
+        let mut line = Vec::new();
+        let mut h = read_head(&mut r, &mut line).unwrap().unwrap();
+        assert_eq!(h.status(), 503);
+        assert_eq!(skip_body(&mut r, &mut h, &mut line, true).unwrap(), 11);
+        assert!(h.close);
+    }
+
+    #[test]
+    fn truncated_body_is_an_error() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        let mut r = Cursor::new(&wire[..]);
+        let mut line = Vec::new();
+        let mut h = read_head(&mut r, &mut line).unwrap().unwrap();
+        assert!(skip_body(&mut r, &mut h, &mut line, true).is_err());
+    }
+}
