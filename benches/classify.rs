@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use signalbox::classify::{Classifier, ClassifierSettings};
 use signalbox::config::Config;
+use signalbox::headers::HeaderMap;
 use signalbox::request::PromptView;
 use signalbox::route::{plan_chat, ClientHints};
 
@@ -67,9 +68,8 @@ fn measure(mut call: impl FnMut(), budget: Duration) -> Duration {
 
 fn main() {
     let config = Config::parse(CONFIG.as_bytes(), &|_| None).expect("bench config is valid");
-    let classifier =
-        Classifier::compile(&ClassifierSettings::default()).expect("classifier compiles");
-    let no_headers = |_: &str| None;
+    let classifier = Classifier::compile(&ClassifierSettings::default()).expect("classifier compiles");
+    let headers: HeaderMap = [(":path", "/v1/chat/completions")].into_iter().collect();
     let hints = ClientHints::default();
     let budget = Duration::from_millis(700);
 
@@ -98,7 +98,7 @@ fn main() {
         let plan = measure(
             || {
                 drop(black_box(
-                    plan_chat(&config, black_box(&body), &no_headers, &hints).expect("plan"),
+                    plan_chat(&config, black_box(&body), &headers, &hints).expect("plan"),
                 ))
             },
             budget,

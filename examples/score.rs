@@ -9,8 +9,7 @@ use signalbox::classify::{Classifier, ClassifierSettings};
 use signalbox::request::PromptView;
 
 fn main() {
-    let classifier =
-        Classifier::compile(&ClassifierSettings::default()).expect("built-in classifier compiles");
+    let classifier = Classifier::compile(&ClassifierSettings::default()).expect("built-in classifier compiles");
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
         let text = line.replace("\\n", "\n");
         let view = PromptView {

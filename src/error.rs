@@ -172,18 +172,13 @@ mod tests {
 
     #[test]
     fn every_error_renders_the_openai_shape() {
-        let err = GatewayError::UnknownModel {
-            model: "gpt-9".into(),
-        };
+        let err = GatewayError::UnknownModel { model: "gpt-9".into() };
         let value: serde_json::Value = serde_json::from_slice(&err.to_json()).unwrap();
         assert_eq!(err.status(), 404);
         assert_eq!(value["error"]["code"], "model_not_found");
         assert_eq!(value["error"]["type"], "invalid_request_error");
         assert_eq!(value["error"]["param"], "model");
-        assert!(value["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("gpt-9"));
+        assert!(value["error"]["message"].as_str().unwrap().contains("gpt-9"));
     }
 
     #[test]

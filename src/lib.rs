@@ -10,6 +10,7 @@
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod headers;
 pub mod json_edit;
 pub mod providers;
 pub mod request;

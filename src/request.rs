@@ -118,11 +118,7 @@ impl<'a> Message<'a> {
             Some(Content::Text(text)) => (Some(text.as_str()), None),
             Some(Content::Parts(parts)) => (
                 None,
-                Some(
-                    parts
-                        .iter()
-                        .filter_map(|part| part.text.as_ref().map(Text::as_str)),
-                ),
+                Some(parts.iter().filter_map(|part| part.text.as_ref().map(Text::as_str))),
             ),
             None => (None, None),
         };
@@ -131,10 +127,7 @@ impl<'a> Message<'a> {
 
     pub fn image_count(&self) -> usize {
         match &self.content {
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .filter(|part| part.kind.as_str() == "image_url")
-                .count(),
+            Some(Content::Parts(parts)) => parts.iter().filter(|part| part.kind.as_str() == "image_url").count(),
             _ => 0,
         }
     }
@@ -236,17 +229,10 @@ fn raw_tokens(raw: Option<&RawValue>) -> u32 {
 
 impl<'a> ChatRequest<'a> {
     pub fn prompt_view(&self) -> PromptView<'_> {
-        let last_user = self
-            .messages
-            .iter()
-            .rposition(|message| message.role == Role::User);
+        let last_user = self.messages.iter().rposition(|message| message.role == Role::User);
         let mut view = PromptView {
             has_tools: is_present(self.tools) || is_present(self.functions),
-            response_format: match self
-                .response_format
-                .as_ref()
-                .map(|format| format.kind.as_str())
-            {
+            response_format: match self.response_format.as_ref().map(|format| format.kind.as_str()) {
                 None => ResponseFormatKind::None,
                 Some("json_object") => ResponseFormatKind::JsonObject,
                 Some("json_schema") => ResponseFormatKind::JsonSchema,
@@ -260,15 +246,12 @@ impl<'a> ChatRequest<'a> {
                 view.user_turns += 1;
             }
             view.images += message.image_count() as u32;
-            view.context_tokens = view
-                .context_tokens
-                .saturating_add(tokens::PER_MESSAGE_OVERHEAD);
+            view.context_tokens = view.context_tokens.saturating_add(tokens::PER_MESSAGE_OVERHEAD);
             if Some(position) == last_user {
                 view.last_user_parts.extend(message.text_parts());
             } else {
                 for part in message.text_parts() {
-                    view.context_tokens =
-                        view.context_tokens.saturating_add(tokens::estimate(part));
+                    view.context_tokens = view.context_tokens.saturating_add(tokens::estimate(part));
                 }
             }
         }
@@ -295,8 +278,7 @@ mod tests {
 
     #[test]
     fn a_plain_request_borrows_its_strings() {
-        let body =
-            br#"{"model":"auto","messages":[{"role":"user","content":"hello"}],"temperature":0.2}"#;
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":"hello"}],"temperature":0.2}"#;
         let request = parse_chat(body).unwrap();
         assert!(matches!(request.model.0, Cow::Borrowed("auto")));
         let view = request.prompt_view();

@@ -29,8 +29,8 @@ const fn group(signal: Signal, points: f64, phrases: &'static [&'static str]) ->
 /// Number words count as quantities (like digits), which make math cues
 /// nearby read as a word problem.
 pub const NUMBER_WORDS: &[&str] = &[
-    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-    "twelve", "fifteen", "twenty", "thirty", "fifty", "dozen", "hundred", "thousand", "million",
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "fifteen",
+    "twenty", "thirty", "fifty", "dozen", "hundred", "thousand", "million",
 ];
 
 pub const LEXICON: &[CueGroup] = &[
@@ -344,11 +344,7 @@ pub const LEXICON: &[CueGroup] = &[
             "b)", "c)", "d)", "(b)", "(c)", "(d)", "b.", "c.", "d.", "option 1", "option 2",
         ],
     ),
-    group(
-        Signal::Reasoning,
-        0.5,
-        &["why", "how does", "how do", "what if"],
-    ),
+    group(Signal::Reasoning, 0.5, &["why", "how does", "how do", "what if"]),
     // --- Analysis, evaluation and comparison.
     group(
         Signal::Analysis,
@@ -450,11 +446,7 @@ pub const LEXICON: &[CueGroup] = &[
             "integrat*",
         ],
     ),
-    group(
-        Signal::MultiStep,
-        0.5,
-        &["also", "as well as", "both", "process"],
-    ),
+    group(Signal::MultiStep, 0.5, &["also", "as well as", "both", "process"]),
     // --- Demands on the output's structure.
     group(
         Signal::Structured,
@@ -739,9 +731,7 @@ mod tests {
         let mut seen: HashMap<(String, Signal), usize> = HashMap::new();
         for group in LEXICON {
             for phrase in group.phrases {
-                *seen
-                    .entry((phrase.to_ascii_lowercase(), group.signal))
-                    .or_default() += 1;
+                *seen.entry((phrase.to_ascii_lowercase(), group.signal)).or_default() += 1;
             }
         }
         let repeated: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();

@@ -74,21 +74,13 @@ impl Classifier {
             let path = format!("classifier.weights.{name}");
             let signal = signal_named(name, &path)?;
             if !weight.is_finite() || weight.abs() > 20.0 {
-                return Err(ConfigError::new(
-                    path,
-                    "must be a finite number between -20 and 20",
-                ));
+                return Err(ConfigError::new(path, "must be a finite number between -20 and 20"));
             }
             weights[signal.index()] = *weight;
         }
         let mut credits: Vec<(Signal, f64, &str)> = Vec::new();
         for group in lexicon::LEXICON {
-            credits.extend(
-                group
-                    .phrases
-                    .iter()
-                    .map(|phrase| (group.signal, group.points, *phrase)),
-            );
+            credits.extend(group.phrases.iter().map(|phrase| (group.signal, group.points, *phrase)));
         }
         for (name, phrases) in &settings.phrases {
             let path = format!("classifier.phrases.{name}");
@@ -105,11 +97,7 @@ impl Classifier {
         }
         let phrases = PhraseIndex::build(credits, lexicon::NUMBER_WORDS)
             .map_err(|message| ConfigError::new("classifier.phrases", message))?;
-        Ok(Classifier {
-            phrases,
-            weights,
-            bias,
-        })
+        Ok(Classifier { phrases, weights, bias })
     }
 
     pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
@@ -146,10 +134,7 @@ fn signal_named(name: &str, path: &str) -> Result<Signal, ConfigError> {
         let known: Vec<_> = Signal::ALL.iter().map(|signal| signal.name()).collect();
         ConfigError::new(
             path,
-            format!(
-                "unknown signal `{name}`; known signals: {}",
-                known.join(", ")
-            ),
+            format!("unknown signal `{name}`; known signals: {}", known.join(", ")),
         )
     })
 }
@@ -204,17 +189,14 @@ mod tests {
 
     #[test]
     fn a_greeting_scores_lower_than_a_plain_question() {
-        assert!(
-            score("hi there, thanks!") < score("Tell me about the history of the printing press.")
-        );
+        assert!(score("hi there, thanks!") < score("Tell me about the history of the printing press."));
     }
 
     #[test]
     fn code_math_and_reasoning_prompts_score_high() {
         let code = "Write a function in Python that merges two sorted linked lists and explain its time complexity.";
         let math = "A train leaves at 3 pm travelling 60 miles per hour; a second train leaves at 4 pm at 80 miles per hour. How many hours until the second catches up?";
-        let proof =
-            "Prove that the square root of 2 is irrational. Show your reasoning step by step.";
+        let proof = "Prove that the square root of 2 is irrational. Show your reasoning step by step.";
         let lookup = score("What is the capital of France?");
         for text in [code, math, proof] {
             assert!(score(text) > 0.5, "{text}: {}", score(text));
@@ -265,10 +247,7 @@ mod tests {
         let settings = ClassifierSettings {
             bias: Some(-1.0),
             weights: BTreeMap::from([("code".to_string(), 0.0)]),
-            phrases: BTreeMap::from([(
-                "expertise".to_string(),
-                vec!["kubernetes operator".to_string()],
-            )]),
+            phrases: BTreeMap::from([("expertise".to_string(), vec!["kubernetes operator".to_string()])]),
         };
         let classifier = Classifier::compile(&settings).unwrap();
         let result = classifier.classify(&prompt("write a kubernetes operator"));

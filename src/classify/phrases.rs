@@ -113,6 +113,10 @@ pub struct Phrase {
     text: Vec<u8>,
     /// Matches any word that starts with `text` (written `text*`).
     prefix: bool,
+    /// Leading bytes already proven equal by the table lookup's hash: the
+    /// first word (whole-word phrases) or PREFIX_KEY_LEN (prefix phrases).
+    /// A 64-bit hash match stands for equality; only the rest is compared.
+    hashed_len: usize,
     /// Ends with a word byte and is not a prefix: the next byte must not be one.
     bounded_end: bool,
     /// `(signal, points)`: one phrase may serve several signals.
@@ -164,9 +168,7 @@ impl PhraseIndex {
         }
         // Longest first: the first verified candidate is the leftmost-longest match.
         let phrases = &index.phrases;
-        let by_length = |ids: &mut Vec<u32>| {
-            ids.sort_by_key(|&id| std::cmp::Reverse(phrases[id as usize].text.len()))
-        };
+        let by_length = |ids: &mut Vec<u32>| ids.sort_by_key(|&id| std::cmp::Reverse(phrases[id as usize].text.len()));
         index.by_first_word.values_mut().for_each(by_length);
         index.by_prefix.values_mut().for_each(by_length);
         index.by_symbol.values_mut().for_each(by_length);
@@ -197,6 +199,13 @@ impl PhraseIndex {
         let id = self.phrases.len();
         let id32 = u32::try_from(id).map_err(|_| "too many cue phrases".to_string())?;
         let last = text[text.len() - 1];
+        let hashed_len = if first_word_len == 0 {
+            0
+        } else if is_prefix && single_word {
+            PREFIX_KEY_LEN
+        } else {
+            first_word_len
+        };
         if first_word_len == 0 {
             self.by_symbol.entry(first).or_default().push(id32);
             self.symbol_starts[usize::from(first >> 6)] |= 1 << (first & 63);
@@ -211,6 +220,7 @@ impl PhraseIndex {
         }
         self.phrases.push(Phrase {
             prefix: is_prefix,
+            hashed_len,
             bounded_end: !is_prefix && is_word_byte(last),
             text,
             credits: Vec::new(),
@@ -231,13 +241,7 @@ impl PhraseIndex {
     /// hash is `word_hash` and whose first PREFIX_KEY_LEN bytes hash to
     /// `key_hash` (when it is that long). Returns the phrase id and match end.
     #[inline]
-    pub fn match_word(
-        &self,
-        text: &[u8],
-        start: usize,
-        word_hash: u64,
-        key_hash: Option<u64>,
-    ) -> Option<(u32, usize)> {
+    pub fn match_word(&self, text: &[u8], start: usize, word_hash: u64, key_hash: Option<u64>) -> Option<(u32, usize)> {
         let mut best = None;
         if self.known_hashes.may_contain(word_hash) {
             self.consider(self.by_first_word.get(&word_hash), text, start, &mut best);
@@ -257,13 +261,7 @@ impl PhraseIndex {
     }
 
     /// The longest of `candidates` (sorted longest first) matching at `start`.
-    fn consider(
-        &self,
-        candidates: Option<&Vec<u32>>,
-        text: &[u8],
-        start: usize,
-        best: &mut Option<(u32, usize)>,
-    ) {
+    fn consider(&self, candidates: Option<&Vec<u32>>, text: &[u8], start: usize, best: &mut Option<(u32, usize)>) {
         let Some(candidates) = candidates else { return };
         let rest = text.get(start..).unwrap_or_default();
         for &id in candidates {
@@ -272,10 +270,10 @@ impl PhraseIndex {
             if best.is_some_and(|(_, best_end)| start + len <= best_end) {
                 return;
             }
-            let Some(candidate) = rest.get(..len) else {
+            let Some(unproven) = rest.get(phrase.hashed_len..len) else {
                 continue;
             };
-            if !candidate.eq_ignore_ascii_case(&phrase.text) {
+            if !unproven.eq_ignore_ascii_case(&phrase.text[phrase.hashed_len..]) {
                 continue;
             }
             if phrase.bounded_end && rest.get(len).copied().is_some_and(is_word_byte) {

@@ -6,6 +6,12 @@
 //! Cues near the start or end of the message (where instructions sit) count
 //! fully; cues deep inside a long message (pasted documents, logs, code) count
 //! less, so "summarize this report" does not inherit the report's vocabulary.
+//!
+//! Work is bounded: a message longer than [`FULL_SCAN_BYTES`] is read in full
+//! for its first and last [`EDGE_BYTES`], and the middle is sampled in
+//! line-aligned windows ([`WINDOW_BYTES`] of every [`WINDOW_STRIDE`]) whose
+//! shape statistics are scaled up to the whole middle. Only the character
+//! count (for the token estimate) touches every byte.
 
 use super::phrases::{PhraseIndex, WordHash, PREFIX_KEY_LEN};
 use super::signals::SIGNAL_COUNT;
@@ -16,6 +22,13 @@ const INSTRUCTION_ZONE: usize = 600;
 const PAYLOAD_CUE_WEIGHT: f64 = 0.35;
 /// Words of at least this many characters count as long (specialist) words.
 const LONG_WORD_CHARS: u32 = 13;
+/// Messages up to this size are scanned in full.
+pub const FULL_SCAN_BYTES: usize = 6 * 1024;
+/// Longer messages: bytes scanned in full at each end.
+pub const EDGE_BYTES: usize = 2 * 1024;
+/// Longer messages: one sampling window of this size per stride of the middle.
+pub const WINDOW_BYTES: usize = 256;
+pub const WINDOW_STRIDE: usize = 1024;
 
 /// Shape statistics of the scanned text.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -48,17 +61,90 @@ pub struct Evidence {
     pub response_format: f64,
 }
 
+impl TextStats {
+    /// Adds `other`'s shape counts multiplied by `scale` (sampled windows
+    /// standing for the whole middle of a message).
+    fn add_scaled(&mut self, other: &TextStats, scale: f64) {
+        let scaled = |count: u32| (f64::from(count) * scale).round() as u32;
+        self.lines += scaled(other.lines);
+        self.code_lines += scaled(other.code_lines);
+        self.enumerated_lines += scaled(other.enumerated_lines);
+        self.questions += scaled(other.questions);
+        self.numbers += scaled(other.numbers);
+        self.equation_ops += scaled(other.equation_ops);
+        self.words += scaled(other.words);
+        self.long_words += scaled(other.long_words);
+    }
+}
+
 /// Scans the parts of one message (in order) into `evidence`, and sets its
 /// `prompt_tokens`.
 pub fn scan(index: &PhraseIndex, parts: &[&str], evidence: &mut Evidence) {
     let total_len: usize = parts.iter().map(|part| part.len()).sum();
+    let sampled = total_len > FULL_SCAN_BYTES;
+    let (head_end, tail_start) = if sampled {
+        (EDGE_BYTES, total_len - EDGE_BYTES)
+    } else {
+        (total_len, total_len)
+    };
+    let mut window_stats = TextStats::default();
+    let mut window_bytes = 0usize;
     let mut offset = 0;
     for part in parts {
-        Scanner::new(index, part.as_bytes(), offset, total_len, evidence).run();
-        offset += part.len();
+        let text = part.as_bytes();
+        let (ascii, non_ascii_chars) = crate::tokens::count_ascii_and_chars(text);
+        evidence.stats.ascii_bytes += ascii;
+        evidence.stats.non_ascii_chars += non_ascii_chars;
+        let local = |global: usize| global.clamp(offset, offset + text.len()) - offset;
+        let mut read = |range: std::ops::Range<usize>, into_windows: bool| {
+            if range.is_empty() {
+                return;
+            }
+            let scanner = Scanner::new(index, text, range, offset, total_len, &mut evidence.cues);
+            let stats = scanner.run();
+            if into_windows {
+                window_stats.add_scaled(&stats, 1.0);
+            } else {
+                evidence.stats.add_scaled(&stats, 1.0);
+            }
+        };
+        read(0..local(head_end), false);
+        let middle = local(head_end)..local(tail_start);
+        let mut window_start = middle.start;
+        while window_start < middle.end {
+            let window = line_aligned(text, window_start, (window_start + WINDOW_BYTES).min(middle.end));
+            window_bytes += window.len();
+            read(window, true);
+            window_start += WINDOW_STRIDE;
+        }
+        read(local(tail_start)..text.len(), false);
+        offset += text.len();
     }
-    evidence.prompt_tokens =
-        crate::tokens::from_counts(evidence.stats.ascii_bytes, evidence.stats.non_ascii_chars);
+    if window_bytes > 0 {
+        let middle_len = tail_start - head_end;
+        evidence
+            .stats
+            .add_scaled(&window_stats, middle_len as f64 / window_bytes as f64);
+    }
+    evidence.prompt_tokens = crate::tokens::from_counts(evidence.stats.ascii_bytes, evidence.stats.non_ascii_chars);
+}
+
+/// `start..end` moved to whole lines: from just after the first newline in
+/// the window (if any) to the end of the line that `end` falls in, so a
+/// sampled window sees real lines and words.
+fn line_aligned(text: &[u8], start: usize, end: usize) -> std::ops::Range<usize> {
+    let window = text.get(start..end).unwrap_or_default();
+    let aligned_start = window
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map_or(start, |newline| start + newline + 1);
+    let rest = text.get(end..).unwrap_or_default();
+    let aligned_end = rest
+        .iter()
+        .take(WINDOW_BYTES)
+        .position(|&byte| byte == b'\n')
+        .map_or(end, |newline| end + newline);
+    aligned_start.min(aligned_end)..aligned_end
 }
 
 fn zone_weight(position: usize, total_len: usize) -> f64 {
@@ -96,18 +182,7 @@ const CLASSES: [u8; 256] = {
         }
         if matches!(
             b,
-            b'{' | b'}'
-                | b'['
-                | b']'
-                | b';'
-                | b'='
-                | b'<'
-                | b'>'
-                | b'|'
-                | b'&'
-                | b'_'
-                | b'('
-                | b')'
+            b'{' | b'}' | b'[' | b']' | b';' | b'=' | b'<' | b'>' | b'|' | b'&' | b'_' | b'(' | b')'
         ) {
             class |= SYNTAX;
         }
@@ -137,15 +212,17 @@ struct Word {
     key_hash: Option<u64>,
 }
 
-/// State of the pass over one part of a message.
+/// State of the pass over one range of one part of a message.
 struct Scanner<'a> {
     index: &'a PhraseIndex,
+    /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
+    range: std::ops::Range<usize>,
     /// Position of this part within the whole message.
     offset: usize,
     total_len: usize,
-    evidence: &'a mut Evidence,
-    non_ascii_bytes: usize,
+    cues: &'a mut [f64; SIGNAL_COUNT],
+    stats: TextStats,
     /// End of the previous word and whether its last byte was a digit, so
     /// `1,250.50` counts as one number.
     previous_word_end: usize,
@@ -160,29 +237,34 @@ impl<'a> Scanner<'a> {
     fn new(
         index: &'a PhraseIndex,
         text: &'a [u8],
+        range: std::ops::Range<usize>,
         offset: usize,
         total_len: usize,
-        evidence: &'a mut Evidence,
+        cues: &'a mut [f64; SIGNAL_COUNT],
     ) -> Self {
         Scanner {
             index,
             text,
+            line_start: range.start,
+            matched_until: range.start,
+            range,
             offset,
             total_len,
-            evidence,
-            non_ascii_bytes: 0,
+            cues,
+            stats: TextStats::default(),
             previous_word_end: 0,
             previous_word_numeric: false,
-            matched_until: 0,
-            line_start: 0,
             line_syntax: 0,
         }
     }
 
-    fn run(mut self) {
+    /// Reads the range and returns its shape statistics (cues go straight
+    /// into the evidence).
+    fn run(mut self) -> TextStats {
         let text = self.text;
-        let mut position = 0;
-        while position < text.len() {
+        let mut position = self.range.start;
+        let end = self.range.end.min(text.len());
+        while position < end {
             let byte = text[position];
             let class = CLASSES[usize::from(byte)];
             if class & WORD != 0 {
@@ -201,7 +283,7 @@ impl<'a> Scanner<'a> {
                 self.finish_line(position);
             }
             if class & QUESTION != 0 {
-                self.evidence.stats.questions += 1;
+                self.stats.questions += 1;
             }
             if position >= self.matched_until && self.index.starts_symbol_phrase(byte) {
                 if let Some((id, end)) = self.index.match_symbol(text, position) {
@@ -210,15 +292,14 @@ impl<'a> Scanner<'a> {
             }
             position += 1;
         }
-        self.finish_line(text.len());
-        let stats = &mut self.evidence.stats;
-        stats.ascii_bytes += text.len() - self.non_ascii_bytes;
+        self.finish_line(position.min(text.len()));
+        self.stats
     }
 
     /// The hot loop: hashes one word. Character counts only need work for
     /// the rare words with non-ASCII bytes.
     #[inline(always)]
-    fn read_word(&mut self, start: usize) -> Word {
+    fn read_word(&self, start: usize) -> Word {
         let text = self.text;
         let mut hash = WordHash::default();
         let mut key_hash = None;
@@ -239,13 +320,12 @@ impl<'a> Scanner<'a> {
         }
         let mut chars = (end - start) as u32;
         if classes_seen & NON_ASCII != 0 {
-            let word = &text[start..end];
-            let non_ascii = word.iter().filter(|&&byte| byte >= 0x80).count();
-            let leads = word.iter().filter(|&&byte| byte >= 0xC0).count();
-            self.non_ascii_bytes += non_ascii;
-            self.evidence.stats.non_ascii_chars += leads;
             // Continuation bytes of a UTF-8 character are not new characters.
-            chars -= (non_ascii - leads) as u32;
+            let continuations = text[start..end]
+                .iter()
+                .filter(|&&byte| (0x80..0xC0).contains(&byte))
+                .count();
+            chars -= continuations as u32;
         }
         Word {
             start,
@@ -258,7 +338,7 @@ impl<'a> Scanner<'a> {
 
     fn finish_word(&mut self, word: &Word) {
         let text = self.text;
-        let stats = &mut self.evidence.stats;
+        let stats = &mut self.stats;
         stats.words += 1;
         if word.chars >= LONG_WORD_CHARS {
             stats.long_words += 1;
@@ -275,10 +355,7 @@ impl<'a> Scanner<'a> {
         self.previous_word_numeric = text[word.end - 1].is_ascii_digit();
 
         if word.start >= self.matched_until {
-            if let Some((id, end)) =
-                self.index
-                    .match_word(text, word.start, word.hash, word.key_hash)
-            {
+            if let Some((id, end)) = self.index.match_word(text, word.start, word.hash, word.key_hash) {
                 self.credit(id, word.start, end);
             }
         }
@@ -292,14 +369,11 @@ impl<'a> Scanner<'a> {
             .iter()
             .rev()
             .find(|&&byte| byte != b' ' && byte != b'\t');
-        let after = text[position + 1..]
-            .iter()
-            .find(|&&byte| byte != b' ' && byte != b'\t');
-        let operand_before =
-            before.is_some_and(|&byte| byte.is_ascii_alphanumeric() || byte == b')');
+        let after = text[position + 1..].iter().find(|&&byte| byte != b' ' && byte != b'\t');
+        let operand_before = before.is_some_and(|&byte| byte.is_ascii_alphanumeric() || byte == b')');
         let operand_after = after.is_some_and(|&byte| byte.is_ascii_digit() || byte == b'(');
         if operand_before && operand_after {
-            self.evidence.stats.equation_ops += 1;
+            self.stats.equation_ops += 1;
         }
     }
 
@@ -307,11 +381,11 @@ impl<'a> Scanner<'a> {
         self.matched_until = end;
         let phrase = self.index.phrase(id);
         if phrase.number_word {
-            self.evidence.stats.numbers += 1;
+            self.stats.numbers += 1;
         }
         let weight = zone_weight(self.offset + start, self.total_len);
         for (signal, points) in &phrase.credits {
-            self.evidence.cues[signal.index()] += points * weight;
+            self.cues[signal.index()] += points * weight;
         }
     }
 
@@ -337,7 +411,7 @@ impl<'a> Scanner<'a> {
             second: content.get(1).copied().unwrap_or(0),
             last,
         };
-        let stats = &mut self.evidence.stats;
+        let stats = &mut self.stats;
         stats.lines += 1;
         if shape.looks_like_code() {
             stats.code_lines += 1;
@@ -381,13 +455,7 @@ mod tests {
     use crate::classify::signals::Signal;
 
     fn matcher(phrases: &[(Signal, &str)]) -> PhraseIndex {
-        PhraseIndex::build(
-            phrases
-                .iter()
-                .map(|(signal, phrase)| (*signal, 1.0, *phrase)),
-            &["two"],
-        )
-        .unwrap()
+        PhraseIndex::build(phrases.iter().map(|(signal, phrase)| (*signal, 1.0, *phrase)), &["two"]).unwrap()
     }
 
     fn scan(index: &PhraseIndex, text: &str) -> Evidence {
@@ -400,24 +468,15 @@ mod tests {
     fn phrases_match_whole_words_only() {
         let m = matcher(&[(Signal::Reasoning, "prove")]);
         assert_eq!(scan(&m, "Prove it.").cues[Signal::Reasoning.index()], 1.0);
-        assert_eq!(
-            scan(&m, "we improve things").cues[Signal::Reasoning.index()],
-            0.0
-        );
+        assert_eq!(scan(&m, "we improve things").cues[Signal::Reasoning.index()], 0.0);
         assert_eq!(scan(&m, "proven").cues[Signal::Reasoning.index()], 0.0);
     }
 
     #[test]
     fn a_starred_phrase_matches_any_word_with_that_prefix() {
         let m = matcher(&[(Signal::Analysis, "analy*")]);
-        assert_eq!(
-            scan(&m, "an analytical essay").cues[Signal::Analysis.index()],
-            1.0
-        );
-        assert_eq!(
-            scan(&m, "psychoanalysis").cues[Signal::Analysis.index()],
-            0.0
-        );
+        assert_eq!(scan(&m, "an analytical essay").cues[Signal::Analysis.index()], 1.0);
+        assert_eq!(scan(&m, "psychoanalysis").cues[Signal::Analysis.index()], 0.0);
     }
 
     #[test]
@@ -499,16 +558,51 @@ mod tests {
 }
 
 #[cfg(test)]
+mod sampling_tests {
+    use super::*;
+
+    fn scan_text(text: &str) -> Evidence {
+        let index = PhraseIndex::build([], &[]).unwrap();
+        let mut evidence = Evidence::default();
+        scan(&index, &[text], &mut evidence);
+        evidence
+    }
+
+    #[test]
+    fn a_long_message_is_sampled_but_its_statistics_stay_representative() {
+        let code_line = "    let total = items.iter().map(|item| item.price * 2).sum::<u64>();\n";
+        let prose_line = "The quarterly report covers revenue, churn and the hiring plan for next year.\n";
+        let text = format!("{}{}", code_line.repeat(300), prose_line.repeat(300));
+        assert!(text.len() > 6 * FULL_SCAN_BYTES);
+        let stats = scan_text(&text).stats;
+        let within = |value: u32, expected: f64| (f64::from(value) - expected).abs() <= expected * 0.15;
+        assert!(within(stats.lines, 600.0), "{stats:?}");
+        assert!(within(stats.code_lines, 300.0), "{stats:?}");
+        assert!(within(stats.numbers, 300.0), "{stats:?}");
+    }
+
+    #[test]
+    fn the_token_estimate_counts_every_byte_even_when_sampling() {
+        let text = "abcd".repeat(10_000);
+        assert_eq!(scan_text(&text).prompt_tokens, 10_000);
+    }
+
+    #[test]
+    fn sampling_windows_start_and_end_on_line_boundaries() {
+        let text = b"aaaa\nbbbb\ncccc\ndddd";
+        assert_eq!(line_aligned(text, 2, 7), 5..9);
+        // No newline in the window: it starts where asked.
+        assert_eq!(line_aligned(b"aaaaaaaa", 2, 4), 2..4);
+    }
+}
+
+#[cfg(test)]
 mod matching_tests {
     use super::*;
     use crate::classify::signals::Signal;
 
     fn cues(phrases: &[&str], text: &str) -> f64 {
-        let index = PhraseIndex::build(
-            phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)),
-            &[],
-        )
-        .unwrap();
+        let index = PhraseIndex::build(phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)), &[]).unwrap();
         let mut evidence = Evidence::default();
         scan(&index, &[text], &mut evidence);
         evidence.cues[Signal::Code.index()]
@@ -517,14 +611,8 @@ mod matching_tests {
     #[test]
     fn the_longest_phrase_at_a_position_wins_and_matches_do_not_overlap() {
         // "write a function" consumes "function": one credit, not two.
-        assert_eq!(
-            cues(&["write a function", "function"], "Write a function now"),
-            1.0
-        );
-        assert_eq!(
-            cues(&["import ", "import numpy"], "import numpy as np"),
-            1.0
-        );
+        assert_eq!(cues(&["write a function", "function"], "Write a function now"), 1.0);
+        assert_eq!(cues(&["import ", "import numpy"], "import numpy as np"), 1.0);
         assert_eq!(cues(&["$", "$$"], "$$x$$"), 2.0);
     }
 
@@ -545,19 +633,13 @@ mod matching_tests {
 
     #[test]
     fn phrases_with_inner_symbols_are_verified_in_full() {
-        assert_eq!(
-            cues(&["c++", "node.js", "o(n"], "C++ and Node.js in O(n log n)"),
-            3.0
-        );
+        assert_eq!(cues(&["c++", "node.js", "o(n"], "C++ and Node.js in O(n log n)"), 3.0);
         assert_eq!(cues(&["c++"], "c+"), 0.0);
     }
 
     #[test]
     fn prefixes_of_several_lengths_match_long_words() {
-        assert_eq!(
-            cues(&["refactor*", "debug*"], "refactoring and debugging"),
-            2.0
-        );
+        assert_eq!(cues(&["refactor*", "debug*"], "refactoring and debugging"), 2.0);
         let long = "a".repeat(40);
         assert_eq!(cues(&["refactor*"], &long), 0.0);
     }

@@ -140,8 +140,7 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
     } else {
         0.05 * quantities
     };
-    let math_evidence =
-        cue(Signal::Math) + 0.5 * stats.equation_ops.min(10) as f64 + quantity_evidence;
+    let math_evidence = cue(Signal::Math) + 0.5 * stats.equation_ops.min(10) as f64 + quantity_evidence;
     strength[Signal::Math.index()] = saturate(math_evidence, 2.2);
 
     strength[Signal::Reasoning.index()] = saturate(cue(Signal::Reasoning), 1.8);
@@ -149,12 +148,10 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
 
     // Several questions or an enumerated list of asks means several steps.
     let extra_questions = stats.questions.saturating_sub(1).min(3) as f64;
-    let multi_step =
-        cue(Signal::MultiStep) + 0.5 * stats.enumerated_lines.min(6) as f64 + 0.6 * extra_questions;
+    let multi_step = cue(Signal::MultiStep) + 0.5 * stats.enumerated_lines.min(6) as f64 + 0.6 * extra_questions;
     strength[Signal::MultiStep.index()] = saturate(multi_step, 2.2);
 
-    strength[Signal::Structured.index()] =
-        saturate(cue(Signal::Structured) + evidence.response_format, 1.5);
+    strength[Signal::Structured.index()] = saturate(cue(Signal::Structured) + evidence.response_format, 1.5);
     strength[Signal::Tools.index()] = if evidence.has_tools { 1.0 } else { 0.0 };
     strength[Signal::Constraints.index()] = saturate(cue(Signal::Constraints), 3.0);
 

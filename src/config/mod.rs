@@ -126,10 +126,7 @@ impl Config {
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
-            ConfigError::new(
-                if path == "." { String::new() } else { path },
-                err.inner().to_string(),
-            )
+            ConfigError::new(if path == "." { String::new() } else { path }, err.inner().to_string())
         })?;
         resolve(raw, env)
     }
@@ -162,16 +159,10 @@ impl Config {
 fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     check_header_name("routing_header", &raw.routing_header)?;
     if !(1024..=(256 << 20)).contains(&raw.max_body_bytes) {
-        return Err(ConfigError::new(
-            "max_body_bytes",
-            "must be between 1024 and 268435456",
-        ));
+        return Err(ConfigError::new("max_body_bytes", "must be between 1024 and 268435456"));
     }
     if raw.providers.is_empty() {
-        return Err(ConfigError::new(
-            "providers",
-            "at least one provider is required",
-        ));
+        return Err(ConfigError::new("providers", "at least one provider is required"));
     }
     let mut providers = Vec::with_capacity(raw.providers.len());
     let mut provider_by_name = BTreeMap::new();
@@ -212,10 +203,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
 
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (position, rule) in raw.rules.iter().enumerate() {
-        if raw.rules[..position]
-            .iter()
-            .any(|earlier| earlier.name == rule.name)
-        {
+        if raw.rules[..position].iter().any(|earlier| earlier.name == rule.name) {
             return Err(ConfigError::new(
                 format!("rules[{position}].name"),
                 format!("duplicate rule name `{}`", rule.name),
@@ -283,9 +271,7 @@ fn resolve_provider(
         .trim_end_matches('/')
         .to_string();
     if !raw.base_path.as_deref().unwrap_or("/").starts_with('/')
-        || base_path
-            .bytes()
-            .any(|b| !b.is_ascii_graphic() || b == b'?')
+        || base_path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?')
     {
         return Err(ConfigError::new(
             format!("{path}.base_path"),
@@ -460,10 +446,7 @@ fn resolve_tiers(
         let mut models = Vec::with_capacity(tier.models.len());
         for (index, model) in tier.models.iter().enumerate() {
             let id = *model_by_name.get(model).ok_or_else(|| {
-                ConfigError::new(
-                    format!("{path}.models[{index}]"),
-                    format!("unknown model `{model}`"),
-                )
+                ConfigError::new(format!("{path}.models[{index}]"), format!("unknown model `{model}`"))
             })?;
             if models.contains(&id) {
                 return Err(ConfigError::new(
@@ -524,21 +507,19 @@ fn resolve_rule(
         RawAction {
             tier: Some(tier),
             model: None,
-        } => RuleAction::Tier(*tier_by_name.get(tier).ok_or_else(|| {
-            ConfigError::new(
-                format!("{path}.then.tier"),
-                format!("unknown tier `{tier}`"),
-            )
-        })?),
+        } => RuleAction::Tier(
+            *tier_by_name
+                .get(tier)
+                .ok_or_else(|| ConfigError::new(format!("{path}.then.tier"), format!("unknown tier `{tier}`")))?,
+        ),
         RawAction {
             tier: None,
             model: Some(model),
-        } => RuleAction::Model(*model_by_name.get(model).ok_or_else(|| {
-            ConfigError::new(
-                format!("{path}.then.model"),
-                format!("unknown model `{model}`"),
-            )
-        })?),
+        } => RuleAction::Model(
+            *model_by_name
+                .get(model)
+                .ok_or_else(|| ConfigError::new(format!("{path}.then.model"), format!("unknown model `{model}`")))?,
+        ),
         _ => {
             return Err(ConfigError::new(
                 format!("{path}.then"),

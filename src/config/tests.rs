@@ -9,9 +9,7 @@ fn parse(json: &str) -> Result<Config, ConfigError> {
 fn sample_with(pointer: &str, value: serde_json::Value) -> String {
     let mut document: serde_json::Value = serde_json::from_str(SAMPLE_CONFIG).unwrap();
     let (parent, key) = pointer.rsplit_once('/').unwrap();
-    let parent = document
-        .pointer_mut(parent)
-        .unwrap_or_else(|| panic!("{pointer}"));
+    let parent = document.pointer_mut(parent).unwrap_or_else(|| panic!("{pointer}"));
     match parent {
         serde_json::Value::Object(members) => {
             members.insert(key.to_string(), value);
@@ -33,21 +31,13 @@ fn the_sample_resolves_names_to_indexes() {
     assert!(config.is_auto("auto") && config.is_auto("signalbox/auto"));
     let small = config.model_named("small").unwrap();
     assert_eq!(config.models[small].upstream_id, "gpt-4o-mini");
-    assert_eq!(
-        config.models[small].upstream_id_json,
-        br#""gpt-4o-mini""#.to_vec()
-    );
+    assert_eq!(config.models[small].upstream_id_json, br#""gpt-4o-mini""#.to_vec());
     assert_eq!(config.models[small].cluster, "openai");
     assert_eq!(config.provider_of(small).name, "openai");
     let medium = config.model_named("medium").unwrap();
     assert_eq!(config.provider_of(medium).base_path, "/v1");
     assert_eq!(
-        config
-            .provider_of(medium)
-            .api_key
-            .as_ref()
-            .unwrap()
-            .expose(),
+        config.provider_of(medium).api_key.as_ref().unwrap().expose(),
         "sk-ant-from-env"
     );
     assert_eq!(config.tiers.len(), 3);
@@ -103,10 +93,7 @@ fn every_invalid_field_is_named() {
             sample_with("/tiers/2/max_score", serde_json::json!(0.9)),
             "tiers[2].max_score",
         ),
-        (
-            sample_with("/tiers/1/models", serde_json::json!([])),
-            "tiers[1].models",
-        ),
+        (sample_with("/tiers/1/models", serde_json::json!([])), "tiers[1].models"),
         (
             sample_with("/tiers/1/models", serde_json::json!(["nope"])),
             "tiers[1].models[0]",
@@ -133,20 +120,14 @@ fn every_invalid_field_is_named() {
             "providers.openai.base_path",
         ),
         (
-            sample_with(
-                "/providers/anthropic/api_key_env",
-                serde_json::json!("MISSING_VAR"),
-            ),
+            sample_with("/providers/anthropic/api_key_env", serde_json::json!("MISSING_VAR")),
             "providers.anthropic.api_key_env",
         ),
         (
             sample_with("/rules/0/when/last_user", serde_json::json!("(unclosed")),
             "rules[0].when.last_user",
         ),
-        (
-            sample_with("/rules/0/when", serde_json::json!({})),
-            "rules[0].when",
-        ),
+        (sample_with("/rules/0/when", serde_json::json!({})), "rules[0].when"),
         (
             sample_with(
                 "/rules/0/then",
@@ -170,29 +151,20 @@ fn every_invalid_field_is_named() {
             sample_with("/routing_header", serde_json::json!("X Bad")),
             "routing_header",
         ),
-        (
-            sample_with("/max_body_bytes", serde_json::json!(10)),
-            "max_body_bytes",
-        ),
+        (sample_with("/max_body_bytes", serde_json::json!(10)), "max_body_bytes"),
         (
             sample_with("/auto_models", serde_json::json!(["small"])),
             "auto_models[0]",
         ),
         (
-            sample_with(
-                "/classifier",
-                serde_json::json!({"weights": {"code": "high"}}),
-            ),
+            sample_with("/classifier", serde_json::json!({"weights": {"code": "high"}})),
             "classifier.weights.code",
         ),
         (
             sample_with("/classifier", serde_json::json!({"weights": {"vibes": 1}})),
             "classifier.weights.vibes",
         ),
-        (
-            sample_with("/explain", serde_json::json!("sometimes")),
-            "explain",
-        ),
+        (sample_with("/explain", serde_json::json!("sometimes")), "explain"),
     ];
     for (json, path) in cases {
         let err = error_at(&json);

@@ -9,18 +9,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
 use crate::error::GatewayError;
+use crate::headers::HeaderMap;
 
-pub fn request_header(name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()?;
-    String::from_utf8(bytes).ok()
-}
-
-pub fn request_header_names() -> Vec<String> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .map(|headers| headers.into_iter().map(|(name, _)| name).collect())
-        .unwrap_or_default()
+/// All request headers in one host call (see [`HeaderMap`]).
+pub fn request_headers() -> HeaderMap {
+    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        Ok(entries) => HeaderMap::new(entries),
+        Err(status) => {
+            log::warn!("cannot read the request headers: {status:?}");
+            HeaderMap::default()
+        }
+    }
 }
 
 pub fn set_request_header(name: &str, value: &str) {

@@ -11,6 +11,7 @@ use proxy_wasm::types::Action;
 use super::host;
 use super::root::Loaded;
 use crate::error::GatewayError;
+use crate::headers::HeaderMap;
 use crate::route::{self, ClientHints, Endpoint, HeaderEdit, RequestPlan, CLIENT_HEADER_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,8 @@ enum Phase {
 pub struct ChatFilter {
     state: Option<Rc<Loaded>>,
     phase: Phase,
+    /// Request headers as they arrived (one host call), for planning.
+    headers: HeaderMap,
     hints: ClientHints,
     response_headers: Vec<(&'static str, String)>,
 }
@@ -37,6 +40,7 @@ impl ChatFilter {
         ChatFilter {
             state,
             phase: Phase::PassThrough,
+            headers: HeaderMap::default(),
             hints: ClientHints::default(),
             response_headers: Vec::new(),
         }
@@ -76,35 +80,34 @@ impl HttpContext for ChatFilter {
             });
         };
         let config = &state.config;
+        let headers = host::request_headers();
         // The routing header is Signalbox's alone: a client must never pick a cluster.
-        host::remove_request_header(&config.routing_header);
-
-        let path = host::request_header(":path").unwrap_or_default();
-        let method = host::request_header(":method").unwrap_or_default();
-        match route::endpoint(&path) {
+        if headers.contains(&config.routing_header) {
+            host::remove_request_header(&config.routing_header);
+        }
+        let method = headers.get(":method").unwrap_or_default();
+        match route::endpoint(headers.get(":path").unwrap_or_default()) {
             Endpoint::Other => return Action::Continue,
             Endpoint::Models if method == "GET" => {
                 host::send_json(200, &[], &state.models_json);
                 self.phase = Phase::Replied;
                 return Action::Pause;
             }
-            Endpoint::Models => {
-                return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "GET" })
-            }
+            Endpoint::Models => return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "GET" }),
             Endpoint::ChatCompletions if method != "POST" => {
                 return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "POST" });
             }
             Endpoint::ChatCompletions => {}
         }
 
-        self.hints = route::client_hints(config, &host::request_header);
-        for name in host::request_header_names() {
-            if name.starts_with(CLIENT_HEADER_PREFIX) {
-                host::remove_request_header(&name);
-            }
+        self.hints = route::client_hints(config, &headers);
+        for name in headers.names().filter(|name| name.starts_with(CLIENT_HEADER_PREFIX)) {
+            host::remove_request_header(name);
         }
-        let declared_length = host::request_header("content-length")
+        let declared_length = headers
+            .get("content-length")
             .and_then(|value| value.trim().parse::<u64>().ok());
+        self.headers = headers;
         if declared_length.is_some_and(|length| length > config.max_body_bytes as u64) {
             return self.reply_error(&GatewayError::BodyTooLarge {
                 limit: config.max_body_bytes,
@@ -142,7 +145,7 @@ impl HttpContext for ChatFilter {
                 message: "The gateway could not read the request body.".into(),
             });
         };
-        match route::plan_chat(config, &body, &host::request_header, &self.hints) {
+        match route::plan_chat(config, &body, &self.headers, &self.hints) {
             Ok(plan) => self.apply(plan, body_size),
             Err(error) => self.reply_error(&error),
         }
@@ -151,9 +154,7 @@ impl HttpContext for ChatFilter {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match self.phase {
             // The body never reported its end: trailers closed the stream.
-            Phase::AwaitingBody => self.reply_error(&GatewayError::invalid(
-                "Request trailers are not supported.",
-            )),
+            Phase::AwaitingBody => self.reply_error(&GatewayError::invalid("Request trailers are not supported.")),
             Phase::Replied => Action::Pause,
             Phase::PassThrough | Phase::Routed => Action::Continue,
         }

@@ -27,11 +27,7 @@ impl Context for SignalboxRoot {}
 
 impl RootContext for SignalboxRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
             Ok(Some(raw)) => raw,
             Ok(None) => Vec::new(),
             Err(status) => {
@@ -49,10 +45,7 @@ impl RootContext for SignalboxRoot {
                     config.rules.len()
                 );
                 let models_json = models_listing(&config);
-                self.state = Some(Rc::new(Loaded {
-                    config,
-                    models_json,
-                }));
+                self.state = Some(Rc::new(Loaded { config, models_json }));
                 true
             }
             Err(err) => {

@@ -9,12 +9,7 @@ use crate::error::GatewayError;
 
 /// Headers through which clients send credentials. They are removed before a
 /// request goes upstream: a client's key is never forwarded to a provider.
-pub const CLIENT_CREDENTIAL_HEADERS: [&str; 4] = [
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "proxy-authorization",
-];
+pub const CLIENT_CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "proxy-authorization"];
 
 /// The request as the chosen provider must receive it.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,11 +23,7 @@ pub struct UpstreamRequest {
 }
 
 /// Rewrites a chat-completions `body` (already validated) for `model`'s provider.
-pub fn prepare_chat(
-    config: &Config,
-    model: ModelId,
-    body: &[u8],
-) -> Result<UpstreamRequest, GatewayError> {
+pub fn prepare_chat(config: &Config, model: ModelId, body: &[u8]) -> Result<UpstreamRequest, GatewayError> {
     let provider = config.provider_of(model);
     match provider.kind {
         ProviderKind::Openai => openai::prepare_chat(provider, &config.models[model], body),

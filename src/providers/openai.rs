@@ -7,14 +7,9 @@ use crate::json_edit;
 
 use super::UpstreamRequest;
 
-pub fn prepare_chat(
-    provider: &Provider,
-    model: &Model,
-    body: &[u8],
-) -> Result<UpstreamRequest, GatewayError> {
-    let span = json_edit::member_value_span(body, "model").ok_or_else(|| {
-        GatewayError::invalid_param("model", "`model` must be a top-level string field.")
-    })?;
+pub fn prepare_chat(provider: &Provider, model: &Model, body: &[u8]) -> Result<UpstreamRequest, GatewayError> {
+    let span = json_edit::member_value_span(body, "model")
+        .ok_or_else(|| GatewayError::invalid_param("model", "`model` must be a top-level string field."))?;
     Ok(UpstreamRequest {
         path: format!("{}/chat/completions", provider.base_path),
         authority: provider.host.clone(),
@@ -35,8 +30,7 @@ mod tests {
     fn the_model_id_path_and_key_are_the_providers() {
         let config = sample_config();
         let model = config.model_named("small").unwrap();
-        let body =
-            br#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"temperature":0.3}"#;
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"temperature":0.3}"#;
         let upstream = prepare_chat(&config, model, body).unwrap();
         assert_eq!(upstream.path, "/v1/chat/completions");
         assert_eq!(

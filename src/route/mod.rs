@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use crate::classify::Classification;
 use crate::config::{Config, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
+use crate::headers::HeaderMap;
 use crate::providers::{self, CLIENT_CREDENTIAL_HEADERS};
 use crate::request::{parse_chat, ChatRequest, PromptView};
-pub use rules::HeaderLookup;
 use select::{Pick, Requirements};
 
 pub const HEADER_MODEL: &str = "x-signalbox-model";
@@ -100,12 +100,14 @@ pub fn endpoint(path: &str) -> Endpoint {
 }
 
 /// Reads the client's hints; steering hints only when the config trusts clients.
-pub fn client_hints(config: &Config, headers: HeaderLookup<'_>) -> ClientHints {
-    let explain =
-        headers(HEADER_EXPLAIN).is_some_and(|value| matches!(value.trim(), "1" | "true" | "yes"));
+pub fn client_hints(config: &Config, headers: &HeaderMap) -> ClientHints {
+    let explain = headers
+        .get(HEADER_EXPLAIN)
+        .is_some_and(|value| matches!(value.trim(), "1" | "true" | "yes"));
     let steering = |name: &str| {
         if config.trust_client_headers {
-            headers(name)
+            headers
+                .get(name)
                 .map(|value| value.trim().to_string())
                 .filter(|value| !value.is_empty())
         } else {
@@ -121,16 +123,11 @@ pub fn client_hints(config: &Config, headers: HeaderLookup<'_>) -> ClientHints {
 
 /// The `GET /v1/models` answer: auto aliases and every configured model.
 pub fn models_listing(config: &Config) -> Vec<u8> {
-    let auto = config
-        .auto_models
+    let auto = config.auto_models.iter().map(|alias| (alias.as_str(), "signalbox"));
+    let models = config
+        .models
         .iter()
-        .map(|alias| (alias.as_str(), "signalbox"));
-    let models = config.models.iter().map(|model| {
-        (
-            model.name.as_str(),
-            config.providers[model.provider].name.as_str(),
-        )
-    });
+        .map(|model| (model.name.as_str(), config.providers[model.provider].name.as_str()));
     let data: Vec<serde_json::Value> = auto
         .chain(models)
         .map(|(id, owner)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
@@ -145,7 +142,7 @@ pub fn models_listing(config: &Config) -> Vec<u8> {
 pub fn plan_chat(
     config: &Config,
     body: &[u8],
-    headers: HeaderLookup<'_>,
+    headers: &HeaderMap,
     hints: &ClientHints,
 ) -> Result<RequestPlan, GatewayError> {
     let request = parse_chat(body)?;
@@ -153,29 +150,15 @@ pub fn plan_chat(
     let decision = decide(config, &request, &view, headers, hints)?;
     let upstream = providers::prepare_chat(config, decision.model, body)?;
 
-    let mut request_headers: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
-        .iter()
-        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
-        .collect();
-    if let Some((name, value)) = upstream.credential {
-        request_headers.push(HeaderEdit::Set(Cow::Borrowed(name), value));
-    }
-    request_headers.push(HeaderEdit::Set(
-        Cow::Owned(config.routing_header.clone()),
-        config.models[decision.model].cluster.clone(),
-    ));
-    request_headers.push(HeaderEdit::Set(Cow::Borrowed(":path"), upstream.path));
-    if let Some(authority) = upstream.authority {
-        request_headers.push(HeaderEdit::Set(Cow::Borrowed(":authority"), authority));
-    }
-    // The body was rewritten: its length is known exactly, so the upstream
-    // gets a plain content-length rather than the client's framing.
-    request_headers.push(HeaderEdit::Remove(Cow::Borrowed("transfer-encoding")));
-    request_headers.push(HeaderEdit::Set(
-        Cow::Borrowed("content-length"),
-        upstream.body.len().to_string(),
-    ));
-
+    let request_headers = upstream_header_edits(
+        config,
+        &decision,
+        upstream.credential,
+        upstream.path,
+        upstream.authority,
+        upstream.body.len(),
+        headers,
+    );
     let explain = match config.explain {
         ExplainMode::Never => false,
         ExplainMode::OnRequest => hints.explain,
@@ -190,11 +173,52 @@ pub fn plan_chat(
     })
 }
 
+/// The header edits that make the request the chosen provider's. Only edits
+/// that change something are emitted: each one is a host call.
+fn upstream_header_edits(
+    config: &Config,
+    decision: &RoutingDecision,
+    credential: Option<(&'static str, String)>,
+    path: String,
+    authority: Option<String>,
+    body_len: usize,
+    headers: &HeaderMap,
+) -> Vec<HeaderEdit> {
+    let mut edits: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
+        .iter()
+        .filter(|name| headers.contains(name) && credential.as_ref().is_none_or(|(set, _)| set != *name))
+        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
+        .collect();
+    if let Some((name, value)) = credential {
+        edits.push(HeaderEdit::Set(Cow::Borrowed(name), value));
+    }
+    edits.push(HeaderEdit::Set(
+        Cow::Owned(config.routing_header.clone()),
+        config.models[decision.model].cluster.clone(),
+    ));
+    let mut set_if_changed = |name: &'static str, value: String| {
+        if headers.get(name) != Some(value.as_str()) {
+            edits.push(HeaderEdit::Set(Cow::Borrowed(name), value));
+        }
+    };
+    set_if_changed(":path", path);
+    if let Some(authority) = authority {
+        set_if_changed(":authority", authority);
+    }
+    // The body was rewritten: its length is known exactly, so the upstream
+    // gets a plain content-length rather than the client's framing.
+    set_if_changed("content-length", body_len.to_string());
+    if headers.contains("transfer-encoding") {
+        edits.push(HeaderEdit::Remove(Cow::Borrowed("transfer-encoding")));
+    }
+    edits
+}
+
 fn decide(
     config: &Config,
     request: &ChatRequest<'_>,
     view: &PromptView<'_>,
-    headers: HeaderLookup<'_>,
+    headers: &HeaderMap,
     hints: &ClientHints,
 ) -> Result<RoutingDecision, GatewayError> {
     let requested = request.model.as_str();
@@ -211,7 +235,10 @@ fn decide(
         let requirements = Requirements::of(view, prompt_tokens, request.max_output_tokens());
         if let Some(reason) = requirements.unmet_by(&config.models[model]) {
             return Err(GatewayError::NoUsableModel {
-                message: format!("Model `{requested}` cannot take this request ({reason}; about {} tokens needed).", requirements.tokens),
+                message: format!(
+                    "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
+                    requirements.tokens
+                ),
             });
         }
         return Ok(RoutingDecision {
@@ -225,11 +252,7 @@ fn decide(
     }
 
     let classification = config.classifier.classify(view);
-    let requirements = Requirements::of(
-        view,
-        classification.prompt_tokens,
-        request.max_output_tokens(),
-    );
+    let requirements = Requirements::of(view, classification.prompt_tokens, request.max_output_tokens());
     let forced = forced_choice(config, request, view, headers, hints)?;
     let (tier, source) = match forced {
         Some((RuleAction::Model(model), source)) => {
@@ -246,18 +269,15 @@ fn decide(
             }
             // A forced model that cannot take the request falls back to
             // the scored tier rather than failing the request.
-            (
-                config.tier_for_score(classification.score),
-                DecisionSource::Score,
-            )
+            (config.tier_for_score(classification.score), DecisionSource::Score)
         }
         Some((RuleAction::Tier(tier), source)) => (tier, source),
-        None => (
-            config.tier_for_score(classification.score),
-            DecisionSource::Score,
-        ),
+        None => (config.tier_for_score(classification.score), DecisionSource::Score),
     };
-    let Pick { model, tier: supplying_tier } = select::pick(config, tier, &requirements).ok_or_else(|| GatewayError::NoUsableModel {
+    let Pick {
+        model,
+        tier: supplying_tier,
+    } = select::pick(config, tier, &requirements).ok_or_else(|| GatewayError::NoUsableModel {
         message: format!(
             "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
             requirements.tokens
@@ -278,42 +298,30 @@ fn forced_choice(
     config: &Config,
     request: &ChatRequest<'_>,
     view: &PromptView<'_>,
-    headers: HeaderLookup<'_>,
+    headers: &HeaderMap,
     hints: &ClientHints,
 ) -> Result<Option<(RuleAction, DecisionSource)>, GatewayError> {
     if let Some(name) = &hints.model {
         let model = config
             .model_named(name)
-            .ok_or_else(|| GatewayError::UnknownModel {
-                model: name.clone(),
-            })?;
-        return Ok(Some((
-            RuleAction::Model(model),
-            DecisionSource::ClientHeader,
-        )));
+            .ok_or_else(|| GatewayError::UnknownModel { model: name.clone() })?;
+        return Ok(Some((RuleAction::Model(model), DecisionSource::ClientHeader)));
     }
     if let Some(name) = &hints.tier {
-        let tier = config.tier_named(name).ok_or_else(|| {
-            GatewayError::invalid(format!("Unknown tier `{name}` in {HEADER_FORCE_TIER}."))
-        })?;
+        let tier = config
+            .tier_named(name)
+            .ok_or_else(|| GatewayError::invalid(format!("Unknown tier `{name}` in {HEADER_FORCE_TIER}.")))?;
         return Ok(Some((RuleAction::Tier(tier), DecisionSource::ClientHeader)));
     }
     Ok(rules::first_match(config, request, view, headers)
         .map(|index| (config.rules[index].action, DecisionSource::Rule(index))))
 }
 
-fn response_headers(
-    config: &Config,
-    decision: &RoutingDecision,
-    explain: bool,
-) -> Vec<(&'static str, String)> {
+fn response_headers(config: &Config, decision: &RoutingDecision, explain: bool) -> Vec<(&'static str, String)> {
     let model = &config.models[decision.model];
     let mut headers = vec![
         (HEADER_MODEL, model.name.clone()),
-        (
-            HEADER_PROVIDER,
-            config.providers[model.provider].name.clone(),
-        ),
+        (HEADER_PROVIDER, config.providers[model.provider].name.clone()),
     ];
     if let Some(tier) = decision.tier {
         headers.push((HEADER_TIER, config.tiers[tier].name.clone()));

@@ -3,17 +3,15 @@
 //! conditions all hold wins.
 
 use crate::config::{Config, Rule};
+use crate::headers::HeaderMap;
 use crate::request::{ChatRequest, PromptView};
-
-/// Looks up a request header by lowercase name; `None` when absent or not UTF-8.
-pub type HeaderLookup<'h> = &'h dyn Fn(&str) -> Option<String>;
 
 /// Index of the first rule that matches, if any.
 pub fn first_match(
     config: &Config,
     request: &ChatRequest<'_>,
     view: &PromptView<'_>,
-    headers: HeaderLookup<'_>,
+    headers: &HeaderMap,
 ) -> Option<usize> {
     config
         .rules
@@ -21,12 +19,7 @@ pub fn first_match(
         .position(|rule| matches(rule, request, view, headers))
 }
 
-fn matches(
-    rule: &Rule,
-    request: &ChatRequest<'_>,
-    view: &PromptView<'_>,
-    headers: HeaderLookup<'_>,
-) -> bool {
+fn matches(rule: &Rule, request: &ChatRequest<'_>, view: &PromptView<'_>, headers: &HeaderMap) -> bool {
     let last_user_ok = rule
         .last_user
         .as_ref()
@@ -38,7 +31,7 @@ fn matches(
     let headers_ok = rule
         .headers
         .iter()
-        .all(|(name, regex)| headers(name).is_some_and(|value| regex.is_match(&value)));
+        .all(|(name, regex)| headers.get(name).is_some_and(|value| regex.is_match(value)));
     last_user_ok && system_ok && headers_ok
 }
 
@@ -48,15 +41,11 @@ mod tests {
     use crate::request::parse_chat;
     use crate::testing::sample_config;
 
-    fn no_headers(_: &str) -> Option<String> {
-        None
+    fn research_team() -> HeaderMap {
+        [("x-team", "research")].into_iter().collect()
     }
 
-    fn research_team(name: &str) -> Option<String> {
-        (name == "x-team").then(|| "research".to_string())
-    }
-
-    fn rule_for(body: &str, headers: HeaderLookup<'_>) -> Option<String> {
+    fn rule_for(body: &str, headers: &HeaderMap) -> Option<String> {
         let config = sample_config();
         let request = parse_chat(body.as_bytes()).unwrap();
         let view = request.prompt_view();
@@ -66,28 +55,25 @@ mod tests {
     #[test]
     fn a_regex_on_the_last_user_message_matches() {
         let body = r#"{"model":"auto","messages":[{"role":"user","content":"Review this Contract please"}]}"#;
-        assert_eq!(rule_for(body, &no_headers).as_deref(), Some("legal"));
+        assert_eq!(rule_for(body, &HeaderMap::default()).as_deref(), Some("legal"));
     }
 
     #[test]
     fn earlier_messages_do_not_trigger_a_last_user_rule() {
         let body = r#"{"model":"auto","messages":[{"role":"user","content":"contract"},{"role":"assistant","content":"ok"},{"role":"user","content":"thanks"}]}"#;
-        assert_eq!(rule_for(body, &no_headers), None);
+        assert_eq!(rule_for(body, &HeaderMap::default()), None);
     }
 
     #[test]
     fn header_rules_need_the_header_to_match() {
         let body = r#"{"model":"auto","messages":[{"role":"user","content":"hello"}]}"#;
-        assert_eq!(
-            rule_for(body, &research_team).as_deref(),
-            Some("research-team")
-        );
-        assert_eq!(rule_for(body, &no_headers), None);
+        assert_eq!(rule_for(body, &research_team()).as_deref(), Some("research-team"));
+        assert_eq!(rule_for(body, &HeaderMap::default()), None);
     }
 
     #[test]
     fn the_first_matching_rule_wins() {
         let body = r#"{"model":"auto","messages":[{"role":"user","content":"a contract"}]}"#;
-        assert_eq!(rule_for(body, &research_team).as_deref(), Some("legal"));
+        assert_eq!(rule_for(body, &research_team()).as_deref(), Some("legal"));
     }
 }

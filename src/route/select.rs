@@ -17,15 +17,9 @@ pub struct Requirements {
 }
 
 impl Requirements {
-    pub fn of(
-        view: &PromptView<'_>,
-        prompt_tokens: u32,
-        max_output_tokens: Option<u64>,
-    ) -> Requirements {
+    pub fn of(view: &PromptView<'_>, prompt_tokens: u32, max_output_tokens: Option<u64>) -> Requirements {
         Requirements {
-            tokens: u64::from(prompt_tokens)
-                + u64::from(view.context_tokens)
-                + max_output_tokens.unwrap_or(0),
+            tokens: u64::from(prompt_tokens) + u64::from(view.context_tokens) + max_output_tokens.unwrap_or(0),
             tools: view.has_tools,
             vision: view.images > 0,
             json_output: view.response_format == ResponseFormatKind::JsonSchema,
@@ -137,9 +131,6 @@ mod tests {
             .unmet_by(text_only),
             None
         );
-        assert_eq!(
-            needs(200_000).unmet_by(text_only),
-            Some("context window too small")
-        );
+        assert_eq!(needs(200_000).unmet_by(text_only), Some("context window too small"));
     }
 }

@@ -1,8 +1,17 @@
 use super::*;
 use crate::testing::sample_config;
 
-fn no_headers(_: &str) -> Option<String> {
-    None
+use crate::headers::HeaderMap;
+
+/// What a typical client sends.
+fn client_headers() -> HeaderMap {
+    [
+        (":path", "/v1/chat/completions"),
+        ("authorization", "Bearer client-key"),
+        ("content-length", "1"),
+    ]
+    .into_iter()
+    .collect()
 }
 
 fn chat(model: &str, text: &str) -> Vec<u8> {
@@ -12,7 +21,7 @@ fn chat(model: &str, text: &str) -> Vec<u8> {
 }
 
 fn plan(body: &[u8], hints: &ClientHints) -> Result<RequestPlan, GatewayError> {
-    plan_chat(&sample_config(), body, &no_headers, hints)
+    plan_chat(&sample_config(), body, &client_headers(), hints)
 }
 
 fn response_header<'p>(plan: &'p RequestPlan, name: &str) -> Option<&'p str> {
@@ -36,11 +45,7 @@ fn a_simple_prompt_goes_to_the_cheap_tier() {
     assert_eq!(response_header(&plan, HEADER_PROVIDER), Some("openai"));
     assert_eq!(response_header(&plan, HEADER_TIER), Some("simple"));
     assert_eq!(plan.decision.source, DecisionSource::Score);
-    assert_eq!(
-        response_header(&plan, HEADER_SCORE),
-        None,
-        "no explain unless asked"
-    );
+    assert_eq!(response_header(&plan, HEADER_SCORE), None, "no explain unless asked");
 }
 
 #[test]
@@ -56,14 +61,9 @@ fn a_hard_prompt_goes_to_the_strong_tier_with_an_explanation() {
     .unwrap();
     assert_eq!(response_header(&plan, HEADER_TIER), Some("complex"));
     assert_eq!(response_header(&plan, HEADER_MODEL), Some("large"));
-    let score: f64 = response_header(&plan, HEADER_SCORE)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let score: f64 = response_header(&plan, HEADER_SCORE).unwrap().parse().unwrap();
     assert!(score >= 0.6);
-    assert!(response_header(&plan, HEADER_SIGNALS)
-        .unwrap()
-        .contains("math="));
+    assert!(response_header(&plan, HEADER_SIGNALS).unwrap().contains("math="));
     assert_eq!(response_header(&plan, HEADER_REASON), Some("score"));
 }
 
@@ -71,22 +71,30 @@ fn a_hard_prompt_goes_to_the_strong_tier_with_an_explanation() {
 fn the_request_is_rewritten_for_the_chosen_provider() {
     let plan = plan(&chat("auto", "hello"), &ClientHints::default()).unwrap();
     assert_eq!(set_header(&plan, "x-signalbox-cluster"), Some("openai"));
-    assert_eq!(
-        set_header(&plan, "authorization"),
-        Some("Bearer sk-test-openai")
-    );
-    assert_eq!(set_header(&plan, ":path"), Some("/v1/chat/completions"));
+    assert_eq!(set_header(&plan, "authorization"), Some("Bearer sk-test-openai"));
+    assert_eq!(set_header(&plan, ":path"), None, "an unchanged path costs no host call");
     assert_eq!(
         set_header(&plan, "content-length"),
         Some(plan.body.len().to_string().as_str())
     );
-    for name in CLIENT_CREDENTIAL_HEADERS {
-        let position_removed = plan
-            .request_headers
-            .iter()
-            .position(|edit| *edit == HeaderEdit::Remove(Cow::Borrowed(name)));
-        assert!(position_removed.is_some(), "{name} is removed");
+    // `authorization` is overwritten; credential headers the client did not send need no edit.
+    assert!(!plan
+        .request_headers
+        .iter()
+        .any(|edit| matches!(edit, HeaderEdit::Remove(_))));
+    let sent: HeaderMap = [("x-api-key", "k"), ("api-key", "k"), ("transfer-encoding", "chunked")]
+        .into_iter()
+        .collect();
+    let from_other_client =
+        plan_chat(&sample_config(), &chat("auto", "hello"), &sent, &ClientHints::default()).unwrap();
+    for name in ["x-api-key", "api-key", "transfer-encoding"] {
+        let removal = HeaderEdit::Remove(Cow::Borrowed(name));
+        assert!(
+            from_other_client.request_headers.contains(&removal),
+            "{name} is removed"
+        );
     }
+    assert_eq!(set_header(&from_other_client, ":path"), Some("/v1/chat/completions"));
     let body: serde_json::Value = serde_json::from_slice(&plan.body).unwrap();
     assert_eq!(body["model"], "gpt-4o-mini");
     assert_eq!(body["temperature"], 0.1);
@@ -98,10 +106,7 @@ fn a_named_model_routes_straight_to_its_provider() {
     assert_eq!(plan.decision.source, DecisionSource::Explicit);
     assert_eq!(response_header(&plan, HEADER_PROVIDER), Some("anthropic"));
     assert_eq!(response_header(&plan, HEADER_TIER), None);
-    assert_eq!(
-        set_header(&plan, "authorization"),
-        Some("Bearer sk-ant-from-env")
-    );
+    assert_eq!(set_header(&plan, "authorization"), Some("Bearer sk-ant-from-env"));
     assert!(
         plan.decision.classification.is_none(),
         "no scoring work for explicit models"
@@ -111,12 +116,7 @@ fn a_named_model_routes_straight_to_its_provider() {
 #[test]
 fn an_unknown_model_is_a_404() {
     let err = plan(&chat("gpt-17", "hi"), &ClientHints::default()).unwrap_err();
-    assert_eq!(
-        err,
-        GatewayError::UnknownModel {
-            model: "gpt-17".into()
-        }
-    );
+    assert_eq!(err, GatewayError::UnknownModel { model: "gpt-17".into() });
     assert_eq!(err.status(), 404);
 }
 
@@ -137,7 +137,9 @@ fn a_prompt_too_long_for_the_cheap_model_escalates() {
 
 #[test]
 fn escalation_to_another_tier_is_reported() {
-    let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 150_000}).to_string();
+    let body =
+        serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 150_000})
+            .to_string();
     let explain = ClientHints {
         explain: true,
         ..ClientHints::default()
@@ -156,14 +158,16 @@ fn escalation_to_another_tier_is_reported() {
 
 #[test]
 fn a_request_no_window_can_hold_is_rejected() {
-    let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900_000}).to_string();
+    let body =
+        serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900_000})
+            .to_string();
     let err = plan(body.as_bytes(), &ClientHints::default()).unwrap_err();
     assert_eq!(err.code(), "context_length_exceeded");
-    let named = serde_json::json!({"model": "small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}).to_string();
+    let named =
+        serde_json::json!({"model": "small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000})
+            .to_string();
     assert_eq!(
-        plan(named.as_bytes(), &ClientHints::default())
-            .unwrap_err()
-            .status(),
+        plan(named.as_bytes(), &ClientHints::default()).unwrap_err().status(),
         400
     );
 }
@@ -184,7 +188,7 @@ fn rules_override_the_score() {
 
 #[test]
 fn header_rules_read_request_headers() {
-    let research = |name: &str| (name == "x-team").then(|| "research".to_string());
+    let research: HeaderMap = [("x-team", "research")].into_iter().collect();
     let plan = plan_chat(
         &sample_config(),
         &chat("auto", "hello"),
@@ -218,10 +222,7 @@ fn trusted_client_hints_force_a_tier_or_model() {
         tier: Some("ultra".into()),
         ..ClientHints::default()
     };
-    assert_eq!(
-        plan(&chat("auto", "hi"), &unknown).unwrap_err().status(),
-        400
-    );
+    assert_eq!(plan(&chat("auto", "hi"), &unknown).unwrap_err().status(), 400);
 }
 
 #[test]
@@ -232,20 +233,14 @@ fn malformed_bodies_never_produce_a_plan() {
         b"{\"model\":\"auto\",\"messages\":{}}",
         b"\xff\xfe\x00",
     ] {
-        assert_eq!(
-            plan(body, &ClientHints::default()).unwrap_err().status(),
-            400
-        );
+        assert_eq!(plan(body, &ClientHints::default()).unwrap_err().status(), 400);
     }
 }
 
 #[test]
 fn endpoints_are_recognised_with_or_without_query_and_prefix() {
     assert_eq!(endpoint("/v1/chat/completions"), Endpoint::ChatCompletions);
-    assert_eq!(
-        endpoint("/v1/chat/completions?x=1"),
-        Endpoint::ChatCompletions
-    );
+    assert_eq!(endpoint("/v1/chat/completions?x=1"), Endpoint::ChatCompletions);
     assert_eq!(endpoint("/chat/completions/"), Endpoint::ChatCompletions);
     assert_eq!(endpoint("/v1/models"), Endpoint::Models);
     assert_eq!(endpoint("/healthz"), Endpoint::Other);
@@ -254,11 +249,9 @@ fn endpoints_are_recognised_with_or_without_query_and_prefix() {
 
 #[test]
 fn steering_hints_need_trust_but_explain_does_not() {
-    let headers = |name: &str| match name {
-        HEADER_EXPLAIN => Some("1".to_string()),
-        HEADER_FORCE_TIER => Some("complex".to_string()),
-        _ => None,
-    };
+    let headers: HeaderMap = [(HEADER_EXPLAIN, "1"), (HEADER_FORCE_TIER, "complex")]
+        .into_iter()
+        .collect();
     let mut config = sample_config();
     let untrusted = client_hints(&config, &headers);
     assert_eq!(
@@ -270,16 +263,12 @@ fn steering_hints_need_trust_but_explain_does_not() {
         }
     );
     config.trust_client_headers = true;
-    assert_eq!(
-        client_hints(&config, &headers).tier.as_deref(),
-        Some("complex")
-    );
+    assert_eq!(client_hints(&config, &headers).tier.as_deref(), Some("complex"));
 }
 
 #[test]
 fn the_models_listing_names_aliases_and_models() {
-    let listing: serde_json::Value =
-        serde_json::from_slice(&models_listing(&sample_config())).unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&models_listing(&sample_config())).unwrap();
     let ids: Vec<&str> = listing["data"]
         .as_array()
         .unwrap()
