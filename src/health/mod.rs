@@ -1,0 +1,416 @@
+//! Health of one model deployment (provider + model + key), shared by every
+//! worker through [`crate::state`].
+//!
+//! A [`DeploymentHealth`] record holds decayed success and failure counts by
+//! kind, latency and time-to-first-token histograms ([`histogram`]), the
+//! in-flight count, a retry-after cooldown and the circuit breaker
+//! ([`breaker`]). Attempts begin and finish with one compare-and-swap each;
+//! the router reads records to order candidates. All functions take the time
+//! as an argument so tests control the clock.
+
+pub mod breaker;
+pub mod histogram;
+
+use crate::state::codec::{Reader, Writer};
+use crate::state::Record;
+pub use breaker::{BreakerSettings, BreakerState, Transition};
+use histogram::{DecayedHistogram, BUCKETS};
+
+/// Why an attempt failed, as far as routing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// 429: the provider or this key is over its limit.
+    RateLimited,
+    /// 503/529: the provider says it is overloaded.
+    Overloaded,
+    /// Other 5xx.
+    Server,
+    /// No response before the per-try timeout (or 408/504).
+    Timeout,
+    /// Connection refused or reset before a response.
+    Unreachable,
+    /// 401/403: the gateway's key for this provider is rejected.
+    Auth,
+    /// The prompt did not fit the model's context window.
+    ContextLength,
+    /// Any other 4xx: the request itself was wrong.
+    Client,
+}
+
+pub const FAILURE_KINDS: usize = 8;
+
+impl FailureKind {
+    pub const ALL: [FailureKind; FAILURE_KINDS] = [
+        FailureKind::RateLimited,
+        FailureKind::Overloaded,
+        FailureKind::Server,
+        FailureKind::Timeout,
+        FailureKind::Unreachable,
+        FailureKind::Auth,
+        FailureKind::ContextLength,
+        FailureKind::Client,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::Server => "server_error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Auth => "auth",
+            FailureKind::ContextLength => "context_length",
+            FailureKind::Client => "client_error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether this failure says something about the deployment (and so
+    /// counts for the breaker and the health score). A malformed request or
+    /// an oversized prompt does not.
+    pub fn blames_deployment(self) -> bool {
+        !matches!(self, FailureKind::Client | FailureKind::ContextLength)
+    }
+
+    /// The failure a status code means when the body says nothing more.
+    pub fn from_status(status: u16) -> Option<FailureKind> {
+        match status {
+            200..=399 => None,
+            429 => Some(FailureKind::RateLimited),
+            401 | 403 => Some(FailureKind::Auth),
+            408 | 504 => Some(FailureKind::Timeout),
+            503 | 529 => Some(FailureKind::Overloaded),
+            500..=599 => Some(FailureKind::Server),
+            _ => Some(FailureKind::Client),
+        }
+    }
+}
+
+/// Tuning shared by every deployment's record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthSettings {
+    /// Half-life of the decayed counts and histograms.
+    pub half_life_ms: u64,
+    pub breaker: BreakerSettings,
+    /// p95 latency above which the health score starts to drop.
+    pub slow_ms: u64,
+    /// An in-flight count that has not moved for this long is a leak (a
+    /// worker VM died mid-request) and is reset.
+    pub stale_in_flight_ms: u64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            half_life_ms: 60_000,
+            breaker: BreakerSettings::default(),
+            slow_ms: 10_000,
+            stale_in_flight_ms: 600_000,
+        }
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptOutcome {
+    pub failure: Option<FailureKind>,
+    /// From `retry-after` and friends on a 429/503.
+    pub retry_after_ms: Option<u64>,
+    pub latency_ms: u64,
+    pub first_token_ms: Option<u64>,
+}
+
+/// Whether a deployment may take a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// Honouring a provider's retry-after.
+    CoolingDown {
+        until_ms: u64,
+    },
+    Open {
+        until_ms: u64,
+    },
+    /// The open period is over: a trial slot must be claimed first.
+    NeedsTrial,
+    /// Half-open with every trial slot taken.
+    TrialsBusy,
+}
+
+impl Availability {
+    pub fn is_available(self) -> bool {
+        self == Availability::Available
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DeploymentHealth {
+    /// When the decayed values were last brought up to date.
+    pub updated_ms: u64,
+    pub successes: f32,
+    pub failures: [f32; FAILURE_KINDS],
+    pub latency: DecayedHistogram,
+    pub first_token: DecayedHistogram,
+    pub consecutive_failures: u16,
+    pub breaker: BreakerState,
+    /// Openings in a row without a close in between (for the backoff).
+    pub reopenings: u8,
+    pub cooldown_until_ms: u64,
+    pub in_flight: u16,
+    pub in_flight_changed_ms: u64,
+}
+
+impl DeploymentHealth {
+    fn decay(&mut self, now_ms: u64, settings: &HealthSettings) {
+        let elapsed = now_ms.saturating_sub(self.updated_ms);
+        if elapsed > 0 && self.updated_ms > 0 {
+            let factor = 0.5f32.powf(elapsed as f32 / settings.half_life_ms.max(1) as f32);
+            self.successes *= factor;
+            self.failures.iter_mut().for_each(|count| *count *= factor);
+            self.latency.scale(factor);
+            self.first_token.scale(factor);
+        }
+        self.updated_ms = now_ms;
+    }
+
+    fn touch_in_flight(&mut self, now_ms: u64, settings: &HealthSettings) {
+        if now_ms.saturating_sub(self.in_flight_changed_ms) > settings.stale_in_flight_ms {
+            self.in_flight = 0;
+        }
+        self.in_flight_changed_ms = now_ms;
+    }
+
+    /// An attempt is about to be sent.
+    pub fn begin_attempt(&mut self, now_ms: u64, settings: &HealthSettings) {
+        self.touch_in_flight(now_ms, settings);
+        self.in_flight = self.in_flight.saturating_add(1);
+    }
+
+    /// An attempt finished (begun with [`Self::begin_attempt`]).
+    pub fn finish_attempt(
+        &mut self,
+        now_ms: u64,
+        outcome: &AttemptOutcome,
+        settings: &HealthSettings,
+    ) -> Option<Transition> {
+        self.touch_in_flight(now_ms, settings);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.record(now_ms, outcome, settings, false)
+    }
+
+    /// An active probe finished. A successful probe closes an open circuit:
+    /// that is how a recovery is noticed while no traffic flows.
+    pub fn record_probe(
+        &mut self,
+        now_ms: u64,
+        outcome: &AttemptOutcome,
+        settings: &HealthSettings,
+    ) -> Option<Transition> {
+        self.record(now_ms, outcome, settings, true)
+    }
+
+    fn record(
+        &mut self,
+        now_ms: u64,
+        outcome: &AttemptOutcome,
+        settings: &HealthSettings,
+        probe: bool,
+    ) -> Option<Transition> {
+        self.decay(now_ms, settings);
+        if let BreakerState::HalfOpen { trials_in_flight } = &mut self.breaker {
+            *trials_in_flight = trials_in_flight.saturating_sub(1);
+        }
+        match outcome.failure {
+            None => {
+                self.successes += 1.0;
+                self.latency.record(outcome.latency_ms);
+                if let Some(first_token) = outcome.first_token_ms {
+                    self.first_token.record(first_token);
+                }
+                self.consecutive_failures = 0;
+                let was_tripped = self.breaker != BreakerState::Closed;
+                let closes = matches!(self.breaker, BreakerState::HalfOpen { .. }) || (probe && was_tripped);
+                if closes {
+                    self.breaker = BreakerState::Closed;
+                    self.reopenings = 0;
+                    return Some(Transition::Closed);
+                }
+                None
+            }
+            Some(kind) => {
+                self.failures[kind.index()] += 1.0;
+                if let (FailureKind::RateLimited | FailureKind::Overloaded, Some(wait)) = (kind, outcome.retry_after_ms)
+                {
+                    self.cooldown_until_ms = self.cooldown_until_ms.max(now_ms.saturating_add(wait));
+                }
+                if !kind.blames_deployment() {
+                    return None;
+                }
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.maybe_open(now_ms, &settings.breaker)
+            }
+        }
+    }
+
+    fn maybe_open(&mut self, now_ms: u64, breaker: &BreakerSettings) -> Option<Transition> {
+        let trips = match self.breaker {
+            BreakerState::HalfOpen { .. } => true,
+            BreakerState::Closed => {
+                let requests = self.requests();
+                self.consecutive_failures >= breaker.consecutive_failures
+                    || (requests >= breaker.min_requests && self.failure_rate() >= breaker.failure_rate)
+            }
+            BreakerState::Open { .. } => false,
+        };
+        if !trips {
+            return None;
+        }
+        let until_ms = now_ms.saturating_add(breaker.open_period_ms(self.reopenings));
+        self.breaker = BreakerState::Open { until_ms };
+        self.reopenings = self.reopenings.saturating_add(1);
+        Some(Transition::Opened { until_ms })
+    }
+
+    pub fn availability(&self, now_ms: u64, settings: &HealthSettings) -> Availability {
+        match self.breaker {
+            BreakerState::Open { until_ms } if now_ms < until_ms => Availability::Open { until_ms },
+            BreakerState::Open { .. } => Availability::NeedsTrial,
+            BreakerState::HalfOpen { trials_in_flight } if trials_in_flight >= settings.breaker.half_open_trials => {
+                Availability::TrialsBusy
+            }
+            BreakerState::HalfOpen { .. } => Availability::NeedsTrial,
+            BreakerState::Closed if now_ms < self.cooldown_until_ms => Availability::CoolingDown {
+                until_ms: self.cooldown_until_ms,
+            },
+            BreakerState::Closed => Availability::Available,
+        }
+    }
+
+    /// Takes a half-open trial slot if one is free (run inside a CAS update).
+    pub fn claim_trial(&mut self, now_ms: u64, settings: &HealthSettings) -> bool {
+        match self.availability(now_ms, settings) {
+            Availability::NeedsTrial => {
+                let trials_in_flight = match self.breaker {
+                    BreakerState::HalfOpen { trials_in_flight } => trials_in_flight + 1,
+                    _ => 1,
+                };
+                self.breaker = BreakerState::HalfOpen { trials_in_flight };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Decayed number of finished attempts.
+    pub fn requests(&self) -> f32 {
+        self.successes + self.failures.iter().sum::<f32>()
+    }
+
+    /// Decayed count of failures that blame the deployment.
+    fn blamed_failures(&self) -> f32 {
+        FailureKind::ALL
+            .iter()
+            .filter(|kind| kind.blames_deployment())
+            .map(|kind| self.failures[kind.index()])
+            .sum()
+    }
+
+    /// Share of attempts that failed for reasons that blame the deployment.
+    pub fn failure_rate(&self) -> f32 {
+        let blamed = self.blamed_failures();
+        let total = self.successes + blamed;
+        if total <= 0.0 {
+            0.0
+        } else {
+            blamed / total
+        }
+    }
+
+    pub fn failures_of(&self, kind: FailureKind) -> f32 {
+        self.failures[kind.index()]
+    }
+
+    /// Health in [0, 1]: the Laplace-smoothed success share (a deployment
+    /// with no history scores 0.5), scaled down when
+    /// p95 latency is above `slow_ms` (to half at four times it), and 0 while
+    /// the circuit is open.
+    pub fn score(&self, now_ms: u64, settings: &HealthSettings) -> f32 {
+        if matches!(self.availability(now_ms, settings), Availability::Open { .. }) {
+            return 0.0;
+        }
+        let success_share = (self.successes + 1.0) / (self.successes + self.blamed_failures() + 2.0);
+        let latency_factor = match self.latency.quantile_ms(0.95) {
+            Some(p95) if p95 > settings.slow_ms => (settings.slow_ms as f32 / p95 as f32).sqrt(),
+            _ => 1.0,
+        };
+        (success_share * latency_factor).clamp(0.0, 1.0)
+    }
+}
+
+const VERSION: u8 = 1;
+
+impl Record for DeploymentHealth {
+    fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::with_version(VERSION);
+        writer.u64(self.updated_ms).f32(self.successes);
+        for count in self
+            .failures
+            .iter()
+            .chain(&self.latency.counts)
+            .chain(&self.first_token.counts)
+        {
+            writer.f32(*count);
+        }
+        writer.u16(self.consecutive_failures);
+        match self.breaker {
+            BreakerState::Closed => writer.u8(0).u64(0),
+            BreakerState::Open { until_ms } => writer.u8(1).u64(until_ms),
+            BreakerState::HalfOpen { trials_in_flight } => writer.u8(2).u64(u64::from(trials_in_flight)),
+        };
+        writer
+            .u8(self.reopenings)
+            .u64(self.cooldown_until_ms)
+            .u16(self.in_flight)
+            .u64(self.in_flight_changed_ms);
+        writer.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut reader = Reader::with_version(bytes, VERSION)?;
+        let mut health = DeploymentHealth {
+            updated_ms: reader.u64()?,
+            successes: reader.f32()?,
+            ..Default::default()
+        };
+        for count in health.failures.iter_mut() {
+            *count = reader.f32()?;
+        }
+        for bucket in 0..BUCKETS {
+            health.latency.counts[bucket] = reader.f32()?;
+        }
+        for bucket in 0..BUCKETS {
+            health.first_token.counts[bucket] = reader.f32()?;
+        }
+        health.consecutive_failures = reader.u16()?;
+        let (tag, value) = (reader.u8()?, reader.u64()?);
+        health.breaker = match tag {
+            0 => BreakerState::Closed,
+            1 => BreakerState::Open { until_ms: value },
+            2 => BreakerState::HalfOpen {
+                trials_in_flight: u8::try_from(value).ok()?,
+            },
+            _ => return None,
+        };
+        health.reopenings = reader.u8()?;
+        health.cooldown_until_ms = reader.u64()?;
+        health.in_flight = reader.u16()?;
+        health.in_flight_changed_ms = reader.u64()?;
+        reader.is_done().then_some(health)
+    }
+}
+
+#[cfg(test)]
+mod tests;
