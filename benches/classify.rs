@@ -12,7 +12,8 @@ use signalbox::classify::{Classifier, ClassifierSettings};
 use signalbox::config::Config;
 use signalbox::headers::HeaderMap;
 use signalbox::request::PromptView;
-use signalbox::route::{plan_chat, ClientHints};
+use signalbox::route::chain::NoHistory;
+use signalbox::route::{plan_chat, ClientHints, Situation};
 
 const CONFIG: &str = r#"{
   "providers": {"openai": {"cluster": "openai", "api_key": "sk-bench"}},
@@ -72,6 +73,11 @@ fn main() {
     let headers: HeaderMap = [(":path", "/v1/chat/completions")].into_iter().collect();
     let hints = ClientHints::default();
     let budget = Duration::from_millis(700);
+    let health = NoHistory { now_ms: 0 };
+    let situation = Situation {
+        health: &health,
+        draw: 0,
+    };
 
     println!("| prompt | classify | whole plan (parse+classify+select+rewrite) |");
     println!("|---|---|---|");
@@ -98,7 +104,7 @@ fn main() {
         let plan = measure(
             || {
                 drop(black_box(
-                    plan_chat(&config, black_box(&body), &headers, &hints).expect("plan"),
+                    plan_chat(&config, black_box(&body), &headers, &hints, &situation).expect("plan"),
                 ))
             },
             budget,

@@ -23,6 +23,15 @@ pub enum GatewayError {
     NoUsableModel { message: String },
     /// Signalbox itself could not handle the request (host failure).
     Internal { message: String },
+    /// Every deployment tried failed (rate limits, errors, timeouts).
+    ProvidersUnavailable {
+        /// `model:status` per attempt, `none` where no response came; empty
+        /// when no attempt reached a provider.
+        attempts: String,
+        /// All failures were rate limits (the client should slow down).
+        rate_limited: bool,
+        retry_after_secs: Option<u64>,
+    },
 }
 
 impl GatewayError {
@@ -47,13 +56,19 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Internal { .. } => 500,
+            GatewayError::ProvidersUnavailable { rate_limited: true, .. } => 429,
+            GatewayError::ProvidersUnavailable { .. } => 503,
         }
     }
 
     /// OpenAI's `error.type`.
     pub fn error_type(&self) -> &'static str {
         match self {
-            GatewayError::Internal { .. } => "server_error",
+            GatewayError::Internal { .. }
+            | GatewayError::ProvidersUnavailable {
+                rate_limited: false, ..
+            } => "server_error",
+            GatewayError::ProvidersUnavailable { rate_limited: true, .. } => "rate_limit_error",
             _ => "invalid_request_error",
         }
     }
@@ -67,6 +82,8 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NoUsableModel { .. } => "context_length_exceeded",
             GatewayError::Internal { .. } => "internal_error",
+            GatewayError::ProvidersUnavailable { rate_limited: true, .. } => "rate_limit_exceeded",
+            GatewayError::ProvidersUnavailable { .. } => "providers_unavailable",
         }
     }
 
@@ -80,9 +97,15 @@ impl GatewayError {
     }
 
     /// Extra response headers that belong with this error.
-    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            GatewayError::MethodNotAllowed { allowed } => vec![("allow", allowed)],
+            GatewayError::MethodNotAllowed { allowed } => vec![("allow", allowed.to_string())],
+            GatewayError::ProvidersUnavailable {
+                retry_after_secs: Some(seconds),
+                ..
+            } => {
+                vec![("retry-after", seconds.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -117,6 +140,18 @@ impl fmt::Display for GatewayError {
                 truncate_for_message(model)
             ),
             GatewayError::NoUsableModel { message } | GatewayError::Internal { message } => f.write_str(message),
+            GatewayError::ProvidersUnavailable { attempts, rate_limited, retry_after_secs } => {
+                let what = if *rate_limited { "rate-limited" } else { "unavailable" };
+                if attempts.is_empty() {
+                    write!(f, "Every provider for this request is {what} (none could be reached).")?;
+                } else {
+                    write!(f, "Every provider for this request is {what} (tried {attempts}).")?;
+                }
+                match retry_after_secs {
+                    Some(seconds) => write!(f, " Retry after {seconds} s."),
+                    None => f.write_str(" Retry later."),
+                }
+            }
         }
     }
 }

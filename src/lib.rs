@@ -11,10 +11,14 @@ pub mod classify;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod json_edit;
+pub mod probe;
 pub mod providers;
 pub mod request;
 pub mod route;
+pub mod state;
+pub mod status;
 pub mod tokens;
 
 #[cfg(target_arch = "wasm32")]

@@ -164,9 +164,17 @@ pub struct ChatRequest<'a> {
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
 }
 
 /// What the classifier and the selector read from a request.
@@ -264,6 +272,14 @@ impl<'a> ChatRequest<'a> {
             .iter()
             .filter(|message| matches!(message.role, Role::System | Role::Developer))
             .flat_map(|message| message.text_parts())
+    }
+
+    /// Whether a streaming client asked for the final usage chunk.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|options| options.include_usage)
+            .unwrap_or(false)
     }
 
     /// The output budget the client asked for, if any.

@@ -32,3 +32,6 @@ pub fn env(name: &str) -> Option<String> {
 pub fn sample_config() -> Config {
     Config::parse(SAMPLE_CONFIG.as_bytes(), &env).expect("sample config is valid")
 }
+
+/// Every deployment healthy, every trial slot free.
+pub const ALL_HEALTHY: crate::route::chain::NoHistory = crate::route::chain::NoHistory { now_ms: 1_000 };

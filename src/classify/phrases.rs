@@ -111,8 +111,6 @@ impl HashFilter {
 pub struct Phrase {
     /// Lowercase text without the trailing `*`.
     text: Vec<u8>,
-    /// Matches any word that starts with `text` (written `text*`).
-    prefix: bool,
     /// Leading bytes already proven equal by the table lookup's hash: the
     /// first word (whole-word phrases) or PREFIX_KEY_LEN (prefix phrases).
     /// A 64-bit hash match stands for equality; only the rest is compared.
@@ -154,8 +152,9 @@ impl PhraseIndex {
         number_words: &[&str],
     ) -> Result<PhraseIndex, String> {
         let mut index = PhraseIndex::default();
+        let mut known = HashMap::new();
         for (signal, points, raw) in credits {
-            let id = index.intern(raw)?;
+            let id = index.intern(raw, &mut known)?;
             let credits = &mut index.phrases[id].credits;
             match credits.iter_mut().find(|(known, _)| *known == signal) {
                 Some(credit) => credit.1 = credit.1.max(points),
@@ -163,7 +162,7 @@ impl PhraseIndex {
             }
         }
         for word in number_words {
-            let id = index.intern(word)?;
+            let id = index.intern(word, &mut known)?;
             index.phrases[id].number_word = true;
         }
         // Longest first: the first verified candidate is the leftmost-longest match.
@@ -176,14 +175,10 @@ impl PhraseIndex {
     }
 
     /// The id of `raw`, filing it in the right table the first time.
-    fn intern(&mut self, raw: &str) -> Result<usize, String> {
+    fn intern(&mut self, raw: &str, known: &mut HashMap<(Vec<u8>, bool), usize>) -> Result<usize, String> {
         let is_prefix = raw.ends_with('*');
         let text = raw.trim_end_matches('*').to_ascii_lowercase().into_bytes();
-        if let Some(id) = self
-            .phrases
-            .iter()
-            .position(|phrase| phrase.text == text && phrase.prefix == is_prefix)
-        {
+        if let Some(&id) = known.get(&(text.clone(), is_prefix)) {
             return Ok(id);
         }
         let Some(&first) = text.first() else {
@@ -218,8 +213,8 @@ impl PhraseIndex {
             self.by_first_word.entry(hash).or_default().push(id32);
             self.known_hashes.insert(hash);
         }
+        known.insert((text.clone(), is_prefix), id);
         self.phrases.push(Phrase {
-            prefix: is_prefix,
             hashed_len,
             bounded_end: !is_prefix && is_word_byte(last),
             text,

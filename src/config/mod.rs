@@ -12,12 +12,18 @@ use regex::{Regex, RegexBuilder};
 
 use crate::classify::Classifier;
 use crate::error::ConfigError;
-pub use raw::{Capability, ExplainMode, ProviderKind};
-use raw::{RawAction, RawConfig, RawModel, RawProvider, RawRule, RawTier};
+use crate::health::{BreakerSettings, HealthSettings};
+pub use raw::{Capability, ExplainMode, ProviderKind, Strategy};
+use raw::{RawAction, RawConfig, RawKey, RawModel, RawProvider, RawResilience, RawRule, RawTier};
 
 pub type ProviderId = usize;
 pub type ModelId = usize;
 pub type TierId = usize;
+/// A model reached with one of its provider's keys: the unit of health.
+pub type DeploymentId = usize;
+
+/// Prefix of every shared-data key Signalbox writes.
+pub const STATE_PREFIX: &str = "signalbox/v1/";
 
 /// Compiled regexes are capped so a pathological rule cannot eat the VM's memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -46,7 +52,27 @@ pub struct Provider {
     pub cluster: String,
     pub base_path: String,
     pub host: Option<String>,
-    pub api_key: Option<Secret>,
+    /// At least one; a keyless provider (self-hosted) has one without a secret.
+    pub keys: Vec<ProviderKey>,
+}
+
+#[derive(Debug)]
+pub struct ProviderKey {
+    pub name: String,
+    pub secret: Option<Secret>,
+    /// Relative share of traffic; 0 keeps the key configured but unused.
+    pub weight: u32,
+}
+
+#[derive(Debug)]
+pub struct Deployment {
+    pub model: ModelId,
+    /// Index into the provider's `keys`.
+    pub key: usize,
+    /// `model` or, when the provider has several keys, `model@key`.
+    pub name: String,
+    /// Shared-data key of its health record.
+    pub health_key: String,
 }
 
 /// USD per million tokens.
@@ -77,6 +103,10 @@ pub struct Model {
     pub context_window: u64,
     pub price: Price,
     pub capabilities: Capabilities,
+    /// This model reached with each of its provider's keys, in key order.
+    pub deployments: Vec<DeploymentId>,
+    /// Tried next when a client names this model and it fails.
+    pub fallbacks: Vec<ModelId>,
 }
 
 #[derive(Debug)]
@@ -85,6 +115,33 @@ pub struct Tier {
     /// Scores strictly below this fall in the tier (the last tier: +inf).
     pub max_score: f64,
     pub models: Vec<ModelId>,
+    pub strategy: Strategy,
+    /// Weight of each of `models` (same order), for `Strategy::Weighted`.
+    pub weights: Vec<u32>,
+    pub canary: Option<Canary>,
+    pub sticky_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canary {
+    pub model: ModelId,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSettings {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resilience {
+    pub max_attempts: usize,
+    pub per_try_timeout_ms: u64,
+    pub deadline_ms: u64,
+    pub health: HealthSettings,
+    pub probes: Option<ProbeSettings>,
+    pub context_length_fallback: bool,
 }
 
 #[derive(Debug)]
@@ -105,7 +162,6 @@ pub enum RuleAction {
 
 #[derive(Debug)]
 pub struct Config {
-    pub routing_header: String,
     pub auto_models: Vec<String>,
     pub max_body_bytes: usize,
     pub explain: ExplainMode,
@@ -115,6 +171,9 @@ pub struct Config {
     pub tiers: Vec<Tier>,
     pub rules: Vec<Rule>,
     pub classifier: Classifier,
+    pub deployments: Vec<Deployment>,
+    pub resilience: Resilience,
+    pub health_path: Option<String>,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
@@ -154,10 +213,15 @@ impl Config {
     pub fn provider_of(&self, model: ModelId) -> &Provider {
         &self.providers[self.models[model].provider]
     }
+
+    /// The key a deployment uses.
+    pub fn key_of(&self, deployment: DeploymentId) -> &ProviderKey {
+        let deployment = &self.deployments[deployment];
+        &self.provider_of(deployment.model).keys[deployment.key]
+    }
 }
 
 fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    check_header_name("routing_header", &raw.routing_header)?;
     if !(1024..=(256 << 20)).contains(&raw.max_body_bytes) {
         return Err(ConfigError::new("max_body_bytes", "must be between 1024 and 268435456"));
     }
@@ -179,6 +243,38 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     for (name, model) in &raw.models {
         model_by_name.insert(name.clone(), models.len());
         models.push(resolve_model(name, model, &provider_by_name, &providers)?);
+    }
+    let mut deployments = Vec::new();
+    for (id, model) in models.iter_mut().enumerate() {
+        let keys = &providers[model.provider].keys;
+        for (key, provider_key) in keys.iter().enumerate() {
+            let name = if keys.len() == 1 {
+                model.name.clone()
+            } else {
+                format!("{}@{}", model.name, provider_key.name)
+            };
+            model.deployments.push(deployments.len());
+            deployments.push(Deployment {
+                model: id,
+                key,
+                health_key: format!("{STATE_PREFIX}health/{name}"),
+                name,
+            });
+        }
+    }
+    for (name, raw_model) in &raw.models {
+        let mut fallbacks = Vec::with_capacity(raw_model.fallbacks.len());
+        for (position, fallback) in raw_model.fallbacks.iter().enumerate() {
+            let path = format!("models.{name}.fallbacks[{position}]");
+            let id = *model_by_name
+                .get(fallback)
+                .ok_or_else(|| ConfigError::new(&path, format!("unknown model `{fallback}`")))?;
+            if fallback == name || fallbacks.contains(&id) {
+                return Err(ConfigError::new(path, format!("`{fallback}` is already in the chain")));
+            }
+            fallbacks.push(id);
+        }
+        models[model_by_name[name]].fallbacks = fallbacks;
     }
 
     for (position, alias) in raw.auto_models.iter().enumerate() {
@@ -213,8 +309,16 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     }
 
     let classifier = Classifier::compile(&raw.classifier)?;
+    let resilience = resolve_resilience(&raw.resilience)?;
+    if let Some(path) = &raw.health_path {
+        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
+            return Err(ConfigError::new(
+                "health_path",
+                "must be an absolute path such as `/signalbox/health`, or null",
+            ));
+        }
+    }
     Ok(Config {
-        routing_header: raw.routing_header,
         auto_models: raw.auto_models,
         max_body_bytes: raw.max_body_bytes,
         explain: raw.explain,
@@ -224,6 +328,9 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         tiers,
         rules,
         classifier,
+        deployments,
+        resilience,
+        health_path: raw.health_path,
         model_by_name,
         tier_by_name,
     })
@@ -281,34 +388,181 @@ fn resolve_provider(
     if let Some(host) = &raw.host {
         check_name(format!("{path}.host"), host)?;
     }
-    let api_key = match (&raw.api_key, &raw.api_key_env) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(format!("{path}.api_key_env"), "set either `api_key` or `api_key_env`, not both"));
-        }
-        (Some(key), None) => Some(key.clone()),
-        (None, Some(variable)) => Some(env(variable).filter(|value| !value.is_empty()).ok_or_else(|| {
-            ConfigError::new(
-                format!("{path}.api_key_env"),
-                format!("environment variable `{variable}` is not set or not exposed to the Wasm VM (vm_config.environment_variables.host_env_keys)"),
-            )
-        })?),
-        (None, None) => None,
-    };
-    if let Some(key) = &api_key {
-        if key.is_empty() || key.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(ConfigError::new(
-                format!("{path}.api_key"),
-                "must be a non-empty string of visible ASCII characters",
-            ));
-        }
-    }
+    let keys = resolve_keys(&path, raw, env)?;
     Ok(Provider {
         name: name.to_string(),
         kind: raw.kind,
         cluster: raw.cluster.clone(),
         base_path,
         host: raw.host.clone(),
-        api_key: api_key.map(Secret),
+        keys,
+    })
+}
+
+/// Reads a secret from the config or the environment (exactly one of them).
+fn secret_from(
+    path: &str,
+    literal: (&str, &Option<String>),
+    variable: (&str, &Option<String>),
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let value = match (literal.1, variable.1) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(format!("{path}.{}", variable.0), format!("set either `{}` or `{}`, not both", literal.0, variable.0)));
+        }
+        (Some(value), None) => value.clone(),
+        (None, Some(name)) => env(name).filter(|value| !value.is_empty()).ok_or_else(|| {
+            ConfigError::new(
+                format!("{path}.{}", variable.0),
+                format!("environment variable `{name}` is not set or not exposed to the Wasm VM (vm_config.environment_variables.host_env_keys)"),
+            )
+        })?,
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() || value.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            format!("{path}.{}", literal.0),
+            "must be a non-empty string of visible ASCII characters",
+        ));
+    }
+    Ok(Some(Secret(value)))
+}
+
+fn resolve_keys(
+    path: &str,
+    raw: &RawProvider,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<ProviderKey>, ConfigError> {
+    let single = secret_from(path, ("api_key", &raw.api_key), ("api_key_env", &raw.api_key_env), env)?;
+    if raw.api_keys.is_empty() {
+        let name = if single.is_some() { "default" } else { "none" };
+        return Ok(vec![ProviderKey {
+            name: name.to_string(),
+            secret: single,
+            weight: 1,
+        }]);
+    }
+    if single.is_some() {
+        return Err(ConfigError::new(
+            format!("{path}.api_keys"),
+            "use either `api_keys` or `api_key`/`api_key_env`, not both",
+        ));
+    }
+    let mut keys: Vec<ProviderKey> = Vec::with_capacity(raw.api_keys.len());
+    for (
+        position,
+        RawKey {
+            name,
+            key,
+            env: variable,
+            weight,
+        },
+    ) in raw.api_keys.iter().enumerate()
+    {
+        let key_path = format!("{path}.api_keys[{position}]");
+        check_name(format!("{key_path}.name"), name)?;
+        if keys.iter().any(|known| &known.name == name) {
+            return Err(ConfigError::new(
+                format!("{key_path}.name"),
+                format!("duplicate key name `{name}`"),
+            ));
+        }
+        let secret = secret_from(&key_path, ("key", key), ("env", variable), env)?
+            .ok_or_else(|| ConfigError::new(format!("{key_path}.key"), "give `key` or `env`"))?;
+        keys.push(ProviderKey {
+            name: name.clone(),
+            secret: Some(secret),
+            weight: *weight,
+        });
+    }
+    if keys.iter().all(|key| key.weight == 0) {
+        return Err(ConfigError::new(
+            format!("{path}.api_keys"),
+            "at least one key needs a weight above 0",
+        ));
+    }
+    Ok(keys)
+}
+
+fn resolve_resilience(raw: &RawResilience) -> Result<Resilience, ConfigError> {
+    let defaults = HealthSettings::default();
+    let breaker_defaults = BreakerSettings::default();
+    let positive = |path: &str, value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+        match value {
+            Some(0) => Err(ConfigError::new(path, "must be greater than 0")),
+            Some(value) => Ok(value),
+            None => Ok(default),
+        }
+    };
+    let max_attempts = raw.max_attempts.unwrap_or(3);
+    if !(1..=8).contains(&max_attempts) {
+        return Err(ConfigError::new("resilience.max_attempts", "must be between 1 and 8"));
+    }
+    let breaker = &raw.breaker;
+    let failure_rate = breaker.failure_rate.unwrap_or(breaker_defaults.failure_rate);
+    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+        return Err(ConfigError::new("resilience.breaker.failure_rate", "must be in (0, 1]"));
+    }
+    let open_ms = positive("resilience.breaker.open_ms", breaker.open_ms, breaker_defaults.open_ms)?;
+    let max_open_ms = positive(
+        "resilience.breaker.max_open_ms",
+        breaker.max_open_ms,
+        breaker_defaults.max_open_ms.max(open_ms),
+    )?;
+    if max_open_ms < open_ms {
+        return Err(ConfigError::new(
+            "resilience.breaker.max_open_ms",
+            "must be at least open_ms",
+        ));
+    }
+    let breaker = BreakerSettings {
+        consecutive_failures: breaker
+            .consecutive_failures
+            .unwrap_or(breaker_defaults.consecutive_failures)
+            .max(1),
+        failure_rate,
+        min_requests: breaker
+            .min_requests
+            .filter(|value| value.is_finite() && *value >= 1.0)
+            .unwrap_or(breaker_defaults.min_requests),
+        open_ms,
+        max_open_ms,
+        half_open_trials: breaker
+            .half_open_trials
+            .unwrap_or(breaker_defaults.half_open_trials)
+            .max(1),
+    };
+    let probes = match &raw.probes {
+        None => None,
+        Some(probes) => {
+            if probes.interval_ms < 1_000 {
+                return Err(ConfigError::new(
+                    "resilience.probes.interval_ms",
+                    "must be at least 1000",
+                ));
+            }
+            Some(ProbeSettings {
+                interval_ms: probes.interval_ms,
+                timeout_ms: positive("resilience.probes.timeout_ms", probes.timeout_ms, 5_000)?,
+            })
+        }
+    };
+    Ok(Resilience {
+        max_attempts: max_attempts as usize,
+        per_try_timeout_ms: positive("resilience.per_try_timeout_ms", raw.per_try_timeout_ms, 30_000)?,
+        deadline_ms: positive("resilience.deadline_ms", raw.deadline_ms, 300_000)?,
+        health: HealthSettings {
+            half_life_ms: positive(
+                "resilience.health_half_life_ms",
+                raw.health_half_life_ms,
+                defaults.half_life_ms,
+            )?,
+            breaker,
+            slow_ms: positive("resilience.slow_ms", raw.slow_ms, defaults.slow_ms)?,
+            stale_in_flight_ms: defaults.stale_in_flight_ms,
+        },
+        probes,
+        context_length_fallback: raw.context_length_fallback,
     })
 }
 
@@ -380,6 +634,8 @@ fn resolve_model(
             output: raw.price.output,
         },
         capabilities,
+        deployments: Vec::new(),
+        fallbacks: Vec::new(),
     })
 }
 
@@ -456,10 +712,54 @@ fn resolve_tiers(
             }
             models.push(id);
         }
+        let mut weights = vec![0u32; models.len()];
+        for (name, weight) in &tier.weights {
+            let position = tier.models.iter().position(|model| model == name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.weights.{name}"),
+                    format!("`{name}` is not one of this tier's models"),
+                )
+            })?;
+            weights[position] = *weight;
+        }
+        if tier.strategy == Strategy::Weighted && weights.iter().all(|weight| *weight == 0) {
+            return Err(ConfigError::new(
+                format!("{path}.weights"),
+                "strategy `weighted` needs a weight above 0",
+            ));
+        }
+        let canary = match &tier.canary {
+            None => None,
+            Some(canary) => {
+                let model = *model_by_name.get(&canary.model).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{path}.canary.model"),
+                        format!("unknown model `{}`", canary.model),
+                    )
+                })?;
+                if !(canary.share > 0.0 && canary.share < 1.0) {
+                    return Err(ConfigError::new(
+                        format!("{path}.canary.share"),
+                        "must be between 0 and 1 (exclusive)",
+                    ));
+                }
+                Some(Canary {
+                    model,
+                    share: canary.share,
+                })
+            }
+        };
+        if let Some(header) = &tier.sticky_header {
+            check_header_name(&format!("{path}.sticky_header"), header)?;
+        }
         tiers.push(Tier {
             name: tier.name.clone(),
             max_score,
             models,
+            strategy: tier.strategy,
+            weights,
+            canary,
+            sticky_header: tier.sticky_header.clone(),
         });
     }
     Ok(tiers)

@@ -9,16 +9,12 @@ use serde::Deserialize;
 
 use crate::classify::ClassifierSettings;
 
-pub const DEFAULT_ROUTING_HEADER: &str = "x-signalbox-cluster";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Request header the Envoy route reads with `cluster_header`.
-    #[serde(default = "default_routing_header")]
-    pub routing_header: String,
     /// `model` values that ask Signalbox to choose.
     #[serde(default = "default_auto_models")]
     pub auto_models: Vec<String>,
@@ -36,6 +32,11 @@ pub struct RawConfig {
     pub classifier: ClassifierSettings,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub resilience: RawResilience,
+    /// Path of the JSON health view (`GET`), or null to turn it off.
+    #[serde(default = "default_health_path")]
+    pub health_path: Option<String>,
 }
 
 /// When the score and signals headers are added to responses.
@@ -77,6 +78,23 @@ pub struct RawProvider {
     /// Wasm VM with `vm_config.environment_variables.host_env_keys`).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Several keys, balanced by weight, each with its own health and
+    /// cooldown (instead of `api_key` / `api_key_env`).
+    #[serde(default)]
+    pub api_keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Label for logs, headers and metrics (never the key itself).
+    pub name: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +115,9 @@ pub struct RawModel {
     /// capability skip it.
     #[serde(default)]
     pub capabilities: Option<Vec<Capability>>,
+    /// Models tried next when a client names this one and it fails.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// USD per million tokens.
@@ -127,6 +148,97 @@ pub struct RawTier {
     #[serde(default)]
     pub max_score: Option<f64>,
     pub models: Vec<String>,
+    /// How the primary model is picked; the others follow as fallbacks.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Relative shares for `strategy: weighted` (models not listed: 0).
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, u32>,
+    /// A model taking a small share of the tier's traffic, whatever the strategy.
+    #[serde(default)]
+    pub canary: Option<RawCanary>,
+    /// Request header whose value pins a client to the same weighted or
+    /// canary choice (e.g. a user id); random otherwise.
+    #[serde(default)]
+    pub sticky_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The configured order.
+    #[default]
+    Priority,
+    /// Random by `weights` (sticky with `sticky_header`).
+    Weighted,
+    /// Lowest recent p95 latency (time to first token for streams).
+    Latency,
+    /// Cheapest for this request's estimated tokens.
+    Cost,
+    /// Fewest attempts in flight.
+    LeastBusy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub model: String,
+    /// Share of requests, between 0 and 1.
+    pub share: f64,
+}
+
+/// Failover, health and circuit-breaker tuning.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResilience {
+    /// Deployments tried per request, primary included.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Must match the route's `retry_policy.per_try_timeout`: an attempt with
+    /// no response after this long counts as a timeout, sooner as a reset.
+    #[serde(default)]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Overall deadline for non-streaming requests (all attempts).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub health_half_life_ms: Option<u64>,
+    /// p95 latency above which a deployment's health score drops.
+    #[serde(default)]
+    pub slow_ms: Option<u64>,
+    #[serde(default)]
+    pub breaker: RawBreaker,
+    #[serde(default)]
+    pub probes: Option<RawProbes>,
+    /// A context-length error moves the request to the next candidate with
+    /// a larger window instead of failing.
+    #[serde(default)]
+    pub context_length_fallback: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    #[serde(default)]
+    pub consecutive_failures: Option<u16>,
+    #[serde(default)]
+    pub failure_rate: Option<f32>,
+    #[serde(default)]
+    pub min_requests: Option<f32>,
+    #[serde(default)]
+    pub open_ms: Option<u64>,
+    #[serde(default)]
+    pub max_open_ms: Option<u64>,
+    #[serde(default)]
+    pub half_open_trials: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbes {
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,8 +273,12 @@ pub struct RawAction {
     pub model: Option<String>,
 }
 
-fn default_routing_header() -> String {
-    DEFAULT_ROUTING_HEADER.to_string()
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_health_path() -> Option<String> {
+    Some("/signalbox/health".to_string())
 }
 
 fn default_auto_models() -> Vec<String> {

@@ -27,7 +27,6 @@ fn error_at(json: &str) -> ConfigError {
 #[test]
 fn the_sample_resolves_names_to_indexes() {
     let config = sample_config();
-    assert_eq!(config.routing_header, "x-signalbox-cluster");
     assert!(config.is_auto("auto") && config.is_auto("signalbox/auto"));
     let small = config.model_named("small").unwrap();
     assert_eq!(config.models[small].upstream_id, "gpt-4o-mini");
@@ -37,7 +36,7 @@ fn the_sample_resolves_names_to_indexes() {
     let medium = config.model_named("medium").unwrap();
     assert_eq!(config.provider_of(medium).base_path, "/v1");
     assert_eq!(
-        config.provider_of(medium).api_key.as_ref().unwrap().expose(),
+        config.provider_of(medium).keys[0].secret.as_ref().unwrap().expose(),
         "sk-ant-from-env"
     );
     assert_eq!(config.tiers.len(), 3);
@@ -62,7 +61,7 @@ fn defaults_fill_what_a_small_config_leaves_out() {
     assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
     assert_eq!(config.explain, ExplainMode::OnRequest);
     assert!(!config.trust_client_headers);
-    assert!(config.providers[0].api_key.is_none());
+    assert!(config.providers[0].keys[0].secret.is_none());
 }
 
 #[test]
@@ -147,10 +146,6 @@ fn every_invalid_field_is_named() {
             sample_with("/rules/1/when/headers", serde_json::json!({"X-Team": "a"})),
             "rules[1].when.headers.X-Team",
         ),
-        (
-            sample_with("/routing_header", serde_json::json!("X Bad")),
-            "routing_header",
-        ),
         (sample_with("/max_body_bytes", serde_json::json!(10)), "max_body_bytes"),
         (
             sample_with("/auto_models", serde_json::json!(["small"])),
@@ -187,4 +182,88 @@ fn capabilities_default_to_everything() {
     assert!(text_only.capabilities.tools && !text_only.capabilities.vision);
     let small = &config.models[config.model_named("small").unwrap()];
     assert!(small.capabilities.vision && small.capabilities.json_output);
+}
+
+#[test]
+fn several_keys_make_one_deployment_each() {
+    let json = r#"{"providers": {"p": {"cluster": "c", "api_keys": [{"name": "a", "key": "sk-a"}, {"name": "b", "env": "ANTHROPIC_KEY", "weight": 3}]}},
+      "models": {"m": {"provider": "p"}}, "tiers": [{"name": "all", "models": ["m"]}]}"#;
+    let config = parse(json).unwrap();
+    let names: Vec<&str> = config.deployments.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["m@a", "m@b"]);
+    assert_eq!(config.deployments[1].health_key, "signalbox/v1/health/m@b");
+    assert_eq!(config.key_of(1).secret.as_ref().unwrap().expose(), "sk-ant-from-env");
+    assert_eq!(config.key_of(1).weight, 3);
+}
+
+#[test]
+fn resilience_and_strategy_settings_are_validated() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            sample_with("/resilience", serde_json::json!({"max_attempts": 0})),
+            "resilience.max_attempts",
+        ),
+        (
+            sample_with("/resilience", serde_json::json!({"breaker": {"failure_rate": 1.5}})),
+            "resilience.breaker.failure_rate",
+        ),
+        (
+            sample_with("/resilience", serde_json::json!({"breaker": {"open_ms": 0}})),
+            "resilience.breaker.open_ms",
+        ),
+        (
+            sample_with("/resilience", serde_json::json!({"probes": {"interval_ms": 10}})),
+            "resilience.probes.interval_ms",
+        ),
+        (
+            sample_with("/tiers/2/strategy", serde_json::json!("weighted")),
+            "tiers[2].weights",
+        ),
+        (
+            sample_with("/tiers/2/weights", serde_json::json!({"small": 1})),
+            "tiers[2].weights.small",
+        ),
+        (
+            sample_with("/tiers/2/canary", serde_json::json!({"model": "small", "share": 2})),
+            "tiers[2].canary.share",
+        ),
+        (
+            sample_with("/tiers/2/canary", serde_json::json!({"model": "nope", "share": 0.1})),
+            "tiers[2].canary.model",
+        ),
+        (
+            sample_with("/tiers/2/sticky_header", serde_json::json!("X-User")),
+            "tiers[2].sticky_header",
+        ),
+        (
+            sample_with("/models/small/fallbacks", serde_json::json!(["small"])),
+            "models.small.fallbacks[0]",
+        ),
+        (
+            sample_with("/models/small/fallbacks", serde_json::json!(["ghost"])),
+            "models.small.fallbacks[0]",
+        ),
+        (
+            sample_with(
+                "/providers/openai/api_keys",
+                serde_json::json!([{"name": "x", "key": "k"}]),
+            ),
+            "providers.openai.api_keys",
+        ),
+        (sample_with("/health_path", serde_json::json!("health")), "health_path"),
+    ];
+    for (json, path) in cases {
+        let err = error_at(&json);
+        assert_eq!(err.path, path, "{err}");
+    }
+}
+
+#[test]
+fn resilience_defaults_are_sensible() {
+    let config = sample_config();
+    assert_eq!(config.resilience.max_attempts, 3);
+    assert_eq!(config.resilience.health.breaker.consecutive_failures, 5);
+    assert!(config.resilience.probes.is_none());
+    assert_eq!(config.health_path.as_deref(), Some("/signalbox/health"));
+    assert_eq!(config.tiers[0].strategy, Strategy::Priority);
 }

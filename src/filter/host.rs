@@ -4,67 +4,114 @@
 //! getters unwrap UTF-8 decoding of client-controlled values), so a bad
 //! header or an unexpected host status would trap the VM. These helpers use
 //! the raw `hostcalls` and turn every failure into a logged `None`/no-op.
+//! Request headers must not be read in response callbacks (the host answers
+//! BadArgument): callers snapshot them in the request path.
+
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
+use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
+use crate::route::HeaderEdit;
+use crate::state::{Store, StoreError};
 
-/// All request headers in one host call (see [`HeaderMap`]).
-pub fn request_headers() -> HeaderMap {
-    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+fn headers(map: MapType) -> HeaderMap {
+    match hostcalls::get_map_bytes(map) {
         Ok(entries) => HeaderMap::new(entries),
         Err(status) => {
-            log::warn!("cannot read the request headers: {status:?}");
+            log::warn!("cannot read headers {map:?}: {status:?}");
             HeaderMap::default()
         }
     }
 }
 
-pub fn set_request_header(name: &str, value: &str) {
-    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
-        log::warn!("cannot set request header {name}: {status:?}");
+/// All request headers in one host call (see [`HeaderMap`]).
+pub fn request_headers() -> HeaderMap {
+    headers(MapType::HttpRequestHeaders)
+}
+
+pub fn response_headers() -> HeaderMap {
+    headers(MapType::HttpResponseHeaders)
+}
+
+fn set_header(map: MapType, name: &str, value: &str) {
+    if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
+        log::warn!("cannot set header {name}: {status:?}");
+    }
+}
+
+fn remove_header(map: MapType, name: &str) {
+    if let Err(status) = hostcalls::remove_map_value(map, name) {
+        log::warn!("cannot remove header {name}: {status:?}");
     }
 }
 
 pub fn remove_request_header(name: &str) {
-    if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-        log::warn!("cannot remove request header {name}: {status:?}");
-    }
+    remove_header(MapType::HttpRequestHeaders, name);
 }
 
 pub fn set_response_header(name: &str, value: &str) {
-    if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
-        log::warn!("cannot set response header {name}: {status:?}");
+    set_header(MapType::HttpResponseHeaders, name, value);
+}
+
+pub fn remove_response_header(name: &str) {
+    remove_header(MapType::HttpResponseHeaders, name);
+}
+
+/// Applies request header edits, skipping those that change nothing given
+/// `current` (each skipped edit is a host call saved).
+pub fn apply_request_edits(edits: &[HeaderEdit], current: &HeaderMap) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) if current.contains(name) => remove_header(MapType::HttpRequestHeaders, name),
+            HeaderEdit::Set(name, value) if current.get(name) != Some(value.as_str()) => {
+                set_header(MapType::HttpRequestHeaders, name, value)
+            }
+            _ => {}
+        }
     }
 }
 
-pub fn request_body(size: usize) -> Option<Vec<u8>> {
-    match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+fn body(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
+    match hostcalls::get_buffer(buffer, 0, size) {
         Ok(body) => Some(body.unwrap_or_default()),
         Err(status) => {
-            log::warn!("cannot read the request body: {status:?}");
+            log::warn!("cannot read body {buffer:?}: {status:?}");
             None
         }
     }
 }
 
-/// Replaces the whole buffered request body (`size` bytes) with `body`.
-pub fn replace_request_body(size: usize, body: &[u8]) -> bool {
-    match hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body) {
+fn replace_body(buffer: BufferType, size: usize, value: &[u8]) -> bool {
+    match hostcalls::set_buffer(buffer, 0, size, value) {
         Ok(()) => true,
         Err(status) => {
-            log::warn!("cannot replace the request body: {status:?}");
+            log::warn!("cannot replace body {buffer:?}: {status:?}");
             false
         }
     }
 }
 
+pub fn request_body(size: usize) -> Option<Vec<u8>> {
+    body(BufferType::HttpRequestBody, size)
+}
+
+/// Replaces the whole buffered request body (`size` bytes) with `value`.
+pub fn replace_request_body(size: usize, value: &[u8]) -> bool {
+    replace_body(BufferType::HttpRequestBody, size, value)
+}
+
+/// Replaces the current response body chunk (`size` bytes) with `value`.
+pub fn replace_response_body(size: usize, value: &[u8]) -> bool {
+    replace_body(BufferType::HttpResponseBody, size, value)
+}
+
 /// Answers the client directly with a JSON body.
-pub fn send_json(status: u32, extra_headers: &[(&str, &str)], body: &[u8]) {
+pub fn send_json(status: u32, extra_headers: &[(&str, String)], body: &[u8]) {
     let mut headers = vec![("content-type", "application/json")];
-    headers.extend_from_slice(extra_headers);
+    headers.extend(extra_headers.iter().map(|(name, value)| (*name, value.as_str())));
     if let Err(status) = hostcalls::send_http_response(status, headers, Some(body)) {
         log::warn!("cannot send a local reply: {status:?}");
     }
@@ -73,4 +120,87 @@ pub fn send_json(status: u32, extra_headers: &[(&str, &str)], body: &[u8]) {
 /// Answers the client with an OpenAI-style error.
 pub fn send_error(error: &GatewayError) {
     send_json(error.status(), &error.headers(), &error.to_json());
+}
+
+/// Writes filter state `wasm.<name>` (visible to the route's matcher, the
+/// other Signalbox filter of this request and access logs).
+pub fn set_filter_state(name: &str, value: &str) {
+    if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+        log::warn!("cannot set filter state {name}: {status:?}");
+    }
+}
+
+pub fn filter_state(name: &str) -> Option<String> {
+    let key = format!("wasm.{name}");
+    let bytes = hostcalls::get_property(vec!["filter_state", &key]).ok().flatten()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Makes Envoy pick the route (and cluster) again, after filter state changed.
+pub fn clear_route_cache() {
+    if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+        log::warn!("cannot clear the route cache: {status:?}");
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the host cannot say).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A string property such as `plugin_root_id`.
+pub fn property(path: Vec<&str>) -> Option<String> {
+    String::from_utf8(hostcalls::get_property(path).ok().flatten()?).ok()
+}
+
+/// Sends a request to `cluster` outside any client stream; the answer
+/// arrives in the root context's `on_http_call_response`.
+pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout: Duration) -> Option<u32> {
+    match hostcalls::dispatch_http_call(cluster, headers, Some(body), Vec::new(), timeout) {
+        Ok(token) => Some(token),
+        Err(status) => {
+            log::warn!("cannot call cluster {cluster}: {status:?}");
+            None
+        }
+    }
+}
+
+/// The `:status` of a dispatched call's response (0 when it was reset).
+pub fn call_response_status() -> u16 {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Envoy shared data: one map per `vm_id`, seen by every worker.
+pub struct HostStore;
+
+impl Store for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            // A token of 0 means "none": a later write is then unconditional.
+            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
+            Ok((None, _)) => None,
+            Err(status) => {
+                log::warn!("cannot read shared data {key}: {status:?}");
+                None
+            }
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(status) => {
+                log::warn!("cannot write shared data {key}: {status:?}");
+                Err(StoreError::Failed)
+            }
+        }
+    }
 }

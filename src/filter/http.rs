@@ -1,18 +1,23 @@
-//! The per-request HTTP context. Chat requests are held at the headers,
-//! buffered until the body is complete, planned by the core, and released
-//! with the plan applied; every path ends in exactly one outcome: the request
-//! continues upstream, or the client gets one local reply.
+//! The router's per-request HTTP context. Chat requests are held at the
+//! headers, buffered until the body is complete, planned by the core, and
+//! released with the plan in filter state for the route's matcher and the
+//! upstream filter. On the way back it names the deployment that answered,
+//! and turns an exhausted chain into one OpenAI-style error. Every path ends
+//! in exactly one outcome: the request continues upstream, or the client
+//! gets one local reply.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host;
+use super::host::{self, HostStore};
 use super::root::Loaded;
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
-use crate::route::{self, ClientHints, Endpoint, HeaderEdit, RequestPlan, CLIENT_HEADER_PREFIX};
+use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
+use crate::route::chain::StoreHealth;
+use crate::route::{self, ClientHints, Endpoint, RequestPlan, Situation, CLIENT_HEADER_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -26,13 +31,22 @@ enum Phase {
     Replied,
 }
 
+/// What the response path needs from the plan.
+struct Routed {
+    attempts: AttemptPlan,
+    explain: bool,
+    decision_headers: Vec<(&'static str, String)>,
+}
+
 pub struct ChatFilter {
     state: Option<Rc<Loaded>>,
     phase: Phase,
     /// Request headers as they arrived (one host call), for planning.
     headers: HeaderMap,
     hints: ClientHints,
-    response_headers: Vec<(&'static str, String)>,
+    routed: Option<Routed>,
+    /// Every attempt failed: the response body becomes this error.
+    replacement: Option<Vec<u8>>,
 }
 
 impl ChatFilter {
@@ -42,7 +56,8 @@ impl ChatFilter {
             phase: Phase::PassThrough,
             headers: HeaderMap::default(),
             hints: ClientHints::default(),
-            response_headers: Vec::new(),
+            routed: None,
+            replacement: None,
         }
     }
 
@@ -52,19 +67,34 @@ impl ChatFilter {
         Action::Pause
     }
 
-    fn apply(&mut self, plan: RequestPlan, body_size: usize) -> Action {
-        for edit in &plan.request_headers {
-            match edit {
-                HeaderEdit::Remove(name) => host::remove_request_header(name),
-                HeaderEdit::Set(name, value) => host::set_request_header(name, value),
+    fn reply_json(&mut self, body: &[u8]) -> Action {
+        host::send_json(200, &[], body);
+        self.phase = Phase::Replied;
+        Action::Pause
+    }
+
+    fn apply(&mut self, plan: RequestPlan) -> Action {
+        host::apply_request_edits(&plan.request_headers, &self.headers);
+        host::set_filter_state(attempts::PLAN_STATE, &plan.attempts.encode());
+        if let Some(state) = &self.state {
+            let first = plan
+                .attempts
+                .chain
+                .first()
+                .map(|deployment| &state.config.deployments[*deployment]);
+            if let Some(deployment) = first {
+                host::set_filter_state(
+                    attempts::NEXT_CLUSTER_STATE,
+                    &state.config.models[deployment.model].cluster,
+                );
             }
         }
-        if !host::replace_request_body(body_size, &plan.body) {
-            return self.reply_error(&GatewayError::Internal {
-                message: "The gateway could not forward the request body.".into(),
-            });
-        }
-        self.response_headers = plan.response_headers;
+        host::clear_route_cache();
+        self.routed = Some(Routed {
+            attempts: plan.attempts,
+            explain: plan.explain,
+            decision_headers: plan.response_headers,
+        });
         self.phase = Phase::Routed;
         Action::Continue
     }
@@ -81,18 +111,19 @@ impl HttpContext for ChatFilter {
         };
         let config = &state.config;
         let headers = host::request_headers();
-        // The routing header is Signalbox's alone: a client must never pick a cluster.
-        if headers.contains(&config.routing_header) {
-            host::remove_request_header(&config.routing_header);
-        }
         let method = headers.get(":method").unwrap_or_default();
-        match route::endpoint(headers.get(":path").unwrap_or_default()) {
+        let path = headers.get(":path").unwrap_or_default();
+        if method == "GET" && config.health_path.as_deref() == Some(path.split('?').next().unwrap_or_default()) {
+            let health = StoreHealth {
+                store: &HostStore,
+                config,
+                now_ms: host::now_ms(),
+            };
+            return self.reply_json(&crate::status::health_report(config, &health));
+        }
+        match route::endpoint(path) {
             Endpoint::Other => return Action::Continue,
-            Endpoint::Models if method == "GET" => {
-                host::send_json(200, &[], &state.models_json);
-                self.phase = Phase::Replied;
-                return Action::Pause;
-            }
+            Endpoint::Models if method == "GET" => return self.reply_json(&state.models_json),
             Endpoint::Models => return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "GET" }),
             Endpoint::ChatCompletions if method != "POST" => {
                 return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "POST" });
@@ -145,8 +176,17 @@ impl HttpContext for ChatFilter {
                 message: "The gateway could not read the request body.".into(),
             });
         };
-        match route::plan_chat(config, &body, &self.headers, &self.hints) {
-            Ok(plan) => self.apply(plan, body_size),
+        let health = StoreHealth {
+            store: &HostStore,
+            config,
+            now_ms: host::now_ms(),
+        };
+        let situation = Situation {
+            health: &health,
+            draw: state.rng.borrow_mut().next(),
+        };
+        match route::plan_chat(config, &body, &self.headers, &self.hints, &situation) {
+            Ok(plan) => self.apply(plan),
             Err(error) => self.reply_error(&error),
         }
     }
@@ -160,9 +200,55 @@ impl HttpContext for ChatFilter {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in &self.response_headers {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let (Some(state), Some(routed)) = (self.state.clone(), self.routed.as_ref()) else {
+            return Action::Continue;
+        };
+        let config = &state.config;
+        let trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
+        let response = host::response_headers();
+        let status = response
+            .get(":status")
+            .and_then(|status| status.parse().ok())
+            .unwrap_or(0);
+        for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
+            config,
+            &routed.attempts,
+            &trail,
+            routed.explain,
+        )) {
             host::set_response_header(name, value);
+        }
+        if route::is_exhausted(status) {
+            let health = StoreHealth {
+                store: &HostStore,
+                config,
+                now_ms: host::now_ms(),
+            };
+            let last = route::FinalResponse {
+                status,
+                retry_after_ms: attempts::retry_after_ms(&response),
+            };
+            let error = route::exhausted_error(config, &routed.attempts, &trail, last, &health);
+            host::set_response_header(":status", &error.status().to_string());
+            host::set_response_header("content-type", "application/json");
+            host::remove_response_header("content-length");
+            for (name, value) in error.headers() {
+                host::set_response_header(name, &value);
+            }
+            if end_of_stream {
+                log::warn!("an exhausted request's response has no body to replace");
+            } else {
+                self.replacement = Some(error.to_json());
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(replacement) = &self.replacement {
+            let value: &[u8] = if end_of_stream { replacement } else { b"" };
+            host::replace_response_body(body_size, value);
         }
         Action::Continue
     }

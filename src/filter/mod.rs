@@ -5,6 +5,7 @@
 mod host;
 mod http;
 mod root;
+mod upstream;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

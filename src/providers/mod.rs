@@ -4,7 +4,7 @@
 
 pub mod openai;
 
-use crate::config::{Config, ModelId, ProviderKind};
+use crate::config::{Config, DeploymentId, ProviderKind};
 use crate::error::GatewayError;
 
 /// Headers through which clients send credentials. They are removed before a
@@ -22,10 +22,13 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
 }
 
-/// Rewrites a chat-completions `body` (already validated) for `model`'s provider.
-pub fn prepare_chat(config: &Config, model: ModelId, body: &[u8]) -> Result<UpstreamRequest, GatewayError> {
+/// Rewrites a chat-completions `body` (already validated) for a deployment:
+/// its model's provider, reached with its key.
+pub fn prepare_chat(config: &Config, deployment: DeploymentId, body: &[u8]) -> Result<UpstreamRequest, GatewayError> {
+    let model = config.deployments[deployment].model;
     let provider = config.provider_of(model);
+    let key = config.key_of(deployment).secret.as_ref();
     match provider.kind {
-        ProviderKind::Openai => openai::prepare_chat(provider, &config.models[model], body),
+        ProviderKind::Openai => openai::prepare_chat(provider, &config.models[model], key, body),
     }
 }

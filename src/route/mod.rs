@@ -6,19 +6,26 @@
 //! rules, then the classifier's score. A concrete model name is honoured as
 //! asked (and rejected if it cannot take the request).
 
+pub mod attempts;
+pub mod chain;
 pub mod rules;
 pub mod select;
+pub mod strategy;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::classify::Classification;
-use crate::config::{Config, ExplainMode, ModelId, RuleAction, TierId};
+use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
-use crate::providers::{self, CLIENT_CREDENTIAL_HEADERS};
+use crate::health::Availability;
+use crate::providers::CLIENT_CREDENTIAL_HEADERS;
 use crate::request::{parse_chat, ChatRequest, PromptView};
+pub use attempts::{AttemptPlan, AttemptTrail};
+pub use chain::HealthView;
 use select::{Pick, Requirements};
+use strategy::{CostBasis, ModelStats};
 
 pub const HEADER_MODEL: &str = "x-signalbox-model";
 pub const HEADER_PROVIDER: &str = "x-signalbox-provider";
@@ -27,6 +34,10 @@ pub const HEADER_SCORE: &str = "x-signalbox-score";
 pub const HEADER_SIGNALS: &str = "x-signalbox-signals";
 pub const HEADER_REASON: &str = "x-signalbox-reason";
 pub const HEADER_EXPLAIN: &str = "x-signalbox-explain";
+pub const HEADER_ROUTE: &str = "x-signalbox-route";
+pub const HEADER_ATTEMPTS: &str = "x-signalbox-attempts";
+/// Output tokens assumed for cost ordering when the request sets no limit.
+const DEFAULT_OUTPUT_TOKENS: u64 = 512;
 /// Client steering headers, honoured only with `trust_client_headers`.
 pub const HEADER_FORCE_TIER: &str = "x-signalbox-tier";
 pub const HEADER_FORCE_MODEL: &str = "x-signalbox-model";
@@ -56,8 +67,11 @@ pub enum DecisionSource {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoutingDecision {
-    pub model: ModelId,
-    /// The tier whose pool supplied the model (none for explicit models).
+    /// Deployments to try, in order; the first is the primary.
+    pub chain: Vec<DeploymentId>,
+    /// Nothing was healthy: the chain holds the least-bad deployment.
+    pub degraded: bool,
+    /// The tier whose pool supplied the primary (none for named models).
     pub tier: Option<TierId>,
     /// The tier first chosen, when a different tier had to supply the model.
     pub escalated_from: Option<TierId>,
@@ -72,13 +86,17 @@ pub enum HeaderEdit {
     Set(Cow<'static, str>, String),
 }
 
-/// Everything the filter applies to one request.
+/// Everything the router filter applies to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestPlan {
     pub decision: RoutingDecision,
+    /// For the upstream filter, stored in filter state.
+    pub attempts: AttemptPlan,
     pub request_headers: Vec<HeaderEdit>,
-    pub body: Vec<u8>,
+    /// Response headers known at decision time (model and route are added
+    /// once the attempt that answered is known).
     pub response_headers: Vec<(&'static str, String)>,
+    pub explain: bool,
 }
 
 /// The API paths Signalbox answers or routes.
@@ -137,81 +155,135 @@ pub fn models_listing(config: &Config) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Plans a chat-completions request from its body, its headers (for rules)
-/// and the client's hints.
+/// What a plan needs besides the request: health of the deployments and a
+/// random draw (for weighted, canary and key choices).
+pub struct Situation<'a> {
+    pub health: &'a dyn HealthView,
+    pub draw: u64,
+}
+
+/// Plans a chat-completions request from its body, its headers (for rules
+/// and sticky assignment), the client's hints and the deployments' health.
 pub fn plan_chat(
     config: &Config,
     body: &[u8],
     headers: &HeaderMap,
     hints: &ClientHints,
+    situation: &Situation<'_>,
 ) -> Result<RequestPlan, GatewayError> {
     let request = parse_chat(body)?;
     let view = request.prompt_view();
-    let decision = decide(config, &request, &view, headers, hints)?;
-    let upstream = providers::prepare_chat(config, decision.model, body)?;
-
-    let request_headers = upstream_header_edits(
-        config,
-        &decision,
-        upstream.credential,
-        upstream.path,
-        upstream.authority,
-        upstream.body.len(),
-        headers,
-    );
+    let decision = decide(config, &request, &view, headers, hints, situation)?;
     let explain = match config.explain {
         ExplainMode::Never => false,
         ExplainMode::OnRequest => hints.explain,
         ExplainMode::Always => true,
     };
-    let response_headers = response_headers(config, &decision, explain);
+    let attempts = AttemptPlan {
+        chain: decision.chain.clone(),
+        stream: request.stream.unwrap_or(false),
+        client_wants_usage: request.wants_stream_usage(),
+        authority: headers.get(":authority").unwrap_or_default().to_string(),
+    };
+    let mut request_headers: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
+        .iter()
+        .filter(|name| headers.contains(name))
+        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
+        .collect();
+    // Envoy retries the request on the next deployment; one retry per extra link.
+    request_headers.push(HeaderEdit::Set(
+        Cow::Borrowed("x-envoy-max-retries"),
+        (decision.chain.len() - 1).to_string(),
+    ));
+    if !attempts.stream {
+        request_headers.push(HeaderEdit::Set(
+            Cow::Borrowed("x-envoy-upstream-rq-timeout-ms"),
+            config.resilience.deadline_ms.to_string(),
+        ));
+    }
+    let response_headers = decision_headers(config, &decision, explain);
     Ok(RequestPlan {
         decision,
+        attempts,
         request_headers,
-        body: upstream.body,
         response_headers,
+        explain,
     })
 }
 
-/// The header edits that make the request the chosen provider's. Only edits
-/// that change something are emitted: each one is a host call.
-fn upstream_header_edits(
-    config: &Config,
-    decision: &RoutingDecision,
-    credential: Option<(&'static str, String)>,
-    path: String,
-    authority: Option<String>,
-    body_len: usize,
-    headers: &HeaderMap,
-) -> Vec<HeaderEdit> {
-    let mut edits: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
-        .iter()
-        .filter(|name| headers.contains(name) && credential.as_ref().is_none_or(|(set, _)| set != *name))
-        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
-        .collect();
-    if let Some((name, value)) = credential {
-        edits.push(HeaderEdit::Set(Cow::Borrowed(name), value));
+/// The draw for this request: the sticky header's hash when the tier names
+/// one and the client sent it (one user, one model), else the random draw.
+fn draw_for(config: &Config, tier: Option<TierId>, headers: &HeaderMap, random: u64) -> u64 {
+    let sticky = tier
+        .and_then(|tier| config.tiers[tier].sticky_header.as_deref())
+        .and_then(|name| headers.get(name));
+    match sticky {
+        Some(value) => value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+        }),
+        None => random,
     }
-    edits.push(HeaderEdit::Set(
-        Cow::Owned(config.routing_header.clone()),
-        config.models[decision.model].cluster.clone(),
-    ));
-    let mut set_if_changed = |name: &'static str, value: String| {
-        if headers.get(name) != Some(value.as_str()) {
-            edits.push(HeaderEdit::Set(Cow::Borrowed(name), value));
+}
+
+/// Ordered candidate models: the primary's tier (or the named model), then
+/// fallbacks; only models that can take the request.
+fn candidates(
+    config: &Config,
+    primary: Primary,
+    requirements: &Requirements,
+    health: &dyn HealthView,
+    basis: CostBasis,
+    stream: bool,
+    draw: u64,
+) -> Vec<ModelId> {
+    let fits = |model: &ModelId| requirements.unmet_by(&config.models[*model]).is_none();
+    let mut ordered: Vec<ModelId> = match primary {
+        Primary::Model(model) => std::iter::once(model)
+            .chain(config.models[model].fallbacks.iter().copied())
+            .filter(fits)
+            .collect(),
+        Primary::Tier(tier) => {
+            let fitting: Vec<ModelId> = config.tiers[tier].models.iter().copied().filter(fits).collect();
+            let stats: Vec<ModelStats> = fitting
+                .iter()
+                .map(|model| model_stats(config, *model, health, stream))
+                .collect();
+            let mut ordered = strategy::order(config, &config.tiers[tier], &fitting, &stats, basis, draw);
+            // Stronger tiers back the tier up when its own models fail.
+            for stronger in &config.tiers[tier + 1..] {
+                ordered.extend(stronger.models.iter().copied().filter(fits));
+            }
+            ordered
         }
     };
-    set_if_changed(":path", path);
-    if let Some(authority) = authority {
-        set_if_changed(":authority", authority);
+    let mut seen = Vec::with_capacity(ordered.len());
+    ordered.retain(|model| {
+        let first = !seen.contains(model);
+        seen.push(*model);
+        first
+    });
+    ordered
+}
+
+/// What the strategies need about a model, from its deployments' health.
+fn model_stats(config: &Config, model: ModelId, health: &dyn HealthView, stream: bool) -> ModelStats {
+    let mut stats = ModelStats::default();
+    for &deployment in &config.models[model].deployments {
+        let record = health.health(deployment);
+        stats.in_flight += u32::from(record.in_flight);
+        let histogram = if stream { &record.first_token } else { &record.latency };
+        if let Some(p95) = histogram.quantile_ms(0.95) {
+            stats.p95_ms = Some(stats.p95_ms.map_or(p95, |known| known.min(p95)));
+        }
     }
-    // The body was rewritten: its length is known exactly, so the upstream
-    // gets a plain content-length rather than the client's framing.
-    set_if_changed("content-length", body_len.to_string());
-    if headers.contains("transfer-encoding") {
-        edits.push(HeaderEdit::Remove(Cow::Borrowed("transfer-encoding")));
-    }
-    edits
+    stats
+}
+
+/// Where the chain starts: a named (or forced) model, or a tier.
+#[derive(Debug, Clone, Copy)]
+enum Primary {
+    Model(ModelId),
+    Tier(TierId),
 }
 
 fn decide(
@@ -220,19 +292,27 @@ fn decide(
     view: &PromptView<'_>,
     headers: &HeaderMap,
     hints: &ClientHints,
+    situation: &Situation<'_>,
 ) -> Result<RoutingDecision, GatewayError> {
     let requested = request.model.as_str();
-    if !config.is_auto(requested) {
-        let model = config
+    let explicit = !config.is_auto(requested);
+    let classification = if explicit {
+        config
             .model_named(requested)
             .ok_or_else(|| GatewayError::UnknownModel {
                 model: requested.to_string(),
             })?;
-        let classification = hints.explain.then(|| config.classifier.classify(view));
-        let prompt_tokens = classification
-            .as_ref()
-            .map_or_else(|| view.last_user_tokens(), |c| c.prompt_tokens);
-        let requirements = Requirements::of(view, prompt_tokens, request.max_output_tokens());
+        hints.explain.then(|| config.classifier.classify(view))
+    } else {
+        Some(config.classifier.classify(view))
+    };
+    let prompt_tokens = classification
+        .as_ref()
+        .map_or_else(|| view.last_user_tokens(), |c| c.prompt_tokens);
+    let requirements = Requirements::of(view, prompt_tokens, request.max_output_tokens());
+    let score = classification.as_ref().map_or(0.0, |c| c.score);
+
+    let (primary, source, scored_tier) = if let Some(model) = config.model_named(requested).filter(|_| explicit) {
         if let Some(reason) = requirements.unmet_by(&config.models[model]) {
             return Err(GatewayError::NoUsableModel {
                 message: format!(
@@ -241,54 +321,66 @@ fn decide(
                 ),
             });
         }
-        return Ok(RoutingDecision {
-            model,
-            tier: None,
-            escalated_from: None,
-            source: DecisionSource::Explicit,
-            classification,
-            estimated_tokens: requirements.tokens,
-        });
-    }
-
-    let classification = config.classifier.classify(view);
-    let requirements = Requirements::of(view, classification.prompt_tokens, request.max_output_tokens());
-    let forced = forced_choice(config, request, view, headers, hints)?;
-    let (tier, source) = match forced {
-        Some((RuleAction::Model(model), source)) => {
-            let reason = requirements.unmet_by(&config.models[model]);
-            if reason.is_none() {
-                return Ok(RoutingDecision {
-                    model,
-                    tier: None,
-                    escalated_from: None,
-                    source,
-                    classification: Some(classification),
-                    estimated_tokens: requirements.tokens,
-                });
-            }
+        (Primary::Model(model), DecisionSource::Explicit, None)
+    } else {
+        match forced_choice(config, request, view, headers, hints)? {
             // A forced model that cannot take the request falls back to
             // the scored tier rather than failing the request.
-            (config.tier_for_score(classification.score), DecisionSource::Score)
+            Some((RuleAction::Model(model), source)) if requirements.unmet_by(&config.models[model]).is_none() => {
+                (Primary::Model(model), source, None)
+            }
+            Some((RuleAction::Tier(tier), source)) => (Primary::Tier(tier), source, Some(tier)),
+            _ => {
+                let tier = config.tier_for_score(score);
+                (Primary::Tier(tier), DecisionSource::Score, Some(tier))
+            }
         }
-        Some((RuleAction::Tier(tier), source)) => (tier, source),
-        None => (config.tier_for_score(classification.score), DecisionSource::Score),
     };
-    let Pick {
-        model,
-        tier: supplying_tier,
-    } = select::pick(config, tier, &requirements).ok_or_else(|| GatewayError::NoUsableModel {
-        message: format!(
-            "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
-            requirements.tokens
-        ),
-    })?;
+    // The tier that can actually supply a model (a stronger one when the
+    // chosen tier's windows are too small).
+    let primary = match primary {
+        Primary::Tier(tier) => {
+            let Pick { tier: supplying, .. } = select::pick(config, tier, &requirements).ok_or_else(|| GatewayError::NoUsableModel {
+                message: format!(
+                    "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
+                    requirements.tokens
+                ),
+            })?;
+            Primary::Tier(supplying)
+        }
+        model => model,
+    };
+    let tier = match primary {
+        Primary::Tier(tier) => Some(tier),
+        Primary::Model(_) => None,
+    };
+    let draw = draw_for(config, tier, headers, situation.draw);
+    let basis = CostBasis {
+        prompt_tokens: requirements.tokens,
+        output_tokens: request.max_output_tokens().unwrap_or(DEFAULT_OUTPUT_TOKENS),
+    };
+    let models = candidates(
+        config,
+        primary,
+        &requirements,
+        situation.health,
+        basis,
+        request.stream.unwrap_or(false),
+        draw,
+    );
+    let chain = chain::build(config, &models, situation.health, draw);
+    if chain.deployments.is_empty() {
+        return Err(GatewayError::NoUsableModel {
+            message: "No configured model deployment can take this request.".into(),
+        });
+    }
     Ok(RoutingDecision {
-        model,
-        tier: Some(supplying_tier),
-        escalated_from: (supplying_tier != tier).then_some(tier),
+        chain: chain.deployments,
+        degraded: chain.degraded,
+        tier,
+        escalated_from: scored_tier.filter(|scored| Some(*scored) != tier),
         source,
-        classification: Some(classification),
+        classification,
         estimated_tokens: requirements.tokens,
     })
 }
@@ -317,12 +409,9 @@ fn forced_choice(
         .map(|index| (config.rules[index].action, DecisionSource::Rule(index))))
 }
 
-fn response_headers(config: &Config, decision: &RoutingDecision, explain: bool) -> Vec<(&'static str, String)> {
-    let model = &config.models[decision.model];
-    let mut headers = vec![
-        (HEADER_MODEL, model.name.clone()),
-        (HEADER_PROVIDER, config.providers[model.provider].name.clone()),
-    ];
+/// Response headers known once the route is decided.
+fn decision_headers(config: &Config, decision: &RoutingDecision, explain: bool) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::with_capacity(4);
     if let Some(tier) = decision.tier {
         headers.push((HEADER_TIER, config.tiers[tier].name.clone()));
     }
@@ -342,7 +431,88 @@ fn response_headers(config: &Config, decision: &RoutingDecision, explain: bool) 
     if let Some(from) = decision.escalated_from {
         let _ = write!(reason, ";escalated-from:{}", config.tiers[from].name);
     }
+    if decision.degraded {
+        reason.push_str(";degraded");
+    }
     headers.push((HEADER_REASON, reason));
+    headers
+}
+
+/// Whether a final response means every attempt failed: the client then gets
+/// one OpenAI-style error instead of the last provider's (or Envoy's) answer.
+pub fn is_exhausted(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+/// The final response of an exhausted chain: its status and the wait the
+/// last provider asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalResponse {
+    pub status: u16,
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The error for a request whose every attempt failed. `retry-after` is the
+/// soonest moment a deployment of the chain leaves its cooldown or open
+/// state, or the wait the last provider asked for.
+pub fn exhausted_error(
+    config: &Config,
+    plan: &AttemptPlan,
+    trail: &AttemptTrail,
+    last: FinalResponse,
+    health: &dyn HealthView,
+) -> GatewayError {
+    let now = health.now_ms();
+    let status = last.status;
+    let settings = &config.resilience.health;
+    let ready_at = plan
+        .chain
+        .iter()
+        .filter_map(
+            |deployment| match health.health(*deployment).availability(now, settings) {
+                Availability::CoolingDown { until_ms } | Availability::Open { until_ms } => Some(until_ms),
+                _ => None,
+            },
+        )
+        .chain(last.retry_after_ms.map(|wait| now.saturating_add(wait)))
+        .min();
+    let rate_limited = status == 429 && trail.0.iter().all(|record| record.status == 429);
+    let attempts = trail.describe(config);
+    GatewayError::ProvidersUnavailable {
+        attempts,
+        rate_limited,
+        retry_after_secs: ready_at.map(|until| until.saturating_sub(now).div_ceil(1000).max(1)),
+    }
+}
+
+/// Response headers that depend on which attempt answered: the model and
+/// provider that served it, `primary` / `fallback-N`, and with explain the
+/// attempted chain. With no trail (no attempt reached a provider) the plan's
+/// primary stands in.
+pub fn attempt_headers(
+    config: &Config,
+    plan: &AttemptPlan,
+    trail: &AttemptTrail,
+    explain: bool,
+) -> Vec<(&'static str, String)> {
+    let served_by = trail
+        .last()
+        .map(|record| record.deployment)
+        .or_else(|| plan.chain.first().copied());
+    let mut headers = Vec::with_capacity(4);
+    if let Some(deployment) = served_by.and_then(|deployment| config.deployments.get(deployment)) {
+        let model = &config.models[deployment.model];
+        headers.push((HEADER_MODEL, model.name.clone()));
+        headers.push((HEADER_PROVIDER, config.providers[model.provider].name.clone()));
+    }
+    let route = match trail.0.len() {
+        0 | 1 => "primary".to_string(),
+        attempts => format!("fallback-{}", attempts - 1),
+    };
+    headers.push((HEADER_ROUTE, route));
+    if explain && !trail.0.is_empty() {
+        headers.push((HEADER_ATTEMPTS, trail.describe(config)));
+    }
     headers
 }
 

@@ -1,14 +1,14 @@
 use super::*;
-use crate::testing::sample_config;
-
 use crate::headers::HeaderMap;
+use crate::health::DeploymentHealth;
+use crate::testing::{sample_config, ALL_HEALTHY};
 
 /// What a typical client sends.
 fn client_headers() -> HeaderMap {
     [
         (":path", "/v1/chat/completions"),
+        (":authority", "gw:10000"),
         ("authorization", "Bearer client-key"),
-        ("content-length", "1"),
     ]
     .into_iter()
     .collect()
@@ -20,8 +20,33 @@ fn chat(model: &str, text: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+fn explain() -> ClientHints {
+    ClientHints {
+        explain: true,
+        ..ClientHints::default()
+    }
+}
+
+fn plan_with(
+    config: &Config,
+    body: &[u8],
+    headers: &HeaderMap,
+    hints: &ClientHints,
+) -> Result<RequestPlan, GatewayError> {
+    plan_chat(
+        config,
+        body,
+        headers,
+        hints,
+        &Situation {
+            health: &ALL_HEALTHY,
+            draw: 0,
+        },
+    )
+}
+
 fn plan(body: &[u8], hints: &ClientHints) -> Result<RequestPlan, GatewayError> {
-    plan_chat(&sample_config(), body, &client_headers(), hints)
+    plan_with(&sample_config(), body, &client_headers(), hints)
 }
 
 fn response_header<'p>(plan: &'p RequestPlan, name: &str) -> Option<&'p str> {
@@ -38,11 +63,20 @@ fn set_header<'p>(plan: &'p RequestPlan, name: &str) -> Option<&'p str> {
     })
 }
 
+/// Model names of the chain, in order.
+fn chain_models(plan: &RequestPlan) -> Vec<String> {
+    let config = sample_config();
+    plan.decision
+        .chain
+        .iter()
+        .map(|d| config.models[config.deployments[*d].model].name.clone())
+        .collect()
+}
+
 #[test]
-fn a_simple_prompt_goes_to_the_cheap_tier() {
+fn a_simple_prompt_goes_to_the_cheap_tier_with_stronger_tiers_behind_it() {
     let plan = plan(&chat("auto", "hi, thanks!"), &ClientHints::default()).unwrap();
-    assert_eq!(response_header(&plan, HEADER_MODEL), Some("small"));
-    assert_eq!(response_header(&plan, HEADER_PROVIDER), Some("openai"));
+    assert_eq!(chain_models(&plan), ["small", "medium", "large"]);
     assert_eq!(response_header(&plan, HEADER_TIER), Some("simple"));
     assert_eq!(plan.decision.source, DecisionSource::Score);
     assert_eq!(response_header(&plan, HEADER_SCORE), None, "no explain unless asked");
@@ -51,16 +85,9 @@ fn a_simple_prompt_goes_to_the_cheap_tier() {
 #[test]
 fn a_hard_prompt_goes_to_the_strong_tier_with_an_explanation() {
     let text = "Prove that there are infinitely many primes, step by step, then write a Python function that lists the first n primes.";
-    let plan = plan(
-        &chat("auto", text),
-        &ClientHints {
-            explain: true,
-            ..ClientHints::default()
-        },
-    )
-    .unwrap();
+    let plan = plan(&chat("auto", text), &explain()).unwrap();
     assert_eq!(response_header(&plan, HEADER_TIER), Some("complex"));
-    assert_eq!(response_header(&plan, HEADER_MODEL), Some("large"));
+    assert_eq!(chain_models(&plan)[0], "large");
     let score: f64 = response_header(&plan, HEADER_SCORE).unwrap().parse().unwrap();
     assert!(score >= 0.6);
     assert!(response_header(&plan, HEADER_SIGNALS).unwrap().contains("math="));
@@ -68,48 +95,53 @@ fn a_hard_prompt_goes_to_the_strong_tier_with_an_explanation() {
 }
 
 #[test]
-fn the_request_is_rewritten_for_the_chosen_provider() {
+fn the_plan_sets_retries_deadline_and_drops_client_credentials() {
     let plan = plan(&chat("auto", "hello"), &ClientHints::default()).unwrap();
-    assert_eq!(set_header(&plan, "x-signalbox-cluster"), Some("openai"));
-    assert_eq!(set_header(&plan, "authorization"), Some("Bearer sk-test-openai"));
-    assert_eq!(set_header(&plan, ":path"), None, "an unchanged path costs no host call");
-    assert_eq!(
-        set_header(&plan, "content-length"),
-        Some(plan.body.len().to_string().as_str())
-    );
-    // `authorization` is overwritten; credential headers the client did not send need no edit.
-    assert!(!plan
+    assert_eq!(set_header(&plan, "x-envoy-max-retries"), Some("2"));
+    assert_eq!(set_header(&plan, "x-envoy-upstream-rq-timeout-ms"), Some("300000"));
+    assert!(plan
         .request_headers
-        .iter()
-        .any(|edit| matches!(edit, HeaderEdit::Remove(_))));
-    let sent: HeaderMap = [("x-api-key", "k"), ("api-key", "k"), ("transfer-encoding", "chunked")]
-        .into_iter()
-        .collect();
-    let from_other_client =
-        plan_chat(&sample_config(), &chat("auto", "hello"), &sent, &ClientHints::default()).unwrap();
-    for name in ["x-api-key", "api-key", "transfer-encoding"] {
-        let removal = HeaderEdit::Remove(Cow::Borrowed(name));
-        assert!(
-            from_other_client.request_headers.contains(&removal),
-            "{name} is removed"
-        );
-    }
-    assert_eq!(set_header(&from_other_client, ":path"), Some("/v1/chat/completions"));
-    let body: serde_json::Value = serde_json::from_slice(&plan.body).unwrap();
-    assert_eq!(body["model"], "gpt-4o-mini");
-    assert_eq!(body["temperature"], 0.1);
+        .contains(&HeaderEdit::Remove(Cow::Borrowed("authorization"))));
+    assert!(
+        !plan
+            .request_headers
+            .contains(&HeaderEdit::Remove(Cow::Borrowed("x-api-key"))),
+        "absent: no host call"
+    );
+    assert_eq!(plan.attempts.chain, plan.decision.chain);
+    assert_eq!(plan.attempts.authority, "gw:10000");
+    assert!(!plan.attempts.stream);
 }
 
 #[test]
-fn a_named_model_routes_straight_to_its_provider() {
-    let plan = plan(&chat("medium", "hi"), &ClientHints::default()).unwrap();
+fn streaming_requests_have_no_overall_deadline_and_carry_their_usage_wish() {
+    let body = serde_json::json!({"model": "auto", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let plan = plan(body.as_bytes(), &ClientHints::default()).unwrap();
+    assert_eq!(set_header(&plan, "x-envoy-upstream-rq-timeout-ms"), None);
+    assert!(plan.attempts.stream && plan.attempts.client_wants_usage);
+}
+
+#[test]
+fn a_named_model_routes_to_it_then_its_fallbacks() {
+    let mut config = sample_config();
+    let large = config.model_named("large").unwrap();
+    let medium = config.model_named("medium").unwrap();
+    config.models[medium].fallbacks = vec![large];
+    let plan = plan_with(
+        &config,
+        &chat("medium", "hi"),
+        &client_headers(),
+        &ClientHints::default(),
+    )
+    .unwrap();
     assert_eq!(plan.decision.source, DecisionSource::Explicit);
-    assert_eq!(response_header(&plan, HEADER_PROVIDER), Some("anthropic"));
+    assert_eq!(chain_models(&plan), ["medium", "large"]);
     assert_eq!(response_header(&plan, HEADER_TIER), None);
-    assert_eq!(set_header(&plan, "authorization"), Some("Bearer sk-ant-from-env"));
     assert!(
         plan.decision.classification.is_none(),
-        "no scoring work for explicit models"
+        "no scoring work for named models"
     );
 }
 
@@ -121,39 +153,24 @@ fn an_unknown_model_is_a_404() {
 }
 
 #[test]
-fn a_prompt_too_long_for_the_cheap_model_escalates() {
+fn a_prompt_too_long_for_the_cheap_model_skips_it() {
     // `small` has a 1000-token window; 6000 characters is ~1500 tokens.
-    let plan = plan(
-        &chat("auto", &"hi ".repeat(2000)),
-        &ClientHints {
-            explain: true,
-            ..ClientHints::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(response_header(&plan, HEADER_MODEL), Some("medium"));
+    let plan = plan(&chat("auto", &"hi ".repeat(2000)), &explain()).unwrap();
+    assert_eq!(chain_models(&plan)[0], "medium");
+    assert!(!chain_models(&plan).contains(&"small".to_string()));
     assert!(plan.decision.estimated_tokens > 1000);
 }
 
 #[test]
 fn escalation_to_another_tier_is_reported() {
-    let body =
-        serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 150_000})
-            .to_string();
-    let explain = ClientHints {
-        explain: true,
-        ..ClientHints::default()
-    };
-    let simple = plan(body.as_bytes(), &explain).unwrap();
-    assert_eq!(response_header(&simple, HEADER_MODEL), Some("medium"));
-    assert_eq!(response_header(&simple, HEADER_TIER), Some("simple"));
     let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "Prove it step by step with an integral"}], "max_tokens": 150_000}).to_string();
-    let complex = plan(body.as_bytes(), &explain).unwrap();
-    assert_eq!(response_header(&complex, HEADER_TIER), Some("standard"));
+    let plan = plan(body.as_bytes(), &explain()).unwrap();
+    assert_eq!(response_header(&plan, HEADER_TIER), Some("standard"));
     assert_eq!(
-        response_header(&complex, HEADER_REASON),
+        response_header(&plan, HEADER_REASON),
         Some("score;escalated-from:complex")
     );
+    assert_eq!(chain_models(&plan), ["medium"]);
 }
 
 #[test]
@@ -161,8 +178,10 @@ fn a_request_no_window_can_hold_is_rejected() {
     let body =
         serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 900_000})
             .to_string();
-    let err = plan(body.as_bytes(), &ClientHints::default()).unwrap_err();
-    assert_eq!(err.code(), "context_length_exceeded");
+    assert_eq!(
+        plan(body.as_bytes(), &ClientHints::default()).unwrap_err().code(),
+        "context_length_exceeded"
+    );
     let named =
         serde_json::json!({"model": "small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000})
             .to_string();
@@ -174,14 +193,7 @@ fn a_request_no_window_can_hold_is_rejected() {
 
 #[test]
 fn rules_override_the_score() {
-    let plan = plan(
-        &chat("auto", "hi, check my contract"),
-        &ClientHints {
-            explain: true,
-            ..ClientHints::default()
-        },
-    )
-    .unwrap();
+    let plan = plan(&chat("auto", "hi, check my contract"), &explain()).unwrap();
     assert_eq!(response_header(&plan, HEADER_TIER), Some("complex"));
     assert_eq!(response_header(&plan, HEADER_REASON), Some("rule:legal"));
 }
@@ -189,14 +201,14 @@ fn rules_override_the_score() {
 #[test]
 fn header_rules_read_request_headers() {
     let research: HeaderMap = [("x-team", "research")].into_iter().collect();
-    let plan = plan_chat(
+    let plan = plan_with(
         &sample_config(),
         &chat("auto", "hello"),
         &research,
         &ClientHints::default(),
     )
     .unwrap();
-    assert_eq!(response_header(&plan, HEADER_MODEL), Some("medium"));
+    assert_eq!(chain_models(&plan)[0], "medium");
     assert_eq!(plan.decision.source, DecisionSource::Rule(1));
 }
 
@@ -206,10 +218,7 @@ fn trusted_client_hints_force_a_tier_or_model() {
         tier: Some("complex".into()),
         ..ClientHints::default()
     };
-    assert_eq!(
-        response_header(&plan(&chat("auto", "hi"), &tier).unwrap(), HEADER_MODEL),
-        Some("large")
-    );
+    assert_eq!(chain_models(&plan(&chat("auto", "hi"), &tier).unwrap())[0], "large");
     let model = ClientHints {
         model: Some("medium".into()),
         ..ClientHints::default()
@@ -223,6 +232,65 @@ fn trusted_client_hints_force_a_tier_or_model() {
         ..ClientHints::default()
     };
     assert_eq!(plan(&chat("auto", "hi"), &unknown).unwrap_err().status(), 400);
+}
+
+#[test]
+fn an_unhealthy_primary_moves_down_the_chain() {
+    struct BrokenSmall<'c>(&'c Config);
+    impl HealthView for BrokenSmall<'_> {
+        fn health(&self, deployment: DeploymentId) -> DeploymentHealth {
+            let small = self.0.model_named("small").unwrap();
+            if self.0.deployments[deployment].model == small {
+                DeploymentHealth {
+                    breaker: crate::health::BreakerState::Open { until_ms: u64::MAX },
+                    ..Default::default()
+                }
+            } else {
+                DeploymentHealth::default()
+            }
+        }
+        fn claim_trial(&self, _: DeploymentId) -> bool {
+            false
+        }
+        fn now_ms(&self) -> u64 {
+            1
+        }
+    }
+    let config = sample_config();
+    let situation = Situation {
+        health: &BrokenSmall(&config),
+        draw: 0,
+    };
+    let plan = plan_chat(
+        &config,
+        &chat("auto", "hi"),
+        &client_headers(),
+        &ClientHints::default(),
+        &situation,
+    )
+    .unwrap();
+    let models: Vec<&str> = plan
+        .decision
+        .chain
+        .iter()
+        .map(|d| config.models[config.deployments[*d].model].name.as_str())
+        .collect();
+    assert_eq!(models, ["medium", "large"]);
+}
+
+#[test]
+fn attempt_headers_name_the_deployment_that_answered() {
+    let config = sample_config();
+    let plan = plan(&chat("auto", "hi"), &ClientHints::default()).unwrap().attempts;
+    let primary_only = attempt_headers(&config, &plan, &AttemptTrail::default(), false);
+    assert!(primary_only.contains(&(HEADER_MODEL, "small".to_string())));
+    assert!(primary_only.contains(&(HEADER_ROUTE, "primary".to_string())));
+    let trail = AttemptTrail::decode(&format!("{}:429,{}:200", plan.chain[0], plan.chain[1]));
+    let after_failover = attempt_headers(&config, &plan, &trail, true);
+    assert!(after_failover.contains(&(HEADER_MODEL, "medium".to_string())));
+    assert!(after_failover.contains(&(HEADER_PROVIDER, "anthropic".to_string())));
+    assert!(after_failover.contains(&(HEADER_ROUTE, "fallback-1".to_string())));
+    assert!(after_failover.contains(&(HEADER_ATTEMPTS, "small:429,medium:200".to_string())));
 }
 
 #[test]
@@ -277,4 +345,67 @@ fn the_models_listing_names_aliases_and_models() {
         .collect();
     assert!(ids.contains(&"auto") && ids.contains(&"small") && ids.contains(&"large"));
     assert_eq!(listing["object"], "list");
+}
+
+#[test]
+fn an_exhausted_chain_becomes_one_openai_error_with_retry_after() {
+    let config = sample_config();
+    let plan = plan(&chat("auto", "hi"), &ClientHints::default()).unwrap().attempts;
+    let all_limited = AttemptTrail::decode(&format!("{}:429,{}:429", plan.chain[0], plan.chain[1]));
+    let last = FinalResponse {
+        status: 429,
+        retry_after_ms: Some(2_500),
+    };
+    let error = exhausted_error(&config, &plan, &all_limited, last, &ALL_HEALTHY);
+    assert_eq!(error.headers(), vec![("retry-after", "3".to_string())]);
+    assert_eq!(error.status(), 429);
+    assert_eq!(error.code(), "rate_limit_exceeded");
+    assert!(error.to_string().contains("small:429,medium:429"));
+    let mixed = AttemptTrail::decode(&format!("{}:429,{}:0", plan.chain[0], plan.chain[1]));
+    let error = exhausted_error(
+        &config,
+        &plan,
+        &mixed,
+        FinalResponse {
+            status: 503,
+            retry_after_ms: None,
+        },
+        &ALL_HEALTHY,
+    );
+    assert_eq!(error.status(), 503);
+    assert_eq!(error.code(), "providers_unavailable");
+    assert!(is_exhausted(503) && is_exhausted(429) && !is_exhausted(400) && !is_exhausted(200));
+}
+
+#[test]
+fn retry_after_comes_from_the_soonest_cooldown() {
+    struct Cooling;
+    impl HealthView for Cooling {
+        fn health(&self, deployment: DeploymentId) -> DeploymentHealth {
+            DeploymentHealth {
+                cooldown_until_ms: 1_000 + 4_000 * (deployment as u64 + 1),
+                ..Default::default()
+            }
+        }
+        fn claim_trial(&self, _: DeploymentId) -> bool {
+            false
+        }
+        fn now_ms(&self) -> u64 {
+            1_000
+        }
+    }
+    let config = sample_config();
+    let plan = AttemptPlan {
+        chain: vec![2, 1],
+        stream: false,
+        client_wants_usage: false,
+        authority: String::new(),
+    };
+    let last = FinalResponse {
+        status: 503,
+        retry_after_ms: Some(60_000),
+    };
+    let error = exhausted_error(&config, &plan, &AttemptTrail::default(), last, &Cooling);
+    assert_eq!(error.headers(), vec![("retry-after", "8".to_string())]);
+    assert!(error.to_string().contains("none could be reached"));
 }

@@ -1,0 +1,101 @@
+//! Active probes: a minimal known-good request per deployment, sent on a
+//! timer by one VM per process (it holds a lease in shared data), so an
+//! outage is noticed before a user hits it and a recovery is noticed while
+//! no traffic flows. Probe results feed the same health records as traffic.
+
+use crate::config::{Config, DeploymentId};
+use crate::error::GatewayError;
+use crate::health::{AttemptOutcome, FailureKind};
+use crate::providers;
+
+/// Shared-data key of the lease that elects the probing VM.
+pub const LEASE_KEY: &str = "signalbox/v1/lease/probes";
+
+/// One probe, ready to dispatch to its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeRequest {
+    pub cluster: String,
+    /// Pseudo-headers included (`:method`, `:path`, `:authority`).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The probe for `deployment`: one short user message, one output token.
+pub fn request(config: &Config, deployment: DeploymentId) -> Result<ProbeRequest, GatewayError> {
+    let model = &config.models[config.deployments[deployment].model];
+    let body = serde_json::json!({
+        "model": model.name,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+    });
+    let upstream = providers::prepare_chat(config, deployment, body.to_string().as_bytes())?;
+    let provider = config.provider_of(config.deployments[deployment].model);
+    let authority = upstream
+        .authority
+        .clone()
+        .or_else(|| provider.host.clone())
+        .unwrap_or_else(|| model.cluster.clone());
+    let mut headers = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), upstream.path),
+        (":authority".to_string(), authority),
+        ("content-type".to_string(), "application/json".to_string()),
+        ("user-agent".to_string(), "signalbox-probe".to_string()),
+    ];
+    if let Some((name, value)) = upstream.credential {
+        headers.push((name.to_string(), value));
+    }
+    Ok(ProbeRequest {
+        cluster: model.cluster.clone(),
+        headers,
+        body: upstream.body,
+    })
+}
+
+/// What a probe's answer means for health (status 0: no answer).
+pub fn outcome(status: u16, latency_ms: u64) -> AttemptOutcome {
+    let failure = match status {
+        0 => Some(FailureKind::Unreachable),
+        status => FailureKind::from_status(status),
+    };
+    AttemptOutcome {
+        failure,
+        retry_after_ms: None,
+        latency_ms,
+        first_token_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_config;
+
+    #[test]
+    fn a_probe_is_a_tiny_request_in_the_providers_format() {
+        let config = sample_config();
+        let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
+        let probe = request(&config, medium).unwrap();
+        assert_eq!(probe.cluster, "anthropic");
+        let header = |name: &str| {
+            probe
+                .headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(header(":path"), Some("/v1/chat/completions"));
+        assert_eq!(header(":authority"), Some("anthropic"));
+        assert_eq!(header("authorization"), Some("Bearer sk-ant-from-env"));
+        let body: serde_json::Value = serde_json::from_slice(&probe.body).unwrap();
+        assert_eq!(body["model"], "claude-haiku");
+        assert_eq!(body["max_tokens"], 1);
+    }
+
+    #[test]
+    fn probe_answers_map_to_outcomes() {
+        assert_eq!(outcome(200, 30).failure, None);
+        assert_eq!(outcome(0, 30).failure, Some(FailureKind::Unreachable));
+        assert_eq!(outcome(503, 30).failure, Some(FailureKind::Overloaded));
+    }
+}

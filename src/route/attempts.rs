@@ -1,0 +1,323 @@
+//! What travels between the router filter (which plans a request once) and
+//! the upstream filter (which runs once per attempt), through Envoy filter
+//! state: the [`AttemptPlan`] going down, the [`AttemptTrail`] coming back.
+//! Also what the upstream filter does with them: rewrite attempt N for its
+//! deployment ([`prepare_attempt`]) and name the cluster of attempt N+1.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use crate::config::{Config, DeploymentId};
+use crate::error::GatewayError;
+use crate::headers::HeaderMap;
+use crate::providers::{self, CLIENT_CREDENTIAL_HEADERS};
+
+use super::HeaderEdit;
+
+/// Filter state the route's matcher reads (`wasm.signalbox.next`): the
+/// cluster of the next attempt.
+pub const NEXT_CLUSTER_STATE: &str = "signalbox.next";
+pub const PLAN_STATE: &str = "signalbox.plan";
+pub const TRAIL_STATE: &str = "signalbox.attempts";
+/// Set by Envoy on every attempt (`include_request_attempt_count`).
+pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
+
+const PLAN_VERSION: &str = "1";
+
+/// The router's decision, as the upstream filter needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptPlan {
+    /// One deployment per attempt, in order.
+    pub chain: Vec<DeploymentId>,
+    pub stream: bool,
+    /// The client asked for usage in its stream (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// The client's `:authority`, restored for providers without a host.
+    pub authority: String,
+}
+
+impl AttemptPlan {
+    /// `1;<stream>;<usage>;<chain>;<authority>`: the authority is last
+    /// because it is the only free-form field.
+    pub fn encode(&self) -> String {
+        let chain: Vec<String> = self.chain.iter().map(|deployment| deployment.to_string()).collect();
+        format!(
+            "{PLAN_VERSION};{};{};{};{}",
+            u8::from(self.stream),
+            u8::from(self.client_wants_usage),
+            chain.join(","),
+            self.authority
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<AttemptPlan> {
+        let mut fields = text.splitn(5, ';');
+        if fields.next()? != PLAN_VERSION {
+            return None;
+        }
+        let flag = |field: Option<&str>| match field? {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        let stream = flag(fields.next())?;
+        let client_wants_usage = flag(fields.next())?;
+        let chain = fields
+            .next()?
+            .split(',')
+            .map(|id| id.parse().ok())
+            .collect::<Option<Vec<_>>>()?;
+        let authority = fields.next()?.to_string();
+        (!chain.is_empty()).then_some(AttemptPlan {
+            chain,
+            stream,
+            client_wants_usage,
+            authority,
+        })
+    }
+
+    /// The deployment of attempt `attempt` (1-based), if the chain has one.
+    pub fn deployment_for(&self, attempt: usize) -> Option<DeploymentId> {
+        self.chain.get(attempt.checked_sub(1)?).copied()
+    }
+}
+
+/// One attempt's result: an HTTP status, or none when no response came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub deployment: DeploymentId,
+    /// 0 when the attempt got no response (reset, timeout, refused).
+    pub status: u16,
+}
+
+/// The attempts so far: `3:429,7:0,1:200`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptTrail(pub Vec<AttemptRecord>);
+
+impl AttemptTrail {
+    pub fn decode(text: &str) -> AttemptTrail {
+        let records = text
+            .split(',')
+            .filter_map(|entry| {
+                let (deployment, status) = entry.split_once(':')?;
+                Some(AttemptRecord {
+                    deployment: deployment.parse().ok()?,
+                    status: status.parse().ok()?,
+                })
+            })
+            .collect();
+        AttemptTrail(records)
+    }
+
+    /// `existing` (as stored) with one more record.
+    pub fn append(existing: &str, record: AttemptRecord) -> String {
+        let mut text = existing.to_string();
+        if !text.is_empty() {
+            text.push(',');
+        }
+        let _ = write!(text, "{}:{}", record.deployment, record.status);
+        text
+    }
+
+    pub fn last(&self) -> Option<AttemptRecord> {
+        self.0.last().copied()
+    }
+
+    /// `claude-sonnet:429,gpt-4o:200` (`none` for no response).
+    pub fn describe(&self, config: &Config) -> String {
+        let entries: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|record| {
+                let name = &config.deployments.get(record.deployment)?.name;
+                Some(match record.status {
+                    0 => format!("{name}:none"),
+                    status => format!("{name}:{status}"),
+                })
+            })
+            .collect();
+        entries.join(",")
+    }
+}
+
+/// How long a provider asked us to wait, from `retry-after-ms` or
+/// `retry-after` (seconds; an HTTP date counts as unknown).
+pub fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+    let parse = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|value| value.is_finite() && *value >= 0.0)
+    };
+    parse("retry-after-ms")
+        .map(|ms| ms as u64)
+        .or_else(|| parse("retry-after").map(|seconds| (seconds * 1000.0) as u64))
+}
+
+/// Attempt `attempt` rewritten for its deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedAttempt {
+    pub deployment: DeploymentId,
+    pub request_headers: Vec<HeaderEdit>,
+    pub body: Vec<u8>,
+}
+
+/// The cluster attempt `attempt + 1` goes to, if the chain goes on.
+pub fn next_cluster<'c>(config: &'c Config, plan: &AttemptPlan, attempt: usize) -> Option<&'c str> {
+    let deployment = plan.deployment_for(attempt + 1)?;
+    Some(
+        config.models[config.deployments.get(deployment)?.model]
+            .cluster
+            .as_str(),
+    )
+}
+
+/// Rewrites the (original, replayed) request for attempt `attempt`. Header
+/// edits are absolute: an earlier attempt's edits are still in the headers.
+pub fn prepare_attempt(
+    config: &Config,
+    plan: &AttemptPlan,
+    attempt: usize,
+    body: &[u8],
+) -> Result<PreparedAttempt, GatewayError> {
+    let deployment = plan
+        .deployment_for(attempt)
+        .filter(|deployment| *deployment < config.deployments.len())
+        .ok_or_else(|| GatewayError::Internal {
+            message: format!("No deployment planned for attempt {attempt}."),
+        })?;
+    let upstream = providers::prepare_chat(config, deployment, body)?;
+    let mut request_headers: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
+        .iter()
+        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
+        .collect();
+    if let Some((name, value)) = upstream.credential {
+        request_headers.push(HeaderEdit::Set(Cow::Borrowed(name), value));
+    }
+    request_headers.push(HeaderEdit::Set(Cow::Borrowed(":path"), upstream.path));
+    let authority = upstream.authority.unwrap_or_else(|| plan.authority.clone());
+    request_headers.push(HeaderEdit::Set(Cow::Borrowed(":authority"), authority));
+    request_headers.push(HeaderEdit::Remove(Cow::Borrowed("transfer-encoding")));
+    request_headers.push(HeaderEdit::Set(
+        Cow::Borrowed("content-length"),
+        upstream.body.len().to_string(),
+    ));
+    Ok(PreparedAttempt {
+        deployment,
+        request_headers,
+        body: upstream.body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_config;
+
+    fn plan(chain: Vec<DeploymentId>) -> AttemptPlan {
+        AttemptPlan {
+            chain,
+            stream: true,
+            client_wants_usage: false,
+            authority: "gw.example:10000".into(),
+        }
+    }
+
+    #[test]
+    fn the_plan_round_trips_through_filter_state() {
+        let plan = AttemptPlan {
+            authority: "odd;host".into(),
+            ..plan(vec![3, 0, 7])
+        };
+        assert_eq!(AttemptPlan::decode(&plan.encode()), Some(plan));
+        for broken in ["", "2;1;0;1;h", "1;1;0;;h", "1;x;0;1;h", "1;1;0;a,b;h", "1;1;0"] {
+            assert_eq!(AttemptPlan::decode(broken), None, "{broken}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_milliseconds() {
+        let seconds: HeaderMap = [("retry-after", "3")].into_iter().collect();
+        assert_eq!(retry_after_ms(&seconds), Some(3_000));
+        let millis: HeaderMap = [("retry-after-ms", "250"), ("retry-after", "9")].into_iter().collect();
+        assert_eq!(retry_after_ms(&millis), Some(250));
+        let date: HeaderMap = [("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")].into_iter().collect();
+        assert_eq!(retry_after_ms(&date), None);
+        assert_eq!(retry_after_ms(&HeaderMap::default()), None);
+    }
+
+    #[test]
+    fn attempts_map_to_the_chain_in_order() {
+        let plan = plan(vec![3, 0]);
+        assert_eq!(plan.deployment_for(1), Some(3));
+        assert_eq!(plan.deployment_for(2), Some(0));
+        assert_eq!(plan.deployment_for(3), None);
+        assert_eq!(plan.deployment_for(0), None);
+    }
+
+    #[test]
+    fn the_trail_grows_one_record_per_attempt() {
+        let text = AttemptTrail::append(
+            "",
+            AttemptRecord {
+                deployment: 1,
+                status: 429,
+            },
+        );
+        let text = AttemptTrail::append(
+            &text,
+            AttemptRecord {
+                deployment: 2,
+                status: 0,
+            },
+        );
+        assert_eq!(text, "1:429,2:0");
+        let trail = AttemptTrail::decode(&text);
+        assert_eq!(
+            trail.last(),
+            Some(AttemptRecord {
+                deployment: 2,
+                status: 0
+            })
+        );
+        let config = sample_config();
+        assert_eq!(
+            trail.describe(&config),
+            format!("{}:429,{}:none", config.deployments[1].name, config.deployments[2].name)
+        );
+        assert_eq!(
+            AttemptTrail::decode("junk,5:200,x:y").0,
+            vec![AttemptRecord {
+                deployment: 5,
+                status: 200
+            }]
+        );
+    }
+
+    #[test]
+    fn each_attempt_is_rewritten_absolutely_for_its_deployment() {
+        let config = sample_config();
+        let small = config.models[config.model_named("small").unwrap()].deployments[0];
+        let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
+        let plan = plan(vec![small, medium]);
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
+        let first = prepare_attempt(&config, &plan, 1, body).unwrap();
+        let second = prepare_attempt(&config, &plan, 2, body).unwrap();
+        assert_eq!(first.deployment, small);
+        assert!(first.request_headers.contains(&HeaderEdit::Set(
+            Cow::Borrowed("authorization"),
+            "Bearer sk-test-openai".into()
+        )));
+        assert!(second.request_headers.contains(&HeaderEdit::Set(
+            Cow::Borrowed("authorization"),
+            "Bearer sk-ant-from-env".into()
+        )));
+        assert!(second
+            .request_headers
+            .contains(&HeaderEdit::Set(Cow::Borrowed(":authority"), "gw.example:10000".into())));
+        assert!(String::from_utf8_lossy(&second.body).contains("claude-haiku"));
+        assert_eq!(next_cluster(&config, &plan, 1), Some("anthropic"));
+        assert_eq!(next_cluster(&config, &plan, 2), None);
+        assert!(prepare_attempt(&config, &plan, 3, body).is_err());
+    }
+}

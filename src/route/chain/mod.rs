@@ -1,0 +1,172 @@
+//! The failover chain of one request: the deployments (model + key) its
+//! attempts go to, in order, at most `max_attempts` of them.
+//!
+//! Models come ordered by the strategy; each model's keys are ordered by a
+//! weighted draw. The first model contributes up to two keys (a 429 or 401
+//! is often about the key), the others one each; remaining keys fill any
+//! room left. Deployments with an open circuit, a retry-after cooldown or
+//! busy trial slots are skipped; one whose open period is over joins only if
+//! it wins a half-open trial slot. When nothing is available the least-bad
+//! deployment (the one ready soonest) is tried rather than failing blind.
+
+use crate::config::{Config, DeploymentId, ModelId};
+use crate::health::{Availability, DeploymentHealth};
+use crate::state::{read, update, Store};
+
+use super::strategy::{derive, weighted_index};
+
+/// Health as the router sees it.
+pub trait HealthView {
+    fn health(&self, deployment: DeploymentId) -> DeploymentHealth;
+    /// Tries to take a half-open trial slot; true when taken.
+    fn claim_trial(&self, deployment: DeploymentId) -> bool;
+    fn now_ms(&self) -> u64;
+}
+
+/// Health read from (and trial slots claimed in) shared data.
+pub struct StoreHealth<'a> {
+    pub store: &'a dyn Store,
+    pub config: &'a Config,
+    pub now_ms: u64,
+}
+
+impl HealthView for StoreHealth<'_> {
+    fn health(&self, deployment: DeploymentId) -> DeploymentHealth {
+        read(self.store, &self.config.deployments[deployment].health_key).unwrap_or_default()
+    }
+
+    fn claim_trial(&self, deployment: DeploymentId) -> bool {
+        let settings = &self.config.resilience.health;
+        update::<DeploymentHealth, bool>(self.store, &self.config.deployments[deployment].health_key, |health| {
+            health.claim_trial(self.now_ms, settings)
+        })
+        .is_ok_and(|(_, claimed)| claimed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+}
+
+/// Health with no history: every deployment fresh and available, every
+/// trial slot free (benchmarks, tests, tools).
+pub struct NoHistory {
+    pub now_ms: u64,
+}
+
+impl HealthView for NoHistory {
+    fn health(&self, _: DeploymentId) -> DeploymentHealth {
+        DeploymentHealth::default()
+    }
+
+    fn claim_trial(&self, _: DeploymentId) -> bool {
+        true
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub deployments: Vec<DeploymentId>,
+    /// Nothing was available: this is the least-bad choice.
+    pub degraded: bool,
+}
+
+/// A model's usable deployments: the primary key by weighted draw, then the
+/// others in configured order. Keys with weight 0 are left out.
+pub fn keys_in_order(config: &Config, model: ModelId, draw: u64) -> Vec<DeploymentId> {
+    let deployments = &config.models[model].deployments;
+    let weights: Vec<u32> = deployments
+        .iter()
+        .map(|&deployment| config.key_of(deployment).weight)
+        .collect();
+    let primary = weighted_index(&weights, derive(draw, model as u64 + 16));
+    let mut ordered = Vec::with_capacity(deployments.len());
+    ordered.extend(deployments.get(primary).copied());
+    ordered.extend(
+        deployments
+            .iter()
+            .zip(&weights)
+            .filter(|(_, weight)| **weight > 0)
+            .map(|(deployment, _)| *deployment),
+    );
+    ordered.dedup();
+    ordered.retain(|deployment| config.key_of(*deployment).weight > 0);
+    ordered
+}
+
+/// Builds the chain for `models` (already in strategy order).
+pub fn build(config: &Config, models: &[ModelId], health: &dyn HealthView, draw: u64) -> Chain {
+    let max = config.resilience.max_attempts;
+    let settings = &config.resilience.health;
+    let now = health.now_ms();
+    let keyed: Vec<Vec<DeploymentId>> = models.iter().map(|&model| keys_in_order(config, model, draw)).collect();
+
+    let mut chain: Vec<DeploymentId> = Vec::with_capacity(max);
+    // Soonest-ready deployment seen unavailable: (ready at, score) for the least-bad fallback.
+    let mut least_bad: Option<(DeploymentId, u64, f32)> = None;
+    let mut considered: Vec<DeploymentId> = Vec::new();
+    // Adds `deployment` to the chain if it can take traffic; true when added.
+    let mut consider = |deployment: DeploymentId, chain: &mut Vec<DeploymentId>| -> bool {
+        if chain.len() >= max || considered.contains(&deployment) {
+            return false;
+        }
+        considered.push(deployment);
+        let record = health.health(deployment);
+        let availability = record.availability(now, settings);
+        let usable = match availability {
+            Availability::Available => true,
+            Availability::NeedsTrial => health.claim_trial(deployment),
+            _ => false,
+        };
+        if usable {
+            chain.push(deployment);
+            return true;
+        }
+        let ready_at = match availability {
+            Availability::CoolingDown { until_ms } | Availability::Open { until_ms } => until_ms,
+            _ => now,
+        };
+        let score = record.score(now, settings);
+        if least_bad.is_none_or(|(_, best_ready, best_score)| (ready_at, -score) < (best_ready, -best_score)) {
+            least_bad = Some((deployment, ready_at, score));
+        }
+        false
+    };
+
+    // First pass: two usable keys of the primary model, one of each other model.
+    for (position, keys) in keyed.iter().enumerate() {
+        let share = if position == 0 { 2 } else { 1 };
+        let mut taken = 0;
+        for &deployment in keys {
+            if taken == share {
+                break;
+            }
+            taken += usize::from(consider(deployment, &mut chain));
+        }
+    }
+    // Second pass: remaining keys, in model order.
+    for keys in &keyed {
+        for &deployment in keys {
+            consider(deployment, &mut chain);
+        }
+    }
+    if chain.is_empty() {
+        if let Some((deployment, _, _)) = least_bad {
+            return Chain {
+                deployments: vec![deployment],
+                degraded: true,
+            };
+        }
+    }
+    Chain {
+        deployments: chain,
+        degraded: false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

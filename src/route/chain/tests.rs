@@ -1,0 +1,212 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::*;
+use crate::config::Config;
+use crate::health::{AttemptOutcome, BreakerState, FailureKind};
+
+const CONFIG: &str = r#"{
+  "providers": {
+    "multi": {"cluster": "m", "api_keys": [
+      {"name": "k1", "key": "sk-1", "weight": 1},
+      {"name": "k2", "key": "sk-2", "weight": 1},
+      {"name": "k3", "key": "sk-3", "weight": 0}
+    ]},
+    "single": {"cluster": "s", "api_key": "sk-s"}
+  },
+  "models": {
+    "a": {"provider": "multi"},
+    "b": {"provider": "single"},
+    "c": {"provider": "single"}
+  },
+  "tiers": [{"name": "all", "models": ["a", "b", "c"]}],
+  "resilience": {"max_attempts": 3, "breaker": {"half_open_trials": 1}}
+}"#;
+
+fn config() -> Config {
+    Config::parse(CONFIG.as_bytes(), &|_| None).unwrap()
+}
+
+/// Health kept in a map; trials are claimed like the shared-data version.
+struct FakeHealth<'a> {
+    config: &'a Config,
+    records: RefCell<HashMap<DeploymentId, DeploymentHealth>>,
+    now_ms: u64,
+}
+
+impl<'a> FakeHealth<'a> {
+    fn new(config: &'a Config) -> Self {
+        FakeHealth {
+            config,
+            records: RefCell::default(),
+            now_ms: 10_000,
+        }
+    }
+
+    fn set(&self, deployment: &str, health: DeploymentHealth) {
+        let id = self
+            .config
+            .deployments
+            .iter()
+            .position(|d| d.name == deployment)
+            .unwrap();
+        self.records.borrow_mut().insert(id, health);
+    }
+}
+
+impl HealthView for FakeHealth<'_> {
+    fn health(&self, deployment: DeploymentId) -> DeploymentHealth {
+        self.records.borrow().get(&deployment).copied().unwrap_or_default()
+    }
+    fn claim_trial(&self, deployment: DeploymentId) -> bool {
+        let mut records = self.records.borrow_mut();
+        records
+            .entry(deployment)
+            .or_default()
+            .claim_trial(self.now_ms, &self.config.resilience.health)
+    }
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+}
+
+fn names(config: &Config, chain: &Chain) -> Vec<String> {
+    chain
+        .deployments
+        .iter()
+        .map(|d| config.deployments[*d].name.clone())
+        .collect()
+}
+
+fn models(config: &Config, names: &[&str]) -> Vec<ModelId> {
+    names.iter().map(|name| config.model_named(name).unwrap()).collect()
+}
+
+fn open_until(until_ms: u64) -> DeploymentHealth {
+    DeploymentHealth {
+        breaker: BreakerState::Open { until_ms },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_primary_model_brings_two_keys_and_the_next_model_follows() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    let chain = build(&config, &models(&config, &["a", "b", "c"]), &health, 0);
+    let names = names(&config, &chain);
+    assert_eq!(names.len(), 3);
+    assert!(
+        names[0].starts_with("a@") && names[1].starts_with("a@") && names[0] != names[1],
+        "{names:?}"
+    );
+    assert_eq!(names[2], "b");
+    assert!(!chain.degraded);
+}
+
+#[test]
+fn a_zero_weight_key_is_never_used() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    for draw in 0..200 {
+        let chain = build(&config, &models(&config, &["a", "b", "c"]), &health, derive(draw, 1));
+        assert!(!names(&config, &chain).contains(&"a@k3".to_string()));
+    }
+}
+
+#[test]
+fn keys_share_the_primary_slot_by_weight() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    let first_k1 = (0..2_000u64)
+        .filter(|draw| {
+            names(
+                &config,
+                &build(&config, &models(&config, &["a"]), &health, derive(*draw, 5)),
+            )[0] == "a@k1"
+        })
+        .count();
+    assert!((800..=1_200).contains(&first_k1), "{first_k1}");
+}
+
+#[test]
+fn open_and_cooling_deployments_are_skipped() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    health.set("a@k1", open_until(60_000));
+    health.set(
+        "a@k2",
+        DeploymentHealth {
+            cooldown_until_ms: 20_000,
+            ..Default::default()
+        },
+    );
+    let chain = build(&config, &models(&config, &["a", "b", "c"]), &health, 0);
+    assert_eq!(names(&config, &chain), ["b", "c"]);
+}
+
+#[test]
+fn an_expired_open_period_needs_a_trial_slot() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    health.set("b", open_until(5_000));
+    let first = build(&config, &models(&config, &["b", "c"]), &health, 0);
+    assert_eq!(names(&config, &first), ["b", "c"], "the trial slot was won");
+    let second = build(&config, &models(&config, &["b", "c"]), &health, 0);
+    assert_eq!(names(&config, &second), ["c"], "the only slot is taken");
+}
+
+#[test]
+fn when_nothing_is_available_the_soonest_ready_is_tried() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    health.set("b", open_until(90_000));
+    health.set("c", open_until(30_000));
+    let chain = build(&config, &models(&config, &["b", "c"]), &health, 0);
+    assert_eq!(names(&config, &chain), ["c"]);
+    assert!(chain.degraded);
+}
+
+#[test]
+fn the_chain_is_cut_at_max_attempts() {
+    let config = config();
+    let health = FakeHealth::new(&config);
+    let chain = build(&config, &models(&config, &["b", "c", "a"]), &health, 0);
+    assert_eq!(chain.deployments.len(), 3);
+    assert_eq!(names(&config, &chain)[..2], ["b", "c"]);
+}
+
+#[test]
+fn store_health_reads_and_claims_through_shared_data() {
+    let config = config();
+    let store = crate::state::MemoryStore::default();
+    let b = config.model_named("b").unwrap();
+    let deployment = config.models[b].deployments[0];
+    let key = &config.deployments[deployment].health_key;
+    let failure = AttemptOutcome {
+        failure: Some(FailureKind::Server),
+        retry_after_ms: None,
+        latency_ms: 5,
+        first_token_ms: None,
+    };
+    for now in 0..5 {
+        crate::state::update::<DeploymentHealth, _>(&store, key, |h| {
+            h.finish_attempt(now, &failure, &config.resilience.health)
+        })
+        .unwrap();
+    }
+    let view = StoreHealth {
+        store: &store,
+        config: &config,
+        now_ms: 10,
+    };
+    assert!(matches!(view.health(deployment).breaker, BreakerState::Open { .. }));
+    assert!(!view.claim_trial(deployment), "still open");
+    let later = StoreHealth {
+        store: &store,
+        config: &config,
+        now_ms: 10_000_000,
+    };
+    assert!(later.claim_trial(deployment));
+    assert!(!later.claim_trial(deployment));
+}
