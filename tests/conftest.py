@@ -70,11 +70,17 @@ def envoy(request: pytest.FixtureRequest, tmp_path: Path):
 
 @pytest.fixture
 def start_gateway(mocks, envoy):
-    """Factory: start_gateway(plugin=None, yaml_path=DEMO_YAML, **envoy options) -> Gateway."""
+    """Factory: start_gateway(plugin=None, yaml_path=DEMO_YAML, tweak=None, **envoy options) -> Gateway.
+
+    tweak(config) may edit the Envoy config (e.g. the retry policy) before Envoy starts.
+    """
     from tests.gateway import DEMO_YAML, Gateway, gateway_config
 
-    def start(plugin=None, yaml_path=DEMO_YAML, **options):
-        return Gateway(envoy(gateway_config(mocks, plugin, yaml_path), **options), mocks)
+    def start(plugin=None, yaml_path=DEMO_YAML, tweak=None, **options):
+        config = gateway_config(mocks, plugin, yaml_path)
+        if tweak is not None:
+            tweak(config)
+        return Gateway(envoy(config, **options), mocks)
 
     return start
 

@@ -22,7 +22,12 @@ REQUEST_TIMEOUT_S = 15
 
 def demo_plugin_config() -> dict:
     """The plugin configuration shipped in envoy/demo.yaml."""
-    return envoy_config.get_plugin_config(envoy_config.load(DEMO_YAML))
+    return envoy_config.get_plugin_config(envoy_config.load(DEMO_YAML), "signalbox")
+
+
+def retry_policy(config: dict) -> dict:
+    """The (first) route retry policy of an Envoy config, to tune in a test."""
+    return next(node["retry_policy"] for node in envoy_config.walk_dicts(config) if "retry_policy" in node)
 
 
 def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_path: Path = DEMO_YAML) -> dict:

@@ -568,6 +568,16 @@ def test_fault_header_is_one_off_and_validated(mocks):
 # --- recording and control endpoints --------------------------------------------------
 
 
+def test_a_behavior_can_target_requests_by_header(mocks):
+    mocks.set_behavior("openai", {"status": 401, "when_header": {"authorization": "Bearer sk-bad"}})
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    bad = post(mocks, "openai", "/v1/chat/completions", chat, headers={"authorization": "Bearer sk-bad"})
+    good = post(mocks, "openai", "/v1/chat/completions", chat, headers={"authorization": "Bearer sk-good"})
+    assert (bad.status_code, good.status_code) == (401, 200)
+    with pytest.raises(ValueError):
+        mocks.set_behavior("openai", {"status": 401, "when_header": ["authorization"]})
+
+
 def test_recording_and_http_control_endpoints(mocks):
     base = mocks.url("openai")
     post(mocks, "openai", "/v1/chat/completions?trace=1", CHAT, headers={"Authorization": "Bearer k"})

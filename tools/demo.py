@@ -47,7 +47,10 @@ Look at the x-signalbox-* response headers. Admin: http://127.0.0.1:9901  Stop: 
 
 def live_plugin_config(config: dict, available: set[str]) -> dict:
     """The live plugin config reduced to the providers whose key is set."""
-    models = {name: model for name, model in config["models"].items() if model["provider"] in available}
+    models = {name: dict(model) for name, model in config["models"].items() if model["provider"] in available}
+    for model in models.values():
+        if "fallbacks" in model:
+            model["fallbacks"] = [name for name in model["fallbacks"] if name in models]
     tiers = []
     for tier in config["tiers"]:
         kept = [name for name in tier["models"] if name in models]
@@ -91,7 +94,7 @@ def main() -> int:
     try:
         if available:
             config = envoy_config.load(REPO / "envoy" / "live.yaml")
-            plugin = live_plugin_config(envoy_config.get_plugin_config(config), available)
+            plugin = live_plugin_config(envoy_config.get_plugin_config(config, "signalbox"), available)
             envoy_config.set_plugin_config(config, plugin)
             mode = "real providers: " + ", ".join(sorted(available))
         else:

@@ -17,6 +17,10 @@ from POST /__mock/behavior and from the x-mock-fault header); None or {} means
                           write the body in pieces of 1 / 1..16 / N bytes, ~1 ms apart
   reset_after_events: K   send headers and K body events, then TCP RST
                           (a non-streamed body counts as one event)
+  when_header: {name: value}
+                          apply the rest only to requests carrying these exact
+                          header values (e.g. one API key of several); others
+                          are answered normally
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from typing import Any
 Behavior = dict[str, Any]
 
 _NON_NEGATIVE_NUMBERS = ("retry_after", "delay_ms", "first_token_delay_ms", "chunk_delay_ms")
-KNOWN_KEYS = frozenset({"status", "message", "hang", "reset", "split", "reset_after_events", *_NON_NEGATIVE_NUMBERS})
+KNOWN_KEYS = frozenset(
+    {"status", "message", "hang", "reset", "split", "reset_after_events", "when_header", *_NON_NEGATIVE_NUMBERS}
+)
 # Gap between split pieces, so they leave as separate TCP segments and are read separately.
 SPLIT_GAP_S = 0.001
 _RANDOM_PIECE_MAX = 16
@@ -57,10 +63,18 @@ def validate(behavior: Behavior | None) -> Behavior:
     events = behavior.get("reset_after_events")
     if events is not None and not (_is_int(events) and events >= 0):
         raise ValueError(f"reset_after_events must be a non-negative int, got {events!r}")
+    when = behavior.get("when_header")
+    if when is not None and not (isinstance(when, dict) and all(isinstance(v, str) for v in when.values())):
+        raise ValueError(f"when_header must map header names to string values, got {when!r}")
     split = behavior.get("split")
     if split is not None and split not in ("every-byte", "random") and not (_is_int(split) and split > 0):
         raise ValueError(f'split must be "every-byte", "random" or a positive int, got {split!r}')
     return dict(behavior)
+
+
+def applies_to(behavior: Behavior, header) -> bool:
+    """Whether a behavior's when_header condition (if any) holds; header(name) looks one up."""
+    return all(header(name.lower()) == value for name, value in behavior.get("when_header", {}).items())
 
 
 def _is_int(value: Any) -> bool:

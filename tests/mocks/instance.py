@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import anthropic, bedrock, gemini, openai
-from .behaviors import SPLIT_GAP_S, Behavior, BehaviorBook, cut, validate
+from .behaviors import SPLIT_GAP_S, Behavior, BehaviorBook, applies_to, cut, validate
 from .http11 import MAX_HEAD_BYTES, BadRequest, Request, ResponseWriter, read_request, reset_connection
 from .replies import Answer, Call, ClientError, Route, default_error_message, json_answer
 
@@ -202,11 +202,13 @@ class ProviderInstance:
     def _behavior_for(self, request: Request) -> Behavior:
         header = request.header(FAULT_HEADER)
         if header is None:
-            return self.behaviors.next()
-        try:
-            return validate(json.loads(header))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
+            behavior = self.behaviors.next()
+        else:
+            try:
+                behavior = validate(json.loads(header))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return behavior if applies_to(behavior, request.header) else {}
 
     @staticmethod
     def _answer(route: Route, call: Call) -> Answer:
