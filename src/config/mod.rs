@@ -3,6 +3,7 @@
 //! indexes, regexes and the classifier compiled, secrets wrapped so they
 //! cannot be printed. Every problem is a [`ConfigError`] naming the field.
 
+pub mod governance;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -103,6 +104,8 @@ pub struct Model {
     pub context_window: u64,
     pub price: Price,
     pub capabilities: Capabilities,
+    /// Per deployment of this model.
+    pub limits: crate::govern::window::RateLimits,
     /// This model reached with each of its provider's keys, in key order.
     pub deployments: Vec<DeploymentId>,
     /// Tried next when a client names this model and it fails.
@@ -174,6 +177,7 @@ pub struct Config {
     pub deployments: Vec<Deployment>,
     pub resilience: Resilience,
     pub health_path: Option<String>,
+    pub governance: Option<governance::Governance>,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
@@ -309,6 +313,12 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     }
 
     let classifier = Classifier::compile(&raw.classifier)?;
+    let tier_models: Vec<Vec<ModelId>> = tiers.iter().map(|tier| tier.models.clone()).collect();
+    let governance = raw
+        .governance
+        .as_ref()
+        .map(|raw| governance::resolve(raw, &model_by_name, models.len(), &tier_by_name, &tier_models))
+        .transpose()?;
     let resilience = resolve_resilience(&raw.resilience)?;
     if let Some(path) = &raw.health_path {
         if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
@@ -331,12 +341,13 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         deployments,
         resilience,
         health_path: raw.health_path,
+        governance,
         model_by_name,
         tier_by_name,
     })
 }
 
-fn check_header_name(path: &str, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_header_name(path: &str, name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty()
         && name
             .bytes()
@@ -351,7 +362,7 @@ fn check_header_name(path: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_name(path: String, name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_graphic());
     if valid {
         Ok(())
@@ -634,6 +645,7 @@ fn resolve_model(
             output: raw.price.output,
         },
         capabilities,
+        limits: governance::rate_limits(&format!("{path}.limits"), &raw.limits)?,
         deployments: Vec::new(),
         fallbacks: Vec::new(),
     })

@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub resilience: RawResilience,
+    /// Virtual keys, tenants, limits, quotas and budgets.
+    #[serde(default)]
+    pub governance: Option<super::governance::RawGovernance>,
     /// Path of the JSON health view (`GET`), or null to turn it off.
     #[serde(default = "default_health_path")]
     pub health_path: Option<String>,
@@ -118,6 +121,10 @@ pub struct RawModel {
     /// Models tried next when a client names this one and it fails.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Rate limits of each deployment (model with one key); a deployment
+    /// at its limit is skipped, spilling traffic over to the others.
+    #[serde(default)]
+    pub limits: super::governance::RawRate,
 }
 
 /// USD per million tokens.

@@ -1,0 +1,7 @@
+//! Spend governance: virtual keys mapped to tenants ([`keys`]), rate limits
+//! over a sliding minute ([`window`]), daily and monthly quotas and budgets
+//! with reservations ([`quota`]).
+
+pub mod keys;
+pub mod quota;
+pub mod window;

@@ -1,0 +1,426 @@
+//! Daily and monthly quotas on requests, tokens and cost, with reservations.
+//!
+//! A request is admitted only if `used + reserved + its estimate` stays
+//! within every cap; the estimate is then reserved, atomically with the
+//! check (one compare-and-swap). When the response ends the reservation is
+//! released and the actual usage is added. Concurrent requests therefore
+//! cannot all pass the same check: admitted spend exceeds a cap only by how
+//! far actual usage exceeds its estimate, summed over requests in flight.
+//! Periods are UTC days and months; a record from an earlier period is reset
+//! the first time it is touched in a new one (no timers).
+
+use crate::state::codec::{Reader, Writer};
+use crate::state::Record;
+
+const VERSION: u8 = 1;
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Day => "daily",
+            Period::Month => "monthly",
+        }
+    }
+
+    /// Index of the UTC day or month containing `now_ms`.
+    pub fn index(self, now_ms: u64) -> u64 {
+        let days = now_ms / DAY_MS;
+        match self {
+            Period::Day => days,
+            Period::Month => {
+                let (year, month) = year_month(days);
+                year * 12 + month - 1
+            }
+        }
+    }
+
+    /// Milliseconds from `now_ms` to the start of the next period.
+    pub fn remaining_ms(self, now_ms: u64) -> u64 {
+        match self {
+            Period::Day => DAY_MS - now_ms % DAY_MS,
+            Period::Month => {
+                let days = now_ms / DAY_MS;
+                let (year, month) = year_month(days);
+                let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+                days_from_civil(next_year, next_month)
+                    .saturating_mul(DAY_MS)
+                    .saturating_sub(now_ms)
+            }
+        }
+    }
+}
+
+/// Civil (proleptic Gregorian) year and month of a day count since 1970-01-01.
+fn year_month(days: u64) -> (u64, u64) {
+    // Shift to an era starting on 0000-03-01 so leap days fall at a year's end.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month)
+}
+
+/// Days since 1970-01-01 of the first day of `year`-`month`.
+fn days_from_civil(year: u64, month: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year % 400;
+    let month_index = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * month_index + 2) / 5;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    (era * 146_097 + day_of_era).saturating_sub(719_468)
+}
+
+/// Requests, tokens and cost (micro-USD: integers do not drift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Amounts {
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl Amounts {
+    fn plus(self, other: Amounts) -> Amounts {
+        Amounts {
+            requests: self.requests.saturating_add(other.requests),
+            tokens: self.tokens.saturating_add(other.tokens),
+            cost_micros: self.cost_micros.saturating_add(other.cost_micros),
+        }
+    }
+
+    fn minus(self, other: Amounts) -> Amounts {
+        Amounts {
+            requests: self.requests.saturating_sub(other.requests),
+            tokens: self.tokens.saturating_sub(other.tokens),
+            cost_micros: self.cost_micros.saturating_sub(other.cost_micros),
+        }
+    }
+}
+
+/// Caps of one quota; `None` = no cap on that dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caps {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+    pub cost_micros: Option<u64>,
+}
+
+impl Caps {
+    /// The first dimension `amounts` is over, if any.
+    fn exceeded_by(&self, amounts: Amounts) -> Option<&'static str> {
+        let over = |cap: Option<u64>, value: u64| cap.is_some_and(|cap| value > cap);
+        if over(self.requests, amounts.requests) {
+            Some("requests")
+        } else if over(self.tokens, amounts.tokens) {
+            Some("tokens")
+        } else if over(self.cost_micros, amounts.cost_micros) {
+            Some("cost")
+        } else {
+            None
+        }
+    }
+
+    /// Highest share of any capped dimension `amounts` has used.
+    pub fn usage_share(&self, amounts: Amounts) -> f64 {
+        [
+            (self.requests, amounts.requests),
+            (self.tokens, amounts.tokens),
+            (self.cost_micros, amounts.cost_micros),
+        ]
+        .into_iter()
+        .filter_map(|(cap, value)| cap.map(|cap| value as f64 / cap.max(1) as f64))
+        .fold(0.0, f64::max)
+    }
+}
+
+/// What crossing the soft threshold asks the caller to do (once per period).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SoftAlert {
+    pub period_index: u64,
+    pub share: f64,
+}
+
+/// One quota's state in its current period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaRecord {
+    pub period_index: u64,
+    pub used: Amounts,
+    pub reserved: Amounts,
+    /// The soft alert of this period has fired.
+    pub alerted: bool,
+}
+
+impl QuotaRecord {
+    fn roll(&mut self, period: Period, now_ms: u64) {
+        let index = period.index(now_ms);
+        if index != self.period_index {
+            *self = QuotaRecord {
+                period_index: index,
+                ..QuotaRecord::default()
+            };
+        }
+    }
+
+    /// Reserves `estimate` if it fits every cap. Err names the dimension.
+    pub fn try_reserve(
+        &mut self,
+        period: Period,
+        now_ms: u64,
+        estimate: Amounts,
+        caps: &Caps,
+    ) -> Result<u64, &'static str> {
+        self.roll(period, now_ms);
+        if let Some(dimension) = caps.exceeded_by(self.used.plus(self.reserved).plus(estimate)) {
+            return Err(dimension);
+        }
+        self.reserved = self.reserved.plus(estimate);
+        Ok(self.period_index)
+    }
+
+    /// Releases a reservation without usage (another check failed).
+    pub fn release(&mut self, period: Period, now_ms: u64, period_index: u64, estimate: Amounts) {
+        self.roll(period, now_ms);
+        if period_index == self.period_index {
+            self.reserved = self.reserved.minus(estimate);
+        }
+    }
+
+    /// Releases a reservation made in `period_index` and adds actual usage.
+    /// Returns the soft alert to send if this settlement crossed `alert_share`.
+    pub fn settle(
+        &mut self,
+        period: Period,
+        now_ms: u64,
+        period_index: u64,
+        estimate: Amounts,
+        actual: Amounts,
+        caps: &Caps,
+        alert_share: f64,
+    ) -> Option<SoftAlert> {
+        self.roll(period, now_ms);
+        if period_index == self.period_index {
+            self.reserved = self.reserved.minus(estimate);
+        }
+        self.used = self.used.plus(actual);
+        let share = caps.usage_share(self.used);
+        if !self.alerted && share >= alert_share {
+            self.alerted = true;
+            return Some(SoftAlert {
+                period_index: self.period_index,
+                share,
+            });
+        }
+        None
+    }
+
+    /// Share of the caps used (settled usage), in this period.
+    pub fn share(&self, period: Period, now_ms: u64, caps: &Caps) -> f64 {
+        if self.period_index != period.index(now_ms) {
+            return 0.0;
+        }
+        caps.usage_share(self.used)
+    }
+}
+
+impl Record for QuotaRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::with_version(VERSION);
+        writer.u64(self.period_index);
+        for amounts in [self.used, self.reserved] {
+            writer
+                .u64(amounts.requests)
+                .u64(amounts.tokens)
+                .u64(amounts.cost_micros);
+        }
+        writer.u8(u8::from(self.alerted));
+        writer.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut reader = Reader::with_version(bytes, VERSION)?;
+        let period_index = reader.u64()?;
+        let mut amounts = || -> Option<Amounts> {
+            Some(Amounts {
+                requests: reader.u64()?,
+                tokens: reader.u64()?,
+                cost_micros: reader.u64()?,
+            })
+        };
+        let (used, reserved) = (amounts()?, amounts()?);
+        let alerted = reader.u8()? != 0;
+        let record = QuotaRecord {
+            period_index,
+            used,
+            reserved,
+            alerted,
+        };
+        reader.is_done().then_some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-24T12:00:00Z.
+    const NOON: u64 = 1_795_521_600_000;
+
+    #[test]
+    fn days_and_months_follow_the_utc_calendar() {
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(year_month(NOON / DAY_MS), (2026, 11));
+        assert_eq!(year_month(days_from_civil(2024, 2) + 28), (2024, 2), "leap day");
+        assert_eq!(year_month(days_from_civil(2024, 3)), (2024, 3));
+        assert_eq!(Period::Month.index(NOON) + 1, Period::Month.index(NOON + 7 * DAY_MS));
+        assert_eq!(Period::Day.remaining_ms(NOON), DAY_MS / 2);
+        let end_of_november = days_from_civil(2026, 12) * DAY_MS;
+        assert_eq!(Period::Month.remaining_ms(NOON), end_of_november - NOON);
+        assert_eq!(
+            Period::Month.index(end_of_november - 1) + 1,
+            Period::Month.index(end_of_november)
+        );
+    }
+
+    #[test]
+    fn reservations_count_against_the_cap_until_settled() {
+        let caps = Caps {
+            tokens: Some(1_000),
+            ..Caps::default()
+        };
+        let mut quota = QuotaRecord::default();
+        let estimate = Amounts {
+            requests: 1,
+            tokens: 600,
+            cost_micros: 0,
+        };
+        let period = quota.try_reserve(Period::Day, NOON, estimate, &caps).unwrap();
+        assert_eq!(
+            quota.try_reserve(Period::Day, NOON, estimate, &caps),
+            Err("tokens"),
+            "a second in-flight request would overshoot"
+        );
+        let actual = Amounts {
+            requests: 1,
+            tokens: 200,
+            cost_micros: 0,
+        };
+        quota.settle(Period::Day, NOON + 5, period, estimate, actual, &caps, 0.8);
+        assert_eq!(quota.used.tokens, 200);
+        assert_eq!(quota.reserved.tokens, 0);
+        assert!(quota.try_reserve(Period::Day, NOON + 6, estimate, &caps).is_ok());
+    }
+
+    #[test]
+    fn a_new_day_resets_lazily() {
+        let caps = Caps {
+            requests: Some(1),
+            ..Caps::default()
+        };
+        let one = Amounts {
+            requests: 1,
+            ..Amounts::default()
+        };
+        let mut quota = QuotaRecord::default();
+        let period = quota.try_reserve(Period::Day, NOON, one, &caps).unwrap();
+        quota.settle(Period::Day, NOON, period, one, one, &caps, 0.8);
+        assert!(quota.try_reserve(Period::Day, NOON + 1_000, one, &caps).is_err());
+        assert!(
+            quota.try_reserve(Period::Day, NOON + DAY_MS / 2, one, &caps).is_ok(),
+            "midnight passed"
+        );
+    }
+
+    #[test]
+    fn a_reservation_from_yesterday_settles_without_touching_today() {
+        let caps = Caps {
+            tokens: Some(1_000),
+            ..Caps::default()
+        };
+        let estimate = Amounts {
+            tokens: 500,
+            ..Amounts::default()
+        };
+        let mut quota = QuotaRecord::default();
+        let yesterday = quota.try_reserve(Period::Day, NOON, estimate, &caps).unwrap();
+        quota.settle(Period::Day, NOON + DAY_MS, yesterday, estimate, estimate, &caps, 0.8);
+        assert_eq!(quota.reserved.tokens, 0);
+        assert_eq!(quota.used.tokens, 500, "late usage is charged to the period it ends in");
+    }
+
+    #[test]
+    fn the_soft_alert_fires_once_per_period() {
+        let caps = Caps {
+            cost_micros: Some(1_000_000),
+            ..Caps::default()
+        };
+        let spend = |micros| Amounts {
+            requests: 1,
+            tokens: 0,
+            cost_micros: micros,
+        };
+        let mut quota = QuotaRecord::default();
+        let mut alerts = 0;
+        for _ in 0..10 {
+            let period = quota.try_reserve(Period::Month, NOON, spend(100_000), &caps).unwrap();
+            alerts += usize::from(
+                quota
+                    .settle(Period::Month, NOON, period, spend(100_000), spend(100_000), &caps, 0.8)
+                    .is_some(),
+            );
+        }
+        assert_eq!(alerts, 1);
+        assert!(
+            quota.try_reserve(Period::Month, NOON, spend(1), &caps).is_err(),
+            "the hard cap holds"
+        );
+        let next_month = NOON + 40 * DAY_MS;
+        let period = quota
+            .try_reserve(Period::Month, next_month, spend(900_000), &caps)
+            .unwrap();
+        assert!(quota
+            .settle(
+                Period::Month,
+                next_month,
+                period,
+                spend(900_000),
+                spend(900_000),
+                &caps,
+                0.8
+            )
+            .is_some());
+    }
+
+    #[test]
+    fn the_record_round_trips() {
+        let quota = QuotaRecord {
+            period_index: 9,
+            used: Amounts {
+                requests: 1,
+                tokens: 2,
+                cost_micros: 3,
+            },
+            reserved: Amounts {
+                requests: 4,
+                tokens: 5,
+                cost_micros: 6,
+            },
+            alerted: true,
+        };
+        assert_eq!(QuotaRecord::decode(&quota.encode()), Some(quota));
+    }
+}
