@@ -31,6 +31,15 @@ impl HeaderMap {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(key, _)| key.as_str())
     }
+
+    /// Name-value pairs as text (invalid UTF-8 replaced), for code that
+    /// reads provider response headers.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|(key, value)| (key.clone(), String::from_utf8_lossy(value).into_owned()))
+            .collect()
+    }
 }
 
 impl<'a> FromIterator<(&'a str, &'a str)> for HeaderMap {

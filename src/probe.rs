@@ -6,7 +6,8 @@
 use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
 use crate::health::{AttemptOutcome, FailureKind};
-use crate::providers;
+use crate::providers::{self, Operation};
+use crate::route::attempts::{call_for, AttemptPlan};
 
 /// Shared-data key of the lease that elects the probing VM.
 pub const LEASE_KEY: &str = "signalbox/v1/lease/probes";
@@ -20,31 +21,35 @@ pub struct ProbeRequest {
     pub body: Vec<u8>,
 }
 
-/// The probe for `deployment`: one short user message, one output token.
-pub fn request(config: &Config, deployment: DeploymentId) -> Result<ProbeRequest, GatewayError> {
+/// The probe for `deployment`: one short user message, one output token,
+/// in the provider's own format.
+pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64) -> Result<ProbeRequest, GatewayError> {
     let model = &config.models[config.deployments[deployment].model];
     let body = serde_json::json!({
         "model": model.name,
         "messages": [{"role": "user", "content": "ping"}],
         "max_tokens": 1,
     });
-    let upstream = providers::prepare_chat(config, deployment, body.to_string().as_bytes())?;
-    let provider = config.provider_of(config.deployments[deployment].model);
-    let authority = upstream
-        .authority
-        .clone()
-        .or_else(|| provider.host.clone())
-        .unwrap_or_else(|| model.cluster.clone());
+    let plan = AttemptPlan {
+        chain: vec![deployment],
+        stream: false,
+        client_wants_usage: false,
+        operation: Operation::ChatCompletions,
+        authority: model.cluster.clone(),
+    };
+    let upstream = providers::build_request(
+        &call_for(config, &plan, deployment, now_unix_seconds),
+        body.to_string().as_bytes(),
+    )?;
     let mut headers = vec![
         (":method".to_string(), "POST".to_string()),
         (":path".to_string(), upstream.path),
-        (":authority".to_string(), authority),
-        ("content-type".to_string(), "application/json".to_string()),
         ("user-agent".to_string(), "signalbox-probe".to_string()),
     ];
-    if let Some((name, value)) = upstream.credential {
-        headers.push((name.to_string(), value));
+    if !upstream.headers.iter().any(|(name, _)| name == ":authority") {
+        headers.push((":authority".to_string(), plan.authority));
     }
+    headers.extend(upstream.headers);
     Ok(ProbeRequest {
         cluster: model.cluster.clone(),
         headers,
@@ -75,7 +80,7 @@ mod tests {
     fn a_probe_is_a_tiny_request_in_the_providers_format() {
         let config = sample_config();
         let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
-        let probe = request(&config, medium).unwrap();
+        let probe = request(&config, medium, 0).unwrap();
         assert_eq!(probe.cluster, "anthropic");
         let header = |name: &str| {
             probe

@@ -177,6 +177,27 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
+/// The fields of an embeddings request that routing reads.
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsRequest<'a> {
+    #[serde(borrow)]
+    pub model: Text<'a>,
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+}
+
+/// Parses an embeddings body (`model` and `input` required).
+pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
+    let request: EmbeddingsRequest<'_> = serde_json::from_slice(body).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => GatewayError::invalid(format!("Invalid request body: {err}")),
+        _ => GatewayError::invalid(format!("Request body is not valid JSON: {err}")),
+    })?;
+    if matches!(request.input.get().trim(), "[]" | "\"\"" | "null") {
+        return Err(GatewayError::invalid_param("input", "`input` must not be empty."));
+    }
+    Ok(request)
+}
+
 /// What the classifier and the selector read from a request.
 #[derive(Debug, Default, Clone)]
 pub struct PromptView<'a> {
@@ -381,6 +402,21 @@ mod tests {
             "}]}",
         );
         assert_eq!(parse_chat(&read).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn embeddings_requests_need_a_model_and_some_input() {
+        let request = parse_embeddings(br#"{"model":"emb","input":["a","b"],"dimensions":8}"#).unwrap();
+        assert_eq!(request.model.as_str(), "emb");
+        assert_eq!(request.input.get(), r#"["a","b"]"#);
+        for body in [
+            &br#"{"model":"emb"}"#[..],
+            br#"{"model":"emb","input":[]}"#,
+            br#"{"input":"x"}"#,
+            b"nope",
+        ] {
+            assert_eq!(parse_embeddings(body).unwrap_err().status(), 400);
+        }
     }
 
     #[test]

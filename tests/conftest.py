@@ -77,10 +77,7 @@ def start_gateway(mocks, envoy):
     from tests.gateway import DEMO_YAML, Gateway, gateway_config
 
     def start(plugin=None, yaml_path=DEMO_YAML, tweak=None, **options):
-        config = gateway_config(mocks, plugin, yaml_path)
-        if tweak is not None:
-            tweak(config)
-        return Gateway(envoy(config, **options), mocks)
+        return Gateway(envoy(gateway_config(mocks, plugin, yaml_path, tweak), **options), mocks)
 
     return start
 

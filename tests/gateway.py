@@ -30,9 +30,25 @@ def retry_policy(config: dict) -> dict:
     return next(node["retry_policy"] for node in envoy_config.walk_dicts(config) if "retry_policy" in node)
 
 
-def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_path: Path = DEMO_YAML) -> dict:
-    """An Envoy config from `yaml_path` with its provider clusters on the mocks."""
+CLUSTER_ACTION = "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction"
+
+
+def add_cluster(config: dict, name: str) -> None:
+    """Adds a provider cluster (pointed at a mock later) and its entry in the route's matcher."""
+    template = next(cluster for cluster in envoy_config.clusters(config))
+    envoy_config.clusters(config).append({**copy.deepcopy(template), "name": name})
+    matcher = next(node["exact_match_map"]["map"] for node in envoy_config.walk_dicts(config) if "exact_match_map" in node)
+    matcher[name] = {"action": {"name": name, "typed_config": {"@type": CLUSTER_ACTION, "cluster": name}}}
+
+
+def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_path: Path = DEMO_YAML, tweak=None) -> dict:
+    """An Envoy config from `yaml_path` with its provider clusters on the mocks.
+
+    tweak(config) may edit the loaded config first (retry policy, extra clusters).
+    """
     config = envoy_config.load(yaml_path)
+    if tweak is not None:
+        tweak(config)
     envoy_config.set_admin_port(config, 0)
     envoy_config.set_listener_port(config, 0)
     for cluster in envoy_config.clusters(config):

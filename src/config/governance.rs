@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{check_header_name, check_name, ModelId, TierId};
 use crate::error::ConfigError;
 use crate::govern::keys::{parse_digest, KeyRing, VirtualKey};
-use crate::govern::quota::{Caps, Period};
+use crate::govern::quota::{Caps, Period, Quota};
 use crate::govern::window::RateLimits;
 
 #[derive(Debug, Deserialize)]
@@ -116,12 +116,6 @@ pub struct RawAlerts {
 
 fn default_alert_path() -> String {
     "/".to_string()
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Quota {
-    pub period: Period,
-    pub caps: Caps,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,8 @@ use regex::{Regex, RegexBuilder};
 use crate::classify::Classifier;
 use crate::error::ConfigError;
 use crate::health::{BreakerSettings, HealthSettings};
-pub use raw::{Capability, ExplainMode, ProviderKind, Strategy};
+use crate::providers::{Credential, ProviderKind, ProviderSpec, Quirks};
+pub use raw::{Capability, ExplainMode, Strategy};
 use raw::{RawAction, RawConfig, RawKey, RawModel, RawProvider, RawResilience, RawRule, RawTier};
 
 pub type ProviderId = usize;
@@ -35,6 +36,10 @@ const MAX_CONTEXT_WINDOW: u64 = 100_000_000;
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -49,18 +54,17 @@ impl fmt::Debug for Secret {
 #[derive(Debug)]
 pub struct Provider {
     pub name: String,
-    pub kind: ProviderKind,
     pub cluster: String,
-    pub base_path: String,
-    pub host: Option<String>,
-    /// At least one; a keyless provider (self-hosted) has one without a secret.
+    /// Wire format, paths, versions, region, host.
+    pub spec: ProviderSpec,
+    /// At least one; a keyless provider (self-hosted) has one without a credential.
     pub keys: Vec<ProviderKey>,
 }
 
 #[derive(Debug)]
 pub struct ProviderKey {
     pub name: String,
-    pub secret: Option<Secret>,
+    pub credential: Option<Credential>,
     /// Relative share of traffic; 0 keeps the key configured but unused.
     pub weight: u32,
 }
@@ -382,30 +386,33 @@ fn resolve_provider(
     let path = format!("providers.{name}");
     check_name(path.clone(), name)?;
     check_name(format!("{path}.cluster"), &raw.cluster)?;
-    let base_path = raw
-        .base_path
-        .as_deref()
-        .unwrap_or("/v1")
-        .trim_end_matches('/')
-        .to_string();
-    if !raw.base_path.as_deref().unwrap_or("/").starts_with('/')
-        || base_path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?')
-    {
-        return Err(ConfigError::new(
-            format!("{path}.base_path"),
-            "must be an absolute path such as `/v1`, without a query",
-        ));
-    }
     if let Some(host) = &raw.host {
         check_name(format!("{path}.host"), host)?;
     }
+    let quirks = match &raw.vendor {
+        None => Quirks::STANDARD,
+        Some(vendor) => Quirks::for_vendor(vendor)
+            .ok_or_else(|| ConfigError::new(format!("{path}.vendor"), format!("unknown vendor `{vendor}`")))?,
+    };
+    let mut spec = ProviderSpec::new(raw.kind);
+    spec.base_path = raw
+        .base_path
+        .as_deref()
+        .map_or(spec.base_path, |base| base.trim_end_matches('/').to_string());
+    spec.host = raw.host.clone();
+    spec.api_version = raw.api_version.clone();
+    spec.region = raw.region.clone();
+    spec.quirks = quirks;
+    if let Some(version) = &raw.anthropic_version {
+        spec.anthropic_version = version.clone();
+    }
+    spec.validate()
+        .map_err(|(field, message)| ConfigError::new(format!("{path}.{field}"), message))?;
     let keys = resolve_keys(&path, raw, env)?;
     Ok(Provider {
         name: name.to_string(),
-        kind: raw.kind,
         cluster: raw.cluster.clone(),
-        base_path,
-        host: raw.host.clone(),
+        spec,
         keys,
     })
 }
@@ -445,11 +452,55 @@ fn resolve_keys(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<ProviderKey>, ConfigError> {
     let single = secret_from(path, ("api_key", &raw.api_key), ("api_key_env", &raw.api_key_env), env)?;
+    let aws_key_id = secret_from(
+        path,
+        ("aws_access_key_id", &raw.aws_access_key_id),
+        ("aws_access_key_id_env", &raw.aws_access_key_id_env),
+        env,
+    )?;
+    let aws_secret = secret_from(
+        path,
+        ("aws_secret_access_key", &raw.aws_secret_access_key),
+        ("aws_secret_access_key_env", &raw.aws_secret_access_key_env),
+        env,
+    )?;
+    let aws_token = secret_from(
+        path,
+        ("aws_session_token", &raw.aws_session_token),
+        ("aws_session_token_env", &raw.aws_session_token_env),
+        env,
+    )?;
+    let kind = raw.kind;
+    if aws_key_id.is_some() || aws_secret.is_some() {
+        let (Some(access_key_id), Some(secret_access_key)) = (aws_key_id, aws_secret) else {
+            return Err(ConfigError::new(
+                format!("{path}.aws_secret_access_key"),
+                "give both the AWS access key id and secret",
+            ));
+        };
+        if kind != ProviderKind::Bedrock || single.is_some() || !raw.api_keys.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.aws_access_key_id"),
+                "AWS keys are for a bedrock provider without api keys",
+            ));
+        }
+        let credential = Credential::AwsSigV4 {
+            access_key_id: access_key_id.expose().to_string(),
+            secret_access_key,
+            session_token: aws_token,
+        };
+        return Ok(vec![ProviderKey {
+            name: "aws".to_string(),
+            credential: Some(credential),
+            weight: 1,
+        }]);
+    }
     if raw.api_keys.is_empty() {
         let name = if single.is_some() { "default" } else { "none" };
+        let credential = single.map(|key| Credential::api_key(kind, key));
         return Ok(vec![ProviderKey {
             name: name.to_string(),
-            secret: single,
+            credential,
             weight: 1,
         }]);
     }
@@ -482,7 +533,7 @@ fn resolve_keys(
             .ok_or_else(|| ConfigError::new(format!("{key_path}.key"), "give `key` or `env`"))?;
         keys.push(ProviderKey {
             name: name.clone(),
-            secret: Some(secret),
+            credential: Some(Credential::api_key(kind, secret)),
             weight: *weight,
         });
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::classify::ClassifierSettings;
+pub use crate::providers::ProviderKind;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
@@ -53,27 +54,46 @@ pub enum ExplainMode {
     Always,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// OpenAI and every API that speaks its chat-completions format.
-    #[default]
-    Openai,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
+    /// The provider's wire format (default `openai`: any OpenAI-compatible API).
     #[serde(default)]
     pub kind: ProviderKind,
     /// Envoy cluster that reaches this provider.
     pub cluster: String,
-    /// Path prefix of the API (`/v1` for OpenAI, `/openai/v1` for Groq).
+    /// Path prefix of the API (`/v1` for OpenAI, `/openai/v1` for Groq);
+    /// defaults to the kind's.
     #[serde(default)]
     pub base_path: Option<String>,
     /// Value for `:authority`, when the cluster does not rewrite the host.
     #[serde(default)]
     pub host: Option<String>,
+    /// OpenAI-compatible vendor whose quirks to apply (`mistral`, `groq`, ...).
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Azure OpenAI `api-version`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Anthropic `anthropic-version` header.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// AWS region (Bedrock).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// AWS access keys for Signature V4 (Bedrock), literal or from the environment.
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
+    #[serde(default)]
+    pub aws_session_token_env: Option<String>,
     /// API key written into the config.
     #[serde(default)]
     pub api_key: Option<String>,

@@ -1,4 +1,12 @@
 use super::*;
+
+/// The key a provider key sends, whatever header carries it.
+fn key_value(key: &ProviderKey) -> Option<&str> {
+    match key.credential.as_ref()? {
+        Credential::Bearer(secret) | Credential::Header { value: secret, .. } => Some(secret.expose()),
+        Credential::AwsSigV4 { .. } => None,
+    }
+}
 use crate::testing::{env, sample_config, SAMPLE_CONFIG};
 
 fn parse(json: &str) -> Result<Config, ConfigError> {
@@ -34,9 +42,9 @@ fn the_sample_resolves_names_to_indexes() {
     assert_eq!(config.models[small].cluster, "openai");
     assert_eq!(config.provider_of(small).name, "openai");
     let medium = config.model_named("medium").unwrap();
-    assert_eq!(config.provider_of(medium).base_path, "/v1");
+    assert_eq!(config.provider_of(medium).spec.base_path, "/v1");
     assert_eq!(
-        config.provider_of(medium).keys[0].secret.as_ref().unwrap().expose(),
+        key_value(&config.provider_of(medium).keys[0]).unwrap(),
         "sk-ant-from-env"
     );
     assert_eq!(config.tiers.len(), 3);
@@ -61,7 +69,7 @@ fn defaults_fill_what_a_small_config_leaves_out() {
     assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
     assert_eq!(config.explain, ExplainMode::OnRequest);
     assert!(!config.trust_client_headers);
-    assert!(config.providers[0].keys[0].secret.is_none());
+    assert!(config.providers[0].keys[0].credential.is_none());
 }
 
 #[test]
@@ -192,7 +200,7 @@ fn several_keys_make_one_deployment_each() {
     let names: Vec<&str> = config.deployments.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["m@a", "m@b"]);
     assert_eq!(config.deployments[1].health_key, "signalbox/v1/health/m@b");
-    assert_eq!(config.key_of(1).secret.as_ref().unwrap().expose(), "sk-ant-from-env");
+    assert_eq!(key_value(config.key_of(1)), Some("sk-ant-from-env"));
     assert_eq!(config.key_of(1).weight, 3);
 }
 

@@ -94,6 +94,10 @@ fn replace_body(buffer: BufferType, size: usize, value: &[u8]) -> bool {
     }
 }
 
+pub fn response_body(size: usize) -> Option<Vec<u8>> {
+    body(BufferType::HttpResponseBody, size)
+}
+
 pub fn request_body(size: usize) -> Option<Vec<u8>> {
     body(BufferType::HttpRequestBody, size)
 }

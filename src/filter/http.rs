@@ -41,6 +41,8 @@ struct Routed {
 pub struct ChatFilter {
     state: Option<Rc<Loaded>>,
     phase: Phase,
+    /// The API the held request calls (chat or embeddings).
+    endpoint: Endpoint,
     /// Request headers as they arrived (one host call), for planning.
     headers: HeaderMap,
     hints: ClientHints,
@@ -54,6 +56,7 @@ impl ChatFilter {
         ChatFilter {
             state,
             phase: Phase::PassThrough,
+            endpoint: Endpoint::Other,
             headers: HeaderMap::default(),
             hints: ClientHints::default(),
             routed: None,
@@ -121,14 +124,15 @@ impl HttpContext for ChatFilter {
             };
             return self.reply_json(&crate::status::health_report(config, &health));
         }
-        match route::endpoint(path) {
+        self.endpoint = route::endpoint(path);
+        match self.endpoint {
             Endpoint::Other => return Action::Continue,
             Endpoint::Models if method == "GET" => return self.reply_json(&state.models_json),
             Endpoint::Models => return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "GET" }),
-            Endpoint::ChatCompletions if method != "POST" => {
+            Endpoint::ChatCompletions | Endpoint::Embeddings if method != "POST" => {
                 return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "POST" });
             }
-            Endpoint::ChatCompletions => {}
+            Endpoint::ChatCompletions | Endpoint::Embeddings => {}
         }
 
         self.hints = route::client_hints(config, &headers);
@@ -185,7 +189,11 @@ impl HttpContext for ChatFilter {
             health: &health,
             draw: state.rng.borrow_mut().next(),
         };
-        match route::plan_chat(config, &body, &self.headers, &self.hints, &situation) {
+        let planned = match self.endpoint {
+            Endpoint::Embeddings => route::plan_embeddings(config, &body, &self.headers, &situation),
+            _ => route::plan_chat(config, &body, &self.headers, &self.hints, &situation),
+        };
+        match planned {
             Ok(plan) => self.apply(plan),
             Err(error) => self.reply_error(&error),
         }

@@ -109,7 +109,7 @@ impl SignalboxRoot {
             return;
         }
         for deployment in 0..state.config.deployments.len() {
-            let request = match probe::request(&state.config, deployment) {
+            let request = match probe::request(&state.config, deployment, now / 1000) {
                 Ok(request) => request,
                 Err(err) => {
                     log::warn!(

@@ -1,14 +1,19 @@
 //! The upstream filter's per-attempt HTTP context (router
 //! `upstream_http_filters`). Envoy creates one for every attempt of a
 //! request and replays the original body to each, so this is where a request
-//! becomes one provider's: it names the cluster of the next attempt for the
-//! route's matcher, rewrites path, authority, credentials and body for this
-//! attempt's deployment, and records how the attempt went in the shared
-//! health record and the request's attempt trail.
+//! becomes one provider's and its answer the client's:
 //!
-//! A streaming success is held at the response headers until the first body
-//! chunk: until then Envoy may still retry, so a provider that answers 200
-//! but never produces a token (per-try timeout) fails over too.
+//! - request: name the cluster of the next attempt for the route's matcher,
+//!   rewrite path, authority, credentials and body for this attempt's
+//!   deployment (translating to the provider's API);
+//! - response: translate the answer back to OpenAI's format — streams chunk
+//!   by chunk, everything else whole — capture token usage, and record how
+//!   the attempt went in shared health and the request's attempt trail.
+//!
+//! Response headers are held until the answer says how it went: a streaming
+//! success until its first content (until then Envoy may still retry, so a
+//! provider that accepts but never produces a token, or fails inside its
+//! stream, still fails over), anything else until its body is complete.
 
 use std::rc::Rc;
 
@@ -20,27 +25,49 @@ use super::root::{log_transition, Loaded};
 use crate::config::DeploymentId;
 use crate::headers::HeaderMap;
 use crate::health::{AttemptOutcome, DeploymentHealth, FailureKind};
+use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
+use crate::route::response::{self, USAGE_STATE};
 use crate::state;
 
-/// A request Signalbox planned, at attempt `attempt` (1-based).
+/// A request Signalbox planned, at attempt `number` (1-based).
 struct Attempt {
     plan: AttemptPlan,
     number: usize,
     deployment: DeploymentId,
     /// Request headers as this attempt received them (earlier attempts' edits included).
     headers: HeaderMap,
+    /// The client's body (translated embeddings answers need it again).
+    request_body: Vec<u8>,
     started_ms: u64,
+}
+
+/// How the answer is being handled.
+enum Answer {
+    /// No response headers yet.
+    Pending,
+    /// Translated whole once complete; headers held until then.
+    Buffered {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    /// A streaming success, translated chunk by chunk.
+    Streaming {
+        translator: Box<dyn StreamTranslator>,
+        /// Headers held until the first content; the translated output so
+        /// far sits in Envoy's buffer, raw input is appended after it.
+        held_output: Option<Vec<u8>>,
+    },
 }
 
 pub struct AttemptFilter {
     state: Option<Rc<Loaded>>,
     attempt: Option<Attempt>,
+    answer: Answer,
     status: Option<u16>,
-    retry_after_ms: Option<u64>,
-    first_byte_ms: Option<u64>,
-    /// A streaming 200 held until its first body chunk.
-    holding_headers: bool,
+    failure: Option<Failure>,
+    usage: Option<TokenUsage>,
+    first_content_ms: Option<u64>,
 }
 
 impl AttemptFilter {
@@ -48,20 +75,108 @@ impl AttemptFilter {
         AttemptFilter {
             state,
             attempt: None,
+            answer: Answer::Pending,
             status: None,
-            retry_after_ms: None,
-            first_byte_ms: None,
-            holding_headers: false,
+            failure: None,
+            usage: None,
+            first_content_ms: None,
         }
     }
 
-    fn append_trail(&self, attempt: &Attempt, status: u16) {
+    fn append_trail(attempt: &Attempt, status: u16) {
         let existing = host::filter_state(attempts::TRAIL_STATE).unwrap_or_default();
         let record = AttemptRecord {
             deployment: attempt.deployment,
             status,
         };
         host::set_filter_state(attempts::TRAIL_STATE, &AttemptTrail::append(&existing, record));
+    }
+
+    fn record_usage(&mut self, usage: Option<TokenUsage>) {
+        if let Some(usage) = usage {
+            host::set_filter_state(USAGE_STATE, &response::encode_usage(&usage));
+            self.usage = Some(usage);
+        }
+    }
+
+    /// Whole answer in: translate it, fix the held headers, release.
+    fn finish_buffered(&mut self, body_size: usize, status: u16, headers: &[(String, String)]) -> Action {
+        let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
+            return Action::Continue;
+        };
+        let body = host::response_body(body_size).unwrap_or_default();
+        let finished = response::finish_buffered(
+            &state.config,
+            &attempt.plan,
+            attempt.number,
+            attempt.deployment,
+            &attempt.request_body,
+            status,
+            headers,
+            &body,
+            host::now_ms() / 1000,
+        );
+        host::set_response_header(":status", &finished.status.to_string());
+        host::set_response_header("content-type", "application/json");
+        host::set_response_header("content-length", &finished.body.len().to_string());
+        host::remove_response_header("content-encoding");
+        host::replace_response_body(body_size, &finished.body);
+        self.failure = finished.failure;
+        self.record_usage(finished.usage);
+        Action::Continue
+    }
+
+    /// One stream chunk in: translate it; release the held headers at the
+    /// first content (or turn a stream that failed before any into a retry).
+    fn stream_chunk(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(buffer) = host::response_body(body_size) else {
+            return Action::Continue;
+        };
+        let Answer::Streaming {
+            translator,
+            held_output,
+        } = &mut self.answer
+        else {
+            return Action::Continue;
+        };
+        // While held, Envoy keeps appending raw input after our output.
+        let raw = buffer
+            .get(held_output.as_ref().map_or(0, Vec::len)..)
+            .unwrap_or_default();
+        let mut translated = Vec::with_capacity(raw.len() + 64);
+        if let Err(err) = translator.push(raw, &mut translated) {
+            log::warn!("dropping an untranslatable stream: {err}");
+        }
+        if end_of_stream {
+            translator.finish(&mut translated);
+        }
+        let (saw_content, failure, usage) = (translator.saw_content(), translator.failure(), translator.usage());
+        let held = held_output.take().map(|mut output| {
+            output.extend_from_slice(&translated);
+            output
+        });
+        if end_of_stream {
+            self.failure = failure;
+            self.record_usage(usage);
+        }
+        let Some(output) = held else {
+            host::replace_response_body(body_size, &translated);
+            return Action::Continue;
+        };
+        host::replace_response_body(body_size, &output);
+        if saw_content || end_of_stream {
+            self.first_content_ms = Some(host::now_ms());
+            if !saw_content {
+                if let Some(status) = response::failed_stream_status(failure) {
+                    host::set_response_header(":status", &status.to_string());
+                }
+            }
+            return Action::Continue;
+        }
+        if let Answer::Streaming { held_output, .. } = &mut self.answer {
+            *held_output = Some(output);
+        }
+        Action::Pause
     }
 }
 
@@ -73,11 +188,12 @@ impl Context for AttemptFilter {
         let config = &state.config;
         let now = host::now_ms();
         let elapsed = now.saturating_sub(attempt.started_ms);
-        let failure = match self.status {
-            Some(status) => FailureKind::from_status(status),
-            None => {
+        let failure = match (self.status, self.failure) {
+            (_, Some(failure)) => Some(response::health_failure(failure.kind)),
+            (Some(status), None) => FailureKind::from_status(status),
+            (None, None) => {
                 // No response: refused or reset, or nothing before the per-try timeout.
-                self.append_trail(&attempt, 0);
+                Self::append_trail(&attempt, 0);
                 let timed_out = elapsed.saturating_mul(10) >= config.resilience.per_try_timeout_ms.saturating_mul(9);
                 Some(if timed_out {
                     FailureKind::Timeout
@@ -88,9 +204,11 @@ impl Context for AttemptFilter {
         };
         let outcome = AttemptOutcome {
             failure,
-            retry_after_ms: self.retry_after_ms,
+            retry_after_ms: self.failure.and_then(|failure| failure.retry_after_ms),
             latency_ms: elapsed,
-            first_token_ms: self.first_byte_ms.map(|first| first.saturating_sub(attempt.started_ms)),
+            first_token_ms: self
+                .first_content_ms
+                .map(|first| first.saturating_sub(attempt.started_ms)),
         };
         let settings = &config.resilience.health;
         let key = &config.deployments[attempt.deployment].health_key;
@@ -143,6 +261,7 @@ impl HttpContext for AttemptFilter {
             number,
             deployment,
             headers,
+            request_body: Vec::new(),
             started_ms: now,
         });
         if end_of_stream {
@@ -153,7 +272,7 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
+        let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_mut()) else {
             return Action::Continue;
         };
         if !end_of_stream {
@@ -162,18 +281,32 @@ impl HttpContext for AttemptFilter {
         let Some(body) = host::request_body(body_size) else {
             return Action::Continue;
         };
-        match attempts::prepare_attempt(&state.config, &attempt.plan, attempt.number, &body) {
+        match attempts::prepare_attempt(
+            &state.config,
+            &attempt.plan,
+            attempt.number,
+            &body,
+            host::now_ms() / 1000,
+        ) {
             Ok(prepared) => {
+                if !prepared.dropped.is_empty() {
+                    log::info!(
+                        "attempt {} drops fields its provider cannot express: {}",
+                        attempt.number,
+                        prepared.dropped.join(", ")
+                    );
+                }
                 host::apply_request_edits(&prepared.request_headers, &attempt.headers);
                 host::replace_request_body(body_size, &prepared.body);
             }
             Err(err) => log::warn!("cannot prepare attempt {}: {err}", attempt.number),
         }
+        attempt.request_body = body;
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(attempt) = self.attempt.as_ref() else {
+        let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
             return Action::Continue;
         };
         let headers = host::response_headers();
@@ -182,21 +315,36 @@ impl HttpContext for AttemptFilter {
             .and_then(|status| status.parse().ok())
             .unwrap_or(0);
         self.status = Some(status);
-        self.retry_after_ms = attempts::retry_after_ms(&headers);
-        self.first_byte_ms = Some(host::now_ms());
-        self.append_trail(attempt, status);
-        if attempt.plan.stream && status == 200 && !end_of_stream {
-            self.holding_headers = true;
+        Self::append_trail(attempt, status);
+        if response::is_stream(&attempt.plan, status) && !end_of_stream {
+            let call = attempts::call_for(&state.config, &attempt.plan, attempt.deployment, host::now_ms() / 1000);
+            self.answer = Answer::Streaming {
+                translator: providers::stream_translator(&call),
+                held_output: Some(Vec::new()),
+            };
+            host::set_response_header("content-type", "text/event-stream");
+            host::remove_response_header("content-length");
             return Action::Pause;
         }
-        Action::Continue
+        let pairs = headers.to_pairs();
+        if end_of_stream {
+            self.first_content_ms = Some(host::now_ms());
+            return self.finish_buffered(0, status, &pairs);
+        }
+        self.answer = Answer::Buffered { status, headers: pairs };
+        Action::Pause
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.holding_headers && (body_size > 0 || end_of_stream) {
-            self.holding_headers = false;
-            self.first_byte_ms = Some(host::now_ms());
+        match &self.answer {
+            Answer::Pending => Action::Continue,
+            Answer::Streaming { .. } => self.stream_chunk(body_size, end_of_stream),
+            Answer::Buffered { .. } if !end_of_stream => Action::Pause,
+            Answer::Buffered { status, headers } => {
+                let (status, headers) = (*status, headers.clone());
+                self.first_content_ms = Some(host::now_ms());
+                self.finish_buffered(body_size, status, &headers)
+            }
         }
-        Action::Continue
     }
 }

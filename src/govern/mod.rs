@@ -3,5 +3,6 @@
 //! with reservations ([`quota`]).
 
 pub mod keys;
+pub mod ledger;
 pub mod quota;
 pub mod window;

@@ -148,6 +148,13 @@ impl Caps {
     }
 }
 
+/// One quota of a tenant: its period and caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub period: Period,
+    pub caps: Caps,
+}
+
 /// What crossing the soft threshold asks the caller to do (once per period).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SoftAlert {
@@ -204,15 +211,15 @@ impl QuotaRecord {
     /// Returns the soft alert to send if this settlement crossed `alert_share`.
     pub fn settle(
         &mut self,
-        period: Period,
+        quota: &Quota,
         now_ms: u64,
         period_index: u64,
         estimate: Amounts,
         actual: Amounts,
-        caps: &Caps,
         alert_share: f64,
     ) -> Option<SoftAlert> {
-        self.roll(period, now_ms);
+        let caps = &quota.caps;
+        self.roll(quota.period, now_ms);
         if period_index == self.period_index {
             self.reserved = self.reserved.minus(estimate);
         }
@@ -319,7 +326,17 @@ mod tests {
             tokens: 200,
             cost_micros: 0,
         };
-        quota.settle(Period::Day, NOON + 5, period, estimate, actual, &caps, 0.8);
+        quota.settle(
+            &Quota {
+                period: Period::Day,
+                caps,
+            },
+            NOON + 5,
+            period,
+            estimate,
+            actual,
+            0.8,
+        );
         assert_eq!(quota.used.tokens, 200);
         assert_eq!(quota.reserved.tokens, 0);
         assert!(quota.try_reserve(Period::Day, NOON + 6, estimate, &caps).is_ok());
@@ -337,7 +354,17 @@ mod tests {
         };
         let mut quota = QuotaRecord::default();
         let period = quota.try_reserve(Period::Day, NOON, one, &caps).unwrap();
-        quota.settle(Period::Day, NOON, period, one, one, &caps, 0.8);
+        quota.settle(
+            &Quota {
+                period: Period::Day,
+                caps,
+            },
+            NOON,
+            period,
+            one,
+            one,
+            0.8,
+        );
         assert!(quota.try_reserve(Period::Day, NOON + 1_000, one, &caps).is_err());
         assert!(
             quota.try_reserve(Period::Day, NOON + DAY_MS / 2, one, &caps).is_ok(),
@@ -357,7 +384,17 @@ mod tests {
         };
         let mut quota = QuotaRecord::default();
         let yesterday = quota.try_reserve(Period::Day, NOON, estimate, &caps).unwrap();
-        quota.settle(Period::Day, NOON + DAY_MS, yesterday, estimate, estimate, &caps, 0.8);
+        quota.settle(
+            &Quota {
+                period: Period::Day,
+                caps,
+            },
+            NOON + DAY_MS,
+            yesterday,
+            estimate,
+            estimate,
+            0.8,
+        );
         assert_eq!(quota.reserved.tokens, 0);
         assert_eq!(quota.used.tokens, 500, "late usage is charged to the period it ends in");
     }
@@ -379,7 +416,17 @@ mod tests {
             let period = quota.try_reserve(Period::Month, NOON, spend(100_000), &caps).unwrap();
             alerts += usize::from(
                 quota
-                    .settle(Period::Month, NOON, period, spend(100_000), spend(100_000), &caps, 0.8)
+                    .settle(
+                        &Quota {
+                            period: Period::Month,
+                            caps,
+                        },
+                        NOON,
+                        period,
+                        spend(100_000),
+                        spend(100_000),
+                        0.8,
+                    )
                     .is_some(),
             );
         }
@@ -392,16 +439,12 @@ mod tests {
         let period = quota
             .try_reserve(Period::Month, next_month, spend(900_000), &caps)
             .unwrap();
+        let monthly = Quota {
+            period: Period::Month,
+            caps,
+        };
         assert!(quota
-            .settle(
-                Period::Month,
-                next_month,
-                period,
-                spend(900_000),
-                spend(900_000),
-                &caps,
-                0.8
-            )
+            .settle(&monthly, next_month, period, spend(900_000), spend(900_000), 0.8)
             .is_some());
     }
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
-use crate::providers::{self, CLIENT_CREDENTIAL_HEADERS};
+use crate::providers::{self, Call, Operation, ADAPTER_HEADERS, CREDENTIAL_HEADERS};
 
 use super::HeaderEdit;
 
@@ -32,17 +32,22 @@ pub struct AttemptPlan {
     pub stream: bool,
     /// The client asked for usage in its stream (`stream_options.include_usage`).
     pub client_wants_usage: bool,
+    pub operation: Operation,
     /// The client's `:authority`, restored for providers without a host.
     pub authority: String,
 }
 
 impl AttemptPlan {
-    /// `1;<stream>;<usage>;<chain>;<authority>`: the authority is last
-    /// because it is the only free-form field.
+    /// `1;<stream>;<usage>;<operation>;<chain>;<authority>`: the authority
+    /// is last because it is the only free-form field.
     pub fn encode(&self) -> String {
         let chain: Vec<String> = self.chain.iter().map(|deployment| deployment.to_string()).collect();
+        let operation = match self.operation {
+            Operation::ChatCompletions => "c",
+            Operation::Embeddings => "e",
+        };
         format!(
-            "{PLAN_VERSION};{};{};{};{}",
+            "{PLAN_VERSION};{};{};{operation};{};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
             chain.join(","),
@@ -51,7 +56,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(5, ';');
+        let mut fields = text.splitn(6, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -62,6 +67,11 @@ impl AttemptPlan {
         };
         let stream = flag(fields.next())?;
         let client_wants_usage = flag(fields.next())?;
+        let operation = match fields.next()? {
+            "c" => Operation::ChatCompletions,
+            "e" => Operation::Embeddings,
+            _ => return None,
+        };
         let chain = fields
             .next()?
             .split(',')
@@ -72,6 +82,7 @@ impl AttemptPlan {
             chain,
             stream,
             client_wants_usage,
+            operation,
             authority,
         })
     }
@@ -160,6 +171,8 @@ pub struct PreparedAttempt {
     pub deployment: DeploymentId,
     pub request_headers: Vec<HeaderEdit>,
     pub body: Vec<u8>,
+    /// Request fields the provider cannot express (dropped, not failed).
+    pub dropped: Vec<&'static str>,
 }
 
 /// The cluster attempt `attempt + 1` goes to, if the chain goes on.
@@ -172,6 +185,25 @@ pub fn next_cluster<'c>(config: &'c Config, plan: &AttemptPlan, attempt: usize) 
     )
 }
 
+/// The provider call of `deployment` for this plan.
+pub fn call_for<'c>(
+    config: &'c Config,
+    plan: &AttemptPlan,
+    deployment: DeploymentId,
+    now_unix_seconds: u64,
+) -> Call<'c> {
+    let model = &config.models[config.deployments[deployment].model];
+    Call {
+        spec: &config.providers[model.provider].spec,
+        model_id: &model.upstream_id,
+        credential: config.key_of(deployment).credential.as_ref(),
+        operation: plan.operation,
+        stream: plan.stream,
+        client_wants_usage: plan.client_wants_usage,
+        now_unix_seconds,
+    }
+}
+
 /// Rewrites the (original, replayed) request for attempt `attempt`. Header
 /// edits are absolute: an earlier attempt's edits are still in the headers.
 pub fn prepare_attempt(
@@ -179,6 +211,7 @@ pub fn prepare_attempt(
     plan: &AttemptPlan,
     attempt: usize,
     body: &[u8],
+    now_unix_seconds: u64,
 ) -> Result<PreparedAttempt, GatewayError> {
     let deployment = plan
         .deployment_for(attempt)
@@ -186,17 +219,22 @@ pub fn prepare_attempt(
         .ok_or_else(|| GatewayError::Internal {
             message: format!("No deployment planned for attempt {attempt}."),
         })?;
-    let upstream = providers::prepare_chat(config, deployment, body)?;
-    let mut request_headers: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
+    let upstream = providers::build_request(&call_for(config, plan, deployment, now_unix_seconds), body)?;
+    let mut request_headers: Vec<HeaderEdit> = CREDENTIAL_HEADERS
         .iter()
+        .chain(ADAPTER_HEADERS)
+        .filter(|name| !upstream.headers.iter().any(|(set, _)| set == *name))
         .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
         .collect();
-    if let Some((name, value)) = upstream.credential {
-        request_headers.push(HeaderEdit::Set(Cow::Borrowed(name), value));
+    let mut authority_set = false;
+    for (name, value) in upstream.headers {
+        authority_set |= name == ":authority";
+        request_headers.push(HeaderEdit::Set(Cow::Owned(name), value));
+    }
+    if !authority_set {
+        request_headers.push(HeaderEdit::Set(Cow::Borrowed(":authority"), plan.authority.clone()));
     }
     request_headers.push(HeaderEdit::Set(Cow::Borrowed(":path"), upstream.path));
-    let authority = upstream.authority.unwrap_or_else(|| plan.authority.clone());
-    request_headers.push(HeaderEdit::Set(Cow::Borrowed(":authority"), authority));
     request_headers.push(HeaderEdit::Remove(Cow::Borrowed("transfer-encoding")));
     request_headers.push(HeaderEdit::Set(
         Cow::Borrowed("content-length"),
@@ -206,6 +244,7 @@ pub fn prepare_attempt(
         deployment,
         request_headers,
         body: upstream.body,
+        dropped: upstream.dropped,
     })
 }
 
@@ -219,6 +258,7 @@ mod tests {
             chain,
             stream: true,
             client_wants_usage: false,
+            operation: Operation::ChatCompletions,
             authority: "gw.example:10000".into(),
         }
     }
@@ -230,7 +270,15 @@ mod tests {
             ..plan(vec![3, 0, 7])
         };
         assert_eq!(AttemptPlan::decode(&plan.encode()), Some(plan));
-        for broken in ["", "2;1;0;1;h", "1;1;0;;h", "1;x;0;1;h", "1;1;0;a,b;h", "1;1;0"] {
+        for broken in [
+            "",
+            "2;1;0;c;1;h",
+            "1;1;0;c;;h",
+            "1;x;0;c;1;h",
+            "1;1;0;c;a,b;h",
+            "1;1;0;x;1;h",
+            "1;1;0",
+        ] {
             assert_eq!(AttemptPlan::decode(broken), None, "{broken}");
         }
     }
@@ -301,8 +349,8 @@ mod tests {
         let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
         let plan = plan(vec![small, medium]);
         let body = br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
-        let first = prepare_attempt(&config, &plan, 1, body).unwrap();
-        let second = prepare_attempt(&config, &plan, 2, body).unwrap();
+        let first = prepare_attempt(&config, &plan, 1, body, 0).unwrap();
+        let second = prepare_attempt(&config, &plan, 2, body, 0).unwrap();
         assert_eq!(first.deployment, small);
         assert!(first.request_headers.contains(&HeaderEdit::Set(
             Cow::Borrowed("authorization"),
@@ -318,6 +366,6 @@ mod tests {
         assert!(String::from_utf8_lossy(&second.body).contains("claude-haiku"));
         assert_eq!(next_cluster(&config, &plan, 1), Some("anthropic"));
         assert_eq!(next_cluster(&config, &plan, 2), None);
-        assert!(prepare_attempt(&config, &plan, 3, body).is_err());
+        assert!(prepare_attempt(&config, &plan, 3, body, 0).is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod attempts;
 pub mod chain;
+pub mod response;
 pub mod rules;
 pub mod select;
 pub mod strategy;
@@ -20,8 +21,8 @@ use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, Tier
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::health::Availability;
-use crate::providers::CLIENT_CREDENTIAL_HEADERS;
-use crate::request::{parse_chat, ChatRequest, PromptView};
+use crate::providers::{Operation, CREDENTIAL_HEADERS};
+use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
 pub use attempts::{AttemptPlan, AttemptTrail};
 pub use chain::HealthView;
 use select::{Pick, Requirements};
@@ -103,6 +104,7 @@ pub struct RequestPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
+    Embeddings,
     Models,
     /// Not Signalbox's: passed through to the Envoy route table untouched.
     Other,
@@ -112,6 +114,7 @@ pub fn endpoint(path: &str) -> Endpoint {
     let path = path.split_once('?').map_or(path, |(path, _query)| path);
     match path.trim_end_matches('/') {
         "/v1/chat/completions" | "/chat/completions" => Endpoint::ChatCompletions,
+        "/v1/embeddings" | "/embeddings" => Endpoint::Embeddings,
         "/v1/models" | "/models" => Endpoint::Models,
         _ => Endpoint::Other,
     }
@@ -183,24 +186,10 @@ pub fn plan_chat(
         chain: decision.chain.clone(),
         stream: request.stream.unwrap_or(false),
         client_wants_usage: request.wants_stream_usage(),
+        operation: Operation::ChatCompletions,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
     };
-    let mut request_headers: Vec<HeaderEdit> = CLIENT_CREDENTIAL_HEADERS
-        .iter()
-        .filter(|name| headers.contains(name))
-        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
-        .collect();
-    // Envoy retries the request on the next deployment; one retry per extra link.
-    request_headers.push(HeaderEdit::Set(
-        Cow::Borrowed("x-envoy-max-retries"),
-        (decision.chain.len() - 1).to_string(),
-    ));
-    if !attempts.stream {
-        request_headers.push(HeaderEdit::Set(
-            Cow::Borrowed("x-envoy-upstream-rq-timeout-ms"),
-            config.resilience.deadline_ms.to_string(),
-        ));
-    }
+    let request_headers = downstream_edits(config, &attempts, headers);
     let response_headers = decision_headers(config, &decision, explain);
     Ok(RequestPlan {
         decision,
@@ -209,6 +198,85 @@ pub fn plan_chat(
         response_headers,
         explain,
     })
+}
+
+/// Plans an embeddings request: the client must name a configured model;
+/// its fallbacks back it up.
+pub fn plan_embeddings(
+    config: &Config,
+    body: &[u8],
+    headers: &HeaderMap,
+    situation: &Situation<'_>,
+) -> Result<RequestPlan, GatewayError> {
+    let request = parse_embeddings(body)?;
+    let requested = request.model.as_str();
+    if config.is_auto(requested) {
+        return Err(GatewayError::invalid_param(
+            "model",
+            "Embeddings need a model name; `auto` routing is for chat.",
+        ));
+    }
+    let model = config
+        .model_named(requested)
+        .ok_or_else(|| GatewayError::UnknownModel {
+            model: requested.to_string(),
+        })?;
+    let models: Vec<ModelId> = std::iter::once(model)
+        .chain(config.models[model].fallbacks.iter().copied())
+        .collect();
+    let chain = chain::build(config, &models, situation.health, situation.draw);
+    let estimated_tokens = u64::from(crate::tokens::estimate(request.input.get()));
+    let decision = RoutingDecision {
+        chain: chain.deployments,
+        degraded: chain.degraded,
+        tier: None,
+        escalated_from: None,
+        source: DecisionSource::Explicit,
+        classification: None,
+        estimated_tokens,
+    };
+    if decision.chain.is_empty() {
+        return Err(GatewayError::NoUsableModel {
+            message: "No deployment of this model is configured.".into(),
+        });
+    }
+    let attempts = AttemptPlan {
+        chain: decision.chain.clone(),
+        stream: false,
+        client_wants_usage: false,
+        operation: Operation::Embeddings,
+        authority: headers.get(":authority").unwrap_or_default().to_string(),
+    };
+    let request_headers = downstream_edits(config, &attempts, headers);
+    Ok(RequestPlan {
+        decision,
+        attempts,
+        request_headers,
+        response_headers: Vec::new(),
+        explain: false,
+    })
+}
+
+/// What the router changes on the request itself: client credentials go,
+/// Envoy learns how many retries the chain allows and the deadline.
+fn downstream_edits(config: &Config, attempts: &AttemptPlan, headers: &HeaderMap) -> Vec<HeaderEdit> {
+    let mut edits: Vec<HeaderEdit> = CREDENTIAL_HEADERS
+        .iter()
+        .filter(|name| headers.contains(name))
+        .map(|name| HeaderEdit::Remove(Cow::Borrowed(*name)))
+        .collect();
+    // Envoy retries the request on the next deployment; one retry per extra link.
+    edits.push(HeaderEdit::Set(
+        Cow::Borrowed("x-envoy-max-retries"),
+        attempts.chain.len().saturating_sub(1).to_string(),
+    ));
+    if !attempts.stream {
+        edits.push(HeaderEdit::Set(
+            Cow::Borrowed("x-envoy-upstream-rq-timeout-ms"),
+            config.resilience.deadline_ms.to_string(),
+        ));
+    }
+    edits
 }
 
 /// The draw for this request: the sticky header's hash when the tier names

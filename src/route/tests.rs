@@ -1,6 +1,7 @@
 use super::*;
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
+use crate::providers::Operation;
 use crate::testing::{sample_config, ALL_HEALTHY};
 
 /// What a typical client sends.
@@ -399,6 +400,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         chain: vec![2, 1],
         stream: false,
         client_wants_usage: false,
+        operation: Operation::ChatCompletions,
         authority: String::new(),
     };
     let last = FinalResponse {
@@ -408,4 +410,38 @@ fn retry_after_comes_from_the_soonest_cooldown() {
     let error = exhausted_error(&config, &plan, &AttemptTrail::default(), last, &Cooling);
     assert_eq!(error.headers(), vec![("retry-after", "8".to_string())]);
     assert!(error.to_string().contains("none could be reached"));
+}
+
+#[test]
+fn embeddings_route_to_the_named_model_and_its_fallbacks() {
+    let mut config = sample_config();
+    let large = config.model_named("large").unwrap();
+    let small = config.model_named("small").unwrap();
+    config.models[small].fallbacks = vec![large];
+    let body = br#"{"model":"small","input":["one","two"]}"#;
+    let plan = plan_embeddings(
+        &config,
+        body,
+        &client_headers(),
+        &Situation {
+            health: &ALL_HEALTHY,
+            draw: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.attempts.operation, Operation::Embeddings);
+    assert_eq!(plan.attempts.chain.len(), 2);
+    assert!(!plan.attempts.stream);
+    assert_eq!(set_header(&plan, "x-envoy-max-retries"), Some("1"));
+    let auto = plan_embeddings(
+        &config,
+        br#"{"model":"auto","input":"x"}"#,
+        &client_headers(),
+        &Situation {
+            health: &ALL_HEALTHY,
+            draw: 0,
+        },
+    );
+    assert_eq!(auto.unwrap_err().status(), 400);
+    assert_eq!(endpoint("/v1/embeddings"), Endpoint::Embeddings);
 }

@@ -26,6 +26,7 @@ from .replies import (
     require,
     retry_after_headers,
     sse_event,
+    unit_vector,
 )
 
 _FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool": "STOP"}
@@ -128,11 +129,28 @@ def generate(call: Call) -> Answer:
     return Answer(headers=[("content-type", "application/json; charset=UTF-8")], events=[e.encode() for e in events])
 
 
+_DEFAULT_EMBEDDING_DIMENSIONS = 768
+
+
+def batch_embed(call: Call) -> Answer:
+    """batchEmbedContents: one vector per request; the API reports no usage."""
+    requests = call.json_body().get("requests")
+    require(isinstance(requests, list) and requests, "'requests' must be a non-empty array")
+    embeddings = []
+    for request in requests:
+        parts = (request.get("content") or {}).get("parts") or []
+        text = "".join(part.get("text", "") for part in parts)
+        dimensions = request.get("outputDimensionality") or _DEFAULT_EMBEDDING_DIMENSIONS
+        embeddings.append({"values": unit_vector(f"{call.params['model']}\0{text}", dimensions)})
+    return json_answer({"embeddings": embeddings})
+
+
 ROUTES = [
     Route(
         "POST",
         re.compile(r".*/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"),
         generate,
         error,
-    )
+    ),
+    Route("POST", re.compile(r".*/models/(?P<model>[^/:]+):batchEmbedContents"), batch_embed, error),
 ]

@@ -7,8 +7,6 @@ Azure's /openai/deployments/{deployment}/... takes the model from the path.
 from __future__ import annotations
 
 import base64
-import hashlib
-import random
 import re
 import struct
 import time
@@ -28,6 +26,7 @@ from .replies import (
     require,
     retry_after_headers,
     sse_event,
+    unit_vector,
     word_count,
 )
 
@@ -152,21 +151,13 @@ def embeddings(call: Call) -> Answer:
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for index, item in enumerate(inputs):
-        vector = _vector(f"{model}\0{item}", dimensions)
+        vector = unit_vector(f"{model}\0{item}", dimensions)
         if as_base64:
             vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
     tokens = sum(word_count(item) if isinstance(item, str) else len(item) for item in inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return json_answer({"object": "list", "data": data, "model": model, "usage": usage})
-
-
-def _vector(key: str, dimensions: int) -> list[float]:
-    """A deterministic unit vector: equal inputs embed equally, different ones differ."""
-    rng = random.Random(hashlib.sha256(key.encode()).digest())
-    values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
-    norm = sum(v * v for v in values) ** 0.5 or 1.0
-    return [v / norm for v in values]
 
 
 def list_models(call: Call) -> Answer:

@@ -9,8 +9,10 @@ request took and what usage the gateway should have seen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,3 +209,11 @@ def default_error_message(status: int) -> str:
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ClientError(400, message)
+
+
+def unit_vector(key: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector: equal inputs embed equally, different ones differ."""
+    rng = random.Random(hashlib.sha256(key.encode()).digest())
+    values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [v / norm for v in values]

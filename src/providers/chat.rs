@@ -1,0 +1,850 @@
+//! The OpenAI chat request as the translating adapters (Anthropic, Gemini,
+//! Bedrock) need it, read once into a [`Conversation`]: system and developer
+//! text hoisted out, alternating user/assistant [`Turn`]s of typed blocks
+//! (consecutive same-role messages merged, tool results as user turns
+//! linked to the calls they answer), and a list of the optional OpenAI
+//! parameters the client set, so each adapter can report what it drops.
+//!
+//! Strings borrow from the request body unless they contain escapes.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::error::GatewayError;
+use crate::request::{Role, Text};
+
+use super::sigv4::hex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaker {
+    User,
+    Assistant,
+}
+
+#[derive(Debug)]
+pub(crate) struct Turn<'a> {
+    pub speaker: Speaker,
+    pub blocks: Vec<Block<'a>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Block<'a> {
+    Text(Cow<'a, str>),
+    Image(Image<'a>),
+    ToolCall(ToolCall<'a>),
+    ToolResult(ToolResult<'a>),
+}
+
+#[derive(Debug)]
+pub(crate) struct ToolCall<'a> {
+    pub id: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    /// Always a JSON object.
+    pub arguments: Box<RawValue>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ToolResult<'a> {
+    /// The id of the call this answers.
+    pub id: Cow<'a, str>,
+    /// The called function's name (Gemini pairs results by name).
+    pub name: Cow<'a, str>,
+    pub content: Cow<'a, str>,
+}
+
+/// An `image_url` part: a `data:` URL or a link.
+#[derive(Debug)]
+pub(crate) struct Image<'a> {
+    url: Cow<'a, str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImageSource<'s> {
+    Base64 { media_type: &'s str, data: &'s str },
+    Url(&'s str),
+}
+
+impl Image<'_> {
+    /// Where the image is. Only base64 `data:` URLs and http(s) links are
+    /// images a provider can take.
+    pub(crate) fn source(&self) -> Result<ImageSource<'_>, GatewayError> {
+        let url = self.url.trim();
+        if let Some(rest) = url.strip_prefix("data:") {
+            let (header, data) = rest.split_once(',').unwrap_or((rest, ""));
+            let media_type = header.split(';').next().unwrap_or_default().trim();
+            let is_base64 = header.split(';').skip(1).any(|parameter| parameter.trim() == "base64");
+            if !is_base64 || media_type.is_empty() || data.is_empty() {
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    "An image `data:` URL must be base64 with a media type (`data:image/png;base64,...`).",
+                ));
+            }
+            return Ok(ImageSource::Base64 { media_type, data });
+        }
+        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+        if lower.starts_with("https://") || lower.starts_with("http://") {
+            return Ok(ImageSource::Url(url));
+        }
+        Err(GatewayError::invalid_param(
+            "messages",
+            "An image URL must be an http(s) link or a base64 `data:` URL.",
+        ))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Tool<'a> {
+    pub name: Cow<'a, str>,
+    pub description: Option<Cow<'a, str>>,
+    /// JSON Schema of the arguments, as the client wrote it.
+    pub parameters: Option<&'a RawValue>,
+}
+
+/// A tool's parameter schema as providers require one: the client's, or an
+/// empty object schema for a function without parameters.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Schema<'a> {
+    Given(&'a RawValue),
+    Empty {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        properties: NoProperties,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct NoProperties {}
+
+impl<'a> Tool<'a> {
+    pub(crate) fn schema(&self) -> Schema<'a> {
+        match self.parameters {
+            Some(schema) => Schema::Given(schema),
+            None => Schema::Empty {
+                kind: "object",
+                properties: NoProperties {},
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ToolChoice<'a> {
+    Auto,
+    None,
+    Required,
+    Function(Cow<'a, str>),
+}
+
+#[derive(Debug)]
+pub(crate) enum ResponseFormat<'a> {
+    Text,
+    JsonObject,
+    JsonSchema { schema: Option<&'a RawValue> },
+}
+
+#[derive(Debug)]
+pub(crate) struct Conversation<'a> {
+    pub system: Vec<Cow<'a, str>>,
+    pub turns: Vec<Turn<'a>>,
+    pub tools: Vec<Tool<'a>>,
+    pub tool_choice: Option<ToolChoice<'a>>,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<Cow<'a, str>>,
+    pub response_format: Option<ResponseFormat<'a>>,
+    pub parallel_tool_calls: Option<bool>,
+    pub user: Option<Cow<'a, str>>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// Optional OpenAI parameters the client set to a value that matters.
+    set: Vec<&'static str>,
+}
+
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(borrow)]
+    messages: Vec<WireMessage<'a>>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<WireTool<'a>>>,
+    #[serde(default, borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    functions: Option<Vec<WireFunction<'a>>>,
+    #[serde(default, borrow)]
+    function_call: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default, borrow)]
+    stop: Option<Stop<'a>>,
+    #[serde(default, borrow)]
+    response_format: Option<WireResponseFormat<'a>>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default, borrow)]
+    user: Option<Text<'a>>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u64>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default, borrow)]
+    logit_bias: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    reasoning_effort: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    service_tier: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    modalities: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    audio: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    prediction: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    web_search_options: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    verbosity: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop<'a> {
+    One(#[serde(borrow)] Text<'a>),
+    Many(#[serde(borrow)] Vec<Text<'a>>),
+}
+
+#[derive(Deserialize)]
+struct WireResponseFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    json_schema: Option<WireJsonSchema<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireJsonSchema<'a> {
+    #[serde(default, borrow)]
+    schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    role: Role,
+    #[serde(default, borrow)]
+    content: Option<WireContent<'a>>,
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
+    #[serde(default, borrow)]
+    tool_call_id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    function_call: Option<WireFunctionCall<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(#[serde(borrow)] Text<'a>),
+    Parts(#[serde(borrow)] Vec<WirePart<'a>>),
+}
+
+#[derive(Deserialize)]
+struct WirePart<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    text: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    refusal: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    image_url: Option<WireImageUrl<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireImageUrl<'a> {
+    #[serde(borrow)]
+    url: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    function: WireFunctionCall<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionCall<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(default, borrow)]
+    arguments: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(default, borrow)]
+    description: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireNamedChoice<'a> {
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    function: Option<WireNamed<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireNamed<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> GatewayError {
+    GatewayError::invalid_param(param, message)
+}
+
+/// `tool_choice` (or legacy `function_call`): a mode string or a named function.
+fn tool_choice<'a>(raw: &'a RawValue, param: &'static str) -> Result<ToolChoice<'a>, GatewayError> {
+    if let Ok(mode) = serde_json::from_str::<String>(raw.get()) {
+        return match mode.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" | "any" => Ok(ToolChoice::Required),
+            _ => Err(invalid(
+                param,
+                format!("`{param}` must be auto, none, required or a function."),
+            )),
+        };
+    }
+    let named: WireNamedChoice<'a> =
+        serde_json::from_str(raw.get()).map_err(|err| invalid(param, format!("Invalid `{param}`: {err}")))?;
+    named
+        .function
+        .map(|function| function.name)
+        .or(named.name)
+        .map(|name| ToolChoice::Function(name.0))
+        .ok_or_else(|| invalid(param, format!("`{param}` must name a function.")))
+}
+
+/// Tool-call arguments as a JSON object. Models sometimes emit arguments
+/// that are not one; those travel wrapped (`{"arguments": "<text>"}`)
+/// rather than failing the whole conversation when it is replayed.
+fn arguments_object(text: Option<&str>) -> Result<Box<RawValue>, GatewayError> {
+    let text = text.unwrap_or_default().trim();
+    let object = match serde_json::from_str::<Box<RawValue>>(text) {
+        Ok(raw) if raw.get().starts_with('{') => return Ok(raw),
+        _ if text.is_empty() => "{}".to_string(),
+        _ => serde_json::json!({ "arguments": text }).to_string(),
+    };
+    RawValue::from_string(object).map_err(|err| GatewayError::Internal {
+        message: format!("Tool-call arguments could not be rewritten: {err}"),
+    })
+}
+
+/// The text pieces of a content value (refusals count as text).
+fn text_pieces<'a>(content: Option<WireContent<'a>>, role: &str) -> Result<Vec<Cow<'a, str>>, GatewayError> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(WireContent::Text(text)) => Ok(vec![text.0]),
+        Some(WireContent::Parts(parts)) => parts
+            .into_iter()
+            .map(|part| match (part.kind.as_str(), part.text, part.refusal) {
+                ("text", Some(text), _) | ("refusal", _, Some(text)) => Ok(text.0),
+                (kind, _, _) => Err(invalid(
+                    "messages",
+                    format!("A {role} message cannot carry a `{kind}` part for this model's provider."),
+                )),
+            })
+            .collect(),
+    }
+}
+
+/// Tool call ids Anthropic and Bedrock accept: 1 to 64 of `[A-Za-z0-9_-]`.
+/// Other ids (from other providers, or clients) map to a stable stand-in, so
+/// a call and its result still match.
+pub(crate) fn portable_tool_id(id: &str) -> Cow<'_, str> {
+    let portable =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if portable {
+        Cow::Borrowed(id)
+    } else {
+        let digest = hex(&Sha256::digest(id.as_bytes()));
+        Cow::Owned(format!("call_{}", digest.get(..32).unwrap_or(&digest)))
+    }
+}
+
+impl<'a> Conversation<'a> {
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Conversation<'a>, GatewayError> {
+        let wire: WireRequest<'a> = serde_json::from_slice(body)
+            .map_err(|err| GatewayError::invalid(format!("Invalid request body: {err}")))?;
+        let mut set = Vec::new();
+        let mut mark = |name: &'static str, condition: bool| {
+            if condition {
+                set.push(name);
+            }
+        };
+        mark("n", wire.n.is_some_and(|n| n > 1));
+        mark("logprobs", wire.logprobs == Some(true));
+        mark("top_logprobs", wire.top_logprobs.is_some());
+        mark(
+            "logit_bias",
+            wire.logit_bias.is_some_and(|raw| raw.get().trim() != "{}"),
+        );
+        mark(
+            "presence_penalty",
+            wire.presence_penalty.is_some_and(|value| value != 0.0),
+        );
+        mark(
+            "frequency_penalty",
+            wire.frequency_penalty.is_some_and(|value| value != 0.0),
+        );
+        mark("seed", wire.seed.is_some());
+        mark("user", wire.user.is_some());
+        mark("parallel_tool_calls", wire.parallel_tool_calls == Some(false));
+        mark("store", wire.store == Some(true));
+        let response_format = match wire.response_format {
+            None => None,
+            Some(format) => Some(match format.kind.as_str() {
+                "text" => ResponseFormat::Text,
+                "json_object" => ResponseFormat::JsonObject,
+                "json_schema" => ResponseFormat::JsonSchema {
+                    schema: format.json_schema.and_then(|schema| schema.schema),
+                },
+                other => {
+                    return Err(invalid(
+                        "response_format",
+                        format!("Unknown response_format type `{other}`."),
+                    ))
+                }
+            }),
+        };
+        mark(
+            "response_format",
+            !matches!(response_format, None | Some(ResponseFormat::Text)),
+        );
+        for (name, raw) in [
+            ("reasoning_effort", wire.reasoning_effort),
+            ("service_tier", wire.service_tier),
+            ("metadata", wire.metadata),
+            ("modalities", wire.modalities),
+            ("audio", wire.audio),
+            ("prediction", wire.prediction),
+            ("web_search_options", wire.web_search_options),
+            ("verbosity", wire.verbosity),
+        ] {
+            mark(name, raw.is_some());
+        }
+
+        let mut tools = Vec::new();
+        for tool in wire.tools.into_iter().flatten() {
+            match (tool.kind.as_ref().map(Text::as_str), tool.function) {
+                (None | Some("function"), Some(function)) => tools.push(Tool {
+                    name: function.name.0,
+                    description: function.description.map(|text| text.0),
+                    parameters: function.parameters,
+                }),
+                (kind, _) => {
+                    return Err(invalid(
+                        "tools",
+                        format!(
+                            "Only function tools can be sent to this model's provider (got `{}`).",
+                            kind.unwrap_or("?")
+                        ),
+                    ))
+                }
+            }
+        }
+        // Legacy `functions` are tools by another name.
+        for function in wire.functions.into_iter().flatten() {
+            tools.push(Tool {
+                name: function.name.0,
+                description: function.description.map(|text| text.0),
+                parameters: function.parameters,
+            });
+        }
+        let tool_choice = match (wire.tool_choice, wire.function_call) {
+            (Some(raw), _) => Some(tool_choice(raw, "tool_choice")?),
+            (None, Some(raw)) => Some(tool_choice(raw, "function_call")?),
+            (None, None) => None,
+        };
+        let stop = match wire.stop {
+            None => Vec::new(),
+            Some(Stop::One(text)) => vec![text.0],
+            Some(Stop::Many(texts)) => texts.into_iter().map(|text| text.0).collect(),
+        };
+
+        let mut conversation = Conversation {
+            system: Vec::new(),
+            turns: Vec::new(),
+            tools,
+            tool_choice,
+            max_tokens: wire.max_completion_tokens.or(wire.max_tokens),
+            temperature: wire.temperature,
+            top_p: wire.top_p,
+            stop: stop.into_iter().filter(|text| !text.is_empty()).collect(),
+            response_format,
+            parallel_tool_calls: wire.parallel_tool_calls,
+            user: wire.user.map(|text| text.0),
+            seed: wire.seed,
+            presence_penalty: wire.presence_penalty,
+            frequency_penalty: wire.frequency_penalty,
+            set,
+        };
+        conversation.read_messages(wire.messages)?;
+        Ok(conversation)
+    }
+
+    fn read_messages(&mut self, messages: Vec<WireMessage<'a>>) -> Result<(), GatewayError> {
+        // Every call made so far, (id, name), to link results to calls.
+        let mut calls: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+        for message in messages {
+            match message.role {
+                Role::System | Role::Developer => {
+                    let pieces = text_pieces(message.content, "system")?;
+                    self.system.extend(pieces.into_iter().filter(|text| !text.is_empty()));
+                }
+                Role::User => {
+                    let blocks = user_blocks(message.content)?;
+                    self.push(Speaker::User, blocks);
+                }
+                Role::Assistant => {
+                    let mut blocks: Vec<Block<'a>> = text_pieces(message.content, "assistant")?
+                        .into_iter()
+                        .filter(|text| !text.is_empty())
+                        .map(Block::Text)
+                        .collect();
+                    for call in message.tool_calls.into_iter().flatten() {
+                        calls.push((call.id.0.clone(), call.function.name.0.clone()));
+                        blocks.push(Block::ToolCall(ToolCall {
+                            id: call.id.0,
+                            arguments: arguments_object(call.function.arguments.as_ref().map(Text::as_str))?,
+                            name: call.function.name.0,
+                        }));
+                    }
+                    if let Some(call) = message.function_call {
+                        // Legacy calls have no id; one is made from the call's position.
+                        let id: Cow<'a, str> = Cow::Owned(format!("call_legacy_{}", calls.len()));
+                        calls.push((id.clone(), call.name.0.clone()));
+                        blocks.push(Block::ToolCall(ToolCall {
+                            id,
+                            arguments: arguments_object(call.arguments.as_ref().map(Text::as_str))?,
+                            name: call.name.0,
+                        }));
+                    }
+                    self.push(Speaker::Assistant, blocks);
+                }
+                Role::Tool => {
+                    let id = message
+                        .tool_call_id
+                        .ok_or_else(|| invalid("messages", "A `tool` message needs a `tool_call_id`."))?
+                        .0;
+                    let name = calls
+                        .iter()
+                        .rev()
+                        .find(|(call_id, _)| *call_id == id)
+                        .map(|(_, name)| name.clone())
+                        .ok_or_else(|| {
+                            invalid(
+                                "messages",
+                                format!("The `tool` message for `{id}` answers no earlier tool call."),
+                            )
+                        })?;
+                    let content = join(text_pieces(message.content, "tool")?);
+                    self.push(Speaker::User, vec![Block::ToolResult(ToolResult { id, name, content })]);
+                }
+                Role::Function => {
+                    let name = message
+                        .name
+                        .ok_or_else(|| invalid("messages", "A `function` message needs a `name`."))?
+                        .0;
+                    let id = calls
+                        .iter()
+                        .rev()
+                        .find(|(id, called)| *called == name && id.starts_with("call_legacy_"))
+                        .map(|(id, _)| id.clone())
+                        .ok_or_else(|| {
+                            invalid(
+                                "messages",
+                                format!("The `function` message for `{name}` answers no earlier call."),
+                            )
+                        })?;
+                    let content = join(text_pieces(message.content, "function")?);
+                    self.push(Speaker::User, vec![Block::ToolResult(ToolResult { id, name, content })]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends blocks, merging with the previous turn when it is the same
+    /// speaker's: providers require turns to alternate.
+    fn push(&mut self, speaker: Speaker, blocks: Vec<Block<'a>>) {
+        if blocks.is_empty() {
+            return;
+        }
+        match self.turns.last_mut() {
+            Some(last) if last.speaker == speaker => last.blocks.extend(blocks),
+            _ => self.turns.push(Turn { speaker, blocks }),
+        }
+    }
+
+    /// The parameters the client set that a provider supporting `supported`
+    /// cannot express (they are dropped and reported, not sent).
+    pub(crate) fn unsupported(&self, supported: &[&str]) -> Vec<&'static str> {
+        self.set
+            .iter()
+            .copied()
+            .filter(|name| !supported.contains(name))
+            .collect()
+    }
+
+    /// Whether any assistant turn called a tool (some providers then insist
+    /// the tools are declared).
+    pub(crate) fn has_tool_calls(&self) -> bool {
+        self.turns
+            .iter()
+            .flat_map(|turn| &turn.blocks)
+            .any(|block| matches!(block, Block::ToolCall(_) | Block::ToolResult(_)))
+    }
+}
+
+fn join(pieces: Vec<Cow<'_, str>>) -> Cow<'_, str> {
+    if pieces.len() == 1 {
+        pieces.into_iter().next().unwrap_or_default()
+    } else {
+        Cow::Owned(pieces.join("\n"))
+    }
+}
+
+fn user_blocks(content: Option<WireContent<'_>>) -> Result<Vec<Block<'_>>, GatewayError> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(WireContent::Text(text)) => Ok((!text.0.is_empty())
+            .then_some(Block::Text(text.0))
+            .into_iter()
+            .collect()),
+        Some(WireContent::Parts(parts)) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for part in parts {
+                match (part.kind.as_str(), part.text, part.image_url) {
+                    ("text", Some(text), _) => {
+                        if !text.0.is_empty() {
+                            blocks.push(Block::Text(text.0));
+                        }
+                    }
+                    ("image_url", _, Some(image)) => blocks.push(Block::Image(Image { url: image.url.0 })),
+                    (kind, _, _) => {
+                        return Err(invalid(
+                            "messages",
+                            format!("A `{kind}` content part cannot be sent to this model's provider."),
+                        ))
+                    }
+                }
+            }
+            Ok(blocks)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Conversation<'_> {
+        Conversation::parse(body.as_bytes()).unwrap()
+    }
+
+    fn texts(turn: &Turn<'_>) -> Vec<String> {
+        turn.blocks
+            .iter()
+            .map(|block| match block {
+                Block::Text(text) => format!("text:{text}"),
+                Block::Image(image) => format!("image:{:?}", image.source().unwrap()),
+                Block::ToolCall(call) => format!("call:{}:{}:{}", call.id, call.name, call.arguments.get()),
+                Block::ToolResult(result) => format!("result:{}:{}:{}", result.id, result.name, result.content),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn system_and_developer_messages_are_hoisted_out_of_the_turns() {
+        let conversation = parse(
+            r#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"},
+                {"role":"developer","content":[{"type":"text","text":"use French"}]}]}"#,
+        );
+        assert_eq!(conversation.system, vec!["be brief", "use French"]);
+        assert_eq!(conversation.turns.len(), 1);
+    }
+
+    #[test]
+    fn consecutive_same_role_messages_merge_into_one_turn() {
+        let conversation = parse(
+            r#"{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},
+                {"role":"assistant","content":""},{"role":"assistant","content":"c"}]}"#,
+        );
+        assert_eq!(conversation.turns.len(), 2);
+        assert_eq!(texts(&conversation.turns[0]), vec!["text:a", "text:b"]);
+        assert_eq!(texts(&conversation.turns[1]), vec!["text:c"]);
+    }
+
+    #[test]
+    fn tool_results_become_one_user_turn_linked_to_their_calls() {
+        let conversation = parse(
+            r#"{"messages":[{"role":"user","content":"weather?"},
+                {"role":"assistant","content":null,"tool_calls":[
+                    {"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}},
+                    {"id":"call_2","type":"function","function":{"name":"time","arguments":""}}]},
+                {"role":"tool","tool_call_id":"call_1","content":"sunny"},
+                {"role":"tool","tool_call_id":"call_2","content":[{"type":"text","text":"noon"}]}]}"#,
+        );
+        assert_eq!(conversation.turns.len(), 3);
+        assert_eq!(
+            texts(&conversation.turns[1]),
+            vec![r#"call:call_1:weather:{"city":"Paris"}"#, "call:call_2:time:{}"]
+        );
+        assert_eq!(
+            texts(&conversation.turns[2]),
+            vec!["result:call_1:weather:sunny", "result:call_2:time:noon"]
+        );
+        assert!(conversation.has_tool_calls());
+    }
+
+    #[test]
+    fn a_tool_result_for_an_unknown_call_is_rejected() {
+        let err =
+            Conversation::parse(br#"{"messages":[{"role":"tool","tool_call_id":"x","content":"1"}]}"#).unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn arguments_that_are_not_an_object_travel_wrapped() {
+        let conversation = parse(
+            r#"{"messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"[1"}}]}]}"#,
+        );
+        assert_eq!(texts(&conversation.turns[0]), vec![r#"call:c:f:{"arguments":"[1"}"#]);
+    }
+
+    #[test]
+    fn legacy_functions_are_read_as_tools() {
+        let conversation = parse(
+            r#"{"functions":[{"name":"f","parameters":{"type":"object"}}],"function_call":{"name":"f"},
+               "messages":[{"role":"user","content":"go"},
+                {"role":"assistant","function_call":{"name":"f","arguments":"{}"}},
+                {"role":"function","name":"f","content":"done"}]}"#,
+        );
+        assert_eq!(conversation.tools[0].name, "f");
+        assert_eq!(conversation.tool_choice, Some(ToolChoice::Function("f".into())));
+        assert_eq!(texts(&conversation.turns[1]), vec!["call:call_legacy_0:f:{}"]);
+        assert_eq!(texts(&conversation.turns[2]), vec!["result:call_legacy_0:f:done"]);
+    }
+
+    #[test]
+    fn images_are_data_urls_or_links() {
+        let conversation = parse(
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"look"},
+                {"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}},
+                {"type":"image_url","image_url":{"url":"https://example.com/cat.jpg","detail":"high"}}]}]}"#,
+        );
+        assert_eq!(
+            texts(&conversation.turns[0]),
+            vec![
+                "text:look",
+                r#"image:Base64 { media_type: "image/png", data: "iVBORw0KGgo=" }"#,
+                r#"image:Url("https://example.com/cat.jpg")"#
+            ]
+        );
+        for bad in [
+            "data:image/png,abc",
+            "data:;base64,abc",
+            "ftp://x/y.png",
+            "data:image/png;base64,",
+        ] {
+            assert!(Image { url: bad.into() }.source().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn audio_parts_are_rejected_not_silently_dropped() {
+        let body = r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"x","format":"wav"}}]}]}"#;
+        assert_eq!(Conversation::parse(body.as_bytes()).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn tool_choice_reads_modes_and_named_functions() {
+        let choice = |json: &str| {
+            let body = format!(r#"{{"messages":[],"tool_choice":{json}}}"#);
+            Conversation::parse(body.as_bytes())
+                .map(|c| format!("{:?}", c.tool_choice.unwrap()))
+                .map_err(|e| e.status())
+        };
+        assert_eq!(choice(r#""auto""#), Ok("Auto".into()));
+        assert_eq!(choice(r#""none""#), Ok("None".into()));
+        assert_eq!(choice(r#""required""#), Ok("Required".into()));
+        assert_eq!(
+            choice(r#"{"type":"function","function":{"name":"f"}}"#),
+            Ok(r#"Function("f")"#.into())
+        );
+        assert_eq!(choice(r#""sometimes""#), Err(400));
+        assert_eq!(choice(r#"{"type":"function"}"#), Err(400));
+    }
+
+    #[test]
+    fn only_parameters_that_change_something_count_as_set() {
+        let conversation = parse(
+            r#"{"messages":[],"n":1,"logprobs":false,"presence_penalty":0,"seed":7,"user":"u",
+               "parallel_tool_calls":true,"response_format":{"type":"json_object"},"reasoning_effort":"low","stop":"END"}"#,
+        );
+        assert_eq!(
+            conversation.unsupported(&["user"]),
+            vec!["seed", "response_format", "reasoning_effort"]
+        );
+        assert_eq!(conversation.stop, vec!["END"]);
+    }
+
+    #[test]
+    fn portable_ids_keep_valid_ids_and_map_others_stably() {
+        assert_eq!(portable_tool_id("toolu_01AbC-x"), "toolu_01AbC-x");
+        let mapped = portable_tool_id("call/with spaces+signature==");
+        assert!(mapped.starts_with("call_") && mapped.len() == 37);
+        assert_eq!(mapped, portable_tool_id("call/with spaces+signature=="));
+        assert_ne!(portable_tool_id(&"a".repeat(65)), "a".repeat(65));
+    }
+}

@@ -1,0 +1,236 @@
+//! How one attempt's answer becomes the client's: streamed successes go
+//! through the provider's stream translator chunk by chunk; everything else
+//! (non-streamed answers, every error) is translated whole. Token usage is
+//! handed to the router through filter state, for accounting.
+
+use crate::config::{Config, DeploymentId};
+use crate::health;
+use crate::providers::{self, Failure, FailureKind, Operation, TokenUsage};
+
+use super::attempts::{call_for, AttemptPlan};
+
+/// Filter state with the answering attempt's token usage.
+pub const USAGE_STATE: &str = "signalbox.usage";
+
+/// `input,cached_input,cache_write,output`.
+pub fn encode_usage(usage: &TokenUsage) -> String {
+    format!(
+        "{},{},{},{}",
+        usage.input, usage.cached_input, usage.cache_write, usage.output
+    )
+}
+
+pub fn decode_usage(text: &str) -> Option<TokenUsage> {
+    let mut fields = text.split(',').map(|field| field.parse::<u64>().ok());
+    let usage = TokenUsage {
+        input: fields.next()??,
+        cached_input: fields.next()??,
+        cache_write: fields.next()??,
+        output: fields.next()??,
+    };
+    fields.next().is_none().then_some(usage)
+}
+
+/// Whether this attempt's answer is translated as a stream.
+pub fn is_stream(plan: &AttemptPlan, status: u16) -> bool {
+    plan.stream && plan.operation == Operation::ChatCompletions && (200..300).contains(&status)
+}
+
+/// The health meaning of a provider failure.
+pub fn health_failure(kind: FailureKind) -> health::FailureKind {
+    match kind {
+        FailureKind::RateLimited => health::FailureKind::RateLimited,
+        FailureKind::Overloaded => health::FailureKind::Overloaded,
+        FailureKind::Server => health::FailureKind::Server,
+        FailureKind::Timeout => health::FailureKind::Timeout,
+        FailureKind::Auth => health::FailureKind::Auth,
+        FailureKind::ContextLength => health::FailureKind::ContextLength,
+        FailureKind::Client => health::FailureKind::Client,
+    }
+}
+
+/// A whole answer, translated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The status the router (and, if final, the client) sees.
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub usage: Option<TokenUsage>,
+    pub failure: Option<Failure>,
+}
+
+/// Status that makes Envoy retry on the next link of the chain.
+const RETRY_STATUS: u16 = 503;
+
+/// Translates a non-streamed answer (or any error) of attempt `attempt`.
+/// With `context_length_fallback`, a prompt too long for this model becomes
+/// a retry when the next link has a larger context window.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_buffered(
+    config: &Config,
+    plan: &AttemptPlan,
+    attempt: usize,
+    deployment: DeploymentId,
+    request_body: &[u8],
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    now_unix_seconds: u64,
+) -> Finished {
+    let call = call_for(config, plan, deployment, now_unix_seconds);
+    let translated = match plan.operation {
+        Operation::ChatCompletions => providers::translate_response(&call, status, headers, body),
+        Operation::Embeddings => providers::translate_embeddings(&call, request_body, status, headers, body),
+    };
+    let mut finished = Finished {
+        status: translated.status,
+        body: translated.body,
+        usage: translated.usage,
+        failure: translated.failure,
+    };
+    let too_long = finished
+        .failure
+        .is_some_and(|failure| failure.kind == FailureKind::ContextLength);
+    if too_long
+        && config.resilience.context_length_fallback
+        && next_has_larger_window(config, plan, attempt, deployment)
+    {
+        finished.status = RETRY_STATUS;
+    }
+    finished
+}
+
+fn next_has_larger_window(config: &Config, plan: &AttemptPlan, attempt: usize, deployment: DeploymentId) -> bool {
+    let window = |deployment: DeploymentId| config.models[config.deployments[deployment].model].context_window;
+    plan.deployment_for(attempt + 1)
+        .is_some_and(|next| window(next) > window(deployment))
+}
+
+/// The status that replaces a held streaming 200 whose stream failed before
+/// any content: Envoy then retries on the next link.
+pub fn failed_stream_status(failure: Option<Failure>) -> Option<u16> {
+    failure
+        .filter(|failure| failure.kind != FailureKind::Client)
+        .map(|_| RETRY_STATUS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_config;
+
+    fn plan(config: &Config, models: &[&str]) -> AttemptPlan {
+        AttemptPlan {
+            chain: models
+                .iter()
+                .map(|name| config.models[config.model_named(name).unwrap()].deployments[0])
+                .collect(),
+            stream: false,
+            client_wants_usage: false,
+            operation: Operation::ChatCompletions,
+            authority: "gw".into(),
+        }
+    }
+
+    #[test]
+    fn usage_round_trips_through_filter_state() {
+        let usage = TokenUsage {
+            input: 10,
+            cached_input: 20,
+            cache_write: 3,
+            output: 40,
+        };
+        assert_eq!(decode_usage(&encode_usage(&usage)), Some(usage));
+        assert_eq!(decode_usage("1,2,3"), None);
+        assert_eq!(decode_usage("1,2,3,4,5"), None);
+        assert_eq!(decode_usage("a,b,c,d"), None);
+    }
+
+    #[test]
+    fn a_successful_openai_answer_keeps_its_body_and_yields_usage() {
+        let config = sample_config();
+        let plan = plan(&config, &["small"]);
+        let body = br#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#;
+        let finished = finish_buffered(&config, &plan, 1, plan.chain[0], b"{}", 200, &[], body, 0);
+        assert_eq!(finished.status, 200);
+        assert_eq!(finished.usage.map(|usage| (usage.input, usage.output)), Some((7, 2)));
+        assert!(finished.failure.is_none());
+    }
+
+    #[test]
+    fn a_context_length_error_moves_to_a_larger_window_only_when_configured() {
+        let mut config = sample_config();
+        let error = br#"{"error":{"message":"This model's maximum context length is 1000 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+        let small_then_medium = plan(&config, &["small", "medium"]);
+        let stays = finish_buffered(
+            &config,
+            &small_then_medium,
+            1,
+            small_then_medium.chain[0],
+            b"{}",
+            400,
+            &[],
+            error,
+            0,
+        );
+        assert_eq!(stays.status, 400);
+        assert_eq!(
+            stays.failure.map(|failure| failure.kind),
+            Some(FailureKind::ContextLength)
+        );
+        config.resilience.context_length_fallback = true;
+        let moves = finish_buffered(
+            &config,
+            &small_then_medium,
+            1,
+            small_then_medium.chain[0],
+            b"{}",
+            400,
+            &[],
+            error,
+            0,
+        );
+        assert_eq!(moves.status, RETRY_STATUS);
+        let medium_then_small = plan(&config, &["medium", "small"]);
+        let smaller_next = finish_buffered(
+            &config,
+            &medium_then_small,
+            1,
+            medium_then_small.chain[0],
+            b"{}",
+            400,
+            &[],
+            error,
+            0,
+        );
+        assert_eq!(smaller_next.status, 400, "a smaller window would not help");
+    }
+
+    #[test]
+    fn only_successful_chat_streams_are_translated_as_streams() {
+        let config = sample_config();
+        let mut streamed = plan(&config, &["small"]);
+        streamed.stream = true;
+        assert!(is_stream(&streamed, 200));
+        assert!(!is_stream(&streamed, 429));
+        streamed.operation = Operation::Embeddings;
+        assert!(!is_stream(&streamed, 200));
+    }
+
+    #[test]
+    fn a_stream_that_fails_before_content_is_retried() {
+        let overloaded = Failure {
+            kind: FailureKind::Overloaded,
+            retry_after_ms: None,
+        };
+        assert_eq!(failed_stream_status(Some(overloaded)), Some(RETRY_STATUS));
+        assert_eq!(failed_stream_status(None), None);
+        assert_eq!(
+            failed_stream_status(Some(Failure {
+                kind: FailureKind::Client,
+                retry_after_ms: None
+            })),
+            None
+        );
+    }
+}
