@@ -74,10 +74,7 @@ fn main() {
     let hints = ClientHints::default();
     let budget = Duration::from_millis(700);
     let health = NoHistory { now_ms: 0 };
-    let situation = Situation {
-        health: &health,
-        draw: 0,
-    };
+    let situation = Situation::open(&health, 0);
 
     println!("| prompt | classify | whole plan (parse+classify+select+rewrite) |");
     println!("|---|---|---|");

@@ -23,6 +23,18 @@ pub enum GatewayError {
     NoUsableModel { message: String },
     /// Signalbox itself could not handle the request (host failure).
     Internal { message: String },
+    /// No, an unknown, a disabled or a malformed virtual key.
+    Unauthorized { reason: &'static str },
+    /// The tenant's policy does not allow what was asked.
+    Forbidden { message: String },
+    /// Over a tenant's or user's per-minute limit.
+    RateLimited {
+        message: String,
+        retry_after_secs: Option<u64>,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// A quota or budget is used up for its period.
+    QuotaExceeded { message: String, retry_after_secs: u64 },
     /// Every deployment tried failed (rate limits, errors, timeouts).
     ProvidersUnavailable {
         /// `model:status` per attempt, `none` where no response came; empty
@@ -53,6 +65,9 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { .. } | GatewayError::NoUsableModel { .. } => 400,
             GatewayError::UnknownModel { .. } => 404,
+            GatewayError::Unauthorized { .. } => 401,
+            GatewayError::Forbidden { .. } => 403,
+            GatewayError::RateLimited { .. } | GatewayError::QuotaExceeded { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Internal { .. } => 500,
@@ -68,7 +83,12 @@ impl GatewayError {
             | GatewayError::ProvidersUnavailable {
                 rate_limited: false, ..
             } => "server_error",
-            GatewayError::ProvidersUnavailable { rate_limited: true, .. } => "rate_limit_error",
+            GatewayError::ProvidersUnavailable { rate_limited: true, .. } | GatewayError::RateLimited { .. } => {
+                "rate_limit_error"
+            }
+            GatewayError::QuotaExceeded { .. } => "insufficient_quota",
+            GatewayError::Unauthorized { .. } => "invalid_request_error",
+            GatewayError::Forbidden { .. } => "permission_error",
             _ => "invalid_request_error",
         }
     }
@@ -82,7 +102,12 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NoUsableModel { .. } => "context_length_exceeded",
             GatewayError::Internal { .. } => "internal_error",
-            GatewayError::ProvidersUnavailable { rate_limited: true, .. } => "rate_limit_exceeded",
+            GatewayError::ProvidersUnavailable { rate_limited: true, .. } | GatewayError::RateLimited { .. } => {
+                "rate_limit_exceeded"
+            }
+            GatewayError::QuotaExceeded { .. } => "insufficient_quota",
+            GatewayError::Unauthorized { .. } => "invalid_api_key",
+            GatewayError::Forbidden { .. } => "model_not_allowed",
             GatewayError::ProvidersUnavailable { .. } => "providers_unavailable",
         }
     }
@@ -103,9 +128,21 @@ impl GatewayError {
             GatewayError::ProvidersUnavailable {
                 retry_after_secs: Some(seconds),
                 ..
-            } => {
-                vec![("retry-after", seconds.to_string())]
             }
+            | GatewayError::QuotaExceeded {
+                retry_after_secs: seconds,
+                ..
+            } => vec![("retry-after", seconds.to_string())],
+            GatewayError::RateLimited {
+                retry_after_secs,
+                headers,
+                ..
+            } => {
+                let mut all = headers.clone();
+                all.extend(retry_after_secs.map(|seconds| ("retry-after", seconds.to_string())));
+                all
+            }
+            GatewayError::Unauthorized { .. } => vec![("www-authenticate", "Bearer".to_string())],
             _ => Vec::new(),
         }
     }
@@ -139,7 +176,12 @@ impl fmt::Display for GatewayError {
                 "The model `{}` does not exist on this gateway. Use `auto` or a configured model name (GET /v1/models lists them).",
                 truncate_for_message(model)
             ),
-            GatewayError::NoUsableModel { message } | GatewayError::Internal { message } => f.write_str(message),
+            GatewayError::NoUsableModel { message }
+            | GatewayError::Internal { message }
+            | GatewayError::Forbidden { message }
+            | GatewayError::RateLimited { message, .. }
+            | GatewayError::QuotaExceeded { message, .. } => f.write_str(message),
+            GatewayError::Unauthorized { reason } => write!(f, "Invalid API key: {reason}."),
             GatewayError::ProvidersUnavailable { attempts, rate_limited, retry_after_secs } => {
                 let what = if *rate_limited { "rate-limited" } else { "unavailable" };
                 if attempts.is_empty() {

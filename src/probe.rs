@@ -35,6 +35,7 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         stream: false,
         client_wants_usage: false,
         operation: Operation::ChatCompletions,
+        max_tokens: None,
         authority: model.cluster.clone(),
     };
     let upstream = providers::build_request(

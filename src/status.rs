@@ -1,14 +1,20 @@
-//! The JSON health view (`GET /signalbox/health` by default): per deployment,
-//! its circuit, availability, health score, decayed counts by outcome,
-//! latency and time-to-first-token percentiles, and in-flight attempts, as
-//! every worker sees them in shared data.
+//! The JSON operator views, as every worker sees them in shared data:
+//! health (`GET /signalbox/health` by default) — per deployment its circuit,
+//! availability, score, decayed counts by outcome, latency and
+//! time-to-first-token percentiles, in-flight attempts; and spend
+//! (`GET /signalbox/spend`) — per tenant its quotas (used, reserved, caps,
+//! share) and cost ledger per model.
 
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
+use crate::govern::admission::{ledger_key, quota_key};
+use crate::govern::ledger::LedgerRecord;
+use crate::govern::quota::{Amounts, QuotaRecord};
 use crate::health::histogram::DecayedHistogram;
 use crate::health::{Availability, BreakerState, FailureKind};
 use crate::route::HealthView;
+use crate::state::{read, Store};
 
 fn percentiles(histogram: &DecayedHistogram) -> Value {
     json!({
@@ -74,6 +80,65 @@ pub fn health_report(config: &Config, health: &dyn HealthView) -> Vec<u8> {
         .into_bytes()
 }
 
+pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64) -> Vec<u8> {
+    let Some(governance) = &config.governance else {
+        return json!({"tenants": []}).to_string().into_bytes();
+    };
+    let amounts = |amounts: Amounts| json!({"requests": amounts.requests, "tokens": amounts.tokens, "cost_usd": amounts.cost_micros as f64 / 1e6});
+    let tenants: Vec<Value> = governance
+        .tenants
+        .iter()
+        .map(|tenant| {
+            let quotas: Vec<Value> = tenant
+                .quotas
+                .iter()
+                .enumerate()
+                .map(|(index, quota)| {
+                    let record: QuotaRecord = read(store, &quota_key(tenant, index)).unwrap_or_default();
+                    let current = record.period_index == quota.period.index(now_ms);
+                    let (used, reserved) = if current {
+                        (record.used, record.reserved)
+                    } else {
+                        Default::default()
+                    };
+                    json!({
+                        "window": quota.period.name(),
+                        "caps": {
+                            "requests": quota.caps.requests,
+                            "tokens": quota.caps.tokens,
+                            "cost_usd": quota.caps.cost_micros.map(|micros| micros as f64 / 1e6),
+                        },
+                        "used": amounts(used),
+                        "reserved": amounts(reserved),
+                        "share": (record.share(quota.period, now_ms, &quota.caps) * 1000.0).round() / 1000.0,
+                        "alerted": current && record.alerted,
+                        "resets_in_ms": quota.period.remaining_ms(now_ms),
+                    })
+                })
+                .collect();
+            let ledger: Map<String, Value> = config
+                .models
+                .iter()
+                .filter_map(|model| {
+                    let record: LedgerRecord = read(store, &ledger_key(tenant, &model.name))?;
+                    Some((
+                        model.name.clone(),
+                        json!({
+                            "requests": record.requests,
+                            "input_tokens": record.usage.input + record.usage.cache_write,
+                            "cached_input_tokens": record.usage.cached_input,
+                            "output_tokens": record.usage.output,
+                            "cost_usd": record.cost_micros as f64 / 1e6,
+                        }),
+                    ))
+                })
+                .collect();
+            json!({"tenant": tenant.name, "quotas": quotas, "ledger": ledger})
+        })
+        .collect();
+    json!({"time_ms": now_ms, "tenants": tenants}).to_string().into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +156,60 @@ mod tests {
         assert_eq!(first["score"], 0.5);
         assert!(first["failures"]["rate_limited"].is_number());
         assert!(first["latency_ms"]["p95"].is_null());
+    }
+}
+
+#[cfg(test)]
+mod spend_tests {
+    use super::*;
+    use crate::govern::admission::{admit, settle};
+    use crate::govern::keys::Identity;
+    use crate::providers::TokenUsage;
+    use crate::state::MemoryStore;
+    use crate::testing::governed_config;
+
+    #[test]
+    fn the_spend_report_shows_quotas_and_the_ledger() {
+        let config = governed_config();
+        let governance = config.governance.as_ref().unwrap();
+        let store = MemoryStore::default();
+        let now = 1_795_521_600_000;
+        let identity = Identity {
+            tenant: 1,
+            user: Some("alice".into()),
+            key_name: "alice".into(),
+        };
+        let estimate = Amounts {
+            requests: 1,
+            tokens: 100,
+            cost_micros: 0,
+        };
+        let admission = admit(governance, &store, &identity, estimate, now).unwrap();
+        let usage = TokenUsage {
+            input: 10,
+            cached_input: 0,
+            cache_write: 0,
+            output: 5,
+        };
+        settle(
+            &config,
+            governance,
+            &store,
+            &admission,
+            config.model_named("small"),
+            Some(usage),
+            now,
+        );
+        let report: Value = serde_json::from_slice(&spend_report(&config, &store, now)).unwrap();
+        let research = report["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant"] == "research")
+            .unwrap();
+        assert_eq!(research["quotas"][0]["used"]["tokens"], 15);
+        assert_eq!(research["quotas"][0]["reserved"]["tokens"], 0);
+        assert_eq!(research["ledger"]["small"]["requests"], 1);
+        assert_eq!(research["ledger"]["small"]["output_tokens"], 5);
     }
 }

@@ -35,3 +35,30 @@ pub fn sample_config() -> Config {
 
 /// Every deployment healthy, every trial slot free.
 pub const ALL_HEALTHY: crate::route::chain::NoHistory = crate::route::chain::NoHistory { now_ms: 1_000 };
+
+/// The sample config with governance: two tenants, three keys.
+pub fn governed_config() -> Config {
+    let mut document: serde_json::Value = serde_json::from_str(SAMPLE_CONFIG).expect("sample JSON");
+    document["governance"] = serde_json::json!({
+        "tenants": {
+            "research": {
+                "limits": {"rpm": 3, "tpm": 10_000},
+                "user_limits": {"rpm": 2},
+                "quotas": [{"window": "day", "tokens": 5_000}, {"window": "month", "cost_usd": 1.0}],
+                "alert_at": 0.5,
+                "show_usage": true
+            },
+            "interns": {"allowed_models": ["small"], "max_tier": "simple", "max_tokens_per_request": 256}
+        },
+        "keys": [
+            {"sha256": hex(&crate::govern::keys::digest_of("sk-research-alice")), "tenant": "research", "user": "alice", "name": "alice"},
+            {"sha256": hex(&crate::govern::keys::digest_of("sk-research-bob")), "tenant": "research", "user": "bob", "name": "bob"},
+            {"sha256": hex(&crate::govern::keys::digest_of("sk-intern")), "tenant": "interns", "name": "intern"}
+        ]
+    });
+    Config::parse(document.to_string().as_bytes(), &env).expect("governed config is valid")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -74,10 +74,12 @@ def start_gateway(mocks, envoy):
 
     tweak(config) may edit the Envoy config (e.g. the retry policy) before Envoy starts.
     """
-    from tests.gateway import DEMO_YAML, Gateway, gateway_config
+    from tests.gateway import DEMO_KEY, DEMO_YAML, Gateway, gateway_config
 
     def start(plugin=None, yaml_path=DEMO_YAML, tweak=None, **options):
-        return Gateway(envoy(gateway_config(mocks, plugin, yaml_path, tweak), **options), mocks)
+        governed = plugin is None or (isinstance(plugin, dict) and "governance" in plugin)
+        config = gateway_config(mocks, plugin, yaml_path, tweak)
+        return Gateway(envoy(config, **options), mocks, DEMO_KEY if governed else None)
 
     return start
 

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 WASM = REPO / "target" / "wasm32-wasip1" / "release" / "signalbox.wasm"
 DEMO_YAML = REPO / "envoy" / "demo.yaml"
 REQUEST_TIMEOUT_S = 15
+# The demo's virtual key (tenant "team"); sent by default to governed gateways.
+DEMO_KEY = "sk-demo-team"
 
 
 def demo_plugin_config() -> dict:
@@ -63,6 +65,8 @@ def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_
 class Gateway:
     envoy: EnvoyProcess
     mocks: MockProviders
+    # Virtual key sent when a request carries none (governed configs).
+    key: str | None = None
 
     @property
     def url(self) -> str:
@@ -70,7 +74,10 @@ class Gateway:
 
     def post(self, path: str, body: bytes | str | dict, headers: dict | None = None, **kwargs) -> requests.Response:
         data = json.dumps(body) if isinstance(body, dict) else body
-        return requests.post(self.url + path, data=data, headers=headers or {}, timeout=REQUEST_TIMEOUT_S, **kwargs)
+        headers = dict(headers or {})
+        if self.key and not {name.lower() for name in headers} & {"authorization", "x-api-key"}:
+            headers["authorization"] = f"Bearer {self.key}"
+        return requests.post(self.url + path, data=data, headers=headers, timeout=REQUEST_TIMEOUT_S, **kwargs)
 
     def chat(self, body: dict | bytes | str, headers: dict | None = None, **kwargs) -> requests.Response:
         return self.post("/v1/chat/completions", body, headers, **kwargs)

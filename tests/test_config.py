@@ -61,9 +61,10 @@ def test_a_plugin_config_that_is_not_json_stops_envoy(mocks):
 
 def test_secrets_never_reach_the_log(start_gateway):
     gateway = start_gateway()
-    gateway.chat(chat_body("hi"), headers={"authorization": "Bearer sk-client"})
+    gateway.chat(chat_body("hi"))
+    gateway.chat(chat_body("hi"), headers={"authorization": "Bearer sk-wrong-key"})
     log = gateway.envoy.log_text()
-    for secret in ("sk-demo-openai", "sk-demo-anthropic", "sk-client"):
+    for secret in ("sk-demo-openai", "sk-demo-anthropic", "sk-demo-team", "sk-wrong-key"):
         assert secret not in log
 
 
@@ -74,7 +75,7 @@ def test_keys_can_come_from_the_environment(mocks, envoy, monkeypatch):
     config = gateway_config(mocks, plugin)
     for wasm in envoy_config.wasm_plugins(config):
         wasm["vm_config"]["environment_variables"] = {"host_env_keys": ["SIGNALBOX_TEST_OPENAI_KEY"]}
-    gateway = Gateway(envoy(config), mocks)
+    gateway = Gateway(envoy(config), mocks, "sk-demo-team")
     response = gateway.chat(chat_body("hi"))
     assert response.status_code == 200
     assert gateway.last_request("openai").header("authorization") == "Bearer sk-from-env"

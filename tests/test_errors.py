@@ -146,6 +146,7 @@ def test_non_utf8_header_values_do_not_break_rules(start_gateway):
     body = json.dumps(GOOD).encode()
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-team: \xff\xfe\r\n"
+        b"authorization: Bearer sk-demo-team\r\n"
         b"x-signalbox-explain: \xc3\x28\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:

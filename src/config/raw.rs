@@ -41,6 +41,9 @@ pub struct RawConfig {
     /// Path of the JSON health view (`GET`), or null to turn it off.
     #[serde(default = "default_health_path")]
     pub health_path: Option<String>,
+    /// Path of the JSON spend view (`GET`), or null to turn it off.
+    #[serde(default = "default_spend_path")]
+    pub spend_path: Option<String>,
 }
 
 /// When the score and signals headers are added to responses.
@@ -306,6 +309,10 @@ fn default_weight() -> u32 {
 
 fn default_health_path() -> Option<String> {
     Some("/signalbox/health".to_string())
+}
+
+fn default_spend_path() -> Option<String> {
+    Some("/signalbox/spend".to_string())
 }
 
 fn default_auto_models() -> Vec<String> {

@@ -13,10 +13,12 @@ use proxy_wasm::types::Action;
 
 use super::host::{self, HostStore};
 use super::root::Loaded;
+use super::spend::Spend;
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
 use crate::route::chain::StoreHealth;
+use crate::route::response::{decode_usage, USAGE_STATE};
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, Situation, CLIENT_HEADER_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub struct ChatFilter {
     headers: HeaderMap,
     hints: ClientHints,
     routed: Option<Routed>,
+    /// The caller's key and admission, when governance is on.
+    spend: Option<Spend>,
     /// Every attempt failed: the response body becomes this error.
     replacement: Option<Vec<u8>>,
 }
@@ -60,6 +64,7 @@ impl ChatFilter {
             headers: HeaderMap::default(),
             hints: ClientHints::default(),
             routed: None,
+            spend: None,
             replacement: None,
         }
     }
@@ -116,13 +121,17 @@ impl HttpContext for ChatFilter {
         let headers = host::request_headers();
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
-        if method == "GET" && config.health_path.as_deref() == Some(path.split('?').next().unwrap_or_default()) {
+        let bare_path = path.split('?').next().unwrap_or_default();
+        if method == "GET" && config.health_path.as_deref() == Some(bare_path) {
             let health = StoreHealth {
                 store: &HostStore,
                 config,
                 now_ms: host::now_ms(),
             };
             return self.reply_json(&crate::status::health_report(config, &health));
+        }
+        if method == "GET" && config.spend_path.as_deref() == Some(bare_path) {
+            return self.reply_json(&crate::status::spend_report(config, &HostStore, host::now_ms()));
         }
         self.endpoint = route::endpoint(path);
         match self.endpoint {
@@ -135,6 +144,12 @@ impl HttpContext for ChatFilter {
             Endpoint::ChatCompletions | Endpoint::Embeddings => {}
         }
 
+        if let Some(governance) = &config.governance {
+            match Spend::authenticate(governance, &headers) {
+                Ok(spend) => self.spend = Some(spend),
+                Err(error) => return self.reply_error(&error),
+            }
+        }
         self.hints = route::client_hints(config, &headers);
         for name in headers.names().filter(|name| name.starts_with(CLIENT_HEADER_PREFIX)) {
             host::remove_request_header(name);
@@ -185,18 +200,31 @@ impl HttpContext for ChatFilter {
             config,
             now_ms: host::now_ms(),
         };
-        let situation = Situation {
-            health: &health,
-            draw: state.rng.borrow_mut().next(),
+        let draw = state.rng.borrow_mut().next();
+        let governance = config.governance.as_ref();
+        let situation = match (governance, &self.spend) {
+            (Some(governance), Some(spend)) => Situation {
+                health: &health,
+                draw,
+                policy: Some(spend.policy(governance)),
+                downgrade: spend.downgrade(governance),
+            },
+            _ => Situation::open(&health, draw),
         };
         let planned = match self.endpoint {
             Endpoint::Embeddings => route::plan_embeddings(config, &body, &self.headers, &situation),
             _ => route::plan_chat(config, &body, &self.headers, &self.hints, &situation),
         };
-        match planned {
-            Ok(plan) => self.apply(plan),
-            Err(error) => self.reply_error(&error),
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(error) => return self.reply_error(&error),
+        };
+        if let (Some(governance), Some(spend)) = (governance, self.spend.as_mut()) {
+            if let Err(error) = spend.admit(config, governance, &plan.decision) {
+                return self.reply_error(&error);
+            }
         }
+        self.apply(plan)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -226,6 +254,13 @@ impl HttpContext for ChatFilter {
             routed.explain,
         )) {
             host::set_response_header(name, value);
+        }
+        let served_by = trail.last().map(|record| config.deployments[record.deployment].model);
+        if let (Some(governance), Some(spend)) = (&config.governance, &self.spend) {
+            let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
+            for (name, value) in spend.response_headers(config, governance, served_by, usage) {
+                host::set_response_header(name, &value);
+            }
         }
         if route::is_exhausted(status) {
             let health = StoreHealth {
@@ -259,5 +294,20 @@ impl HttpContext for ChatFilter {
             host::replace_response_body(body_size, value);
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (Some(state), Some(spend)) = (self.state.clone(), self.spend.as_mut()) else {
+            return;
+        };
+        let config = &state.config;
+        let Some(governance) = &config.governance else { return };
+        let trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
+        // Usage means an attempt succeeded; it was written by the attempt that answered.
+        let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
+        let served_by = usage
+            .and(trail.last())
+            .map(|record| config.deployments[record.deployment].model);
+        spend.settle(config, governance, served_by, usage);
     }
 }

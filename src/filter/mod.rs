@@ -5,6 +5,7 @@
 mod host;
 mod http;
 mod root;
+mod spend;
 mod upstream;
 
 use proxy_wasm::traits::RootContext;

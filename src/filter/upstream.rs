@@ -22,11 +22,13 @@ use proxy_wasm::types::Action;
 
 use super::host::{self, HostStore};
 use super::root::{log_transition, Loaded};
-use crate::config::DeploymentId;
+use crate::config::{Config, DeploymentId};
+use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
 use crate::health::{AttemptOutcome, DeploymentHealth, FailureKind};
 use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
+use crate::route::chain::deployment_window_key;
 use crate::route::response::{self, USAGE_STATE};
 use crate::state;
 
@@ -180,6 +182,21 @@ impl AttemptFilter {
     }
 }
 
+/// Counts an attempt's request (at its start) or tokens (at its end) in the
+/// deployment's sliding minute, when its model has limits to spill over at.
+fn count_in_deployment_window(config: &Config, deployment: DeploymentId, now: u64, requests: u64, tokens: u64) {
+    if config.models[config.deployments[deployment].model]
+        .limits
+        .is_unlimited()
+    {
+        return;
+    }
+    let key = deployment_window_key(config, deployment);
+    if let Err(err) = state::update::<RateWindow, _>(&HostStore, &key, |window| window.record(now, requests, tokens)) {
+        log::warn!("cannot count in {key}: {err:?}");
+    }
+}
+
 impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
         let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.take()) else {
@@ -218,6 +235,10 @@ impl Context for AttemptFilter {
             Ok((_, transition)) => log_transition(config, attempt.deployment, transition),
             Err(err) => log::warn!("cannot record an attempt: {err:?}"),
         }
+        let tokens = self
+            .usage
+            .map_or(0, |usage| usage.prompt_total().saturating_add(usage.output));
+        count_in_deployment_window(config, attempt.deployment, now, 0, tokens);
         true
     }
 }
@@ -256,6 +277,7 @@ impl HttpContext for AttemptFilter {
         {
             log::warn!("cannot count an attempt in flight: {err:?}");
         }
+        count_in_deployment_window(config, deployment, now, 1, 0);
         self.attempt = Some(Attempt {
             plan,
             number,

@@ -19,6 +19,7 @@ pub mod sigv4;
 pub mod sse;
 
 mod body_edit;
+pub(crate) use body_edit::set_member;
 mod chat;
 mod compose;
 mod dates;

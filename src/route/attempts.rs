@@ -22,7 +22,7 @@ pub const TRAIL_STATE: &str = "signalbox.attempts";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "1";
+const PLAN_VERSION: &str = "2";
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,21 +33,26 @@ pub struct AttemptPlan {
     /// The client asked for usage in its stream (`stream_options.include_usage`).
     pub client_wants_usage: bool,
     pub operation: Operation,
+    /// `max_tokens` to add when the client sent none (a tenant's cap).
+    pub max_tokens: Option<u64>,
     /// The client's `:authority`, restored for providers without a host.
     pub authority: String,
 }
 
 impl AttemptPlan {
-    /// `1;<stream>;<usage>;<operation>;<chain>;<authority>`: the authority
-    /// is last because it is the only free-form field.
+    /// `2;<stream>;<usage>;<operation>;<max tokens or ->;<chain>;<authority>`:
+    /// the authority is last because it is the only free-form field.
     pub fn encode(&self) -> String {
         let chain: Vec<String> = self.chain.iter().map(|deployment| deployment.to_string()).collect();
         let operation = match self.operation {
             Operation::ChatCompletions => "c",
             Operation::Embeddings => "e",
         };
+        let max_tokens = self
+            .max_tokens
+            .map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
         format!(
-            "{PLAN_VERSION};{};{};{operation};{};{}",
+            "{PLAN_VERSION};{};{};{operation};{max_tokens};{};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
             chain.join(","),
@@ -56,7 +61,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(6, ';');
+        let mut fields = text.splitn(7, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -72,6 +77,10 @@ impl AttemptPlan {
             "e" => Operation::Embeddings,
             _ => return None,
         };
+        let max_tokens = match fields.next()? {
+            "-" => None,
+            tokens => Some(tokens.parse().ok()?),
+        };
         let chain = fields
             .next()?
             .split(',')
@@ -83,6 +92,7 @@ impl AttemptPlan {
             stream,
             client_wants_usage,
             operation,
+            max_tokens,
             authority,
         })
     }
@@ -204,6 +214,12 @@ pub fn call_for<'c>(
     }
 }
 
+fn asks_for_output_limit(body: &[u8]) -> bool {
+    ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .any(|key| crate::json_edit::member_value_span(body, key).is_some())
+}
+
 /// Rewrites the (original, replayed) request for attempt `attempt`. Header
 /// edits are absolute: an earlier attempt's edits are still in the headers.
 pub fn prepare_attempt(
@@ -219,6 +235,15 @@ pub fn prepare_attempt(
         .ok_or_else(|| GatewayError::Internal {
             message: format!("No deployment planned for attempt {attempt}."),
         })?;
+    let capped;
+    let body = match plan.max_tokens {
+        Some(cap) if !asks_for_output_limit(body) => {
+            capped =
+                providers::set_member(body, "max_tokens", cap.to_string().as_bytes()).unwrap_or_else(|| body.to_vec());
+            &capped[..]
+        }
+        _ => body,
+    };
     let upstream = providers::build_request(&call_for(config, plan, deployment, now_unix_seconds), body)?;
     let mut request_headers: Vec<HeaderEdit> = CREDENTIAL_HEADERS
         .iter()
@@ -259,6 +284,7 @@ mod tests {
             stream: true,
             client_wants_usage: false,
             operation: Operation::ChatCompletions,
+            max_tokens: None,
             authority: "gw.example:10000".into(),
         }
     }
@@ -281,6 +307,28 @@ mod tests {
         ] {
             assert_eq!(AttemptPlan::decode(broken), None, "{broken}");
         }
+    }
+
+    #[test]
+    fn a_tenant_cap_becomes_max_tokens_unless_the_client_set_one() {
+        let config = sample_config();
+        let small = config.models[config.model_named("small").unwrap()].deployments[0];
+        let capped = AttemptPlan {
+            max_tokens: Some(256),
+            ..plan(vec![small])
+        };
+        let bare = br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
+        let prepared = prepare_attempt(&config, &capped, 1, bare, 0).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&prepared.body).unwrap()["max_tokens"],
+            256
+        );
+        let own = br#"{"model":"auto","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+        let prepared = prepare_attempt(&config, &capped, 1, own, 0).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&prepared.body).unwrap()["max_tokens"],
+            10
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::classify::Classification;
+use crate::config::governance::Tenant;
 use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
@@ -70,15 +71,25 @@ pub enum DecisionSource {
 pub struct RoutingDecision {
     /// Deployments to try, in order; the first is the primary.
     pub chain: Vec<DeploymentId>,
+    /// The candidate models the chain was drawn from (cost estimates use
+    /// the most expensive).
+    pub models: Vec<ModelId>,
     /// Nothing was healthy: the chain holds the least-bad deployment.
     pub degraded: bool,
+    /// The tenant's downgrade tier replaced the scored one.
+    pub downgraded: bool,
     /// The tier whose pool supplied the primary (none for named models).
     pub tier: Option<TierId>,
     /// The tier first chosen, when a different tier had to supply the model.
     pub escalated_from: Option<TierId>,
     pub source: DecisionSource,
     pub classification: Option<Classification>,
+    /// Prompt plus requested output, for context-window checks.
     pub estimated_tokens: u64,
+    /// Estimated prompt tokens (system, history, tools, last message).
+    pub prompt_tokens: u64,
+    /// Output budget: the client's `max_tokens`, or the tenant's cap.
+    pub max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +174,40 @@ pub fn models_listing(config: &Config) -> Vec<u8> {
 pub struct Situation<'a> {
     pub health: &'a dyn HealthView,
     pub draw: u64,
+    /// The calling tenant's policy, when governance is on.
+    pub policy: Option<&'a Tenant>,
+    /// The tenant is past its soft threshold: route to its downgrade tier.
+    pub downgrade: bool,
+}
+
+impl<'a> Situation<'a> {
+    /// No tenant policy (governance off).
+    pub fn open(health: &'a dyn HealthView, draw: u64) -> Situation<'a> {
+        Situation {
+            health,
+            draw,
+            policy: None,
+            downgrade: false,
+        }
+    }
+
+    fn allows(&self, model: ModelId) -> bool {
+        self.policy.is_none_or(|tenant| tenant.allows(model))
+    }
+
+    /// The highest tier this request may use, and whether a downgrade set it.
+    fn ceiling(&self, config: &Config) -> (TierId, bool) {
+        let top = config.tiers.len() - 1;
+        let cap = self.policy.and_then(|tenant| tenant.max_tier).unwrap_or(top);
+        match self
+            .policy
+            .and_then(|tenant| tenant.downgrade_tier)
+            .filter(|_| self.downgrade)
+        {
+            Some(downgrade) if downgrade < cap => (downgrade, true),
+            _ => (cap, false),
+        }
+    }
 }
 
 /// Plans a chat-completions request from its body, its headers (for rules
@@ -188,6 +233,11 @@ pub fn plan_chat(
         client_wants_usage: request.wants_stream_usage(),
         operation: Operation::ChatCompletions,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
+        // A tenant's output cap is also a default the provider must honour,
+        // so the reservation made for it is an upper bound.
+        max_tokens: decision
+            .max_output_tokens
+            .filter(|_| request.max_output_tokens().is_none()),
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     let response_headers = decision_headers(config, &decision, explain);
@@ -228,12 +278,16 @@ pub fn plan_embeddings(
     let estimated_tokens = u64::from(crate::tokens::estimate(request.input.get()));
     let decision = RoutingDecision {
         chain: chain.deployments,
+        models,
         degraded: chain.degraded,
         tier: None,
         escalated_from: None,
+        downgraded: false,
         source: DecisionSource::Explicit,
         classification: None,
         estimated_tokens,
+        prompt_tokens: estimated_tokens,
+        max_output_tokens: Some(0),
     };
     if decision.chain.is_empty() {
         return Err(GatewayError::NoUsableModel {
@@ -246,6 +300,7 @@ pub fn plan_embeddings(
         client_wants_usage: false,
         operation: Operation::Embeddings,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
+        max_tokens: None,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     Ok(RequestPlan {
@@ -298,13 +353,15 @@ fn draw_for(config: &Config, tier: Option<TierId>, headers: &HeaderMap, random: 
 fn candidates(
     config: &Config,
     primary: Primary,
-    requirements: &Requirements,
-    health: &dyn HealthView,
+    usable: &dyn Fn(ModelId) -> bool,
+    situation: &Situation<'_>,
     basis: CostBasis,
     stream: bool,
     draw: u64,
 ) -> Vec<ModelId> {
-    let fits = |model: &ModelId| requirements.unmet_by(&config.models[*model]).is_none();
+    let health = situation.health;
+    let (ceiling, _) = situation.ceiling(config);
+    let fits = |model: &ModelId| usable(*model);
     let mut ordered: Vec<ModelId> = match primary {
         Primary::Model(model) => std::iter::once(model)
             .chain(config.models[model].fallbacks.iter().copied())
@@ -317,8 +374,8 @@ fn candidates(
                 .map(|model| model_stats(config, *model, health, stream))
                 .collect();
             let mut ordered = strategy::order(config, &config.tiers[tier], &fitting, &stats, basis, draw);
-            // Stronger tiers back the tier up when its own models fail.
-            for stronger in &config.tiers[tier + 1..] {
+            // Stronger tiers (up to the ceiling) back the tier up when its own models fail.
+            for stronger in config.tiers.iter().take(ceiling + 1).skip(tier + 1) {
                 ordered.extend(stronger.models.iter().copied().filter(fits));
             }
             ordered
@@ -364,12 +421,22 @@ fn decide(
 ) -> Result<RoutingDecision, GatewayError> {
     let requested = request.model.as_str();
     let explicit = !config.is_auto(requested);
+    let named = config.model_named(requested);
+    if explicit && named.is_none() {
+        return Err(GatewayError::UnknownModel {
+            model: requested.to_string(),
+        });
+    }
+    let policy_cap = situation.policy.and_then(|tenant| tenant.max_tokens_per_request);
+    if let (Some(cap), Some(asked)) = (policy_cap, request.max_output_tokens()) {
+        if asked > cap {
+            return Err(GatewayError::invalid_param(
+                "max_tokens",
+                format!("This key may ask for at most {cap} output tokens."),
+            ));
+        }
+    }
     let classification = if explicit {
-        config
-            .model_named(requested)
-            .ok_or_else(|| GatewayError::UnknownModel {
-                model: requested.to_string(),
-            })?;
         hints.explain.then(|| config.classifier.classify(view))
     } else {
         Some(config.classifier.classify(view))
@@ -377,42 +444,57 @@ fn decide(
     let prompt_tokens = classification
         .as_ref()
         .map_or_else(|| view.last_user_tokens(), |c| c.prompt_tokens);
-    let requirements = Requirements::of(view, prompt_tokens, request.max_output_tokens());
+    let max_output_tokens = request.max_output_tokens().or(policy_cap);
+    let requirements = Requirements::of(view, prompt_tokens, max_output_tokens);
+    let usable = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none() && situation.allows(model);
     let score = classification.as_ref().map_or(0.0, |c| c.score);
+    let (ceiling, downgraded) = situation.ceiling(config);
 
-    let (primary, source, scored_tier) = if let Some(model) = config.model_named(requested).filter(|_| explicit) {
-        if let Some(reason) = requirements.unmet_by(&config.models[model]) {
-            return Err(GatewayError::NoUsableModel {
-                message: format!(
-                    "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
-                    requirements.tokens
-                ),
-            });
-        }
-        (Primary::Model(model), DecisionSource::Explicit, None)
-    } else {
-        match forced_choice(config, request, view, headers, hints)? {
-            // A forced model that cannot take the request falls back to
-            // the scored tier rather than failing the request.
-            Some((RuleAction::Model(model), source)) if requirements.unmet_by(&config.models[model]).is_none() => {
-                (Primary::Model(model), source, None)
+    let (primary, source, scored_tier) = match named.filter(|_| explicit) {
+        Some(model) => {
+            if !situation.allows(model) {
+                return Err(GatewayError::Forbidden {
+                    message: format!("Model `{requested}` is not allowed for this key."),
+                });
             }
-            Some((RuleAction::Tier(tier), source)) => (Primary::Tier(tier), source, Some(tier)),
+            if let Some(reason) = requirements.unmet_by(&config.models[model]) {
+                return Err(GatewayError::NoUsableModel {
+                    message: format!(
+                        "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
+                        requirements.tokens
+                    ),
+                });
+            }
+            (Primary::Model(model), DecisionSource::Explicit, None)
+        }
+        None => match forced_choice(config, request, view, headers, hints)? {
+            // A forced model that cannot (or may not) take the request falls
+            // back to the scored tier rather than failing the request.
+            Some((RuleAction::Model(model), source)) if usable(model) => (Primary::Model(model), source, None),
+            Some((RuleAction::Tier(tier), source)) => (Primary::Tier(tier.min(ceiling)), source, Some(tier)),
             _ => {
                 let tier = config.tier_for_score(score);
-                (Primary::Tier(tier), DecisionSource::Score, Some(tier))
+                (Primary::Tier(tier.min(ceiling)), DecisionSource::Score, Some(tier))
             }
-        }
+        },
     };
-    // The tier that can actually supply a model (a stronger one when the
-    // chosen tier's windows are too small).
+    // The tier that can actually supply a model (a stronger one, up to the
+    // ceiling, when the chosen tier's windows are too small).
     let primary = match primary {
         Primary::Tier(tier) => {
-            let Pick { tier: supplying, .. } = select::pick(config, tier, &requirements).ok_or_else(|| GatewayError::NoUsableModel {
-                message: format!(
-                    "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
-                    requirements.tokens
-                ),
+            let fits = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none();
+            let Pick { tier: supplying, .. } = select::pick(config, tier, ceiling, &usable).ok_or_else(|| {
+                // Blame the policy only when, without it, some model would fit.
+                if select::pick(config, tier, config.tiers.len() - 1, &fits).is_some() {
+                    GatewayError::Forbidden { message: "No model this key may use can take this request.".into() }
+                } else {
+                    GatewayError::NoUsableModel {
+                        message: format!(
+                            "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
+                            requirements.tokens
+                        ),
+                    }
+                }
             })?;
             Primary::Tier(supplying)
         }
@@ -425,17 +507,10 @@ fn decide(
     let draw = draw_for(config, tier, headers, situation.draw);
     let basis = CostBasis {
         prompt_tokens: requirements.tokens,
-        output_tokens: request.max_output_tokens().unwrap_or(DEFAULT_OUTPUT_TOKENS),
+        output_tokens: max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
     };
-    let models = candidates(
-        config,
-        primary,
-        &requirements,
-        situation.health,
-        basis,
-        request.stream.unwrap_or(false),
-        draw,
-    );
+    let stream = request.stream.unwrap_or(false);
+    let models = candidates(config, primary, &usable, situation, basis, stream, draw);
     let chain = chain::build(config, &models, situation.health, draw);
     if chain.deployments.is_empty() {
         return Err(GatewayError::NoUsableModel {
@@ -444,12 +519,16 @@ fn decide(
     }
     Ok(RoutingDecision {
         chain: chain.deployments,
+        models,
         degraded: chain.degraded,
         tier,
         escalated_from: scored_tier.filter(|scored| Some(*scored) != tier),
+        downgraded: downgraded && tier == Some(ceiling),
         source,
         classification,
         estimated_tokens: requirements.tokens,
+        prompt_tokens: requirements.tokens.saturating_sub(max_output_tokens.unwrap_or(0)),
+        max_output_tokens,
     })
 }
 
@@ -498,6 +577,9 @@ fn decision_headers(config: &Config, decision: &RoutingDecision, explain: bool) 
     };
     if let Some(from) = decision.escalated_from {
         let _ = write!(reason, ";escalated-from:{}", config.tiers[from].name);
+    }
+    if decision.downgraded {
+        reason.push_str(";downgraded");
     }
     if decision.degraded {
         reason.push_str(";degraded");

@@ -128,6 +128,7 @@ mod tests {
             stream: false,
             client_wants_usage: false,
             operation: Operation::ChatCompletions,
+            max_tokens: None,
             authority: "gw".into(),
         }
     }

@@ -49,9 +49,10 @@ pub struct Pick {
     pub tier: TierId,
 }
 
-/// The first model able to take the request, starting with `tier`'s pool.
-pub fn pick(config: &Config, tier: TierId, requirements: &Requirements) -> Option<Pick> {
-    let stronger = tier + 1..config.tiers.len();
+/// The first usable model, starting with `tier`'s pool, then stronger tiers
+/// up to `ceiling`, then weaker ones.
+pub fn pick(config: &Config, tier: TierId, ceiling: TierId, usable: &dyn Fn(ModelId) -> bool) -> Option<Pick> {
+    let stronger = tier + 1..=ceiling.min(config.tiers.len() - 1);
     let weaker = (0..tier).rev();
     std::iter::once(tier)
         .chain(stronger)
@@ -60,7 +61,7 @@ pub fn pick(config: &Config, tier: TierId, requirements: &Requirements) -> Optio
             config.tiers[candidate_tier]
                 .models
                 .iter()
-                .find(|&&model| requirements.unmet_by(&config.models[model]).is_none())
+                .find(|&&model| usable(model))
                 .map(|&model| Pick {
                     model,
                     tier: candidate_tier,
@@ -78,6 +79,12 @@ mod tests {
             tokens,
             ..Requirements::default()
         }
+    }
+
+    fn pick(config: &Config, tier: TierId, requirements: &Requirements) -> Option<Pick> {
+        super::pick(config, tier, config.tiers.len() - 1, &|model| {
+            requirements.unmet_by(&config.models[model]).is_none()
+        })
     }
 
     #[test]
@@ -104,6 +111,21 @@ mod tests {
         let pick = pick(&config, 2, &needs(150_000)).unwrap();
         assert_eq!(config.models[pick.model].name, "medium");
         assert_eq!(pick.tier, 1);
+    }
+
+    #[test]
+    fn the_ceiling_stops_escalation_and_the_predicate_filters() {
+        let config = sample_config();
+        // 150k tokens only fit `medium`, in tiers 0 and 1; capped at tier 0 it is found there.
+        let capped = super::pick(&config, 0, 0, &|model| {
+            needs(150_000).unmet_by(&config.models[model]).is_none()
+        })
+        .unwrap();
+        assert_eq!(capped.tier, 0);
+        let small = config.model_named("small").unwrap();
+        let not_small = super::pick(&config, 0, 2, &|model| model != small).unwrap();
+        assert_eq!(config.models[not_small.model].name, "medium");
+        assert_eq!(super::pick(&config, 0, 0, &|_| false), None);
     }
 
     #[test]

@@ -34,16 +34,7 @@ fn plan_with(
     headers: &HeaderMap,
     hints: &ClientHints,
 ) -> Result<RequestPlan, GatewayError> {
-    plan_chat(
-        config,
-        body,
-        headers,
-        hints,
-        &Situation {
-            health: &ALL_HEALTHY,
-            draw: 0,
-        },
-    )
+    plan_chat(config, body, headers, hints, &Situation::open(&ALL_HEALTHY, 0))
 }
 
 fn plan(body: &[u8], hints: &ClientHints) -> Result<RequestPlan, GatewayError> {
@@ -258,10 +249,8 @@ fn an_unhealthy_primary_moves_down_the_chain() {
         }
     }
     let config = sample_config();
-    let situation = Situation {
-        health: &BrokenSmall(&config),
-        draw: 0,
-    };
+    let broken = BrokenSmall(&config);
+    let situation = Situation::open(&broken, 0);
     let plan = plan_chat(
         &config,
         &chat("auto", "hi"),
@@ -401,6 +390,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         stream: false,
         client_wants_usage: false,
         operation: Operation::ChatCompletions,
+        max_tokens: None,
         authority: String::new(),
     };
     let last = FinalResponse {
@@ -419,16 +409,7 @@ fn embeddings_route_to_the_named_model_and_its_fallbacks() {
     let small = config.model_named("small").unwrap();
     config.models[small].fallbacks = vec![large];
     let body = br#"{"model":"small","input":["one","two"]}"#;
-    let plan = plan_embeddings(
-        &config,
-        body,
-        &client_headers(),
-        &Situation {
-            health: &ALL_HEALTHY,
-            draw: 0,
-        },
-    )
-    .unwrap();
+    let plan = plan_embeddings(&config, body, &client_headers(), &Situation::open(&ALL_HEALTHY, 0)).unwrap();
     assert_eq!(plan.attempts.operation, Operation::Embeddings);
     assert_eq!(plan.attempts.chain.len(), 2);
     assert!(!plan.attempts.stream);
@@ -437,11 +418,89 @@ fn embeddings_route_to_the_named_model_and_its_fallbacks() {
         &config,
         br#"{"model":"auto","input":"x"}"#,
         &client_headers(),
-        &Situation {
-            health: &ALL_HEALTHY,
-            draw: 0,
-        },
+        &Situation::open(&ALL_HEALTHY, 0),
     );
     assert_eq!(auto.unwrap_err().status(), 400);
     assert_eq!(endpoint("/v1/embeddings"), Endpoint::Embeddings);
+}
+
+fn policy_situation<'a>(config: &'a Config, tenant: &str, downgrade: bool) -> Situation<'a> {
+    let governance = config.governance.as_ref().unwrap();
+    let policy = governance
+        .tenants
+        .iter()
+        .find(|candidate| candidate.name == tenant)
+        .unwrap();
+    Situation {
+        health: &ALL_HEALTHY,
+        draw: 0,
+        policy: Some(policy),
+        downgrade,
+    }
+}
+
+#[test]
+fn a_tenant_policy_limits_models_tiers_and_output() {
+    let config = crate::testing::governed_config();
+    let interns = policy_situation(&config, "interns", false);
+    let plan_for = |body: &[u8]| plan_chat(&config, body, &client_headers(), &ClientHints::default(), &interns);
+    assert_eq!(plan_for(&chat("large", "hi")).unwrap_err().status(), 403);
+    let hard = plan_for(&chat(
+        "auto",
+        "Prove Fermat's little theorem step by step and write a Python function for it",
+    ))
+    .unwrap();
+    let models: Vec<&str> = hard
+        .decision
+        .chain
+        .iter()
+        .map(|d| config.models[config.deployments[*d].model].name.as_str())
+        .collect();
+    assert_eq!(models, ["small"], "capped at the simple tier and its allowed models");
+    assert_eq!(
+        hard.attempts.max_tokens,
+        Some(256),
+        "the tenant's cap is added as max_tokens"
+    );
+    let greedy =
+        serde_json::json!({"model": "auto", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(plan_for(greedy.to_string().as_bytes()).unwrap_err().status(), 400);
+}
+
+#[test]
+fn past_the_soft_threshold_a_downgrade_tier_takes_over() {
+    let mut config = crate::testing::governed_config();
+    let governance = config.governance.as_mut().unwrap();
+    let research = governance
+        .tenants
+        .iter_mut()
+        .find(|tenant| tenant.name == "research")
+        .unwrap();
+    research.downgrade_tier = Some(0);
+    let hard = chat(
+        "auto",
+        "Prove that the square root of 2 is irrational, step by step, with a rigorous proof.",
+    );
+    let normal = plan_chat(
+        &config,
+        &hard,
+        &client_headers(),
+        &explain(),
+        &policy_situation(&config, "research", false),
+    )
+    .unwrap();
+    assert_eq!(response_header(&normal, HEADER_TIER), Some("complex"));
+    let downgraded = plan_chat(
+        &config,
+        &hard,
+        &client_headers(),
+        &explain(),
+        &policy_situation(&config, "research", true),
+    )
+    .unwrap();
+    assert_eq!(response_header(&downgraded, HEADER_TIER), Some("simple"));
+    assert_eq!(
+        response_header(&downgraded, HEADER_REASON),
+        Some("score;escalated-from:complex;downgraded")
+    );
 }

@@ -9,7 +9,8 @@
 //! it wins a half-open trial slot. When nothing is available the least-bad
 //! deployment (the one ready soonest) is tried rather than failing blind.
 
-use crate::config::{Config, DeploymentId, ModelId};
+use crate::config::{Config, DeploymentId, ModelId, STATE_PREFIX};
+use crate::govern::window::RateWindow;
 use crate::health::{Availability, DeploymentHealth};
 use crate::state::{read, update, Store};
 
@@ -21,6 +22,16 @@ pub trait HealthView {
     /// Tries to take a half-open trial slot; true when taken.
     fn claim_trial(&self, deployment: DeploymentId) -> bool;
     fn now_ms(&self) -> u64;
+    /// At its configured requests/tokens per minute: skipped like an
+    /// unhealthy deployment, so traffic spills over to the others.
+    fn at_rate_limit(&self, _deployment: DeploymentId) -> bool {
+        false
+    }
+}
+
+/// Shared-data key of a deployment's sliding-minute window.
+pub fn deployment_window_key(config: &Config, deployment: DeploymentId) -> String {
+    format!("{STATE_PREFIX}rate/deployment/{}", config.deployments[deployment].name)
 }
 
 /// Health read from (and trial slots claimed in) shared data.
@@ -45,6 +56,13 @@ impl HealthView for StoreHealth<'_> {
 
     fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    fn at_rate_limit(&self, deployment: DeploymentId) -> bool {
+        let limits = &self.config.models[self.config.deployments[deployment].model].limits;
+        !limits.is_unlimited()
+            && read::<RateWindow>(self.store, &deployment_window_key(self.config, deployment))
+                .is_some_and(|window| window.is_over(self.now_ms, limits))
     }
 }
 
@@ -118,6 +136,7 @@ pub fn build(config: &Config, models: &[ModelId], health: &dyn HealthView, draw:
         let record = health.health(deployment);
         let availability = record.availability(now, settings);
         let usable = match availability {
+            _ if health.at_rate_limit(deployment) => false,
             Availability::Available => true,
             Availability::NeedsTrial => health.claim_trial(deployment),
             _ => false,

@@ -210,3 +210,26 @@ fn store_health_reads_and_claims_through_shared_data() {
     assert!(later.claim_trial(deployment));
     assert!(!later.claim_trial(deployment));
 }
+
+#[test]
+fn a_deployment_at_its_rate_limit_spills_traffic_over() {
+    let json = CONFIG.replace(
+        r#""b": {"provider": "single"}"#,
+        r#""b": {"provider": "single", "limits": {"rpm": 2}}"#,
+    );
+    let config = Config::parse(json.as_bytes(), &|_| None).unwrap();
+    let store = crate::state::MemoryStore::default();
+    let b = config.models[config.model_named("b").unwrap()].deployments[0];
+    let view = StoreHealth {
+        store: &store,
+        config: &config,
+        now_ms: 60_000,
+    };
+    let models = models(&config, &["b", "c"]);
+    assert_eq!(names(&config, &build(&config, &models, &view, 0)), ["b", "c"]);
+    crate::state::update::<RateWindow, _>(&store, &deployment_window_key(&config, b), |window| {
+        window.record(60_000, 2, 0)
+    })
+    .unwrap();
+    assert_eq!(names(&config, &build(&config, &models, &view, 0)), ["c"]);
+}

@@ -1,0 +1,321 @@
+//! Admission and settlement of one request against its tenant's limits,
+//! quotas and budgets, in shared data.
+//!
+//! Admission books the request in every applicable record, each with its own
+//! compare-and-swap: the tenant's and the user's sliding minute, then each
+//! quota's reservation. If any check fails, the bookings already made are
+//! undone, so a refused request leaves no trace. Settlement, when the
+//! response has ended (or failed, or was aborted), replaces each estimate by
+//! the actual usage, adds to the cost ledger, and reports soft alerts.
+
+use crate::config::governance::{Governance, Tenant};
+use crate::config::ModelId;
+use crate::state::{update, Store, StoreError};
+
+use super::keys::{Identity, TenantId};
+use super::ledger::{cost_micros, LedgerRecord};
+use super::quota::{Amounts, Period, QuotaRecord, SoftAlert};
+use super::window::{RateLimits, RateStanding, RateWindow};
+use crate::config::Config;
+use crate::providers::TokenUsage;
+
+const PREFIX: &str = "signalbox/v1/";
+
+pub fn tenant_window_key(tenant: &Tenant) -> String {
+    format!("{PREFIX}rate/tenant/{}", tenant.name)
+}
+
+pub fn user_window_key(tenant: &Tenant, user: &str) -> String {
+    format!("{PREFIX}rate/user/{}/{user}", tenant.name)
+}
+
+pub fn quota_key(tenant: &Tenant, index: usize) -> String {
+    format!("{PREFIX}quota/{}/{index}", tenant.name)
+}
+
+pub fn ledger_key(tenant: &Tenant, model: &str) -> String {
+    format!("{PREFIX}ledger/{}/{model}", tenant.name)
+}
+
+/// One booking made at admission, to settle or undo later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Booking {
+    Window {
+        key: String,
+        minute: u64,
+    },
+    Quota {
+        key: String,
+        index: usize,
+        period_index: u64,
+    },
+}
+
+/// An admitted request: what it booked, and where the tenant stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub tenant: TenantId,
+    pub estimate: Amounts,
+    bookings: Vec<Booking>,
+    /// The tightest window after admission, for `x-ratelimit-*` headers.
+    pub standing: Option<(RateLimits, RateStanding)>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denial {
+    /// Over a per-minute limit (`scope`: "tenant" or "user"); `None`: the
+    /// request alone is over the limit and never fits.
+    Rate {
+        scope: &'static str,
+        retry_after_ms: Option<u64>,
+        limits: RateLimits,
+        standing: RateStanding,
+    },
+    /// A quota or budget is used up until its period ends.
+    Quota {
+        period: Period,
+        dimension: &'static str,
+        retry_after_ms: u64,
+    },
+    /// Shared data could not be updated (contention beyond the retry bound).
+    Busy,
+}
+
+/// What the estimate of a request is: one request, its prompt plus output
+/// reservation, and the cost of that on the most expensive model it may use.
+pub fn estimate(config: &Config, models: &[ModelId], prompt_tokens: u64, output_tokens: u64) -> Amounts {
+    let usage = TokenUsage {
+        input: prompt_tokens,
+        cached_input: 0,
+        cache_write: 0,
+        output: output_tokens,
+    };
+    let cost = models
+        .iter()
+        .map(|model| cost_micros(&config.models[*model].price, &usage))
+        .max()
+        .unwrap_or(0);
+    Amounts {
+        requests: 1,
+        tokens: prompt_tokens.saturating_add(output_tokens),
+        cost_micros: cost,
+    }
+}
+
+/// Whether the tenant's soft threshold is crossed in any quota (read only):
+/// with `downgrade_tier`, requests then go to the cheaper tier.
+pub fn past_soft_threshold(store: &dyn Store, tenant: &Tenant, now_ms: u64) -> bool {
+    tenant.quotas.iter().enumerate().any(|(index, quota)| {
+        crate::state::read::<QuotaRecord>(store, &quota_key(tenant, index))
+            .is_some_and(|record| record.share(quota.period, now_ms, &quota.caps) >= tenant.alert_at)
+    })
+}
+
+fn book_window(
+    store: &dyn Store,
+    key: String,
+    limits: &RateLimits,
+    tokens: u64,
+    now_ms: u64,
+) -> Result<(Booking, RateStanding), Result<(u64, RateStanding), StoreError>> {
+    match update::<RateWindow, _>(store, &key, |window| window.try_admit(now_ms, tokens, limits)) {
+        Ok((window, Ok(()))) => Ok((
+            Booking::Window {
+                key,
+                minute: window.minute,
+            },
+            window.standing(now_ms, limits),
+        )),
+        Ok((window, Err(wait))) => Err(Ok((wait.unwrap_or(u64::MAX), window.standing(now_ms, limits)))),
+        Err(err) => Err(Err(err)),
+    }
+}
+
+/// Books `estimate` for `identity` everywhere its policy asks, or refuses.
+pub fn admit(
+    governance: &Governance,
+    store: &dyn Store,
+    identity: &Identity,
+    estimate: Amounts,
+    now_ms: u64,
+) -> Result<Admission, Denial> {
+    let tenant = &governance.tenants[identity.tenant];
+    let mut admission = Admission {
+        tenant: identity.tenant,
+        estimate,
+        bookings: Vec::new(),
+        standing: None,
+    };
+    let windows = [
+        ("tenant", Some(tenant_window_key(tenant)), tenant.limits),
+        (
+            "user",
+            identity.user.as_deref().map(|user| user_window_key(tenant, user)),
+            tenant.user_limits,
+        ),
+    ];
+    for (scope, key, limits) in windows {
+        let Some(key) = key.filter(|_| !limits.is_unlimited()) else {
+            continue;
+        };
+        match book_window(store, key, &limits, estimate.tokens, now_ms) {
+            Ok((booking, standing)) => {
+                admission.bookings.push(booking);
+                let tighter = admission
+                    .standing
+                    .is_none_or(|(_, known)| standing.requests_remaining < known.requests_remaining);
+                if tighter {
+                    admission.standing = Some((limits, standing));
+                }
+            }
+            Err(outcome) => {
+                undo(governance, store, &admission, now_ms);
+                return Err(match outcome {
+                    Ok((wait, standing)) => Denial::Rate {
+                        scope,
+                        retry_after_ms: (wait != u64::MAX).then_some(wait),
+                        limits,
+                        standing,
+                    },
+                    Err(_) => Denial::Busy,
+                });
+            }
+        }
+    }
+    for (index, quota) in tenant.quotas.iter().enumerate() {
+        let key = quota_key(tenant, index);
+        let result = update::<QuotaRecord, _>(store, &key, |record| {
+            record.try_reserve(quota.period, now_ms, estimate, &quota.caps)
+        });
+        let denial = match result {
+            Ok((_, Ok(period_index))) => {
+                admission.bookings.push(Booking::Quota {
+                    key,
+                    index,
+                    period_index,
+                });
+                continue;
+            }
+            Ok((_, Err(dimension))) => Denial::Quota {
+                period: quota.period,
+                dimension,
+                retry_after_ms: quota.period.remaining_ms(now_ms),
+            },
+            Err(_) => Denial::Busy,
+        };
+        undo(governance, store, &admission, now_ms);
+        return Err(denial);
+    }
+    Ok(admission)
+}
+
+/// Takes back every booking of an admission (a later check refused it).
+fn undo(governance: &Governance, store: &dyn Store, admission: &Admission, now_ms: u64) {
+    let tenant = &governance.tenants[admission.tenant];
+    for booking in &admission.bookings {
+        let result = match booking {
+            Booking::Window { key, minute } => update::<RateWindow, _>(store, key, |window| {
+                window.cancel(now_ms, *minute, admission.estimate.tokens)
+            })
+            .map(|_| ()),
+            Booking::Quota {
+                key,
+                index,
+                period_index,
+            } => {
+                let period = tenant.quotas[*index].period;
+                update::<QuotaRecord, _>(store, key, |record| {
+                    record.release(period, now_ms, *period_index, admission.estimate)
+                })
+                .map(|_| ())
+            }
+        };
+        if let Err(err) = result {
+            log::warn!("cannot undo a booking at {}: {err:?}", booking_key(booking));
+        }
+    }
+}
+
+fn booking_key(booking: &Booking) -> &str {
+    match booking {
+        Booking::Window { key, .. } | Booking::Quota { key, .. } => key,
+    }
+}
+
+/// A soft threshold crossed by this settlement (reported once per period:
+/// only the settlement that set the record's flag sees it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossedAlert {
+    pub tenant: String,
+    pub period: Period,
+    pub alert: SoftAlert,
+}
+
+/// Replaces the estimate by what the request actually used (`usage` None:
+/// it failed or was aborted before usage was known) on `model`, and records
+/// it in the cost ledger. Returns the cost and any soft alerts crossed.
+pub fn settle(
+    config: &Config,
+    governance: &Governance,
+    store: &dyn Store,
+    admission: &Admission,
+    served_by: Option<ModelId>,
+    usage: Option<TokenUsage>,
+    now_ms: u64,
+) -> (u64, Vec<CrossedAlert>) {
+    let tenant = &governance.tenants[admission.tenant];
+    let usage = usage.unwrap_or_default();
+    let cost = served_by.map_or(0, |model| cost_micros(&config.models[model].price, &usage));
+    let actual = Amounts {
+        requests: 1,
+        tokens: usage.prompt_total().saturating_add(usage.output),
+        cost_micros: cost,
+    };
+    let mut alerts = Vec::new();
+    for booking in &admission.bookings {
+        let result = match booking {
+            Booking::Window { key, minute } => update::<RateWindow, _>(store, key, |window| {
+                window.settle_tokens(now_ms, *minute, admission.estimate.tokens, actual.tokens)
+            })
+            .map(|_| ()),
+            Booking::Quota {
+                key,
+                index,
+                period_index,
+            } => {
+                let quota = &tenant.quotas[*index];
+                update::<QuotaRecord, _>(store, key, |record| {
+                    record.settle(
+                        quota,
+                        now_ms,
+                        *period_index,
+                        admission.estimate,
+                        actual,
+                        tenant.alert_at,
+                    )
+                })
+                .map(|(_, alert)| {
+                    alerts.extend(alert.map(|alert| CrossedAlert {
+                        tenant: tenant.name.clone(),
+                        period: quota.period,
+                        alert,
+                    }));
+                })
+            }
+        };
+        if let Err(err) = result {
+            log::warn!("cannot settle a booking at {}: {err:?}", booking_key(booking));
+        }
+    }
+    if let Some(model) = served_by {
+        let key = ledger_key(tenant, &config.models[model].name);
+        if let Err(err) = update::<LedgerRecord, _>(store, &key, |ledger| ledger.add(&usage, cost)) {
+            log::warn!("cannot record spend at {key}: {err:?}");
+        }
+    }
+    (cost, alerts)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::*;
+use crate::govern::keys::Identity;
+use crate::state::MemoryStore;
+use crate::testing::governed_config;
+
+/// 2026-11-24T12:00:00Z.
+const NOON: u64 = 1_795_521_600_000;
+
+fn alice() -> Identity {
+    Identity {
+        tenant: 1,
+        user: Some("alice".into()),
+        key_name: "alice".into(),
+    }
+}
+
+fn bob() -> Identity {
+    Identity {
+        tenant: 1,
+        user: Some("bob".into()),
+        key_name: "bob".into(),
+    }
+}
+
+fn tokens(count: u64) -> Amounts {
+    Amounts {
+        requests: 1,
+        tokens: count,
+        cost_micros: 0,
+    }
+}
+
+#[test]
+fn tenants_are_resolved_in_name_order() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    assert_eq!(governance.tenants[1].name, "research");
+}
+
+#[test]
+fn the_user_limit_refuses_and_gives_the_tenant_booking_back() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    admit(governance, &store, &alice(), tokens(10), NOON).unwrap();
+    admit(governance, &store, &alice(), tokens(10), NOON).unwrap();
+    let refused = admit(governance, &store, &alice(), tokens(10), NOON).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Denial::Rate {
+                scope: "user",
+                retry_after_ms: Some(_),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    // The tenant's third request slot was given back: bob still fits.
+    admit(governance, &store, &bob(), tokens(10), NOON).unwrap();
+    assert!(matches!(
+        admit(governance, &store, &bob(), tokens(10), NOON),
+        Err(Denial::Rate { scope: "tenant", .. })
+    ));
+}
+
+#[test]
+fn concurrent_reservations_never_pass_the_quota_together() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    // 1,200-token requests against a 5,000-token day: four fit, whatever the interleaving.
+    let mut admitted = Vec::new();
+    for minute in 0..20 {
+        let identity = if minute % 2 == 0 { alice() } else { bob() };
+        if let Ok(admission) = admit(governance, &store, &identity, tokens(1_200), NOON + minute * 61_000) {
+            admitted.push(admission);
+        }
+    }
+    assert_eq!(admitted.len(), 4);
+    let refused = admit(governance, &store, &alice(), tokens(1_200), NOON + 30 * 61_000).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Denial::Quota {
+                period: Period::Day,
+                dimension: "tokens",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn settling_below_the_estimate_frees_room_and_records_cost() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    let small = config.model_named("small").unwrap();
+    let admission = admit(governance, &store, &alice(), tokens(4_000), NOON).unwrap();
+    assert!(
+        admit(governance, &store, &bob(), tokens(2_000), NOON).is_err(),
+        "4,000 + 2,000 > 5,000"
+    );
+    let usage = TokenUsage {
+        input: 300,
+        cached_input: 0,
+        cache_write: 0,
+        output: 200,
+    };
+    let (cost, _) = settle(
+        &config,
+        governance,
+        &store,
+        &admission,
+        Some(small),
+        Some(usage),
+        NOON + 1_000,
+    );
+    // gpt-4o-mini: 300 × 0.15 + 200 × 0.6 micro-USD.
+    assert_eq!(cost, 165);
+    admit(governance, &store, &bob(), tokens(2_000), NOON + 2_000).unwrap();
+    let ledger: LedgerRecord = crate::state::read(&store, &ledger_key(&governance.tenants[1], "small")).unwrap();
+    assert_eq!(
+        (ledger.requests, ledger.cost_micros, ledger.usage.output),
+        (1, 165, 200)
+    );
+}
+
+#[test]
+fn a_failed_request_releases_its_reservation_without_charging_tokens() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    let admission = admit(governance, &store, &alice(), tokens(4_900), NOON).unwrap();
+    settle(&config, governance, &store, &admission, None, None, NOON + 500);
+    admit(governance, &store, &bob(), tokens(4_900), NOON + 61_000).unwrap();
+}
+
+#[test]
+fn the_soft_alert_is_reported_once() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    let small = config.model_named("small").unwrap();
+    let mut alerts = Vec::new();
+    for step in 0..4 {
+        let admission = admit(governance, &store, &alice(), tokens(1_000), NOON + step * 61_000).unwrap();
+        let usage = TokenUsage {
+            input: 500,
+            cached_input: 0,
+            cache_write: 0,
+            output: 500,
+        };
+        alerts.extend(
+            settle(
+                &config,
+                governance,
+                &store,
+                &admission,
+                Some(small),
+                Some(usage),
+                NOON + step * 61_000 + 1,
+            )
+            .1,
+        );
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].period, Period::Day);
+    assert!(past_soft_threshold(&store, &governance.tenants[1], NOON + 300_000));
+}
+
+#[test]
+fn admission_survives_contention() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    store.inject_conflicts(5);
+    admit(governance, &store, &alice(), tokens(10), NOON).unwrap();
+}
+
+#[test]
+fn estimates_take_the_most_expensive_candidate() {
+    let config = governed_config();
+    let models = [
+        config.model_named("small").unwrap(),
+        config.model_named("large").unwrap(),
+    ];
+    let amounts = estimate(&config, &models, 1_000, 1_000);
+    assert_eq!(amounts.tokens, 2_000);
+    // large: 1000 × 2.5 + 1000 × 10.
+    assert_eq!(amounts.cost_micros, 12_500);
+}
