@@ -34,14 +34,15 @@ EXAMPLES = """
 Signalbox is routing on http://127.0.0.1:10000 ({mode}). Try:
 
   # a simple prompt goes to the cheap tier
-  curl -s -i http://127.0.0.1:10000/v1/chat/completions -H 'x-signalbox-explain: 1' \\
+  curl -s -i http://127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team' -H 'x-signalbox-explain: 1' \\
     -d '{{"model":"auto","messages":[{{"role":"user","content":"What is the capital of France?"}}]}}'
 
   # code, math or multi-step analysis goes to the strong tier
-  curl -s -i http://127.0.0.1:10000/v1/chat/completions -H 'x-signalbox-explain: 1' \\
+  curl -s -i http://127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team' -H 'x-signalbox-explain: 1' \\
     -d '{{"model":"auto","messages":[{{"role":"user","content":"Write a Python function that merges overlapping intervals and prove it runs in O(n log n)."}}]}}'
 
-Look at the x-signalbox-* response headers. Admin: http://127.0.0.1:9901  Stop: Ctrl-C
+Look at the x-signalbox-* response headers. Virtual keys: sk-demo-team, sk-demo-tiny (5 requests a day).
+Spend: http://127.0.0.1:10000/signalbox/spend  Health: http://127.0.0.1:10000/signalbox/health  Admin: http://127.0.0.1:9901  Stop: Ctrl-C
 """
 
 
