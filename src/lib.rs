@@ -14,12 +14,14 @@ pub mod govern;
 pub mod headers;
 pub mod health;
 pub mod json_edit;
+pub mod pii;
 pub mod probe;
 pub mod providers;
 pub mod request;
 pub mod route;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 pub mod tokens;
 
 #[cfg(target_arch = "wasm32")]

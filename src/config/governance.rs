@@ -57,6 +57,9 @@ pub struct RawTenant {
     /// Add `x-signalbox-cost-usd` and token counts to responses.
     #[serde(default)]
     pub show_usage: bool,
+    /// Put the (PII-redacted) prompt and answer into the access-log fields.
+    #[serde(default)]
+    pub audit_content: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +134,7 @@ pub struct Tenant {
     pub alert_at: f64,
     pub downgrade_tier: Option<TierId>,
     pub show_usage: bool,
+    pub audit_content: bool,
 }
 
 impl Tenant {
@@ -271,6 +275,13 @@ fn resolve_tenant(
             RawPeriod::Day => Period::Day,
             RawPeriod::Month => Period::Month,
         };
+        // One quota per window keeps its usage one series in the metrics.
+        if quotas.iter().any(|earlier: &Quota| earlier.period == period) {
+            return Err(ConfigError::new(
+                format!("{quota_path}.window"),
+                format!("a second `{}` quota: put all its caps in one", period.name()),
+            ));
+        }
         quotas.push(Quota {
             period,
             caps: Caps {
@@ -291,6 +302,7 @@ fn resolve_tenant(
         alert_at,
         downgrade_tier,
         show_usage: raw.show_usage,
+        audit_content: raw.audit_content,
     })
 }
 

@@ -183,6 +183,7 @@ pub struct Config {
     pub health_path: Option<String>,
     pub spend_path: Option<String>,
     pub governance: Option<governance::Governance>,
+    pub observability: Observability,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
@@ -325,6 +326,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         .map(|raw| governance::resolve(raw, &model_by_name, models.len(), &tier_by_name, &tier_models))
         .transpose()?;
     let resilience = resolve_resilience(&raw.resilience)?;
+    let observability = resolve_observability(&raw.observability)?;
     if let Some(path) = &raw.health_path {
         if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
             return Err(ConfigError::new(
@@ -348,8 +350,39 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         health_path: raw.health_path,
         spend_path: raw.spend_path,
         governance,
+        observability,
         model_by_name,
         tier_by_name,
+    })
+}
+
+/// Metrics and access-log settings (see [`raw::RawObservability`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observability {
+    pub metrics: bool,
+    pub access_log: bool,
+    pub gauge_interval_ms: u64,
+    pub audit_max_chars: usize,
+}
+
+fn resolve_observability(raw: &raw::RawObservability) -> Result<Observability, ConfigError> {
+    if !(100..=3_600_000).contains(&raw.gauge_interval_ms) {
+        return Err(ConfigError::new(
+            "observability.gauge_interval_ms",
+            "must be between 100 and 3600000",
+        ));
+    }
+    if !(1..=65_536).contains(&raw.audit_max_chars) {
+        return Err(ConfigError::new(
+            "observability.audit_max_chars",
+            "must be between 1 and 65536",
+        ));
+    }
+    Ok(Observability {
+        metrics: raw.metrics,
+        access_log: raw.access_log,
+        gauge_interval_ms: raw.gauge_interval_ms,
+        audit_max_chars: raw.audit_max_chars,
     })
 }
 

@@ -44,6 +44,49 @@ pub struct RawConfig {
     /// Path of the JSON spend view (`GET`), or null to turn it off.
     #[serde(default = "default_spend_path")]
     pub spend_path: Option<String>,
+    #[serde(default)]
+    pub observability: RawObservability,
+}
+
+/// Metrics and access-log fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObservability {
+    /// Export Envoy stats (`signalbox_*` in `/stats/prometheus`).
+    #[serde(default = "enabled")]
+    pub metrics: bool,
+    /// Write per-request filter state (`wasm.signalbox.*`) for access logs.
+    #[serde(default = "enabled")]
+    pub access_log: bool,
+    /// How often one VM per process refreshes the health and quota gauges.
+    #[serde(default = "default_gauge_interval_ms")]
+    pub gauge_interval_ms: u64,
+    /// Longest prompt or answer (in characters) kept for tenants with `audit_content`.
+    #[serde(default = "default_audit_max_chars")]
+    pub audit_max_chars: usize,
+}
+
+impl Default for RawObservability {
+    fn default() -> Self {
+        RawObservability {
+            metrics: true,
+            access_log: true,
+            gauge_interval_ms: default_gauge_interval_ms(),
+            audit_max_chars: default_audit_max_chars(),
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn default_gauge_interval_ms() -> u64 {
+    5_000
+}
+
+fn default_audit_max_chars() -> usize {
+    2_000
 }
 
 /// When the score and signals headers are added to responses.

@@ -7,7 +7,7 @@
 //! Request headers must not be read in response callbacks (the host answers
 //! BadArgument): callers snapshot them in the request path.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
@@ -153,6 +153,11 @@ pub fn now_ms() -> u64 {
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Microseconds since `started` (a monotonic clock: WASI's).
+pub fn elapsed_us(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A string property such as `plugin_root_id`.

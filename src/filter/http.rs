@@ -7,19 +7,23 @@
 //! gets one local reply.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host::{self, HostStore};
+use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
 use super::spend::Spend;
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
 use crate::route::chain::StoreHealth;
-use crate::route::response::{decode_usage, USAGE_STATE};
-use crate::route::{self, ClientHints, Endpoint, RequestPlan, Situation, CLIENT_HEADER_PREFIX};
+use crate::route::response::{decode_usage, FIRST_CONTENT_STATE, USAGE_STATE};
+use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
+use crate::telemetry::access_log::{self, AuditContent};
+use crate::telemetry::report::RequestReport;
+use crate::telemetry::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -38,6 +42,17 @@ struct Routed {
     attempts: AttemptPlan,
     explain: bool,
     decision_headers: Vec<(&'static str, String)>,
+    decision: RoutingDecision,
+    requested_model: String,
+}
+
+/// Raw answer bytes kept for an audited tenant's access-log line.
+const AUDIT_CAPTURE_BYTES: usize = 256 * 1024;
+
+/// The prompt and the answer so far, for tenants with `audit_content`.
+struct Audit {
+    prompt: Option<String>,
+    answer: Vec<u8>,
 }
 
 pub struct ChatFilter {
@@ -53,6 +68,13 @@ pub struct ChatFilter {
     spend: Option<Spend>,
     /// Every attempt failed: the response body becomes this error.
     replacement: Option<Vec<u8>>,
+    /// When the request arrived (epoch ms).
+    started_ms: u64,
+    /// Time spent in this filter's request callbacks.
+    routing_us: u64,
+    request_id: Option<String>,
+    outcome: Option<Outcome>,
+    audit: Option<Audit>,
 }
 
 impl ChatFilter {
@@ -66,10 +88,16 @@ impl ChatFilter {
             routed: None,
             spend: None,
             replacement: None,
+            started_ms: 0,
+            routing_us: 0,
+            request_id: None,
+            outcome: None,
+            audit: None,
         }
     }
 
     fn reply_error(&mut self, error: &GatewayError) -> Action {
+        self.outcome = Some(Outcome::of_error(error));
         host::send_error(error);
         self.phase = Phase::Replied;
         Action::Pause
@@ -102,16 +130,16 @@ impl ChatFilter {
             attempts: plan.attempts,
             explain: plan.explain,
             decision_headers: plan.response_headers,
+            decision: plan.decision,
+            requested_model: plan.requested_model,
         });
         self.phase = Phase::Routed;
         Action::Continue
     }
-}
 
-impl Context for ChatFilter {}
-
-impl HttpContext for ChatFilter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    /// Answers Signalbox's own paths, authenticates, holds chat and
+    /// embeddings requests for their body.
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(state) = self.state.clone() else {
             return self.reply_error(&GatewayError::Internal {
                 message: "Signalbox is not configured.".into(),
@@ -143,6 +171,8 @@ impl HttpContext for ChatFilter {
             }
             Endpoint::ChatCompletions | Endpoint::Embeddings => {}
         }
+        self.started_ms = host::now_ms();
+        self.request_id = headers.get("x-request-id").map(str::to_string);
 
         if let Some(governance) = &config.governance {
             match Spend::authenticate(governance, &headers) {
@@ -170,7 +200,8 @@ impl HttpContext for ChatFilter {
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    /// Reads the body once complete, plans the request, admits it, applies the plan.
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.phase != Phase::AwaitingBody {
             return if self.phase == Phase::Replied {
                 Action::Pause
@@ -220,11 +251,37 @@ impl HttpContext for ChatFilter {
             Err(error) => return self.reply_error(&error),
         };
         if let (Some(governance), Some(spend)) = (governance, self.spend.as_mut()) {
-            if let Err(error) = spend.admit(config, governance, &plan.decision) {
+            if let Err(error) = spend.admit(config, governance, &plan.decision, &state.metrics) {
                 return self.reply_error(&error);
+            }
+            let audited = spend.policy(governance).audit_content;
+            if let (true, Some(redactor)) = (audited, &state.redactor) {
+                let max_chars = config.observability.audit_max_chars;
+                self.audit = Some(Audit {
+                    prompt: access_log::audited_prompt(&body, redactor, max_chars),
+                    answer: Vec::new(),
+                });
             }
         }
         self.apply(plan)
+    }
+}
+
+impl Context for ChatFilter {}
+
+impl HttpContext for ChatFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let started = Instant::now();
+        let action = self.request_headers(end_of_stream);
+        self.routing_us = self.routing_us.saturating_add(elapsed_us(started));
+        action
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let started = Instant::now();
+        let action = self.request_body(body_size, end_of_stream);
+        self.routing_us = self.routing_us.saturating_add(elapsed_us(started));
+        action
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -262,6 +319,11 @@ impl HttpContext for ChatFilter {
                 host::set_response_header(name, &value);
             }
         }
+        self.outcome = Some(if route::is_exhausted(status) {
+            Outcome::Unavailable
+        } else {
+            Outcome::of_status(status)
+        });
         if route::is_exhausted(status) {
             let health = StoreHealth {
                 store: &HostStore,
@@ -292,22 +354,76 @@ impl HttpContext for ChatFilter {
         if let Some(replacement) = &self.replacement {
             let value: &[u8] = if end_of_stream { replacement } else { b"" };
             host::replace_response_body(body_size, value);
+        } else if let Some(audit) = self
+            .audit
+            .as_mut()
+            .filter(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES)
+        {
+            if let Some(chunk) = host::response_body(body_size) {
+                let room = AUDIT_CAPTURE_BYTES - audit.answer.len();
+                audit.answer.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
+            }
         }
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        let (Some(state), Some(spend)) = (self.state.clone(), self.spend.as_mut()) else {
+        let Some(state) = self.state.clone() else { return };
+        if !matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings) {
             return;
-        };
+        }
         let config = &state.config;
-        let Some(governance) = &config.governance else { return };
         let trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
         // Usage means an attempt succeeded; it was written by the attempt that answered.
         let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
-        let served_by = usage
-            .and(trail.last())
-            .map(|record| config.deployments[record.deployment].model);
-        spend.settle(config, governance, served_by, usage);
+        if let (Some(governance), Some(spend)) = (&config.governance, self.spend.as_mut()) {
+            let served_by = usage
+                .and(trail.last())
+                .map(|record| config.deployments[record.deployment].model);
+            spend.settle(config, governance, served_by, usage, &state.metrics);
+        }
+        let observability = config.observability;
+        if !observability.metrics && !observability.access_log {
+            return;
+        }
+        let first_token_ms = host::filter_state(FIRST_CONTENT_STATE)
+            .and_then(|at| at.parse::<u64>().ok())
+            .map(|at| at.saturating_sub(self.started_ms));
+        let identity = self.spend.as_ref().map(Spend::identity);
+        let report = RequestReport {
+            request_id: self.request_id.as_deref(),
+            tenant: identity.map(|identity| identity.tenant),
+            user: identity.and_then(|identity| identity.user.as_deref()),
+            key_name: identity.map(|identity| identity.key_name.as_str()),
+            endpoint: match self.endpoint {
+                Endpoint::Embeddings => "embeddings",
+                _ => "chat.completions",
+            },
+            requested_model: self.routed.as_ref().map(|routed| routed.requested_model.as_str()),
+            decision: self.routed.as_ref().map(|routed| &routed.decision),
+            trail,
+            outcome: self.outcome,
+            usage,
+            first_token_ms,
+            duration_ms: host::now_ms().saturating_sub(self.started_ms),
+            routing_us: Some(self.routing_us),
+        };
+        state.metrics.emit(config, &report.samples(config));
+        if !observability.access_log {
+            return;
+        }
+        let content = self.audit.take().map(|audit| {
+            let stream = self.routed.as_ref().is_some_and(|routed| routed.attempts.stream);
+            let answer = state.redactor.as_ref().and_then(|redactor| {
+                access_log::audited_answer(&audit.answer, stream, redactor, observability.audit_max_chars)
+            });
+            AuditContent {
+                prompt: audit.prompt,
+                answer,
+            }
+        });
+        for (field, value) in access_log::fields(config, &report, content.as_ref()) {
+            host::set_filter_state(&format!("signalbox.{field}"), &value);
+        }
     }
 }

@@ -16,10 +16,14 @@ use proxy_wasm::types::{BufferType, ContextType};
 
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
+use super::metrics::{count_config_load, Metrics};
 use super::upstream::AttemptFilter;
 use crate::config::{Config, DeploymentId};
 use crate::health::{DeploymentHealth, Transition};
+use crate::pii::Redactor;
+use crate::route::chain::StoreHealth;
 use crate::route::models_listing;
+use crate::telemetry::gauges;
 use crate::{probe, state};
 
 pub const UPSTREAM_ROOT_ID: &str = "signalbox_upstream";
@@ -31,6 +35,9 @@ pub struct Loaded {
     pub models_json: Vec<u8>,
     /// This VM's random generator (weighted, canary and key draws).
     pub rng: RefCell<SplitMix>,
+    pub metrics: Metrics,
+    /// Present when some tenant has its prompts and answers audited.
+    pub redactor: Option<Redactor>,
 }
 
 /// SplitMix64: small, fast, and good enough to spread traffic; seeded per VM.
@@ -65,6 +72,9 @@ pub struct SignalboxRoot {
     vm_owner_id: u64,
     /// Probes in flight: call token → (deployment, sent at).
     probes: HashMap<u32, (DeploymentId, u64)>,
+    /// When the probes and the gauges are next due.
+    next_probes_ms: u64,
+    next_gauges_ms: u64,
 }
 
 impl Default for SignalboxRoot {
@@ -74,6 +84,8 @@ impl Default for SignalboxRoot {
             state: None,
             vm_owner_id: SplitMix::seeded().next().max(1),
             probes: HashMap::new(),
+            next_probes_ms: 0,
+            next_gauges_ms: 0,
         }
     }
 }
@@ -93,12 +105,24 @@ pub fn log_transition(config: &Config, deployment: DeploymentId, transition: Opt
     }
 }
 
+/// Whether a job run every `interval_ms` is due, and if so schedules the
+/// next run. Ticks may come a little early, so 10% early counts as on time.
+fn due(next_ms: &mut u64, now: u64, interval_ms: u64) -> bool {
+    if now.saturating_add(interval_ms / 10) < *next_ms {
+        return false;
+    }
+    *next_ms = now.saturating_add(interval_ms);
+    true
+}
+
 impl SignalboxRoot {
-    fn send_probes(&mut self, state: &Loaded) {
+    fn send_probes(&mut self, state: &Loaded, now: u64) {
         let Some(settings) = state.config.resilience.probes else {
             return;
         };
-        let now = host::now_ms();
+        if !due(&mut self.next_probes_ms, now, settings.interval_ms) {
+            return;
+        }
         if !state::lease::try_acquire(
             &HostStore,
             probe::LEASE_KEY,
@@ -129,6 +153,25 @@ impl SignalboxRoot {
                 self.probes.insert(token, (deployment, now));
             }
         }
+    }
+
+    /// Sets the health and quota gauges from shared data (one VM per
+    /// process does it each interval: the gauges are process-wide).
+    fn publish_gauges(&mut self, state: &Loaded, now: u64) {
+        let interval = state.config.observability.gauge_interval_ms;
+        if !state.config.observability.metrics || !due(&mut self.next_gauges_ms, now, interval) {
+            return;
+        }
+        if !state::lease::try_acquire(&HostStore, gauges::LEASE_KEY, self.vm_owner_id, now, interval * 3) {
+            return;
+        }
+        let health = StoreHealth {
+            store: &HostStore,
+            config: &state.config,
+            now_ms: now,
+        };
+        let samples = gauges::state_gauges(&state.config, &HostStore, &health);
+        state.metrics.emit(&state.config, &samples);
     }
 }
 
@@ -168,9 +211,11 @@ impl RootContext for SignalboxRoot {
             Ok(config) => config,
             Err(err) => {
                 log::error!("{err}");
+                count_config_load(false);
                 return false;
             }
         };
+        count_config_load(true);
         log::info!(
             "configured {} providers, {} models ({} deployments), {} tiers, {} rules",
             config.providers.len(),
@@ -184,23 +229,49 @@ impl RootContext for SignalboxRoot {
         for deployment in &config.deployments {
             state::ensure::<DeploymentHealth>(&HostStore, &deployment.health_key);
         }
-        if let (Role::Router, Some(probes)) = (self.role, config.resilience.probes) {
-            if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(probes.interval_ms)) {
-                log::warn!("cannot schedule probes: {status:?}");
+        if self.role == Role::Router {
+            let probes = config.resilience.probes.map(|probes| probes.interval_ms);
+            let gauges = config
+                .observability
+                .metrics
+                .then_some(config.observability.gauge_interval_ms);
+            if let Some(period) = probes.into_iter().chain(gauges).min() {
+                if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
+                    log::warn!("cannot schedule probes and gauges: {status:?}");
+                }
             }
         }
         let models_json = models_listing(&config);
+        let audited = config
+            .governance
+            .as_ref()
+            .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.audit_content));
+        let redactor = if audited && config.observability.access_log {
+            match Redactor::new() {
+                Ok(redactor) => Some(redactor),
+                Err(err) => {
+                    log::error!("cannot build the PII redactor: {err}");
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
         self.state = Some(Rc::new(Loaded {
+            metrics: Metrics::new(&config),
             config,
             models_json,
             rng: RefCell::new(SplitMix::seeded()),
+            redactor,
         }));
         true
     }
 
     fn on_tick(&mut self) {
         if let Some(state) = self.state.clone() {
-            self.send_probes(&state);
+            let now = host::now_ms();
+            self.send_probes(&state, now);
+            self.publish_gauges(&state, now);
         }
     }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::host::{self, HostStore};
+use super::metrics::Metrics;
 use crate::config::governance::{Governance, Tenant};
 use crate::config::{Config, ModelId};
 use crate::error::GatewayError;
@@ -17,6 +18,7 @@ use crate::govern::{auth_error, denial_error, rate_limit_headers};
 use crate::headers::HeaderMap;
 use crate::providers::TokenUsage;
 use crate::route::RoutingDecision;
+use crate::telemetry::{denial_reason, window_label, Family, Label, Sample};
 
 pub const HEADER_COST: &str = "x-signalbox-cost-usd";
 pub const HEADER_INPUT_TOKENS: &str = "x-signalbox-input-tokens";
@@ -50,6 +52,11 @@ impl Spend {
         self.now_override.unwrap_or_else(host::now_ms)
     }
 
+    /// Who is calling (tenant, user, key name).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     pub fn policy<'g>(&self, governance: &'g Governance) -> &'g Tenant {
         &governance.tenants[self.identity.tenant]
     }
@@ -66,6 +73,7 @@ impl Spend {
         config: &Config,
         governance: &Governance,
         decision: &RoutingDecision,
+        metrics: &Metrics,
     ) -> Result<(), GatewayError> {
         let output = decision
             .max_output_tokens
@@ -76,7 +84,14 @@ impl Spend {
                 self.admission = Some(admission);
                 Ok(())
             }
-            Err(denial) => Err(denial_error(&self.policy(governance).name, denial)),
+            Err(denial) => {
+                let labels = [
+                    Label::Tenant(Some(self.identity.tenant)),
+                    Label::Fixed("reason", denial_reason(&denial)),
+                ];
+                metrics.emit(config, &[Sample::new(Family::Rejections, &labels, 1)]);
+                Err(denial_error(&self.policy(governance).name, denial))
+            }
         }
     }
 
@@ -112,11 +127,17 @@ impl Spend {
         governance: &Governance,
         served_by: Option<ModelId>,
         usage: Option<TokenUsage>,
+        metrics: &Metrics,
     ) {
         let Some(admission) = self.admission.take() else { return };
         let now = self.now();
         let (_, alerts) = admission::settle(config, governance, &HostStore, &admission, served_by, usage, now);
         for alert in alerts {
+            let labels = [
+                Label::Tenant(Some(admission.tenant)),
+                Label::Fixed("window", window_label(alert.period)),
+            ];
+            metrics.emit(config, &[Sample::new(Family::SoftAlerts, &labels, 1)]);
             send_alert(governance, &alert);
         }
     }

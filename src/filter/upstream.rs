@@ -16,11 +16,12 @@
 //! stream, still fails over), anything else until its body is complete.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host::{self, HostStore};
+use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
 use crate::config::{Config, DeploymentId};
 use crate::govern::window::RateWindow;
@@ -29,8 +30,9 @@ use crate::health::{AttemptOutcome, DeploymentHealth, FailureKind};
 use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
-use crate::route::response::{self, USAGE_STATE};
+use crate::route::response::{self, FIRST_CONTENT_STATE, USAGE_STATE};
 use crate::state;
+use crate::telemetry::report::AttemptReport;
 
 /// A request Signalbox planned, at attempt `number` (1-based).
 struct Attempt {
@@ -42,6 +44,8 @@ struct Attempt {
     /// The client's body (translated embeddings answers need it again).
     request_body: Vec<u8>,
     started_ms: u64,
+    /// Time spent rewriting the request for the provider.
+    prepare_us: Option<u64>,
 }
 
 /// How the answer is being handled.
@@ -70,6 +74,8 @@ pub struct AttemptFilter {
     failure: Option<Failure>,
     usage: Option<TokenUsage>,
     first_content_ms: Option<u64>,
+    /// Time spent translating a whole answer.
+    translate_us: Option<u64>,
 }
 
 impl AttemptFilter {
@@ -82,6 +88,17 @@ impl AttemptFilter {
             failure: None,
             usage: None,
             first_content_ms: None,
+            translate_us: None,
+        }
+    }
+
+    /// The first content of the answer is here; a success's time is the
+    /// request's time to first token.
+    fn mark_first_content(&mut self) {
+        let now = host::now_ms();
+        self.first_content_ms = Some(now);
+        if self.status.is_some_and(|status| (200..300).contains(&status)) {
+            host::set_filter_state(FIRST_CONTENT_STATE, &now.to_string());
         }
     }
 
@@ -107,6 +124,7 @@ impl AttemptFilter {
             return Action::Continue;
         };
         let body = host::response_body(body_size).unwrap_or_default();
+        let started = Instant::now();
         let finished = response::finish_buffered(
             &state.config,
             &attempt.plan,
@@ -118,6 +136,7 @@ impl AttemptFilter {
             &body,
             host::now_ms() / 1000,
         );
+        self.translate_us = Some(elapsed_us(started));
         host::set_response_header(":status", &finished.status.to_string());
         host::set_response_header("content-type", "application/json");
         host::set_response_header("content-length", &finished.body.len().to_string());
@@ -167,7 +186,7 @@ impl AttemptFilter {
         };
         host::replace_response_body(body_size, &output);
         if saw_content || end_of_stream {
-            self.first_content_ms = Some(host::now_ms());
+            self.mark_first_content();
             if !saw_content {
                 if let Some(status) = response::failed_stream_status(failure) {
                     host::set_response_header(":status", &status.to_string());
@@ -219,14 +238,24 @@ impl Context for AttemptFilter {
                 })
             }
         };
+        let first_token_ms = self
+            .first_content_ms
+            .map(|first| first.saturating_sub(attempt.started_ms));
         let outcome = AttemptOutcome {
             failure,
             retry_after_ms: self.failure.and_then(|failure| failure.retry_after_ms),
             latency_ms: elapsed,
-            first_token_ms: self
-                .first_content_ms
-                .map(|first| first.saturating_sub(attempt.started_ms)),
+            first_token_ms,
         };
+        let report = AttemptReport {
+            deployment: attempt.deployment,
+            failure,
+            latency_ms: elapsed,
+            first_token_ms,
+            prepare_us: attempt.prepare_us,
+            translate_us: self.translate_us,
+        };
+        state.metrics.emit(config, &report.samples(config));
         let settings = &config.resilience.health;
         let key = &config.deployments[attempt.deployment].health_key;
         match state::update::<DeploymentHealth, _>(&HostStore, key, |health| {
@@ -285,6 +314,7 @@ impl HttpContext for AttemptFilter {
             headers,
             request_body: Vec::new(),
             started_ms: now,
+            prepare_us: None,
         });
         if end_of_stream {
             Action::Continue
@@ -303,6 +333,7 @@ impl HttpContext for AttemptFilter {
         let Some(body) = host::request_body(body_size) else {
             return Action::Continue;
         };
+        let started = Instant::now();
         match attempts::prepare_attempt(
             &state.config,
             &attempt.plan,
@@ -323,6 +354,7 @@ impl HttpContext for AttemptFilter {
             }
             Err(err) => log::warn!("cannot prepare attempt {}: {err}", attempt.number),
         }
+        attempt.prepare_us = Some(elapsed_us(started));
         attempt.request_body = body;
         Action::Continue
     }
@@ -350,7 +382,7 @@ impl HttpContext for AttemptFilter {
         }
         let pairs = headers.to_pairs();
         if end_of_stream {
-            self.first_content_ms = Some(host::now_ms());
+            self.mark_first_content();
             return self.finish_buffered(0, status, &pairs);
         }
         self.answer = Answer::Buffered { status, headers: pairs };
@@ -364,7 +396,7 @@ impl HttpContext for AttemptFilter {
             Answer::Buffered { .. } if !end_of_stream => Action::Pause,
             Answer::Buffered { status, headers } => {
                 let (status, headers) = (*status, headers.clone());
-                self.first_content_ms = Some(host::now_ms());
+                self.mark_first_content();
                 self.finish_buffered(body_size, status, &headers)
             }
         }

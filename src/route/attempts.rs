@@ -18,7 +18,7 @@ use super::HeaderEdit;
 /// cluster of the next attempt.
 pub const NEXT_CLUSTER_STATE: &str = "signalbox.next";
 pub const PLAN_STATE: &str = "signalbox.plan";
-pub const TRAIL_STATE: &str = "signalbox.attempts";
+pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 

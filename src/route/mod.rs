@@ -109,6 +109,8 @@ pub struct RequestPlan {
     /// once the attempt that answered is known).
     pub response_headers: Vec<(&'static str, String)>,
     pub explain: bool,
+    /// The `model` the client sent.
+    pub requested_model: String,
 }
 
 /// The API paths Signalbox answers or routes.
@@ -247,6 +249,7 @@ pub fn plan_chat(
         request_headers,
         response_headers,
         explain,
+        requested_model: request.model.as_str().to_string(),
     })
 }
 
@@ -309,6 +312,7 @@ pub fn plan_embeddings(
         request_headers,
         response_headers: Vec::new(),
         explain: false,
+        requested_model: requested.to_string(),
     })
 }
 
@@ -569,6 +573,13 @@ fn decision_headers(config: &Config, decision: &RoutingDecision, explain: bool) 
         headers.push((HEADER_SCORE, format!("{:.3}", classification.score)));
         headers.push((HEADER_SIGNALS, classification.explain()));
     }
+    headers.push((HEADER_REASON, decision_reason(config, decision)));
+    headers
+}
+
+/// Why the model was chosen: `score`, `explicit`, `client-header` or
+/// `rule:<name>`, with `;escalated-from:<tier>`, `;downgraded`, `;degraded`.
+pub fn decision_reason(config: &Config, decision: &RoutingDecision) -> String {
     let mut reason = match decision.source {
         DecisionSource::Explicit => "explicit".to_string(),
         DecisionSource::ClientHeader => "client-header".to_string(),
@@ -584,8 +595,7 @@ fn decision_headers(config: &Config, decision: &RoutingDecision, explain: bool) 
     if decision.degraded {
         reason.push_str(";degraded");
     }
-    headers.push((HEADER_REASON, reason));
-    headers
+    reason
 }
 
 /// Whether a final response means every attempt failed: the client then gets

@@ -11,6 +11,9 @@ use super::attempts::{call_for, AttemptPlan};
 
 /// Filter state with the answering attempt's token usage.
 pub const USAGE_STATE: &str = "signalbox.usage";
+/// Filter state with the time (epoch ms) a successful attempt's first
+/// content arrived, for the request's time to first token.
+pub const FIRST_CONTENT_STATE: &str = "signalbox.first_content_at";
 
 /// `input,cached_input,cache_write,output`.
 pub fn encode_usage(usage: &TokenUsage) -> String {

@@ -1,0 +1,237 @@
+//! The audit trail of one request, as filter-state values Envoy's access
+//! log reads with `%FILTER_STATE(wasm.signalbox.<field>:PLAIN)%` (see
+//! [`FIELDS`]). The router writes them when the request ends (`on_log`,
+//! which runs before the connection manager's access logs). Only fields
+//! with a value are written; the log shows the others as null.
+//!
+//! Prompts and answers appear only for tenants with `audit_content`, cut to
+//! `observability.audit_max_chars` and with personal data and secrets
+//! replaced ([`crate::pii`]).
+
+use super::report::RequestReport;
+use crate::config::Config;
+use crate::pii::{truncate_chars, Redactor};
+use crate::request::parse_chat;
+use crate::route::decision_reason;
+
+/// Every field, in the order written; each is `wasm.signalbox.<field>`.
+pub const FIELDS: [&str; 25] = [
+    "request_id",
+    "endpoint",
+    "tenant",
+    "user",
+    "key",
+    "model_requested",
+    "tier",
+    "score",
+    "signals",
+    "reason",
+    "model",
+    "provider",
+    "deployment",
+    "route",
+    "attempts",
+    "outcome",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost_usd",
+    "ttft_ms",
+    "duration_ms",
+    "routing_us",
+    "prompt",
+    "answer",
+];
+
+/// The prompt and answer of an audited request, already redacted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditContent {
+    pub prompt: Option<String>,
+    pub answer: Option<String>,
+}
+
+/// `(field, value)` for each field with a value.
+pub fn fields(
+    config: &Config,
+    report: &RequestReport<'_>,
+    content: Option<&AuditContent>,
+) -> Vec<(&'static str, String)> {
+    let mut fields: Vec<(&'static str, String)> = Vec::with_capacity(FIELDS.len());
+    let mut put = |field: &'static str, value: Option<String>| {
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            fields.push((field, value));
+        }
+    };
+    let tenant = report
+        .tenant
+        .and_then(|tenant| config.governance.as_ref()?.tenants.get(tenant));
+    let decision = report.decision;
+    let classification = decision.and_then(|decision| decision.classification.as_ref());
+    let served = report
+        .served_deployment()
+        .and_then(|deployment| config.deployments.get(deployment));
+    let model = served.map(|deployment| &config.models[deployment.model]);
+    put("request_id", report.request_id.map(str::to_string));
+    put("endpoint", Some(report.endpoint.to_string()));
+    put("tenant", tenant.map(|tenant| tenant.name.clone()));
+    put("user", report.user.map(str::to_string));
+    put("key", report.key_name.map(str::to_string));
+    put("model_requested", report.requested_model.map(str::to_string));
+    put(
+        "tier",
+        decision
+            .and_then(|decision| decision.tier)
+            .map(|tier| config.tiers[tier].name.clone()),
+    );
+    put("score", classification.map(|c| format!("{:.3}", c.score)));
+    put("signals", classification.map(|c| c.explain()));
+    put("reason", decision.map(|decision| decision_reason(config, decision)));
+    put("model", model.map(|model| model.name.clone()));
+    put(
+        "provider",
+        model.map(|model| config.providers[model.provider].name.clone()),
+    );
+    put("deployment", served.map(|deployment| deployment.name.clone()));
+    put(
+        "route",
+        (!report.trail.0.is_empty()).then(|| report.route().to_string()),
+    );
+    put(
+        "attempts",
+        (!report.trail.0.is_empty()).then(|| report.trail.describe(config)),
+    );
+    put("outcome", Some(report.outcome().name().to_string()));
+    if let Some(usage) = report.usage {
+        put("input_tokens", Some(usage.prompt_total().to_string()));
+        put("cached_tokens", Some(usage.cached_input.to_string()));
+        put("output_tokens", Some(usage.output.to_string()));
+    }
+    put(
+        "cost_usd",
+        report
+            .cost_micros(config)
+            .map(|micros| format!("{:.6}", micros as f64 / 1e6)),
+    );
+    put("ttft_ms", report.first_token_ms.map(|ms| ms.to_string()));
+    put("duration_ms", Some(report.duration_ms.to_string()));
+    put("routing_us", report.routing_us.map(|us| us.to_string()));
+    if let Some(content) = content {
+        put("prompt", content.prompt.clone());
+        put("answer", content.answer.clone());
+    }
+    fields
+}
+
+/// The last user message of a chat request, redacted and cut.
+pub fn audited_prompt(body: &[u8], redactor: &Redactor, max_chars: usize) -> Option<String> {
+    let request = parse_chat(body).ok()?;
+    let text = request.prompt_view().last_user_parts.join("\n");
+    Some(truncate_chars(&redactor.redact(&text), max_chars).into_owned())
+}
+
+/// The assistant text of an OpenAI-format answer (a whole body, or the
+/// `chat.completion.chunk` events of a stream), redacted and cut.
+pub fn audited_answer(body: &[u8], stream: bool, redactor: &Redactor, max_chars: usize) -> Option<String> {
+    let mut text = String::new();
+    if stream {
+        let events = body
+            .split(|byte| *byte == b'\n')
+            .filter_map(|line| line.strip_prefix(b"data:"))
+            .filter_map(|data| serde_json::from_slice::<serde_json::Value>(data.trim_ascii()).ok());
+        for event in events {
+            if let Some(delta) = event.pointer("/choices/0/delta/content").and_then(|v| v.as_str()) {
+                text.push_str(delta);
+            }
+        }
+    } else {
+        let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let choices = answer.get("choices")?.as_array()?;
+        for content in choices
+            .iter()
+            .filter_map(|choice| choice.pointer("/message/content")?.as_str())
+        {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(content);
+        }
+    }
+    Some(truncate_chars(&redactor.redact(&text), max_chars).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::TokenUsage;
+    use crate::route::attempts::AttemptRecord;
+    use crate::route::AttemptTrail;
+    use crate::telemetry::Outcome;
+    use crate::testing::governed_config;
+
+    #[test]
+    fn a_served_request_fills_its_fields_and_skips_unknown_ones() {
+        let config = governed_config();
+        let small = config.model_named("small").unwrap();
+        let deployment = config.deployments.iter().position(|d| d.model == small).unwrap();
+        let report = RequestReport {
+            request_id: Some("req-1"),
+            tenant: Some(1),
+            user: Some("alice"),
+            key_name: Some("alice"),
+            endpoint: "chat.completions",
+            requested_model: Some("auto"),
+            trail: AttemptTrail(vec![AttemptRecord {
+                deployment,
+                status: 200,
+            }]),
+            outcome: Some(Outcome::Ok),
+            usage: Some(TokenUsage {
+                input: 10,
+                cached_input: 4,
+                cache_write: 0,
+                output: 6,
+            }),
+            first_token_ms: Some(12),
+            duration_ms: 30,
+            routing_us: Some(25),
+            ..Default::default()
+        };
+        let fields = fields(&config, &report, None);
+        let get = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("tenant"), Some("research"));
+        assert_eq!(get("model"), Some("small"));
+        assert_eq!(get("provider"), Some("openai"));
+        assert_eq!(get("route"), Some("primary"));
+        assert_eq!(get("attempts"), Some("small:200"));
+        assert_eq!(get("input_tokens"), Some("14"));
+        assert_eq!(get("cached_tokens"), Some("4"));
+        assert_eq!(
+            get("cost_usd"),
+            Some(format!("{:.6}", report.cost_micros(&config).unwrap() as f64 / 1e6).as_str())
+        );
+        assert_eq!(get("ttft_ms"), Some("12"));
+        assert_eq!(get("tier"), None);
+        assert_eq!(get("prompt"), None);
+        for (field, _) in &fields {
+            assert!(FIELDS.contains(field), "{field}");
+        }
+    }
+
+    #[test]
+    fn audited_content_is_redacted_and_cut() {
+        let redactor = Redactor::new().unwrap();
+        let body = br#"{"model":"auto","messages":[{"role":"system","content":"be nice"},{"role":"user","content":"I am bob@example.com, summarise this long text"}]}"#;
+        assert_eq!(
+            audited_prompt(body, &redactor, 20).as_deref(),
+            Some("I am [EMAIL], summar…")
+        );
+        let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Call 415-555-0132"}}]}"#;
+        assert_eq!(
+            audited_answer(answer, false, &redactor, 100).as_deref(),
+            Some("Call [PHONE]")
+        );
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(audited_answer(stream, true, &redactor, 100).as_deref(), Some("Hello"));
+        assert_eq!(audited_answer(b"not json", false, &redactor, 100), None);
+    }
+}

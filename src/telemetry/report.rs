@@ -1,0 +1,353 @@
+//! One request as the router knows it when the request ends, and the
+//! metric samples a request and each of its upstream attempts make.
+
+use super::{attempt_result, Family, Label, Outcome, Sample, TenantId};
+use crate::config::{Config, DeploymentId, ModelId};
+use crate::govern::ledger::cost_micros;
+use crate::health::FailureKind;
+use crate::providers::TokenUsage;
+use crate::route::{AttemptTrail, RoutingDecision};
+
+/// Everything known about a finished request (the access-log fields are
+/// drawn from it too).
+#[derive(Debug, Clone, Default)]
+pub struct RequestReport<'a> {
+    pub request_id: Option<&'a str>,
+    pub tenant: Option<TenantId>,
+    pub user: Option<&'a str>,
+    /// The configured name of the virtual key (never the key).
+    pub key_name: Option<&'a str>,
+    /// `chat.completions` or `embeddings`.
+    pub endpoint: &'static str,
+    /// The `model` the client sent, once the request was planned.
+    pub requested_model: Option<&'a str>,
+    pub decision: Option<&'a RoutingDecision>,
+    pub trail: AttemptTrail,
+    pub outcome: Option<Outcome>,
+    pub usage: Option<TokenUsage>,
+    /// Request start to the first content of the answer.
+    pub first_token_ms: Option<u64>,
+    /// Request start to end.
+    pub duration_ms: u64,
+    /// Time the router spent reading and planning the request.
+    pub routing_us: Option<u64>,
+}
+
+impl RequestReport<'_> {
+    /// The deployment of the last attempt: the one whose answer the client got.
+    pub fn served_deployment(&self) -> Option<DeploymentId> {
+        self.trail.last().map(|record| record.deployment)
+    }
+
+    pub fn served_by(&self, config: &Config) -> Option<ModelId> {
+        self.served_deployment()
+            .and_then(|deployment| config.deployments.get(deployment))
+            .map(|deployment| deployment.model)
+    }
+
+    /// `none` (no attempt), `primary` or `fallback`.
+    pub fn route(&self) -> &'static str {
+        match self.trail.0.len() {
+            0 => "none",
+            1 => "primary",
+            _ => "fallback",
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.outcome.unwrap_or(Outcome::Aborted)
+    }
+
+    /// What the answer cost, from the provider's usage report.
+    pub fn cost_micros(&self, config: &Config) -> Option<u64> {
+        let model = self.served_by(config)?;
+        Some(cost_micros(&config.models[model].price, &self.usage?))
+    }
+
+    pub fn samples(&self, config: &Config) -> Vec<Sample> {
+        let tenant = Label::Tenant(self.tenant);
+        let served = self.served_by(config);
+        let model = Label::Model(served);
+        let outcome = self.outcome();
+        let mut samples = Vec::with_capacity(8);
+        samples.push(Sample::new(
+            Family::Requests,
+            &[
+                tenant,
+                Label::Tier(self.decision.and_then(|decision| decision.tier)),
+                model,
+                Label::Fixed("route", self.route()),
+                Label::Fixed("outcome", outcome.name()),
+            ],
+            1,
+        ));
+        // Every attempt but the last handed the request on.
+        let handed_on = self.trail.0.len().saturating_sub(1);
+        for record in self.trail.0.iter().take(handed_on) {
+            let failed = config.deployments.get(record.deployment).map(|d| d.model);
+            samples.push(Sample::new(
+                Family::Failovers,
+                &[
+                    Label::Model(failed),
+                    Label::Fixed("result", trail_result(record.status)),
+                ],
+                1,
+            ));
+        }
+        if let (Some(usage), Some(_)) = (self.usage, served) {
+            let kinds = [
+                ("input", usage.input.saturating_add(usage.cache_write)),
+                ("cached_input", usage.cached_input),
+                ("output", usage.output),
+            ];
+            for (kind, tokens) in kinds.into_iter().filter(|(_, tokens)| *tokens > 0) {
+                samples.push(Sample::new(
+                    Family::Tokens,
+                    &[tenant, model, Label::Fixed("kind", kind)],
+                    tokens,
+                ));
+            }
+            if let Some(cost) = self.cost_micros(config).filter(|cost| *cost > 0) {
+                samples.push(Sample::new(Family::CostMicroUsd, &[tenant, model], cost));
+            }
+        }
+        if outcome == Outcome::Ok {
+            samples.push(Sample::new(Family::RequestDuration, &[model], self.duration_ms));
+        }
+        if let Some(routing_us) = self.routing_us {
+            samples.push(Sample::new(
+                Family::FilterDuration,
+                &[Label::Fixed("phase", "route")],
+                routing_us,
+            ));
+        }
+        samples
+    }
+}
+
+/// The `result` of an attempt in the trail (status 0: no response).
+fn trail_result(status: u16) -> &'static str {
+    if status == 0 {
+        "no_response"
+    } else {
+        attempt_result(FailureKind::from_status(status))
+    }
+}
+
+/// One upstream attempt as the upstream filter saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptReport {
+    pub deployment: DeploymentId,
+    pub failure: Option<FailureKind>,
+    pub latency_ms: u64,
+    pub first_token_ms: Option<u64>,
+    /// Time spent rewriting the request for the provider.
+    pub prepare_us: Option<u64>,
+    /// Time spent translating a whole (non-streamed) answer.
+    pub translate_us: Option<u64>,
+}
+
+impl AttemptReport {
+    pub fn samples(&self, config: &Config) -> Vec<Sample> {
+        let mut samples = Vec::with_capacity(5);
+        samples.push(Sample::new(
+            Family::Attempts,
+            &[
+                Label::Deployment(self.deployment),
+                Label::Fixed("result", attempt_result(self.failure)),
+            ],
+            1,
+        ));
+        if self.failure.is_none() {
+            let model = Label::Model(config.deployments.get(self.deployment).map(|d| d.model));
+            samples.push(Sample::new(Family::UpstreamDuration, &[model], self.latency_ms));
+            if let Some(first_token_ms) = self.first_token_ms {
+                samples.push(Sample::new(Family::FirstToken, &[model], first_token_ms));
+            }
+        }
+        for (phase, micros) in [("prepare", self.prepare_us), ("translate", self.translate_us)] {
+            if let Some(micros) = micros {
+                samples.push(Sample::new(
+                    Family::FilterDuration,
+                    &[Label::Fixed("phase", phase)],
+                    micros,
+                ));
+            }
+        }
+        samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::attempts::AttemptRecord;
+    use crate::telemetry::LABEL_NAMES;
+    use crate::testing::governed_config;
+
+    fn names(config: &Config, samples: &[Sample]) -> Vec<(String, u64)> {
+        samples
+            .iter()
+            .map(|sample| (sample.series.stat_name(config), sample.value))
+            .collect()
+    }
+
+    fn usage() -> TokenUsage {
+        TokenUsage {
+            input: 100,
+            cached_input: 20,
+            cache_write: 0,
+            output: 50,
+        }
+    }
+
+    #[test]
+    fn a_failed_over_request_counts_once_with_its_failovers_tokens_and_cost() {
+        let config = governed_config();
+        let small = config.model_named("small").unwrap();
+        let large = config.model_named("large").unwrap();
+        let deployment_of = |model| config.deployments.iter().position(|d| d.model == model).unwrap();
+        let report = RequestReport {
+            tenant: Some(1),
+            trail: AttemptTrail(vec![
+                AttemptRecord {
+                    deployment: deployment_of(large),
+                    status: 503,
+                },
+                AttemptRecord {
+                    deployment: deployment_of(small),
+                    status: 200,
+                },
+            ]),
+            outcome: Some(Outcome::Ok),
+            usage: Some(usage()),
+            duration_ms: 42,
+            routing_us: Some(17),
+            ..Default::default()
+        };
+        let samples = names(&config, &report.samples(&config));
+        let tenant = &config.governance.as_ref().unwrap().tenants[1].name;
+        let provider = |model: ModelId| config.providers[config.models[model].provider].name.clone();
+        let served = format!(";provider=.={};.;;model=.=small;.;", provider(small));
+        let expected = [
+            (
+                format!("signalbox_requests_total;tenant=.={tenant};.;;tier=.=none;.;{served};route=.=fallback;.;;outcome=.=ok;.;"),
+                1,
+            ),
+            (
+                format!(
+                    "signalbox_failovers_total;provider=.={};.;;model=.=large;.;;result=.=overloaded;.;",
+                    provider(large)
+                ),
+                1,
+            ),
+            (format!("signalbox_tokens_total;tenant=.={tenant};.;{served};kind=.=input;.;"), 100),
+            (format!("signalbox_tokens_total;tenant=.={tenant};.;{served};kind=.=cached_input;.;"), 20),
+            (format!("signalbox_tokens_total;tenant=.={tenant};.;{served};kind=.=output;.;"), 50),
+            (
+                format!("signalbox_cost_micro_usd_total;tenant=.={tenant};.;{served}"),
+                report.cost_micros(&config).unwrap(),
+            ),
+            (format!("signalbox_request_duration_ms{served}"), 42),
+            ("signalbox_filter_duration_us;phase=.=route;.;".to_string(), 17),
+        ];
+        assert_eq!(samples, expected);
+        assert!(report.cost_micros(&config).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_refused_request_counts_without_a_model_and_records_no_latency() {
+        let config = governed_config();
+        let report = RequestReport {
+            outcome: Some(Outcome::Unauthorized),
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&config, &report.samples(&config)),
+            [(
+                "signalbox_requests_total;tenant=.=none;.;;tier=.=none;.;;provider=.=none;.;;model=.=none;.;;\
+                 route=.=none;.;;outcome=.=unauthorized;.;"
+                    .to_string(),
+                1
+            )]
+        );
+        let aborted = RequestReport::default();
+        assert_eq!(aborted.outcome(), Outcome::Aborted);
+    }
+
+    #[test]
+    fn attempts_count_by_result_and_time_only_successes() {
+        let config = governed_config();
+        let failed = AttemptReport {
+            deployment: 0,
+            failure: Some(FailureKind::Timeout),
+            latency_ms: 1000,
+            first_token_ms: None,
+            prepare_us: Some(9),
+            translate_us: None,
+        };
+        let samples = names(&config, &failed.samples(&config));
+        assert_eq!(samples.len(), 2);
+        assert!(samples[0].0.ends_with("result=.=timeout;.;"));
+        assert_eq!(
+            samples[1],
+            ("signalbox_filter_duration_us;phase=.=prepare;.;".to_string(), 9)
+        );
+        let served = AttemptReport {
+            failure: None,
+            first_token_ms: Some(30),
+            translate_us: Some(5),
+            ..failed
+        };
+        let families: Vec<Family> = served.samples(&config).iter().map(|s| s.series.family).collect();
+        assert_eq!(
+            families,
+            [
+                Family::Attempts,
+                Family::UpstreamDuration,
+                Family::FirstToken,
+                Family::FilterDuration,
+                Family::FilterDuration
+            ]
+        );
+    }
+
+    #[test]
+    fn every_label_a_sample_carries_has_a_stats_tag() {
+        let config = governed_config();
+        let report = RequestReport {
+            tenant: Some(0),
+            trail: AttemptTrail(vec![
+                AttemptRecord {
+                    deployment: 0,
+                    status: 0,
+                },
+                AttemptRecord {
+                    deployment: 1,
+                    status: 200,
+                },
+            ]),
+            outcome: Some(Outcome::Ok),
+            usage: Some(usage()),
+            routing_us: Some(1),
+            ..Default::default()
+        };
+        let attempt = AttemptReport {
+            deployment: 0,
+            failure: None,
+            latency_ms: 1,
+            first_token_ms: Some(1),
+            prepare_us: Some(1),
+            translate_us: Some(1),
+        };
+        let samples = report.samples(&config).into_iter().chain(attempt.samples(&config));
+        for sample in samples {
+            let name = sample.series.stat_name(&config);
+            for part in name.split(";.;").filter(|part| part.contains("=.=")) {
+                let label = part.trim_start_matches(';').split("=.=").next().unwrap();
+                let label = label.rsplit(';').next().unwrap();
+                assert!(LABEL_NAMES.contains(&label), "{label} in {name}");
+            }
+        }
+    }
+}
