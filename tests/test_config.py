@@ -40,6 +40,9 @@ BAD_CONFIGS = {
     "providers.openai.api_key_env": lambda c: c["providers"].update(openai={"cluster": "openai", "api_key_env": "SIGNALBOX_TEST_UNSET"}),
     "classifier.weights.vibes": lambda c: c.update(classifier={"weights": {"vibes": 1.0}}),
     "modles": lambda c: c.update(modles={}),
+    "observability.gauge_interval_ms": lambda c: c.update(observability={"gauge_interval_ms": 5}),
+    "governance.tenants.team.quotas[2].window": lambda c: c["governance"]["tenants"]["team"]["quotas"].append(
+        {"window": "day", "requests": 5}),
 }
 
 

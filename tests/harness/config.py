@@ -145,3 +145,20 @@ def set_plugin_config(config: dict, value: Any, plugin: str | None = None) -> in
     for node in matches:
         node["configuration"] = {"@type": STRING_VALUE_TYPE, "value": text}
     return len(matches)
+
+
+def set_access_log_path(config: dict, path: str | os.PathLike) -> int:
+    """Point every file access logger at `path`; returns how many there were."""
+    loggers = [
+        node["typed_config"]
+        for node in walk_dicts(config)
+        if node.get("name") == "envoy.access_loggers.file" and "typed_config" in node
+    ]
+    for logger in loggers:
+        logger["path"] = str(path)
+    return len(loggers)
+
+
+def set_stats_flush_interval(config: dict, seconds: float) -> None:
+    """How often histograms are merged into what the admin endpoint shows (Envoy's default: 5 s)."""
+    config["stats_flush_interval"] = f"{seconds}s"
