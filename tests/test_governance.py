@@ -46,7 +46,7 @@ def governed(tenants: dict, keys: dict[str, tuple[str, str | None]], **extra) ->
         "governance": {
             "tenants": tenants,
             "keys": [
-                {"sha256": digest(key), "tenant": tenant, "user": user, "name": key, **({"disabled": True} if tenant == "off" else {})}
+                {"sha256": digest(key), "tenant": tenant, "user": user, "name": key.replace("sk-", "name-"), **({"disabled": True} if tenant == "off" else {})}
                 for key, (tenant, user) in keys.items()
             ],
             "test_clock_header": CLOCK,
