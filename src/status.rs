@@ -162,44 +162,15 @@ mod tests {
 #[cfg(test)]
 mod spend_tests {
     use super::*;
-    use crate::govern::admission::{admit, settle};
-    use crate::govern::keys::Identity;
-    use crate::providers::TokenUsage;
     use crate::state::MemoryStore;
-    use crate::testing::governed_config;
+    use crate::testing::{finished_request, governed_config};
 
     #[test]
     fn the_spend_report_shows_quotas_and_the_ledger() {
         let config = governed_config();
-        let governance = config.governance.as_ref().unwrap();
         let store = MemoryStore::default();
         let now = 1_795_521_600_000;
-        let identity = Identity {
-            tenant: 1,
-            user: Some("alice".into()),
-            key_name: "alice".into(),
-        };
-        let estimate = Amounts {
-            requests: 1,
-            tokens: 100,
-            cost_micros: 0,
-        };
-        let admission = admit(governance, &store, &identity, estimate, now).unwrap();
-        let usage = TokenUsage {
-            input: 10,
-            cached_input: 0,
-            cache_write: 0,
-            output: 5,
-        };
-        settle(
-            &config,
-            governance,
-            &store,
-            &admission,
-            config.model_named("small"),
-            Some(usage),
-            now,
-        );
+        finished_request(&config, &store, 100, 10, 5, now);
         let report: Value = serde_json::from_slice(&spend_report(&config, &store, now)).unwrap();
         let research = report["tenants"]
             .as_array()

@@ -62,3 +62,47 @@ pub fn governed_config() -> Config {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// One finished request of research's alice on `small` in `store`:
+/// `estimate_tokens` reserved at admission, settled to the actual usage.
+pub fn finished_request(
+    config: &Config,
+    store: &crate::state::MemoryStore,
+    estimate_tokens: u64,
+    input: u64,
+    output: u64,
+    now_ms: u64,
+) {
+    use crate::govern::admission::{admit, settle};
+    let governance = config.governance.as_ref().expect("a governed config");
+    let identity = crate::govern::keys::Identity {
+        tenant: governance
+            .tenants
+            .iter()
+            .position(|t| t.name == "research")
+            .expect("research"),
+        user: Some("alice".into()),
+        key_name: "alice".into(),
+    };
+    let estimate = crate::govern::quota::Amounts {
+        requests: 1,
+        tokens: estimate_tokens,
+        cost_micros: 0,
+    };
+    let usage = crate::providers::TokenUsage {
+        input,
+        cached_input: 0,
+        cache_write: 0,
+        output,
+    };
+    let admission = admit(governance, store, &identity, estimate, now_ms).expect("admitted");
+    settle(
+        config,
+        governance,
+        store,
+        &admission,
+        config.model_named("small"),
+        Some(usage),
+        now_ms,
+    );
+}

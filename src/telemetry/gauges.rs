@@ -64,13 +64,9 @@ pub fn state_gauges(config: &Config, store: &dyn Store, health: &dyn HealthView)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::govern::admission::{admit, settle};
-    use crate::govern::keys::Identity;
-    use crate::govern::quota::Amounts;
-    use crate::providers::TokenUsage;
     use crate::route::chain::NoHistory;
     use crate::state::MemoryStore;
-    use crate::testing::governed_config;
+    use crate::testing::{finished_request, governed_config};
 
     const DAY_MS: u64 = 86_400_000;
 
@@ -84,35 +80,9 @@ mod tests {
     #[test]
     fn quota_gauges_show_settled_usage_until_the_period_ends() {
         let config = governed_config();
-        let governance = config.governance.as_ref().unwrap();
         let store = MemoryStore::default();
         let now = 1_795_521_600_000;
-        let identity = Identity {
-            tenant: 1,
-            user: None,
-            key_name: "alice".into(),
-        };
-        let estimate = Amounts {
-            requests: 1,
-            tokens: 300,
-            cost_micros: 0,
-        };
-        let admission = admit(governance, &store, &identity, estimate, now).unwrap();
-        let usage = TokenUsage {
-            input: 40,
-            cached_input: 0,
-            cache_write: 0,
-            output: 2,
-        };
-        settle(
-            &config,
-            governance,
-            &store,
-            &admission,
-            config.model_named("small"),
-            Some(usage),
-            now,
-        );
+        finished_request(&config, &store, 300, 40, 2, now);
         let used = "signalbox_quota_used;tenant=.=research;.;;window=.=day;.;;resource=.=tokens;.;";
         let limit = "signalbox_quota_limit;tenant=.=research;.;;window=.=day;.;;resource=.=tokens;.;";
         let today = state_gauges(&config, &store, &NoHistory { now_ms: now });
