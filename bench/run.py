@@ -4,7 +4,9 @@
 The same mock upstream (sb-upstream) sits behind three Envoys, one at a time:
   pass-through  Envoy with only the router filter
   noop          + a do-nothing Rust proxy-wasm filter (the floor of any Wasm filter)
-  signalbox     + the Signalbox filter (route picked from the x-signalbox-cluster header)
+  signalbox     + the Signalbox filter, wired as in envoy/demo.yaml (downstream filter picks the
+                route, the same module rewrites each attempt as an upstream filter)
+  governed      + a virtual key, tenant limits and spend quotas (shared-data bookkeeping)
 Each gets a closed-loop load (sb-load) with a short and a long chat-completions body.
 Envoy runs with one worker (--concurrency 1) so "Envoy CPU us per request" is comparable
 across scenarios; it is utime+stime of the whole Envoy process over exactly the measured
@@ -27,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 BENCH = Path(__file__).absolute().parent
 ROOT = BENCH.parent
@@ -34,6 +37,8 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 NOOP_WASM = BENCH / "noop-filter/target/wasm32-wasip1/release/noop_filter.wasm"
 SIGNALBOX_WASM = TARGET / "wasm32-wasip1/release/signalbox.wasm"
 SIGNALBOX_CONFIG = BENCH / "signalbox.json"
+GOVERNED_CONFIG = BENCH / "signalbox-governed.json"
+GOVERNED_KEY = "sk-bench-team"  # bench/signalbox-governed.json holds its sha256
 BODIES = {"short": BENCH / "bodies/short.json", "long": BENCH / "bodies/long.json"}
 PATH = "/v1/chat/completions"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -101,15 +106,16 @@ def build():
                  "--manifest-path", BENCH / "noop-filter/Cargo.toml"], "build noop filter")
 
 
-def wasm_filter(name, wasm, configuration):
+def wasm_filter(name, wasm, configuration, root_id=None, vm_id=""):
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "name": name,
-                "root_id": name,
+                "root_id": root_id or name,
                 "vm_config": {
+                    "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": str(wasm)}},
                 },
@@ -123,11 +129,16 @@ def wasm_filter(name, wasm, configuration):
     }
 
 
-def envoy_config(listen_port, admin_port, upstream_port, http_filters, route):
+def envoy_config(listen_port, admin_port, upstream_port, scenario):
     router = {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }
+    if scenario.upstream_filters:
+        router["typed_config"]["upstream_http_filters"] = scenario.upstream_filters + [{
+            "name": "envoy.filters.http.upstream_codec",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+        }]
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bench",
@@ -136,10 +147,11 @@ def envoy_config(listen_port, admin_port, upstream_port, http_filters, route):
             "virtual_hosts": [{
                 "name": "all",
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": dict(route, timeout="30s")}],
+                "include_request_attempt_count": True,
+                "routes": [{"match": scenario.match or {"prefix": "/"}, "route": dict(scenario.route, timeout="30s")}],
             }],
         },
-        "http_filters": http_filters + [router],
+        "http_filters": scenario.http_filters + [router],
     }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -166,27 +178,48 @@ def envoy_config(listen_port, admin_port, upstream_port, http_filters, route):
     }
 
 
+class Scenario(NamedTuple):
+    name: str
+    http_filters: list
+    route: dict  # the route action
+    match: dict = None  # the route match; default: every path
+    upstream_filters: list = None  # the router's upstream HTTP filters, before the codec
+    headers: dict = {}  # request headers this scenario needs on top of --header
+    skip: str = None  # why this scenario cannot run here
+
+
 def scenarios():
-    """(name, http_filters, route, reason-to-skip or None)."""
-    out = [("pass-through", [], {"cluster": "mock"}, None)]
-    out.append(("noop", [wasm_filter("noop", NOOP_WASM, "")], {"cluster": "mock"}, None))
-    skip = None
-    if not SIGNALBOX_WASM.exists():
-        skip = f"{SIGNALBOX_WASM} not found (run `make build` first)"
-    elif not SIGNALBOX_CONFIG.exists():
-        skip = f"{SIGNALBOX_CONFIG} not found (the filter's configuration JSON)"
-    cfg = "" if skip else SIGNALBOX_CONFIG.read_text()
-    # The filter chooses the cluster by setting this header; bench/signalbox.json must route
-    # every request to the cluster named "mock", the only one this Envoy has.
-    out.append(("signalbox", [wasm_filter("signalbox", SIGNALBOX_WASM, cfg)],
-                {"cluster_header": "x-signalbox-cluster"}, skip))
+    out = [Scenario("pass-through", [], {"cluster": "mock"}),
+           Scenario("noop", [wasm_filter("noop", NOOP_WASM, "")], {"cluster": "mock"})]
+    skip = None if SIGNALBOX_WASM.exists() else f"{SIGNALBOX_WASM} not found (run `make build` first)"
+    # As in envoy/demo.yaml: the filter writes the attempt's cluster to filter state
+    # `wasm.signalbox.next`, a matcher picks the cluster from it, and the same module runs per
+    # attempt as an upstream filter. Both bench configs route everything to cluster "mock".
+    route = {"inline_cluster_specifier_plugin": {"extension": {
+        "name": "envoy.router.cluster_specifier_plugin.matcher",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.MatcherClusterSpecifier",
+            "cluster_matcher": {"matcher_tree": {
+                "input": {"name": "signalbox_next", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput",
+                    "key": "wasm.signalbox.next"}},
+                "exact_match_map": {"map": {"mock": {"action": {"name": "mock", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction",
+                    "cluster": "mock"}}}}}}}}}}}
+    match = {"prefix": "/", "filter_state": [{"key": "wasm.signalbox.next", "string_match": {"safe_regex": {"regex": ".+"}}}]}
+    for name, config_path, headers in (("signalbox", SIGNALBOX_CONFIG, {}),
+                                       ("governed", GOVERNED_CONFIG, {"authorization": f"Bearer {GOVERNED_KEY}"})):
+        text = "" if skip else config_path.read_text()
+        out.append(Scenario(name, [wasm_filter("signalbox", SIGNALBOX_WASM, text, vm_id="signalbox")], route, match,
+                            [wasm_filter("signalbox_upstream", SIGNALBOX_WASM, text, vm_id="signalbox")], headers, skip))
     return out
 
 
-def start_envoy(envoy, name, index, workdir, upstream_port, http_filters, route):
+def start_envoy(envoy, scenario, index, workdir, upstream_port):
+    name = scenario.name
     listen_port, admin_port = free_ports(2)
     cfg_path = workdir / f"envoy-{name}.json"
-    cfg_path.write_text(json.dumps(envoy_config(listen_port, admin_port, upstream_port, http_filters, route), indent=1))
+    cfg_path.write_text(json.dumps(envoy_config(listen_port, admin_port, upstream_port, scenario), indent=1))
     log_path = workdir / f"envoy-{name}.log"
     # A unique base id keeps this Envoy's shared memory apart from any other Envoy here
     # (a developer's, another bench run).
@@ -233,18 +266,18 @@ def check_sample(name, port, body, headers, envoy_log):
     finally:
         conn.close()
     if r.status != 200:
-        hint = ("\n(hint: the filter must set x-signalbox-cluster to 'mock', the only cluster in the bench "
-                "Envoy; check bench/signalbox.json)" if name == "signalbox" else "")
+        hint = ("\n(hint: the filter must route to cluster 'mock', the only one in the bench Envoy; check "
+                "bench/signalbox*.json)" if name in ("signalbox", "governed") else "")
         fail(f"{name}: sample request returned {r.status} (expected 200): {data[:300]!r}{hint}\n"
              f"Envoy log tail:\n{tail(envoy_log)}")
 
 
-def run_load(args, port, body_path, envoy_pid, upstream_pid):
+def run_load(args, port, body_path, headers, envoy_pid, upstream_pid):
     cmd = [TARGET / "release/sb-load", "--url", f"http://127.0.0.1:{port}{PATH}", "--body", body_path,
            "--connections", args.connections, "--duration", args.duration, "--warmup", args.warmup,
            "--cpu-pid", envoy_pid, "--cpu-pid", upstream_pid]
-    for h in args.header:
-        cmd += ["--header", h]
+    for k, v in headers.items():
+        cmd += ["--header", f"{k}: {v}"]
     p = spawn(cmd, cpus=LOAD_CPUS, stdout=subprocess.PIPE, text=True)
     out, _ = p.communicate()
     children.remove(p)
@@ -319,22 +352,23 @@ def measure_all(args, envoy, headers, workdir):
     log(f"bench: upstream on 127.0.0.1:{upstream_port}, envoy {envoy}")
 
     todo = []
-    for name, filters, route, skip in scenarios():
-        if skip:
-            log(f"bench: SKIP {name}: {skip}")
-            skipped.append({"scenario": name, "reason": skip})
+    for scenario in scenarios():
+        if scenario.skip:
+            log(f"bench: SKIP {scenario.name}: {scenario.skip}")
+            skipped.append({"scenario": scenario.name, "reason": scenario.skip})
         else:
-            todo.append((name, filters, route))
+            todo.append(scenario)
     # Repetitions go round-robin over the scenarios, so a burst of outside load hits one
     # repetition of each rather than every repetition of one scenario.
     for rep in range(args.repeat):
-        for index, (name, filters, route) in enumerate(todo):
-            p, port, envoy_log = start_envoy(envoy, name, index, workdir, upstream_port, filters, route)
+        for index, scenario in enumerate(todo):
+            name, scenario_headers = scenario.name, dict(headers, **scenario.headers)
+            p, port, envoy_log = start_envoy(envoy, scenario, index, workdir, upstream_port)
             for body_name, body_path in BODIES.items():
-                check_sample(name, port, body_path.read_bytes(), headers, envoy_log)
+                check_sample(name, port, body_path.read_bytes(), scenario_headers, envoy_log)
                 log(f"bench: [{rep + 1}/{args.repeat}] {name} / {body_name}: {args.warmup:g} s warmup + "
                     f"{args.duration:g} s measured, {args.connections} connections")
-                res = run_load(args, port, body_path, p.pid, up.pid)
+                res = run_load(args, port, body_path, scenario_headers, p.pid, up.pid)
                 res.update(scenario=name, body=body_name, repetition=rep)
                 bad = res["errors"] + sum(v for k, v in res["statuses"].items() if k != "200")
                 if bad:
