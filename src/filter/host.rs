@@ -36,6 +36,16 @@ pub fn response_headers() -> HeaderMap {
     headers(MapType::HttpResponseHeaders)
 }
 
+/// The response's `:status` alone (0 if missing or malformed), without
+/// copying the whole header map out of Envoy.
+pub fn response_status() -> u16 {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(0)
+}
+
 fn set_header(map: MapType, name: &str, value: &str) {
     if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
         log::warn!("cannot set header {name}: {status:?}");

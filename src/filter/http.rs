@@ -75,6 +75,8 @@ pub struct ChatFilter {
     request_id: Option<String>,
     outcome: Option<Outcome>,
     audit: Option<Audit>,
+    /// The attempts, final once the response headers reach the client.
+    trail: Option<AttemptTrail>,
 }
 
 impl ChatFilter {
@@ -93,6 +95,7 @@ impl ChatFilter {
             request_id: None,
             outcome: None,
             audit: None,
+            trail: None,
         }
     }
 
@@ -298,12 +301,8 @@ impl HttpContext for ChatFilter {
             return Action::Continue;
         };
         let config = &state.config;
-        let trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
-        let response = host::response_headers();
-        let status = response
-            .get(":status")
-            .and_then(|status| status.parse().ok())
-            .unwrap_or(0);
+        let trail = read_trail();
+        let status = host::response_status();
         for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
             config,
             &routed.attempts,
@@ -332,7 +331,7 @@ impl HttpContext for ChatFilter {
             };
             let last = route::FinalResponse {
                 status,
-                retry_after_ms: attempts::retry_after_ms(&response),
+                retry_after_ms: attempts::retry_after_ms(&host::response_headers()),
             };
             let error = route::exhausted_error(config, &routed.attempts, &trail, last, &health);
             host::set_response_header(":status", &error.status().to_string());
@@ -347,6 +346,7 @@ impl HttpContext for ChatFilter {
                 self.replacement = Some(error.to_json());
             }
         }
+        self.trail = Some(trail);
         Action::Continue
     }
 
@@ -373,7 +373,7 @@ impl HttpContext for ChatFilter {
             return;
         }
         let config = &state.config;
-        let trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
+        let trail = self.trail.take().unwrap_or_else(read_trail);
         // Usage means an attempt succeeded; it was written by the attempt that answered.
         let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
         if let (Some(governance), Some(spend)) = (&config.governance, self.spend.as_mut()) {
@@ -426,4 +426,9 @@ impl HttpContext for ChatFilter {
             host::set_filter_state(&format!("signalbox.{field}"), &value);
         }
     }
+}
+
+/// The attempts the upstream role recorded for this request.
+fn read_trail() -> AttemptTrail {
+    AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default())
 }

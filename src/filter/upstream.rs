@@ -137,11 +137,15 @@ impl AttemptFilter {
             host::now_ms() / 1000,
         );
         self.translate_us = Some(elapsed_us(started));
-        host::set_response_header(":status", &finished.status.to_string());
-        host::set_response_header("content-type", "application/json");
-        host::set_response_header("content-length", &finished.body.len().to_string());
-        host::remove_response_header("content-encoding");
-        host::replace_response_body(body_size, &finished.body);
+        // An OpenAI-shaped success passes through as it came: leave Envoy's
+        // copy alone rather than writing the same bytes and headers back.
+        if finished.status != status || finished.body != body {
+            host::set_response_header(":status", &finished.status.to_string());
+            host::set_response_header("content-type", "application/json");
+            host::set_response_header("content-length", &finished.body.len().to_string());
+            host::remove_response_header("content-encoding");
+            host::replace_response_body(body_size, &finished.body);
+        }
         self.failure = finished.failure;
         self.record_usage(finished.usage);
         Action::Continue
