@@ -5,6 +5,8 @@
   running copy in front of the mock providers puts each provider's key on that
   provider's attempts only, keeps its ops views local and exposes only
   /stats/prometheus and /ready on the metrics port.
+- envoy/live.yaml (`make run` with provider keys): in front of the mock providers it
+  speaks each provider's own API with the key from the environment.
 - The alternative credential wiring (Envoy's credential_injector as a
   cluster-level upstream filter): what replaces what, and which order works.
 - envoy/istio/: manifest shapes and cross references; the EnvoyFilter patches
@@ -40,6 +42,7 @@ from tests.harness import config as envoy_config
 from tests.mocks import MockProviders
 
 PRODUCTION_YAML = REPO / "envoy" / "production.yaml"
+LIVE_YAML = REPO / "envoy" / "live.yaml"
 ISTIO_DIR = REPO / "envoy" / "istio"
 DASHBOARD = REPO / "observability" / "grafana-dashboard.json"
 ALERTS = REPO / "observability" / "prometheus-alerts.yaml"
@@ -354,6 +357,34 @@ def test_production_metrics_port_serves_only_prometheus_and_readiness(production
         assert get_from(production.metrics_url, path)[0] == 404, path
     response = requests.post(production.metrics_url + "/stats/prometheus", timeout=TIMEOUT_S)
     assert response.status_code == 404
+
+
+# --- envoy/live.yaml: what `make run` uses with real keys ------------------------------------
+
+
+def test_live_config_speaks_each_providers_own_api_with_the_environments_key(mocks, tmp_path, monkeypatch):
+    config = envoy_config.load(LIVE_YAML)
+    envoy_config.set_wasm_filename(config, WASM)
+    envoy_config.set_admin_port(config, 0)
+    envoy_config.set_listener_port(config, 0, "signalbox")
+    calls = {"openai": ("gpt-4o-mini", "/v1/chat/completions", "authorization", "Bearer {}"),
+             "anthropic": ("claude-haiku", "/v1/messages", "x-api-key", "{}")}
+    secrets = secrets_for(host_env_keys(config))
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    for name in calls:
+        envoy_config.point_cluster(config, name, mocks.ports[name])
+    with EnvoyProcess(config, workdir=tmp_path) as envoy:
+        url = envoy.listener_url("signalbox")
+        for mock, (model, path, header, value) in calls.items():
+            mocks.clear()
+            response = post(url, chat_body("hi", model=model), key=DEMO_KEY)
+            assert response.status_code == 200, response.text
+            assert response.json()["choices"][0]["message"]["role"] == "assistant"
+            received = mocks.requests(mock)[-1]
+            assert received.path == path
+            key_variable = f"{mock.upper()}_API_KEY"
+            assert received.header(header) == value.format(secrets[key_variable]), received.headers
 
 
 # --- the alternative: credential_injector as a cluster-level upstream filter ----------------
