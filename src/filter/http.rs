@@ -15,6 +15,7 @@ use proxy_wasm::types::Action;
 use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
 use super::spend::Spend;
+use crate::config::Config;
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
@@ -301,7 +302,7 @@ impl HttpContext for ChatFilter {
             return Action::Continue;
         };
         let config = &state.config;
-        let trail = read_trail();
+        let trail = read_trail(config);
         let status = host::response_status();
         for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
             config,
@@ -373,7 +374,7 @@ impl HttpContext for ChatFilter {
             return;
         }
         let config = &state.config;
-        let trail = self.trail.take().unwrap_or_else(read_trail);
+        let trail = self.trail.take().unwrap_or_else(|| read_trail(config));
         // Usage means an attempt succeeded; it was written by the attempt that answered.
         let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
         if let (Some(governance), Some(spend)) = (&config.governance, self.spend.as_mut()) {
@@ -428,7 +429,10 @@ impl HttpContext for ChatFilter {
     }
 }
 
-/// The attempts the upstream role recorded for this request.
-fn read_trail() -> AttemptTrail {
-    AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default())
+/// The attempts the upstream role recorded for this request, keeping only
+/// records that name a deployment of this config (they are indexed with it).
+fn read_trail(config: &Config) -> AttemptTrail {
+    let mut trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
+    trail.0.retain(|record| record.deployment < config.deployments.len());
+    trail
 }
