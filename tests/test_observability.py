@@ -303,3 +303,55 @@ def test_metrics_and_access_log_fields_can_be_switched_off(observed):
     time.sleep(FLUSH_S * 2)
     names = {name for name, _ in scrape(gateway)}
     assert names <= {"signalbox_config_loads_total"}
+
+
+# The custom tags the README's tracing snippet adds to each request's span.
+SPAN_TAGS = ("tenant", "key", "model_requested", "tier", "score", "reason")
+
+
+def add_zipkin_tracing(config: dict) -> None:
+    """Zipkin spans (JSON, flushed one at a time) to a cluster named zipkin, tagged with SPAN_TAGS."""
+    for hcm in envoy_config.walk_dicts(config):
+        if hcm.get("@type", "").endswith("HttpConnectionManager"):
+            hcm["tracing"] = {
+                "random_sampling": {"value": 100},
+                "custom_tags": [
+                    {"tag": f"signalbox.{field}", "value": f"%FILTER_STATE(wasm.signalbox.{field}:PLAIN)%"}
+                    for field in SPAN_TAGS
+                ],
+                "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                    "collector_cluster": "zipkin",
+                    "collector_endpoint": "/api/v2/spans",
+                    "collector_endpoint_version": "HTTP_JSON",
+                }},
+            }
+    envoy_config.clusters(config).append({"name": "zipkin", "type": "STATIC", "connect_timeout": "1s"})
+    config["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {
+        "tracing.zipkin.min_flush_spans": 1, "tracing.zipkin.flush_interval_ms": 100}}]}
+
+
+def test_spans_carry_the_routing_decision_as_tags(start_gateway, mocks):
+    mocks.start(("zipkin",))  # records what the tracer posts (and answers 404, which Envoy ignores)
+    gateway = start_gateway(plugin(), tweak=add_zipkin_tracing)
+    # No x-request-id of our own: Envoy's sampling needs the UUID it generates.
+    for key, text, status in (("sk-obs-team", HARD, 200), ("sk-obs-wrong", SIMPLE, 401)):
+        assert gateway.chat(chat_body(text), headers={"authorization": f"Bearer {key}"}).status_code == status
+
+    def spans():
+        return {span["tags"].get("http.status_code"): span["tags"]
+                for posted in mocks.requests("zipkin") if isinstance(posted.json, list) for span in posted.json}
+
+    tags = eventually(spans, lambda found: {"200", "401"} <= found.keys())
+    served = tags["200"]
+    assert served["signalbox.tenant"] == "team"
+    assert served["signalbox.key"] == "team-key"
+    assert served["signalbox.model_requested"] == "auto"
+    assert served["signalbox.tier"] == "complex"
+    assert 0.4 <= float(served["signalbox.score"]) <= 1
+    assert served["signalbox.reason"] == "score"
+    assert served["upstream_cluster"] == "anthropic"
+    # Refused at the key: nothing was decided, and the key a client sent is never a tag.
+    refused = tags["401"]
+    assert not any(refused.get(f"signalbox.{field}") for field in SPAN_TAGS), refused
+    assert "sk-obs-wrong" not in json.dumps(refused)

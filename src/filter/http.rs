@@ -78,6 +78,8 @@ pub struct ChatFilter {
     audit: Option<Audit>,
     /// The attempts, final once the response headers reach the client.
     trail: Option<AttemptTrail>,
+    /// The access-log fields of the routing decision are written.
+    request_fields_written: bool,
 }
 
 impl ChatFilter {
@@ -97,6 +99,7 @@ impl ChatFilter {
             outcome: None,
             audit: None,
             trail: None,
+            request_fields_written: false,
         }
     }
 
@@ -138,7 +141,43 @@ impl ChatFilter {
             requested_model: plan.requested_model,
         });
         self.phase = Phase::Routed;
+        self.write_request_fields();
         Action::Continue
+    }
+
+    /// What the request and its routing are, for reports and the access log.
+    fn report(&self, trail: AttemptTrail) -> RequestReport<'_> {
+        let identity = self.spend.as_ref().map(Spend::identity);
+        RequestReport {
+            request_id: self.request_id.as_deref(),
+            tenant: identity.map(|identity| identity.tenant),
+            user: identity.and_then(|identity| identity.user.as_deref()),
+            key_name: identity.map(|identity| identity.key_name.as_str()),
+            endpoint: match self.endpoint {
+                Endpoint::Embeddings => "embeddings",
+                _ => "chat.completions",
+            },
+            requested_model: self.routed.as_ref().map(|routed| routed.requested_model.as_str()),
+            decision: self.routed.as_ref().map(|routed| &routed.decision),
+            trail,
+            outcome: self.outcome,
+            routing_us: Some(self.routing_us),
+            ..Default::default()
+        }
+    }
+
+    /// Writes the decision's access-log fields as soon as it is made, so
+    /// that tracing's custom tags (read when the span ends, before
+    /// `on_log`) see them too.
+    fn write_request_fields(&mut self) {
+        let Some(state) = self.state.clone() else { return };
+        if !state.config.observability.access_log || self.request_fields_written {
+            return;
+        }
+        for (field, value) in access_log::request_fields(&state.config, &self.report(AttemptTrail::default())) {
+            host::set_filter_state(&format!("signalbox.{field}"), &value);
+        }
+        self.request_fields_written = true;
     }
 
     /// Answers Signalbox's own paths, authenticates, holds chat and
@@ -387,43 +426,36 @@ impl HttpContext for ChatFilter {
         if !observability.metrics && !observability.access_log {
             return;
         }
+        let content = if observability.access_log {
+            // A request refused before routing still logs who and what it was.
+            self.write_request_fields();
+            self.audit.take().map(|audit| {
+                let stream = self.routed.as_ref().is_some_and(|routed| routed.attempts.stream);
+                let answer = state.redactor.as_ref().and_then(|redactor| {
+                    access_log::audited_answer(&audit.answer, stream, redactor, observability.audit_max_chars)
+                });
+                AuditContent {
+                    prompt: audit.prompt,
+                    answer,
+                }
+            })
+        } else {
+            None
+        };
         let first_token_ms = host::filter_state(FIRST_CONTENT_STATE)
             .and_then(|at| at.parse::<u64>().ok())
             .map(|at| at.saturating_sub(self.started_ms));
-        let identity = self.spend.as_ref().map(Spend::identity);
         let report = RequestReport {
-            request_id: self.request_id.as_deref(),
-            tenant: identity.map(|identity| identity.tenant),
-            user: identity.and_then(|identity| identity.user.as_deref()),
-            key_name: identity.map(|identity| identity.key_name.as_str()),
-            endpoint: match self.endpoint {
-                Endpoint::Embeddings => "embeddings",
-                _ => "chat.completions",
-            },
-            requested_model: self.routed.as_ref().map(|routed| routed.requested_model.as_str()),
-            decision: self.routed.as_ref().map(|routed| &routed.decision),
-            trail,
-            outcome: self.outcome,
             usage,
             first_token_ms,
             duration_ms: host::now_ms().saturating_sub(self.started_ms),
-            routing_us: Some(self.routing_us),
+            ..self.report(trail)
         };
         state.metrics.emit(config, &report.samples(config));
         if !observability.access_log {
             return;
         }
-        let content = self.audit.take().map(|audit| {
-            let stream = self.routed.as_ref().is_some_and(|routed| routed.attempts.stream);
-            let answer = state.redactor.as_ref().and_then(|redactor| {
-                access_log::audited_answer(&audit.answer, stream, redactor, observability.audit_max_chars)
-            });
-            AuditContent {
-                prompt: audit.prompt,
-                answer,
-            }
-        });
-        for (field, value) in access_log::fields(config, &report, content.as_ref()) {
+        for (field, value) in access_log::result_fields(config, &report, content.as_ref()) {
             host::set_filter_state(&format!("signalbox.{field}"), &value);
         }
     }

@@ -1,8 +1,11 @@
 //! The audit trail of one request, as filter-state values Envoy's access
 //! log reads with `%FILTER_STATE(wasm.signalbox.<field>:PLAIN)%` (see
-//! [`FIELDS`]). The router writes them when the request ends (`on_log`,
-//! which runs before the connection manager's access logs). Only fields
-//! with a value are written; the log shows the others as null.
+//! [`FIELDS`]). The router writes what the routing decision knows
+//! ([`request_fields`]) once the request is routed, so tracing's custom
+//! tags (evaluated when the span ends, before `on_log`) can read them too,
+//! and the rest ([`result_fields`]) when the request ends (`on_log`, which
+//! runs before the connection manager's access logs). Only fields with a
+//! value are written; the log shows the others as null.
 //!
 //! Prompts and answers appear only for tenants with `audit_content`, cut to
 //! `observability.audit_max_chars` and with personal data and secrets
@@ -50,76 +53,90 @@ pub struct AuditContent {
     pub answer: Option<String>,
 }
 
-/// `(field, value)` for each field with a value.
-pub fn fields(
-    config: &Config,
-    report: &RequestReport<'_>,
-    content: Option<&AuditContent>,
-) -> Vec<(&'static str, String)> {
-    let mut fields: Vec<(&'static str, String)> = Vec::with_capacity(FIELDS.len());
-    let mut put = |field: &'static str, value: Option<String>| {
+/// Collects `(field, value)` pairs, skipping fields without a value.
+struct Fields(Vec<(&'static str, String)>);
+
+impl Fields {
+    fn put(&mut self, field: &'static str, value: Option<String>) {
         if let Some(value) = value.filter(|value| !value.is_empty()) {
-            fields.push((field, value));
+            self.0.push((field, value));
         }
-    };
+    }
+}
+
+/// `(field, value)` for each field the request and its routing decision
+/// give (request id to reason in [`FIELDS`]).
+pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'static str, String)> {
+    let mut fields = Fields(Vec::with_capacity(10));
     let tenant = report
         .tenant
         .and_then(|tenant| config.governance.as_ref()?.tenants.get(tenant));
     let decision = report.decision;
     let classification = decision.and_then(|decision| decision.classification.as_ref());
-    let served = report
-        .served_deployment()
-        .and_then(|deployment| config.deployments.get(deployment));
-    let model = served.map(|deployment| &config.models[deployment.model]);
-    put("request_id", report.request_id.map(str::to_string));
-    put("endpoint", Some(report.endpoint.to_string()));
-    put("tenant", tenant.map(|tenant| tenant.name.clone()));
-    put("user", report.user.map(str::to_string));
-    put("key", report.key_name.map(str::to_string));
-    put("model_requested", report.requested_model.map(str::to_string));
-    put(
+    fields.put("request_id", report.request_id.map(str::to_string));
+    fields.put("endpoint", Some(report.endpoint.to_string()));
+    fields.put("tenant", tenant.map(|tenant| tenant.name.clone()));
+    fields.put("user", report.user.map(str::to_string));
+    fields.put("key", report.key_name.map(str::to_string));
+    fields.put("model_requested", report.requested_model.map(str::to_string));
+    fields.put(
         "tier",
         decision
             .and_then(|decision| decision.tier)
             .map(|tier| config.tiers[tier].name.clone()),
     );
-    put("score", classification.map(|c| format!("{:.3}", c.score)));
-    put("signals", classification.map(|c| c.explain()));
-    put("reason", decision.map(|decision| decision_reason(config, decision)));
-    put("model", model.map(|model| model.name.clone()));
-    put(
+    fields.put("score", classification.map(|c| format!("{:.3}", c.score)));
+    fields.put("signals", classification.map(|c| c.explain()));
+    fields.put("reason", decision.map(|decision| decision_reason(config, decision)));
+    fields.0
+}
+
+/// `(field, value)` for each field the request's end gives (model to
+/// answer in [`FIELDS`]).
+pub fn result_fields(
+    config: &Config,
+    report: &RequestReport<'_>,
+    content: Option<&AuditContent>,
+) -> Vec<(&'static str, String)> {
+    let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 10));
+    let served = report
+        .served_deployment()
+        .and_then(|deployment| config.deployments.get(deployment));
+    let model = served.map(|deployment| &config.models[deployment.model]);
+    fields.put("model", model.map(|model| model.name.clone()));
+    fields.put(
         "provider",
         model.map(|model| config.providers[model.provider].name.clone()),
     );
-    put("deployment", served.map(|deployment| deployment.name.clone()));
-    put(
+    fields.put("deployment", served.map(|deployment| deployment.name.clone()));
+    fields.put(
         "route",
         (!report.trail.0.is_empty()).then(|| report.route().to_string()),
     );
-    put(
+    fields.put(
         "attempts",
         (!report.trail.0.is_empty()).then(|| report.trail.describe(config)),
     );
-    put("outcome", Some(report.outcome().name().to_string()));
+    fields.put("outcome", Some(report.outcome().name().to_string()));
     if let Some(usage) = report.usage {
-        put("input_tokens", Some(usage.prompt_total().to_string()));
-        put("cached_tokens", Some(usage.cached_input.to_string()));
-        put("output_tokens", Some(usage.output.to_string()));
+        fields.put("input_tokens", Some(usage.prompt_total().to_string()));
+        fields.put("cached_tokens", Some(usage.cached_input.to_string()));
+        fields.put("output_tokens", Some(usage.output.to_string()));
     }
-    put(
+    fields.put(
         "cost_usd",
         report
             .cost_micros(config)
             .map(|micros| format!("{:.6}", micros as f64 / 1e6)),
     );
-    put("ttft_ms", report.first_token_ms.map(|ms| ms.to_string()));
-    put("duration_ms", Some(report.duration_ms.to_string()));
-    put("routing_us", report.routing_us.map(|us| us.to_string()));
+    fields.put("ttft_ms", report.first_token_ms.map(|ms| ms.to_string()));
+    fields.put("duration_ms", Some(report.duration_ms.to_string()));
+    fields.put("routing_us", report.routing_us.map(|us| us.to_string()));
     if let Some(content) = content {
-        put("prompt", content.prompt.clone());
-        put("answer", content.answer.clone());
+        fields.put("prompt", content.prompt.clone());
+        fields.put("answer", content.answer.clone());
     }
-    fields
+    fields.0
 }
 
 /// The last user message of a chat request, redacted and cut.
@@ -196,7 +213,8 @@ mod tests {
             routing_us: Some(25),
             ..Default::default()
         };
-        let fields = fields(&config, &report, None);
+        let mut fields = request_fields(&config, &report);
+        fields.extend(result_fields(&config, &report, None));
         let get = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, v)| v.as_str());
         assert_eq!(get("tenant"), Some("research"));
         assert_eq!(get("model"), Some("small"));
