@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.gateway import chat_body
+from tests.gateway import chat_body, retry_policy
 from tests.harness import config as envoy_config
 
 TENANTS = {
@@ -303,6 +303,34 @@ def test_metrics_and_access_log_fields_can_be_switched_off(observed):
     time.sleep(FLUSH_S * 2)
     names = {name for name, _ in scrape(gateway)}
     assert names <= {"signalbox_config_loads_total"}
+
+
+def test_attempts_that_got_no_answer_are_logged_and_counted(start_gateway, tmp_path):
+    """Attempts that time out record themselves when Envoy destroys them (no response
+    to record at): the access log and the metrics still show each of them."""
+    log_path = tmp_path / "access.log"
+    config = plugin()
+    config["resilience"]["per_try_timeout_ms"] = 1000
+
+    def tweak(envoy):
+        assert envoy_config.set_access_log_path(envoy, log_path) == 1
+        envoy_config.set_stats_flush_interval(envoy, FLUSH_S)
+        retry_policy(envoy)["per_try_timeout"] = "1s"
+
+    gateway = start_gateway(config, tweak=tweak)
+    gateway.access_log = log_path
+    gateway.mocks.set_behavior("openai", {"hang": True})
+    gateway.mocks.set_behavior("anthropic", {"hang": True})
+    response = send(gateway, "sk-obs-team", SIMPLE, "all-hang")
+    assert response.status_code == 503, response.text
+    [line] = access_lines(gateway, 1)
+    assert (line["attempts"], line["route"], line["outcome"]) == ("cheap:none,backup:none", "fallback", "unavailable")
+    samples = eventually(lambda: scrape(gateway), lambda s: total(s, "signalbox_attempts_total") >= 2)
+    for deployment, provider in (("cheap", "openai"), ("backup", "anthropic")):
+        labels = {"deployment": deployment, "provider": provider, "model": deployment}
+        assert value(samples, "signalbox_attempts_total", **labels, result="timeout") == 1, samples
+    assert value(samples, "signalbox_requests_total", tenant="team", tier="simple", provider="anthropic",
+                 model="backup", route="fallback", outcome="unavailable") == 1
 
 
 # The custom tags the README's tracing snippet adds to each request's span.

@@ -76,8 +76,6 @@ pub struct ChatFilter {
     request_id: Option<String>,
     outcome: Option<Outcome>,
     audit: Option<Audit>,
-    /// The attempts, final once the response headers reach the client.
-    trail: Option<AttemptTrail>,
     /// The access-log fields of the routing decision are written.
     request_fields_written: bool,
 }
@@ -98,7 +96,6 @@ impl ChatFilter {
             request_id: None,
             outcome: None,
             audit: None,
-            trail: None,
             request_fields_written: false,
         }
     }
@@ -386,7 +383,6 @@ impl HttpContext for ChatFilter {
                 self.replacement = Some(error.to_json());
             }
         }
-        self.trail = Some(trail);
         Action::Continue
     }
 
@@ -413,7 +409,10 @@ impl HttpContext for ChatFilter {
             return;
         }
         let config = &state.config;
-        let trail = self.trail.take().unwrap_or_else(|| read_trail(config));
+        // Read again rather than keep the response headers' copy: an attempt
+        // without a response records itself when Envoy destroys it, and
+        // nothing promises that comes before the client's headers.
+        let trail = read_trail(config);
         // Usage means an attempt succeeded; it was written by the attempt that answered.
         let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
         if let (Some(governance), Some(spend)) = (&config.governance, self.spend.as_mut()) {
