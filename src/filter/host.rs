@@ -39,10 +39,16 @@ pub fn response_headers() -> HeaderMap {
 /// The response's `:status` alone (0 if missing or malformed), without
 /// copying the whole header map out of Envoy.
 pub fn response_status() -> u16 {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+    status_of(MapType::HttpResponseHeaders)
+}
+
+/// A header map's `:status` (0 if missing or malformed). Read as bytes: the
+/// SDK's string variant panics on invalid UTF-8.
+fn status_of(map: MapType) -> u16 {
+    hostcalls::get_map_value_bytes(map, ":status")
         .ok()
         .flatten()
-        .and_then(|status| status.parse().ok())
+        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok())
         .unwrap_or(0)
 }
 
@@ -189,11 +195,7 @@ pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout:
 
 /// The `:status` of a dispatched call's response (0 when it was reset).
 pub fn call_response_status() -> u16 {
-    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok())
-        .unwrap_or(0)
+    status_of(MapType::HttpCallResponseHeaders)
 }
 
 /// Envoy shared data: one map per `vm_id`, seen by every worker.
