@@ -92,14 +92,23 @@ impl AttemptFilter {
         }
     }
 
-    /// The first content of the answer is here; a success's time is the
-    /// request's time to first token.
-    fn mark_first_content(&mut self) {
+    /// The first content of the answer is here. When it is content for the
+    /// client (`delivered`), this is the request's time to first token.
+    fn mark_first_content(&mut self, delivered: bool) {
         let now = host::now_ms();
         self.first_content_ms = Some(now);
-        if self.status.is_some_and(|status| (200..300).contains(&status)) {
+        if delivered {
             host::set_filter_state(FIRST_CONTENT_STATE, &now.to_string());
         }
+    }
+
+    /// Whole answer in: translate it, then mark it (a 2xx that turned out to
+    /// be a failure is not the client's first token).
+    fn finish_and_mark(&mut self, body_size: usize, status: u16, headers: &[(String, String)]) -> Action {
+        let action = self.finish_buffered(body_size, status, headers);
+        let delivered = (200..300).contains(&status) && self.failure.is_none();
+        self.mark_first_content(delivered);
+        action
     }
 
     fn append_trail(attempt: &Attempt, status: u16) {
@@ -190,7 +199,7 @@ impl AttemptFilter {
         };
         host::replace_response_body(body_size, &output);
         if saw_content || end_of_stream {
-            self.mark_first_content();
+            self.mark_first_content(saw_content);
             if !saw_content {
                 if let Some(status) = response::failed_stream_status(failure) {
                     host::set_response_header(":status", &status.to_string());
@@ -386,8 +395,7 @@ impl HttpContext for AttemptFilter {
         }
         let pairs = headers.to_pairs();
         if end_of_stream {
-            self.mark_first_content();
-            return self.finish_buffered(0, status, &pairs);
+            return self.finish_and_mark(0, status, &pairs);
         }
         self.answer = Answer::Buffered { status, headers: pairs };
         Action::Pause
@@ -400,8 +408,7 @@ impl HttpContext for AttemptFilter {
             Answer::Buffered { .. } if !end_of_stream => Action::Pause,
             Answer::Buffered { status, headers } => {
                 let (status, headers) = (*status, headers.clone());
-                self.mark_first_content();
-                self.finish_buffered(body_size, status, &headers)
+                self.finish_and_mark(body_size, status, &headers)
             }
         }
     }
