@@ -363,15 +363,24 @@ def test_spans_carry_the_routing_decision_as_tags(start_gateway, mocks):
     mocks.start(("zipkin",))  # records what the tracer posts (and answers 404, which Envoy ignores)
     gateway = start_gateway(plugin(), tweak=add_zipkin_tracing)
     # No x-request-id of our own: Envoy's sampling needs the UUID it generates.
-    for key, text, status in (("sk-obs-team", HARD, 200), ("sk-obs-wrong", SIMPLE, 401)):
+    # sk-obs-tiny's day quota is one request: its second is refused after the key was read.
+    sent = (("sk-obs-team", HARD, 200), ("sk-obs-wrong", SIMPLE, 401), ("sk-obs-tiny", SIMPLE, 200),
+            ("sk-obs-tiny", SIMPLE, 429))
+    for key, text, status in sent:
         assert gateway.chat(chat_body(text), headers={"authorization": f"Bearer {key}"}).status_code == status
 
     def spans():
-        return {span["tags"].get("http.status_code"): span["tags"]
-                for posted in mocks.requests("zipkin") if isinstance(posted.json, list) for span in posted.json}
+        return [span["tags"] for posted in mocks.requests("zipkin") if isinstance(posted.json, list)
+                for span in posted.json]
 
-    tags = eventually(spans, lambda found: {"200", "401"} <= found.keys())
-    served = tags["200"]
+    def by_status():
+        found = {}
+        for tags in spans():
+            found.setdefault(tags.get("http.status_code"), []).append(tags)
+        return found
+
+    found = eventually(by_status, lambda found: len(found.get("200", [])) == 2 and {"401", "429"} <= found.keys())
+    [served] = [tags for tags in found["200"] if tags.get("signalbox.tier") == "complex"]
     assert served["signalbox.tenant"] == "team"
     assert served["signalbox.key"] == "team-key"
     assert served["signalbox.model_requested"] == "auto"
@@ -379,7 +388,11 @@ def test_spans_carry_the_routing_decision_as_tags(start_gateway, mocks):
     assert 0.4 <= float(served["signalbox.score"]) <= 1
     assert served["signalbox.reason"] == "score"
     assert served["upstream_cluster"] == "anthropic"
-    # Refused at the key: nothing was decided, and the key a client sent is never a tag.
-    refused = tags["401"]
-    assert not any(refused.get(f"signalbox.{field}") for field in SPAN_TAGS), refused
-    assert "sk-obs-wrong" not in json.dumps(refused)
+    # Refused at the key: nothing known, and the key a client sent is never a tag.
+    [unknown] = found["401"]
+    assert not any(unknown.get(f"signalbox.{field}") for field in SPAN_TAGS), unknown
+    assert "sk-obs-wrong" not in json.dumps(unknown)
+    # Refused over quota: who it was, by the key's name only; no decision was applied.
+    [over_quota] = found["429"]
+    assert (over_quota["signalbox.tenant"], over_quota["signalbox.key"]) == ("tiny", "tiny-key"), over_quota
+    assert "sk-obs-tiny" not in json.dumps(over_quota)

@@ -102,6 +102,8 @@ impl ChatFilter {
 
     fn reply_error(&mut self, error: &GatewayError) -> Action {
         self.outcome = Some(Outcome::of_error(error));
+        // Before the reply ends the request (and its tracing span).
+        self.write_request_fields();
         host::send_error(error);
         self.phase = Phase::Replied;
         Action::Pause
@@ -168,7 +170,8 @@ impl ChatFilter {
     /// `on_log`) see them too.
     fn write_request_fields(&mut self) {
         let Some(state) = self.state.clone() else { return };
-        if !state.config.observability.access_log || self.request_fields_written {
+        let chat_or_embeddings = matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings);
+        if !chat_or_embeddings || !state.config.observability.access_log || self.request_fields_written {
             return;
         }
         for (field, value) in access_log::request_fields(&state.config, &self.report(AttemptTrail::default())) {
@@ -202,6 +205,9 @@ impl ChatFilter {
             return self.reply_json(&crate::status::spend_report(config, &HostStore, host::now_ms()));
         }
         self.endpoint = route::endpoint(path);
+        // Before any reply: even a 405 is logged with its id and duration.
+        self.started_ms = host::now_ms();
+        self.request_id = headers.get("x-request-id").map(str::to_string);
         match self.endpoint {
             Endpoint::Other => return Action::Continue,
             Endpoint::Models if method == "GET" => return self.reply_json(&state.models_json),
@@ -211,9 +217,6 @@ impl ChatFilter {
             }
             Endpoint::ChatCompletions | Endpoint::Embeddings => {}
         }
-        self.started_ms = host::now_ms();
-        self.request_id = headers.get("x-request-id").map(str::to_string);
-
         if let Some(governance) = &config.governance {
             match Spend::authenticate(governance, &headers) {
                 Ok(spend) => self.spend = Some(spend),
@@ -426,7 +429,8 @@ impl HttpContext for ChatFilter {
             return;
         }
         let content = if observability.access_log {
-            // A request refused before routing still logs who and what it was.
+            // A request that ended before routing without an error reply
+            // (a client that went away) still logs who it was.
             self.write_request_fields();
             self.audit.take().map(|audit| {
                 let stream = self.routed.as_ref().is_some_and(|routed| routed.attempts.stream);
