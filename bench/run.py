@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure what the Signalbox filter costs inside Envoy.
 
-The same mock upstream (sb-upstream) sits behind three Envoys, one at a time:
+The same mock upstream (sb-upstream) sits behind four Envoys, one at a time:
   pass-through  Envoy with only the router filter
   noop          + a do-nothing Rust proxy-wasm filter (the floor of any Wasm filter)
   signalbox     + the Signalbox filter, wired as in envoy/demo.yaml (downstream filter picks the
@@ -362,7 +362,7 @@ def measure_all(args, envoy, headers, workdir):
     # repetition of each rather than every repetition of one scenario.
     for rep in range(args.repeat):
         for index, scenario in enumerate(todo):
-            name, scenario_headers = scenario.name, dict(headers, **scenario.headers)
+            name, scenario_headers = scenario.name, dict(scenario.headers, **headers)
             p, port, envoy_log = start_envoy(envoy, scenario, index, workdir, upstream_port)
             for body_name, body_path in BODIES.items():
                 check_sample(name, port, body_path.read_bytes(), scenario_headers, envoy_log)
@@ -416,7 +416,8 @@ def main():
     if not args.no_build:
         build()
 
-    headers = {k.strip(): v.strip() for k, v in (h.split(":", 1) for h in args.header)}
+    # Lowercase names, so a --header overrides a scenario's header of the same name.
+    headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in args.header)}
     with tempfile.TemporaryDirectory(prefix="signalbox-bench-") as tmp:
         try:
             runs, skipped = measure_all(args, envoy, headers, Path(tmp))

@@ -367,8 +367,8 @@ def test_live_config_speaks_each_providers_own_api_with_the_environments_key(moc
     envoy_config.set_wasm_filename(config, WASM)
     envoy_config.set_admin_port(config, 0)
     envoy_config.set_listener_port(config, 0, "signalbox")
-    calls = {"openai": ("gpt-4o-mini", "/v1/chat/completions", "authorization", "Bearer {}"),
-             "anthropic": ("claude-haiku", "/v1/messages", "x-api-key", "{}")}
+    calls = {"openai": ("gpt-4o-mini", "gpt-4o-mini", "/v1/chat/completions", "authorization", "Bearer {}"),
+             "anthropic": ("claude-haiku", "claude-3-5-haiku-latest", "/v1/messages", "x-api-key", "{}")}
     secrets = secrets_for(host_env_keys(config))
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
@@ -376,15 +376,18 @@ def test_live_config_speaks_each_providers_own_api_with_the_environments_key(moc
         envoy_config.point_cluster(config, name, mocks.ports[name])
     with EnvoyProcess(config, workdir=tmp_path) as envoy:
         url = envoy.listener_url("signalbox")
-        for mock, (model, path, header, value) in calls.items():
+        for mock, (model, provider_id, path, header, value) in calls.items():
             mocks.clear()
             response = post(url, chat_body("hi", model=model), key=DEMO_KEY)
             assert response.status_code == 200, response.text
             assert response.json()["choices"][0]["message"]["role"] == "assistant"
             received = mocks.requests(mock)[-1]
             assert received.path == path
+            assert received.json["model"] == provider_id
+            assert received.json["messages"][-1]["content"] in ("hi", [{"type": "text", "text": "hi"}])
             key_variable = f"{mock.upper()}_API_KEY"
             assert received.header(header) == value.format(secrets[key_variable]), received.headers
+        assert mocks.requests("anthropic")[-1].header("anthropic-version")
 
 
 # --- the alternative: credential_injector as a cluster-level upstream filter ----------------
