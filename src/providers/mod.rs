@@ -354,11 +354,11 @@ pub fn translate_embeddings(
     headers: &[(String, String)],
     body: &[u8],
 ) -> TranslatedResponse {
-    if !(200..300).contains(&status) {
-        return failure::translate_error(call, status, headers, body);
-    }
     match call.spec.kind {
-        ProviderKind::Gemini => gemini::translate_embeddings_with_request(call, request_body, body),
+        ProviderKind::Gemini if (200..300).contains(&status) => {
+            gemini::translate_embeddings_with_request(call, request_body, body)
+        }
+        // Errors, and the other providers' answers, as for chat.
         _ => translate_response(call, status, headers, body),
     }
 }
