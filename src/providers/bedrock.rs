@@ -550,7 +550,7 @@ mod tests {
     use super::*;
     use crate::providers::eventstream::encode_message;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, call_for, run_stream, secret, spec, NOW,
+        assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, secret, spec, NOW,
     };
     use crate::providers::{
         build_request as build, translate_response as translate, Credential, FailureKind, ProviderKind,
@@ -560,12 +560,7 @@ mod tests {
     const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 
     fn request(body: &str) -> (UpstreamRequest, Value) {
-        let spec = spec(ProviderKind::Bedrock);
-        let mut call = call_for(&spec);
-        call.model_id = MODEL;
-        let upstream = build(&call, body.as_bytes()).unwrap();
-        let json = serde_json::from_slice(&upstream.body).unwrap();
-        (upstream, json)
+        request_for(ProviderKind::Bedrock, MODEL, body)
     }
 
     #[test]

@@ -680,25 +680,17 @@ pub(crate) fn stream_translator(call: &Call<'_>) -> Box<dyn StreamTranslator> {
 mod tests {
     use super::*;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, call_for, run_stream, spec, NOW,
+        answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec, NOW,
     };
     use crate::providers::{build_request as build, translate_response as translate, FailureKind, ProviderKind};
     use serde_json::json;
 
     fn request(body: &str) -> (UpstreamRequest, Value) {
-        let spec = spec(ProviderKind::Gemini);
-        let mut call = call_for(&spec);
-        call.model_id = "gemini-2.5-flash";
-        let upstream = build(&call, body.as_bytes()).unwrap();
-        let json = serde_json::from_slice(&upstream.body).unwrap();
-        (upstream, json)
+        request_for(ProviderKind::Gemini, "gemini-2.5-flash", body)
     }
 
     fn answer(body: &str) -> (TranslatedResponse, Value) {
-        let spec = spec(ProviderKind::Gemini);
-        let translated = translate(&call_for(&spec), 200, &[], body.as_bytes());
-        let json = serde_json::from_slice(&translated.body).unwrap();
-        (translated, json)
+        answer_from(ProviderKind::Gemini, body)
     }
 
     #[test]

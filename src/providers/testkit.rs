@@ -4,7 +4,12 @@
 
 use crate::config::Secret;
 
-use super::{stream_translator, Call, Credential, Failure, Operation, ProviderKind, ProviderSpec, TokenUsage};
+use serde_json::Value;
+
+use super::{
+    build_request, stream_translator, translate_response, Call, Credential, Failure, Operation, ProviderKind,
+    ProviderSpec, TokenUsage, TranslatedResponse, UpstreamRequest,
+};
 
 /// 2023-11-14T22:13:20Z.
 pub(crate) const NOW: u64 = 1_700_000_000;
@@ -31,6 +36,24 @@ pub(crate) fn call_for(spec: &ProviderSpec) -> Call<'_> {
         client_wants_usage: false,
         now_unix_seconds: NOW,
     }
+}
+
+/// An OpenAI chat body built for `kind` as model `model_id`, and its JSON.
+pub(crate) fn request_for(kind: ProviderKind, model_id: &str, body: &str) -> (UpstreamRequest, Value) {
+    let spec = spec(kind);
+    let mut call = call_for(&spec);
+    call.model_id = model_id;
+    let upstream = build_request(&call, body.as_bytes()).expect("the request builds");
+    let json = serde_json::from_slice(&upstream.body).expect("the built body is JSON");
+    (upstream, json)
+}
+
+/// A provider's 200 answer translated back to OpenAI's format, and its JSON.
+pub(crate) fn answer_from(kind: ProviderKind, body: &str) -> (TranslatedResponse, Value) {
+    let spec = spec(kind);
+    let translated = translate_response(&call_for(&spec), 200, &[], body.as_bytes());
+    let json = serde_json::from_slice(&translated.body).expect("the translated body is JSON");
+    (translated, json)
 }
 
 pub(crate) fn secret(value: &str) -> Secret {
