@@ -4,6 +4,7 @@
 //! Messages are written for the API user and never contain secrets or request
 //! bodies; the serde messages they may quote only name a type and a position.
 
+use std::borrow::Cow;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -11,7 +12,8 @@ pub enum GatewayError {
     /// The body is not the JSON shape the endpoint expects.
     InvalidRequest {
         message: String,
-        param: Option<&'static str>,
+        /// The offending field (`temperature`, `messages[2].role`).
+        param: Option<Cow<'static, str>>,
     },
     /// The body is larger than the configured `max_body_bytes`.
     BodyTooLarge { limit: usize },
@@ -54,10 +56,10 @@ impl GatewayError {
         }
     }
 
-    pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid_param(param: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         GatewayError::InvalidRequest {
             message: message.into(),
-            param: Some(param),
+            param: Some(param.into()),
         }
     }
 
@@ -112,9 +114,9 @@ impl GatewayError {
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
-            GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::InvalidRequest { param, .. } => param.as_deref(),
             GatewayError::UnknownModel { .. } => Some("model"),
             GatewayError::NoUsableModel { .. } => Some("messages"),
             _ => None,

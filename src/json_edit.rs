@@ -40,6 +40,34 @@ pub fn member_value_span(body: &[u8], key: &str) -> Option<Range<usize>> {
     }
 }
 
+/// Whether arrays and objects in `body` (valid JSON) nest deeper than
+/// `max`. One pass; string contents are skipped with `memchr`.
+pub fn depth_exceeds(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut cursor = 0;
+    while let Some(byte) = body.get(cursor) {
+        match byte {
+            b'"' => match string_end(body, cursor) {
+                Some(end) => {
+                    cursor = end;
+                    continue;
+                }
+                None => return false,
+            },
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        cursor += 1;
+    }
+    false
+}
+
 /// `body` with `range` replaced by `replacement`, in one allocation.
 pub fn splice(body: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() - range.len() + replacement.len());
@@ -125,6 +153,15 @@ fn value_end(body: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_is_counted_outside_strings() {
+        let nested = |depth: usize| format!("{{\"a\":{}1{}}}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+        assert!(!depth_exceeds(nested(64).as_bytes(), 64));
+        assert!(depth_exceeds(nested(65).as_bytes(), 64));
+        let brackets_in_text = format!("{{\"a\":\"{}\\\"[\"}}", "[{".repeat(100));
+        assert!(!depth_exceeds(brackets_in_text.as_bytes(), 2));
+    }
 
     fn rewrite_model(body: &str, model: &str) -> String {
         let span = member_value_span(body.as_bytes(), "model").expect("model member");

@@ -36,6 +36,7 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         client_wants_usage: false,
         operation: Operation::ChatCompletions,
         max_tokens: None,
+        trials: Vec::new(),
         authority: model.cluster.clone(),
     };
     let upstream = providers::build_request(

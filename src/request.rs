@@ -148,7 +148,10 @@ pub enum ResponseFormatKind {
     JsonSchema,
 }
 
-/// The fields of a chat-completions request that routing reads.
+/// The fields of a chat-completions request that routing reads, and those
+/// whose shape is checked before anything is forwarded (as OpenAI's API
+/// checks them: a malformed request is the client's 400, never a provider
+/// failure).
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest<'a> {
     #[serde(borrow)]
@@ -160,15 +163,29 @@ pub struct ChatRequest<'a> {
     #[serde(default, borrow)]
     pub functions: Option<&'a RawValue>,
     #[serde(default, borrow)]
+    pub tool_choice: Option<&'a RawValue>,
+    #[serde(default, borrow)]
     pub response_format: Option<ResponseFormat<'a>>,
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
-    pub max_tokens: Option<u64>,
+    pub max_tokens: Option<i64>,
     #[serde(default)]
-    pub max_completion_tokens: Option<u64>,
+    pub max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, borrow)]
+    pub stop: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,14 +205,55 @@ pub struct EmbeddingsRequest<'a> {
 
 /// Parses an embeddings body (`model` and `input` required).
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
-    let request: EmbeddingsRequest<'_> = serde_json::from_slice(body).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => GatewayError::invalid(format!("Invalid request body: {err}")),
-        _ => GatewayError::invalid(format!("Request body is not valid JSON: {err}")),
-    })?;
+    let request: EmbeddingsRequest<'_> = deserialize_body(body)?;
     if matches!(request.input.get().trim(), "[]" | "\"\"" | "null") {
         return Err(GatewayError::invalid_param("input", "`input` must not be empty."));
     }
+    check_depth(body)?;
     Ok(request)
+}
+
+/// Deepest nesting of arrays and objects a request may have (OpenAI's
+/// bodies need a handful; a deep one is an attack on whoever parses it).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
+    if crate::json_edit::depth_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(GatewayError::invalid(format!(
+            "The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels."
+        )));
+    }
+    Ok(())
+}
+
+/// Deserializes a request body; a mistake is a 400 naming the field where
+/// it is (`messages[1].role`) and what was expected.
+fn deserialize_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, GatewayError> {
+    let err = match serde_json::from_slice(body) {
+        Ok(request) => return Ok(request),
+        Err(err) => err,
+    };
+    if err.classify() != serde_json::error::Category::Data {
+        return Err(GatewayError::invalid(format!("Request body is not valid JSON: {err}")));
+    }
+    // Only on failure: parse again, tracking the path, to name the field.
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let path = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(located) => located.path().to_string(),
+        Ok(_) => String::new(),
+    };
+    if path.is_empty() || path == "." {
+        return Err(GatewayError::invalid(format!("Invalid request body: {err}")));
+    }
+    Err(GatewayError::invalid_param(
+        path.clone(),
+        format!("Invalid `{path}`: {}", without_position(&err.to_string())),
+    ))
+}
+
+/// A serde message without its ` at line 1 column 57` tail.
+fn without_position(message: &str) -> &str {
+    message.rsplit_once(" at line ").map_or(message, |(head, _)| head)
 }
 
 /// What the classifier and the selector read from a request.
@@ -226,13 +284,7 @@ impl<'a> PromptView<'a> {
 /// Parses a chat-completions body, turning every problem into a 400 with a
 /// message that says what is wrong and where.
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, GatewayError> {
-    let request: ChatRequest<'_> = serde_json::from_slice(body).map_err(|err| {
-        let message = match err.classify() {
-            serde_json::error::Category::Data => format!("Invalid request body: {err}"),
-            _ => format!("Request body is not valid JSON: {err}"),
-        };
-        GatewayError::invalid(message)
-    })?;
+    let request: ChatRequest<'_> = deserialize_body(body)?;
     if request.model.as_str().is_empty() {
         return Err(GatewayError::invalid_param(
             "model",
@@ -245,7 +297,123 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, GatewayError> {
             "`messages` must contain at least one message.",
         ));
     }
+    request.check_parameters()?;
+    check_depth(body)?;
     Ok(request)
+}
+
+fn out_of_range(param: &'static str, range: &str) -> GatewayError {
+    GatewayError::invalid_param(param, format!("`{param}` must be {range}."))
+}
+
+fn check_number(param: &'static str, value: Option<f64>, low: f64, high: f64) -> Result<(), GatewayError> {
+    match value {
+        Some(number) if !(low..=high).contains(&number) => {
+            Err(out_of_range(param, &format!("a number between {low} and {high}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_integer(param: &'static str, value: Option<i64>, low: i64, high: i64) -> Result<(), GatewayError> {
+    match value {
+        Some(number) if !(low..=high).contains(&number) => {
+            Err(out_of_range(param, &format!("an integer between {low} and {high}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn raw_is_null(raw: Option<&RawValue>) -> bool {
+    raw.is_none_or(|value| value.get().trim() == "null")
+}
+
+/// `stop`: a string, or an array of at most four strings.
+fn check_stop(raw: Option<&RawValue>) -> Result<(), GatewayError> {
+    if raw_is_null(raw) {
+        return Ok(());
+    }
+    let text = raw.map_or("", RawValue::get);
+    let fits = serde_json::from_str::<Cow<'_, str>>(text).is_ok()
+        || serde_json::from_str::<Vec<Cow<'_, str>>>(text).is_ok_and(|stops| stops.len() <= 4);
+    if fits {
+        Ok(())
+    } else {
+        Err(out_of_range("stop", "a string or an array of up to 4 strings"))
+    }
+}
+
+/// One entry of `tools` (or legacy `functions`): an object with a string
+/// `type`; function tools need a named `function`.
+#[derive(Deserialize)]
+struct ToolShape<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    function: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NamedShape<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+}
+
+fn check_tools(param: &'static str, raw: Option<&RawValue>, legacy: bool) -> Result<(), GatewayError> {
+    if raw_is_null(raw) {
+        return Ok(());
+    }
+    let text = raw.map_or("", RawValue::get);
+    let tools: Vec<ToolShape<'_>> =
+        serde_json::from_str(text).map_err(|_| out_of_range(param, "an array of tool objects with a `type`"))?;
+    for tool in &tools {
+        let named = if legacy {
+            tool.name.as_ref().is_some_and(|name| !name.as_str().is_empty())
+        } else {
+            match tool.kind.as_ref().map(Text::as_str) {
+                Some("function") => tool
+                    .function
+                    .and_then(|function| serde_json::from_str::<NamedShape<'_>>(function.get()).ok())
+                    .is_some_and(|function| !function.name.as_str().is_empty()),
+                Some(_) => true,
+                None => false,
+            }
+        };
+        if !named {
+            return Err(GatewayError::invalid_param(
+                param,
+                format!("Every entry of `{param}` must be an object with a `type` (and a function `name`)."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `tool_choice`: `none`, `auto`, `required`, or an object with a `type`.
+fn check_tool_choice(raw: Option<&RawValue>) -> Result<(), GatewayError> {
+    if raw_is_null(raw) {
+        return Ok(());
+    }
+    let text = raw.map_or("", RawValue::get);
+    if let Ok(mode) = serde_json::from_str::<Cow<'_, str>>(text) {
+        return match mode.as_ref() {
+            "none" | "auto" | "required" => Ok(()),
+            _ => Err(out_of_range(
+                "tool_choice",
+                "`none`, `auto`, `required` or a tool object",
+            )),
+        };
+    }
+    #[derive(Deserialize)]
+    struct ChoiceShape<'a> {
+        #[serde(rename = "type", borrow)]
+        _kind: Text<'a>,
+    }
+    serde_json::from_str::<ChoiceShape<'_>>(text)
+        .map(|_| ())
+        .map_err(|_| out_of_range("tool_choice", "`none`, `auto`, `required` or a tool object"))
 }
 
 fn is_present(raw: Option<&RawValue>) -> bool {
@@ -303,9 +471,31 @@ impl<'a> ChatRequest<'a> {
             .unwrap_or(false)
     }
 
-    /// The output budget the client asked for, if any.
+    /// The output budget the client asked for, if any (`null` is none).
     pub fn max_output_tokens(&self) -> Option<u64> {
-        self.max_completion_tokens.or(self.max_tokens)
+        self.max_completion_tokens
+            .or(self.max_tokens)
+            .and_then(|tokens| u64::try_from(tokens).ok())
+    }
+
+    /// How many answers the client asked for (`n`, 1 by default).
+    pub fn choices(&self) -> u64 {
+        self.n.and_then(|n| u64::try_from(n).ok()).unwrap_or(1).max(1)
+    }
+
+    /// The shape checks OpenAI's API makes on sampling and tool parameters.
+    fn check_parameters(&self) -> Result<(), GatewayError> {
+        check_number("temperature", self.temperature, 0.0, 2.0)?;
+        check_number("top_p", self.top_p, 0.0, 1.0)?;
+        check_number("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        check_number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
+        check_integer("n", self.n, 1, 128)?;
+        check_integer("max_tokens", self.max_tokens, 1, i64::MAX)?;
+        check_integer("max_completion_tokens", self.max_completion_tokens, 1, i64::MAX)?;
+        check_stop(self.stop)?;
+        check_tools("tools", self.tools, false)?;
+        check_tools("functions", self.functions, true)?;
+        check_tool_choice(self.tool_choice)
     }
 }
 
@@ -387,14 +577,23 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_never_overflows_the_stack() {
-        // Fields routing ignores are skipped iteratively and forwarded as sent.
+    fn deep_nesting_never_overflows_the_stack_and_is_refused() {
+        // Fields routing ignores are skipped iteratively, then the depth is
+        // checked: nothing this deep is forwarded to a provider.
         let ignored = nested(
             r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"extra":"#,
             100_000,
             "}",
         );
-        assert!(parse_chat(&ignored).is_ok());
+        let refused = parse_chat(&ignored).unwrap_err();
+        assert_eq!(refused.status(), 400);
+        assert!(refused.to_string().contains("deeper than 64"), "{refused}");
+        let shallow = nested(
+            r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"extra":"#,
+            60,
+            "}",
+        );
+        assert!(parse_chat(&shallow).is_ok());
         // Inside the fields routing reads, nesting is a type error.
         let read = nested(
             r#"{"model":"auto","messages":[{"role":"user","content":"#,
@@ -402,6 +601,63 @@ mod tests {
             "}]}",
         );
         assert_eq!(parse_chat(&read).unwrap_err().status(), 400);
+    }
+
+    fn refusal(body: &str) -> (String, String) {
+        let error = parse_chat(body.as_bytes()).unwrap_err();
+        assert_eq!(error.status(), 400, "{body}");
+        let json: serde_json::Value = serde_json::from_slice(&error.to_json()).unwrap();
+        (
+            json["error"]["param"].as_str().unwrap_or_default().to_string(),
+            json["error"]["message"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    #[test]
+    fn malformed_parameters_are_refused_naming_the_field() {
+        let with = |extra: &str| format!(r#"{{"model":"auto","messages":[{{"role":"user","content":"hi"}}],{extra}}}"#);
+        for (extra, param) in [
+            (r#""temperature":"hot""#, "temperature"),
+            (r#""temperature":2.5"#, "temperature"),
+            (r#""top_p":-0.1"#, "top_p"),
+            (r#""n":-5"#, "n"),
+            (r#""n":0"#, "n"),
+            (r#""n":1000"#, "n"),
+            (r#""max_tokens":0"#, "max_tokens"),
+            (r#""max_tokens":"lots""#, "max_tokens"),
+            (r#""max_completion_tokens":-1"#, "max_completion_tokens"),
+            (r#""stop":5"#, "stop"),
+            (r#""stop":["a","b","c","d","e"]"#, "stop"),
+            (r#""tools":"x""#, "tools"),
+            (r#""tools":[{"type":"function"}]"#, "tools"),
+            (r#""tools":[{"function":{"name":"f"}}]"#, "tools"),
+            (r#""tool_choice":"sometimes""#, "tool_choice"),
+            (r#""tool_choice":5"#, "tool_choice"),
+            (r#""stream":"yes""#, "stream"),
+            (r#""presence_penalty":3"#, "presence_penalty"),
+        ] {
+            let (found, message) = refusal(&with(extra));
+            assert_eq!(found, param, "{extra}: {message}");
+            assert!(message.contains(param), "{message}");
+        }
+        let (param, _) =
+            refusal(r#"{"model":"auto","messages":[{"role":"user","content":"hi"},{"role":"robot","content":"x"}]}"#);
+        assert_eq!(param, "messages[1].role");
+        for good in [
+            r#""temperature":0,"top_p":1,"n":2,"max_tokens":null,"stop":["a"],"tool_choice":"auto""#,
+            r#""tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"tool_choice":{"type":"function","function":{"name":"f"}}"#,
+            r#""stop":"x","max_completion_tokens":5,"temperature":null"#,
+        ] {
+            assert!(parse_chat(with(good).as_bytes()).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn n_and_a_null_max_tokens_read_as_asked() {
+        let body = br#"{"model":"auto","n":3,"max_tokens":null,"messages":[{"role":"user","content":"hi"}]}"#;
+        let request = parse_chat(body).unwrap();
+        assert_eq!(request.choices(), 3);
+        assert_eq!(request.max_output_tokens(), None);
     }
 
     #[test]

@@ -4,17 +4,60 @@
 //! time-to-first-token percentiles, in-flight attempts; and spend
 //! (`GET /signalbox/spend`) — per tenant its quotas (used, reserved, caps,
 //! share) and cost ledger per model.
+//!
+//! Both are closed by default: an admin key (`admin_keys`) sees everything;
+//! a tenant's virtual key sees only its own tenant's spend; anyone else
+//! gets 401 (403 for a tenant key asking for health).
 
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
+use crate::error::GatewayError;
 use crate::govern::admission::{ledger_key, quota_key};
+use crate::govern::auth_error;
+use crate::govern::keys::{admin_named, KeyRing, TenantId};
 use crate::govern::ledger::LedgerRecord;
 use crate::govern::quota::{Amounts, QuotaRecord};
+use crate::headers::HeaderMap;
 use crate::health::histogram::DecayedHistogram;
 use crate::health::{Availability, BreakerState, FailureKind};
 use crate::route::HealthView;
 use crate::state::{read, Store};
+
+/// Who may see an operator view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Admin,
+    /// A tenant's virtual key: its own spend only.
+    Tenant(TenantId),
+}
+
+/// The operator views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Health,
+    Spend,
+}
+
+/// Who is asking for `view`, or the error to answer: no or an unknown key
+/// is a 401, a tenant key asking for health a 403.
+pub fn viewer(config: &Config, headers: &HeaderMap, view: View) -> Result<Viewer, GatewayError> {
+    let presented = KeyRing::presented(headers).map_err(auth_error)?;
+    if admin_named(&config.admin_keys, presented).is_some() {
+        return Ok(Viewer::Admin);
+    }
+    let governance = config
+        .governance
+        .as_ref()
+        .ok_or_else(|| auth_error(crate::govern::keys::AuthFailure::Unknown))?;
+    let identity = governance.keys.authenticate(headers).map_err(auth_error)?;
+    match view {
+        View::Spend => Ok(Viewer::Tenant(identity.tenant)),
+        View::Health => Err(GatewayError::Forbidden {
+            message: "The health view needs an admin key.".into(),
+        }),
+    }
+}
 
 fn percentiles(histogram: &DecayedHistogram) -> Value {
     json!({
@@ -46,7 +89,7 @@ pub fn health_report(config: &Config, health: &dyn HealthView) -> Vec<u8> {
             let circuit = match record.breaker {
                 BreakerState::Closed => "closed",
                 BreakerState::Open { .. } => "open",
-                BreakerState::HalfOpen { .. } => "half_open",
+                BreakerState::HalfOpen => "half_open",
             };
             let (availability, ready_in_ms) = match record.availability(now, settings) {
                 Availability::Available => ("available", None),
@@ -70,7 +113,8 @@ pub fn health_report(config: &Config, health: &dyn HealthView) -> Vec<u8> {
                 "failure_rate": (f64::from(record.failure_rate()) * 1000.0).round() / 1000.0,
                 "latency_ms": percentiles(&record.latency),
                 "first_token_ms": percentiles(&record.first_token),
-                "in_flight": record.in_flight,
+                "in_flight": record.in_flight(now, settings),
+                "trials_in_flight": record.trials.count(now, settings.lease_ms),
                 "consecutive_failures": record.consecutive_failures,
             })
         })
@@ -80,7 +124,8 @@ pub fn health_report(config: &Config, health: &dyn HealthView) -> Vec<u8> {
         .into_bytes()
 }
 
-pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64) -> Vec<u8> {
+/// The spend view for `viewer`: every tenant for an admin, its own for a tenant.
+pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64, viewer: Viewer) -> Vec<u8> {
     let Some(governance) = &config.governance else {
         return json!({"tenants": []}).to_string().into_bytes();
     };
@@ -88,7 +133,9 @@ pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64) -> Vec<u8> 
     let tenants: Vec<Value> = governance
         .tenants
         .iter()
-        .map(|tenant| {
+        .enumerate()
+        .filter(|(id, _)| viewer == Viewer::Admin || viewer == Viewer::Tenant(*id))
+        .map(|(_, tenant)| {
             let quotas: Vec<Value> = tenant
                 .quotas
                 .iter()
@@ -171,7 +218,7 @@ mod spend_tests {
         let store = MemoryStore::default();
         let now = 1_795_521_600_000;
         finished_request(&config, &store, 100, 10, 5, now);
-        let report: Value = serde_json::from_slice(&spend_report(&config, &store, now)).unwrap();
+        let report: Value = serde_json::from_slice(&spend_report(&config, &store, now, Viewer::Admin)).unwrap();
         let research = report["tenants"]
             .as_array()
             .unwrap()
@@ -182,5 +229,39 @@ mod spend_tests {
         assert_eq!(research["quotas"][0]["reserved"]["tokens"], 0);
         assert_eq!(research["ledger"]["small"]["requests"], 1);
         assert_eq!(research["ledger"]["small"]["output_tokens"], 5);
+    }
+
+    fn asking_with(key: Option<&str>) -> HeaderMap {
+        let header = key.map(|key| format!("Bearer {key}"));
+        header.iter().map(|value| ("authorization", value.as_str())).collect()
+    }
+
+    #[test]
+    fn the_views_are_closed_to_strangers_and_a_tenant_sees_only_itself() {
+        let mut config = governed_config();
+        config.admin_keys = vec![crate::govern::keys::AdminKey {
+            name: "ops".into(),
+            digest: crate::govern::keys::digest_of("sk-admin-secret"),
+        }];
+        let viewer_of = |key: Option<&str>, view| viewer(&config, &asking_with(key), view);
+        assert_eq!(viewer_of(None, View::Spend).unwrap_err().status(), 401);
+        assert_eq!(
+            viewer_of(Some("sk-not-a-key-at-all"), View::Health)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(viewer_of(Some("sk-admin-secret"), View::Health), Ok(Viewer::Admin));
+        assert_eq!(viewer_of(Some("sk-intern"), View::Health).unwrap_err().status(), 403);
+        let intern = viewer_of(Some("sk-intern"), View::Spend).unwrap();
+        let store = MemoryStore::default();
+        let report: Value = serde_json::from_slice(&spend_report(&config, &store, 0, intern)).unwrap();
+        let names: Vec<&str> = report["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|tenant| tenant["tenant"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["interns"]);
     }
 }

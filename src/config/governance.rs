@@ -145,6 +145,16 @@ impl Tenant {
     }
 }
 
+/// A key's configured digest, or the error naming `{path}.sha256`.
+pub fn key_digest(path: &str, sha256: &str) -> Result<[u8; 32], ConfigError> {
+    parse_digest(&sha256.to_ascii_lowercase()).ok_or_else(|| {
+        ConfigError::new(
+            format!("{path}.sha256"),
+            "must be 64 hex characters (the key's SHA-256)",
+        )
+    })
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertSink {
     pub cluster: String,
@@ -336,12 +346,7 @@ pub fn resolve(
     for (position, key) in raw.keys.iter().enumerate() {
         let path = format!("{PATH}.keys[{position}]");
         check_name(format!("{path}.name"), &key.name)?;
-        let digest = parse_digest(&key.sha256.to_ascii_lowercase()).ok_or_else(|| {
-            ConfigError::new(
-                format!("{path}.sha256"),
-                "must be 64 hex characters (the key's SHA-256)",
-            )
-        })?;
+        let digest = key_digest(&path, &key.sha256)?;
         if keys.iter().any(|known: &VirtualKey| known.digest == digest) {
             return Err(ConfigError::new(
                 format!("{path}.sha256"),

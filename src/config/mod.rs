@@ -13,6 +13,7 @@ use regex::{Regex, RegexBuilder};
 
 use crate::classify::Classifier;
 use crate::error::ConfigError;
+use crate::govern::keys::AdminKey;
 use crate::health::{BreakerSettings, HealthSettings};
 use crate::providers::{Credential, ProviderKind, ProviderSpec, Quirks};
 pub use raw::{Capability, ExplainMode, Strategy};
@@ -182,6 +183,7 @@ pub struct Config {
     pub resilience: Resilience,
     pub health_path: Option<String>,
     pub spend_path: Option<String>,
+    pub admin_keys: Vec<AdminKey>,
     pub governance: Option<governance::Governance>,
     pub observability: Observability,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
@@ -335,6 +337,22 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
             ));
         }
     }
+    let mut admin_keys: Vec<AdminKey> = Vec::with_capacity(raw.admin_keys.len());
+    for (position, key) in raw.admin_keys.iter().enumerate() {
+        let path = format!("admin_keys[{position}]");
+        check_name(format!("{path}.name"), &key.name)?;
+        let digest = governance::key_digest(&path, &key.sha256)?;
+        if admin_keys.iter().any(|known| known.digest == digest) {
+            return Err(ConfigError::new(
+                format!("{path}.sha256"),
+                "the same key is listed twice",
+            ));
+        }
+        admin_keys.push(AdminKey {
+            name: key.name.clone(),
+            digest,
+        });
+    }
     Ok(Config {
         auto_models: raw.auto_models,
         max_body_bytes: raw.max_body_bytes,
@@ -349,6 +367,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         resilience,
         health_path: raw.health_path,
         spend_path: raw.spend_path,
+        admin_keys,
         governance,
         observability,
         model_by_name,
@@ -644,9 +663,10 @@ fn resolve_resilience(raw: &RawResilience) -> Result<Resilience, ConfigError> {
             })
         }
     };
+    let per_try_timeout_ms = positive("resilience.per_try_timeout_ms", raw.per_try_timeout_ms, 30_000)?;
     Ok(Resilience {
         max_attempts: max_attempts as usize,
-        per_try_timeout_ms: positive("resilience.per_try_timeout_ms", raw.per_try_timeout_ms, 30_000)?,
+        per_try_timeout_ms,
         deadline_ms: positive("resilience.deadline_ms", raw.deadline_ms, 300_000)?,
         health: HealthSettings {
             half_life_ms: positive(
@@ -656,7 +676,9 @@ fn resolve_resilience(raw: &RawResilience) -> Result<Resilience, ConfigError> {
             )?,
             breaker,
             slow_ms: positive("resilience.slow_ms", raw.slow_ms, defaults.slow_ms)?,
-            stale_in_flight_ms: defaults.stale_in_flight_ms,
+            // An attempt or trial whose holder never ends it stops counting
+            // once the attempt would have timed out anyway.
+            lease_ms: per_try_timeout_ms,
         },
         probes,
         context_length_fallback: raw.context_length_fallback,

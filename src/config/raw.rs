@@ -44,8 +44,21 @@ pub struct RawConfig {
     /// Path of the JSON spend view (`GET`), or null to turn it off.
     #[serde(default = "default_spend_path")]
     pub spend_path: Option<String>,
+    /// Keys that may read the health and spend views (as SHA-256 digests).
+    /// Without one, the health view is closed and the spend view shows a
+    /// tenant's own key only its own tenant.
+    #[serde(default)]
+    pub admin_keys: Vec<RawAdminKey>,
     #[serde(default)]
     pub observability: RawObservability,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminKey {
+    pub name: String,
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
 }
 
 /// Metrics and access-log fields.

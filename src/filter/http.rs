@@ -18,10 +18,13 @@ use super::spend::Spend;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
+use crate::health::DeploymentHealth;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
 use crate::route::chain::StoreHealth;
-use crate::route::response::{decode_usage, FIRST_CONTENT_STATE, USAGE_STATE};
+use crate::route::response::{decode_usage, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE, USAGE_STATE};
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
+use crate::state;
+use crate::status::{self, View};
 use crate::telemetry::access_log::{self, AuditContent};
 use crate::telemetry::report::RequestReport;
 use crate::telemetry::Outcome;
@@ -78,6 +81,8 @@ pub struct ChatFilter {
     audit: Option<Audit>,
     /// The access-log fields of the routing decision are written.
     request_fields_written: bool,
+    /// The response reached its end (or a local reply was sent).
+    response_complete: bool,
 }
 
 impl ChatFilter {
@@ -97,6 +102,7 @@ impl ChatFilter {
             outcome: None,
             audit: None,
             request_fields_written: false,
+            response_complete: false,
         }
     }
 
@@ -180,6 +186,37 @@ impl ChatFilter {
         self.request_fields_written = true;
     }
 
+    /// When the request ends before its response did because the client
+    /// left, the attempt still in flight (its end comes after this) must not
+    /// blame its provider: say so in filter state.
+    fn mark_client_gone(&self) {
+        if self.phase == Phase::Routed && !self.response_complete {
+            let details = host::property(vec!["response", "code_details"]);
+            if details.as_deref() == Some("downstream_remote_disconnect") {
+                host::set_filter_state(CLIENT_GONE_STATE, "1");
+            }
+        }
+    }
+
+    /// Gives back the half-open trial slots claimed for links that no
+    /// attempt began (the request was served, or ended, before them).
+    fn release_unbegun_trials(&self, config: &Config) {
+        let Some(routed) = self.routed.as_ref().filter(|routed| !routed.attempts.trials.is_empty()) else {
+            return;
+        };
+        let begun = host::filter_state(TRIALS_BEGUN_STATE).unwrap_or_default();
+        for (deployment, lease) in routed.attempts.unbegun_trials(&begun) {
+            let Some(target) = config.deployments.get(deployment) else {
+                continue;
+            };
+            if let Err(err) = state::update::<DeploymentHealth, _>(&HostStore, &target.health_key, |health| {
+                health.release_trial(lease)
+            }) {
+                log::warn!("cannot give back a trial slot of {}: {err:?}", target.name);
+            }
+        }
+    }
+
     /// Answers Signalbox's own paths, authenticates, holds chat and
     /// embeddings requests for their body.
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
@@ -194,15 +231,21 @@ impl ChatFilter {
         let path = headers.get(":path").unwrap_or_default();
         let bare_path = path.split('?').next().unwrap_or_default();
         if method == "GET" && config.health_path.as_deref() == Some(bare_path) {
+            if let Err(error) = status::viewer(config, &headers, View::Health) {
+                return self.reply_error(&error);
+            }
             let health = StoreHealth {
                 store: &HostStore,
                 config,
                 now_ms: host::now_ms(),
             };
-            return self.reply_json(&crate::status::health_report(config, &health));
+            return self.reply_json(&status::health_report(config, &health));
         }
         if method == "GET" && config.spend_path.as_deref() == Some(bare_path) {
-            return self.reply_json(&crate::status::spend_report(config, &HostStore, host::now_ms()));
+            return match status::viewer(config, &headers, View::Spend) {
+                Ok(viewer) => self.reply_json(&status::spend_report(config, &HostStore, host::now_ms(), viewer)),
+                Err(error) => self.reply_error(&error),
+            };
         }
         self.endpoint = route::endpoint(path);
         // Before any reply: even a 405 is logged with its id and duration.
@@ -222,6 +265,9 @@ impl ChatFilter {
                 Ok(spend) => self.spend = Some(spend),
                 Err(error) => return self.reply_error(&error),
             }
+        }
+        if let Err(error) = route::check_body_headers(&headers) {
+            return self.reply_error(&error);
         }
         self.hints = route::client_hints(config, &headers);
         for name in headers.names().filter(|name| name.starts_with(CLIENT_HEADER_PREFIX)) {
@@ -337,6 +383,7 @@ impl HttpContext for ChatFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.response_complete |= end_of_stream;
         let (Some(state), Some(routed)) = (self.state.clone(), self.routed.as_ref()) else {
             return Action::Continue;
         };
@@ -390,6 +437,7 @@ impl HttpContext for ChatFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_complete |= end_of_stream;
         if let Some(replacement) = &self.replacement {
             let value: &[u8] = if end_of_stream { replacement } else { b"" };
             host::replace_response_body(body_size, value);
@@ -407,11 +455,13 @@ impl HttpContext for ChatFilter {
     }
 
     fn on_log(&mut self) {
+        self.mark_client_gone();
         let Some(state) = self.state.clone() else { return };
         if !matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings) {
             return;
         }
         let config = &state.config;
+        self.release_unbegun_trials(config);
         // Read again rather than keep the response headers' copy: an attempt
         // without a response records itself when Envoy destroys it, and
         // nothing promises that comes before the client's headers.

@@ -26,11 +26,13 @@ use super::root::{log_transition, Loaded};
 use crate::config::{Config, DeploymentId};
 use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
-use crate::health::{AttemptOutcome, DeploymentHealth, FailureKind};
+use crate::health::{AttemptLease, AttemptOutcome, DeploymentHealth};
 use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
-use crate::route::response::{self, FIRST_CONTENT_STATE, USAGE_STATE};
+use crate::route::response::{
+    self, AttemptEnd, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE, USAGE_STATE,
+};
 use crate::state;
 use crate::telemetry::report::AttemptReport;
 
@@ -46,6 +48,11 @@ struct Attempt {
     started_ms: u64,
     /// Time spent rewriting the request for the provider.
     prepare_us: Option<u64>,
+    /// The in-flight (and trial) slots this attempt holds.
+    lease: AttemptLease,
+    /// The request could not be prepared for its provider and was answered
+    /// here: it never left the gateway.
+    never_sent: bool,
 }
 
 /// How the answer is being handled.
@@ -76,6 +83,8 @@ pub struct AttemptFilter {
     first_content_ms: Option<u64>,
     /// Time spent translating a whole answer.
     translate_us: Option<u64>,
+    /// The response reached its end of stream.
+    response_complete: bool,
 }
 
 impl AttemptFilter {
@@ -89,6 +98,7 @@ impl AttemptFilter {
             usage: None,
             first_content_ms: None,
             translate_us: None,
+            response_complete: false,
         }
     }
 
@@ -237,42 +247,50 @@ impl Context for AttemptFilter {
         let config = &state.config;
         let now = host::now_ms();
         let elapsed = now.saturating_sub(attempt.started_ms);
-        let failure = match (self.status, self.failure) {
-            (_, Some(failure)) => Some(response::health_failure(failure.kind)),
-            (Some(status), None) => FailureKind::from_status(status),
-            (None, None) => {
-                // No response: refused or reset, or nothing before the per-try timeout.
-                Self::append_trail(&attempt, 0);
-                let timed_out = elapsed.saturating_mul(10) >= config.resilience.per_try_timeout_ms.saturating_mul(9);
-                Some(if timed_out {
-                    FailureKind::Timeout
-                } else {
-                    FailureKind::Unreachable
-                })
-            }
+        // Only an attempt cut short can have been cut by the client; the
+        // router says so (its log comes first when the client leaves).
+        let client_gone = !self.response_complete && host::filter_state(CLIENT_GONE_STATE).is_some();
+        let end = AttemptEnd {
+            status: self.status,
+            failure: self.failure,
+            complete: self.response_complete,
+            client_gone,
+            never_sent: attempt.never_sent,
+            elapsed_ms: elapsed,
         };
+        if self.status.is_none() && !attempt.never_sent {
+            Self::append_trail(&attempt, 0);
+        }
+        let verdict = response::verdict(&end, config.resilience.per_try_timeout_ms);
         let first_token_ms = self
             .first_content_ms
             .map(|first| first.saturating_sub(attempt.started_ms));
+        let failure = match verdict {
+            Verdict::Failed(kind) => Some(kind),
+            Verdict::Silent | Verdict::Succeeded => None,
+        };
         let outcome = AttemptOutcome {
             failure,
             retry_after_ms: self.failure.and_then(|failure| failure.retry_after_ms),
             latency_ms: elapsed,
             first_token_ms,
         };
-        let report = AttemptReport {
-            deployment: attempt.deployment,
-            failure,
-            latency_ms: elapsed,
-            first_token_ms,
-            prepare_us: attempt.prepare_us,
-            translate_us: self.translate_us,
-        };
-        state.metrics.emit(config, &report.samples(config));
+        if verdict != Verdict::Silent {
+            let report = AttemptReport {
+                deployment: attempt.deployment,
+                failure,
+                latency_ms: elapsed,
+                first_token_ms,
+                prepare_us: attempt.prepare_us,
+                translate_us: self.translate_us,
+            };
+            state.metrics.emit(config, &report.samples(config));
+        }
         let settings = &config.resilience.health;
         let key = &config.deployments[attempt.deployment].health_key;
+        let recorded = (verdict != Verdict::Silent).then_some(&outcome);
         match state::update::<DeploymentHealth, _>(&HostStore, key, |health| {
-            health.finish_attempt(now, &outcome, settings)
+            health.finish_attempt(now, attempt.lease, recorded, settings)
         }) {
             Ok((_, transition)) => log_transition(config, attempt.deployment, transition),
             Err(err) => log::warn!("cannot record an attempt: {err:?}"),
@@ -312,12 +330,26 @@ impl HttpContext for AttemptFilter {
         }
         let now = host::now_ms();
         let settings = &config.resilience.health;
-        if let Err(err) =
-            state::update::<DeploymentHealth, _>(&HostStore, &config.deployments[deployment].health_key, |health| {
-                health.begin_attempt(now, settings)
-            })
-        {
-            log::warn!("cannot count an attempt in flight: {err:?}");
+        let in_flight = match state::update::<DeploymentHealth, _>(
+            &HostStore,
+            &config.deployments[deployment].health_key,
+            |health| health.begin_attempt(now, settings),
+        ) {
+            Ok((_, token)) => token,
+            Err(err) => {
+                log::warn!("cannot count an attempt in flight: {err:?}");
+                0
+            }
+        };
+        let trial = plan.trial_for(number);
+        if trial.is_some() {
+            // This attempt now owns its link's trial slot; the router gives
+            // back only the slots of links no attempt began.
+            let begun = host::filter_state(TRIALS_BEGUN_STATE).unwrap_or_default();
+            host::set_filter_state(
+                TRIALS_BEGUN_STATE,
+                &attempts::append_entry(&begun, &(number - 1).to_string()),
+            );
         }
         count_in_deployment_window(config, deployment, now, 1, 0);
         self.attempt = Some(Attempt {
@@ -328,6 +360,8 @@ impl HttpContext for AttemptFilter {
             request_body: Vec::new(),
             started_ms: now,
             prepare_us: None,
+            lease: AttemptLease { in_flight, trial },
+            never_sent: false,
         });
         if end_of_stream {
             Action::Continue
@@ -365,7 +399,15 @@ impl HttpContext for AttemptFilter {
                 host::apply_request_edits(&prepared.request_headers, &attempt.headers);
                 host::replace_request_body(body_size, &prepared.body);
             }
-            Err(err) => log::warn!("cannot prepare attempt {}: {err}", attempt.number),
+            Err(err) => {
+                // The router plans only links that can be prepared, so this is
+                // a bug; still, a request meant for another provider (with its
+                // path, body or credentials) must never leave: answer here.
+                log::warn!("cannot prepare attempt {}: {err}", attempt.number);
+                attempt.never_sent = true;
+                host::send_error(&err);
+                return Action::Pause;
+            }
         }
         attempt.prepare_us = Some(elapsed_us(started));
         attempt.request_body = body;
@@ -373,9 +415,14 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.response_complete |= end_of_stream;
         let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
             return Action::Continue;
         };
+        if attempt.never_sent {
+            // Our own local reply on its way out: nothing to translate or record.
+            return Action::Continue;
+        }
         let headers = host::response_headers();
         let status = headers
             .get(":status")
@@ -402,6 +449,7 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_complete |= end_of_stream;
         match &self.answer {
             Answer::Pending => Action::Continue,
             Answer::Streaming { .. } => self.stream_chunk(body_size, end_of_stream),

@@ -74,6 +74,19 @@ fn prefix(digest: &[u8; 32]) -> [u8; 8] {
     prefix
 }
 
+/// A key allowed to read the operator views (health, every tenant's spend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminKey {
+    pub name: String,
+    pub digest: [u8; 32],
+}
+
+/// The admin key presented, if it is one (compared in constant time).
+pub fn admin_named<'k>(keys: &'k [AdminKey], presented: &str) -> Option<&'k AdminKey> {
+    let digest = digest_of(presented);
+    keys.iter().find(|key| equal_in_constant_time(&key.digest, &digest))
+}
+
 impl KeyRing {
     pub fn new(keys: Vec<VirtualKey>) -> KeyRing {
         let mut by_prefix: HashMap<[u8; 8], Vec<VirtualKey>> = HashMap::new();

@@ -13,9 +13,9 @@ pub enum BreakerState {
     Open {
         until_ms: u64,
     },
-    HalfOpen {
-        trials_in_flight: u8,
-    },
+    /// Trials may go through (at most `half_open_trials` at once; the
+    /// record keeps them as leases).
+    HalfOpen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,17 +4,21 @@
 //! A [`DeploymentHealth`] record holds decayed success and failure counts by
 //! kind, latency and time-to-first-token histograms ([`histogram`]), the
 //! in-flight count, a retry-after cooldown and the circuit breaker
-//! ([`breaker`]). Attempts begin and finish with one compare-and-swap each;
+//! ([`breaker`]). In-flight attempts and half-open trials are leases
+//! ([`leases`]): they end when their holder says so or, if it never does,
+//! on their own. Attempts begin and finish with one compare-and-swap each;
 //! the router reads records to order candidates. All functions take the time
 //! as an argument so tests control the clock.
 
 pub mod breaker;
 pub mod histogram;
+pub mod leases;
 
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
 pub use breaker::{BreakerSettings, BreakerState, Transition};
 use histogram::{DecayedHistogram, BUCKETS};
+pub use leases::{LeaseToken, LeasedCount};
 
 /// Why an attempt failed, as far as routing is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +101,9 @@ pub struct HealthSettings {
     pub breaker: BreakerSettings,
     /// p95 latency above which the health score starts to drop.
     pub slow_ms: u64,
-    /// An in-flight count that has not moved for this long is a leak (a
-    /// worker VM died mid-request) and is reset.
-    pub stale_in_flight_ms: u64,
+    /// How long an in-flight attempt or a half-open trial counts at most
+    /// when its holder never ends it (the per-try timeout).
+    pub lease_ms: u64,
 }
 
 impl Default for HealthSettings {
@@ -108,7 +112,7 @@ impl Default for HealthSettings {
             half_life_ms: 60_000,
             breaker: BreakerSettings::default(),
             slow_ms: 10_000,
-            stale_in_flight_ms: 600_000,
+            lease_ms: 30_000,
         }
     }
 }
@@ -121,6 +125,14 @@ pub struct AttemptOutcome {
     pub retry_after_ms: Option<u64>,
     pub latency_ms: u64,
     pub first_token_ms: Option<u64>,
+}
+
+/// What an attempt holds while it runs, to give back when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLease {
+    pub in_flight: LeaseToken,
+    /// The half-open trial slot this attempt was planned on, if any.
+    pub trial: Option<LeaseToken>,
 }
 
 /// Whether a deployment may take a request now.
@@ -159,8 +171,9 @@ pub struct DeploymentHealth {
     /// Openings in a row without a close in between (for the backoff).
     pub reopenings: u8,
     pub cooldown_until_ms: u64,
-    pub in_flight: u16,
-    pub in_flight_changed_ms: u64,
+    pub in_flight: LeasedCount,
+    /// Trial slots taken while half-open.
+    pub trials: LeasedCount,
 }
 
 impl DeploymentHealth {
@@ -176,29 +189,31 @@ impl DeploymentHealth {
         self.updated_ms = now_ms;
     }
 
-    fn touch_in_flight(&mut self, now_ms: u64, settings: &HealthSettings) {
-        if now_ms.saturating_sub(self.in_flight_changed_ms) > settings.stale_in_flight_ms {
-            self.in_flight = 0;
-        }
-        self.in_flight_changed_ms = now_ms;
+    /// Attempts in flight now.
+    pub fn in_flight(&self, now_ms: u64, settings: &HealthSettings) -> u32 {
+        self.in_flight.count(now_ms, settings.lease_ms)
     }
 
-    /// An attempt is about to be sent.
-    pub fn begin_attempt(&mut self, now_ms: u64, settings: &HealthSettings) {
-        self.touch_in_flight(now_ms, settings);
-        self.in_flight = self.in_flight.saturating_add(1);
+    /// An attempt is about to be sent; keep the token for [`Self::finish_attempt`].
+    pub fn begin_attempt(&mut self, now_ms: u64, settings: &HealthSettings) -> LeaseToken {
+        self.in_flight.take(now_ms, settings.lease_ms)
     }
 
-    /// An attempt finished (begun with [`Self::begin_attempt`]).
+    /// An attempt ended. `outcome` is what it says about the deployment;
+    /// `None` when it says nothing (the client left before the provider
+    /// answered, or the attempt was never sent): its leases are only given back.
     pub fn finish_attempt(
         &mut self,
         now_ms: u64,
-        outcome: &AttemptOutcome,
+        lease: AttemptLease,
+        outcome: Option<&AttemptOutcome>,
         settings: &HealthSettings,
     ) -> Option<Transition> {
-        self.touch_in_flight(now_ms, settings);
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.record(now_ms, outcome, settings, false)
+        self.in_flight.give_back(lease.in_flight);
+        if let Some(trial) = lease.trial {
+            self.release_trial(trial);
+        }
+        outcome.and_then(|outcome| self.record(now_ms, outcome, settings, false))
     }
 
     /// An active probe finished. A successful probe closes an open circuit:
@@ -220,9 +235,6 @@ impl DeploymentHealth {
         probe: bool,
     ) -> Option<Transition> {
         self.decay(now_ms, settings);
-        if let BreakerState::HalfOpen { trials_in_flight } = &mut self.breaker {
-            *trials_in_flight = trials_in_flight.saturating_sub(1);
-        }
         match outcome.failure {
             None => {
                 self.successes += 1.0;
@@ -232,9 +244,10 @@ impl DeploymentHealth {
                 }
                 self.consecutive_failures = 0;
                 let was_tripped = self.breaker != BreakerState::Closed;
-                let closes = matches!(self.breaker, BreakerState::HalfOpen { .. }) || (probe && was_tripped);
+                let closes = self.breaker == BreakerState::HalfOpen || (probe && was_tripped);
                 if closes {
                     self.breaker = BreakerState::Closed;
+                    self.trials.clear();
                     self.reopenings = 0;
                     return Some(Transition::Closed);
                 }
@@ -257,7 +270,7 @@ impl DeploymentHealth {
 
     fn maybe_open(&mut self, now_ms: u64, breaker: &BreakerSettings) -> Option<Transition> {
         let trips = match self.breaker {
-            BreakerState::HalfOpen { .. } => true,
+            BreakerState::HalfOpen => true,
             BreakerState::Closed => {
                 let requests = self.requests();
                 self.consecutive_failures >= breaker.consecutive_failures
@@ -270,6 +283,7 @@ impl DeploymentHealth {
         }
         let until_ms = now_ms.saturating_add(breaker.open_period_ms(self.reopenings));
         self.breaker = BreakerState::Open { until_ms };
+        self.trials.clear();
         self.reopenings = self.reopenings.saturating_add(1);
         Some(Transition::Opened { until_ms })
     }
@@ -278,10 +292,12 @@ impl DeploymentHealth {
         match self.breaker {
             BreakerState::Open { until_ms } if now_ms < until_ms => Availability::Open { until_ms },
             BreakerState::Open { .. } => Availability::NeedsTrial,
-            BreakerState::HalfOpen { trials_in_flight } if trials_in_flight >= settings.breaker.half_open_trials => {
+            BreakerState::HalfOpen
+                if self.trials.count(now_ms, settings.lease_ms) >= u32::from(settings.breaker.half_open_trials) =>
+            {
                 Availability::TrialsBusy
             }
-            BreakerState::HalfOpen { .. } => Availability::NeedsTrial,
+            BreakerState::HalfOpen => Availability::NeedsTrial,
             BreakerState::Closed if now_ms < self.cooldown_until_ms => Availability::CoolingDown {
                 until_ms: self.cooldown_until_ms,
             },
@@ -290,17 +306,23 @@ impl DeploymentHealth {
     }
 
     /// Takes a half-open trial slot if one is free (run inside a CAS update).
-    pub fn claim_trial(&mut self, now_ms: u64, settings: &HealthSettings) -> bool {
-        match self.availability(now_ms, settings) {
-            Availability::NeedsTrial => {
-                let trials_in_flight = match self.breaker {
-                    BreakerState::HalfOpen { trials_in_flight } => trials_in_flight + 1,
-                    _ => 1,
-                };
-                self.breaker = BreakerState::HalfOpen { trials_in_flight };
-                true
-            }
-            _ => false,
+    /// The slot is a lease: give it back with [`Self::release_trial`] (or by
+    /// finishing the attempt made on it), or it expires on its own.
+    pub fn claim_trial(&mut self, now_ms: u64, settings: &HealthSettings) -> Option<LeaseToken> {
+        if self.availability(now_ms, settings) != Availability::NeedsTrial {
+            return None;
+        }
+        if self.breaker != BreakerState::HalfOpen {
+            self.breaker = BreakerState::HalfOpen;
+            self.trials.clear();
+        }
+        Some(self.trials.take(now_ms, settings.lease_ms))
+    }
+
+    /// Gives back a trial slot whose attempt was never made.
+    pub fn release_trial(&mut self, token: LeaseToken) {
+        if self.breaker == BreakerState::HalfOpen {
+            self.trials.give_back(token);
         }
     }
 
@@ -350,7 +372,7 @@ impl DeploymentHealth {
     }
 }
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 impl Record for DeploymentHealth {
     fn encode(&self) -> Vec<u8> {
@@ -368,13 +390,11 @@ impl Record for DeploymentHealth {
         match self.breaker {
             BreakerState::Closed => writer.u8(0).u64(0),
             BreakerState::Open { until_ms } => writer.u8(1).u64(until_ms),
-            BreakerState::HalfOpen { trials_in_flight } => writer.u8(2).u64(u64::from(trials_in_flight)),
+            BreakerState::HalfOpen => writer.u8(2).u64(0),
         };
-        writer
-            .u8(self.reopenings)
-            .u64(self.cooldown_until_ms)
-            .u16(self.in_flight)
-            .u64(self.in_flight_changed_ms);
+        writer.u8(self.reopenings).u64(self.cooldown_until_ms);
+        self.in_flight.encode(&mut writer);
+        self.trials.encode(&mut writer);
         writer.finish()
     }
 
@@ -399,15 +419,13 @@ impl Record for DeploymentHealth {
         health.breaker = match tag {
             0 => BreakerState::Closed,
             1 => BreakerState::Open { until_ms: value },
-            2 => BreakerState::HalfOpen {
-                trials_in_flight: u8::try_from(value).ok()?,
-            },
+            2 => BreakerState::HalfOpen,
             _ => return None,
         };
         health.reopenings = reader.u8()?;
         health.cooldown_until_ms = reader.u64()?;
-        health.in_flight = reader.u16()?;
-        health.in_flight_changed_ms = reader.u64()?;
+        health.in_flight = LeasedCount::decode(&mut reader)?;
+        health.trials = LeasedCount::decode(&mut reader)?;
         reader.is_done().then_some(health)
     }
 }

@@ -12,7 +12,7 @@ fn settings() -> HealthSettings {
             half_open_trials: 2,
         },
         slow_ms: 1_000,
-        stale_in_flight_ms: 60_000,
+        lease_ms: 60_000,
     }
 }
 
@@ -35,8 +35,17 @@ fn failed(kind: FailureKind) -> AttemptOutcome {
 }
 
 fn attempt(health: &mut DeploymentHealth, now: u64, outcome: AttemptOutcome) -> Option<Transition> {
-    health.begin_attempt(now, &settings());
-    health.finish_attempt(now, &outcome, &settings())
+    trial_attempt(health, now, None, outcome)
+}
+
+fn trial_attempt(
+    health: &mut DeploymentHealth,
+    now: u64,
+    trial: Option<LeaseToken>,
+    outcome: AttemptOutcome,
+) -> Option<Transition> {
+    let in_flight = health.begin_attempt(now, &settings());
+    health.finish_attempt(now, AttemptLease { in_flight, trial }, Some(&outcome), &settings())
 }
 
 #[test]
@@ -99,12 +108,50 @@ fn after_the_open_period_a_bounded_number_of_trials_may_go_through() {
         attempt(&mut health, now, failed(FailureKind::Server));
     }
     let settings = settings();
-    assert!(!health.claim_trial(500, &settings), "still open");
+    assert!(health.claim_trial(500, &settings).is_none(), "still open");
     assert_eq!(health.availability(1_003, &settings), Availability::NeedsTrial);
-    assert!(health.claim_trial(1_003, &settings));
-    assert!(health.claim_trial(1_004, &settings));
-    assert!(!health.claim_trial(1_005, &settings), "two trials at most");
+    assert!(health.claim_trial(1_003, &settings).is_some());
+    assert!(health.claim_trial(1_004, &settings).is_some());
+    assert!(health.claim_trial(1_005, &settings).is_none(), "two trials at most");
     assert_eq!(health.availability(1_005, &settings), Availability::TrialsBusy);
+}
+
+#[test]
+fn a_trial_slot_never_used_is_given_back_or_expires_on_its_own() {
+    let mut health = DeploymentHealth::default();
+    for now in [1, 2, 3] {
+        attempt(&mut health, now, failed(FailureKind::Server));
+    }
+    let settings = settings();
+    let first = health.claim_trial(1_003, &settings).unwrap();
+    health.claim_trial(1_004, &settings).unwrap();
+    assert_eq!(health.availability(1_005, &settings), Availability::TrialsBusy);
+    health.release_trial(first);
+    assert_eq!(health.availability(1_006, &settings), Availability::NeedsTrial);
+    health.claim_trial(1_006, &settings).unwrap();
+    assert_eq!(health.availability(1_007, &settings), Availability::TrialsBusy);
+    // Holders that never come back (a worker died) stop counting after the lease.
+    let later = 1_007 + settings.lease_ms * 4 / 3 + 1;
+    assert_eq!(health.availability(later, &settings), Availability::NeedsTrial);
+}
+
+#[test]
+fn an_attempt_that_says_nothing_about_the_provider_only_gives_its_leases_back() {
+    let mut health = DeploymentHealth::default();
+    for now in [1, 2, 3] {
+        attempt(&mut health, now, failed(FailureKind::Server));
+    }
+    let settings = settings();
+    let trial = health.claim_trial(1_003, &settings);
+    let in_flight = health.begin_attempt(1_003, &settings);
+    let before = health;
+    assert_eq!(
+        health.finish_attempt(1_010, AttemptLease { in_flight, trial }, None, &settings),
+        None
+    );
+    assert_eq!(health.in_flight(1_010, &settings), 0);
+    assert_eq!(health.requests(), before.requests(), "nothing recorded");
+    assert_eq!(health.availability(1_010, &settings), Availability::NeedsTrial);
 }
 
 #[test]
@@ -114,8 +161,8 @@ fn a_successful_trial_closes_and_a_failed_one_reopens_for_longer() {
     for now in [1, 2, 3] {
         attempt(&mut health, now, failed(FailureKind::Server));
     }
-    assert!(health.claim_trial(1_003, &settings));
-    let reopened = health.finish_attempt(1_010, &failed(FailureKind::Server), &settings);
+    let trial = health.claim_trial(1_003, &settings);
+    let reopened = trial_attempt(&mut health, 1_010, trial, failed(FailureKind::Server));
     assert_eq!(
         reopened,
         Some(Transition::Opened {
@@ -123,9 +170,10 @@ fn a_successful_trial_closes_and_a_failed_one_reopens_for_longer() {
         }),
         "second opening waits twice as long"
     );
-    assert!(health.claim_trial(3_010, &settings));
+    let trial = health.claim_trial(3_010, &settings);
+    assert!(trial.is_some());
     assert_eq!(
-        health.finish_attempt(3_020, &ok(80), &settings),
+        trial_attempt(&mut health, 3_020, trial, ok(80)),
         Some(Transition::Closed)
     );
     assert_eq!(health.availability(3_021, &settings), Availability::Available);
@@ -201,13 +249,21 @@ fn the_score_falls_with_failures_and_with_slowness() {
 fn in_flight_counts_attempts_and_forgets_leaks() {
     let settings = settings();
     let mut health = DeploymentHealth::default();
-    health.begin_attempt(0, &settings);
+    let first = health.begin_attempt(0, &settings);
     health.begin_attempt(1, &settings);
-    assert_eq!(health.in_flight, 2);
-    health.finish_attempt(2, &ok(1), &settings);
-    assert_eq!(health.in_flight, 1);
+    assert_eq!(health.in_flight(1, &settings), 2);
+    let lease = AttemptLease {
+        in_flight: first,
+        trial: None,
+    };
+    health.finish_attempt(2, lease, Some(&ok(1)), &settings);
+    assert_eq!(health.in_flight(2, &settings), 1);
     health.begin_attempt(100_000, &settings);
-    assert_eq!(health.in_flight, 1, "the leaked attempt was forgotten");
+    assert_eq!(
+        health.in_flight(100_000, &settings),
+        1,
+        "the leaked attempt was forgotten"
+    );
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub(crate) struct ErrorInfo {
     pub param: Option<String>,
     /// Gemini's `RetryInfo.retryDelay`.
     pub retry_delay_ms: Option<u64>,
+    /// Gemini's `ErrorInfo.reason` (`API_KEY_INVALID`, …).
+    pub reason: Option<String>,
 }
 
 fn text(value: Option<&Value>) -> Option<String> {
@@ -77,13 +79,11 @@ impl ErrorInfo {
             Some(error @ Value::Object(_)) => error,
             _ => value,
         };
-        let retry_delay_ms = error
-            .get("details")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let details = || error.get("details").and_then(Value::as_array).into_iter().flatten();
+        let retry_delay_ms = details()
             .filter_map(|detail| detail.get("retryDelay").and_then(Value::as_str))
             .find_map(parse_go_duration_ms);
+        let reason = details().find_map(|detail| text(detail.get("reason")));
         ErrorInfo {
             message: text(error.get("message")).or_else(|| text(error.get("Message"))),
             kind: text(error.get("type"))
@@ -93,6 +93,7 @@ impl ErrorInfo {
             code: text(error.get("code")),
             param: text(error.get("param")),
             retry_delay_ms,
+            reason,
         }
     }
 }
@@ -130,11 +131,43 @@ fn is_context_length(hint: &str, message: &str) -> bool {
         )
 }
 
+/// Error names (OpenAI/Anthropic `type` or `code`, Gemini `status` or
+/// `ErrorInfo.reason`, Bedrock's exception) by which providers say the
+/// gateway's own credentials were refused.
+const AUTH_ERROR_NAMES: &[&str] = &[
+    "invalid_api_key",
+    "authentication_error",
+    "permission_error",
+    "unauthenticated",
+    "permission_denied",
+    "api_key_invalid",
+    "accessdeniedexception",
+    "unrecognizedclientexception",
+    "invalidsignatureexception",
+    "expiredtokenexception",
+];
+
+/// Whether the provider says, by status or by its structured error name,
+/// that the gateway's credentials were refused. Never by free text: a
+/// request whose content makes the provider echo "invalid api key" in a 400
+/// is the client's error, not a broken key.
+fn is_auth_failure(status: Option<u16>, info: &ErrorInfo) -> bool {
+    let named = |name: Option<&String>| {
+        name.is_some_and(|name| AUTH_ERROR_NAMES.iter().any(|known| name.eq_ignore_ascii_case(known)))
+    };
+    matches!(status, Some(401 | 403))
+        || named(info.kind.as_ref())
+        || named(info.code.as_ref())
+        || named(info.reason.as_ref())
+}
+
 /// The failure kind from the HTTP status (when there is one; stream errors
 /// have none) and the provider's error name and message.
 pub(crate) fn kind_of(status: Option<u16>, info: &ErrorInfo) -> FailureKind {
+    if is_auth_failure(status, info) {
+        return FailureKind::Auth;
+    }
     match status {
-        Some(401 | 403) => return FailureKind::Auth,
         Some(429) => return FailureKind::RateLimited,
         Some(529) => return FailureKind::Overloaded,
         Some(408 | 504) => return FailureKind::Timeout,
@@ -147,24 +180,6 @@ pub(crate) fn kind_of(status: Option<u16>, info: &ErrorInfo) -> FailureKind {
     )
     .to_ascii_lowercase();
     let message = info.message.as_deref().unwrap_or_default().to_ascii_lowercase();
-    let key_rejected = contains_any(
-        &message,
-        &["api key not valid", "invalid api key", "api key is invalid"],
-    );
-    if key_rejected
-        || contains_any(
-            &hint,
-            &[
-                "authentication",
-                "permission",
-                "unauthenticated",
-                "accessdenied",
-                "invalid_api_key",
-            ],
-        )
-    {
-        return FailureKind::Auth;
-    }
     if contains_any(
         &hint,
         &["rate_limit", "throttl", "resource_exhausted", "too_many_requests"],
@@ -517,8 +532,27 @@ mod tests {
 
     #[test]
     fn a_rejected_gemini_key_is_an_auth_failure_despite_its_400() {
-        let body = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
+        let body = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#;
         assert_eq!(kind(400, body), FailureKind::Auth);
+    }
+
+    #[test]
+    fn a_message_that_merely_mentions_a_key_is_the_clients_error() {
+        for body in [
+            r#"{"error":{"message":"invalid api key format in your prompt","type":"invalid_request_error"}}"#,
+            r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"authentication failed for tool"}}"#,
+        ] {
+            assert_eq!(kind(400, body), FailureKind::Client, "{body}");
+        }
+        let anthropic = r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#;
+        assert_eq!(kind(401, anthropic), FailureKind::Auth);
+        let bedrock = headers(&[("x-amzn-errortype", "UnrecognizedClientException")]);
+        let spec = spec(ProviderKind::Bedrock);
+        assert_eq!(
+            classify(&call_for(&spec), 400, &bedrock, b"{}").unwrap().kind,
+            FailureKind::Auth
+        );
     }
 
     #[test]

@@ -254,12 +254,7 @@ pub const ADAPTER_HEADERS: &[&str] = &["anthropic-version", "x-amz-date", "x-amz
 /// Rewrites an OpenAI request body (already validated by
 /// [`crate::request::parse_chat`] for chat) for `call`'s provider.
 pub fn build_request(call: &Call<'_>, openai_body: &[u8]) -> Result<UpstreamRequest, GatewayError> {
-    let mut request = match call.spec.kind {
-        ProviderKind::Openai | ProviderKind::Azure => openai::build_request(call, openai_body)?,
-        ProviderKind::Anthropic => anthropic::build_request(call, openai_body)?,
-        ProviderKind::Gemini => gemini::build_request(call, openai_body)?,
-        ProviderKind::Bedrock => bedrock::build_request(call, openai_body)?,
-    };
+    let mut request = adapter_request(call, openai_body)?;
     request.headers.push(("content-type".into(), "application/json".into()));
     request.headers.push(("accept-encoding".into(), "identity".into()));
     if let Some(host) = call.spec.upstream_host() {
@@ -267,6 +262,43 @@ pub fn build_request(call: &Call<'_>, openai_body: &[u8]) -> Result<UpstreamRequ
     }
     add_credential(call, &mut request)?;
     Ok(request)
+}
+
+fn adapter_request(call: &Call<'_>, openai_body: &[u8]) -> Result<UpstreamRequest, GatewayError> {
+    match call.spec.kind {
+        ProviderKind::Openai | ProviderKind::Azure => openai::build_request(call, openai_body),
+        ProviderKind::Anthropic => anthropic::build_request(call, openai_body),
+        ProviderKind::Gemini => gemini::build_request(call, openai_body),
+        ProviderKind::Bedrock => bedrock::build_request(call, openai_body),
+    }
+}
+
+/// Whether `spec`'s adapter can express this (valid) OpenAI request at all,
+/// and if not, the client's error saying why. The router asks before a
+/// deployment joins a failover chain, so no attempt is ever planned that
+/// its adapter could not prepare (and sent half-prepared, with another
+/// provider's path, body or credentials). The answer depends on the kind
+/// of provider and the request only.
+pub fn check_expressible(
+    spec: &ProviderSpec,
+    operation: Operation,
+    stream: bool,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    if matches!(spec.kind, ProviderKind::Openai | ProviderKind::Azure) && operation == Operation::ChatCompletions {
+        // The body passes through with its model spliced in.
+        return Ok(());
+    }
+    let call = Call {
+        spec,
+        model_id: "",
+        credential: None,
+        operation,
+        stream,
+        client_wants_usage: false,
+        now_unix_seconds: 0,
+    };
+    adapter_request(&call, body).map(|_| ())
 }
 
 fn add_credential(call: &Call<'_>, request: &mut UpstreamRequest) -> Result<(), GatewayError> {

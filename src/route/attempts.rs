@@ -5,11 +5,11 @@
 //! deployment ([`prepare_attempt`]) and name the cluster of attempt N+1.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
+use crate::health::LeaseToken;
 use crate::providers::{self, Call, Operation, ADAPTER_HEADERS, CREDENTIAL_HEADERS};
 
 use super::HeaderEdit;
@@ -22,7 +22,7 @@ pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "2";
+const PLAN_VERSION: &str = "3";
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,15 +35,28 @@ pub struct AttemptPlan {
     pub operation: Operation,
     /// `max_tokens` to add when the client sent none (a tenant's cap).
     pub max_tokens: Option<u64>,
+    /// Half-open trial slots claimed for links: (chain position, lease).
+    pub trials: Vec<(usize, LeaseToken)>,
     /// The client's `:authority`, restored for providers without a host.
     pub authority: String,
 }
 
 impl AttemptPlan {
-    /// `2;<stream>;<usage>;<operation>;<max tokens or ->;<chain>;<authority>`:
-    /// the authority is last because it is the only free-form field.
+    /// `3;<stream>;<usage>;<operation>;<max tokens or ->;<chain>;<trials or ->;<authority>`
+    /// (trials as `position:lease,…`): the authority is last because it is
+    /// the only free-form field.
     pub fn encode(&self) -> String {
         let chain: Vec<String> = self.chain.iter().map(|deployment| deployment.to_string()).collect();
+        let trials: Vec<String> = self
+            .trials
+            .iter()
+            .map(|(position, lease)| format!("{position}:{lease}"))
+            .collect();
+        let trials = if trials.is_empty() {
+            "-".to_string()
+        } else {
+            trials.join(",")
+        };
         let operation = match self.operation {
             Operation::ChatCompletions => "c",
             Operation::Embeddings => "e",
@@ -52,7 +65,7 @@ impl AttemptPlan {
             .max_tokens
             .map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
         format!(
-            "{PLAN_VERSION};{};{};{operation};{max_tokens};{};{}",
+            "{PLAN_VERSION};{};{};{operation};{max_tokens};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
             chain.join(","),
@@ -61,7 +74,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(7, ';');
+        let mut fields = text.splitn(8, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -86,6 +99,16 @@ impl AttemptPlan {
             .split(',')
             .map(|id| id.parse().ok())
             .collect::<Option<Vec<_>>>()?;
+        let trials = match fields.next()? {
+            "-" => Vec::new(),
+            trials => trials
+                .split(',')
+                .map(|entry| {
+                    let (position, lease) = entry.split_once(':')?;
+                    Some((position.parse().ok()?, lease.parse().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()?,
+        };
         let authority = fields.next()?.to_string();
         (!chain.is_empty()).then_some(AttemptPlan {
             chain,
@@ -93,7 +116,29 @@ impl AttemptPlan {
             client_wants_usage,
             operation,
             max_tokens,
+            trials,
             authority,
+        })
+    }
+
+    /// The trial lease attempt `attempt` (1-based) was planned on, if any.
+    pub fn trial_for(&self, attempt: usize) -> Option<LeaseToken> {
+        let position = attempt.checked_sub(1)?;
+        self.trials
+            .iter()
+            .find(|(trial_position, _)| *trial_position == position)
+            .map(|(_, lease)| *lease)
+    }
+
+    /// The trial slots of links no attempt began, given the chain positions
+    /// that did (`begun`: `0,2`, as attempts record them): their leases are
+    /// given back by the router when the request ends.
+    pub fn unbegun_trials<'p>(&'p self, begun: &'p str) -> impl Iterator<Item = (DeploymentId, LeaseToken)> + 'p {
+        self.trials.iter().filter_map(move |(position, lease)| {
+            let began = begun
+                .split(',')
+                .any(|entry| entry.parse::<usize>().ok() == Some(*position));
+            (!began).then_some((*self.chain.get(*position)?, *lease))
         })
     }
 
@@ -132,12 +177,7 @@ impl AttemptTrail {
 
     /// `existing` (as stored) with one more record.
     pub fn append(existing: &str, record: AttemptRecord) -> String {
-        let mut text = existing.to_string();
-        if !text.is_empty() {
-            text.push(',');
-        }
-        let _ = write!(text, "{}:{}", record.deployment, record.status);
-        text
+        append_entry(existing, &format!("{}:{}", record.deployment, record.status))
     }
 
     pub fn last(&self) -> Option<AttemptRecord> {
@@ -159,6 +199,17 @@ impl AttemptTrail {
             .collect();
         entries.join(",")
     }
+}
+
+/// A comma-separated list as kept in filter state, with one more entry.
+pub fn append_entry(existing: &str, entry: &str) -> String {
+    let mut text = String::with_capacity(existing.len() + entry.len() + 1);
+    text.push_str(existing);
+    if !text.is_empty() {
+        text.push(',');
+    }
+    text.push_str(entry);
+    text
 }
 
 /// How long a provider asked us to wait, from `retry-after-ms` or
@@ -285,6 +336,7 @@ mod tests {
             client_wants_usage: false,
             operation: Operation::ChatCompletions,
             max_tokens: None,
+            trials: Vec::new(),
             authority: "gw.example:10000".into(),
         }
     }
@@ -295,7 +347,17 @@ mod tests {
             authority: "odd;host".into(),
             ..plan(vec![3, 0, 7])
         };
-        assert_eq!(AttemptPlan::decode(&plan.encode()), Some(plan));
+        assert_eq!(AttemptPlan::decode(&plan.encode()), Some(plan.clone()));
+        let with_trials = AttemptPlan {
+            trials: vec![(1, 587_000_123), (2, 9)],
+            ..plan
+        };
+        assert_eq!(AttemptPlan::decode(&with_trials.encode()), Some(with_trials.clone()));
+        assert_eq!(with_trials.trial_for(2), Some(587_000_123));
+        assert_eq!(with_trials.trial_for(1), None);
+        assert_eq!(with_trials.unbegun_trials("1").collect::<Vec<_>>(), vec![(7, 9)]);
+        assert_eq!(with_trials.unbegun_trials("").count(), 2);
+        assert_eq!(with_trials.unbegun_trials("2,1").count(), 0);
         for broken in [
             "",
             "2;1;0;c;1;h",

@@ -26,7 +26,7 @@ use crate::providers::{Operation, CREDENTIAL_HEADERS};
 use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
 pub use attempts::{AttemptPlan, AttemptTrail};
 pub use chain::HealthView;
-use select::{Pick, Requirements};
+use select::{Expressibility, Pick, Requirements};
 use strategy::{CostBasis, ModelStats};
 
 pub const HEADER_MODEL: &str = "x-signalbox-model";
@@ -76,6 +76,8 @@ pub struct RoutingDecision {
     pub models: Vec<ModelId>,
     /// Nothing was healthy: the chain holds the least-bad deployment.
     pub degraded: bool,
+    /// Half-open trial slots claimed for links of the chain (position, lease).
+    pub trials: Vec<(usize, crate::health::LeaseToken)>,
     /// The tenant's downgrade tier replaced the scored one.
     pub downgraded: bool,
     /// The tier whose pool supplied the primary (none for named models).
@@ -131,6 +133,34 @@ pub fn endpoint(path: &str) -> Endpoint {
         "/v1/models" | "/models" => Endpoint::Models,
         _ => Endpoint::Other,
     }
+}
+
+/// Checks what the headers say about a JSON request body, before it is
+/// buffered: a compressed or non-JSON body would be forwarded blind (the
+/// classifier cannot read it, and providers would fail on it).
+pub fn check_body_headers(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let encoding = headers.get("content-encoding").map(str::trim).unwrap_or_default();
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+        return Err(GatewayError::invalid_param(
+            "content-encoding",
+            "Compressed request bodies are not accepted; send the JSON body uncompressed.",
+        ));
+    }
+    let media_type = headers
+        .get("content-type")
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let json = media_type.is_empty()
+        || media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"));
+    if !json {
+        return Err(GatewayError::invalid_param(
+            "content-type",
+            "The request body must be JSON: send `Content-Type: application/json`.",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the client's hints; steering hints only when the config trusts clients.
@@ -223,7 +253,8 @@ pub fn plan_chat(
 ) -> Result<RequestPlan, GatewayError> {
     let request = parse_chat(body)?;
     let view = request.prompt_view();
-    let decision = decide(config, &request, &view, headers, hints, situation)?;
+    let expressible = Expressibility::new(body, Operation::ChatCompletions, request.stream.unwrap_or(false));
+    let decision = decide(config, &request, &view, &expressible, headers, hints, situation)?;
     let explain = match config.explain {
         ExplainMode::Never => false,
         ExplainMode::OnRequest => hints.explain,
@@ -240,6 +271,7 @@ pub fn plan_chat(
         max_tokens: decision
             .max_output_tokens
             .filter(|_| request.max_output_tokens().is_none()),
+        trials: decision.trials.clone(),
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     let response_headers = decision_headers(config, &decision, explain);
@@ -274,15 +306,30 @@ pub fn plan_embeddings(
         .ok_or_else(|| GatewayError::UnknownModel {
             model: requested.to_string(),
         })?;
+    // The same policy as chat: a tenant may use only its allowed models,
+    // and only providers that can express the request join the chain.
+    if !situation.allows(model) {
+        return Err(GatewayError::Forbidden {
+            message: format!("Model `{requested}` is not allowed for this key."),
+        });
+    }
+    let expressible = Expressibility::new(body, Operation::Embeddings, false);
     let models: Vec<ModelId> = std::iter::once(model)
         .chain(config.models[model].fallbacks.iter().copied())
+        .filter(|candidate| situation.allows(*candidate) && expressible.allows(config, *candidate))
         .collect();
+    if models.is_empty() {
+        return Err(expressible.refusal().unwrap_or_else(|| GatewayError::NoUsableModel {
+            message: "No deployment of this model is configured.".into(),
+        }));
+    }
     let chain = chain::build(config, &models, situation.health, situation.draw);
     let estimated_tokens = u64::from(crate::tokens::estimate(request.input.get()));
     let decision = RoutingDecision {
         chain: chain.deployments,
         models,
         degraded: chain.degraded,
+        trials: chain.trials,
         tier: None,
         escalated_from: None,
         downgraded: false,
@@ -304,6 +351,7 @@ pub fn plan_embeddings(
         operation: Operation::Embeddings,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         max_tokens: None,
+        trials: decision.trials.clone(),
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     Ok(RequestPlan {
@@ -399,7 +447,7 @@ fn model_stats(config: &Config, model: ModelId, health: &dyn HealthView, stream:
     let mut stats = ModelStats::default();
     for &deployment in &config.models[model].deployments {
         let record = health.health(deployment);
-        stats.in_flight += u32::from(record.in_flight);
+        stats.in_flight += record.in_flight(health.now_ms(), &config.resilience.health);
         let histogram = if stream { &record.first_token } else { &record.latency };
         if let Some(p95) = histogram.quantile_ms(0.95) {
             stats.p95_ms = Some(stats.p95_ms.map_or(p95, |known| known.min(p95)));
@@ -419,6 +467,7 @@ fn decide(
     config: &Config,
     request: &ChatRequest<'_>,
     view: &PromptView<'_>,
+    expressible: &Expressibility<'_>,
     headers: &HeaderMap,
     hints: &ClientHints,
     situation: &Situation<'_>,
@@ -450,7 +499,8 @@ fn decide(
         .map_or_else(|| view.last_user_tokens(), |c| c.prompt_tokens);
     let max_output_tokens = request.max_output_tokens().or(policy_cap);
     let requirements = Requirements::of(view, prompt_tokens, max_output_tokens);
-    let usable = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none() && situation.allows(model);
+    let permitted = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none() && situation.allows(model);
+    let usable = |model: ModelId| permitted(model) && expressible.allows(config, model);
     let score = classification.as_ref().map_or(0.0, |c| c.score);
     let (ceiling, downgraded) = situation.ceiling(config);
 
@@ -488,8 +538,13 @@ fn decide(
         Primary::Tier(tier) => {
             let fits = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none();
             let Pick { tier: supplying, .. } = select::pick(config, tier, ceiling, &usable).ok_or_else(|| {
-                // Blame the policy only when, without it, some model would fit.
-                if select::pick(config, tier, config.tiers.len() - 1, &fits).is_some() {
+                // Blame the providers' formats when a permitted model fits;
+                // the policy only when, without it, some model would fit.
+                if select::pick(config, tier, ceiling, &permitted).is_some() {
+                    expressible.refusal().unwrap_or_else(|| GatewayError::NoUsableModel {
+                        message: "No configured model can take this request.".into(),
+                    })
+                } else if select::pick(config, tier, config.tiers.len() - 1, &fits).is_some() {
                     GatewayError::Forbidden { message: "No model this key may use can take this request.".into() }
                 } else {
                     GatewayError::NoUsableModel {
@@ -517,14 +572,15 @@ fn decide(
     let models = candidates(config, primary, &usable, situation, basis, stream, draw);
     let chain = chain::build(config, &models, situation.health, draw);
     if chain.deployments.is_empty() {
-        return Err(GatewayError::NoUsableModel {
+        return Err(expressible.refusal().unwrap_or_else(|| GatewayError::NoUsableModel {
             message: "No configured model deployment can take this request.".into(),
-        });
+        }));
     }
     Ok(RoutingDecision {
         chain: chain.deployments,
         models,
         degraded: chain.degraded,
+        trials: chain.trials,
         tier,
         escalated_from: scored_tier.filter(|scored| Some(*scored) != tier),
         downgraded: downgraded && tier == Some(ceiling),

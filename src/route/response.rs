@@ -15,6 +15,72 @@ pub const USAGE_STATE: &str = "signalbox.usage";
 /// content arrived, for the request's time to first token.
 pub const FIRST_CONTENT_STATE: &str = "signalbox.first_content_at";
 
+/// Filter state the router sets when the client went away before the
+/// response ended (read by an attempt that ends after that).
+pub const CLIENT_GONE_STATE: &str = "signalbox.client_gone";
+/// Filter state listing the chain positions whose half-open trial an
+/// attempt began (`1,3`): the router gives back the others' trial slots.
+pub const TRIALS_BEGUN_STATE: &str = "signalbox.trials_begun";
+
+/// How an attempt ended, as its upstream filter saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttemptEnd {
+    /// The response status, if response headers came.
+    pub status: Option<u16>,
+    /// What the answer (or its stream) said went wrong.
+    pub failure: Option<Failure>,
+    /// The response reached its end (not cut by a reset, a timeout or the client).
+    pub complete: bool,
+    /// The client went away first.
+    pub client_gone: bool,
+    /// The attempt was answered by the gateway itself and never sent.
+    pub never_sent: bool,
+    pub elapsed_ms: u64,
+}
+
+/// What an ended attempt tells the deployment's shared health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing about the provider: it was never asked, or the client left
+    /// before it could answer (one impatient client must not open a
+    /// circuit for every tenant).
+    Silent,
+    Succeeded,
+    Failed(health::FailureKind),
+}
+
+/// Judges an ended attempt. Only the provider's own failures count: a
+/// provider cut off mid-answer by its own reset or a timeout failed; one
+/// cut off by the client did not.
+pub fn verdict(end: &AttemptEnd, per_try_timeout_ms: u64) -> Verdict {
+    if end.never_sent {
+        return Verdict::Silent;
+    }
+    if let Some(failure) = end.failure {
+        return Verdict::Failed(health_failure(failure.kind));
+    }
+    let Some(status) = end.status else {
+        if end.client_gone {
+            return Verdict::Silent;
+        }
+        // No response: refused or reset, or nothing before the per-try timeout.
+        let timed_out = end.elapsed_ms.saturating_mul(10) >= per_try_timeout_ms.saturating_mul(9);
+        return Verdict::Failed(if timed_out {
+            health::FailureKind::Timeout
+        } else {
+            health::FailureKind::Unreachable
+        });
+    };
+    match health::FailureKind::from_status(status) {
+        Some(kind) => Verdict::Failed(kind),
+        None if end.complete => Verdict::Succeeded,
+        // A success the client stopped reading: the provider was delivering.
+        None if end.client_gone => Verdict::Succeeded,
+        // A success cut short by the provider's reset or an idle timeout.
+        None => Verdict::Failed(health::FailureKind::Unreachable),
+    }
+}
+
 /// `input,cached_input,cache_write,output`.
 pub fn encode_usage(usage: &TokenUsage) -> String {
     format!(
@@ -132,8 +198,71 @@ mod tests {
             client_wants_usage: false,
             operation: Operation::ChatCompletions,
             max_tokens: None,
+            trials: Vec::new(),
             authority: "gw".into(),
         }
+    }
+
+    #[test]
+    fn only_the_providers_own_failures_move_its_health() {
+        let timeout = 30_000;
+        let gone = AttemptEnd {
+            client_gone: true,
+            elapsed_ms: 300,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(verdict(&gone, timeout), Verdict::Silent, "an impatient client");
+        let never_sent = AttemptEnd {
+            never_sent: true,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(verdict(&never_sent, timeout), Verdict::Silent);
+        let refused = AttemptEnd {
+            elapsed_ms: 3,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(
+            verdict(&refused, timeout),
+            Verdict::Failed(health::FailureKind::Unreachable)
+        );
+        let silent_provider = AttemptEnd {
+            elapsed_ms: 29_990,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(
+            verdict(&silent_provider, timeout),
+            Verdict::Failed(health::FailureKind::Timeout)
+        );
+        let answered = AttemptEnd {
+            status: Some(200),
+            complete: true,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(verdict(&answered, timeout), Verdict::Succeeded);
+        let cut_by_provider = AttemptEnd {
+            status: Some(200),
+            ..AttemptEnd::default()
+        };
+        assert_eq!(
+            verdict(&cut_by_provider, timeout),
+            Verdict::Failed(health::FailureKind::Unreachable)
+        );
+        let cut_by_client = AttemptEnd {
+            client_gone: true,
+            ..cut_by_provider
+        };
+        assert_eq!(verdict(&cut_by_client, timeout), Verdict::Succeeded);
+        let failed_stream = AttemptEnd {
+            failure: Some(Failure {
+                kind: FailureKind::Overloaded,
+                retry_after_ms: None,
+            }),
+            ..answered
+        };
+        assert_eq!(
+            verdict(&failed_stream, timeout),
+            Verdict::Failed(health::FailureKind::Overloaded)
+        );
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! tier can, stronger tiers are tried first (they usually have the larger
 //! windows), then weaker ones.
 
+use std::cell::RefCell;
+
 use crate::config::{Config, Model, ModelId, TierId};
+use crate::error::GatewayError;
+use crate::providers::{self, Operation, ProviderKind};
 use crate::request::{PromptView, ResponseFormatKind};
 
 /// What a model must offer to take a request.
@@ -39,6 +43,54 @@ impl Requirements {
         } else {
             None
         }
+    }
+}
+
+/// Which kinds of provider can express one request (an Anthropic adapter
+/// cannot send an audio part, a `grammar` response format or a web-search
+/// tool), asked of each kind's adapter at most once. A model whose provider
+/// cannot is left out of the chain like one whose window is too small.
+pub struct Expressibility<'b> {
+    body: &'b [u8],
+    operation: Operation,
+    stream: bool,
+    answers: RefCell<Vec<(ProviderKind, Result<(), GatewayError>)>>,
+}
+
+impl<'b> Expressibility<'b> {
+    pub fn new(body: &'b [u8], operation: Operation, stream: bool) -> Self {
+        Expressibility {
+            body,
+            operation,
+            stream,
+            answers: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn allows(&self, config: &Config, model: ModelId) -> bool {
+        let spec = &config.providers[config.models[model].provider].spec;
+        if let Some((_, answer)) = self.answers.borrow().iter().find(|(kind, _)| *kind == spec.kind) {
+            return answer.is_ok();
+        }
+        let answer = providers::check_expressible(spec, self.operation, self.stream, self.body);
+        let allowed = answer.is_ok();
+        self.answers.borrow_mut().push((spec.kind, answer));
+        allowed
+    }
+
+    /// Why a provider could not take the request, for the client's 400
+    /// when no provider can.
+    pub fn refusal(&self) -> Option<GatewayError> {
+        let answers = self.answers.borrow();
+        let (_, refusal) = answers.iter().find(|(_, answer)| answer.is_err())?;
+        let refusal = refusal.clone().err()?;
+        Some(match refusal {
+            GatewayError::InvalidRequest { message, param } => GatewayError::InvalidRequest {
+                message: format!("No provider this request may go to can take it: {message}"),
+                param,
+            },
+            other => other,
+        })
     }
 }
 

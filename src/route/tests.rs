@@ -241,8 +241,8 @@ fn an_unhealthy_primary_moves_down_the_chain() {
                 DeploymentHealth::default()
             }
         }
-        fn claim_trial(&self, _: DeploymentId) -> bool {
-            false
+        fn claim_trial(&self, _: DeploymentId) -> Option<crate::health::LeaseToken> {
+            None
         }
         fn now_ms(&self) -> u64 {
             1
@@ -377,8 +377,8 @@ fn retry_after_comes_from_the_soonest_cooldown() {
                 ..Default::default()
             }
         }
-        fn claim_trial(&self, _: DeploymentId) -> bool {
-            false
+        fn claim_trial(&self, _: DeploymentId) -> Option<crate::health::LeaseToken> {
+            None
         }
         fn now_ms(&self) -> u64 {
             1_000
@@ -391,6 +391,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         client_wants_usage: false,
         operation: Operation::ChatCompletions,
         max_tokens: None,
+        trials: Vec::new(),
         authority: String::new(),
     };
     let last = FinalResponse {
@@ -503,4 +504,43 @@ fn past_the_soft_threshold_a_downgrade_tier_takes_over() {
         response_header(&downgraded, HEADER_REASON),
         Some("score;escalated-from:complex;downgraded")
     );
+}
+
+/// The sample config with `medium` on a real Anthropic (Messages API) provider.
+fn with_anthropic_medium() -> Config {
+    let json = crate::testing::SAMPLE_CONFIG.replace(
+        r#""anthropic": {"cluster": "anthropic","#,
+        r#""anthropic": {"kind": "anthropic", "cluster": "anthropic","#,
+    );
+    Config::parse(json.as_bytes(), &crate::testing::env).unwrap()
+}
+
+#[test]
+fn a_provider_that_cannot_express_the_request_is_left_out_of_the_chain() {
+    let mut config = with_anthropic_medium();
+    let small = config.model_named("small").unwrap();
+    let medium = config.model_named("medium").unwrap();
+    config.models[small].fallbacks = vec![medium];
+    config.models[medium].fallbacks = vec![small];
+    let names = |plan: &RequestPlan| -> Vec<String> {
+        plan.decision
+            .chain
+            .iter()
+            .map(|d| config.models[config.deployments[*d].model].name.clone())
+            .collect()
+    };
+    let tool = br#"{"model":"small","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search"}]}"#;
+    let plan = plan_with(&config, tool, &client_headers(), &ClientHints::default()).unwrap();
+    assert_eq!(names(&plan), ["small"]);
+    let named = br#"{"model":"medium","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search"}]}"#;
+    let plan = plan_with(&config, named, &client_headers(), &ClientHints::default()).unwrap();
+    assert_eq!(
+        names(&plan),
+        ["small"],
+        "the named model's provider cannot: its fallback serves"
+    );
+    config.models[medium].fallbacks.clear();
+    let refused = plan_with(&config, named, &client_headers(), &ClientHints::default()).unwrap_err();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.to_string().contains("web_search"), "{refused}");
 }

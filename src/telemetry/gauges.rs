@@ -26,12 +26,16 @@ pub fn state_gauges(config: &Config, store: &dyn Store, health: &dyn HealthView)
         let score = (f64::from(record.score(now, settings)) * 100.0).round() as u64;
         let circuit = match record.breaker {
             BreakerState::Closed => 0,
-            BreakerState::HalfOpen { .. } => 1,
+            BreakerState::HalfOpen => 1,
             BreakerState::Open { .. } => 2,
         };
         samples.push(Sample::new(Family::HealthScore, &label, score));
         samples.push(Sample::new(Family::CircuitState, &label, circuit));
-        samples.push(Sample::new(Family::InFlight, &label, u64::from(record.in_flight)));
+        samples.push(Sample::new(
+            Family::InFlight,
+            &label,
+            u64::from(record.in_flight(now, settings)),
+        ));
     }
     let Some(governance) = &config.governance else {
         return samples;

@@ -11,7 +11,7 @@
 
 use crate::config::{Config, DeploymentId, ModelId, STATE_PREFIX};
 use crate::govern::window::RateWindow;
-use crate::health::{Availability, DeploymentHealth};
+use crate::health::{Availability, DeploymentHealth, LeaseToken};
 use crate::state::{read, update, Store};
 
 use super::strategy::{derive, weighted_index};
@@ -19,8 +19,8 @@ use super::strategy::{derive, weighted_index};
 /// Health as the router sees it.
 pub trait HealthView {
     fn health(&self, deployment: DeploymentId) -> DeploymentHealth;
-    /// Tries to take a half-open trial slot; true when taken.
-    fn claim_trial(&self, deployment: DeploymentId) -> bool;
+    /// Tries to take a half-open trial slot (a lease); its token when taken.
+    fn claim_trial(&self, deployment: DeploymentId) -> Option<LeaseToken>;
     fn now_ms(&self) -> u64;
     /// At its configured requests/tokens per minute: skipped like an
     /// unhealthy deployment, so traffic spills over to the others.
@@ -46,12 +46,13 @@ impl HealthView for StoreHealth<'_> {
         read(self.store, &self.config.deployments[deployment].health_key).unwrap_or_default()
     }
 
-    fn claim_trial(&self, deployment: DeploymentId) -> bool {
+    fn claim_trial(&self, deployment: DeploymentId) -> Option<LeaseToken> {
         let settings = &self.config.resilience.health;
-        update::<DeploymentHealth, bool>(self.store, &self.config.deployments[deployment].health_key, |health| {
+        update::<DeploymentHealth, _>(self.store, &self.config.deployments[deployment].health_key, |health| {
             health.claim_trial(self.now_ms, settings)
         })
-        .is_ok_and(|(_, claimed)| claimed)
+        .ok()
+        .and_then(|(_, claimed)| claimed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -77,8 +78,8 @@ impl HealthView for NoHistory {
         DeploymentHealth::default()
     }
 
-    fn claim_trial(&self, _: DeploymentId) -> bool {
-        true
+    fn claim_trial(&self, _: DeploymentId) -> Option<LeaseToken> {
+        Some(0)
     }
 
     fn now_ms(&self) -> u64 {
@@ -91,6 +92,9 @@ pub struct Chain {
     pub deployments: Vec<DeploymentId>,
     /// Nothing was available: this is the least-bad choice.
     pub degraded: bool,
+    /// Half-open trial slots claimed for links of the chain: (position in
+    /// the chain, lease). Whoever ends that link's part gives it back.
+    pub trials: Vec<(usize, LeaseToken)>,
 }
 
 /// A model's usable deployments: the primary key by weighted draw, then the
@@ -124,11 +128,12 @@ pub fn build(config: &Config, models: &[ModelId], health: &dyn HealthView, draw:
     let keyed: Vec<Vec<DeploymentId>> = models.iter().map(|&model| keys_in_order(config, model, draw)).collect();
 
     let mut chain: Vec<DeploymentId> = Vec::with_capacity(max);
+    let mut trials: Vec<(usize, LeaseToken)> = Vec::new();
     // Soonest-ready deployment seen unavailable: (ready at, score) for the least-bad fallback.
     let mut least_bad: Option<(DeploymentId, u64, f32)> = None;
     let mut considered: Vec<DeploymentId> = Vec::new();
     // Adds `deployment` to the chain if it can take traffic; true when added.
-    let mut consider = |deployment: DeploymentId, chain: &mut Vec<DeploymentId>| -> bool {
+    let mut consider = |deployment: DeploymentId, chain: &mut Vec<DeploymentId>, trials: &mut Vec<_>| -> bool {
         if chain.len() >= max || considered.contains(&deployment) {
             return false;
         }
@@ -138,7 +143,13 @@ pub fn build(config: &Config, models: &[ModelId], health: &dyn HealthView, draw:
         let usable = match availability {
             _ if health.at_rate_limit(deployment) => false,
             Availability::Available => true,
-            Availability::NeedsTrial => health.claim_trial(deployment),
+            Availability::NeedsTrial => match health.claim_trial(deployment) {
+                Some(lease) => {
+                    trials.push((chain.len(), lease));
+                    true
+                }
+                None => false,
+            },
             _ => false,
         };
         if usable {
@@ -164,13 +175,13 @@ pub fn build(config: &Config, models: &[ModelId], health: &dyn HealthView, draw:
             if taken == share {
                 break;
             }
-            taken += usize::from(consider(deployment, &mut chain));
+            taken += usize::from(consider(deployment, &mut chain, &mut trials));
         }
     }
     // Second pass: remaining keys, in model order.
     for keys in &keyed {
         for &deployment in keys {
-            consider(deployment, &mut chain);
+            consider(deployment, &mut chain, &mut trials);
         }
     }
     if chain.is_empty() {
@@ -178,12 +189,14 @@ pub fn build(config: &Config, models: &[ModelId], health: &dyn HealthView, draw:
             return Chain {
                 deployments: vec![deployment],
                 degraded: true,
+                trials: Vec::new(),
             };
         }
     }
     Chain {
         deployments: chain,
         degraded: false,
+        trials,
     }
 }
 

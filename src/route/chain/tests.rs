@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::config::Config;
-use crate::health::{AttemptOutcome, BreakerState, FailureKind};
+use crate::health::{AttemptOutcome, BreakerState, FailureKind, LeaseToken};
 
 const CONFIG: &str = r#"{
   "providers": {
@@ -58,7 +58,7 @@ impl HealthView for FakeHealth<'_> {
     fn health(&self, deployment: DeploymentId) -> DeploymentHealth {
         self.records.borrow().get(&deployment).copied().unwrap_or_default()
     }
-    fn claim_trial(&self, deployment: DeploymentId) -> bool {
+    fn claim_trial(&self, deployment: DeploymentId) -> Option<LeaseToken> {
         let mut records = self.records.borrow_mut();
         records
             .entry(deployment)
@@ -191,7 +191,9 @@ fn store_health_reads_and_claims_through_shared_data() {
     };
     for now in 0..5 {
         crate::state::update::<DeploymentHealth, _>(&store, key, |h| {
-            h.finish_attempt(now, &failure, &config.resilience.health)
+            let in_flight = h.begin_attempt(now, &config.resilience.health);
+            let lease = crate::health::AttemptLease { in_flight, trial: None };
+            h.finish_attempt(now, lease, Some(&failure), &config.resilience.health)
         })
         .unwrap();
     }
@@ -201,14 +203,14 @@ fn store_health_reads_and_claims_through_shared_data() {
         now_ms: 10,
     };
     assert!(matches!(view.health(deployment).breaker, BreakerState::Open { .. }));
-    assert!(!view.claim_trial(deployment), "still open");
+    assert!(view.claim_trial(deployment).is_none(), "still open");
     let later = StoreHealth {
         store: &store,
         config: &config,
         now_ms: 10_000_000,
     };
-    assert!(later.claim_trial(deployment));
-    assert!(!later.claim_trial(deployment));
+    assert!(later.claim_trial(deployment).is_some());
+    assert!(later.claim_trial(deployment).is_none());
 }
 
 #[test]
