@@ -159,6 +159,7 @@ def envoy_config(listen_port, admin_port, upstream_port, scenario):
             "listeners": [{
                 "name": "bench",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                "enable_reuse_port": False,
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm,

@@ -4,6 +4,7 @@ the mock providers on free ports, with the freshly built Wasm module."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ DEMO_YAML = REPO / "envoy" / "demo.yaml"
 REQUEST_TIMEOUT_S = 15
 # The demo's virtual key (tenant "team"); sent by default to governed gateways.
 DEMO_KEY = "sk-demo-team"
+# The demo's admin key (health and spend views); test configs get it too.
+ADMIN_KEY = "sk-demo-admin"
+ADMIN_KEY_SHA256 = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 
 
 def demo_plugin_config() -> dict:
@@ -56,6 +60,8 @@ def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_
     for cluster in envoy_config.clusters(config):
         envoy_config.point_cluster(config, cluster["name"], mocks.ports[cluster["name"]])
     envoy_config.set_wasm_filename(config, WASM)
+    if isinstance(plugin, dict) and "admin_keys" not in plugin:
+        plugin = {**plugin, "admin_keys": [{"name": "test-admin", "sha256": ADMIN_KEY_SHA256}]}
     if plugin is not None:
         envoy_config.set_plugin_config(config, plugin)
     return config
@@ -81,6 +87,16 @@ class Gateway:
 
     def chat(self, body: dict | bytes | str, headers: dict | None = None, **kwargs) -> requests.Response:
         return self.post("/v1/chat/completions", body, headers, **kwargs)
+
+    def view(self, path: str, key: str = ADMIN_KEY) -> dict:
+        """An operator view (`/signalbox/health`, `/signalbox/spend`) read with the admin key."""
+        response = requests.get(
+            self.url + path,
+            headers={"authorization": f"Bearer {key}", "connection": "close"},
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        response.raise_for_status()
+        return response.json()
 
     def last_request(self, provider: str):
         """What the provider mock received most recently."""

@@ -58,12 +58,17 @@ def test_malformed_bodies_get_a_400(gateway, name):
     assert_still_serving(gateway, times=2)
 
 
-def test_deep_nesting_in_fields_routing_ignores_is_forwarded_untouched(gateway):
-    # Deeper than serde's recursion limit (128), shallower than the mock's JSON parser's.
-    nested = json.dumps(GOOD)[:-1] + ', "extra": ' + "[" * 600 + "]" * 600 + "}"
-    response = gateway.chat(nested)
+def test_nesting_deeper_than_64_anywhere_is_refused_and_not_forwarded(gateway):
+    shallow = json.dumps(GOOD)[:-1] + ', "extra": ' + "[" * 60 + "]" * 60 + "}"
+    response = gateway.chat(shallow)
     assert response.status_code == 200
-    assert gateway.last_request("openai").body.endswith(b"]" * 600 + b"}")
+    assert gateway.last_request("openai").body.endswith(b"]" * 60 + b"}")
+    gateway.mocks.clear()
+    # Deeper than serde's recursion limit (128), in a field routing never reads.
+    nested = json.dumps(GOOD)[:-1] + ', "extra": ' + "[" * 600 + "]" * 600 + "}"
+    error = assert_openai_error(gateway.chat(nested), 400)
+    assert "deeper than 64" in error["message"]
+    assert gateway.mocks.requests() == []
 
 
 def test_random_garbage_never_breaks_the_gateway(gateway):

@@ -74,7 +74,7 @@ def send_many(gateway, bodies: list[dict], key: str, workers: int = 16, headers:
 
 
 def spend(gateway) -> dict:
-    report = requests.get(gateway.url + "/signalbox/spend", timeout=10).json()
+    report = gateway.view("/signalbox/spend")
     return {tenant["tenant"]: tenant for tenant in report["tenants"]}
 
 

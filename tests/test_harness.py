@@ -146,6 +146,18 @@ def test_envoy_is_gone_after_the_context_exits(mocks):
     assert "caught ENVOY_SIGTERM" in proxy.log_text()
 
 
+def test_a_busy_port_fails_the_second_envoy_loudly(mocks):
+    first = router_config(mocks.ports["openai"])
+    port = free_port()
+    config.set_listener_port(first, port, "main")
+    with EnvoyProcess(first, concurrency=1):
+        second = router_config(mocks.ports["openai"])
+        config.set_listener_port(second, port, "main")
+        code, log = start_expecting_failure(second)
+    assert code != 0
+    assert "Address already in use" in log or "cannot bind" in log, log[-2000:]
+
+
 WASM_CONFIG = """
 static_resources:
   listeners:

@@ -64,7 +64,7 @@ def send_many(gateway, count: int, body: dict | None = None, workers: int = 8, h
 
 
 def health(gateway) -> dict:
-    report = requests.get(gateway.url + "/signalbox/health", headers={"connection": "close"}, timeout=10).json()
+    report = gateway.view("/signalbox/health")
     return {deployment["name"]: deployment for deployment in report["deployments"]}
 
 

@@ -42,7 +42,10 @@ Signalbox is routing on http://127.0.0.1:10000 ({mode}). Try:
     -d '{{"model":"auto","messages":[{{"role":"user","content":"Write a Python function that merges overlapping intervals and prove it runs in O(n log n)."}}]}}'
 
 Look at the x-signalbox-* response headers. Virtual keys: sk-demo-team, sk-demo-tiny (5 requests a day).
-Spend: http://127.0.0.1:10000/signalbox/spend  Health: http://127.0.0.1:10000/signalbox/health  Admin: http://127.0.0.1:9901  Stop: Ctrl-C
+Operator views (admin key sk-demo-admin):
+  curl -s http://127.0.0.1:10000/signalbox/health -H 'authorization: Bearer sk-demo-admin'
+  curl -s http://127.0.0.1:10000/signalbox/spend -H 'authorization: Bearer sk-demo-admin'
+Envoy admin: http://127.0.0.1:9901  Stop: Ctrl-C
 """
 
 

@@ -77,6 +77,9 @@ def set_listener_port(config: dict, port: int = 0, name: str | None = None) -> d
     """Bind a listener (by name, default the first) to 127.0.0.1:port."""
     listener = _named(listeners(config), name, "listener")
     listener["address"] = _socket_address(LOOPBACK, port)
+    # Envoy's default (SO_REUSEPORT) lets a second process bind a busy port
+    # silently, so a test could talk to a stranger's Envoy and pass.
+    listener["enable_reuse_port"] = False
     return listener
 
 

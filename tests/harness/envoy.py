@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .config import set_admin_port
+from .config import listeners, set_admin_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 30.0
@@ -140,6 +140,10 @@ class EnvoyProcess:
             config = copy.deepcopy(config)
             if "admin" not in config:  # readiness and stats need the admin endpoint
                 set_admin_port(config, 0)
+            # A busy port must fail the start: with Envoy's default
+            # (SO_REUSEPORT) a test could share a stranger's port and pass.
+            for listener in listeners(config):
+                listener["enable_reuse_port"] = False
         self.config = config
         self.concurrency = concurrency
         self.log_level = log_level
