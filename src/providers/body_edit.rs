@@ -50,7 +50,7 @@ fn member_spans(body: &[u8], key: &str) -> Option<(Range<usize>, Range<usize>)> 
 
 /// `body` with member `key` set to `value_json`: replaced in place when
 /// present, otherwise inserted first. `None` if `body` is not an object.
-pub(crate) fn set_member(body: &[u8], key: &str, value_json: &[u8]) -> Option<Vec<u8>> {
+pub fn set_member(body: &[u8], key: &str, value_json: &[u8]) -> Option<Vec<u8>> {
     if let Some(span) = json_edit::member_value_span(body, key) {
         return Some(json_edit::splice(body, span, value_json));
     }
@@ -69,7 +69,7 @@ pub(crate) fn set_member(body: &[u8], key: &str, value_json: &[u8]) -> Option<Ve
 }
 
 /// `body` without member `key`, or `None` when it has no such member.
-pub(crate) fn remove_member(body: &[u8], key: &str) -> Option<Vec<u8>> {
+pub fn remove_member(body: &[u8], key: &str) -> Option<Vec<u8>> {
     let (key_span, value_span) = member_spans(body, key)?;
     let after = skip_whitespace(body, value_span.end);
     let range = if body.get(after) == Some(&b',') {
@@ -85,7 +85,7 @@ pub(crate) fn remove_member(body: &[u8], key: &str) -> Option<Vec<u8>> {
 }
 
 /// `body` with member `from` renamed to `to`, or `None` when absent.
-pub(crate) fn rename_member(body: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+pub fn rename_member(body: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
     let (key_span, _) = member_spans(body, from)?;
     Some(json_edit::splice(body, key_span, &json_edit::quote(to)))
 }
@@ -153,3 +153,4 @@ mod tests {
         );
     }
 }
+
