@@ -196,10 +196,11 @@ fn utf8_body(body: &[u8]) -> Result<&str, GatewayError> {
 
 /// Parses an embeddings body (`model` and `input` required).
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
-    let request: EmbeddingsRequest<'_> = serde_json::from_str(utf8_body(body)?).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => GatewayError::invalid(format!("Invalid request body: {err}")),
-        _ => GatewayError::invalid(format!("Request body is not valid JSON: {err}")),
-    })?;
+    let request: EmbeddingsRequest<'_> =
+        serde_json::from_str(utf8_body(body)?).map_err(|err| match err.classify() {
+            serde_json::error::Category::Data => GatewayError::invalid(format!("Invalid request body: {err}")),
+            _ => GatewayError::invalid(format!("Request body is not valid JSON: {err}")),
+        })?;
     if matches!(request.input.get().trim(), "[]" | "\"\"" | "null") {
         return Err(GatewayError::invalid_param("input", "`input` must not be empty."));
     }
@@ -443,5 +444,65 @@ mod tests {
     fn max_completion_tokens_wins_over_max_tokens() {
         let body = br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"max_tokens":10,"max_completion_tokens":20}"#;
         assert_eq!(parse_chat(body).unwrap().max_output_tokens(), Some(20));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::testing::any_json;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn valid_messages() -> impl Strategy<Value = Value> {
+        let message = (
+            prop_oneof![Just("system"), Just("user"), Just("assistant"), Just("tool")],
+            prop_oneof![
+                ".*".prop_map(Value::from),
+                Just(Value::Null),
+                prop::collection::vec(".*".prop_map(|text| json!({"type": "text", "text": text})), 0..3)
+                    .prop_map(Value::Array),
+            ],
+        )
+            .prop_map(|(role, content)| json!({"role": role, "content": content}));
+        prop::collection::vec(message, 1..4).prop_map(Value::Array)
+    }
+
+    /// A field's value: any JSON, or (when `valid` is given) a valid one.
+    fn field(valid: impl Strategy<Value = Value>) -> impl Strategy<Value = (bool, Value)> {
+        prop_oneof![
+            valid.prop_map(|value| (true, value)),
+            any_json().prop_map(|value| (false, value)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_in_the_fields_clients_send_is_a_request_or_a_400(
+            (messages_valid, messages) in field(valid_messages()),
+            (max_tokens_valid, max_tokens) in field(prop_oneof![Just(Value::Null), any::<u64>().prop_map(Value::from)]),
+            tools in any_json(),
+            temperature in any_json(),
+            n in any_json(),
+            stop in any_json(),
+        ) {
+            let body = json!({
+                "model": "auto", "messages": messages, "tools": tools, "temperature": temperature,
+                "n": n, "max_tokens": max_tokens, "stop": stop,
+            });
+            let bytes = serde_json::to_vec(&body).unwrap();
+            match parse_chat(&bytes) {
+                Ok(request) => {
+                    let _ = request.prompt_view();
+                }
+                Err(error) => {
+                    prop_assert!(!(messages_valid && max_tokens_valid), "refused a valid request: {error}");
+                    prop_assert_eq!(error.status(), 400);
+                    let answer: Value = serde_json::from_slice(&error.to_json()).unwrap();
+                    prop_assert!(answer["error"]["message"].is_string());
+                    prop_assert_eq!(&answer["error"]["type"], "invalid_request_error");
+                }
+            }
+        }
     }
 }

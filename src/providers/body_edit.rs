@@ -154,3 +154,86 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::testing::any_json;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// An object with distinct keys (some written with escapes once
+    /// serialized), printed compact or pretty, and one of its keys or a
+    /// missing one to edit.
+    fn object_and_key() -> impl Strategy<Value = (Map<String, Value>, Vec<u8>, String)> {
+        (
+            prop::collection::btree_map("model|max_tokens|stream_options|[a-z\"\\\\é\\n]{1,5}", any_json(), 0..6),
+            any::<bool>(),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        )
+            .prop_map(|(members, pretty, pick, missing)| {
+                let object: Map<String, Value> = members.into_iter().collect();
+                let body = if pretty {
+                    serde_json::to_vec_pretty(&object).unwrap()
+                } else {
+                    serde_json::to_vec(&object).unwrap()
+                };
+                let keys: Vec<&String> = object.keys().collect();
+                let key = match keys.is_empty() || missing {
+                    true => "absent \"key\"".to_string(),
+                    false => pick.get(&keys).to_string(),
+                };
+                (object, body, key)
+            })
+    }
+
+    fn parsed(body: &[u8]) -> Map<String, Value> {
+        serde_json::from_slice(body).expect("an edited body is still a JSON object")
+    }
+
+    proptest! {
+        #[test]
+        fn the_span_of_a_member_is_exactly_its_value((object, body, key) in object_and_key()) {
+            let span = json_edit::member_value_span(&body, &key);
+            match object.get(&key) {
+                Some(value) => {
+                    let span = span.expect("a present member has a span");
+                    prop_assert_eq!(&serde_json::from_slice::<Value>(&body[span]).unwrap(), value);
+                }
+                None => prop_assert_eq!(span, None),
+            }
+        }
+
+        #[test]
+        fn setting_a_member_changes_only_that_member(
+            (object, body, key) in object_and_key(),
+            value in any_json(),
+        ) {
+            let edited = set_member(&body, &key, &serde_json::to_vec(&value).unwrap()).unwrap();
+            let mut expected = object;
+            expected.insert(key, value);
+            prop_assert_eq!(parsed(&edited), expected);
+        }
+
+        #[test]
+        fn removing_a_member_changes_only_that_member((object, body, key) in object_and_key()) {
+            let mut expected = object;
+            match expected.remove(&key) {
+                Some(_) => prop_assert_eq!(parsed(&remove_member(&body, &key).unwrap()), expected),
+                None => prop_assert_eq!(remove_member(&body, &key), None),
+            }
+        }
+
+        #[test]
+        fn renaming_a_member_keeps_its_value((object, body, key) in object_and_key()) {
+            let mut expected = object;
+            match expected.remove(&key) {
+                Some(value) => {
+                    expected.insert("renamed \"é\"".into(), value);
+                    prop_assert_eq!(parsed(&rename_member(&body, &key, "renamed \"é\"").unwrap()), expected);
+                }
+                None => prop_assert_eq!(rename_member(&body, &key, "renamed \"é\""), None),
+            }
+        }
+    }
+}

@@ -29,6 +29,8 @@ mod stream;
 mod usage;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testkit;
 
 use std::borrow::Cow;
