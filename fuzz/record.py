@@ -14,7 +14,7 @@ FUZZ = pathlib.Path(__file__).resolve().parent
 DOC = FUZZ.parent / "docs" / "fuzzing.md"
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
 HEADER = [
-    "| target | executions | exec/s | corpus (files) | crashes | finished (UTC) |",
+    "| target | executions | exec/s | corpus (files) | crashes | logged (UTC) |",
     "|---|---:|---:|---:|---|---|",
 ]
 
@@ -29,19 +29,22 @@ def figures(target: str) -> str | None:
     if not log.exists():
         return None
     text = log.read_text(errors="replace")
-    executed = re.search(r"stat::number_of_executed_units: (\d+)", text)
-    rate = re.search(r"stat::average_exec_per_sec: (\d+)", text)
+    executed = re.search(r"stat::number_of_executed_units:\s+(\d+)", text)
+    rate = re.search(r"stat::average_exec_per_sec:\s+(\d+)", text)
+    artifacts = re.findall(r"Test unit written to (\S+)", text)
+    suffix = ""
     if executed is None:
-        # A crash ends the run before the final stats: take the last status line.
+        # A crash ends the run before the final stats, and a running target
+        # has none yet: take the last status line.
         progress = re.findall(r"^#(\d+)\s.*?exec/s: (\d+)", text, re.M)
-        executed, rate = (progress[-1] if progress else ("?", "?"))
+        executed, rate = progress[-1] if progress else ("?", "?")
+        suffix = "" if artifacts else " so far (running)"
     else:
         executed, rate = executed.group(1), rate.group(1) if rate else "?"
     corpus = len(list((FUZZ / "corpus" / target).iterdir())) if (FUZZ / "corpus" / target).exists() else 0
-    artifacts = re.findall(r"Test unit written to (\S+)", text)
     crashes = ", ".join(f"`{pathlib.Path(a).name}`" for a in artifacts) or "none"
     finished = datetime.datetime.fromtimestamp(log.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    executed = f"{int(executed):,}" if str(executed).isdigit() else executed
+    executed = (f"{int(executed):,}" if str(executed).isdigit() else executed) + suffix
     return f"| `{target}` | {executed} | {rate} | {corpus} | {crashes} | {finished} |"
 
 
