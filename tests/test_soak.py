@@ -279,9 +279,10 @@ def idle_violations(gateway) -> list[str]:
 
 
 def recover(gateway) -> None:
-    """Wait out the longest timeout and an open period, then send good
-    requests to every model so open circuits get their trial."""
-    time.sleep(CLIENT_TIMEOUT_S + OPEN_MS / 1000)
+    """Wait out the attempts of hung-up clients (every client itself has
+    finished), then send good requests to every model, an open period apart,
+    so open circuits get their trial."""
+    time.sleep(PER_TRY_TIMEOUT_S * MAX_ATTEMPTS + 1)
     for _ in range(2):
         for model in MODELS:
             body = {"model": model, "messages": [{"role": "user", "content": "hello after the storm"}]}
