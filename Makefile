@@ -7,7 +7,7 @@ WASM   := target/wasm32-wasip1/release/signalbox.wasm
 # Parallel pytest workers; each test starts its own Envoy and mocks on free ports.
 TEST_WORKERS ?= 2
 
-.PHONY: all build run test unit integration bench clean
+.PHONY: all build run test unit integration bench fuzz soak clean
 
 all: build
 
@@ -42,6 +42,31 @@ integration: build $(VENV)/.installed
 bench: build $(VENV)/.installed
 	cargo bench --bench classify
 	$(PYTHON) bench/run.py
+
+# The fault soak through the real Envoy at full length (make test runs a
+# 20-second copy).
+SOAK_SECONDS ?= 180
+
+soak: build $(VENV)/.installed
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest tests/test_soak.py -q -rxX -s
+
+# Coverage-guided fuzzing (libFuzzer through cargo fuzz), each target for
+# FUZZ_SECONDS on top of its committed seeds; fuzz/ is its own workspace.
+# The toolchain is stable, so RUSTC_BOOTSTRAP lets cargo fuzz pass -Z flags.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | tail -n +2)
+FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz
+FUZZ_FLAGS := --sanitizer none --debug-assertions
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	$(FUZZ) build $(FUZZ_FLAGS)
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$target; \
+		echo "== $$target ($(FUZZ_SECONDS) s)"; \
+		($(FUZZ) run $(FUZZ_FLAGS) $$target corpus/$$target seeds/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -203,6 +203,14 @@ pub struct EmbeddingsRequest<'a> {
     pub input: &'a RawValue,
 }
 
+/// The body as text. serde_json skips the members routing does not read
+/// without checking their UTF-8, and those bytes go upstream as sent: a body
+/// that is not UTF-8 is not JSON (RFC 8259), so it is refused here.
+fn utf8_body(body: &[u8]) -> Result<&str, GatewayError> {
+    std::str::from_utf8(body)
+        .map_err(|err| GatewayError::invalid(format!("Request body is not valid JSON: it is not UTF-8 ({err}).")))
+}
+
 /// Parses an embeddings body (`model` and `input` required).
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayError> {
     let request: EmbeddingsRequest<'_> = deserialize_body(body)?;
@@ -229,7 +237,8 @@ fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
 /// Deserializes a request body; a mistake is a 400 naming the field where
 /// it is (`messages[1].role`) and what was expected.
 fn deserialize_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, GatewayError> {
-    let err = match serde_json::from_slice(body) {
+    let text = utf8_body(body)?;
+    let err = match serde_json::from_str(text) {
         Ok(request) => return Ok(request),
         Err(err) => err,
     };
@@ -237,7 +246,7 @@ fn deserialize_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Gateway
         return Err(GatewayError::invalid(format!("Request body is not valid JSON: {err}")));
     }
     // Only on failure: parse again, tracking the path, to name the field.
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let path = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Err(located) => located.path().to_string(),
         Ok(_) => String::new(),
@@ -661,6 +670,18 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_are_refused_even_in_members_routing_skips() {
+        // Found by the request_chat and request_embeddings fuzz targets: the
+        // parser skipped such members unchecked and forwarded them.
+        let chat = b"{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"user\":\"\xf8\"}";
+        let embeddings = b"{\"model\":\"emb\",\"input\":\"a\",\"encoding_format\":\"\xcaase64\"}";
+        for error in [parse_chat(chat).unwrap_err(), parse_embeddings(embeddings).unwrap_err()] {
+            assert_eq!(error.status(), 400);
+            assert!(error.to_string().contains("not UTF-8"), "{error}");
+        }
+    }
+
+    #[test]
     fn embeddings_requests_need_a_model_and_some_input() {
         let request = parse_embeddings(br#"{"model":"emb","input":["a","b"],"dimensions":8}"#).unwrap();
         assert_eq!(request.model.as_str(), "emb");
@@ -679,5 +700,73 @@ mod tests {
     fn max_completion_tokens_wins_over_max_tokens() {
         let body = br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"max_tokens":10,"max_completion_tokens":20}"#;
         assert_eq!(parse_chat(body).unwrap().max_output_tokens(), Some(20));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::testing::any_json;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn valid_messages() -> impl Strategy<Value = Value> {
+        let message = (
+            prop_oneof![Just("system"), Just("user"), Just("assistant"), Just("tool")],
+            prop_oneof![
+                ".*".prop_map(Value::from),
+                Just(Value::Null),
+                prop::collection::vec(".*".prop_map(|text| json!({"type": "text", "text": text})), 0..3)
+                    .prop_map(Value::Array),
+            ],
+        )
+            .prop_map(|(role, content)| json!({"role": role, "content": content}));
+        prop::collection::vec(message, 1..4).prop_map(Value::Array)
+    }
+
+    /// A field's value: any JSON, or (when `valid` is given) a valid one.
+    fn field(valid: impl Strategy<Value = Value>) -> impl Strategy<Value = (bool, Value)> {
+        prop_oneof![
+            valid.prop_map(|value| (true, value)),
+            any_json().prop_map(|value| (false, value)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_in_the_fields_clients_send_is_a_request_or_a_400(
+            (messages_valid, messages) in field(valid_messages()),
+            (max_tokens_valid, max_tokens) in field(prop_oneof![Just(Value::Null), (1..=u64::from(u32::MAX)).prop_map(Value::from)]),
+            (tools_valid, tools) in field(prop_oneof![
+                Just(Value::Null),
+                "[a-z_]{1,12}".prop_map(|name| json!([{"type": "function", "function": {"name": name}}])),
+            ]),
+            (temperature_valid, temperature) in field(prop_oneof![Just(Value::Null), (0.0..=2.0f64).prop_map(Value::from)]),
+            (n_valid, n) in field(prop_oneof![Just(Value::Null), (1..=128u64).prop_map(Value::from)]),
+            (stop_valid, stop) in field(prop_oneof![
+                Just(Value::Null),
+                ".*".prop_map(Value::from),
+                prop::collection::vec(".*".prop_map(Value::from), 0..=4).prop_map(Value::Array),
+            ]),
+        ) {
+            let body = json!({
+                "model": "auto", "messages": messages, "tools": tools, "temperature": temperature,
+                "n": n, "max_tokens": max_tokens, "stop": stop,
+            });
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let all_valid = messages_valid && max_tokens_valid && tools_valid && temperature_valid && n_valid && stop_valid;
+            match parse_chat(&bytes) {
+                Ok(request) => {
+                    let _ = request.prompt_view();
+                }
+                Err(error) => {
+                    prop_assert!(!all_valid, "refused a valid request: {error}");
+                    prop_assert_eq!(error.status(), 400);
+                    let answer: Value = serde_json::from_slice(&error.to_json()).unwrap();
+                    prop_assert!(answer["error"]["message"].is_string());
+                    prop_assert_eq!(&answer["error"]["type"], "invalid_request_error");
+                }
+            }
+        }
     }
 }

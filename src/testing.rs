@@ -106,3 +106,27 @@ pub fn finished_request(
         now_ms,
     );
 }
+
+/// Any JSON value, a few levels deep: numbers of every kind, strings with
+/// any characters, arrays and objects.
+pub fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        // Eighths print and parse back exactly (serde_json's default float
+        // parsing may be off by an ulp, which is no concern of the code under test).
+        any::<i32>().prop_map(|units| Value::from(f64::from(units) / 8.0)),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_\"\\\\é]{0,6}", inner, 0..6)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}

@@ -22,6 +22,7 @@ DEFAULT_MOCKS = ("openai", "anthropic", "gemini", "bedrock")
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """A per-test timeout unless one was given on the command line, in PYTEST_TIMEOUT or in an ini file."""
+    config.addinivalue_line("markers", "soak: the fault soak; short (SOAK_SECONDS, default 20) unless make soak runs it")
     if (
         config.getoption("timeout", None) is None
         and not os.environ.get("PYTEST_TIMEOUT")

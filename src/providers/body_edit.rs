@@ -50,7 +50,7 @@ fn member_spans(body: &[u8], key: &str) -> Option<(Range<usize>, Range<usize>)> 
 
 /// `body` with member `key` set to `value_json`: replaced in place when
 /// present, otherwise inserted first. `None` if `body` is not an object.
-pub(crate) fn set_member(body: &[u8], key: &str, value_json: &[u8]) -> Option<Vec<u8>> {
+pub fn set_member(body: &[u8], key: &str, value_json: &[u8]) -> Option<Vec<u8>> {
     if let Some(span) = json_edit::member_value_span(body, key) {
         return Some(json_edit::splice(body, span, value_json));
     }
@@ -69,7 +69,7 @@ pub(crate) fn set_member(body: &[u8], key: &str, value_json: &[u8]) -> Option<Ve
 }
 
 /// `body` without member `key`, or `None` when it has no such member.
-pub(crate) fn remove_member(body: &[u8], key: &str) -> Option<Vec<u8>> {
+pub fn remove_member(body: &[u8], key: &str) -> Option<Vec<u8>> {
     let (key_span, value_span) = member_spans(body, key)?;
     let after = skip_whitespace(body, value_span.end);
     let range = if body.get(after) == Some(&b',') {
@@ -85,7 +85,7 @@ pub(crate) fn remove_member(body: &[u8], key: &str) -> Option<Vec<u8>> {
 }
 
 /// `body` with member `from` renamed to `to`, or `None` when absent.
-pub(crate) fn rename_member(body: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+pub fn rename_member(body: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
     let (key_span, _) = member_spans(body, from)?;
     Some(json_edit::splice(body, key_span, &json_edit::quote(to)))
 }
@@ -151,5 +151,89 @@ mod tests {
             text(rename_member(body, "max_completion_tokens", "max_tokens")),
             Some(r#"{"model":"m","max_tokens": 50 }"#.into())
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::testing::any_json;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// An object with distinct keys (some written with escapes once
+    /// serialized), printed compact or pretty, and one of its keys or a
+    /// missing one to edit.
+    fn object_and_key() -> impl Strategy<Value = (Map<String, Value>, Vec<u8>, String)> {
+        (
+            prop::collection::btree_map("model|max_tokens|stream_options|[a-z\"\\\\é\\n]{1,5}", any_json(), 0..6),
+            any::<bool>(),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        )
+            .prop_map(|(members, pretty, pick, missing)| {
+                let object: Map<String, Value> = members.into_iter().collect();
+                let body = if pretty {
+                    serde_json::to_vec_pretty(&object).unwrap()
+                } else {
+                    serde_json::to_vec(&object).unwrap()
+                };
+                let keys: Vec<&String> = object.keys().collect();
+                let key = match keys.is_empty() || missing {
+                    true => "absent \"key\"".to_string(),
+                    false => pick.get(&keys).to_string(),
+                };
+                (object, body, key)
+            })
+    }
+
+    fn parsed(body: &[u8]) -> Map<String, Value> {
+        serde_json::from_slice(body).expect("an edited body is still a JSON object")
+    }
+
+    proptest! {
+        #[test]
+        fn the_span_of_a_member_is_exactly_its_value((object, body, key) in object_and_key()) {
+            let span = json_edit::member_value_span(&body, &key);
+            match object.get(&key) {
+                Some(value) => {
+                    let span = span.expect("a present member has a span");
+                    prop_assert_eq!(&serde_json::from_slice::<Value>(&body[span]).unwrap(), value);
+                }
+                None => prop_assert_eq!(span, None),
+            }
+        }
+
+        #[test]
+        fn setting_a_member_changes_only_that_member(
+            (object, body, key) in object_and_key(),
+            value in any_json(),
+        ) {
+            let edited = set_member(&body, &key, &serde_json::to_vec(&value).unwrap()).unwrap();
+            let mut expected = object;
+            expected.insert(key, value);
+            prop_assert_eq!(parsed(&edited), expected);
+        }
+
+        #[test]
+        fn removing_a_member_changes_only_that_member((object, body, key) in object_and_key()) {
+            let mut expected = object;
+            match expected.remove(&key) {
+                Some(_) => prop_assert_eq!(parsed(&remove_member(&body, &key).unwrap()), expected),
+                None => prop_assert_eq!(remove_member(&body, &key), None),
+            }
+        }
+
+        #[test]
+        fn renaming_a_member_keeps_its_value((object, body, key) in object_and_key()) {
+            let mut expected = object;
+            match expected.remove(&key) {
+                Some(value) => {
+                    expected.insert("renamed \"é\"".into(), value);
+                    prop_assert_eq!(parsed(&rename_member(&body, &key, "renamed \"é\"").unwrap()), expected);
+                }
+                None => prop_assert_eq!(rename_member(&body, &key, "renamed \"é\""), None),
+            }
+        }
     }
 }

@@ -18,7 +18,7 @@ pub mod openai;
 pub mod sigv4;
 pub mod sse;
 
-mod body_edit;
+pub mod body_edit;
 pub(crate) use body_edit::set_member;
 mod chat;
 mod compose;
@@ -28,6 +28,8 @@ mod failure;
 mod stream;
 mod usage;
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod testkit;
 

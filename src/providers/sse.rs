@@ -101,6 +101,7 @@ impl SseFramer {
                     if self.line_start < self.buffer.len() {
                         let end = self.buffer.len();
                         self.take_line(end, end);
+                        self.check_size(0)?;
                         continue;
                     }
                     return Ok(self.dispatch());
@@ -318,6 +319,16 @@ mod tests {
 
         let mut framer = SseFramer::new(16);
         framer.feed(b"data: 0123456789\ndata: 0123456789\n");
+        assert!(framer.next_event().is_err());
+    }
+
+    #[test]
+    fn a_last_line_without_its_terminator_is_held_to_the_cap_too() {
+        // Found by the sse_framer fuzz target: the unterminated last line
+        // was taken at the end of the stream without the size check.
+        let mut framer = SseFramer::new(16);
+        framer.feed(b"data: 0123456789\ndata: 0123456789");
+        framer.end();
         assert!(framer.next_event().is_err());
     }
 
