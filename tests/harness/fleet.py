@@ -140,6 +140,8 @@ class FleetStore:
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self) -> FleetStore:
+        if self._redis is not None:
+            raise RuntimeError("this FleetStore was started already")
         with _running_lock:
             _running.add(self)
         try:
