@@ -11,6 +11,7 @@ import calendar
 import hashlib
 import json
 import statistics
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.harness.envoy import REPO_ROOT
 from tests.harness.fleet import FleetClient, command_body, script_text
 
 DAY_MS = 86_400_000
@@ -417,3 +419,39 @@ def test_webdis_throughput_with_keep_alive_clients(fleet_store, clients):
     }
     print("\nwebdis load:", json.dumps(figures))
     assert figures["p50_ms"] < 50
+
+
+@pytest.mark.timeout(900)  # may have to compile the example first
+def test_the_rust_fleet_core_round_trips_through_webdis(fleet_store):
+    """src/fleet's requests, as the filter will send them, and its parsing of the real answers."""
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--example", "fleet_roundtrip"], cwd=REPO_ROOT, check=True, timeout=850
+    )
+    driver = subprocess.Popen(
+        [str(REPO_ROOT / "target" / "debug" / "examples" / "fleet_roundtrip")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    client = FleetClient(fleet_store.url)
+    results = {}
+    try:
+        for line in driver.stdout:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "CALL":
+                status, reply = client.post(rest.encode())
+                driver.stdin.write(f"{status} {json.dumps(reply) if isinstance(reply, dict) else ''}\n")
+                driver.stdin.flush()
+            else:
+                name, _, result = rest.partition(" ")
+                results[name] = result
+    finally:
+        driver.stdin.close()
+        assert driver.wait(timeout=10) == 0
+    assert results["admit"].startswith("Ok(Admitted(Admitted {"), results
+    assert "by: Quota(0), dimension: \"cost\"" in results["admit-over-budget"], results
+    assert results["settle"].startswith("Ok(Settled {"), results
+    assert results["settle-again"].startswith("Ok(Duplicate {"), results
+    assert "cost_micros: 900" in results["spend"], results
+    with fleet_store.admin() as admin:
+        assert admin.command("EXISTS", "sb:{re%7Bsearch%7D%3Ax%25}:user:a/b.c?+%25") == 1, "keys as keys.rs names them"
