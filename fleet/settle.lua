@@ -44,6 +44,8 @@ end
 local reservation = parse_reservation(text)
 if reservation.state == 'x' then
   return { 'expired', now }
+elseif reservation.state == 'u' then
+  return { 'unknown', now }
 elseif reservation.state ~= 'o' then
   return { 'duplicate', now }
 end

@@ -166,6 +166,7 @@ def test_settlement_replaces_the_reservation_by_actual_usage_and_is_idempotent(f
 
     # A settlement that overtook its admission: the admission then books nothing.
     assert tenant.settle("r2", tokens=1, cost=1)[0] == "unknown"
+    assert tenant.settle("r2", tokens=1, cost=1)[0] == "unknown"
     assert tenant.admit("r2")[0] == "closed"
     assert balances(tenant.spend()) == balances(after)
 
