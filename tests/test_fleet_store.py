@@ -419,7 +419,8 @@ def test_webdis_throughput_with_keep_alive_clients(fleet_store, clients):
         "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2),
     }
     print("\nwebdis load:", json.dumps(figures))
-    assert figures["p50_ms"] < 50
+    # Only a sanity bound: the figures swing with whatever else shares the machine.
+    assert figures["p50_ms"] < 100, "the median call must fit the filter's 100 ms timeout"
 
 
 @pytest.mark.timeout(900)  # may have to compile the example first
