@@ -7,7 +7,7 @@ WASM   := target/wasm32-wasip1/release/signalbox.wasm
 # Parallel pytest workers; each test starts its own Envoy and mocks on free ports.
 TEST_WORKERS ?= 2
 
-.PHONY: all build run run-fleet fleet-deps test unit integration bench fuzz soak clean
+.PHONY: all build build-test-clock run run-fleet fleet-deps test unit integration bench fuzz soak clean
 
 all: build
 
@@ -36,6 +36,12 @@ build:
 	@command -v rustup >/dev/null && rustup target add wasm32-wasip1 >/dev/null 2>&1 || true
 	cargo build --release --target wasm32-wasip1 -p signalbox
 
+# The test suite's second module: the same filter with a test clock (a
+# request header that sets the time of quota periods), which the shipped
+# module refuses to configure.
+build-test-clock:
+	cargo build --release --target wasm32-wasip1 -p signalbox --features test-clock --target-dir target/test-clock
+
 # Envoy on 127.0.0.1:10000. Without provider keys in the environment it runs
 # the bundled mock providers; with OPENAI_API_KEY / ANTHROPIC_API_KEY it uses
 # the real APIs.
@@ -52,7 +58,7 @@ test: unit integration
 unit:
 	cargo test --workspace --quiet
 
-integration: build fleet-deps $(VENV)/.installed
+integration: build build-test-clock fleet-deps $(VENV)/.installed
 	$(PYTHON) -m pytest tests -q -n $(TEST_WORKERS)
 
 # Envoy with vs without the filter on the same upstream, plus native micro-benchmarks.

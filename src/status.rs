@@ -142,7 +142,7 @@ pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64, viewer: Vie
                 .enumerate()
                 .map(|(index, quota)| {
                     let record: QuotaRecord = read(store, &quota_key(tenant, index)).unwrap_or_default();
-                    let current = record.period_index == quota.period.index(now_ms);
+                    let current = record.period_index >= quota.period.index(now_ms);
                     let (used, reserved) = if current {
                         (record.used, record.reserved)
                     } else {
@@ -176,6 +176,7 @@ pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64, viewer: Vie
                             "cached_input_tokens": record.usage.cached_input,
                             "output_tokens": record.usage.output,
                             "cost_usd": record.cost_micros as f64 / 1e6,
+                            "estimated_requests": record.estimated,
                         }),
                     ))
                 })

@@ -17,6 +17,9 @@ from tests.mocks import MockProviders
 
 REPO = Path(__file__).resolve().parent.parent
 WASM = REPO / "target" / "wasm32-wasip1" / "release" / "signalbox.wasm"
+# The same filter built with the `test-clock` feature, for configs that set
+# governance.test_clock_header (the shipped module refuses it).
+TEST_CLOCK_WASM = REPO / "target" / "test-clock" / "wasm32-wasip1" / "release" / "signalbox.wasm"
 DEMO_YAML = REPO / "envoy" / "demo.yaml"
 REQUEST_TIMEOUT_S = 15
 # The demo's virtual key (tenant "team"); sent by default to governed gateways.
@@ -59,7 +62,8 @@ def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_
     envoy_config.set_listener_port(config, 0)
     for cluster in envoy_config.clusters(config):
         envoy_config.point_cluster(config, cluster["name"], mocks.ports[cluster["name"]])
-    envoy_config.set_wasm_filename(config, WASM)
+    uses_test_clock = isinstance(plugin, dict) and "test_clock_header" in plugin.get("governance", {})
+    envoy_config.set_wasm_filename(config, TEST_CLOCK_WASM if uses_test_clock else WASM)
     if isinstance(plugin, dict) and "admin_keys" not in plugin:
         plugin = {**plugin, "admin_keys": [{"name": "test-admin", "sha256": ADMIN_KEY_SHA256}]}
     if plugin is not None:

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use super::{check_header_name, check_name, ModelId, TierId};
+use super::{check_name, ModelId, TierId};
 use crate::error::ConfigError;
 use crate::govern::keys::{parse_digest, KeyRing, VirtualKey};
 use crate::govern::quota::{Caps, Period, Quota};
@@ -22,8 +22,11 @@ pub struct RawGovernance {
     /// Output tokens reserved for a request that sets no `max_tokens`.
     #[serde(default)]
     pub default_output_reservation: Option<u64>,
-    /// Test-only: a request header whose value (ms since the epoch) replaces
-    /// the clock for quota periods and rate windows. Never set in production.
+    /// Test-only, and only in a module built with the `test-clock` feature
+    /// (the shipped module rejects the field): a request header whose value
+    /// (ms since the epoch) replaces the clock for quota periods and rate
+    /// windows.
+    #[cfg(feature = "test-clock")]
     #[serde(default)]
     pub test_clock_header: Option<String>,
 }
@@ -385,14 +388,21 @@ pub fn resolve(
             })
         }
     };
-    if let Some(header) = &raw.test_clock_header {
-        check_header_name(&format!("{PATH}.test_clock_header"), header)?;
-    }
+    #[cfg(feature = "test-clock")]
+    let test_clock_header = match &raw.test_clock_header {
+        Some(header) => {
+            super::check_header_name(&format!("{PATH}.test_clock_header"), header)?;
+            Some(header.clone())
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "test-clock"))]
+    let test_clock_header = None;
     Ok(Governance {
         tenants,
         keys: KeyRing::new(keys),
         alerts,
         default_output_reservation: raw.default_output_reservation.unwrap_or(1_024).max(1),
-        test_clock_header: raw.test_clock_header.clone(),
+        test_clock_header,
     })
 }

@@ -275,3 +275,20 @@ fn resilience_defaults_are_sensible() {
     assert_eq!(config.health_path.as_deref(), Some("/signalbox/health"));
     assert_eq!(config.tiers[0].strategy, Strategy::Priority);
 }
+
+#[test]
+fn the_shipped_module_refuses_a_test_clock() {
+    let config = serde_json::json!({
+        "providers": {"p": {"cluster": "c"}},
+        "models": {"m": {"provider": "p"}},
+        "tiers": [{"name": "all", "models": ["m"]}],
+        "governance": {"tenants": {"t": {}}, "keys": [], "test_clock_header": "x-test-now"}
+    });
+    let parsed = Config::parse(config.to_string().as_bytes(), &|_| None);
+    if cfg!(feature = "test-clock") {
+        assert!(parsed.is_ok());
+    } else {
+        let err = parsed.unwrap_err();
+        assert_eq!(err.path, "governance.test_clock_header");
+    }
+}

@@ -173,9 +173,11 @@ pub struct QuotaRecord {
 }
 
 impl QuotaRecord {
+    /// Moves the record to `now_ms`'s period. Only forward: a clock that
+    /// jumps back counts in the period the record is in, never wiping it.
     fn roll(&mut self, period: Period, now_ms: u64) {
         let index = period.index(now_ms);
-        if index != self.period_index {
+        if index > self.period_index {
             *self = QuotaRecord {
                 period_index: index,
                 ..QuotaRecord::default()
@@ -237,7 +239,7 @@ impl QuotaRecord {
 
     /// Share of the caps used (settled usage), in this period.
     pub fn share(&self, period: Period, now_ms: u64, caps: &Caps) -> f64 {
-        if self.period_index != period.index(now_ms) {
+        if self.period_index < period.index(now_ms) {
             return 0.0;
         }
         caps.usage_share(self.used)
@@ -370,6 +372,24 @@ mod tests {
             quota.try_reserve(Period::Day, NOON + DAY_MS / 2, one, &caps).is_ok(),
             "midnight passed"
         );
+    }
+
+    #[test]
+    fn a_clock_that_jumps_back_neither_wipes_nor_reopens_the_period() {
+        let caps = Caps {
+            requests: Some(1),
+            ..Caps::default()
+        };
+        let one = Amounts {
+            requests: 1,
+            ..Amounts::default()
+        };
+        let mut quota = QuotaRecord::default();
+        assert!(quota.try_reserve(Period::Day, NOON, one, &caps).is_ok());
+        // A worker whose clock says yesterday finds today's record full.
+        assert!(quota.try_reserve(Period::Day, NOON - DAY_MS, one, &caps).is_err());
+        assert_eq!(quota.reserved.requests, 1);
+        assert_eq!(quota.period_index, Period::Day.index(NOON));
     }
 
     #[test]

@@ -80,9 +80,12 @@ pub struct RateStanding {
 }
 
 impl RateWindow {
+    /// Moves the window to `now_ms`'s minute. Only forward: a clock that
+    /// jumps back (or a worker whose clock lags) counts in the window it
+    /// finds, never wiping what other requests booked.
     fn roll(&mut self, now_ms: u64) {
         let minute = now_ms / MINUTE_MS;
-        if minute == self.minute {
+        if minute <= self.minute {
             return;
         }
         let adjacent = minute == self.minute + 1;
@@ -97,7 +100,7 @@ impl RateWindow {
     /// until they would (`None`: never, the request alone is over the limit).
     pub fn try_admit(&mut self, now_ms: u64, tokens: u64, limits: &RateLimits) -> Result<(), Option<u64>> {
         self.roll(now_ms);
-        let elapsed = now_ms % MINUTE_MS;
+        let elapsed = self.elapsed_in_minute(now_ms);
         let checks = [
             (&self.requests, 1, limits.requests_per_minute),
             (&self.tokens, tokens, limits.tokens_per_minute),
@@ -122,6 +125,16 @@ impl RateWindow {
                 Ok(())
             }
             other => Err(other),
+        }
+    }
+
+    /// How far into the window's minute `now_ms` is (0 when the clock lags
+    /// behind the window: the window is then as full as it gets).
+    fn elapsed_in_minute(&self, now_ms: u64) -> u64 {
+        if now_ms / MINUTE_MS == self.minute {
+            now_ms % MINUTE_MS
+        } else {
+            0
         }
     }
 
@@ -163,7 +176,7 @@ impl RateWindow {
     pub fn is_over(&self, now_ms: u64, limits: &RateLimits) -> bool {
         let mut window = *self;
         window.roll(now_ms);
-        let elapsed = now_ms % MINUTE_MS;
+        let elapsed = window.elapsed_in_minute(now_ms);
         let over =
             |buckets: &Buckets, limit: Option<u64>| limit.is_some_and(|limit| buckets.estimate(elapsed) >= limit);
         over(&window.requests, limits.requests_per_minute) || over(&window.tokens, limits.tokens_per_minute)
@@ -172,7 +185,7 @@ impl RateWindow {
     pub fn standing(&self, now_ms: u64, limits: &RateLimits) -> RateStanding {
         let mut window = *self;
         window.roll(now_ms);
-        let elapsed = now_ms % MINUTE_MS;
+        let elapsed = window.elapsed_in_minute(now_ms);
         let remaining =
             |buckets: &Buckets, limit: Option<u64>| limit.map(|limit| limit.saturating_sub(buckets.estimate(elapsed)));
         RateStanding {
@@ -224,6 +237,18 @@ mod tests {
         requests_per_minute: None,
         tokens_per_minute: Some(1_000),
     };
+
+    #[test]
+    fn a_clock_that_jumps_back_does_not_wipe_the_window() {
+        let mut window = RateWindow::default();
+        let now = 10 * MINUTE_MS + 5_000;
+        for _ in 0..3 {
+            window.try_admit(now, 0, &RPM_3).unwrap();
+        }
+        assert!(window.try_admit(now - 2 * MINUTE_MS, 0, &RPM_3).is_err());
+        assert!(window.try_admit(now - 1, 0, &RPM_3).is_err());
+        assert_eq!(window.minute, 10);
+    }
 
     #[test]
     fn requests_over_the_limit_wait_for_the_window_to_slide() {

@@ -43,7 +43,7 @@ pub fn state_gauges(config: &Config, store: &dyn Store, health: &dyn HealthView)
     for (tenant_id, tenant) in governance.tenants.iter().enumerate() {
         for (index, quota) in tenant.quotas.iter().enumerate() {
             let record: QuotaRecord = read(store, &quota_key(tenant, index))
-                .filter(|record: &QuotaRecord| record.period_index == quota.period.index(now))
+                .filter(|record: &QuotaRecord| record.period_index >= quota.period.index(now))
                 .unwrap_or_default();
             let caps = [
                 ("requests", quota.caps.requests, record.used.requests),
