@@ -37,6 +37,8 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),
+        prompt_tokens: 0,
+        request: 0,
         authority: model.cluster.clone(),
     };
     let upstream = providers::build_request(

@@ -96,15 +96,12 @@ pub fn finished_request(
         output,
     };
     let admission = admit(governance, store, &identity, estimate, now_ms).expect("admitted");
-    settle(
-        config,
-        governance,
-        store,
-        &admission,
-        config.model_named("small"),
-        Some(usage),
-        now_ms,
-    );
+    let consumption = crate::govern::ledger::Consumption(vec![crate::govern::ledger::Consumed {
+        model: config.model_named("small").expect("the sample config has `small`"),
+        usage,
+        estimated: false,
+    }]);
+    settle(config, governance, store, &admission, &consumption, now_ms);
 }
 
 /// Any JSON value, a few levels deep: numbers of every kind, strings with

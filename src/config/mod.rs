@@ -107,6 +107,8 @@ pub struct Model {
     pub upstream_id_json: Vec<u8>,
     pub cluster: String,
     pub context_window: u64,
+    /// The most output tokens one answer can have (reservation bound).
+    pub max_output_tokens: Option<u64>,
     pub price: Price,
     pub capabilities: Capabilities,
     /// Per deployment of this model.
@@ -715,6 +717,14 @@ fn resolve_model(
             format!("must be between 1 and {MAX_CONTEXT_WINDOW}"),
         ));
     }
+    if let Some(max_output) = raw.max_output_tokens {
+        if max_output == 0 || max_output > context_window {
+            return Err(ConfigError::new(
+                format!("{path}.max_output_tokens"),
+                format!("must be between 1 and the context window ({context_window})"),
+            ));
+        }
+    }
     let prices = [
         ("input", raw.price.input),
         ("output", raw.price.output),
@@ -747,6 +757,7 @@ fn resolve_model(
         upstream_id,
         cluster,
         context_window,
+        max_output_tokens: raw.max_output_tokens,
         price: Price {
             input: raw.price.input,
             cached_input: raw.price.cached_input.unwrap_or(raw.price.input),

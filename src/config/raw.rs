@@ -191,6 +191,10 @@ pub struct RawModel {
     pub cluster: Option<String>,
     #[serde(default)]
     pub context_window: Option<u64>,
+    /// The most output tokens the model produces for one answer: the bound
+    /// a request without `max_tokens` is reserved at.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
     #[serde(default)]
     pub price: RawPrice,
     /// What the model can do; when given, requests needing a missing

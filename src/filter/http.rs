@@ -14,14 +14,16 @@ use proxy_wasm::types::Action;
 
 use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
+use super::shared;
 use super::spend::Spend;
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::govern::keys::Identity;
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
 use crate::route::chain::StoreHealth;
-use crate::route::response::{decode_usage, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE, USAGE_STATE};
+use crate::route::response::{CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
 use crate::state;
 use crate::status::{self, View};
@@ -60,6 +62,8 @@ struct Audit {
 }
 
 pub struct ChatFilter {
+    /// This request's id in the VM (its attempts find it by it).
+    context_id: u32,
     state: Option<Rc<Loaded>>,
     phase: Phase,
     /// The API the held request calls (chat or embeddings).
@@ -70,6 +74,8 @@ pub struct ChatFilter {
     routed: Option<Routed>,
     /// The caller's key and admission, when governance is on.
     spend: Option<Spend>,
+    /// Who is calling (kept apart: the spend control may be handed over).
+    identity: Option<Identity>,
     /// Every attempt failed: the response body becomes this error.
     replacement: Option<Vec<u8>>,
     /// When the request arrived (epoch ms).
@@ -86,8 +92,9 @@ pub struct ChatFilter {
 }
 
 impl ChatFilter {
-    pub fn new(state: Option<Rc<Loaded>>) -> ChatFilter {
+    pub fn new(state: Option<Rc<Loaded>>, context_id: u32) -> ChatFilter {
         ChatFilter {
+            context_id,
             state,
             phase: Phase::PassThrough,
             endpoint: Endpoint::Other,
@@ -95,6 +102,7 @@ impl ChatFilter {
             hints: ClientHints::default(),
             routed: None,
             spend: None,
+            identity: None,
             replacement: None,
             started_ms: 0,
             routing_us: 0,
@@ -121,7 +129,9 @@ impl ChatFilter {
         Action::Pause
     }
 
-    fn apply(&mut self, plan: RequestPlan) -> Action {
+    fn apply(&mut self, mut plan: RequestPlan) -> Action {
+        plan.attempts.request = self.context_id;
+        shared::register(self.context_id);
         host::apply_request_edits(&plan.request_headers, &self.headers);
         host::set_filter_state(attempts::PLAN_STATE, &plan.attempts.encode());
         if let Some(state) = &self.state {
@@ -152,7 +162,7 @@ impl ChatFilter {
 
     /// What the request and its routing are, for reports and the access log.
     fn report(&self, trail: AttemptTrail) -> RequestReport<'_> {
-        let identity = self.spend.as_ref().map(Spend::identity);
+        let identity = self.identity.as_ref();
         RequestReport {
             request_id: self.request_id.as_deref(),
             tenant: identity.map(|identity| identity.tenant),
@@ -262,7 +272,10 @@ impl ChatFilter {
         }
         if let Some(governance) = &config.governance {
             match Spend::authenticate(governance, &headers) {
-                Ok(spend) => self.spend = Some(spend),
+                Ok(spend) => {
+                    self.identity = Some(spend.identity().clone());
+                    self.spend = Some(spend);
+                }
                 Err(error) => return self.reply_error(&error),
             }
         }
@@ -400,7 +413,7 @@ impl HttpContext for ChatFilter {
         }
         let served_by = trail.last().map(|record| config.deployments[record.deployment].model);
         if let (Some(governance), Some(spend)) = (&config.governance, &self.spend) {
-            let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
+            let usage = shared::answer_usage(self.context_id);
             for (name, value) in spend.response_headers(config, governance, served_by, usage) {
                 host::set_response_header(name, &value);
             }
@@ -466,14 +479,17 @@ impl HttpContext for ChatFilter {
         // without a response records itself when Envoy destroys it, and
         // nothing promises that comes before the client's headers.
         let trail = read_trail(config);
-        // Usage means an attempt succeeded; it was written by the attempt that answered.
-        let usage = host::filter_state(USAGE_STATE).and_then(|text| decode_usage(&text));
-        if let (Some(governance), Some(spend)) = (&config.governance, self.spend.as_mut()) {
-            let served_by = usage
-                .and(trail.last())
-                .map(|record| config.deployments[record.deployment].model);
-            spend.settle(config, governance, served_by, usage, &state.metrics);
-        }
+        // Normally every attempt has ended and told what it consumed; when
+        // the client left first, the attempt still running settles.
+        let consumption = match shared::request_ended(self.context_id, self.spend.take()) {
+            shared::RequestEnd::Settle(Some(mut spend), consumption) => {
+                if let Some(governance) = &config.governance {
+                    spend.settle(config, governance, &consumption, &state.metrics);
+                }
+                consumption
+            }
+            shared::RequestEnd::Settle(None, consumption) | shared::RequestEnd::HandedOver(consumption) => consumption,
+        };
         let observability = config.observability;
         if !observability.metrics && !observability.access_log {
             return;
@@ -499,7 +515,7 @@ impl HttpContext for ChatFilter {
             .and_then(|at| at.parse::<u64>().ok())
             .map(|at| at.saturating_sub(self.started_ms));
         let report = RequestReport {
-            usage,
+            consumption,
             first_token_ms,
             duration_ms: host::now_ms().saturating_sub(self.started_ms),
             ..self.report(trail)

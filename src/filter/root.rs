@@ -17,6 +17,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
 use super::metrics::{count_config_load, Metrics};
+use super::shared;
 use super::upstream::AttemptFilter;
 use crate::config::{Config, DeploymentId};
 use crate::health::{DeploymentHealth, Transition};
@@ -66,6 +67,8 @@ enum Role {
 }
 
 pub struct SignalboxRoot {
+    /// This root's context id (to act on an HTTP context's stream and come back).
+    context_id: u32,
     role: Role,
     state: Option<Rc<Loaded>>,
     /// Random id of this VM, for the probe lease.
@@ -77,9 +80,10 @@ pub struct SignalboxRoot {
     next_gauges_ms: u64,
 }
 
-impl Default for SignalboxRoot {
-    fn default() -> Self {
+impl SignalboxRoot {
+    pub fn new(context_id: u32) -> Self {
         SignalboxRoot {
+            context_id,
             role: Role::Router,
             state: None,
             vm_owner_id: SplitMix::seeded().next().max(1),
@@ -105,6 +109,12 @@ pub fn log_transition(config: &Config, deployment: DeploymentId, transition: Opt
     }
 }
 
+/// How often held successes are checked for release: often enough that one
+/// is released well before the per-try timeout it is held against.
+fn release_check_ms(per_try_timeout_ms: u64) -> u64 {
+    (per_try_timeout_ms / 10).clamp(50, 1_000)
+}
+
 /// Whether a job run every `interval_ms` is due, and if so schedules the
 /// next run. Ticks may come a little early, so 10% early counts as on time.
 fn due(next_ms: &mut u64, now: u64, interval_ms: u64) -> bool {
@@ -116,6 +126,26 @@ fn due(next_ms: &mut u64, now: u64, interval_ms: u64) -> bool {
 }
 
 impl SignalboxRoot {
+    /// Lets the headers of whole successes whose body is slow go to the
+    /// client before Envoy's per-try timeout would cut the answer and replay
+    /// the request elsewhere (each attempt context in this VM is resumed in
+    /// its own name).
+    fn release_slow_answers(&self, now: u64) {
+        let overdue = shared::overdue_answers(now);
+        if overdue.is_empty() {
+            return;
+        }
+        for context in overdue {
+            let resumed = hostcalls::set_effective_context(context).and_then(|()| hostcalls::resume_http_response());
+            if let Err(status) = resumed {
+                log::warn!("cannot release a slow answer's headers: {status:?}");
+            }
+        }
+        if let Err(status) = hostcalls::set_effective_context(self.context_id) {
+            log::warn!("cannot return to the root context: {status:?}");
+        }
+    }
+
     fn send_probes(&mut self, state: &Loaded, now: u64) {
         let Some(settings) = state.config.resilience.probes else {
             return;
@@ -235,7 +265,8 @@ impl RootContext for SignalboxRoot {
                 .observability
                 .metrics
                 .then_some(config.observability.gauge_interval_ms);
-            if let Some(period) = probes.into_iter().chain(gauges).min() {
+            let watchdog = Some(release_check_ms(config.resilience.per_try_timeout_ms));
+            if let Some(period) = probes.into_iter().chain(gauges).chain(watchdog).min() {
                 if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
                     log::warn!("cannot schedule probes and gauges: {status:?}");
                 }
@@ -270,15 +301,16 @@ impl RootContext for SignalboxRoot {
     fn on_tick(&mut self) {
         if let Some(state) = self.state.clone() {
             let now = host::now_ms();
+            self.release_slow_answers(now);
             self.send_probes(&state, now);
             self.publish_gauges(&state, now);
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match self.role {
-            Role::Router => Box::new(ChatFilter::new(self.state.clone())),
-            Role::Upstream => Box::new(AttemptFilter::new(self.state.clone())),
+            Role::Router => Box::new(ChatFilter::new(self.state.clone(), context_id)),
+            Role::Upstream => Box::new(AttemptFilter::new(self.state.clone(), context_id)),
         })
     }
 

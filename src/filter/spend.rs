@@ -14,6 +14,7 @@ use crate::config::{Config, ModelId};
 use crate::error::GatewayError;
 use crate::govern::admission::{self, Admission, CrossedAlert};
 use crate::govern::keys::Identity;
+use crate::govern::ledger::Consumption;
 use crate::govern::{auth_error, denial_error, rate_limit_headers};
 use crate::headers::HeaderMap;
 use crate::providers::TokenUsage;
@@ -75,10 +76,14 @@ impl Spend {
         decision: &RoutingDecision,
         metrics: &Metrics,
     ) -> Result<(), GatewayError> {
-        let output = decision
-            .max_output_tokens
-            .unwrap_or(governance.default_output_reservation);
-        let estimate = admission::estimate(config, &decision.models, decision.prompt_tokens, output);
+        let estimate = admission::estimate(
+            config,
+            &decision.models,
+            decision.prompt_tokens,
+            decision.max_output_tokens,
+            decision.choices,
+            governance.default_output_reservation,
+        );
         match admission::admit(governance, &HostStore, &self.identity, estimate, self.now()) {
             Ok(admission) => {
                 self.admission = Some(admission);
@@ -119,19 +124,12 @@ impl Spend {
         headers
     }
 
-    /// Replaces the reservation by actual usage (none: the request failed or
-    /// was aborted first) and sends the soft alerts this crossed.
-    pub fn settle(
-        &mut self,
-        config: &Config,
-        governance: &Governance,
-        served_by: Option<ModelId>,
-        usage: Option<TokenUsage>,
-        metrics: &Metrics,
-    ) {
+    /// Replaces the reservation by what the request consumed (nothing when
+    /// no attempt reached a provider) and sends the soft alerts this crossed.
+    pub fn settle(&mut self, config: &Config, governance: &Governance, consumption: &Consumption, metrics: &Metrics) {
         let Some(admission) = self.admission.take() else { return };
         let now = self.now();
-        let (_, alerts) = admission::settle(config, governance, &HostStore, &admission, served_by, usage, now);
+        let (_, alerts) = admission::settle(config, governance, &HostStore, &admission, consumption, now);
         for alert in alerts {
             let labels = [
                 Label::Tenant(Some(admission.tenant)),

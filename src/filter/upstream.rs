@@ -13,7 +13,14 @@
 //! Response headers are held until the answer says how it went: a streaming
 //! success until its first content (until then Envoy may still retry, so a
 //! provider that accepts but never produces a token, or fails inside its
-//! stream, still fails over), anything else until its body is complete.
+//! stream, still fails over), anything else until its body is complete. A
+//! whole success whose body is slow is not held past most of the per-try
+//! timeout: the root releases it (see [`super::shared`]), so Envoy's per-try
+//! timeout never cuts an answer whose headers came and replays the request
+//! elsewhere; the body then has the route's per-try idle timeout.
+//!
+//! When the attempt ends it works out what it consumed at its provider
+//! (usage, or an estimate when none was reported) for the request's bill.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -23,16 +30,16 @@ use proxy_wasm::types::Action;
 
 use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
+use super::shared;
 use crate::config::{Config, DeploymentId};
+use crate::govern::ledger::Consumed;
 use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
 use crate::health::{AttemptLease, AttemptOutcome, DeploymentHealth};
 use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
-use crate::route::response::{
-    self, AttemptEnd, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE, USAGE_STATE,
-};
+use crate::route::response::{self, AttemptEnd, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::state;
 use crate::telemetry::report::AttemptReport;
 
@@ -53,16 +60,24 @@ struct Attempt {
     /// The request could not be prepared for its provider and was answered
     /// here: it never left the gateway.
     never_sent: bool,
+    /// The router of this request is in this VM (it always is when both
+    /// roles share one `vm_config`).
+    linked: bool,
 }
 
 /// How the answer is being handled.
 enum Answer {
     /// No response headers yet.
     Pending,
-    /// Translated whole once complete; headers held until then.
+    /// Translated whole once complete; headers held until then (a slow
+    /// success's headers may be released before: `shared::still_held`).
     Buffered {
         status: u16,
         headers: Vec<(String, String)>,
+        /// The headers went to the client when they came.
+        released: bool,
+        /// A success held under the root's watch (it may release it).
+        watched: bool,
     },
     /// A streaming success, translated chunk by chunk.
     Streaming {
@@ -74,6 +89,7 @@ enum Answer {
 }
 
 pub struct AttemptFilter {
+    context_id: u32,
     state: Option<Rc<Loaded>>,
     attempt: Option<Attempt>,
     answer: Answer,
@@ -85,11 +101,18 @@ pub struct AttemptFilter {
     translate_us: Option<u64>,
     /// The response reached its end of stream.
     response_complete: bool,
+    /// Output relayed to the client by a stream (what a cut stream is billed).
+    relayed_output_tokens: u64,
 }
 
+/// Share of the per-try timeout after which a whole success's headers are
+/// released rather than held for its body.
+const HOLD_SHARE_PERCENT: u64 = 80;
+
 impl AttemptFilter {
-    pub fn new(state: Option<Rc<Loaded>>) -> AttemptFilter {
+    pub fn new(state: Option<Rc<Loaded>>, context_id: u32) -> AttemptFilter {
         AttemptFilter {
+            context_id,
             state,
             attempt: None,
             answer: Answer::Pending,
@@ -99,6 +122,7 @@ impl AttemptFilter {
             first_content_ms: None,
             translate_us: None,
             response_complete: false,
+            relayed_output_tokens: 0,
         }
     }
 
@@ -114,8 +138,14 @@ impl AttemptFilter {
 
     /// Whole answer in: translate it, then mark it (a 2xx that turned out to
     /// be a failure is not the client's first token).
-    fn finish_and_mark(&mut self, body_size: usize, status: u16, headers: &[(String, String)]) -> Action {
-        let action = self.finish_buffered(body_size, status, headers);
+    fn finish_and_mark(
+        &mut self,
+        body_size: usize,
+        status: u16,
+        headers: &[(String, String)],
+        released: bool,
+    ) -> Action {
+        let action = self.finish_buffered(body_size, status, headers, released);
         let delivered = (200..300).contains(&status) && self.failure.is_none();
         self.mark_first_content(delivered);
         action
@@ -131,14 +161,22 @@ impl AttemptFilter {
     }
 
     fn record_usage(&mut self, usage: Option<TokenUsage>) {
-        if let Some(usage) = usage {
-            host::set_filter_state(USAGE_STATE, &response::encode_usage(&usage));
-            self.usage = Some(usage);
+        let Some(usage) = usage else { return };
+        self.usage = Some(usage);
+        if let Some(attempt) = self.attempt.as_ref() {
+            shared::set_answer_usage(attempt.plan.request, usage);
         }
     }
 
-    /// Whole answer in: translate it, fix the held headers, release.
-    fn finish_buffered(&mut self, body_size: usize, status: u16, headers: &[(String, String)]) -> Action {
+    /// Whole answer in: translate it, fix the held headers (unless they
+    /// went out already), release.
+    fn finish_buffered(
+        &mut self,
+        body_size: usize,
+        status: u16,
+        headers: &[(String, String)],
+        released: bool,
+    ) -> Action {
         let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
             return Action::Continue;
         };
@@ -159,10 +197,12 @@ impl AttemptFilter {
         // An OpenAI-shaped success passes through as it came: leave Envoy's
         // copy alone rather than writing the same bytes and headers back.
         if finished.status != status || finished.body != body {
-            host::set_response_header(":status", &finished.status.to_string());
-            host::set_response_header("content-type", "application/json");
-            host::set_response_header("content-length", &finished.body.len().to_string());
-            host::remove_response_header("content-encoding");
+            if !released {
+                host::set_response_header(":status", &finished.status.to_string());
+                host::set_response_header("content-type", "application/json");
+                host::set_response_header("content-length", &finished.body.len().to_string());
+                host::remove_response_header("content-encoding");
+            }
             host::replace_response_body(body_size, &finished.body);
         }
         self.failure = finished.failure;
@@ -195,13 +235,17 @@ impl AttemptFilter {
             translator.finish(&mut translated);
         }
         let (saw_content, failure, usage) = (translator.saw_content(), translator.failure(), translator.usage());
+        self.relayed_output_tokens = translator.relayed_output_tokens();
+        self.failure = failure.or(self.failure);
         let held = held_output.take().map(|mut output| {
             output.extend_from_slice(&translated);
             output
         });
         if end_of_stream {
-            self.failure = failure;
             self.record_usage(usage);
+        } else {
+            // A stream cut short is billed what it reported so far.
+            self.usage = usage.or(self.usage);
         }
         let Some(output) = held else {
             host::replace_response_body(body_size, &translated);
@@ -241,6 +285,7 @@ fn count_in_deployment_window(config: &Config, deployment: DeploymentId, now: u6
 
 impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
+        shared::unhold(self.context_id);
         let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.take()) else {
             return true;
         };
@@ -261,7 +306,8 @@ impl Context for AttemptFilter {
         if self.status.is_none() && !attempt.never_sent {
             Self::append_trail(&attempt, 0);
         }
-        let verdict = response::verdict(&end, config.resilience.per_try_timeout_ms);
+        let per_try_timeout_ms = config.resilience.per_try_timeout_ms;
+        let verdict = response::verdict(&end, per_try_timeout_ms);
         let first_token_ms = self
             .first_content_ms
             .map(|first| first.saturating_sub(attempt.started_ms));
@@ -295,10 +341,32 @@ impl Context for AttemptFilter {
             Ok((_, transition)) => log_transition(config, attempt.deployment, transition),
             Err(err) => log::warn!("cannot record an attempt: {err:?}"),
         }
-        let tokens = self
-            .usage
-            .map_or(0, |usage| usage.prompt_total().saturating_add(usage.output));
+        let consumed = response::attempt_consumption(
+            &end,
+            self.usage,
+            attempt.plan.prompt_tokens,
+            self.relayed_output_tokens,
+            per_try_timeout_ms,
+        )
+        .map(|(usage, estimated)| Consumed {
+            model: config.deployments[attempt.deployment].model,
+            usage,
+            estimated,
+        });
+        let tokens = consumed.map_or(0, |consumed| {
+            consumed.usage.prompt_total().saturating_add(consumed.usage.output)
+        });
         count_in_deployment_window(config, attempt.deployment, now, 0, tokens);
+        if !attempt.linked {
+            return true;
+        }
+        // The client left before this attempt ended: the router handed the
+        // request over, and the last attempt settles it.
+        if let Some((mut spend, consumption)) = shared::attempt_ended(attempt.plan.request, consumed) {
+            if let Some(governance) = &config.governance {
+                spend.settle(config, governance, &consumption, &state.metrics);
+            }
+        }
         true
     }
 }
@@ -352,6 +420,10 @@ impl HttpContext for AttemptFilter {
             );
         }
         count_in_deployment_window(config, deployment, now, 1, 0);
+        let linked = shared::attempt_began(plan.request);
+        if !linked {
+            log::warn!("attempt {number} has no router in this VM: give both Signalbox filters one vm_config");
+        }
         self.attempt = Some(Attempt {
             plan,
             number,
@@ -362,6 +434,7 @@ impl HttpContext for AttemptFilter {
             prepare_us: None,
             lease: AttemptLease { in_flight, trial },
             never_sent: false,
+            linked,
         });
         if end_of_stream {
             Action::Continue
@@ -442,9 +515,35 @@ impl HttpContext for AttemptFilter {
         }
         let pairs = headers.to_pairs();
         if end_of_stream {
-            return self.finish_and_mark(0, status, &pairs);
+            return self.finish_and_mark(0, status, &pairs, false);
         }
-        self.answer = Answer::Buffered { status, headers: pairs };
+        let success = (200..300).contains(&status);
+        let hold_until = attempt.started_ms.saturating_add(
+            state
+                .config
+                .resilience
+                .per_try_timeout_ms
+                .saturating_mul(HOLD_SHARE_PERCENT)
+                / 100,
+        );
+        // The body may be rewritten whatever happens to the headers.
+        if success {
+            host::remove_response_header("content-length");
+        }
+        let released = success && host::now_ms() >= hold_until;
+        let watched = success && !released;
+        self.answer = Answer::Buffered {
+            status,
+            headers: pairs,
+            released,
+            watched,
+        };
+        if released {
+            return Action::Continue;
+        }
+        if watched {
+            shared::hold(self.context_id, hold_until);
+        }
         Action::Pause
     }
 
@@ -454,9 +553,17 @@ impl HttpContext for AttemptFilter {
             Answer::Pending => Action::Continue,
             Answer::Streaming { .. } => self.stream_chunk(body_size, end_of_stream),
             Answer::Buffered { .. } if !end_of_stream => Action::Pause,
-            Answer::Buffered { status, headers } => {
+            Answer::Buffered {
+                status,
+                headers,
+                released,
+                watched,
+            } => {
                 let (status, headers) = (*status, headers.clone());
-                self.finish_and_mark(body_size, status, &headers)
+                // Released by the root while the body was slow: the headers
+                // are the client's already.
+                let released = *released || (*watched && !shared::unhold(self.context_id));
+                self.finish_and_mark(body_size, status, &headers, released)
             }
         }
     }

@@ -1,8 +1,14 @@
 //! The cost ledger: what each request cost, from actual usage and the
 //! model's price table, and running totals per tenant and model in shared
 //! data. Costs are integers in micro-USD so sums never drift.
+//!
+//! A request is billed for what each of its attempts consumed at its
+//! provider ([`Consumption`]): the provider's reported usage, or — when it
+//! never reported any (the client left mid-stream, the provider reset or
+//! timed out after doing work) — the prompt estimate plus the output counted
+//! from what was relayed, marked as estimated.
 
-use crate::config::Price;
+use crate::config::{Config, ModelId, Price};
 use crate::providers::TokenUsage;
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
@@ -16,16 +22,72 @@ pub fn cost_micros(price: &Price, usage: &TokenUsage) -> u64 {
     micros.round().max(0.0) as u64
 }
 
+/// What one attempt consumed at its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consumed {
+    pub model: ModelId,
+    pub usage: TokenUsage,
+    /// The provider reported no usage: prompt estimate plus relayed output.
+    pub estimated: bool,
+}
+
+impl Consumed {
+    pub fn cost_micros(&self, config: &Config) -> u64 {
+        config
+            .models
+            .get(self.model)
+            .map_or(0, |model| cost_micros(&model.price, &self.usage))
+    }
+}
+
+/// What a request consumed, attempt by attempt (usually one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consumption(pub Vec<Consumed>);
+
+impl Consumption {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Usage summed over the attempts; `None` when nothing was consumed.
+    pub fn usage(&self) -> Option<TokenUsage> {
+        self.0
+            .iter()
+            .map(|consumed| consumed.usage)
+            .reduce(|total, usage| TokenUsage {
+                input: total.input.saturating_add(usage.input),
+                cached_input: total.cached_input.saturating_add(usage.cached_input),
+                cache_write: total.cache_write.saturating_add(usage.cache_write),
+                output: total.output.saturating_add(usage.output),
+            })
+    }
+
+    pub fn cost_micros(&self, config: &Config) -> u64 {
+        self.0
+            .iter()
+            .map(|consumed| consumed.cost_micros(config))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Some of it is an estimate (no usage report from the provider).
+    pub fn estimated(&self) -> bool {
+        self.0.iter().any(|consumed| consumed.estimated)
+    }
+}
+
 /// Running totals of one tenant on one model since Envoy started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LedgerRecord {
     pub requests: u64,
     pub usage: TokenUsage,
     pub cost_micros: u64,
+    /// Requests whose usage was estimated (the provider reported none).
+    pub estimated: u64,
 }
 
 impl LedgerRecord {
-    pub fn add(&mut self, usage: &TokenUsage, cost_micros: u64) {
+    pub fn add(&mut self, usage: &TokenUsage, cost_micros: u64, estimated: bool) {
+        self.estimated += u64::from(estimated);
         self.requests += 1;
         self.usage.input = self.usage.input.saturating_add(usage.input);
         self.usage.cached_input = self.usage.cached_input.saturating_add(usage.cached_input);
@@ -35,7 +97,7 @@ impl LedgerRecord {
     }
 }
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 impl Record for LedgerRecord {
     fn encode(&self) -> Vec<u8> {
@@ -46,7 +108,8 @@ impl Record for LedgerRecord {
             .u64(self.usage.cached_input)
             .u64(self.usage.cache_write)
             .u64(self.usage.output)
-            .u64(self.cost_micros);
+            .u64(self.cost_micros)
+            .u64(self.estimated);
         writer.finish()
     }
 
@@ -61,6 +124,7 @@ impl Record for LedgerRecord {
                 output: reader.u64()?,
             },
             cost_micros: reader.u64()?,
+            estimated: reader.u64()?,
         };
         reader.is_done().then_some(record)
     }
@@ -98,6 +162,7 @@ mod tests {
                 output: 3,
             },
             10,
+            false,
         );
         ledger.add(
             &TokenUsage {
@@ -107,8 +172,10 @@ mod tests {
                 output: 1,
             },
             5,
+            true,
         );
         assert_eq!(ledger.requests, 2);
+        assert_eq!(ledger.estimated, 1);
         assert_eq!(
             ledger.usage,
             TokenUsage {

@@ -837,6 +837,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_cut_short_still_knows_what_it_relayed() {
+        let spec = spec(ProviderKind::Anthropic);
+        let cut = TEXT_STREAM.find("event: content_block_stop").unwrap();
+        let mut translator = stream_translator(&stream_call(&spec, false));
+        let mut out = Vec::new();
+        translator.push(&TEXT_STREAM.as_bytes()[..cut], &mut out).unwrap();
+        assert_eq!(
+            translator.relayed_output_tokens(),
+            u64::from(crate::tokens::estimate("Hello, wörld 🌍!"))
+        );
+        assert_eq!(
+            translator.usage().map(|usage| usage.input),
+            Some(25),
+            "message_start told the input"
+        );
+    }
+
+    #[test]
     fn garbage_never_panics_the_anthropic_translator() {
         let spec = spec(ProviderKind::Anthropic);
         assert_garbage_is_survived(&stream_call(&spec, true), TOOL_STREAM.as_bytes());

@@ -205,6 +205,9 @@ pub(crate) struct ChunkWriter {
     closed: bool,
     saw_content: bool,
     tool_calls: usize,
+    /// Content relayed so far, as (ASCII bytes, other characters): what the
+    /// answer cost when the provider never reports usage.
+    relayed: (usize, usize),
 }
 
 impl ChunkWriter {
@@ -221,7 +224,22 @@ impl ChunkWriter {
             closed: false,
             saw_content: false,
             tool_calls: 0,
+            relayed: (0, 0),
         }
+    }
+
+    /// Counts content the client received (text, reasoning, tool calls).
+    pub(crate) fn count_relayed(&mut self, content: &str) {
+        let (ascii, other) = crate::tokens::count_ascii_and_chars(content.as_bytes());
+        self.relayed = (
+            self.relayed.0.saturating_add(ascii),
+            self.relayed.1.saturating_add(other),
+        );
+    }
+
+    /// Estimated output tokens of the content relayed so far.
+    pub(crate) fn relayed_output_tokens(&self) -> u64 {
+        u64::from(crate::tokens::from_counts(self.relayed.0, self.relayed.1))
     }
 
     /// The provider's response id and model; ignored once chunks are out.
@@ -283,6 +301,7 @@ impl ChunkWriter {
             return;
         }
         self.saw_content = true;
+        self.count_relayed(text);
         self.chunk(
             out,
             Delta {
@@ -300,6 +319,8 @@ impl ChunkWriter {
             return;
         }
         self.saw_content = true;
+        self.count_relayed(name);
+        self.count_relayed(arguments);
         let index = self.tool_calls;
         self.tool_calls += 1;
         self.chunk(
@@ -325,6 +346,7 @@ impl ChunkWriter {
         if fragment.is_empty() || index >= self.tool_calls || !self.open(out) {
             return;
         }
+        self.count_relayed(fragment);
         self.chunk(
             out,
             Delta {

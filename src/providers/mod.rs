@@ -413,6 +413,9 @@ pub trait StreamTranslator {
     /// `data: [DONE]`.
     fn finish(&mut self, out: &mut Vec<u8>);
     fn usage(&self) -> Option<TokenUsage>;
+    /// Estimated output tokens of the content relayed to the client so far
+    /// (what a stream cut short is billed at when no usage came).
+    fn relayed_output_tokens(&self) -> u64;
     /// Content (text or a tool call) has reached the client: time to first
     /// token is now.
     fn saw_content(&self) -> bool;

@@ -191,8 +191,8 @@ struct DeltaView<'a> {
     content: Option<Text<'a>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Text<'a>>,
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    tool_calls: Option<&'a serde_json::value::RawValue>,
 }
 
 /// Passes OpenAI chunks through, reading usage, completion and errors.
@@ -228,14 +228,20 @@ impl Handler<SseFramer> for OpenAiStream {
             if choice.finish_reason.is_some() {
                 output.writer.mark_finished();
             }
-            let has_content = choice.delta.as_ref().is_some_and(|delta| {
-                delta.tool_calls.is_some()
-                    || [&delta.content, &delta.reasoning_content]
-                        .into_iter()
-                        .any(|text| text.as_ref().is_some_and(|text| !text.as_str().is_empty()))
-            });
+            let Some(delta) = &choice.delta else { continue };
+            let texts = [&delta.content, &delta.reasoning_content];
+            let has_content = delta.tool_calls.is_some()
+                || texts
+                    .iter()
+                    .any(|text| text.as_ref().is_some_and(|text| !text.as_str().is_empty()));
             if has_content {
                 output.writer.mark_content();
+            }
+            for text in texts.into_iter().flatten() {
+                output.writer.count_relayed(text.as_str());
+            }
+            if let Some(calls) = delta.tool_calls {
+                output.writer.count_relayed(calls.get());
             }
         }
         if self.hide_usage_chunk && choices.is_empty() && chunk.usage.is_some() {
@@ -272,6 +278,23 @@ mod tests {
     fn chat(call: &Call<'_>, body: &str) -> (String, String) {
         let upstream = build(call, body.as_bytes()).unwrap();
         (upstream.path, String::from_utf8(upstream.body).unwrap())
+    }
+
+    #[test]
+    fn a_passed_through_stream_counts_the_content_it_relayed() {
+        let spec = spec(ProviderKind::Openai);
+        let mut call = call_for(&spec);
+        call.stream = true;
+        let stream = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there, friend\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+        );
+        let mut translator = stream_translator(&call);
+        let mut out = Vec::new();
+        translator.push(stream.as_bytes(), &mut out).unwrap();
+        assert!(translator.relayed_output_tokens() >= u64::from(crate::tokens::estimate("Hello there, friend")));
+        assert_eq!(translator.usage(), None);
     }
 
     #[test]

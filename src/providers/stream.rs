@@ -226,6 +226,10 @@ impl<F: Framer, H: Handler<F>> StreamTranslator for Translator<F, H> {
         self.output.usage
     }
 
+    fn relayed_output_tokens(&self) -> u64 {
+        self.output.writer.relayed_output_tokens()
+    }
+
     fn saw_content(&self) -> bool {
         self.output.writer.saw_content()
     }

@@ -22,7 +22,7 @@ pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "3";
+const PLAN_VERSION: &str = "4";
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +37,17 @@ pub struct AttemptPlan {
     pub max_tokens: Option<u64>,
     /// Half-open trial slots claimed for links: (chain position, lease).
     pub trials: Vec<(usize, LeaseToken)>,
+    /// Estimated prompt tokens: what an attempt that reached its provider
+    /// without a usage report is billed for its input.
+    pub prompt_tokens: u64,
+    /// The router's id of this request in its VM, which its attempts share.
+    pub request: u32,
     /// The client's `:authority`, restored for providers without a host.
     pub authority: String,
 }
 
 impl AttemptPlan {
-    /// `3;<stream>;<usage>;<operation>;<max tokens or ->;<chain>;<trials or ->;<authority>`
+    /// `4;<stream>;<usage>;<operation>;<max tokens or ->;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -65,16 +70,18 @@ impl AttemptPlan {
             .max_tokens
             .map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
         format!(
-            "{PLAN_VERSION};{};{};{operation};{max_tokens};{};{trials};{}",
+            "{PLAN_VERSION};{};{};{operation};{max_tokens};{};{};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
+            self.prompt_tokens,
+            self.request,
             chain.join(","),
             self.authority
         )
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(8, ';');
+        let mut fields = text.splitn(10, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -94,6 +101,8 @@ impl AttemptPlan {
             "-" => None,
             tokens => Some(tokens.parse().ok()?),
         };
+        let prompt_tokens = fields.next()?.parse().ok()?;
+        let request = fields.next()?.parse().ok()?;
         let chain = fields
             .next()?
             .split(',')
@@ -117,6 +126,8 @@ impl AttemptPlan {
             operation,
             max_tokens,
             trials,
+            prompt_tokens,
+            request,
             authority,
         })
     }
@@ -265,10 +276,29 @@ pub fn call_for<'c>(
     }
 }
 
-fn asks_for_output_limit(body: &[u8]) -> bool {
-    ["max_tokens", "max_completion_tokens"]
+const OUTPUT_LIMIT_KEYS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+
+/// The body with a tenant's output cap as `max_tokens` when the client set
+/// no limit of its own (`null` counts as none: it is removed).
+fn with_output_cap(body: &[u8], cap: u64) -> Option<Vec<u8>> {
+    let is_null = |body: &[u8], key: &str| {
+        crate::json_edit::member_value_span(body, key).and_then(|span| body.get(span)) == Some(&b"null"[..])
+    };
+    let mut edited: Option<Vec<u8>> = None;
+    for key in OUTPUT_LIMIT_KEYS {
+        let current = edited.as_deref().unwrap_or(body);
+        if is_null(current, key) {
+            edited = providers::body_edit::remove_member(current, key).or(edited);
+        }
+    }
+    let current = edited.as_deref().unwrap_or(body);
+    let asks = OUTPUT_LIMIT_KEYS
         .iter()
-        .any(|key| crate::json_edit::member_value_span(body, key).is_some())
+        .any(|key| crate::json_edit::member_value_span(current, key).is_some());
+    if asks {
+        return edited;
+    }
+    providers::set_member(current, "max_tokens", cap.to_string().as_bytes())
 }
 
 /// Rewrites the (original, replayed) request for attempt `attempt`. Header
@@ -286,15 +316,8 @@ pub fn prepare_attempt(
         .ok_or_else(|| GatewayError::Internal {
             message: format!("No deployment planned for attempt {attempt}."),
         })?;
-    let capped;
-    let body = match plan.max_tokens {
-        Some(cap) if !asks_for_output_limit(body) => {
-            capped =
-                providers::set_member(body, "max_tokens", cap.to_string().as_bytes()).unwrap_or_else(|| body.to_vec());
-            &capped[..]
-        }
-        _ => body,
-    };
+    let capped = plan.max_tokens.and_then(|cap| with_output_cap(body, cap));
+    let body = capped.as_deref().unwrap_or(body);
     let upstream = providers::build_request(&call_for(config, plan, deployment, now_unix_seconds), body)?;
     let mut request_headers: Vec<HeaderEdit> = CREDENTIAL_HEADERS
         .iter()
@@ -337,6 +360,8 @@ mod tests {
             operation: Operation::ChatCompletions,
             max_tokens: None,
             trials: Vec::new(),
+            prompt_tokens: 42,
+            request: 7,
             authority: "gw.example:10000".into(),
         }
     }
@@ -391,6 +416,11 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&prepared.body).unwrap()["max_tokens"],
             10
         );
+        let null = br#"{"model":"auto","max_tokens":null,"max_completion_tokens":null,"messages":[{"role":"user","content":"hi"}]}"#;
+        let prepared = prepare_attempt(&config, &capped, 1, null, 0).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&prepared.body).unwrap();
+        assert_eq!(sent["max_tokens"], 256, "a null limit is no limit: the cap goes in");
+        assert!(sent.get("max_completion_tokens").is_none());
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct RoutingDecision {
     pub prompt_tokens: u64,
     /// Output budget: the client's `max_tokens`, or the tenant's cap.
     pub max_output_tokens: Option<u64>,
+    /// Answers asked for (`n`): each may use the output budget.
+    pub choices: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +274,8 @@ pub fn plan_chat(
             .max_output_tokens
             .filter(|_| request.max_output_tokens().is_none()),
         trials: decision.trials.clone(),
+        prompt_tokens: decision.prompt_tokens,
+        request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     let response_headers = decision_headers(config, &decision, explain);
@@ -338,6 +342,7 @@ pub fn plan_embeddings(
         estimated_tokens,
         prompt_tokens: estimated_tokens,
         max_output_tokens: Some(0),
+        choices: 1,
     };
     if decision.chain.is_empty() {
         return Err(GatewayError::NoUsableModel {
@@ -352,6 +357,8 @@ pub fn plan_embeddings(
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         max_tokens: None,
         trials: decision.trials.clone(),
+        prompt_tokens: decision.prompt_tokens,
+        request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     Ok(RequestPlan {
@@ -589,6 +596,7 @@ fn decide(
         estimated_tokens: requirements.tokens,
         prompt_tokens: requirements.tokens.saturating_sub(max_output_tokens.unwrap_or(0)),
         max_output_tokens,
+        choices: request.choices(),
     })
 }
 

@@ -9,8 +9,6 @@ use crate::providers::{self, Failure, FailureKind, Operation, TokenUsage};
 
 use super::attempts::{call_for, AttemptPlan};
 
-/// Filter state with the answering attempt's token usage.
-pub const USAGE_STATE: &str = "signalbox.usage";
 /// Filter state with the time (epoch ms) a successful attempt's first
 /// content arrived, for the request's time to first token.
 pub const FIRST_CONTENT_STATE: &str = "signalbox.first_content_at";
@@ -81,23 +79,53 @@ pub fn verdict(end: &AttemptEnd, per_try_timeout_ms: u64) -> Verdict {
     }
 }
 
-/// `input,cached_input,cache_write,output`.
-pub fn encode_usage(usage: &TokenUsage) -> String {
-    format!(
-        "{},{},{},{}",
-        usage.input, usage.cached_input, usage.cache_write, usage.output
-    )
-}
-
-pub fn decode_usage(text: &str) -> Option<TokenUsage> {
-    let mut fields = text.split(',').map(|field| field.parse::<u64>().ok());
-    let usage = TokenUsage {
-        input: fields.next()??,
-        cached_input: fields.next()??,
-        cache_write: fields.next()??,
-        output: fields.next()??,
+/// What an ended attempt consumed at its provider, and whether that is an
+/// estimate. The provider's usage when it reported it (a stream cut short
+/// keeps what it did report, e.g. Anthropic's input tokens, and never less
+/// output than was relayed). Otherwise an attempt that reached the provider
+/// and may have made it work — a success cut short by the client or the
+/// provider, a timeout, a client gone before any answer — is billed the
+/// prompt estimate plus the output counted from what was relayed. Error
+/// answers and attempts that never left cost nothing: providers do not bill
+/// them.
+pub fn attempt_consumption(
+    end: &AttemptEnd,
+    reported: Option<TokenUsage>,
+    prompt_tokens: u64,
+    relayed_output_tokens: u64,
+    per_try_timeout_ms: u64,
+) -> Option<(TokenUsage, bool)> {
+    if end.never_sent {
+        return None;
+    }
+    let complete_report = end.complete && end.failure.is_none();
+    if let (true, Some(usage)) = (complete_report, reported) {
+        return Some((usage, false));
+    }
+    let reached = match (end.status, verdict(end, per_try_timeout_ms)) {
+        (Some(status), _) => (200..300).contains(&status),
+        (None, Verdict::Silent | Verdict::Failed(health::FailureKind::Timeout)) => true,
+        (None, _) => false,
     };
-    fields.next().is_none().then_some(usage)
+    if !reached && reported.is_none() {
+        return None;
+    }
+    let estimate = TokenUsage {
+        input: prompt_tokens,
+        output: relayed_output_tokens,
+        ..TokenUsage::default()
+    };
+    Some(match reported {
+        // What the provider did report stands; the relayed output bounds it below.
+        Some(usage) => (
+            TokenUsage {
+                output: usage.output.max(relayed_output_tokens),
+                ..usage
+            },
+            usage.output < relayed_output_tokens || !end.complete,
+        ),
+        None => (estimate, true),
+    })
 }
 
 /// Whether this attempt's answer is translated as a stream.
@@ -199,6 +227,8 @@ mod tests {
             operation: Operation::ChatCompletions,
             max_tokens: None,
             trials: Vec::new(),
+            prompt_tokens: 0,
+            request: 0,
             authority: "gw".into(),
         }
     }
@@ -266,17 +296,74 @@ mod tests {
     }
 
     #[test]
-    fn usage_round_trips_through_filter_state() {
-        let usage = TokenUsage {
-            input: 10,
-            cached_input: 20,
-            cache_write: 3,
-            output: 40,
+    fn every_attempt_that_reached_a_provider_is_billed_and_estimated_when_unreported() {
+        let timeout = 30_000;
+        let usage = |input, output| TokenUsage {
+            input,
+            output,
+            ..TokenUsage::default()
         };
-        assert_eq!(decode_usage(&encode_usage(&usage)), Some(usage));
-        assert_eq!(decode_usage("1,2,3"), None);
-        assert_eq!(decode_usage("1,2,3,4,5"), None);
-        assert_eq!(decode_usage("a,b,c,d"), None);
+        let answered = AttemptEnd {
+            status: Some(200),
+            complete: true,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(
+            attempt_consumption(&answered, Some(usage(10, 5)), 12, 5, timeout),
+            Some((usage(10, 5), false))
+        );
+        // The client left mid-stream: no usage came; the prompt estimate
+        // plus what was relayed.
+        let abandoned = AttemptEnd {
+            client_gone: true,
+            complete: false,
+            ..answered
+        };
+        assert_eq!(
+            attempt_consumption(&abandoned, None, 12, 40, timeout),
+            Some((usage(12, 40), true))
+        );
+        // Anthropic told the input at the start; the output is what was relayed.
+        assert_eq!(
+            attempt_consumption(&abandoned, Some(usage(30, 1)), 12, 40, timeout),
+            Some((usage(30, 40), true))
+        );
+        // A timeout after the request was sent: the prompt was processed.
+        let silent = AttemptEnd {
+            elapsed_ms: timeout,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(
+            attempt_consumption(&silent, None, 12, 0, timeout),
+            Some((usage(12, 0), true))
+        );
+        // A client gone before any answer: the provider may be working on it.
+        let gone_early = AttemptEnd {
+            client_gone: true,
+            elapsed_ms: 300,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(
+            attempt_consumption(&gone_early, None, 12, 0, timeout),
+            Some((usage(12, 0), true))
+        );
+        // Refused at once, an error answer, or never sent: nothing.
+        let refused = AttemptEnd {
+            elapsed_ms: 2,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(attempt_consumption(&refused, None, 12, 0, timeout), None);
+        let error = AttemptEnd {
+            status: Some(503),
+            complete: true,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(attempt_consumption(&error, None, 12, 0, timeout), None);
+        let never_sent = AttemptEnd {
+            never_sent: true,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(attempt_consumption(&never_sent, None, 12, 0, timeout), None);
     }
 
     #[test]

@@ -392,6 +392,8 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),
+        prompt_tokens: 0,
+        request: 0,
         authority: String::new(),
     };
     let last = FinalResponse {

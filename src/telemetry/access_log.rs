@@ -18,7 +18,7 @@ use crate::request::parse_chat;
 use crate::route::decision_reason;
 
 /// Every field, in the order written; each is `wasm.signalbox.<field>`.
-pub const FIELDS: [&str; 25] = [
+pub const FIELDS: [&str; 26] = [
     "request_id",
     "endpoint",
     "tenant",
@@ -39,6 +39,7 @@ pub const FIELDS: [&str; 25] = [
     "cached_tokens",
     "output_tokens",
     "cost_usd",
+    "usage_estimated",
     "ttft_ms",
     "duration_ms",
     "routing_us",
@@ -118,10 +119,12 @@ pub fn result_fields(
         (!report.trail.0.is_empty()).then(|| report.trail.describe(config)),
     );
     fields.put("outcome", Some(report.outcome().name().to_string()));
-    if let Some(usage) = report.usage {
+    if let Some(usage) = report.consumption.usage() {
         fields.put("input_tokens", Some(usage.prompt_total().to_string()));
         fields.put("cached_tokens", Some(usage.cached_input.to_string()));
         fields.put("output_tokens", Some(usage.output.to_string()));
+        // The provider never reported (part of) it: prompt estimate plus relayed output.
+        fields.put("usage_estimated", Some(report.consumption.estimated().to_string()));
     }
     fields.put(
         "cost_usd",
@@ -202,12 +205,16 @@ mod tests {
                 status: 200,
             }]),
             outcome: Some(Outcome::Ok),
-            usage: Some(TokenUsage {
-                input: 10,
-                cached_input: 4,
-                cache_write: 0,
-                output: 6,
-            }),
+            consumption: crate::govern::ledger::Consumption(vec![crate::govern::ledger::Consumed {
+                model: small,
+                usage: TokenUsage {
+                    input: 10,
+                    cached_input: 4,
+                    cache_write: 0,
+                    output: 6,
+                },
+                estimated: true,
+            }]),
             first_token_ms: Some(12),
             duration_ms: 30,
             routing_us: Some(25),
@@ -223,6 +230,7 @@ mod tests {
         assert_eq!(get("attempts"), Some("small:200"));
         assert_eq!(get("input_tokens"), Some("14"));
         assert_eq!(get("cached_tokens"), Some("4"));
+        assert_eq!(get("usage_estimated"), Some("true"));
         assert_eq!(
             get("cost_usd"),
             Some(format!("{:.6}", report.cost_micros(&config).unwrap() as f64 / 1e6).as_str())

@@ -3,9 +3,8 @@
 
 use super::{attempt_result, Family, Label, Outcome, Sample, TenantId};
 use crate::config::{Config, DeploymentId, ModelId};
-use crate::govern::ledger::cost_micros;
+use crate::govern::ledger::Consumption;
 use crate::health::FailureKind;
-use crate::providers::TokenUsage;
 use crate::route::{AttemptTrail, RoutingDecision};
 
 /// Everything known about a finished request (the access-log fields are
@@ -24,7 +23,8 @@ pub struct RequestReport<'a> {
     pub decision: Option<&'a RoutingDecision>,
     pub trail: AttemptTrail,
     pub outcome: Option<Outcome>,
-    pub usage: Option<TokenUsage>,
+    /// What the request consumed at its providers, attempt by attempt.
+    pub consumption: Consumption,
     /// Request start to the first content of the answer.
     pub first_token_ms: Option<u64>,
     /// Request start to end.
@@ -58,10 +58,9 @@ impl RequestReport<'_> {
         self.outcome.unwrap_or(Outcome::Aborted)
     }
 
-    /// What the answer cost, from the provider's usage report.
+    /// What the request cost, summed over the attempts that consumed.
     pub fn cost_micros(&self, config: &Config) -> Option<u64> {
-        let model = self.served_by(config)?;
-        Some(cost_micros(&config.models[model].price, &self.usage?))
+        (!self.consumption.is_empty()).then(|| self.consumption.cost_micros(config))
     }
 
     pub fn samples(&self, config: &Config) -> Vec<Sample> {
@@ -94,7 +93,9 @@ impl RequestReport<'_> {
                 1,
             ));
         }
-        if let (Some(usage), Some(_)) = (self.usage, served) {
+        for consumed in &self.consumption.0 {
+            let model = Label::Model(Some(consumed.model));
+            let usage = consumed.usage;
             let kinds = [
                 ("input", usage.input.saturating_add(usage.cache_write)),
                 ("cached_input", usage.cached_input),
@@ -107,7 +108,8 @@ impl RequestReport<'_> {
                     tokens,
                 ));
             }
-            if let Some(cost) = self.cost_micros(config).filter(|cost| *cost > 0) {
+            let cost = consumed.cost_micros(config);
+            if cost > 0 {
                 samples.push(Sample::new(Family::CostMicroUsd, &[tenant, model], cost));
             }
         }
@@ -181,6 +183,7 @@ impl AttemptReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::TokenUsage;
     use crate::route::attempts::AttemptRecord;
     use crate::telemetry::LABEL_NAMES;
     use crate::testing::governed_config;
@@ -199,6 +202,15 @@ mod tests {
             cache_write: 0,
             output: 50,
         }
+    }
+
+    /// `usage()` consumed on `model`, as reported.
+    fn consumed_on(model: ModelId) -> Consumption {
+        Consumption(vec![crate::govern::ledger::Consumed {
+            model,
+            usage: usage(),
+            estimated: false,
+        }])
     }
 
     #[test]
@@ -220,7 +232,7 @@ mod tests {
                 },
             ]),
             outcome: Some(Outcome::Ok),
-            usage: Some(usage()),
+            consumption: consumed_on(small),
             duration_ms: 42,
             routing_us: Some(17),
             ..Default::default()
@@ -328,7 +340,7 @@ mod tests {
                 },
             ]),
             outcome: Some(Outcome::Ok),
-            usage: Some(usage()),
+            consumption: consumed_on(config.deployments[1].model),
             routing_us: Some(1),
             ..Default::default()
         };

@@ -17,6 +17,9 @@ from POST /__mock/behavior and from the x-mock-fault header); None or {} means
                           write the body in pieces of 1 / 1..16 / N bytes, ~1 ms apart
   reset_after_events: K   send headers and K body events, then TCP RST
                           (a non-streamed body counts as one event)
+  spend_allowance: true   report usage as a provider that honours `n` and uses
+                          every answer's whole `max_tokens` (OpenAI format; 4096
+                          per answer without one): what the gateway must bill
   when_header: {name: value}
                           apply the rest only to requests carrying these exact
                           header values (e.g. one API key of several); others
@@ -34,7 +37,17 @@ Behavior = dict[str, Any]
 
 _NON_NEGATIVE_NUMBERS = ("retry_after", "delay_ms", "first_token_delay_ms", "chunk_delay_ms")
 KNOWN_KEYS = frozenset(
-    {"status", "message", "hang", "reset", "split", "reset_after_events", "when_header", *_NON_NEGATIVE_NUMBERS}
+    {
+        "status",
+        "message",
+        "hang",
+        "reset",
+        "split",
+        "reset_after_events",
+        "spend_allowance",
+        "when_header",
+        *_NON_NEGATIVE_NUMBERS,
+    }
 )
 # Gap between split pieces, so they leave as separate TCP segments and are read separately.
 SPLIT_GAP_S = 0.001
@@ -53,7 +66,7 @@ def validate(behavior: Behavior | None) -> Behavior:
     status = behavior.get("status")
     if status is not None and not (_is_int(status) and 400 <= status <= 599):
         raise ValueError(f"status must be an error status (int in 400..599), got {status!r}")
-    for key in ("hang", "reset"):
+    for key in ("hang", "reset", "spend_allowance"):
         if not isinstance(behavior.get(key, False), bool):
             raise ValueError(f"{key} must be true or false, got {behavior[key]!r}")
     for key in _NON_NEGATIVE_NUMBERS:

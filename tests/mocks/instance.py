@@ -196,7 +196,10 @@ class ProviderInstance:
         elif route is None:
             answer = error(404, f"the mock has no route for {request.method} {request.path}", None)
         else:
-            answer = self._answer(route, Call(self.name, request, params, seq, self._prompt_cache))
+            call = Call(
+                self.name, request, params, seq, self._prompt_cache, spend_allowance=bool(behavior.get("spend_allowance"))
+            )
+            answer = self._answer(route, call)
         return await self._deliver(writer, answer, behavior, request.keep_alive, seq)
 
     def _behavior_for(self, request: Request) -> Behavior:

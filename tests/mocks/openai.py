@@ -79,10 +79,19 @@ def _usage(reply: Reply) -> dict:
     }
 
 
+# Output tokens a provider spending its whole allowance bills per answer
+# when the request sets no max_tokens.
+UNBOUNDED_OUTPUT_TOKENS = 4096
+
+
 def chat_completions(call: Call) -> Answer:
     body = call.json_body()
     model = _model(call, body)
-    reply = make_reply(call.instance, _prompt(body, model))
+    prompt = _prompt(body, model)
+    reply = make_reply(call.instance, prompt)
+    if call.spend_allowance:
+        answers = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
+        reply.output_tokens = (prompt.max_tokens or UNBOUNDED_OUTPUT_TOKENS) * answers
     envelope = {
         "id": f"chatcmpl-mock{call.seq}",
         "object": "chat.completion",

@@ -43,6 +43,7 @@ class Call:
     params: dict[str, str]  # named groups of the matched route pattern
     seq: int  # 1-based request number on this instance; makes ids deterministic
     prompt_cache: set[str]  # per-instance memory of cached prompt prefixes (Anthropic)
+    spend_allowance: bool = False  # bill every answer's whole max_tokens, n answers (behavior)
 
     def json_body(self) -> dict:
         try:

@@ -13,7 +13,7 @@ use crate::config::ModelId;
 use crate::state::{update, Store, StoreError};
 
 use super::keys::{Identity, TenantId};
-use super::ledger::{cost_micros, LedgerRecord};
+use super::ledger::{cost_micros, Consumption, LedgerRecord};
 use super::quota::{Amounts, Period, QuotaRecord, SoftAlert};
 use super::window::{RateLimits, RateStanding, RateWindow};
 use crate::config::Config;
@@ -82,25 +82,40 @@ pub enum Denial {
     Busy,
 }
 
-/// What the estimate of a request is: one request, its prompt plus output
-/// reservation, and the cost of that on the most expensive model it may use.
-pub fn estimate(config: &Config, models: &[ModelId], prompt_tokens: u64, output_tokens: u64) -> Amounts {
-    let usage = TokenUsage {
-        input: prompt_tokens,
-        cached_input: 0,
-        cache_write: 0,
-        output: output_tokens,
-    };
-    let cost = models
-        .iter()
-        .map(|model| cost_micros(&config.models[*model].price, &usage))
-        .max()
-        .unwrap_or(0);
-    Amounts {
+/// The reservation of a request: an upper bound of what it can consume.
+/// Each candidate model's output is bounded by `output_limit` (the client's
+/// `max_tokens`, or the tenant's cap the gateway sends in its place), else
+/// by the model's `max_output_tokens`, else by `default_output` (a guess, not
+/// a bound: configure one of the others for budgets that must hold), for
+/// each of the `choices` answers (`n`). The cost is that of the most
+/// expensive candidate, the tokens those of the largest bound.
+pub fn estimate(
+    config: &Config,
+    models: &[ModelId],
+    prompt_tokens: u64,
+    output_limit: Option<u64>,
+    choices: u64,
+    default_output: u64,
+) -> Amounts {
+    let mut estimate = Amounts {
         requests: 1,
-        tokens: prompt_tokens.saturating_add(output_tokens),
-        cost_micros: cost,
+        ..Amounts::default()
+    };
+    for model in models {
+        let model = &config.models[*model];
+        let output = output_limit
+            .or(model.max_output_tokens)
+            .unwrap_or(default_output)
+            .saturating_mul(choices.max(1));
+        let usage = TokenUsage {
+            input: prompt_tokens,
+            output,
+            ..TokenUsage::default()
+        };
+        estimate.tokens = estimate.tokens.max(prompt_tokens.saturating_add(output));
+        estimate.cost_micros = estimate.cost_micros.max(cost_micros(&model.price, &usage));
     }
+    estimate
 }
 
 /// Whether the tenant's soft threshold is crossed in any quota (read only):
@@ -252,21 +267,20 @@ pub struct CrossedAlert {
     pub alert: SoftAlert,
 }
 
-/// Replaces the estimate by what the request actually used (`usage` None:
-/// it failed or was aborted before usage was known) on `model`, and records
-/// it in the cost ledger. Returns the cost and any soft alerts crossed.
+/// Replaces the estimate by what the request consumed (nothing when no
+/// attempt reached a provider), and records each attempt's part in the cost
+/// ledger of its model. Returns the cost and any soft alerts crossed.
 pub fn settle(
     config: &Config,
     governance: &Governance,
     store: &dyn Store,
     admission: &Admission,
-    served_by: Option<ModelId>,
-    usage: Option<TokenUsage>,
+    consumption: &Consumption,
     now_ms: u64,
 ) -> (u64, Vec<CrossedAlert>) {
     let tenant = &governance.tenants[admission.tenant];
-    let usage = usage.unwrap_or_default();
-    let cost = served_by.map_or(0, |model| cost_micros(&config.models[model].price, &usage));
+    let usage = consumption.usage().unwrap_or_default();
+    let cost = consumption.cost_micros(config);
     let actual = Amounts {
         requests: 1,
         tokens: usage.prompt_total().saturating_add(usage.output),
@@ -308,9 +322,15 @@ pub fn settle(
             log::warn!("cannot settle a booking at {}: {err:?}", booking_key(booking));
         }
     }
-    if let Some(model) = served_by {
-        let key = ledger_key(tenant, &config.models[model].name);
-        if let Err(err) = update::<LedgerRecord, _>(store, &key, |ledger| ledger.add(&usage, cost)) {
+    for consumed in &consumption.0 {
+        let Some(model) = config.models.get(consumed.model) else {
+            continue;
+        };
+        let key = ledger_key(tenant, &model.name);
+        let part = consumed.cost_micros(config);
+        if let Err(err) = update::<LedgerRecord, _>(store, &key, |ledger| {
+            ledger.add(&consumed.usage, part, consumed.estimated)
+        }) {
             log::warn!("cannot record spend at {key}: {err:?}");
         }
     }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::govern::keys::Identity;
+use crate::govern::ledger::Consumed;
 use crate::state::MemoryStore;
 use crate::testing::governed_config;
 
@@ -114,8 +115,7 @@ fn settling_below_the_estimate_frees_room_and_records_cost() {
         governance,
         &store,
         &admission,
-        Some(small),
-        Some(usage),
+        &served(small, usage),
         NOON + 1_000,
     );
     // gpt-4o-mini: 300 × 0.15 + 200 × 0.6 micro-USD.
@@ -128,13 +128,66 @@ fn settling_below_the_estimate_frees_room_and_records_cost() {
     );
 }
 
+/// One attempt on `model` that reported `usage`.
+fn served(model: ModelId, usage: TokenUsage) -> Consumption {
+    Consumption(vec![Consumed {
+        model,
+        usage,
+        estimated: false,
+    }])
+}
+
+#[test]
+fn every_attempt_that_consumed_is_billed_on_its_own_model() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    let small = config.model_named("small").unwrap();
+    let large = config.model_named("large").unwrap();
+    let admission = admit(governance, &store, &alice(), tokens(4_000), NOON).unwrap();
+    let usage = |input, output| TokenUsage {
+        input,
+        output,
+        ..TokenUsage::default()
+    };
+    // The first attempt timed out after the provider did work (estimated),
+    // the second answered with its usage.
+    let consumption = Consumption(vec![
+        Consumed {
+            model: large,
+            usage: usage(100, 0),
+            estimated: true,
+        },
+        Consumed {
+            model: small,
+            usage: usage(100, 50),
+            estimated: false,
+        },
+    ]);
+    let (cost, _) = settle(&config, governance, &store, &admission, &consumption, NOON + 1_000);
+    // large: 100 × 2.5; small: 100 × 0.15 + 50 × 0.6.
+    assert_eq!(cost, 250 + 15 + 30);
+    let ledger = |model: &str| -> LedgerRecord {
+        crate::state::read(&store, &ledger_key(&governance.tenants[1], model)).unwrap()
+    };
+    assert_eq!((ledger("large").requests, ledger("large").estimated), (1, 1));
+    assert_eq!((ledger("small").cost_micros, ledger("small").estimated), (45, 0));
+}
+
 #[test]
 fn a_failed_request_releases_its_reservation_without_charging_tokens() {
     let config = governed_config();
     let governance = config.governance.as_ref().unwrap();
     let store = MemoryStore::default();
     let admission = admit(governance, &store, &alice(), tokens(4_900), NOON).unwrap();
-    settle(&config, governance, &store, &admission, None, None, NOON + 500);
+    settle(
+        &config,
+        governance,
+        &store,
+        &admission,
+        &Consumption::default(),
+        NOON + 500,
+    );
     admit(governance, &store, &bob(), tokens(4_900), NOON + 61_000).unwrap();
 }
 
@@ -159,8 +212,7 @@ fn the_soft_alert_is_reported_once() {
                 governance,
                 &store,
                 &admission,
-                Some(small),
-                Some(usage),
+                &served(small, usage),
                 NOON + step * 61_000 + 1,
             )
             .1,
@@ -187,8 +239,23 @@ fn estimates_take_the_most_expensive_candidate() {
         config.model_named("small").unwrap(),
         config.model_named("large").unwrap(),
     ];
-    let amounts = estimate(&config, &models, 1_000, 1_000);
+    let amounts = estimate(&config, &models, 1_000, Some(1_000), 1, 512);
     assert_eq!(amounts.tokens, 2_000);
     // large: 1000 × 2.5 + 1000 × 10.
     assert_eq!(amounts.cost_micros, 12_500);
+}
+
+#[test]
+fn an_estimate_bounds_every_answer_asked_for() {
+    let mut config = governed_config();
+    let large = config.model_named("large").unwrap();
+    config.models[large].max_output_tokens = Some(4_000);
+    let models = [large];
+    // No max_tokens: the model's own maximum, for each of the n answers.
+    let amounts = estimate(&config, &models, 1_000, None, 3, 512);
+    assert_eq!(amounts.tokens, 1_000 + 3 * 4_000);
+    assert_eq!(amounts.cost_micros, 2_500 + 12_000 * 10);
+    // Without a model maximum the default reservation stands in.
+    config.models[large].max_output_tokens = None;
+    assert_eq!(estimate(&config, &models, 1_000, None, 2, 512).tokens, 1_000 + 1_024);
 }
