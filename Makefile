@@ -48,9 +48,11 @@ build-test-clock:
 run: build $(VENV)/.installed
 	$(PYTHON) tools/demo.py
 
-# Redis and webdis on 127.0.0.1:6390 and :7390, data in .fleet/demo (Ctrl-C stops them).
-run-fleet: fleet-deps $(VENV)/.installed
-	$(PYTHON) tools/fleet.py
+# The demo as a fleet: Redis behind webdis (127.0.0.1:6390, :7390; data in
+# .fleet/demo), the mock providers, and two Envoy replicas on 127.0.0.1:10000
+# and :10001 sharing one ledger.
+run-fleet: build fleet-deps $(VENV)/.installed
+	$(PYTHON) tools/demo.py --fleet
 
 # Every test: native unit tests of the core, then the real-Envoy integration suite.
 test: unit integration

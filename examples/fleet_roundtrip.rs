@@ -8,10 +8,10 @@
 use std::fmt::Debug;
 use std::io::{self, BufRead, Write};
 
-use signalbox::config::governance::Tenant;
+use signalbox::config::governance::{FailMode, Tenant};
 use signalbox::fleet::{
-    parse_admission, parse_settlement, parse_spend, AdmitCall, Invocation, ScriptCall, ScriptNames, SettleCall,
-    SpendCall, StoreFailure,
+    parse_admission, parse_settlement, parse_spend, AdmitCall, Invocation, LedgerEntry, ScriptCall, ScriptNames,
+    SettleCall, SpendCall, StoreFailure,
 };
 use signalbox::govern::quota::{Amounts, Caps, Period, Quota};
 use signalbox::govern::window::RateLimits;
@@ -42,6 +42,7 @@ fn tenant() -> Tenant {
         downgrade_tier: None,
         show_usage: false,
         audit_content: false,
+        on_store_failure: (FailMode::Closed, FailMode::Local),
     }
 }
 
@@ -100,13 +101,17 @@ fn main() {
             tokens: 120,
             cost_micros: 900,
         },
-        served_by: Some("gpt-4o.mini"),
-        usage: TokenUsage {
-            input: 70,
-            cached_input: 10,
-            cache_write: 0,
-            output: 40,
-        },
+        ledger: &[LedgerEntry {
+            model: "gpt-4o.mini",
+            usage: TokenUsage {
+                input: 70,
+                cached_input: 10,
+                cache_write: 0,
+                output: 40,
+            },
+            cost_micros: 900,
+            estimated: false,
+        }],
     };
     run("settle", &settle, &names, parse_settlement);
     run("settle-again", &settle, &names, parse_settlement);

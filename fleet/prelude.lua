@@ -42,7 +42,7 @@ local WINDOW_IDLE_MS = 2 * MINUTE_MS
 local NONE = -1
 -- Ledger fields are "<dimension> <model>" (a model name has no space), and
 -- "<requests|tokens|cost> expired" for reservations charged in full.
-local LEDGER_DIMENSIONS = { 'requests', 'input', 'cached_input', 'cache_write', 'output', 'cost' }
+local LEDGER_DIMENSIONS = { 'requests', 'input', 'cached_input', 'cache_write', 'output', 'cost', 'estimated' }
 
 local cursor = 0
 local function next_arg()

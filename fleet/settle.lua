@@ -4,7 +4,7 @@
 -- the windows' tokens are corrected in the minute they were booked (if it is
 -- still inside the window), each quota's reservation is released (if its
 -- period is still current) and the actual amounts are added to the current
--- period; the cost ledger gets the usage on the model that served it; a
+-- period; the cost ledger gets each attempt's part on its model; a
 -- quota whose settled spend reaches the alert share for the first time in
 -- its period raises its soft alert (once: the flag is kept in the record).
 -- Idempotent: the reservation id is the guard. A retried settlement, or one
@@ -14,11 +14,12 @@
 -- KEYS: see prelude.lua (KEYS[5]: the same user window as at admission).
 -- ARGV: id, test_clock_ms (0: Redis TIME),
 --   actual: requests, tokens, micro-USD,
---   model that served it ("" : none, nothing goes to the ledger),
---   usage for the ledger: input, cached input, cache write, output tokens,
 --   alert share in permille (e.g. 800),
 --   quota count n, then per quota: period (day|month), caps on requests,
---   tokens, micro-USD (-1: none) - as at admission.
+--   tokens, micro-USD (-1: none) - as at admission,
+--   ledger entry count m (0: nothing reached a provider), then per entry:
+--   model, input, cached input, cache write, output tokens, micro-USD,
+--   estimated (1: the provider reported no usage, 0: it did).
 -- Reply, a flat array:
 --   {"settled", now_ms, share_permille, alert_count, then per alert:
 --    quota_index (0-based), period_index, share_permille}
@@ -30,10 +31,15 @@
 local id = next_arg()
 local now = now_ms(int_arg(false))
 local actual = { int_arg(false), int_arg(false), int_arg(false) }
-local model = next_arg()
-local usage = { int_arg(false), int_arg(false), int_arg(false), int_arg(false) }
 local alert_permille = int_arg(false)
 local quotas = read_quotas()
+local entries = {}
+for index = 1, int_arg(false) do
+  entries[index] = {
+    model = next_arg(),
+    amounts = { 1, int_arg(false), int_arg(false), int_arg(false), int_arg(false), int_arg(false), int_arg(false) },
+  }
+end
 sweep(now, quotas)
 
 local text = redis.call('HGET', KEYS[1], id)
@@ -90,11 +96,12 @@ for index, quota in ipairs(quotas) do
   end
 end
 
-if model ~= '' then
-  local amounts = { actual[1], usage[1], usage[2], usage[3], usage[4], actual[3] }
+for _, entry in ipairs(entries) do
   for index, dimension in ipairs(LEDGER_DIMENSIONS) do
-    redis.call('HINCRBY', KEYS[3], dimension .. ' ' .. model, amounts[index])
+    redis.call('HINCRBY', KEYS[3], dimension .. ' ' .. entry.model, entry.amounts[index])
   end
+end
+if #entries > 0 then
   redis.call('PEXPIRE', KEYS[3], LEDGER_IDLE_MS)
 end
 close_reservation(id, 's', now)

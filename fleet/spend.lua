@@ -10,6 +10,7 @@
 --    per quota: period_index, resets_in_ms, used requests, tokens, micro-USD,
 --      reserved requests, tokens, micro-USD, alerted (0|1),
 --    per model: requests, input, cached_input, cache_write, output tokens, micro-USD,
+--      requests whose usage was estimated,
 --    expired reservations charged in full: requests, tokens, micro-USD}
 
 local now = now_ms(int_arg(false))

@@ -37,6 +37,9 @@ pub enum GatewayError {
     },
     /// A quota or budget is used up for its period.
     QuotaExceeded { message: String, retry_after_secs: u64 },
+    /// The fleet ledger cannot answer and the tenant's budgets (or limits)
+    /// fail closed: nothing is spent without the ledger.
+    LedgerUnavailable,
     /// Every deployment tried failed (rate limits, errors, timeouts).
     ProvidersUnavailable {
         /// `model:status` per attempt, `none` where no response came; empty
@@ -73,6 +76,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Internal { .. } => 500,
+            GatewayError::LedgerUnavailable => 503,
             GatewayError::ProvidersUnavailable { rate_limited: true, .. } => 429,
             GatewayError::ProvidersUnavailable { .. } => 503,
         }
@@ -82,6 +86,7 @@ impl GatewayError {
     pub fn error_type(&self) -> &'static str {
         match self {
             GatewayError::Internal { .. }
+            | GatewayError::LedgerUnavailable
             | GatewayError::ProvidersUnavailable {
                 rate_limited: false, ..
             } => "server_error",
@@ -104,6 +109,7 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } => "model_not_found",
             GatewayError::NoUsableModel { .. } => "context_length_exceeded",
             GatewayError::Internal { .. } => "internal_error",
+            GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::ProvidersUnavailable { rate_limited: true, .. } | GatewayError::RateLimited { .. } => {
                 "rate_limit_exceeded"
             }
@@ -145,6 +151,7 @@ impl GatewayError {
                 all
             }
             GatewayError::Unauthorized { .. } => vec![("www-authenticate", "Bearer".to_string())],
+            GatewayError::LedgerUnavailable => vec![("retry-after", "1".to_string())],
             _ => Vec::new(),
         }
     }
@@ -184,6 +191,9 @@ impl fmt::Display for GatewayError {
             | GatewayError::RateLimited { message, .. }
             | GatewayError::QuotaExceeded { message, .. } => f.write_str(message),
             GatewayError::Unauthorized { reason } => write!(f, "Invalid API key: {reason}."),
+            GatewayError::LedgerUnavailable => f.write_str(
+                "The spend ledger is unavailable and this key's budget cannot be checked; retry shortly.",
+            ),
             GatewayError::ProvidersUnavailable { attempts, rate_limited, retry_after_secs } => {
                 let what = if *rate_limited { "rate-limited" } else { "unavailable" };
                 if attempts.is_empty() {

@@ -11,6 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::governance::Tenant;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::govern::admission::{ledger_key, quota_key};
@@ -124,30 +125,120 @@ pub fn health_report(config: &Config, health: &dyn HealthView) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The spend view for `viewer`: every tenant for an admin, its own for a tenant.
-pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64, viewer: Viewer) -> Vec<u8> {
+/// One quota of a tenant as the spend view shows it, in its current period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaStanding {
+    pub used: Amounts,
+    pub reserved: Amounts,
+    pub alerted: bool,
+}
+
+/// One tenant's spend, from this Envoy's shared data or the fleet ledger.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantSpend {
+    /// In the order of the tenant's quotas.
+    pub quotas: Vec<QuotaStanding>,
+    /// Per model that has spent, by name.
+    pub ledger: Vec<(String, LedgerRecord)>,
+    /// "shared-data" or "fleet".
+    pub source: &'static str,
+}
+
+/// The tenants `viewer` may see: every tenant for an admin, its own for a tenant.
+pub fn visible_tenants(config: &Config, viewer: Viewer) -> Vec<TenantId> {
+    let count = config
+        .governance
+        .as_ref()
+        .map_or(0, |governance| governance.tenants.len());
+    (0..count)
+        .filter(|id| viewer == Viewer::Admin || viewer == Viewer::Tenant(*id))
+        .collect()
+}
+
+/// A tenant's spend as this Envoy's shared data holds it.
+pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Tenant) -> TenantSpend {
+    let quotas = tenant
+        .quotas
+        .iter()
+        .enumerate()
+        .map(|(index, quota)| {
+            let record: QuotaRecord = read(store, &quota_key(tenant, index)).unwrap_or_default();
+            if record.period_index >= quota.period.index(now_ms) {
+                QuotaStanding {
+                    used: record.used,
+                    reserved: record.reserved,
+                    alerted: record.alerted,
+                }
+            } else {
+                QuotaStanding::default()
+            }
+        })
+        .collect();
+    let ledger = config
+        .models
+        .iter()
+        .filter_map(|model| Some((model.name.clone(), read(store, &ledger_key(tenant, &model.name))?)))
+        .collect();
+    TenantSpend {
+        quotas,
+        ledger,
+        source: "shared-data",
+    }
+}
+
+/// A tenant's spend as the fleet ledger answered it; `models` are the
+/// names the call asked for, in the order of the answer.
+pub fn fleet_spend(spend: &crate::fleet::Spend, models: &[&str]) -> TenantSpend {
+    let quotas = spend
+        .quotas
+        .iter()
+        .map(|quota| QuotaStanding {
+            used: quota.used,
+            reserved: quota.reserved,
+            alerted: quota.alerted,
+        })
+        .collect();
+    let ledger = models
+        .iter()
+        .zip(&spend.models)
+        .filter(|(_, model)| model.requests > 0)
+        .map(|(name, model)| {
+            let record = LedgerRecord {
+                requests: model.requests,
+                usage: crate::providers::TokenUsage {
+                    input: model.input,
+                    cached_input: model.cached_input,
+                    cache_write: model.cache_write,
+                    output: model.output,
+                },
+                cost_micros: model.cost_micros,
+                estimated: model.estimated,
+            };
+            (name.to_string(), record)
+        })
+        .collect();
+    TenantSpend {
+        quotas,
+        ledger,
+        source: "fleet",
+    }
+}
+
+/// The spend view of `tenants` (ids with their spend), at `now_ms`.
+pub fn spend_report(config: &Config, now_ms: u64, tenants: &[(TenantId, TenantSpend)]) -> Vec<u8> {
     let Some(governance) = &config.governance else {
         return json!({"tenants": []}).to_string().into_bytes();
     };
     let amounts = |amounts: Amounts| json!({"requests": amounts.requests, "tokens": amounts.tokens, "cost_usd": amounts.cost_micros as f64 / 1e6});
-    let tenants: Vec<Value> = governance
-        .tenants
+    let tenants: Vec<Value> = tenants
         .iter()
-        .enumerate()
-        .filter(|(id, _)| viewer == Viewer::Admin || viewer == Viewer::Tenant(*id))
-        .map(|(_, tenant)| {
+        .filter_map(|(id, spend)| Some((governance.tenants.get(*id)?, spend)))
+        .map(|(tenant, spend)| {
             let quotas: Vec<Value> = tenant
                 .quotas
                 .iter()
-                .enumerate()
-                .map(|(index, quota)| {
-                    let record: QuotaRecord = read(store, &quota_key(tenant, index)).unwrap_or_default();
-                    let current = record.period_index >= quota.period.index(now_ms);
-                    let (used, reserved) = if current {
-                        (record.used, record.reserved)
-                    } else {
-                        Default::default()
-                    };
+                .zip(&spend.quotas)
+                .map(|(quota, standing)| {
                     json!({
                         "window": quota.period.name(),
                         "caps": {
@@ -155,21 +246,20 @@ pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64, viewer: Vie
                             "tokens": quota.caps.tokens,
                             "cost_usd": quota.caps.cost_micros.map(|micros| micros as f64 / 1e6),
                         },
-                        "used": amounts(used),
-                        "reserved": amounts(reserved),
-                        "share": (record.share(quota.period, now_ms, &quota.caps) * 1000.0).round() / 1000.0,
-                        "alerted": current && record.alerted,
+                        "used": amounts(standing.used),
+                        "reserved": amounts(standing.reserved),
+                        "share": (quota.caps.usage_share(standing.used) * 1000.0).round() / 1000.0,
+                        "alerted": standing.alerted,
                         "resets_in_ms": quota.period.remaining_ms(now_ms),
                     })
                 })
                 .collect();
-            let ledger: Map<String, Value> = config
-                .models
+            let ledger: Map<String, Value> = spend
+                .ledger
                 .iter()
-                .filter_map(|model| {
-                    let record: LedgerRecord = read(store, &ledger_key(tenant, &model.name))?;
-                    Some((
-                        model.name.clone(),
+                .map(|(model, record)| {
+                    (
+                        model.clone(),
                         json!({
                             "requests": record.requests,
                             "input_tokens": record.usage.input + record.usage.cache_write,
@@ -178,10 +268,10 @@ pub fn spend_report(config: &Config, store: &dyn Store, now_ms: u64, viewer: Vie
                             "cost_usd": record.cost_micros as f64 / 1e6,
                             "estimated_requests": record.estimated,
                         }),
-                    ))
+                    )
                 })
                 .collect();
-            json!({"tenant": tenant.name, "quotas": quotas, "ledger": ledger})
+            json!({"tenant": tenant.name, "source": spend.source, "quotas": quotas, "ledger": ledger})
         })
         .collect();
     json!({"time_ms": now_ms, "tenants": tenants}).to_string().into_bytes()
@@ -219,7 +309,16 @@ mod spend_tests {
         let store = MemoryStore::default();
         let now = 1_795_521_600_000;
         finished_request(&config, &store, 100, 10, 5, now);
-        let report: Value = serde_json::from_slice(&spend_report(&config, &store, now, Viewer::Admin)).unwrap();
+        let tenants: Vec<(TenantId, TenantSpend)> = visible_tenants(&config, Viewer::Admin)
+            .into_iter()
+            .map(|id| {
+                (
+                    id,
+                    local_spend(&config, &store, now, &config.governance.as_ref().unwrap().tenants[id]),
+                )
+            })
+            .collect();
+        let report: Value = serde_json::from_slice(&spend_report(&config, now, &tenants)).unwrap();
         let research = report["tenants"]
             .as_array()
             .unwrap()
@@ -255,14 +354,10 @@ mod spend_tests {
         assert_eq!(viewer_of(Some("sk-admin-secret"), View::Health), Ok(Viewer::Admin));
         assert_eq!(viewer_of(Some("sk-intern"), View::Health).unwrap_err().status(), 403);
         let intern = viewer_of(Some("sk-intern"), View::Spend).unwrap();
-        let store = MemoryStore::default();
-        let report: Value = serde_json::from_slice(&spend_report(&config, &store, 0, intern)).unwrap();
-        let names: Vec<&str> = report["tenants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|tenant| tenant["tenant"].as_str().unwrap())
-            .collect();
+        let visible = visible_tenants(&config, intern);
+        let governance = config.governance.as_ref().unwrap();
+        let names: Vec<&str> = visible.iter().map(|id| governance.tenants[*id].name.as_str()).collect();
         assert_eq!(names, ["interns"]);
+        assert_eq!(visible_tenants(&config, Viewer::Admin).len(), governance.tenants.len());
     }
 }

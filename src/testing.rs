@@ -95,13 +95,14 @@ pub fn finished_request(
         cache_write: 0,
         output,
     };
-    let admission = admit(governance, store, &identity, estimate, now_ms).expect("admitted");
+    let tenant = &governance.tenants[identity.tenant];
+    let admission = admit(tenant, store, &identity, estimate, now_ms).expect("admitted");
     let consumption = crate::govern::ledger::Consumption(vec![crate::govern::ledger::Consumed {
         model: config.model_named("small").expect("the sample config has `small`"),
         usage,
         estimated: false,
     }]);
-    settle(config, governance, store, &admission, &consumption, now_ms);
+    settle(config, tenant, store, &admission, &consumption, now_ms);
 }
 
 /// Any JSON value, a few levels deep: numbers of every kind, strings with

@@ -50,6 +50,26 @@ def add_cluster(config: dict, name: str) -> None:
     matcher[name] = {"action": {"name": name, "typed_config": {"@type": CLUSTER_ACTION, "cluster": name}}}
 
 
+LEDGER_CLUSTER = "signalbox_ledger"
+
+
+def with_fleet_ledger(config: dict, webdis_port: int, replicas: int = 2, timeout_ms: int = 100) -> dict:
+    """An Envoy config whose Signalbox keeps governance in the fleet ledger (webdis on `webdis_port`)."""
+    template = next(cluster for cluster in envoy_config.clusters(config))
+    ledger = {**copy.deepcopy(template), "name": LEDGER_CLUSTER}
+    ledger.pop("circuit_breakers", None)
+    envoy_config.clusters(config).append(ledger)
+    envoy_config.point_cluster(config, LEDGER_CLUSTER, webdis_port)
+    plugin = envoy_config.get_plugin_config(config, "signalbox")
+    plugin.setdefault("governance", {})["store"] = {
+        "cluster": LEDGER_CLUSTER,
+        "replicas": replicas,
+        "timeout_ms": timeout_ms,
+    }
+    envoy_config.set_plugin_config(config, plugin)
+    return config
+
+
 def gateway_config(mocks: MockProviders, plugin: dict | str | None = None, yaml_path: Path = DEMO_YAML, tweak=None) -> dict:
     """An Envoy config from `yaml_path` with its provider clusters on the mocks.
 

@@ -56,9 +56,10 @@ class Tenant:
         arguments = [reservation, ttl_ms, clock, 1, tokens, cost, *self.limits, *user_limits, *self._quota_arguments()]
         return self.client.run("admit", self.keys, arguments)
 
-    def settle(self, reservation: str, tokens: int, cost: int, model: str = "gpt-4o", clock: int = 0):
+    def settle(self, reservation: str, tokens: int, cost: int, model: str = "gpt-4o", clock: int = 0, estimated: int = 0):
         usage = [tokens // 2, 0, 0, tokens - tokens // 2]
-        arguments = [reservation, clock, 1, tokens, cost, model, *usage, self.alert_permille, *self._quota_arguments()]
+        ledger = [1, model, *usage, cost, estimated]
+        arguments = [reservation, clock, 1, tokens, cost, self.alert_permille, *self._quota_arguments(), *ledger]
         return self.client.run("settle", self.keys, arguments)
 
     def _spend_arguments(self, models: tuple[str, ...], clock: int = 0) -> list:
@@ -81,7 +82,7 @@ class Tenant:
             )
         ledger = {}
         for model in models:
-            ledger[model], values = values[:6], values[6:]
+            ledger[model], values = values[:7], values[7:]
         assert len(values) == 3
         return {"now_ms": reply[1], "quotas": quotas, "ledger": ledger, "expired": values}
 
@@ -157,7 +158,7 @@ def test_settlement_replaces_the_reservation_by_actual_usage_and_is_idempotent(f
     assert after["quotas"][0]["reserved"] == [0, 0, 0]
     assert after["quotas"][0]["used"] == [1, 120, 2_000]
     # requests, input, cached input, cache write, output, micro-USD
-    assert after["ledger"]["gpt-4o"] == [1, 60, 0, 0, 60, 2_000]
+    assert after["ledger"]["gpt-4o"] == [1, 60, 0, 0, 60, 2_000, 0]
 
     assert tenant.settle("r1", tokens=120, cost=2_000)[0] == "duplicate"
     assert tenant.admit("r1", tokens=500, cost=9_000)[0] == "closed", "a late admit books nothing"

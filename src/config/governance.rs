@@ -22,6 +22,11 @@ pub struct RawGovernance {
     /// Output tokens reserved for a request that sets no `max_tokens`.
     #[serde(default)]
     pub default_output_reservation: Option<u64>,
+    /// The fleet ledger (Redis behind an HTTP adapter): limits, quotas and
+    /// the ledger shared by every replica. Absent: each Envoy keeps its own
+    /// in shared data.
+    #[serde(default)]
+    pub store: Option<RawStore>,
     /// Test-only, and only in a module built with the `test-clock` feature
     /// (the shipped module rejects the field): a request header whose value
     /// (ms since the epoch) replaces the clock for quota periods and rate
@@ -63,6 +68,68 @@ pub struct RawTenant {
     /// Put the (PII-redacted) prompt and answer into the access-log fields.
     #[serde(default)]
     pub audit_content: bool,
+    /// What the tenant's requests get while the fleet store cannot answer.
+    #[serde(default)]
+    pub on_store_failure: RawStoreFailure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// Envoy cluster of the store's HTTP adapter (webdis in front of Redis).
+    pub cluster: String,
+    /// `:authority` of the calls (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Longest a call may hold a request (default 100 ms).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Envoy replicas sharing the store: while it is down, limits that fall
+    /// back to this Envoy's own counters are each cap divided by this.
+    pub replicas: u64,
+    /// How long a reservation stays open before the store charges it in
+    /// full (its Envoy is presumed gone). Default: the request deadline
+    /// (`resilience.deadline_ms`) plus one minute.
+    #[serde(default)]
+    pub reservation_ttl_ms: Option<u64>,
+}
+
+/// `closed`: refuse (503) while the store is down; `local`: count in this
+/// Envoy's own shared data, at the cap divided by `store.replicas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    Closed,
+    Local,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreFailure {
+    /// Daily/monthly quotas and budgets (default `closed`: money is never
+    /// spent without the ledger).
+    #[serde(default = "closed")]
+    pub budgets: FailMode,
+    /// Per-minute request and token limits (default `local`).
+    #[serde(default = "local")]
+    pub rate_limits: FailMode,
+}
+
+fn closed() -> FailMode {
+    FailMode::Closed
+}
+
+fn local() -> FailMode {
+    FailMode::Local
+}
+
+impl Default for RawStoreFailure {
+    fn default() -> Self {
+        RawStoreFailure {
+            budgets: FailMode::Closed,
+            rate_limits: FailMode::Local,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,9 +205,48 @@ pub struct Tenant {
     pub downgrade_tier: Option<TierId>,
     pub show_usage: bool,
     pub audit_content: bool,
+    /// While the fleet store is down: (budgets, rate limits).
+    pub on_store_failure: (FailMode, FailMode),
 }
 
 impl Tenant {
+    /// This tenant's policy for one Envoy of `replicas` while the fleet
+    /// store is down: every limit and cap divided by the replicas (at least
+    /// 1), so the fleet together stays near the whole.
+    pub fn share_of(&self, replicas: u64) -> Tenant {
+        let share = |value: Option<u64>| value.map(|value| (value / replicas.max(1)).max(1));
+        let rates = |limits: RateLimits| RateLimits {
+            requests_per_minute: share(limits.requests_per_minute),
+            tokens_per_minute: share(limits.tokens_per_minute),
+        };
+        Tenant {
+            limits: rates(self.limits),
+            user_limits: rates(self.user_limits),
+            quotas: self
+                .quotas
+                .iter()
+                .map(|quota| Quota {
+                    period: quota.period,
+                    caps: Caps {
+                        requests: share(quota.caps.requests),
+                        tokens: share(quota.caps.tokens),
+                        cost_micros: share(quota.caps.cost_micros),
+                    },
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the store being down refuses this tenant's requests (its
+    /// budgets or rate limits fail closed), rather than counting them here.
+    pub fn refused_without_store(&self) -> bool {
+        let (budgets, rate_limits) = self.on_store_failure;
+        let has_budgets = !self.quotas.is_empty();
+        let has_rate_limits = !self.limits.is_unlimited() || !self.user_limits.is_unlimited();
+        (has_budgets && budgets == FailMode::Closed) || (has_rate_limits && rate_limits == FailMode::Closed)
+    }
+
     pub fn allows(&self, model: ModelId) -> bool {
         self.allowed_models
             .as_ref()
@@ -166,18 +272,32 @@ pub struct AlertSink {
     pub timeout_ms: u64,
 }
 
+/// Where the fleet ledger is and how long a call may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub cluster: String,
+    pub authority: String,
+    pub timeout_ms: u64,
+    pub replicas: u64,
+    pub reservation_ttl_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Governance {
     pub tenants: Vec<Tenant>,
+    /// Each tenant's share of its limits for one replica, used while the
+    /// fleet store is down (same order as `tenants`; empty without a store).
+    pub local_shares: Vec<Tenant>,
     pub keys: KeyRing,
     pub alerts: Option<AlertSink>,
     pub default_output_reservation: u64,
+    pub store: Option<StoreSettings>,
     pub test_clock_header: Option<String>,
 }
 
 impl PartialEq for Governance {
     fn eq(&self, other: &Self) -> bool {
-        self.tenants == other.tenants && self.alerts == other.alerts
+        self.tenants == other.tenants && self.alerts == other.alerts && self.store == other.store
     }
 }
 
@@ -316,6 +436,39 @@ fn resolve_tenant(
         downgrade_tier,
         show_usage: raw.show_usage,
         audit_content: raw.audit_content,
+        on_store_failure: (raw.on_store_failure.budgets, raw.on_store_failure.rate_limits),
+    })
+}
+
+/// Longest a store call may take (a request waits for it).
+const MAX_STORE_TIMEOUT_MS: u64 = 5_000;
+
+fn resolve_store(raw: &RawStore, deadline_ms: u64) -> Result<StoreSettings, ConfigError> {
+    let path = format!("{PATH}.store");
+    check_name(format!("{path}.cluster"), &raw.cluster)?;
+    let timeout_ms = raw.timeout_ms.unwrap_or(100);
+    if timeout_ms == 0 || timeout_ms > MAX_STORE_TIMEOUT_MS {
+        return Err(ConfigError::new(
+            format!("{path}.timeout_ms"),
+            format!("must be between 1 and {MAX_STORE_TIMEOUT_MS}"),
+        ));
+    }
+    if raw.replicas == 0 {
+        return Err(ConfigError::new(format!("{path}.replicas"), "must be at least 1"));
+    }
+    let reservation_ttl_ms = raw.reservation_ttl_ms.unwrap_or(deadline_ms.saturating_add(60_000));
+    if reservation_ttl_ms < deadline_ms {
+        return Err(ConfigError::new(
+            format!("{path}.reservation_ttl_ms"),
+            format!("must be at least resilience.deadline_ms ({deadline_ms}): a request may still be running"),
+        ));
+    }
+    Ok(StoreSettings {
+        cluster: raw.cluster.clone(),
+        authority: raw.authority.clone().unwrap_or_else(|| raw.cluster.clone()),
+        timeout_ms,
+        replicas: raw.replicas,
+        reservation_ttl_ms,
     })
 }
 
@@ -325,6 +478,7 @@ pub fn resolve(
     model_count: usize,
     tier_by_name: &HashMap<String, TierId, ahash::RandomState>,
     tier_models: &[Vec<ModelId>],
+    deadline_ms: u64,
 ) -> Result<Governance, ConfigError> {
     if raw.tenants.is_empty() {
         return Err(ConfigError::new(
@@ -398,8 +552,19 @@ pub fn resolve(
     };
     #[cfg(not(feature = "test-clock"))]
     let test_clock_header = None;
+    let store = raw
+        .store
+        .as_ref()
+        .map(|store| resolve_store(store, deadline_ms))
+        .transpose()?;
+    let local_shares = match &store {
+        Some(store) => tenants.iter().map(|tenant| tenant.share_of(store.replicas)).collect(),
+        None => Vec::new(),
+    };
     Ok(Governance {
         tenants,
+        local_shares,
+        store,
         keys: KeyRing::new(keys),
         alerts,
         default_output_reservation: raw.default_output_reservation.unwrap_or(1_024).max(1),

@@ -324,12 +324,21 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
 
     let classifier = Classifier::compile(&raw.classifier)?;
     let tier_models: Vec<Vec<ModelId>> = tiers.iter().map(|tier| tier.models.clone()).collect();
+    let resilience = resolve_resilience(&raw.resilience)?;
     let governance = raw
         .governance
         .as_ref()
-        .map(|raw| governance::resolve(raw, &model_by_name, models.len(), &tier_by_name, &tier_models))
+        .map(|raw| {
+            governance::resolve(
+                raw,
+                &model_by_name,
+                models.len(),
+                &tier_by_name,
+                &tier_models,
+                resilience.deadline_ms,
+            )
+        })
         .transpose()?;
-    let resilience = resolve_resilience(&raw.resilience)?;
     let observability = resolve_observability(&raw.observability)?;
     if let Some(path) = &raw.health_path {
         if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {

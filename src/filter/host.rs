@@ -193,6 +193,18 @@ pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout:
     }
 }
 
+/// The body of a dispatched call's response.
+pub fn call_response_body(size: usize) -> Option<Vec<u8>> {
+    body(BufferType::HttpCallResponseBody, size)
+}
+
+/// Lets a request paused in its body callbacks go on.
+pub fn resume_request() {
+    if let Err(status) = hostcalls::resume_http_request() {
+        log::warn!("cannot resume the request: {status:?}");
+    }
+}
+
 /// The `:status` of a dispatched call's response (0 when it was reset).
 pub fn call_response_status() -> u16 {
     status_of(MapType::HttpCallResponseHeaders)

@@ -12,13 +12,17 @@ use std::time::Instant;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use super::fleet;
 use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
 use super::shared;
 use super::spend::Spend;
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::fleet::{AdmitOutcome, Invocation, ScriptCall, SpendCall};
 use crate::govern::keys::Identity;
+use crate::govern::keys::TenantId;
+use crate::govern::quota::Amounts;
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
@@ -26,10 +30,11 @@ use crate::route::chain::StoreHealth;
 use crate::route::response::{CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
 use crate::state;
-use crate::status::{self, View};
+use crate::status::{self, TenantSpend, View, Viewer};
 use crate::telemetry::access_log::{self, AuditContent};
 use crate::telemetry::report::RequestReport;
 use crate::telemetry::Outcome;
+use crate::telemetry::{Family, Label, Sample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -50,6 +55,24 @@ struct Routed {
     decision_headers: Vec<(&'static str, String)>,
     decision: RoutingDecision,
     requested_model: String,
+}
+
+/// A planned request waiting for the fleet ledger's admission.
+struct PendingAdmission {
+    plan: RequestPlan,
+    estimate: Amounts,
+    reservation_id: String,
+    /// Sent as EVAL (Redis had lost its scripts).
+    with_text: bool,
+    token: u32,
+    sent_ms: u64,
+}
+
+/// The spend view's calls to the fleet ledger, one per visible tenant.
+struct FleetSpendView {
+    waiting: Vec<(u32, TenantId)>,
+    gathered: Vec<(TenantId, TenantSpend)>,
+    sent_ms: u64,
 }
 
 /// Raw answer bytes kept for an audited tenant's access-log line.
@@ -76,6 +99,10 @@ pub struct ChatFilter {
     spend: Option<Spend>,
     /// Who is calling (kept apart: the spend control may be handed over).
     identity: Option<Identity>,
+    /// The fleet ledger's answer is awaited for this planned request.
+    pending: Option<PendingAdmission>,
+    /// The spend view being gathered from the fleet ledger.
+    spend_view: Option<FleetSpendView>,
     /// Every attempt failed: the response body becomes this error.
     replacement: Option<Vec<u8>>,
     /// When the request arrived (epoch ms).
@@ -103,6 +130,8 @@ impl ChatFilter {
             routed: None,
             spend: None,
             identity: None,
+            pending: None,
+            spend_view: None,
             replacement: None,
             started_ms: 0,
             routing_us: 0,
@@ -253,7 +282,7 @@ impl ChatFilter {
         }
         if method == "GET" && config.spend_path.as_deref() == Some(bare_path) {
             return match status::viewer(config, &headers, View::Spend) {
-                Ok(viewer) => self.reply_json(&status::spend_report(config, &HostStore, host::now_ms(), viewer)),
+                Ok(viewer) => self.spend_view(&state, viewer),
                 Err(error) => self.reply_error(&error),
             };
         }
@@ -352,10 +381,7 @@ impl ChatFilter {
             Ok(plan) => plan,
             Err(error) => return self.reply_error(&error),
         };
-        if let (Some(governance), Some(spend)) = (governance, self.spend.as_mut()) {
-            if let Err(error) = spend.admit(config, governance, &plan.decision, &state.metrics) {
-                return self.reply_error(&error);
-            }
+        if let (Some(governance), Some(spend)) = (governance, self.spend.as_ref()) {
             let audited = spend.policy(governance).audit_content;
             if let (true, Some(redactor)) = (audited, &state.redactor) {
                 let max_chars = config.observability.audit_max_chars;
@@ -365,11 +391,253 @@ impl ChatFilter {
                 });
             }
         }
-        self.apply(plan)
+        self.admit(&state, plan)
+    }
+
+    /// Admits a planned request (when governed) and sends it on. With a
+    /// fleet ledger the request waits for the ledger's answer.
+    fn admit(&mut self, state: &Loaded, plan: RequestPlan) -> Action {
+        let config = &state.config;
+        let (Some(governance), Some(spend)) = (config.governance.as_ref(), self.spend.as_mut()) else {
+            return self.apply(plan);
+        };
+        let estimate = Spend::estimate(config, governance, &plan.decision);
+        if governance.store.is_none() {
+            return match spend.admit_locally(config, governance, estimate, false, &state.metrics) {
+                Ok(()) => self.apply(plan),
+                Err(error) => self.reply_error(&error),
+            };
+        }
+        let mut random = [0u8; 16];
+        for chunk in random.chunks_mut(8) {
+            chunk.copy_from_slice(&state.rng.borrow_mut().next().to_le_bytes());
+        }
+        self.pending = Some(PendingAdmission {
+            plan,
+            estimate,
+            reservation_id: crate::fleet::reservation_id(random),
+            with_text: false,
+            token: 0,
+            sent_ms: host::now_ms(),
+        });
+        self.send_admission(state)
+    }
+
+    /// Sends the pending admission to the fleet ledger; the request waits.
+    fn send_admission(&mut self, state: &Loaded) -> Action {
+        let config = &state.config;
+        let (Some(governance), Some(spend), Some(pending), Some(names)) = (
+            config.governance.as_ref(),
+            self.spend.as_ref(),
+            self.pending.as_mut(),
+            state.script_names.as_ref(),
+        ) else {
+            return self.without_store(state, "no pending admission");
+        };
+        let invocation = fleet::invocation(pending.with_text);
+        let sent = spend
+            .admit_request(governance, names, &pending.reservation_id, pending.estimate, invocation)
+            .zip(governance.store.as_ref())
+            .and_then(|(request, store)| fleet::send(store, &request));
+        match sent {
+            Some(token) => {
+                pending.token = token;
+                pending.sent_ms = host::now_ms();
+                Action::Pause
+            }
+            None => self.without_store(state, "the store's cluster cannot be called"),
+        }
+    }
+
+    /// The fleet ledger did not decide: the tenant's requests are refused
+    /// (its budgets fail closed) or counted here at the replica's share.
+    /// Any reservation the ledger may still make is released.
+    fn without_store(&mut self, state: &Loaded, reason: &str) -> Action {
+        let config = &state.config;
+        let (Some(governance), Some(spend), Some(pending)) =
+            (config.governance.as_ref(), self.spend.as_mut(), self.pending.take())
+        else {
+            return self.reply_error(&GatewayError::LedgerUnavailable);
+        };
+        let identity = spend.identity().clone();
+        Spend::release_unanswered(config, governance, &identity, pending.reservation_id);
+        let tenant = spend.policy(governance);
+        let refused = tenant.refused_without_store();
+        let result = if refused { "refused" } else { "local" };
+        let labels = [Label::Tenant(Some(identity.tenant)), Label::Fixed("result", result)];
+        state
+            .metrics
+            .emit(config, &[Sample::new(Family::StoreFallbacks, &labels, 1)]);
+        if fleet::should_log(identity.tenant, host::now_ms()) {
+            log::warn!(
+                "fleet ledger unavailable ({reason}): tenant {}'s requests are {}",
+                tenant.name,
+                if refused {
+                    "refused"
+                } else {
+                    "counted locally at this replica's share"
+                }
+            );
+        }
+        if refused {
+            return self.reply_error(&GatewayError::LedgerUnavailable);
+        }
+        match spend.admit_locally(config, governance, pending.estimate, true, &state.metrics) {
+            Ok(()) => self.apply(pending.plan),
+            Err(error) => self.reply_error(&error),
+        }
+    }
+
+    /// The admission answer came: route, refuse, resend or do without.
+    fn admission_answered(&mut self, state: &Loaded, status: u32, body: &[u8]) -> Action {
+        let config = &state.config;
+        let (Some(governance), Some(spend), Some(pending)) =
+            (config.governance.as_ref(), self.spend.as_mut(), self.pending.take())
+        else {
+            return Action::Pause;
+        };
+        let outcome = crate::fleet::admit_outcome(status, body, spend.policy(governance), pending.with_text);
+        let result = match &outcome {
+            AdmitOutcome::Admitted(_) => "admitted",
+            AdmitOutcome::Refused(_) => "refused",
+            AdmitOutcome::Resend => "noscript",
+            AdmitOutcome::StoreDown { .. } => "unavailable",
+        };
+        count_store_call(state, "admit", result, host::now_ms().saturating_sub(pending.sent_ms));
+        match outcome {
+            AdmitOutcome::Admitted(admitted) => {
+                spend.admitted_by_fleet(governance, pending.reservation_id, &admitted);
+                self.apply(pending.plan)
+            }
+            AdmitOutcome::Refused(denial) => {
+                let error = spend.refusal(config, governance, denial, &state.metrics);
+                self.reply_error(&error)
+            }
+            AdmitOutcome::Resend => {
+                self.pending = Some(PendingAdmission {
+                    with_text: true,
+                    ..pending
+                });
+                self.send_admission(state)
+            }
+            AdmitOutcome::StoreDown { reason } => {
+                self.pending = Some(pending);
+                self.without_store(state, &reason)
+            }
+        }
+    }
+
+    /// The spend view: this Envoy's shared data, or the fleet ledger (one
+    /// call per tenant the viewer may see, answered once all are in).
+    fn spend_view(&mut self, state: &Loaded, viewer: Viewer) -> Action {
+        let config = &state.config;
+        let tenants = status::visible_tenants(config, viewer);
+        let Some(governance) = config.governance.as_ref() else {
+            return self.reply_json(&status::spend_report(config, host::now_ms(), &[]));
+        };
+        let (Some(store), Some(names)) = (&governance.store, &state.script_names) else {
+            let now = host::now_ms();
+            let spends: Vec<(TenantId, TenantSpend)> = tenants
+                .into_iter()
+                .map(|id| {
+                    (
+                        id,
+                        status::local_spend(config, &HostStore, now, &governance.tenants[id]),
+                    )
+                })
+                .collect();
+            return self.reply_json(&status::spend_report(config, now, &spends));
+        };
+        let models: Vec<&str> = config.models.iter().map(|model| model.name.as_str()).collect();
+        let mut waiting = Vec::with_capacity(tenants.len());
+        for id in tenants {
+            let call = SpendCall {
+                tenant: &governance.tenants[id],
+                test_clock_ms: None,
+                models: &models,
+            };
+            match fleet::send(store, &call.request(names, Invocation::WithText, &store.authority)) {
+                Some(token) => waiting.push((token, id)),
+                None => return self.reply_error(&GatewayError::LedgerUnavailable),
+            }
+        }
+        if waiting.is_empty() {
+            return self.reply_json(&status::spend_report(config, host::now_ms(), &[]));
+        }
+        self.spend_view = Some(FleetSpendView {
+            waiting,
+            gathered: Vec::new(),
+            sent_ms: host::now_ms(),
+        });
+        Action::Pause
+    }
+
+    /// One tenant's spend came from the fleet ledger.
+    fn spend_answered(&mut self, state: &Loaded, token: u32, status: u32, body: &[u8]) {
+        let config = &state.config;
+        let Some(view) = self.spend_view.as_mut() else { return };
+        let Some(position) = view.waiting.iter().position(|(waiting, _)| *waiting == token) else {
+            return;
+        };
+        let (_, id) = view.waiting.swap_remove(position);
+        let quota_count = config
+            .governance
+            .as_ref()
+            .and_then(|governance| governance.tenants.get(id))
+            .map_or(0, |tenant| tenant.quotas.len());
+        let models: Vec<&str> = config.models.iter().map(|model| model.name.as_str()).collect();
+        let parsed = crate::fleet::parse_spend(status, body, quota_count, models.len());
+        count_store_call(
+            state,
+            "spend",
+            if parsed.is_ok() { "ok" } else { "unavailable" },
+            host::now_ms().saturating_sub(view.sent_ms),
+        );
+        let Ok(spend) = parsed else {
+            self.spend_view = None;
+            self.reply_error(&GatewayError::LedgerUnavailable);
+            return;
+        };
+        view.gathered.push((id, status::fleet_spend(&spend, &models)));
+        if view.waiting.is_empty() {
+            let mut gathered = std::mem::take(&mut view.gathered);
+            gathered.sort_by_key(|(id, _)| *id);
+            self.spend_view = None;
+            self.reply_json(&status::spend_report(config, host::now_ms(), &gathered));
+        }
     }
 }
 
-impl Context for ChatFilter {}
+/// Counts one fleet ledger call and its duration.
+pub fn count_store_call(state: &Loaded, op: &'static str, result: &'static str, duration_ms: u64) {
+    let config = &state.config;
+    state.metrics.emit(
+        config,
+        &[
+            Sample::new(
+                Family::StoreCalls,
+                &[Label::Fixed("op", op), Label::Fixed("result", result)],
+                1,
+            ),
+            Sample::new(Family::StoreDuration, &[Label::Fixed("op", op)], duration_ms),
+        ],
+    );
+}
+
+impl Context for ChatFilter {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(state) = self.state.clone() else { return };
+        let status = u32::from(host::call_response_status());
+        let body = host::call_response_body(body_size).unwrap_or_default();
+        if self.pending.as_ref().is_some_and(|pending| pending.token == token_id) {
+            if self.admission_answered(&state, status, &body) == Action::Continue {
+                host::resume_request();
+            }
+        } else {
+            self.spend_answered(&state, token_id, status, &body);
+        }
+    }
+}
 
 impl HttpContext for ChatFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -470,6 +738,14 @@ impl HttpContext for ChatFilter {
     fn on_log(&mut self) {
         self.mark_client_gone();
         let Some(state) = self.state.clone() else { return };
+        // The client left while the ledger's answer was awaited.
+        if let (Some(pending), Some(governance), Some(identity)) = (
+            self.pending.take(),
+            state.config.governance.as_ref(),
+            self.identity.as_ref(),
+        ) {
+            Spend::release_unanswered(&state.config, governance, identity, pending.reservation_id);
+        }
         if !matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings) {
             return;
         }

@@ -14,12 +14,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
+use super::fleet::{self, SettleJob};
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
 use super::metrics::{count_config_load, Metrics};
 use super::shared;
+use super::spend::raise_alert;
 use super::upstream::AttemptFilter;
 use crate::config::{Config, DeploymentId};
+use crate::fleet::{ScriptNames, SettleOutcome};
+use crate::govern::admission::CrossedAlert;
+use crate::govern::quota::SoftAlert;
 use crate::health::{DeploymentHealth, Transition};
 use crate::pii::Redactor;
 use crate::route::chain::StoreHealth;
@@ -39,6 +44,8 @@ pub struct Loaded {
     pub metrics: Metrics,
     /// Present when some tenant has its prompts and answers audited.
     pub redactor: Option<Redactor>,
+    /// The fleet ledger's script names, when the ledger is configured.
+    pub script_names: Option<ScriptNames>,
 }
 
 /// SplitMix64: small, fast, and good enough to spread traffic; seeded per VM.
@@ -75,6 +82,8 @@ pub struct SignalboxRoot {
     vm_owner_id: u64,
     /// Probes in flight: call token → (deployment, sent at).
     probes: HashMap<u32, (DeploymentId, u64)>,
+    /// Settlements sent to the fleet ledger: call token → (job, sent at).
+    settlements: HashMap<u32, (SettleJob, u64)>,
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
@@ -88,6 +97,7 @@ impl SignalboxRoot {
             state: None,
             vm_owner_id: SplitMix::seeded().next().max(1),
             probes: HashMap::new(),
+            settlements: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
         }
@@ -108,6 +118,10 @@ pub fn log_transition(config: &Config, deployment: DeploymentId, transition: Opt
         None => {}
     }
 }
+
+/// How often queued settlements are sent to the fleet ledger: the delay a
+/// reservation stays open after its request ended.
+const SETTLEMENT_FLUSH_MS: u64 = 50;
 
 /// How often held successes are checked for release: often enough that one
 /// is released well before the per-try timeout it is held against.
@@ -144,6 +158,97 @@ impl SignalboxRoot {
         if let Err(status) = hostcalls::set_effective_context(self.context_id) {
             log::warn!("cannot return to the root context: {status:?}");
         }
+    }
+
+    /// Sends the settlements queued in this VM to the fleet ledger.
+    fn send_settlements(&mut self, state: &Loaded, now: u64) {
+        let (Some(governance), Some(names)) = (state.config.governance.as_ref(), state.script_names.as_ref()) else {
+            return;
+        };
+        let Some(store) = &governance.store else { return };
+        for job in fleet::take_due(now) {
+            let sent = job
+                .request(&state.config, governance, names)
+                .and_then(|request| fleet::send(store, &request));
+            match sent {
+                Some(token) => {
+                    self.settlements.insert(token, (job, now));
+                }
+                None => self.retry_settlement(state, job, now, "the store's cluster cannot be called"),
+            }
+        }
+    }
+
+    /// The ledger answered a settlement (or did not): done, resend with
+    /// the script's text, or retry later.
+    fn settlement_answered(&mut self, state: &Loaded, mut job: SettleJob, sent_at: u64, body_size: usize) {
+        let config = &state.config;
+        let now = host::now_ms();
+        let status = u32::from(host::call_response_status());
+        let body = host::call_response_body(body_size).unwrap_or_default();
+        let outcome = crate::fleet::settle_outcome(status, &body, job.with_text);
+        let result = match &outcome {
+            SettleOutcome::Done { expired: true, .. } => "expired",
+            SettleOutcome::Done { .. } => "settled",
+            SettleOutcome::Resend => "noscript",
+            SettleOutcome::Retry { .. } => "unavailable",
+        };
+        super::http::count_store_call(state, "settle", result, now.saturating_sub(sent_at));
+        match outcome {
+            SettleOutcome::Done { alerts, expired } => {
+                if expired {
+                    log::warn!(
+                        "reservation {} expired before its settlement arrived: the ledger charged it in full",
+                        job.reservation_id
+                    );
+                }
+                let Some(governance) = config.governance.as_ref() else {
+                    return;
+                };
+                let Some(tenant) = governance.tenants.get(job.tenant) else {
+                    return;
+                };
+                for alert in alerts {
+                    let Some(quota) = tenant.quotas.get(alert.quota) else {
+                        continue;
+                    };
+                    let crossed = CrossedAlert {
+                        tenant: tenant.name.clone(),
+                        period: quota.period,
+                        alert: SoftAlert {
+                            period_index: alert.period_index,
+                            share: alert.share_permille as f64 / 1000.0,
+                        },
+                    };
+                    raise_alert(config, governance, job.tenant, &crossed, &state.metrics);
+                }
+            }
+            SettleOutcome::Resend => {
+                job.with_text = true;
+                job.due_ms = now;
+                fleet::enqueue(job);
+            }
+            SettleOutcome::Retry { reason } => self.retry_settlement(state, job, now, &reason),
+        }
+    }
+
+    fn retry_settlement(&self, _state: &Loaded, mut job: SettleJob, now: u64, reason: &str) {
+        job.retries = job.retries.saturating_add(1);
+        job.due_ms = now.saturating_add(crate::fleet::retry_delay_ms(job.retries));
+        if job.due_ms >= job.give_up_ms {
+            log::warn!(
+                "settlement of reservation {} never reached the ledger ({reason}); it expires and is charged in full",
+                job.reservation_id
+            );
+            return;
+        }
+        if job.retries == 1 {
+            log::warn!(
+                "cannot settle reservation {} yet ({reason}); retrying",
+                job.reservation_id
+            );
+        }
+        fleet::enqueue(job);
     }
 
     fn send_probes(&mut self, state: &Loaded, now: u64) {
@@ -206,7 +311,11 @@ impl SignalboxRoot {
 }
 
 impl Context for SignalboxRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let (Some((job, sent_at)), Some(state)) = (self.settlements.remove(&token_id), self.state.clone()) {
+            self.settlement_answered(&state, job, sent_at, body_size);
+            return;
+        }
         let (Some((deployment, sent_at)), Some(state)) = (self.probes.remove(&token_id), self.state.clone()) else {
             return;
         };
@@ -266,7 +375,18 @@ impl RootContext for SignalboxRoot {
                 .metrics
                 .then_some(config.observability.gauge_interval_ms);
             let watchdog = Some(release_check_ms(config.resilience.per_try_timeout_ms));
-            if let Some(period) = probes.into_iter().chain(gauges).chain(watchdog).min() {
+            let settlements = config
+                .governance
+                .as_ref()
+                .and_then(|governance| governance.store.as_ref())
+                .map(|_| SETTLEMENT_FLUSH_MS);
+            if let Some(period) = probes
+                .into_iter()
+                .chain(gauges)
+                .chain(watchdog)
+                .chain(settlements)
+                .min()
+            {
                 if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
                     log::warn!("cannot schedule probes and gauges: {status:?}");
                 }
@@ -288,8 +408,14 @@ impl RootContext for SignalboxRoot {
         } else {
             None
         };
+        let script_names = config
+            .governance
+            .as_ref()
+            .and_then(|governance| governance.store.as_ref())
+            .map(|_| ScriptNames::compute());
         self.state = Some(Rc::new(Loaded {
             metrics: Metrics::new(&config),
+            script_names,
             config,
             models_json,
             rng: RefCell::new(SplitMix::seeded()),
@@ -302,6 +428,7 @@ impl RootContext for SignalboxRoot {
         if let Some(state) = self.state.clone() {
             let now = host::now_ms();
             self.release_slow_answers(now);
+            self.send_settlements(&state, now);
             self.send_probes(&state, now);
             self.publish_gauges(&state, now);
         }

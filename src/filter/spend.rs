@@ -1,20 +1,26 @@
 //! The router's spend control around one request: authenticate the virtual
 //! key, admit the request against its tenant's limits and quotas (reserving
-//! its estimate), add `x-ratelimit-*` and usage headers to the answer, and
-//! settle to actual usage when the request ends — then send any soft alert
-//! it crossed (once per process and period: only the worker whose write set
-//! the alert flag in shared data sees it).
+//! its estimate) — in this Envoy's shared data, or in the fleet ledger when
+//! one is configured (then at the replica's share of the limits in shared
+//! data while the ledger cannot answer, unless the tenant fails closed) —,
+//! add `x-ratelimit-*` and usage headers to the answer, and settle to what
+//! was consumed when the request ends. Soft alerts go out once per period:
+//! only the settlement that set the alert flag sees it.
 
 use std::time::Duration;
 
+use super::fleet::{self, SettleJob};
 use super::host::{self, HostStore};
 use super::metrics::Metrics;
 use crate::config::governance::{Governance, Tenant};
 use crate::config::{Config, ModelId};
 use crate::error::GatewayError;
-use crate::govern::admission::{self, Admission, CrossedAlert};
+use crate::fleet::{AdmitCall, Admitted, Invocation, ScriptCall, ScriptNames, StoreRequest};
+use crate::govern::admission::{self, Admission, CrossedAlert, Denial};
 use crate::govern::keys::Identity;
 use crate::govern::ledger::Consumption;
+use crate::govern::quota::Amounts;
+use crate::govern::window::{RateLimits, RateStanding};
 use crate::govern::{auth_error, denial_error, rate_limit_headers};
 use crate::headers::HeaderMap;
 use crate::providers::TokenUsage;
@@ -26,9 +32,21 @@ pub const HEADER_INPUT_TOKENS: &str = "x-signalbox-input-tokens";
 pub const HEADER_CACHED_TOKENS: &str = "x-signalbox-cached-tokens";
 pub const HEADER_OUTPUT_TOKENS: &str = "x-signalbox-output-tokens";
 
+/// What an admitted request booked, to settle when it ends.
+enum Booked {
+    /// In this Envoy's shared data; `share`: at the replica's share of the
+    /// limits, the fleet ledger being unreachable.
+    Local { admission: Admission, share: bool },
+    /// In the fleet ledger.
+    Fleet {
+        reservation_id: String,
+        standing: Option<(RateLimits, RateStanding)>,
+    },
+}
+
 pub struct Spend {
     identity: Identity,
-    admission: Option<Admission>,
+    booked: Option<Booked>,
     /// A test clock from the configured header, if any.
     now_override: Option<u64>,
 }
@@ -44,7 +62,7 @@ impl Spend {
             .and_then(|value| value.trim().parse().ok());
         Ok(Spend {
             identity,
-            admission: None,
+            booked: None,
             now_override,
         })
     }
@@ -62,42 +80,115 @@ impl Spend {
         &governance.tenants[self.identity.tenant]
     }
 
-    /// Past the soft threshold with a downgrade tier configured.
+    /// Past the soft threshold with a downgrade tier configured: in the
+    /// fleet, as the ledger last told this VM (it says with every admission).
     pub fn downgrade(&self, governance: &Governance) -> bool {
         let tenant = self.policy(governance);
-        tenant.downgrade_tier.is_some() && admission::past_soft_threshold(&HostStore, tenant, self.now())
+        if tenant.downgrade_tier.is_none() {
+            return false;
+        }
+        match governance.store {
+            Some(_) => fleet::last_share(self.identity.tenant) >= tenant.alert_at,
+            None => admission::past_soft_threshold(&HostStore, tenant, self.now()),
+        }
     }
 
-    /// Reserves the decided request's estimate, or refuses it.
-    pub fn admit(
-        &mut self,
-        config: &Config,
-        governance: &Governance,
-        decision: &RoutingDecision,
-        metrics: &Metrics,
-    ) -> Result<(), GatewayError> {
-        let estimate = admission::estimate(
+    /// What the decided request may consume at most (its reservation).
+    pub fn estimate(config: &Config, governance: &Governance, decision: &RoutingDecision) -> Amounts {
+        admission::estimate(
             config,
             &decision.models,
             decision.prompt_tokens,
             decision.max_output_tokens,
             decision.choices,
             governance.default_output_reservation,
-        );
-        match admission::admit(governance, &HostStore, &self.identity, estimate, self.now()) {
+        )
+    }
+
+    /// Reserves `estimate` in this Envoy's shared data (`share`: at the
+    /// replica's share of the limits), or refuses.
+    pub fn admit_locally(
+        &mut self,
+        config: &Config,
+        governance: &Governance,
+        estimate: Amounts,
+        share: bool,
+        metrics: &Metrics,
+    ) -> Result<(), GatewayError> {
+        let tenant = self.local_policy(governance, share);
+        match admission::admit(tenant, &HostStore, &self.identity, estimate, self.now()) {
             Ok(admission) => {
-                self.admission = Some(admission);
+                self.booked = Some(Booked::Local { admission, share });
                 Ok(())
             }
-            Err(denial) => {
-                let labels = [
-                    Label::Tenant(Some(self.identity.tenant)),
-                    Label::Fixed("reason", denial_reason(&denial)),
-                ];
-                metrics.emit(config, &[Sample::new(Family::Rejections, &labels, 1)]);
-                Err(denial_error(&self.policy(governance).name, denial))
-            }
+            Err(denial) => Err(self.refusal(config, governance, denial, metrics)),
         }
+    }
+
+    fn local_policy<'g>(&self, governance: &'g Governance, share: bool) -> &'g Tenant {
+        let tenant = self.identity.tenant;
+        match governance.local_shares.get(tenant) {
+            Some(local_share) if share => local_share,
+            _ => &governance.tenants[tenant],
+        }
+    }
+
+    /// The fleet admission call reserving `estimate` under `reservation_id`.
+    pub fn admit_request(
+        &self,
+        governance: &Governance,
+        names: &ScriptNames,
+        reservation_id: &str,
+        estimate: Amounts,
+        invocation: Invocation,
+    ) -> Option<StoreRequest> {
+        let store = governance.store.as_ref()?;
+        let call = AdmitCall {
+            tenant: self.policy(governance),
+            user: self.identity.user.as_deref(),
+            reservation_id,
+            ttl_ms: store.reservation_ttl_ms,
+            test_clock_ms: self.now_override,
+            estimate,
+        };
+        Some(call.request(names, invocation, &store.authority))
+    }
+
+    /// The fleet ledger admitted the request under `reservation_id`.
+    pub fn admitted_by_fleet(&mut self, governance: &Governance, reservation_id: String, admitted: &Admitted) {
+        let tenant = self.policy(governance);
+        fleet::remember_share(self.identity.tenant, admitted.share_permille as f64 / 1000.0);
+        self.booked = Some(Booked::Fleet {
+            reservation_id,
+            standing: admitted.standing(tenant),
+        });
+    }
+
+    /// The client's error for a refusal, counted in the rejections metric.
+    pub fn refusal(&self, config: &Config, governance: &Governance, denial: Denial, metrics: &Metrics) -> GatewayError {
+        let labels = [
+            Label::Tenant(Some(self.identity.tenant)),
+            Label::Fixed("reason", denial_reason(&denial)),
+        ];
+        metrics.emit(config, &[Sample::new(Family::Rejections, &labels, 1)]);
+        denial_error(&self.policy(governance).name, denial)
+    }
+
+    /// Forgets a reservation the fleet ledger may have made although its
+    /// answer never came (or came too late): settling it with nothing
+    /// releases it, or leaves a tombstone that stops a late admission.
+    pub fn release_unanswered(config: &Config, governance: &Governance, identity: &Identity, reservation_id: String) {
+        let Some(store) = &governance.store else { return };
+        let now = host::now_ms();
+        fleet::enqueue(SettleJob::new(
+            config,
+            identity.tenant,
+            identity.user.clone(),
+            reservation_id,
+            &Consumption::default(),
+            now,
+            now.saturating_add(store.reservation_ttl_ms),
+        ));
     }
 
     /// `x-ratelimit-*` headers, and usage and cost when the tenant may see them.
@@ -108,10 +199,12 @@ impl Spend {
         served_by: Option<ModelId>,
         usage: Option<TokenUsage>,
     ) -> Vec<(&'static str, String)> {
-        let mut headers = self
-            .admission
-            .as_ref()
-            .and_then(|admission| admission.standing)
+        let standing = match &self.booked {
+            Some(Booked::Local { admission, .. }) => admission.standing,
+            Some(Booked::Fleet { standing, .. }) => *standing,
+            None => None,
+        };
+        let mut headers = standing
             .map(|(limits, standing)| rate_limit_headers(&limits, &standing))
             .unwrap_or_default();
         if let (true, Some(usage), Some(model)) = (self.policy(governance).show_usage, usage, served_by) {
@@ -125,23 +218,52 @@ impl Spend {
     }
 
     /// Replaces the reservation by what the request consumed (nothing when
-    /// no attempt reached a provider) and sends the soft alerts this crossed.
+    /// no attempt reached a provider): in shared data at once, sending the
+    /// soft alerts this crossed; in the fleet ledger through the root's
+    /// queue (its answer brings the alerts).
     pub fn settle(&mut self, config: &Config, governance: &Governance, consumption: &Consumption, metrics: &Metrics) {
-        let Some(admission) = self.admission.take() else { return };
-        let now = self.now();
-        let (_, alerts) = admission::settle(config, governance, &HostStore, &admission, consumption, now);
-        for alert in alerts {
-            let labels = [
-                Label::Tenant(Some(admission.tenant)),
-                Label::Fixed("window", window_label(alert.period)),
-            ];
-            metrics.emit(config, &[Sample::new(Family::SoftAlerts, &labels, 1)]);
-            send_alert(governance, &alert);
+        match self.booked.take() {
+            None => {}
+            Some(Booked::Local { admission, share }) => {
+                let tenant = self.local_policy(governance, share);
+                let now = self.now();
+                let (_, alerts) = admission::settle(config, tenant, &HostStore, &admission, consumption, now);
+                for alert in alerts {
+                    raise_alert(config, governance, admission.tenant, &alert, metrics);
+                }
+            }
+            Some(Booked::Fleet { reservation_id, .. }) => {
+                let Some(store) = &governance.store else { return };
+                let now = host::now_ms();
+                let mut job = SettleJob::new(
+                    config,
+                    self.identity.tenant,
+                    self.identity.user.clone(),
+                    reservation_id,
+                    consumption,
+                    now,
+                    now.saturating_add(store.reservation_ttl_ms),
+                );
+                job.test_clock_ms = self.now_override;
+                fleet::enqueue(job);
+            }
         }
     }
 }
 
-fn send_alert(governance: &Governance, alert: &CrossedAlert) {
+/// Counts a soft alert, logs it and sends it to the configured webhook.
+pub fn raise_alert(
+    config: &Config,
+    governance: &Governance,
+    tenant: crate::govern::keys::TenantId,
+    alert: &CrossedAlert,
+    metrics: &Metrics,
+) {
+    let labels = [
+        Label::Tenant(Some(tenant)),
+        Label::Fixed("window", window_label(alert.period)),
+    ];
+    metrics.emit(config, &[Sample::new(Family::SoftAlerts, &labels, 1)]);
     log::warn!(
         "tenant {} used {:.0}% of its {} quota (soft alert)",
         alert.tenant,

@@ -9,14 +9,18 @@
 //! request with `dispatch_http_call` and feeds the answer back; semantics and
 //! failure handling are in docs/fleet.md.
 
+pub mod decide;
 pub mod keys;
 pub mod reply;
 pub mod request;
 pub mod scripts;
 
+pub use decide::{admit_outcome, retry_delay_ms, settle_outcome, AdmitOutcome, SettleOutcome};
 pub use reply::{
     parse_admission, parse_settlement, parse_spend, Admission, Admitted, QuotaAlert, Refused, RefusedBy, Settlement,
     Spend, StoreFailure,
 };
-pub use request::{reservation_id, AdmitCall, Invocation, ScriptCall, SettleCall, SpendCall, StoreRequest};
+pub use request::{
+    reservation_id, AdmitCall, Invocation, LedgerEntry, ScriptCall, SettleCall, SpendCall, StoreRequest,
+};
 pub use scripts::{Script, ScriptNames};

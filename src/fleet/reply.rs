@@ -174,6 +174,8 @@ pub struct ModelSpend {
     pub cache_write: u64,
     pub output: u64,
     pub cost_micros: u64,
+    /// Requests whose usage was the gateway's estimate.
+    pub estimated: u64,
 }
 
 /// Where a tenant stands, for the spend view.
@@ -383,6 +385,7 @@ pub fn parse_spend(status: u32, body: &[u8], quota_count: usize, model_count: us
             cache_write: items.count()?,
             output: items.count()?,
             cost_micros: items.count()?,
+            estimated: items.count()?,
         });
     }
     let expired = items.amounts()?;
@@ -406,7 +409,7 @@ mod tests {
     const REFUSED_BY_QUOTA: &[u8] = br#"{"EVALSHA":["refused",1795521600000,"quota",0,"cost",43200000,-1,-1,-1]}"#;
     const SETTLED_WITH_ALERT: &[u8] = br#"{"EVAL":["settled",1795521600005,850,1,0,20781,850]}"#;
     const SPEND: &[u8] =
-        br#"{"EVALSHA":["spend",1795521602000,20781,43198000,0,0,0,0,0,0,0,1,50,10,0,30,850,1,100,100]}"#;
+        br#"{"EVALSHA":["spend",1795521602000,20781,43198000,0,0,0,0,0,0,0,1,50,10,0,30,850,1,1,100,100]}"#;
     const NOSCRIPT: &[u8] = br#"{"EVALSHA":[false,"NOSCRIPT No matching script. Please use EVAL."]}"#;
 
     fn tenant() -> Tenant {
@@ -434,6 +437,10 @@ mod tests {
             downgrade_tier: None,
             show_usage: false,
             audit_content: false,
+            on_store_failure: (
+                crate::config::governance::FailMode::Closed,
+                crate::config::governance::FailMode::Local,
+            ),
         }
     }
 
@@ -522,6 +529,7 @@ mod tests {
         assert_eq!(spend.quotas[0].used, Amounts::default());
         assert_eq!(spend.models[0].cost_micros, 850);
         assert_eq!(spend.models[0].cached_input, 10);
+        assert_eq!(spend.models[0].estimated, 1);
         assert_eq!(
             spend.expired,
             Amounts {

@@ -165,9 +165,18 @@ pub struct SettleCall<'a> {
     pub test_clock_ms: Option<u64>,
     /// Requests, tokens and cost to charge (requests: 1).
     pub actual: Amounts,
-    /// The model that served it, for the ledger (`None`: nothing served).
-    pub served_by: Option<&'a str>,
+    /// Each attempt's part, on its model's ledger (empty: nothing reached a provider).
+    pub ledger: &'a [LedgerEntry<'a>],
+}
+
+/// One attempt's part of a settlement, for the cost ledger of its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerEntry<'a> {
+    pub model: &'a str,
     pub usage: TokenUsage,
+    pub cost_micros: u64,
+    /// The provider reported no usage: this is the gateway's estimate.
+    pub estimated: bool,
 }
 
 impl ScriptCall for SettleCall<'_> {
@@ -180,12 +189,25 @@ impl ScriptCall for SettleCall<'_> {
     fn arguments(&self) -> Vec<String> {
         let mut arguments = vec![self.reservation_id.to_string(), clock_text(self.test_clock_ms)];
         push_amounts(&mut arguments, self.actual);
-        arguments.push(self.served_by.unwrap_or_default().to_string());
-        let usage = &self.usage;
-        arguments.extend([usage.input, usage.cached_input, usage.cache_write, usage.output].map(|n| n.to_string()));
         // The scripts compare integers: the alert share in permille.
         arguments.push(((self.tenant.alert_at * 1000.0).round().max(0.0) as u64).to_string());
         push_quotas(&mut arguments, &self.tenant.quotas);
+        arguments.push(self.ledger.len().to_string());
+        for entry in self.ledger {
+            let usage = &entry.usage;
+            arguments.push(entry.model.to_string());
+            arguments.extend(
+                [
+                    usage.input,
+                    usage.cached_input,
+                    usage.cache_write,
+                    usage.output,
+                    entry.cost_micros,
+                    u64::from(entry.estimated),
+                ]
+                .map(|n| n.to_string()),
+            );
+        }
         arguments
     }
 }
@@ -246,6 +268,10 @@ mod tests {
             downgrade_tier: None,
             show_usage: false,
             audit_content: false,
+            on_store_failure: (
+                crate::config::governance::FailMode::Closed,
+                crate::config::governance::FailMode::Local,
+            ),
         }
     }
 
@@ -342,8 +368,19 @@ mod tests {
     }
 
     #[test]
-    fn a_settlement_carries_usage_and_the_alert_share_in_permille() {
+    fn a_settlement_carries_each_attempts_part_and_the_alert_share_in_permille() {
         let tenant = tenant();
+        let ledger = [LedgerEntry {
+            model: "gpt-4o",
+            usage: TokenUsage {
+                input: 70,
+                cached_input: 10,
+                cache_write: 0,
+                output: 40,
+            },
+            cost_micros: 900,
+            estimated: true,
+        }];
         let call = SettleCall {
             tenant: &tenant,
             user: Some("alice"),
@@ -354,26 +391,17 @@ mod tests {
                 tokens: 120,
                 cost_micros: 900,
             },
-            served_by: Some("gpt-4o"),
-            usage: TokenUsage {
-                input: 70,
-                cached_input: 10,
-                cache_write: 0,
-                output: 40,
-            },
+            ledger: &ledger,
         };
         assert_eq!(
             call.arguments(),
             [
-                "r1", "0", "1", "120", "900", "gpt-4o", "70", "10", "0", "40", "800", "1", "month", "-1", "-1",
-                "5000000"
+                "r1", "0", "1", "120", "900", "800", "1", "month", "-1", "-1", "5000000", "1", "gpt-4o", "70", "10",
+                "0", "40", "900", "1"
             ]
         );
-        let unserved = SettleCall {
-            served_by: None,
-            ..call
-        };
-        assert_eq!(unserved.arguments()[5], "");
+        let unserved = SettleCall { ledger: &[], ..call };
+        assert_eq!(unserved.arguments().last().map(String::as_str), Some("0"));
     }
 
     #[test]

@@ -66,10 +66,17 @@ pub enum Family {
     UpstreamDuration,
     /// Request start to end, for requests a model served.
     RequestDuration,
+    /// Calls to the fleet ledger by operation (admit, settle, spend) and result.
+    StoreCalls,
+    /// How long a fleet ledger call took, in ms, by operation.
+    StoreDuration,
+    /// Decisions made without the fleet ledger, by tenant and result
+    /// (`refused`: it failed closed; `local`: counted here at the replica's share).
+    StoreFallbacks,
 }
 
 impl Family {
-    pub const ALL: [Family; 17] = [
+    pub const ALL: [Family; 20] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -87,6 +94,9 @@ impl Family {
         Family::FirstToken,
         Family::UpstreamDuration,
         Family::RequestDuration,
+        Family::StoreCalls,
+        Family::StoreDuration,
+        Family::StoreFallbacks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -108,6 +118,9 @@ impl Family {
             Family::FirstToken => "signalbox_first_token_ms",
             Family::UpstreamDuration => "signalbox_upstream_duration_ms",
             Family::RequestDuration => "signalbox_request_duration_ms",
+            Family::StoreCalls => "signalbox_store_calls_total",
+            Family::StoreDuration => "signalbox_store_duration_ms",
+            Family::StoreFallbacks => "signalbox_store_fallbacks_total",
         }
     }
 
@@ -116,16 +129,18 @@ impl Family {
             Family::QuotaUsed | Family::QuotaLimit | Family::HealthScore | Family::CircuitState | Family::InFlight => {
                 Kind::Gauge
             }
-            Family::FilterDuration | Family::FirstToken | Family::UpstreamDuration | Family::RequestDuration => {
-                Kind::Histogram
-            }
+            Family::FilterDuration
+            | Family::FirstToken
+            | Family::UpstreamDuration
+            | Family::RequestDuration
+            | Family::StoreDuration => Kind::Histogram,
             _ => Kind::Counter,
         }
     }
 }
 
 /// Every label any series carries; each needs a `stats_tags` entry.
-pub const LABEL_NAMES: [&str; 13] = [
+pub const LABEL_NAMES: [&str; 14] = [
     "tenant",
     "tier",
     "provider",
@@ -139,6 +154,7 @@ pub const LABEL_NAMES: [&str; 13] = [
     "window",
     "resource",
     "phase",
+    "op",
 ];
 
 /// One label of a series. Config-backed labels hold ids (named at first
@@ -305,7 +321,7 @@ impl Outcome {
             GatewayError::Forbidden { .. } => Outcome::Forbidden,
             GatewayError::RateLimited { .. } => Outcome::RateLimited,
             GatewayError::QuotaExceeded { .. } => Outcome::QuotaExceeded,
-            GatewayError::ProvidersUnavailable { .. } => Outcome::Unavailable,
+            GatewayError::ProvidersUnavailable { .. } | GatewayError::LedgerUnavailable => Outcome::Unavailable,
             GatewayError::Internal { .. } => Outcome::InternalError,
         }
     }

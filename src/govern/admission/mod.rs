@@ -8,7 +8,7 @@
 //! response has ended (or failed, or was aborted), replaces each estimate by
 //! the actual usage, adds to the cost ledger, and reports soft alerts.
 
-use crate::config::governance::{Governance, Tenant};
+use crate::config::governance::Tenant;
 use crate::config::ModelId;
 use crate::state::{update, Store, StoreError};
 
@@ -147,15 +147,15 @@ fn book_window(
     }
 }
 
-/// Books `estimate` for `identity` everywhere its policy asks, or refuses.
+/// Books `estimate` for `identity` everywhere `tenant` (its policy) asks,
+/// or refuses.
 pub fn admit(
-    governance: &Governance,
+    tenant: &Tenant,
     store: &dyn Store,
     identity: &Identity,
     estimate: Amounts,
     now_ms: u64,
 ) -> Result<Admission, Denial> {
-    let tenant = &governance.tenants[identity.tenant];
     let mut admission = Admission {
         tenant: identity.tenant,
         estimate,
@@ -185,7 +185,7 @@ pub fn admit(
                 }
             }
             Err(outcome) => {
-                undo(governance, store, &admission, now_ms);
+                undo(tenant, store, &admission, now_ms);
                 return Err(match outcome {
                     Ok((wait, standing)) => Denial::Rate {
                         scope,
@@ -219,15 +219,14 @@ pub fn admit(
             },
             Err(_) => Denial::Busy,
         };
-        undo(governance, store, &admission, now_ms);
+        undo(tenant, store, &admission, now_ms);
         return Err(denial);
     }
     Ok(admission)
 }
 
 /// Takes back every booking of an admission (a later check refused it).
-fn undo(governance: &Governance, store: &dyn Store, admission: &Admission, now_ms: u64) {
-    let tenant = &governance.tenants[admission.tenant];
+fn undo(tenant: &Tenant, store: &dyn Store, admission: &Admission, now_ms: u64) {
     for booking in &admission.bookings {
         let result = match booking {
             Booking::Window { key, minute } => update::<RateWindow, _>(store, key, |window| {
@@ -272,13 +271,12 @@ pub struct CrossedAlert {
 /// ledger of its model. Returns the cost and any soft alerts crossed.
 pub fn settle(
     config: &Config,
-    governance: &Governance,
+    tenant: &Tenant,
     store: &dyn Store,
     admission: &Admission,
     consumption: &Consumption,
     now_ms: u64,
 ) -> (u64, Vec<CrossedAlert>) {
-    let tenant = &governance.tenants[admission.tenant];
     let usage = consumption.usage().unwrap_or_default();
     let cost = consumption.cost_micros(config);
     let actual = Amounts {

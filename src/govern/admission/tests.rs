@@ -43,9 +43,9 @@ fn the_user_limit_refuses_and_gives_the_tenant_booking_back() {
     let config = governed_config();
     let governance = config.governance.as_ref().unwrap();
     let store = MemoryStore::default();
-    admit(governance, &store, &alice(), tokens(10), NOON).unwrap();
-    admit(governance, &store, &alice(), tokens(10), NOON).unwrap();
-    let refused = admit(governance, &store, &alice(), tokens(10), NOON).unwrap_err();
+    admit(&governance.tenants[1], &store, &alice(), tokens(10), NOON).unwrap();
+    admit(&governance.tenants[1], &store, &alice(), tokens(10), NOON).unwrap();
+    let refused = admit(&governance.tenants[1], &store, &alice(), tokens(10), NOON).unwrap_err();
     assert!(
         matches!(
             refused,
@@ -58,9 +58,9 @@ fn the_user_limit_refuses_and_gives_the_tenant_booking_back() {
         "{refused:?}"
     );
     // The tenant's third request slot was given back: bob still fits.
-    admit(governance, &store, &bob(), tokens(10), NOON).unwrap();
+    admit(&governance.tenants[1], &store, &bob(), tokens(10), NOON).unwrap();
     assert!(matches!(
-        admit(governance, &store, &bob(), tokens(10), NOON),
+        admit(&governance.tenants[1], &store, &bob(), tokens(10), NOON),
         Err(Denial::Rate { scope: "tenant", .. })
     ));
 }
@@ -74,12 +74,25 @@ fn concurrent_reservations_never_pass_the_quota_together() {
     let mut admitted = Vec::new();
     for minute in 0..20 {
         let identity = if minute % 2 == 0 { alice() } else { bob() };
-        if let Ok(admission) = admit(governance, &store, &identity, tokens(1_200), NOON + minute * 61_000) {
+        if let Ok(admission) = admit(
+            &governance.tenants[1],
+            &store,
+            &identity,
+            tokens(1_200),
+            NOON + minute * 61_000,
+        ) {
             admitted.push(admission);
         }
     }
     assert_eq!(admitted.len(), 4);
-    let refused = admit(governance, &store, &alice(), tokens(1_200), NOON + 30 * 61_000).unwrap_err();
+    let refused = admit(
+        &governance.tenants[1],
+        &store,
+        &alice(),
+        tokens(1_200),
+        NOON + 30 * 61_000,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             refused,
@@ -99,9 +112,9 @@ fn settling_below_the_estimate_frees_room_and_records_cost() {
     let governance = config.governance.as_ref().unwrap();
     let store = MemoryStore::default();
     let small = config.model_named("small").unwrap();
-    let admission = admit(governance, &store, &alice(), tokens(4_000), NOON).unwrap();
+    let admission = admit(&governance.tenants[1], &store, &alice(), tokens(4_000), NOON).unwrap();
     assert!(
-        admit(governance, &store, &bob(), tokens(2_000), NOON).is_err(),
+        admit(&governance.tenants[1], &store, &bob(), tokens(2_000), NOON).is_err(),
         "4,000 + 2,000 > 5,000"
     );
     let usage = TokenUsage {
@@ -112,7 +125,7 @@ fn settling_below_the_estimate_frees_room_and_records_cost() {
     };
     let (cost, _) = settle(
         &config,
-        governance,
+        &governance.tenants[1],
         &store,
         &admission,
         &served(small, usage),
@@ -120,7 +133,7 @@ fn settling_below_the_estimate_frees_room_and_records_cost() {
     );
     // gpt-4o-mini: 300 × 0.15 + 200 × 0.6 micro-USD.
     assert_eq!(cost, 165);
-    admit(governance, &store, &bob(), tokens(2_000), NOON + 2_000).unwrap();
+    admit(&governance.tenants[1], &store, &bob(), tokens(2_000), NOON + 2_000).unwrap();
     let ledger: LedgerRecord = crate::state::read(&store, &ledger_key(&governance.tenants[1], "small")).unwrap();
     assert_eq!(
         (ledger.requests, ledger.cost_micros, ledger.usage.output),
@@ -144,7 +157,7 @@ fn every_attempt_that_consumed_is_billed_on_its_own_model() {
     let store = MemoryStore::default();
     let small = config.model_named("small").unwrap();
     let large = config.model_named("large").unwrap();
-    let admission = admit(governance, &store, &alice(), tokens(4_000), NOON).unwrap();
+    let admission = admit(&governance.tenants[1], &store, &alice(), tokens(4_000), NOON).unwrap();
     let usage = |input, output| TokenUsage {
         input,
         output,
@@ -164,7 +177,14 @@ fn every_attempt_that_consumed_is_billed_on_its_own_model() {
             estimated: false,
         },
     ]);
-    let (cost, _) = settle(&config, governance, &store, &admission, &consumption, NOON + 1_000);
+    let (cost, _) = settle(
+        &config,
+        &governance.tenants[1],
+        &store,
+        &admission,
+        &consumption,
+        NOON + 1_000,
+    );
     // large: 100 × 2.5; small: 100 × 0.15 + 50 × 0.6.
     assert_eq!(cost, 250 + 15 + 30);
     let ledger = |model: &str| -> LedgerRecord {
@@ -179,16 +199,16 @@ fn a_failed_request_releases_its_reservation_without_charging_tokens() {
     let config = governed_config();
     let governance = config.governance.as_ref().unwrap();
     let store = MemoryStore::default();
-    let admission = admit(governance, &store, &alice(), tokens(4_900), NOON).unwrap();
+    let admission = admit(&governance.tenants[1], &store, &alice(), tokens(4_900), NOON).unwrap();
     settle(
         &config,
-        governance,
+        &governance.tenants[1],
         &store,
         &admission,
         &Consumption::default(),
         NOON + 500,
     );
-    admit(governance, &store, &bob(), tokens(4_900), NOON + 61_000).unwrap();
+    admit(&governance.tenants[1], &store, &bob(), tokens(4_900), NOON + 61_000).unwrap();
 }
 
 #[test]
@@ -199,7 +219,14 @@ fn the_soft_alert_is_reported_once() {
     let small = config.model_named("small").unwrap();
     let mut alerts = Vec::new();
     for step in 0..4 {
-        let admission = admit(governance, &store, &alice(), tokens(1_000), NOON + step * 61_000).unwrap();
+        let admission = admit(
+            &governance.tenants[1],
+            &store,
+            &alice(),
+            tokens(1_000),
+            NOON + step * 61_000,
+        )
+        .unwrap();
         let usage = TokenUsage {
             input: 500,
             cached_input: 0,
@@ -209,7 +236,7 @@ fn the_soft_alert_is_reported_once() {
         alerts.extend(
             settle(
                 &config,
-                governance,
+                &governance.tenants[1],
                 &store,
                 &admission,
                 &served(small, usage),
@@ -229,7 +256,7 @@ fn admission_survives_contention() {
     let governance = config.governance.as_ref().unwrap();
     let store = MemoryStore::default();
     store.inject_conflicts(5);
-    admit(governance, &store, &alice(), tokens(10), NOON).unwrap();
+    admit(&governance.tenants[1], &store, &alice(), tokens(10), NOON).unwrap();
 }
 
 #[test]
