@@ -849,6 +849,9 @@ FAMILY_LABELS = {
     "signalbox_first_token_ms": {"provider", "model"},
     "signalbox_upstream_duration_ms": {"provider", "model"},
     "signalbox_request_duration_ms": {"provider", "model"},
+    "signalbox_store_calls_total": {"op", "result"},
+    "signalbox_store_duration_ms": {"op"},
+    "signalbox_store_fallbacks_total": {"tenant", "result"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -78,6 +78,10 @@ enum Answer {
         released: bool,
         /// A success held under the root's watch (it may release it).
         watched: bool,
+        /// The body so far, taken out of Envoy's buffer: if the root
+        /// releases the headers, Envoy sends what it buffered with them, and
+        /// the client must get only the translated whole.
+        collected: Vec<u8>,
     },
     /// A streaming success, translated chunk by chunk.
     Streaming {
@@ -143,9 +147,10 @@ impl AttemptFilter {
         body_size: usize,
         status: u16,
         headers: &[(String, String)],
+        body: &[u8],
         released: bool,
     ) -> Action {
-        let action = self.finish_buffered(body_size, status, headers, released);
+        let action = self.finish_buffered(body_size, status, headers, body, released);
         let delivered = (200..300).contains(&status) && self.failure.is_none();
         self.mark_first_content(delivered);
         action
@@ -175,12 +180,12 @@ impl AttemptFilter {
         body_size: usize,
         status: u16,
         headers: &[(String, String)],
+        body: &[u8],
         released: bool,
     ) -> Action {
         let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
             return Action::Continue;
         };
-        let body = host::response_body(body_size).unwrap_or_default();
         let started = Instant::now();
         let finished = response::finish_buffered(
             &state.config,
@@ -190,13 +195,15 @@ impl AttemptFilter {
             &attempt.request_body,
             status,
             headers,
-            &body,
+            body,
             host::now_ms() / 1000,
         );
         self.translate_us = Some(elapsed_us(started));
-        // An OpenAI-shaped success passes through as it came: leave Envoy's
-        // copy alone rather than writing the same bytes and headers back.
-        if finished.status != status || finished.body != body {
+        // An OpenAI-shaped success whose body came in one piece passes
+        // through as it came: leave Envoy's copy alone rather than writing
+        // the same bytes and headers back.
+        let in_buffer = body.len() == body_size;
+        if finished.status != status || finished.body != body || !in_buffer {
             if !released {
                 host::set_response_header(":status", &finished.status.to_string());
                 host::set_response_header("content-type", "application/json");
@@ -515,7 +522,7 @@ impl HttpContext for AttemptFilter {
         }
         let pairs = headers.to_pairs();
         if end_of_stream {
-            return self.finish_and_mark(0, status, &pairs, false);
+            return self.finish_and_mark(0, status, &pairs, &[], false);
         }
         let success = (200..300).contains(&status);
         let hold_until = attempt.started_ms.saturating_add(
@@ -537,6 +544,7 @@ impl HttpContext for AttemptFilter {
             headers: pairs,
             released,
             watched,
+            collected: Vec::new(),
         };
         if released {
             return Action::Continue;
@@ -549,21 +557,31 @@ impl HttpContext for AttemptFilter {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.response_complete |= end_of_stream;
-        match &self.answer {
+        match &mut self.answer {
             Answer::Pending => Action::Continue,
             Answer::Streaming { .. } => self.stream_chunk(body_size, end_of_stream),
-            Answer::Buffered { .. } if !end_of_stream => Action::Pause,
+            Answer::Buffered { collected, .. } if !end_of_stream => {
+                // Keep Envoy's buffer empty (see `collected`).
+                if let Some(chunk) = host::response_body(body_size) {
+                    collected.extend_from_slice(&chunk);
+                    host::replace_response_body(body_size, b"");
+                }
+                Action::Pause
+            }
             Answer::Buffered {
                 status,
                 headers,
                 released,
                 watched,
+                collected,
             } => {
-                let (status, headers) = (*status, headers.clone());
+                let (status, headers) = (*status, std::mem::take(headers));
+                let mut body = std::mem::take(collected);
                 // Released by the root while the body was slow: the headers
                 // are the client's already.
                 let released = *released || (*watched && !shared::unhold(self.context_id));
-                self.finish_and_mark(body_size, status, &headers, released)
+                body.extend_from_slice(&host::response_body(body_size).unwrap_or_default());
+                self.finish_and_mark(body_size, status, &headers, &body, released)
             }
         }
     }
