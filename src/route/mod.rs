@@ -742,3 +742,6 @@ pub fn attempt_headers(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod credential_tests;
