@@ -11,6 +11,7 @@ pub mod classify;
 pub mod config;
 pub mod error;
 pub mod govern;
+pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod json_edit;
