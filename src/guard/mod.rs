@@ -22,12 +22,17 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 mod address;
+mod chat_json;
 mod checksum;
 mod identifiers;
+pub mod mask;
 mod numbers;
+pub mod restore;
 mod scan;
 mod secrets;
 
+pub use mask::{mask_chat_body, scan_chat_body, Masker, Vault};
+pub use restore::{restore_body, restore_text, StreamRestorer, TextRestorer};
 pub use scan::scan;
 
 /// A kind of personal data or secret.
@@ -162,19 +167,49 @@ pub struct Finding {
 }
 
 /// How many findings of each category: what the audit line records (never
-/// the values), e.g. `card=1 email=2`.
-pub fn summarize(findings: &[Finding]) -> String {
-    let mut counts = [0usize; Category::ALL.len()];
-    for finding in findings {
-        counts[finding.category as usize] += 1;
+/// the values). Displays as `card=1 email=2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FindingCounts([u32; Category::ALL.len()]);
+
+impl FindingCounts {
+    pub fn of(findings: &[Finding]) -> FindingCounts {
+        let mut counts = FindingCounts::default();
+        counts.add_all(findings);
+        counts
     }
-    Category::ALL
-        .into_iter()
-        .zip(counts)
-        .filter(|(_, count)| *count > 0)
-        .map(|(category, count)| format!("{}={count}", category.name()))
-        .collect::<Vec<_>>()
-        .join(" ")
+
+    pub fn add_all(&mut self, findings: &[Finding]) {
+        for finding in findings {
+            let count = &mut self.0[finding.category as usize];
+            *count = count.saturating_add(1);
+        }
+    }
+
+    pub fn get(&self, category: Category) -> u32 {
+        self.0[category as usize]
+    }
+
+    pub fn categories(&self) -> CategorySet {
+        Category::ALL
+            .into_iter()
+            .filter(|category| self.get(*category) > 0)
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.categories().is_empty()
+    }
+}
+
+impl std::fmt::Display for FindingCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut separator = "";
+        for category in self.categories().iter() {
+            write!(f, "{separator}{}={}", category.name(), self.get(category))?;
+            separator = " ";
+        }
+        Ok(())
+    }
 }
 
 /// `text` with every finding replaced by its tag in brackets (`[EMAIL]`):
@@ -221,8 +256,10 @@ mod tests {
     #[test]
     fn a_summary_counts_categories_and_never_shows_values() {
         let text = "mail a@example.com and b@example.com, card 4111 1111 1111 1111";
-        let summary = summarize(&scan(text, CategorySet::all()));
-        assert_eq!(summary, "card=1 email=2");
+        let counts = FindingCounts::of(&scan(text, CategorySet::all()));
+        assert_eq!(counts.to_string(), "card=1 email=2");
+        assert_eq!(counts.categories().names(), "card, email");
+        assert!(FindingCounts::default().is_empty());
     }
 
     #[test]
