@@ -53,6 +53,7 @@ const SUFFIXES: &[&str] = &[
     "Trail",
     "Alley",
     "Plaza",
+    "Loop",
 ];
 /// Street words that open a number-first address (`12 rue de la Paix`).
 const LEADING_STREET_WORDS: &[&str] = &[
@@ -300,11 +301,9 @@ fn is_capitalised(word: &str) -> bool {
 
 /// A capitalised word or an ordinal (`5th`, `42nd`) inside a street name.
 fn is_name_word(word: &str) -> bool {
-    let ordinal = word.len() >= 3
-        && word
-            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-            .chars()
-            .all(|c| c.is_ascii_digit())
+    let number = word.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let ordinal = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit())
         && ["st", "nd", "rd", "th"].iter().any(|suffix| word.ends_with(suffix));
     (is_capitalised(word) && !SUFFIXES.contains(&word)) || ordinal
 }

@@ -24,14 +24,19 @@ use std::ops::Range;
 mod address;
 mod chat_json;
 mod checksum;
+#[cfg(test)]
+mod corpus;
 mod identifiers;
+pub mod injection;
 pub mod mask;
 mod numbers;
+pub mod policy;
 pub mod restore;
 mod scan;
 mod secrets;
 
 pub use mask::{mask_chat_body, scan_chat_body, Masker, Vault};
+pub use policy::{Decision, Mode, Policy};
 pub use restore::{restore_body, restore_text, StreamRestorer, TextRestorer};
 pub use scan::scan;
 

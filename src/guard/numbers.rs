@@ -55,7 +55,7 @@ struct DigitRun {
 
 /// Finds and validates every digit run that starts inside the token.
 pub(super) fn detect(scan: &mut Scan<'_>, token_start: usize, token_end: usize) {
-    let mut cursor = token_start;
+    let mut cursor = token_start.max(scan.digits_read_to);
     while cursor < token_end {
         let byte = scan.byte(cursor);
         let starts_run = match byte {
@@ -73,6 +73,7 @@ pub(super) fn detect(scan: &mut Scan<'_>, token_start: usize, token_end: usize) 
             classify_run(scan, &run);
         }
         cursor = run_end.max(cursor + 1);
+        scan.digits_read_to = cursor;
     }
 }
 
@@ -83,7 +84,7 @@ fn clear_on_the_left(scan: &Scan<'_>, start: usize) -> bool {
     if is_word_byte(before) || before == b'$' {
         return false;
     }
-    if matches!(before, b'-' | b'.' | b'/' | b',' | b'_' | b'@' | b'+') && is_word_byte(scan.byte_before(start - 1)) {
+    if matches!(before, b'-' | b'.' | b'/' | b',' | b'_' | b'+') && is_word_byte(scan.byte_before(start - 1)) {
         return false;
     }
     // `€`, `£`, `¥`, `₹` end in these bytes.
@@ -163,17 +164,35 @@ fn classify_run(scan: &mut Scan<'_>, run: &DigitRun) {
             if end < run.count && !cuttable(run.gaps[end - 1]) {
                 return None;
             }
-            classify_span(scan, run, first, end).map(|category| (category, end))
+            classify_span(scan, run, first, end)
+                .filter(|category| {
+                    whole_group_run(run, first, end) || !matches!(category, Category::Card | Category::Aadhaar)
+                })
+                .map(|category| (category, end))
         });
         match found {
             Some((category, end)) => {
-                let span_start = if first == 0 { run.start } else { run.groups[first].0 };
+                // A leading `+` or `(` belongs to a phone number only.
+                let span_start = if first == 0 && category == Category::Phone {
+                    run.start
+                } else {
+                    run.groups[first].0
+                };
                 scan.found(category, span_start, run.groups[end - 1].1);
                 first = end;
             }
             None => first += 1,
         }
     }
+}
+
+/// Cards and Aadhaar numbers are not cut out of a longer row of
+/// four-digit groups: `6011 6059 6802 4373` failing Luhn holds no Aadhaar.
+fn whole_group_run(run: &DigitRun, first: usize, end: usize) -> bool {
+    let four_digits = |index: usize| run.groups.get(index).is_some_and(|(start, end)| end - start == 4);
+    let before = first > 0 && four_digits(first - 1);
+    let after = end < run.count && four_digits(end);
+    !before && !after
 }
 
 /// The groups `first..end` of a run as one candidate.
@@ -238,9 +257,10 @@ fn classify_span(scan: &Scan<'_>, run: &DigitRun, first: usize, end: usize) -> O
         let versioned = keyword_before(scan.bytes, start, 12, VERSION_WORDS);
         return (!versioned).then_some(Category::IpAddress);
     }
-    if span.plus || span.open_paren {
+    if span.plus || (span.open_paren && is_phone(scan, &span, start)) {
         return is_phone(scan, &span, start).then_some(Category::Phone);
     }
+    span.open_paren = false;
     if is_ssn(scan, &span, start) {
         return Some(Category::UsSsn);
     }

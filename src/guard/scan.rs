@@ -52,6 +52,9 @@ pub(super) struct Scan<'t> {
     pub bytes: &'t [u8],
     wanted: CategorySet,
     findings: Vec<Finding>,
+    /// Digit runs are read across spaces; a token inside one already read
+    /// must not start a new run (`1111 1111` of a card is no Aadhaar).
+    pub digits_read_to: usize,
 }
 
 impl<'t> Scan<'t> {
@@ -91,6 +94,7 @@ pub fn scan(text: &str, wanted: CategorySet) -> Vec<Finding> {
         bytes: text.as_bytes(),
         wanted,
         findings: Vec::new(),
+        digits_read_to: 0,
     };
     let bytes = scan.bytes;
     let mut cursor = 0;

@@ -249,7 +249,7 @@ fn random_after_keyword(scan: &mut Scan<'_>, run: std::ops::Range<usize>) {
     }
 }
 
-/// Letters and at least two digits, high Shannon entropy, frequent changes
+/// Letters and digits, high Shannon entropy, frequent changes
 /// between lower case, upper case and digits, and few vowels: identifiers
 /// made of words (`getUserAccountV2`) fail the last two.
 fn looks_random(text: &[u8]) -> bool {
@@ -285,7 +285,7 @@ fn looks_random(text: &[u8]) -> bool {
             -p * p.log2()
         })
         .sum();
-    digits >= 2
+    digits > 0
         && letters > 0
         && entropy >= 3.3
         && changes as f64 / (length - 1.0) >= 0.3
