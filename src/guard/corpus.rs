@@ -3,7 +3,9 @@
 //! look-alikes that fail their checks are negatives) and `injection.jsonl`
 //! (text, source, whether it is an attack). The tables print with
 //! `cargo test --lib guard::corpus -- --nocapture`; the floors are what the
-//! detectors achieve today, so a regression fails.
+//! detectors achieve today, so a regression fails. Lines marked
+//! `"split": "holdout"` were written after the detectors were tuned on the
+//! rest and are reported on their own: they are the honest estimate.
 
 use serde::Deserialize;
 
@@ -18,6 +20,9 @@ struct PiiLine {
     text: String,
     /// (category name, value as written in the text).
     pii: Vec<(String, String)>,
+    /// `holdout` for lines written after the detectors were tuned.
+    #[serde(default)]
+    split: String,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +30,8 @@ struct InjectionLine {
     text: String,
     source: String,
     injection: bool,
+    #[serde(default)]
+    split: String,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,13 +63,16 @@ fn ratio(part: u32, whole: u32) -> f64 {
 
 /// A finding counts when it overlaps a labelled value of its category;
 /// each label is matched once.
-fn pii_tallies() -> Vec<(Category, Tally, Vec<String>)> {
+fn pii_tallies(holdout_only: bool) -> Vec<(Category, Tally, Vec<String>)> {
     let mut tallies: Vec<(Category, Tally, Vec<String>)> = Category::ALL
         .iter()
         .map(|&category| (category, Tally::default(), Vec::new()))
         .collect();
     for line in PII.lines().filter(|line| !line.trim().is_empty()) {
         let line: PiiLine = serde_json::from_str(line).expect("corpus lines are valid");
+        if holdout_only && line.split != "holdout" {
+            continue;
+        }
         let mut labels: Vec<(Category, std::ops::Range<usize>, bool)> = Vec::new();
         for (name, value) in &line.pii {
             let category = Category::from_name(name).expect("corpus categories exist");
@@ -120,19 +130,17 @@ const PII_FLOORS: [(Category, f64, f64); 11] = [
     (Category::Gstin, 1.0, 1.0),
     (Category::Aadhaar, 1.0, 1.0),
     (Category::Email, 1.0, 1.0),
-    (Category::Phone, 0.92, 1.0),
+    (Category::Phone, 0.93, 1.0),
     (Category::IpAddress, 1.0, 1.0),
-    (Category::StreetAddress, 0.89, 1.0),
+    (Category::StreetAddress, 0.91, 1.0),
     (Category::Secret, 1.0, 1.0),
 ];
 
-#[test]
-fn pii_detectors_keep_their_precision_and_recall_on_the_corpus() {
-    let tallies = pii_tallies();
-    println!("| category | labelled | found | precision | recall | exact span |");
+fn print_pii_table(title: &str, tallies: &[(Category, Tally, Vec<String>)]) {
+    println!("{title}\n| category | labelled | found | precision | recall | exact span |");
     println!("|---|---|---|---|---|---|");
     let mut total = Tally::default();
-    for (category, tally, _) in &tallies {
+    for (category, tally, _) in tallies {
         println!(
             "| {} | {} | {} | {:.3} | {:.3} | {}/{} |",
             category.name(),
@@ -154,9 +162,16 @@ fn pii_detectors_keep_their_precision_and_recall_on_the_corpus() {
         total.precision(),
         total.recall()
     );
-    for (_, _, misses) in &tallies {
+    for (_, _, misses) in tallies {
         misses.iter().for_each(|miss| println!("{miss}"));
     }
+}
+
+#[test]
+fn pii_detectors_keep_their_precision_and_recall_on_the_corpus() {
+    let tallies = pii_tallies(false);
+    print_pii_table("PII, whole corpus", &tallies);
+    print_pii_table("PII, held-out lines only", &pii_tallies(true));
     for ((category, tally, misses), (floor_category, precision, recall)) in tallies.iter().zip(PII_FLOORS) {
         assert_eq!(*category, floor_category);
         assert!(
@@ -175,11 +190,12 @@ fn pii_detectors_keep_their_precision_and_recall_on_the_corpus() {
 }
 
 /// (precision, recall) floors of the injection flag, as measured.
-const INJECTION_FLOORS: (f64, f64) = (0.98, 0.97);
+const INJECTION_FLOORS: (f64, f64) = (0.97, 0.94);
 
 #[test]
 fn the_injection_flag_keeps_its_precision_and_recall_on_the_corpus() {
-    let mut by_source = [("user", Tally::default()), ("tool", Tally::default())];
+    // (source, split) → tally; split 0 is the tuned lines, 1 the held-out.
+    let mut tallies = [[Tally::default(); 2]; 2];
     let mut misses = Vec::new();
     for line in INJECTION.lines().filter(|line| !line.trim().is_empty()) {
         let line: InjectionLine = serde_json::from_str(line).expect("corpus lines are valid");
@@ -189,7 +205,7 @@ fn the_injection_flag_keeps_its_precision_and_recall_on_the_corpus() {
             Source::User
         };
         let assessment = assess_from(&line.text, source);
-        let tally = &mut by_source[usize::from(source == Source::ToolResult)].1;
+        let tally = &mut tallies[usize::from(source == Source::ToolResult)][usize::from(line.split == "holdout")];
         match (line.injection, assessment.flagged()) {
             (true, true) => tally.true_positives += 1,
             (false, true) => {
@@ -213,10 +229,24 @@ fn the_injection_flag_keeps_its_precision_and_recall_on_the_corpus() {
             (false, false) => {}
         }
     }
-    let mut total = Tally::default();
+    let sum = |parts: &[Tally]| {
+        parts.iter().fold(Tally::default(), |total, part| Tally {
+            true_positives: total.true_positives + part.true_positives,
+            false_positives: total.false_positives + part.false_positives,
+            false_negatives: total.false_negatives + part.false_negatives,
+            exact: 0,
+        })
+    };
+    let [user, tool] = tallies;
+    let rows = [
+        ("user", sum(&user)),
+        ("tool", sum(&tool)),
+        ("held-out lines only", sum(&[user[1], tool[1]])),
+        ("all", sum(&[user[0], user[1], tool[0], tool[1]])),
+    ];
     println!("| source | attacks | flagged | precision | recall |");
     println!("|---|---|---|---|---|");
-    for (name, tally) in &by_source {
+    for (name, tally) in &rows {
         println!(
             "| {name} | {} | {} | {:.3} | {:.3} |",
             tally.true_positives + tally.false_negatives,
@@ -224,18 +254,9 @@ fn the_injection_flag_keeps_its_precision_and_recall_on_the_corpus() {
             tally.precision(),
             tally.recall()
         );
-        total.true_positives += tally.true_positives;
-        total.false_positives += tally.false_positives;
-        total.false_negatives += tally.false_negatives;
     }
-    println!(
-        "| all | {} | {} | {:.3} | {:.3} |",
-        total.true_positives + total.false_negatives,
-        total.true_positives + total.false_positives,
-        total.precision(),
-        total.recall()
-    );
     misses.iter().for_each(|miss| println!("{miss}"));
+    let total = rows[3].1;
     let (precision, recall) = INJECTION_FLOORS;
     assert!(
         total.precision() >= precision,
