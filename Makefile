@@ -41,6 +41,7 @@ integration: build $(VENV)/.installed
 # Envoy with vs without the filter on the same upstream, plus native micro-benchmarks.
 bench: build $(VENV)/.installed
 	cargo bench --bench classify
+	cargo bench --bench guard
 	$(PYTHON) bench/run.py
 
 clean:

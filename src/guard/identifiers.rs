@@ -131,6 +131,8 @@ pub(super) fn detect_upper_identifiers(scan: &mut Scan<'_>, token_start: usize, 
         let word = scan.bytes.get(word_start..cursor).unwrap_or_default();
         if let Some(end) = iban_end(scan.bytes, word_start) {
             scan.found(Category::Iban, word_start, end);
+            // Its digit groups are not numbers of their own.
+            scan.digits_read_to = scan.digits_read_to.max(end);
             cursor = cursor.max(end);
         } else if is_pan(word) {
             scan.found(Category::IndiaPan, word_start, cursor);

@@ -153,6 +153,7 @@ fn read_run(bytes: &[u8], start: usize) -> DigitRun {
 /// inside the run must be cut at a space or slash, never inside `415-555`.
 fn classify_run(scan: &mut Scan<'_>, run: &DigitRun) {
     let cuttable = |gap: Gap| matches!(gap, Gap::Space | Gap::Slash);
+    let mut phone_context = None;
     let mut first = 0;
     while first < run.count {
         if first > 0 && !cuttable(run.gaps[first - 1]) {
@@ -164,7 +165,7 @@ fn classify_run(scan: &mut Scan<'_>, run: &DigitRun) {
             if end < run.count && !cuttable(run.gaps[end - 1]) {
                 return None;
             }
-            classify_span(scan, run, first, end)
+            classify_span(scan, run, first, end, &mut phone_context)
                 .filter(|category| {
                     whole_group_run(run, first, end) || !matches!(category, Category::Card | Category::Aadhaar)
                 })
@@ -235,7 +236,14 @@ impl Span<'_> {
     }
 }
 
-fn classify_span(scan: &Scan<'_>, run: &DigitRun, first: usize, end: usize) -> Option<Category> {
+/// `phone_context` caches, per run, whether a phone word precedes it.
+fn classify_span(
+    scan: &Scan<'_>,
+    run: &DigitRun,
+    first: usize,
+    end: usize,
+    phone_context: &mut Option<bool>,
+) -> Option<Category> {
     let groups = run.groups.get(first..end)?;
     let mut span = Span {
         lengths: [0; MAX_SPAN_GROUPS],
@@ -257,8 +265,8 @@ fn classify_span(scan: &Scan<'_>, run: &DigitRun, first: usize, end: usize) -> O
         let versioned = keyword_before(scan.bytes, start, 12, VERSION_WORDS);
         return (!versioned).then_some(Category::IpAddress);
     }
-    if span.plus || (span.open_paren && is_phone(scan, &span, start)) {
-        return is_phone(scan, &span, start).then_some(Category::Phone);
+    if span.plus || (span.open_paren && is_phone(scan, &span, run.start, phone_context)) {
+        return is_phone(scan, &span, run.start, phone_context).then_some(Category::Phone);
     }
     span.open_paren = false;
     if is_ssn(scan, &span, start) {
@@ -270,7 +278,7 @@ fn classify_span(scan: &Scan<'_>, run: &DigitRun, first: usize, end: usize) -> O
     if is_aadhaar(scan, &span, start) {
         return Some(Category::Aadhaar);
     }
-    is_phone(scan, &span, start).then_some(Category::Phone)
+    is_phone(scan, &span, run.start, phone_context).then_some(Category::Phone)
 }
 
 fn is_ipv4(span: &Span<'_>) -> bool {
@@ -349,7 +357,7 @@ fn is_aadhaar(scan: &Scan<'_>, span: &Span<'_>, start: usize) -> bool {
 /// International (`+` or `00` and 8–15 digits), North American (NPA-NXX-XXXX),
 /// national with a trunk `0` (9–11 digits in groups), Indian mobiles
 /// (`98765 43210`), or 7–15 digits after a word like "phone" or "call".
-fn is_phone(scan: &Scan<'_>, span: &Span<'_>, start: usize) -> bool {
+fn is_phone(scan: &Scan<'_>, span: &Span<'_>, start: usize, phone_context: &mut Option<bool>) -> bool {
     let digits = span.digits();
     let length = span.count;
     let Some(&first) = digits.first() else {
@@ -381,9 +389,11 @@ fn is_phone(scan: &Scan<'_>, span: &Span<'_>, start: usize) -> bool {
         && lengths.iter().all(|&n| n >= 2)
         && lengths.first().is_some_and(|&n| n <= 5);
     let indian_mobile = lengths == [5, 5] && first >= 6 && span.gaps_all(&[Gap::Space, Gap::Dash]);
-    let after_a_phone_word =
-        (7..=15).contains(&length) && keyword_before(scan.bytes, start, CONTEXT_WINDOW, PHONE_WORDS);
-    parens_fit && (international || nanp || trunk || indian_mobile || after_a_phone_word)
+    let mut after_a_phone_word = || {
+        (7..=15).contains(&length)
+            && *phone_context.get_or_insert_with(|| keyword_before(scan.bytes, start, CONTEXT_WINDOW, PHONE_WORDS))
+    };
+    parens_fit && (international || nanp || trunk || indian_mobile || after_a_phone_word())
 }
 
 #[cfg(test)]

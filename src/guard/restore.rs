@@ -144,6 +144,10 @@ impl TextRestorer {
         out
     }
 
+    fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Whatever is still held: the text ended inside a would-be placeholder.
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.held)
@@ -208,78 +212,88 @@ impl StreamRestorer {
 
     fn drain(&mut self) -> Result<Vec<u8>, GatewayError> {
         let mut out = Vec::new();
-        let mut events = Vec::new();
-        while let Some(SseEvent { event, data }) = self.framer.next_event()? {
-            events.push((event.to_string(), data.to_vec()));
-        }
-        for (event, data) in events {
-            self.rewrite(&event, &data, &mut out);
+        let StreamRestorer { vault, framer, pending } = self;
+        while let Some(SseEvent { event, data }) = framer.next_event()? {
+            rewrite(vault, pending, event, data, &mut out);
         }
         Ok(out)
     }
 
-    fn rewrite(&mut self, event: &str, data: &[u8], out: &mut Vec<u8>) {
-        if data.trim_ascii() == b"[DONE]" {
-            self.flush(out, None);
-            write_event(out, event, data);
-            return;
-        }
-        let mut edits = Vec::new();
-        let mut finished = Vec::new();
-        for (position, choice) in member_items(data, 0..data.len(), "choices").into_iter().enumerate() {
-            let index = number_member(data, choice.clone(), "index").unwrap_or(position as u64);
-            if let Some(delta) = member(data, choice.clone(), "delta") {
-                for (slot, span) in message_strings(data, delta) {
-                    let Some(text) = decode_string(data, span.clone()) else {
-                        continue;
-                    };
-                    let restored = restorer(&mut self.pending, index, slot).feed(&self.vault, &text);
-                    if restored != text {
-                        edits.push((span, quote(&restored)));
-                    }
-                }
-            }
-            let finish_reason = member(data, choice, "finish_reason");
-            if finish_reason.is_some_and(|span| data.get(span) != Some(b"null")) {
-                finished.push(index);
-            }
-        }
-        for index in finished {
-            self.flush(out, Some(index));
-        }
-        if edits.is_empty() {
-            write_event(out, event, data);
-        } else {
-            write_event(out, event, &apply_edits(data, &edits));
-        }
-    }
-
-    /// Sends what is held for one choice (or all) as events of their own.
     fn flush(&mut self, out: &mut Vec<u8>, choice: Option<u64>) {
-        for ((index, slot), restorer) in &mut self.pending {
-            if choice.is_some_and(|choice| choice != *index) {
-                continue;
-            }
-            let held = restorer.finish();
-            if held.is_empty() {
-                continue;
-            }
-            let delta = match slot {
-                Slot::Content => serde_json::json!({ "content": held }),
-                Slot::ToolArguments(call) => {
-                    serde_json::json!({ "tool_calls": [{ "index": call, "function": { "arguments": held } }] })
-                }
-            };
-            let chunk = serde_json::json!({
-                "object": "chat.completion.chunk",
-                "choices": [{ "index": index, "delta": delta }]
-            });
-            write_event(out, "", chunk.to_string().as_bytes());
-        }
+        flush(&mut self.pending, out, choice);
     }
 }
 
-fn restorer(pending: &mut Vec<((u64, Slot), TextRestorer)>, choice: u64, slot: Slot) -> &mut TextRestorer {
+type Pending = Vec<((u64, Slot), TextRestorer)>;
+
+/// One event, restored. An event with no `<` while nothing is held cannot
+/// change and is copied without reading its JSON.
+fn rewrite(vault: &Vault, pending: &mut Pending, event: &str, data: &[u8], out: &mut Vec<u8>) {
+    let holding = pending.iter().any(|(_, restorer)| restorer.is_holding());
+    if !holding && memchr::memchr(b'<', data).is_none() {
+        write_event(out, event, data);
+        return;
+    }
+    if data.trim_ascii() == b"[DONE]" {
+        flush(pending, out, None);
+        write_event(out, event, data);
+        return;
+    }
+    let mut edits = Vec::new();
+    let mut finished = Vec::new();
+    for (position, choice) in member_items(data, 0..data.len(), "choices").into_iter().enumerate() {
+        let index = number_member(data, choice.clone(), "index").unwrap_or(position as u64);
+        if let Some(delta) = member(data, choice.clone(), "delta") {
+            for (slot, span) in message_strings(data, delta) {
+                let Some(text) = decode_string(data, span.clone()) else {
+                    continue;
+                };
+                let restored = restorer(pending, index, slot).feed(vault, &text);
+                if restored != text {
+                    edits.push((span, quote(&restored)));
+                }
+            }
+        }
+        let finish_reason = member(data, choice, "finish_reason");
+        if finish_reason.is_some_and(|span| data.get(span) != Some(b"null")) {
+            finished.push(index);
+        }
+    }
+    for index in finished {
+        flush(pending, out, Some(index));
+    }
+    if edits.is_empty() {
+        write_event(out, event, data);
+    } else {
+        write_event(out, event, &apply_edits(data, &edits));
+    }
+}
+
+/// Sends what is held for one choice (or all) as events of their own.
+fn flush(pending: &mut Pending, out: &mut Vec<u8>, choice: Option<u64>) {
+    for ((index, slot), restorer) in pending.iter_mut() {
+        if choice.is_some_and(|choice| choice != *index) {
+            continue;
+        }
+        let held = restorer.finish();
+        if held.is_empty() {
+            continue;
+        }
+        let delta = match slot {
+            Slot::Content => serde_json::json!({ "content": held }),
+            Slot::ToolArguments(call) => {
+                serde_json::json!({ "tool_calls": [{ "index": call, "function": { "arguments": held } }] })
+            }
+        };
+        let chunk = serde_json::json!({
+            "object": "chat.completion.chunk",
+            "choices": [{ "index": index, "delta": delta }]
+        });
+        write_event(out, "", chunk.to_string().as_bytes());
+    }
+}
+
+fn restorer(pending: &mut Pending, choice: u64, slot: Slot) -> &mut TextRestorer {
     let key = (choice, slot);
     let position = match pending.iter().position(|(held, _)| *held == key) {
         Some(position) => position,

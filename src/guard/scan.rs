@@ -162,7 +162,9 @@ fn inspect_token(scan: &mut Scan<'_>, start: usize, end: usize, mask: u8) {
     if mask & !(LOWER | SPACE) == 0 {
         return;
     }
-    if mask & DIGIT != 0 {
+    let length = end - start;
+    let digits = mask & DIGIT != 0;
+    if digits {
         numbers::detect(scan, start, end);
         address::detect_numbered(scan, start, end);
     }
@@ -170,7 +172,10 @@ fn inspect_token(scan: &mut Scan<'_>, start: usize, end: usize, mask: u8) {
         identifiers::detect_emails(scan, start, end);
     }
     if mask & UPPER != 0 {
-        identifiers::detect_upper_identifiers(scan, start, end);
+        // IBANs, PANs and GSTINs all hold digits.
+        if digits {
+            identifiers::detect_upper_identifiers(scan, start, end);
+        }
         address::detect_named(scan, start, end);
     }
     if mask & COLON != 0 {
@@ -179,8 +184,13 @@ fn inspect_token(scan: &mut Scan<'_>, start: usize, end: usize, mask: u8) {
     if mask & (COLON | EQUALS) != 0 {
         secrets::detect_assignment(scan, start, end);
     }
-    if mask & (JOINER | UPPER | DIGIT) != 0 {
-        secrets::detect_token(scan, start, end, mask & DIGIT != 0);
+    if mask & JOINER != 0 && scan.byte(start) == b'-' {
+        secrets::detect_private_key(scan, start);
+    }
+    if length >= secrets::SHORTEST_KNOWN_FORMAT {
+        secrets::detect_token(scan, start, end, digits);
+    }
+    if length == secrets::BEARER.len() || length >= secrets::SHORTEST_BEARER_TOKEN {
         secrets::detect_bearer(scan, start, end);
     }
 }
@@ -217,10 +227,14 @@ pub(super) fn keyword_before(bytes: &[u8], start: usize, window: usize, keywords
         *slot = byte.to_ascii_lowercase();
     }
     let lowered = lowered.get(..before.len()).unwrap_or_default();
+    // Windows are a few dozen bytes: a plain search beats building a
+    // substring finder per keyword.
     keywords.iter().any(|keyword| {
-        memchr::memmem::find_iter(lowered, keyword.as_bytes()).any(|at| {
-            let previous = at.checked_sub(1).and_then(|index| lowered.get(index));
-            previous.is_none_or(|byte| !byte.is_ascii_alphabetic())
+        let keyword = keyword.as_bytes();
+        lowered.windows(keyword.len()).enumerate().any(|(at, window)| {
+            window.first() == keyword.first()
+                && window == keyword
+                && (at == 0 || lowered.get(at - 1).is_none_or(|byte| !byte.is_ascii_alphabetic()))
         })
     })
 }

@@ -11,7 +11,9 @@
 use super::scan::{keyword_before, Scan};
 use super::Category;
 
-const BEARER: &str = "bearer";
+pub(super) const BEARER: &str = "bearer";
+/// A bearer token shorter than this is not reported.
+pub(super) const SHORTEST_BEARER_TOKEN: usize = 16;
 
 /// (prefix, characters that may follow, fewest of them): vendor key formats.
 const PREFIXES: &[(&str, Charset, usize)] = &[
@@ -79,7 +81,7 @@ const HEX_SECRET_WORDS: &[&str] = &[
 ];
 const PASSWORD_WORDS: &[&str] = &["password", "passwd", "pwd", "passphrase"];
 /// No known format is shorter (`xoxb-` and ten characters).
-const SHORTEST_KNOWN_FORMAT: usize = 15;
+pub(super) const SHORTEST_KNOWN_FORMAT: usize = 15;
 /// Tokens this short are not worth an entropy test.
 const RANDOM_TOKEN_MIN: usize = 20;
 const RANDOM_TOKEN_MAX: usize = 512;
@@ -110,14 +112,9 @@ fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'+' | b'/' | b'=')
 }
 
-/// Secrets inside one token: PEM armour, vendor prefixes, JWTs, and
-/// random-looking runs after a keyword.
+/// Secrets inside one token: vendor prefixes, JWTs, and random-looking
+/// runs after a keyword.
 pub(super) fn detect_token(scan: &mut Scan<'_>, token_start: usize, token_end: usize, mixed: bool) {
-    let token = scan.bytes.get(token_start..token_end).unwrap_or_default();
-    if token.starts_with(b"-----BEGIN") {
-        private_key(scan, token_start);
-        return;
-    }
     let mut cursor = token_start;
     while cursor < token_end {
         if !is_token_byte(scan.byte(cursor)) {
@@ -209,8 +206,8 @@ fn jwt_end(text: &[u8]) -> Option<usize> {
 
 /// `-----BEGIN … PRIVATE KEY-----` to its `-----END …-----` line, or to the
 /// end of the text when the block was cut.
-fn private_key(scan: &mut Scan<'_>, start: usize) {
-    let Some(rest) = scan.bytes.get(start..) else {
+pub(super) fn detect_private_key(scan: &mut Scan<'_>, start: usize) {
+    let Some(rest) = scan.bytes.get(start..).filter(|rest| rest.starts_with(b"-----BEGIN")) else {
         return;
     };
     let label_end = memchr::memmem::find(rest.get(10..).unwrap_or_default(), b"-----").map(|at| at + 10);
@@ -327,7 +324,7 @@ pub(super) fn detect_bearer(scan: &mut Scan<'_>, token_start: usize, token_end: 
         .iter()
         .take_while(|&&byte| is_token_byte(byte) || matches!(byte, b'.' | b'~'))
         .count();
-    if length >= 16 {
+    if length >= SHORTEST_BEARER_TOKEN {
         scan.found(Category::Secret, value_start, value_start + length);
     }
 }

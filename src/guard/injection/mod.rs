@@ -19,7 +19,7 @@
 
 mod phrases;
 
-use phrases::{classes_of, Classes, Matcher, DAN, RULES};
+use phrases::{classes_of, could_be_vocabulary, Classes, Matcher, DAN, RULES};
 
 use crate::request::{ChatRequest, Role};
 
@@ -185,41 +185,55 @@ const WORD_BYTES: usize = 16;
 /// Reads `text` once and notes every reason found.
 fn scan(text: &str, source: Source, assessment: &mut Assessment) {
     let tool = source == Source::ToolResult;
+    let bytes = text.as_bytes();
     let mut matcher = Matcher::default();
-    let mut word = Word::default();
     let mut hidden = HiddenCounts::default();
-    let mut first_on_line = true;
-    let mut previous = '\0';
-    for (index, character) in text.char_indices() {
-        if character.is_ascii_alphanumeric() {
-            word.push_ascii(character as u8, index);
-        } else if let Some(folded) = fold_look_alike(character) {
-            word.push_look_alike(folded, index);
-        } else if is_invisible(character) || hidden.count(character, previous) {
-            // Hidden characters neither end a word nor count as one.
-        } else if character.is_alphanumeric() {
-            word.push_other(index);
-        } else {
-            if word.start.is_some() {
-                if first_on_line && character == ':' {
-                    note_role_label(word.lowered(), tool, assessment);
-                }
-                end_word(&word, &mut matcher, tool, assessment);
-                word = Word::default();
-                first_on_line = false;
+    let mut index = 0;
+    while let Some(start) = next_word_start(bytes, index) {
+        let ascii_end = ascii_word_end(bytes, start);
+        let next = bytes.get(ascii_end).copied();
+        if ascii_end > start && next.is_none_or(|next| next.is_ascii()) {
+            // The common case: a plain ASCII word, most often one the
+            // vocabulary filter rejects while no match is under way.
+            let word = bytes.get(start..ascii_end).unwrap_or_default();
+            if next == Some(b':') && first_on_line(bytes, start) {
+                note_role_label(&word.to_ascii_lowercase(), tool, assessment);
             }
-            if character == '\n' {
-                first_on_line = true;
+            // `DAN` passes the filter too (it has the shape of `don`).
+            if matcher.is_active() || could_be_vocabulary(word) {
+                let classes = Word::Ascii(start..ascii_end).classes(text);
+                matcher.word(classes, tool, |rule| note_rule(rule, tool, assessment));
+            }
+            index = ascii_end;
+            continue;
+        }
+        if ascii_end == start {
+            let Some(character) = text.get(start..).and_then(|rest| rest.chars().next()) else {
+                break;
+            };
+            if !(character.is_alphanumeric() || fold_look_alike(character).is_some()) {
+                // An emoji, a dash, or a character that hides text.
+                hidden.count(character);
+                index = start + character.len_utf8();
+                continue;
             }
         }
-        previous = character;
-    }
-    if word.start.is_some() {
-        end_word(&word, &mut matcher, tool, assessment);
+        let (word, end) = read_word(text, start, &mut hidden);
+        if bytes.get(end) == Some(&b':') && first_on_line(bytes, start) {
+            note_role_label(&word.lowered(text), tool, assessment);
+        }
+        if matches!(word, Word::Folded(_, true)) {
+            assessment.note(Reason {
+                signal: Signal::Homoglyphs,
+                rule: "mixed-script word",
+                weight: HOMOGLYPH_WEIGHT,
+            });
+        }
+        matcher.word(word.classes(text), tool, |rule| note_rule(rule, tool, assessment));
+        index = end.max(start + 1);
     }
     hidden.note(assessment);
-    let may_hold_tokens = memchr::memchr2(b'<', b'[', text.as_bytes()).is_some();
-    if may_hold_tokens && TEMPLATE_TOKENS.iter().any(|token| text.contains(token)) {
+    if holds_template_token(bytes) {
         assessment.note(Reason {
             signal: Signal::ForgedRole,
             rule: "chat template token",
@@ -228,29 +242,210 @@ fn scan(text: &str, source: Source, assessment: &mut Assessment) {
     }
 }
 
-/// Feeds a finished word to the phrase matcher and notes mixed scripts.
-fn end_word(word: &Word, matcher: &mut Matcher, tool: bool, assessment: &mut Assessment) {
-    if word.mixed_script() {
+const LANES_LOW: u64 = 0x0101_0101_0101_0101;
+const LANES_HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each lane of `chunk` that is an ASCII letter or digit.
+fn alphanumeric_lanes(chunk: u64) -> u64 {
+    let ascii = chunk & !LANES_HIGH;
+    // Setting bit 5 folds capitals onto lower case (and moves `@[\]^_`
+    // to `` `{|}~``, none of them letters).
+    let folded = ascii | (LANES_LOW * 0x20);
+    let letter = (folded + LANES_LOW * (0x80 - u64::from(b'a'))) & !(folded + LANES_LOW * (0x80 - u64::from(b'z') - 1));
+    let digit = (ascii + LANES_LOW * (0x80 - u64::from(b'0'))) & !(ascii + LANES_LOW * (0x80 - u64::from(b'9') - 1));
+    (letter | digit) & !chunk & LANES_HIGH
+}
+
+/// The next byte at or after `from` that starts a word: an ASCII letter
+/// or digit, or any non-ASCII byte (a letter, a look-alike, or something
+/// to count). Eight bytes at a time.
+fn next_word_start(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut cursor = from;
+    while let Some(chunk) = bytes.get(cursor..cursor + 8) {
+        let chunk = u64::from_le_bytes(chunk.try_into().ok()?);
+        let starts = alphanumeric_lanes(chunk) | (chunk & LANES_HIGH);
+        if starts != 0 {
+            return Some(cursor + starts.trailing_zeros() as usize / 8);
+        }
+        cursor += 8;
+    }
+    let tail = bytes.get(cursor..)?;
+    tail.iter()
+        .position(|byte| byte.is_ascii_alphanumeric() || !byte.is_ascii())
+        .map(|offset| cursor + offset)
+}
+
+/// The end of the run of ASCII letters and digits at `start`.
+fn ascii_word_end(bytes: &[u8], start: usize) -> usize {
+    let mut cursor = start;
+    while let Some(chunk) = bytes
+        .get(cursor..cursor + 8)
+        .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
+    {
+        let others = !alphanumeric_lanes(u64::from_le_bytes(chunk)) & LANES_HIGH;
+        if others != 0 {
+            return cursor + others.trailing_zeros() as usize / 8;
+        }
+        cursor += 8;
+    }
+    cursor
+        + bytes
+            .get(cursor..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|byte| byte.is_ascii_alphanumeric())
+            .count()
+}
+
+/// Whether only spaces, tabs and `#` stand between `start` and the line's
+/// beginning (`### System:`).
+fn first_on_line(bytes: &[u8], start: usize) -> bool {
+    let before = bytes.get(..start).unwrap_or_default();
+    match before
+        .iter()
+        .rposition(|byte| !matches!(byte, b' ' | b'\t' | b'#' | b'\r'))
+    {
+        None => true,
+        Some(at) => before.get(at) == Some(&b'\n'),
+    }
+}
+
+fn note_rule(index: usize, tool: bool, assessment: &mut Assessment) {
+    if let Some(rule) = RULES.get(index) {
+        let weight = if tool {
+            tool_weight(rule.signal, rule.weight)
+        } else {
+            rule.weight
+        };
         assessment.note(Reason {
-            signal: Signal::Homoglyphs,
-            rule: "mixed-script word",
-            weight: HOMOGLYPH_WEIGHT,
+            signal: rule.signal,
+            rule: rule.name,
+            weight,
         });
     }
-    matcher.word(word.classes(), tool, |index| {
-        if let Some(rule) = RULES.get(index) {
-            let weight = if tool {
-                tool_weight(rule.signal, rule.weight)
-            } else {
-                rule.weight
-            };
-            assessment.note(Reason {
-                signal: rule.signal,
-                rule: rule.name,
-                weight,
-            });
+}
+
+/// The word starting at `start` and the index just past it. A run of
+/// ASCII letters and digits is the common case and is not copied; a word
+/// with other characters is folded into a buffer as it is read.
+fn read_word(text: &str, start: usize, hidden: &mut HiddenCounts) -> (Word, usize) {
+    let bytes = text.as_bytes();
+    let ascii_end = start
+        + bytes
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|byte| byte.is_ascii_alphanumeric())
+            .count();
+    if !bytes.get(ascii_end).is_some_and(|&byte| byte >= 0x80) {
+        return (Word::Ascii(start..ascii_end), ascii_end);
+    }
+    let mut folded = FoldedWord::default();
+    for &byte in bytes.get(start..ascii_end).unwrap_or_default() {
+        folded.push(byte.to_ascii_lowercase());
+        folded.ascii_letters |= byte.is_ascii_alphabetic();
+    }
+    let mut index = ascii_end;
+    while let Some(character) = text.get(index..).and_then(|rest| rest.chars().next()) {
+        if character.is_ascii_alphanumeric() {
+            folded.push(character.to_ascii_lowercase() as u8);
+            folded.ascii_letters |= character.is_ascii_alphabetic();
+        } else if let Some(latin) = fold_look_alike(character) {
+            folded.push(latin);
+            folded.look_alikes = true;
+        } else if is_invisible(character) || hidden.count(character) {
+            // Hidden characters neither end a word nor count as one.
+        } else if character.is_alphanumeric() {
+            folded.foreign = true;
+        } else {
+            break;
         }
-    });
+        index += character.len_utf8();
+    }
+    let mixed_script = folded.ascii_letters && folded.look_alikes;
+    (Word::Folded(folded, mixed_script), index)
+}
+
+/// A word as read: a slice of plain ASCII, or folded into a buffer (and
+/// whether it mixed Latin with look-alike letters).
+enum Word {
+    Ascii(std::ops::Range<usize>),
+    Folded(FoldedWord, bool),
+}
+
+impl Word {
+    /// Lower-case ASCII letters of the word; empty when it cannot be in the
+    /// vocabulary (too long, or letters of another script).
+    fn lowered(&self, text: &str) -> Vec<u8> {
+        match self {
+            Word::Ascii(range) if range.len() <= WORD_BYTES => text
+                .as_bytes()
+                .get(range.clone())
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            Word::Folded(folded, _) => folded.letters().to_vec(),
+            Word::Ascii(_) => Vec::new(),
+        }
+    }
+
+    fn classes(&self, text: &str) -> Classes {
+        match self {
+            Word::Ascii(range) => {
+                let word = text.as_bytes().get(range.clone()).unwrap_or_default();
+                if word == b"DAN" {
+                    return DAN;
+                }
+                // The vocabulary filter reads the first letter and length
+                // only, so most words are rejected before any copy.
+                let mut lowered = [0u8; WORD_BYTES];
+                let Some(slots) = lowered.get_mut(..word.len()) else {
+                    return 0;
+                };
+                if !could_be_vocabulary(word) {
+                    return 0;
+                }
+                slots.copy_from_slice(word);
+                slots.make_ascii_lowercase();
+                classes_of(slots)
+            }
+            Word::Folded(folded, _) => classes_of(folded.letters()),
+        }
+    }
+}
+
+/// A word with non-ASCII characters, folded to lower-case ASCII.
+#[derive(Debug, Default)]
+struct FoldedWord {
+    lowered: [u8; WORD_BYTES],
+    length: usize,
+    ascii_letters: bool,
+    look_alikes: bool,
+    /// Letters of other scripts: the word cannot be in the vocabulary.
+    foreign: bool,
+}
+
+impl FoldedWord {
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.lowered.get_mut(self.length) {
+            *slot = byte;
+        }
+        self.length += 1;
+    }
+
+    fn letters(&self) -> &[u8] {
+        if self.length > WORD_BYTES || self.foreign {
+            return &[];
+        }
+        self.lowered.get(..self.length).unwrap_or_default()
+    }
+}
+
+/// Whether a chat-template token starts at any `<` or `[` of the text.
+fn holds_template_token(bytes: &[u8]) -> bool {
+    memchr::memchr2_iter(b'<', b'[', bytes).any(|at| {
+        let rest = bytes.get(at..).unwrap_or_default();
+        TEMPLATE_TOKENS.iter().any(|token| rest.starts_with(token.as_bytes()))
+    })
 }
 
 fn note_role_label(word: &[u8], tool: bool, assessment: &mut Assessment) {
@@ -276,72 +471,6 @@ fn tool_weight(signal: Signal, weight: f64) -> f64 {
     match signal {
         Signal::InstructionOverride | Signal::PromptExfiltration | Signal::ForgedRole => 1.0 - (1.0 - weight).powi(2),
         _ => weight,
-    }
-}
-
-/// The word being read.
-#[derive(Debug, Default)]
-struct Word {
-    start: Option<usize>,
-    lowered: [u8; WORD_BYTES],
-    length: usize,
-    ascii_letters: bool,
-    look_alikes: bool,
-    /// Letters of other scripts: the word cannot be in the vocabulary.
-    foreign: bool,
-    all_upper: bool,
-}
-
-impl Word {
-    fn begin(&mut self, index: usize) {
-        if self.start.is_none() {
-            self.start = Some(index);
-            self.all_upper = true;
-        }
-    }
-
-    fn push_ascii(&mut self, byte: u8, index: usize) {
-        self.begin(index);
-        self.ascii_letters |= byte.is_ascii_alphabetic();
-        self.all_upper &= byte.is_ascii_uppercase();
-        self.push_lowered(byte.to_ascii_lowercase());
-    }
-
-    fn push_look_alike(&mut self, folded: u8, index: usize) {
-        self.begin(index);
-        self.look_alikes = true;
-        self.all_upper = false;
-        self.push_lowered(folded);
-    }
-
-    fn push_other(&mut self, index: usize) {
-        self.begin(index);
-        self.foreign = true;
-    }
-
-    fn push_lowered(&mut self, byte: u8) {
-        if let Some(slot) = self.lowered.get_mut(self.length) {
-            *slot = byte;
-        }
-        self.length += 1;
-    }
-
-    fn lowered(&self) -> &[u8] {
-        if self.length > WORD_BYTES || self.foreign {
-            return &[];
-        }
-        self.lowered.get(..self.length).unwrap_or_default()
-    }
-
-    fn classes(&self) -> Classes {
-        if self.all_upper && self.lowered() == b"dan" {
-            return DAN;
-        }
-        classes_of(self.lowered())
-    }
-
-    fn mixed_script(&self) -> bool {
-        self.ascii_letters && self.look_alikes
     }
 }
 
@@ -388,27 +517,39 @@ struct HiddenCounts {
     bidi_override: u32,
     bidi_control: u32,
     tags: u32,
-    /// Tag characters right after a black flag spell a subdivision flag.
+    /// Tag characters right after a black flag (U+1F3F4) spell a
+    /// subdivision flag.
     in_flag: bool,
 }
 
 impl HiddenCounts {
-    /// Counts `character` if it hides text; whether it did.
-    fn count(&mut self, character: char, previous: char) -> bool {
-        match character {
-            '\u{200B}' | '\u{2060}' | '\u{2061}'..='\u{2064}' | '\u{180E}' | '\u{FEFF}' => self.zero_width += 1,
-            '\u{202D}' | '\u{202E}' => self.bidi_override += 1,
-            '\u{202A}'..='\u{202C}' | '\u{2066}'..='\u{2069}' => self.bidi_control += 1,
+    /// Counts `character` if it hides text; whether it did. Every
+    /// non-ASCII character that is no letter passes here, which is how a
+    /// black flag followed by tag characters is told apart.
+    fn count(&mut self, character: char) -> bool {
+        let hides = match character {
+            '\u{200B}' | '\u{2060}' | '\u{2061}'..='\u{2064}' | '\u{180E}' | '\u{FEFF}' => {
+                self.zero_width += 1;
+                true
+            }
+            '\u{202D}' | '\u{202E}' => {
+                self.bidi_override += 1;
+                true
+            }
+            '\u{202A}'..='\u{202C}' | '\u{2066}'..='\u{2069}' => {
+                self.bidi_control += 1;
+                true
+            }
             '\u{E0000}'..='\u{E007F}' => {
-                self.in_flag =
-                    previous == '\u{1F3F4}' || (self.in_flag && ('\u{E0000}'..='\u{E007F}').contains(&previous));
                 if !self.in_flag {
                     self.tags += 1;
                 }
+                return true;
             }
-            _ => return false,
-        }
-        true
+            _ => false,
+        };
+        self.in_flag = character == '\u{1F3F4}';
+        hides
     }
 
     fn note(&self, assessment: &mut Assessment) {
@@ -539,6 +680,22 @@ mod tests {
             .reasons
             .iter()
             .any(|reason| reason.signal == Signal::ToolInstructions));
+    }
+
+    #[test]
+    fn word_boundaries_are_found_in_every_lane() {
+        let text = b"..,;:!?-_@[`{~ \n\t()";
+        for index in 0..text.len() {
+            for letter in [b'a', b'z', b'A', b'Z', b'0', b'9', 0xC3] {
+                let mut probe = text.to_vec();
+                probe[index] = letter;
+                assert_eq!(next_word_start(&probe, 0), Some(index), "{letter} at {index}");
+                let word_end = ascii_word_end(&probe, index);
+                assert_eq!(word_end, index + usize::from(letter.is_ascii()), "{letter} at {index}");
+            }
+        }
+        assert_eq!(next_word_start(text, 0), None);
+        assert_eq!(ascii_word_end(b"abcdefghijklmnopqrstuvwxyz0123456789-", 0), 36);
     }
 
     #[test]

@@ -61,7 +61,7 @@ const FOR: Classes = 1 << 39;
 const IN: Classes = 1 << 40;
 const READING: Classes = 1 << 41;
 
-/// The vocabulary, sorted (a test checks) for binary search.
+/// The vocabulary, kept sorted (a test checks) so it reads like a glossary.
 const VOCABULARY: &[(&str, Classes)] = &[
     ("abandon", OVERRIDE),
     ("above", PRIOR | ABOVE),
@@ -375,38 +375,108 @@ pub(super) const RULES: &[Rule] = &[
     ),
 ];
 
+/// Classes that can start a rule: a word with none of them, while no
+/// match is under way, costs nothing more.
+const FIRST_STEPS: Classes = {
+    let mut classes = 0;
+    let mut index = 0;
+    while index < RULES.len() {
+        classes |= RULES[index].steps[0];
+        index += 1;
+    }
+    classes
+};
+
 /// Other words allowed between two steps of a rule.
 pub(super) const MAX_GAP: u8 = 3;
 const LONGEST_WORD: usize = 13;
 
-/// Bit `n` of `FIRST_LETTER_LENGTHS[letter]`: some vocabulary word starts
-/// with that letter and has `n` bytes.
-const FIRST_LETTER_LENGTHS: [u16; 26] = {
-    let mut table = [0u16; 26];
+/// Letters `a`–`z` in either case as 0–25; every other byte as 26.
+const LETTER_INDEX: [u8; 256] = {
+    let mut table = [26u8; 256];
+    let mut letter = 0;
+    while letter < 26 {
+        table[b'a' as usize + letter] = letter as u8;
+        table[b'A' as usize + letter] = letter as u8;
+        letter += 1;
+    }
+    table
+};
+
+/// Bit `n` of `WORD_SHAPES[first][last]`: some vocabulary word starts and
+/// ends with those letters and has `n` bytes (row and column 26, for
+/// anything that is no letter, stay empty).
+const WORD_SHAPES: [[u32; 27]; 27] = {
+    let mut table = [[0u32; 27]; 27];
     let mut index = 0;
     while index < VOCABULARY.len() {
         let word = VOCABULARY[index].0.as_bytes();
-        table[(word[0] - b'a') as usize] |= 1 << word.len();
+        let first = LETTER_INDEX[word[0] as usize] as usize;
+        let last = LETTER_INDEX[word[word.len() - 1] as usize] as usize;
+        table[first][last] |= 1 << word.len();
         index += 1;
     }
     table
 };
 
+/// FNV-1a over a word's bytes: the vocabulary table's hash.
+const fn word_hash(word: &[u8]) -> usize {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut index = 0;
+    while index < word.len() {
+        hash = (hash ^ word[index] as u32).wrapping_mul(0x0100_0193);
+        index += 1;
+    }
+    hash as usize
+}
+
+/// Open-addressing table of vocabulary indexes plus one (0 is empty),
+/// built at compile time; a lookup hashes once and compares a word or two.
+const TABLE_SLOTS: usize = 512;
+const VOCABULARY_TABLE: [u16; TABLE_SLOTS] = {
+    let mut table = [0u16; TABLE_SLOTS];
+    let mut index = 0;
+    while index < VOCABULARY.len() {
+        let mut slot = word_hash(VOCABULARY[index].0.as_bytes()) % TABLE_SLOTS;
+        while table[slot] != 0 {
+            slot = (slot + 1) % TABLE_SLOTS;
+        }
+        table[slot] = index as u16 + 1;
+        index += 1;
+    }
+    table
+};
+
+/// Whether an ASCII word's first and last letters (either case) and length
+/// are those of some vocabulary word: most words fail this without a lookup.
+pub(super) fn could_be_vocabulary(word: &[u8]) -> bool {
+    // Table lookups without branches: this runs for every word of a prompt.
+    let first = LETTER_INDEX[usize::from(word.first().copied().unwrap_or(0))];
+    let last = LETTER_INDEX[usize::from(word.last().copied().unwrap_or(0))];
+    let shapes = WORD_SHAPES[usize::from(first)][usize::from(last)];
+    shapes & 1u32.checked_shl(word.len() as u32).unwrap_or(0) != 0
+}
+
 /// The classes of a lower-case ASCII word (0 when it is not in the
 /// vocabulary).
 pub(super) fn classes_of(word: &[u8]) -> Classes {
-    let Some(&first) = word.first() else {
-        return 0;
-    };
-    let in_filter = first.is_ascii_lowercase()
-        && word.len() <= LONGEST_WORD
-        && FIRST_LETTER_LENGTHS[usize::from(first - b'a')] & (1 << word.len()) != 0;
-    if !in_filter {
+    if !could_be_vocabulary(word) {
         return 0;
     }
-    VOCABULARY
-        .binary_search_by(|(candidate, _)| candidate.as_bytes().cmp(word))
-        .map_or(0, |found| VOCABULARY[found].1)
+    let mut slot = word_hash(word) % TABLE_SLOTS;
+    loop {
+        let entry = VOCABULARY_TABLE.get(slot).copied().unwrap_or(0);
+        let Some((candidate, classes)) = usize::from(entry)
+            .checked_sub(1)
+            .and_then(|index| VOCABULARY.get(index))
+        else {
+            return 0;
+        };
+        if candidate.as_bytes() == word {
+            return *classes;
+        }
+        slot = (slot + 1) % TABLE_SLOTS;
+    }
 }
 
 /// A partial match: rule, next step, other words since the last step.
@@ -428,6 +498,12 @@ pub(super) struct Matcher {
 const MAX_PARTIALS: usize = 32;
 
 impl Matcher {
+    /// Whether a match is under way (a word outside the vocabulary still
+    /// counts towards its gap).
+    pub fn is_active(&self) -> bool {
+        !self.partials.is_empty()
+    }
+
     /// Advances every partial match by one word of `classes`; `fired` is
     /// called with the index of each rule that completed.
     pub fn word(&mut self, classes: Classes, tool: bool, mut fired: impl FnMut(usize)) {
@@ -435,7 +511,7 @@ impl Matcher {
             self.partials.clear();
             return;
         }
-        if classes == 0 && self.partials.is_empty() {
+        if classes & FIRST_STEPS == 0 && self.partials.is_empty() {
             return;
         }
         self.next.clear();
@@ -503,6 +579,14 @@ mod tests {
             assert!(word.len() <= LONGEST_WORD, "{word}");
         }
         assert!(RULES.len() < usize::from(u8::MAX));
+        assert!(VOCABULARY.len() < TABLE_SLOTS / 2, "the table stays sparse");
+        assert!(
+            VOCABULARY.iter().all(|(word, _)| word.len() < 32),
+            "lengths fit the shape bits"
+        );
+        for (word, classes) in VOCABULARY {
+            assert_eq!(classes_of(word.as_bytes()), *classes, "{word}");
+        }
     }
 
     #[test]
