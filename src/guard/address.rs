@@ -320,15 +320,11 @@ fn ends_like_a_street(word: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{scan, CategorySet};
+    use super::super::found_of;
     use super::*;
 
     fn addresses(text: &str) -> Vec<&str> {
-        scan(text, CategorySet::all())
-            .into_iter()
-            .filter(|finding| finding.category == Category::StreetAddress)
-            .map(|finding| &text[finding.span])
-            .collect()
+        found_of(Category::StreetAddress, text)
     }
 
     #[test]

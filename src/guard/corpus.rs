@@ -51,6 +51,24 @@ impl Tally {
     fn recall(&self) -> f64 {
         ratio(self.true_positives, self.true_positives + self.false_negatives)
     }
+
+    fn add(&mut self, other: &Tally) {
+        self.true_positives += other.true_positives;
+        self.false_positives += other.false_positives;
+        self.false_negatives += other.false_negatives;
+        self.exact += other.exact;
+    }
+
+    /// `labelled | found | precision | recall` table cells.
+    fn cells(&self) -> String {
+        format!(
+            "{} | {} | {:.3} | {:.3}",
+            self.true_positives + self.false_negatives,
+            self.true_positives + self.false_positives,
+            self.precision(),
+            self.recall()
+        )
+    }
 }
 
 fn ratio(part: u32, whole: u32) -> f64 {
@@ -142,26 +160,15 @@ fn print_pii_table(title: &str, tallies: &[(Category, Tally, Vec<String>)]) {
     let mut total = Tally::default();
     for (category, tally, _) in tallies {
         println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {}/{} |",
+            "| {} | {} | {}/{} |",
             category.name(),
-            tally.true_positives + tally.false_negatives,
-            tally.true_positives + tally.false_positives,
-            tally.precision(),
-            tally.recall(),
+            tally.cells(),
             tally.exact,
             tally.true_positives
         );
-        total.true_positives += tally.true_positives;
-        total.false_positives += tally.false_positives;
-        total.false_negatives += tally.false_negatives;
+        total.add(tally);
     }
-    println!(
-        "| all | {} | {} | {:.3} | {:.3} | |",
-        total.true_positives + total.false_negatives,
-        total.true_positives + total.false_positives,
-        total.precision(),
-        total.recall()
-    );
+    println!("| all | {} | |", total.cells());
     for (_, _, misses) in tallies {
         misses.iter().for_each(|miss| println!("{miss}"));
     }
@@ -230,12 +237,9 @@ fn the_injection_flag_keeps_its_precision_and_recall_on_the_corpus() {
         }
     }
     let sum = |parts: &[Tally]| {
-        parts.iter().fold(Tally::default(), |total, part| Tally {
-            true_positives: total.true_positives + part.true_positives,
-            false_positives: total.false_positives + part.false_positives,
-            false_negatives: total.false_negatives + part.false_negatives,
-            exact: 0,
-        })
+        let mut total = Tally::default();
+        parts.iter().for_each(|part| total.add(part));
+        total
     };
     let [user, tool] = tallies;
     let rows = [
@@ -247,13 +251,7 @@ fn the_injection_flag_keeps_its_precision_and_recall_on_the_corpus() {
     println!("| source | attacks | flagged | precision | recall |");
     println!("|---|---|---|---|---|");
     for (name, tally) in &rows {
-        println!(
-            "| {name} | {} | {} | {:.3} | {:.3} |",
-            tally.true_positives + tally.false_negatives,
-            tally.true_positives + tally.false_positives,
-            tally.precision(),
-            tally.recall()
-        );
+        println!("| {name} | {} |", tally.cells());
     }
     misses.iter().for_each(|miss| println!("{miss}"));
     let total = rows[3].1;

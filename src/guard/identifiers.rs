@@ -310,15 +310,8 @@ fn looks_like_an_address(candidate: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{scan, CategorySet};
+    use super::super::found;
     use super::*;
-
-    fn found(text: &str) -> Vec<(Category, &str)> {
-        scan(text, CategorySet::all())
-            .into_iter()
-            .map(|finding| (finding.category, &text[finding.span]))
-            .collect()
-    }
 
     #[test]
     fn an_iban_is_found_compact_or_in_groups_of_four() {

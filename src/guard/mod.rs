@@ -245,6 +245,25 @@ fn replace_findings(text: &str, findings: &[Finding], mut write: impl FnMut(&Fin
     out
 }
 
+/// Each finding of `text` as (category, the text it covers).
+#[cfg(test)]
+fn found(text: &str) -> Vec<(Category, &str)> {
+    scan(text, CategorySet::all())
+        .into_iter()
+        .map(|finding| (finding.category, text.get(finding.span).unwrap_or_default()))
+        .collect()
+}
+
+/// The texts of the findings of one category.
+#[cfg(test)]
+fn found_of(category: Category, text: &str) -> Vec<&str> {
+    found(text)
+        .into_iter()
+        .filter(|(kind, _)| *kind == category)
+        .map(|(_, value)| value)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +304,17 @@ mod tests {
             redact_for_audit("from 10.0.12.7 to DE89 3704 0044 0532 0130 00"),
             "from [IP] to [IBAN]"
         );
+        assert_eq!(
+            redact_for_audit("key sk-proj-abcdefghijklmnop1234 here"),
+            "key [SECRET] here"
+        );
+        assert_eq!(redact_for_audit("AWS AKIAIOSFODNN7EXAMPLE"), "AWS [SECRET]");
         assert!(matches!(redact_for_audit("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn ordinary_text_and_numbers_survive_audit_redaction() {
+        let text = "In 2024 we shipped 1234567890123 units (order 4111111111111112) at 3.14 each.";
+        assert_eq!(redact_for_audit(text), text);
     }
 }

@@ -398,15 +398,8 @@ fn is_phone(scan: &Scan<'_>, span: &Span<'_>, start: usize, phone_context: &mut 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{scan, CategorySet};
+    use super::super::found;
     use super::*;
-
-    fn found(text: &str) -> Vec<(Category, &str)> {
-        scan(text, CategorySet::all())
-            .into_iter()
-            .map(|finding| (finding.category, &text[finding.span]))
-            .collect()
-    }
 
     #[test]
     fn a_card_number_in_groups_or_one_block_is_found() {

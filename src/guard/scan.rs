@@ -241,14 +241,8 @@ pub(super) fn keyword_before(bytes: &[u8], start: usize, window: usize, keywords
 
 #[cfg(test)]
 mod tests {
+    use super::super::found;
     use super::*;
-
-    fn found(text: &str) -> Vec<(Category, &str)> {
-        scan(text, CategorySet::all())
-            .into_iter()
-            .map(|finding| (finding.category, &text[finding.span]))
-            .collect()
-    }
 
     #[test]
     fn empty_and_plain_text_have_no_findings() {

@@ -17,9 +17,7 @@ pub(super) const SHORTEST_BEARER_TOKEN: usize = 16;
 
 /// (prefix, characters that may follow, fewest of them): vendor key formats.
 const PREFIXES: &[(&str, Charset, usize)] = &[
-    ("sk-ant-", Charset::Url, 32),    // Anthropic
-    ("sk-proj-", Charset::Url, 32),   // OpenAI project keys
-    ("sk-", Charset::Url, 20),        // OpenAI and compatibles
+    ("sk-", Charset::Url, 20),        // OpenAI (incl. sk-proj-), Anthropic (sk-ant-), compatibles
     ("sk_live_", Charset::Alnum, 16), // Stripe
     ("sk_test_", Charset::Alnum, 16),
     ("rk_live_", Charset::Alnum, 16),
@@ -376,15 +374,11 @@ pub(super) fn detect_assignment(scan: &mut Scan<'_>, token_start: usize, token_e
 
 #[cfg(test)]
 mod tests {
-    use super::super::{scan, CategorySet};
+    use super::super::found_of;
     use super::*;
 
     fn secrets(text: &str) -> Vec<&str> {
-        scan(text, CategorySet::all())
-            .into_iter()
-            .filter(|finding| finding.category == Category::Secret)
-            .map(|finding| &text[finding.span])
-            .collect()
+        found_of(Category::Secret, text)
     }
 
     #[test]

@@ -337,7 +337,7 @@ fn read_word(text: &str, start: usize, hidden: &mut HiddenCounts) -> (Word, usiz
             .iter()
             .take_while(|byte| byte.is_ascii_alphanumeric())
             .count();
-    if !bytes.get(ascii_end).is_some_and(|&byte| byte >= 0x80) {
+    if bytes.get(ascii_end).is_none_or(|&byte| byte < 0x80) {
         return (Word::Ascii(start..ascii_end), ascii_end);
     }
     let mut folded = FoldedWord::default();
