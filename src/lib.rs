@@ -15,7 +15,6 @@ pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod json_edit;
-pub mod pii;
 pub mod probe;
 pub mod providers;
 pub mod request;

@@ -20,7 +20,6 @@ use super::metrics::{count_config_load, Metrics};
 use super::upstream::AttemptFilter;
 use crate::config::{Config, DeploymentId};
 use crate::health::{DeploymentHealth, Transition};
-use crate::pii::Redactor;
 use crate::route::chain::StoreHealth;
 use crate::route::models_listing;
 use crate::telemetry::gauges;
@@ -36,8 +35,9 @@ pub struct Loaded {
     /// This VM's random generator (weighted, canary and key draws).
     pub rng: RefCell<SplitMix>,
     pub metrics: Metrics,
-    /// Present when some tenant has its prompts and answers audited.
-    pub redactor: Option<Redactor>,
+    /// Some tenant has its prompts and answers audited, and the access log
+    /// is on to record them.
+    pub audits_content: bool,
 }
 
 /// SplitMix64: small, fast, and good enough to spread traffic; seeded per VM.
@@ -246,23 +246,13 @@ impl RootContext for SignalboxRoot {
             .governance
             .as_ref()
             .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.audit_content));
-        let redactor = if audited && config.observability.access_log {
-            match Redactor::new() {
-                Ok(redactor) => Some(redactor),
-                Err(err) => {
-                    log::error!("cannot build the PII redactor: {err}");
-                    return false;
-                }
-            }
-        } else {
-            None
-        };
+        let audits_content = audited && config.observability.access_log;
         self.state = Some(Rc::new(Loaded {
             metrics: Metrics::new(&config),
             config,
             models_json,
             rng: RefCell::new(SplitMix::seeded()),
-            redactor,
+            audits_content,
         }));
         true
     }
