@@ -248,7 +248,10 @@ fn rewrite(vault: &Vault, pending: &mut Pending, event: &str, data: &[u8], out: 
                 let Some(text) = decode_string(data, span.clone()) else {
                     continue;
                 };
-                let restored = restorer(pending, index, slot).feed(vault, &text);
+                let restored = match restorer(pending, index, slot) {
+                    Some(restorer) => restorer.feed(vault, &text),
+                    None => restore_text(vault, &text).into_owned(),
+                };
                 if restored != text {
                     edits.push((span, quote(&restored)));
                 }
@@ -293,16 +296,21 @@ fn flush(pending: &mut Pending, out: &mut Vec<u8>, choice: Option<u64>) {
     }
 }
 
-fn restorer(pending: &mut Pending, choice: u64, slot: Slot) -> &mut TextRestorer {
+/// Choices and tool calls whose text is held back between events; more
+/// (a stream no model sends) are restored event by event, unheld.
+const MAX_PENDING: usize = 64;
+
+fn restorer(pending: &mut Pending, choice: u64, slot: Slot) -> Option<&mut TextRestorer> {
     let key = (choice, slot);
     let position = match pending.iter().position(|(held, _)| *held == key) {
         Some(position) => position,
-        None => {
+        None if pending.len() < MAX_PENDING => {
             pending.push((key, TextRestorer::default()));
             pending.len() - 1
         }
+        None => return None,
     };
-    &mut pending[position].1
+    pending.get_mut(position).map(|(_, restorer)| restorer)
 }
 
 fn write_event(out: &mut Vec<u8>, event: &str, data: &[u8]) {
@@ -449,6 +457,20 @@ mod tests {
             arguments,
             [r#"{"to":"jane@x.io"}"#, r#"{"card":"4111 1111 1111 1111"}"#]
         );
+    }
+
+    #[test]
+    fn past_the_held_slot_cap_tool_calls_are_still_restored_event_by_event() {
+        let stream: String = (0..MAX_PENDING as u64 + 10)
+            .map(|call| {
+                let chunk = serde_json::json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":call,"function":{"arguments":"<CARD_1>"}}]}}]});
+                format!("data: {chunk}\n\n")
+            })
+            .collect();
+        let mut restorer = StreamRestorer::new(vault());
+        let out = String::from_utf8(restorer.feed(stream.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out.matches("4111 1111 1111 1111").count(), MAX_PENDING + 10);
+        assert!(!out.contains("<CARD_1>"));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub(super) struct Scan<'t> {
     /// Digit runs are read across spaces; a token inside one already read
     /// must not start a new run (`1111 1111` of a card is no Aadhaar).
     pub digits_read_to: usize,
+    /// End of the last private-key block found.
+    pub inside_private_key_until: usize,
 }
 
 impl<'t> Scan<'t> {
@@ -95,6 +97,7 @@ pub fn scan(text: &str, wanted: CategorySet) -> Vec<Finding> {
         wanted,
         findings: Vec::new(),
         digits_read_to: 0,
+        inside_private_key_until: 0,
     };
     let bytes = scan.bytes;
     let mut cursor = 0;

@@ -205,10 +205,15 @@ fn jwt_end(text: &[u8]) -> Option<usize> {
 /// `-----BEGIN … PRIVATE KEY-----` to its `-----END …-----` line, or to the
 /// end of the text when the block was cut.
 pub(super) fn detect_private_key(scan: &mut Scan<'_>, start: usize) {
+    if start < scan.inside_private_key_until {
+        return;
+    }
     let Some(rest) = scan.bytes.get(start..).filter(|rest| rest.starts_with(b"-----BEGIN")) else {
         return;
     };
-    let label_end = memchr::memmem::find(rest.get(10..).unwrap_or_default(), b"-----").map(|at| at + 10);
+    let label_area = rest.get(10..).unwrap_or_default();
+    let label_area = label_area.get(..64).unwrap_or(label_area);
+    let label_end = memchr::memmem::find(label_area, b"-----").map(|at| at + 10);
     let Some(label) = label_end.and_then(|end| rest.get(..end)) else {
         return;
     };
@@ -227,6 +232,9 @@ pub(super) fn detect_private_key(scan: &mut Scan<'_>, start: usize) {
         None => scan.bytes.len(),
     };
     scan.found(Category::Secret, start, end);
+    // Armour lines inside this block are not searched again: many BEGIN
+    // lines without an END would otherwise each read to the end.
+    scan.inside_private_key_until = end;
 }
 
 /// A random-looking run after a keyword.
@@ -423,6 +431,14 @@ mod tests {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
         assert_eq!(secrets(&format!("key:\n{pem}\nthanks")), [pem]);
         assert!(secrets("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----").is_empty());
+    }
+
+    #[test]
+    fn many_begin_lines_without_an_end_make_one_finding() {
+        let text = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n".repeat(20_000);
+        assert_eq!(secrets(&text), [text.as_str()]);
+        let unterminated = "-----BEGIN ".repeat(20_000);
+        assert!(secrets(&unterminated).is_empty());
     }
 
     #[test]
