@@ -4,7 +4,7 @@
 //! One pass over the text reads words (ASCII-lowercased, look-alike
 //! Cyrillic and Greek letters folded to Latin, invisible characters skipped
 //! so `ig\u{200B}nore` is still "ignore") into the phrase rules of
-//! [`phrases`], and counts the characters that hide text: zero-width
+//! `phrases`, and counts the characters that hide text: zero-width
 //! characters, bidirectional controls, Unicode tag characters, words that
 //! mix Latin with look-alike letters. Chat-template tokens (`<|im_start|>`,
 //! `[INST]`) and role labels at a line start (`System:`) are forged roles.
