@@ -66,6 +66,7 @@ integration: build build-test-clock fleet-deps $(VENV)/.installed
 # Envoy with vs without the filter on the same upstream, plus native micro-benchmarks.
 bench: build $(VENV)/.installed
 	cargo bench --bench classify
+	cargo bench --bench guard
 	$(PYTHON) bench/run.py
 
 # The fault soak through the real Envoy at full length (make test runs a

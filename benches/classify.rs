@@ -2,11 +2,14 @@
 //! and the whole plan (parse, classify, select, rewrite) for 1, 8 and 64 KB
 //! prompts. `cargo bench --bench classify` (part of `make bench`).
 //!
-//! Each case runs in batches for a fixed time; the median batch gives the
-//! per-call time, so a noisy neighbour on the machine skews it little.
+//! Timing is in [`common::measure`].
+
+mod common;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{measure, micros, prompt_of_size};
 
 use signalbox::classify::{Classifier, ClassifierSettings};
 use signalbox::config::Config;
@@ -26,46 +29,6 @@ const CONFIG: &str = r#"{
     {"name": "complex", "models": ["large"]}
   ]
 }"#;
-
-/// Mixed prose, a question and a code block: what real prompts look like.
-const PARAGRAPH: &str = "Our billing service occasionally double-charges customers when a payment \
-provider times out and the client retries. Explain why this happens, compare idempotency keys \
-with a transactional outbox, and recommend one approach for a team of four.\n\
-```python\ndef charge(customer, amount):\n    response = provider.charge(customer.id, amount)\n    \
-if response.status == 'timeout':\n        return charge(customer, amount)\n    return response\n```\n";
-
-fn prompt_of_size(bytes: usize) -> String {
-    let mut text = String::with_capacity(bytes + PARAGRAPH.len());
-    while text.len() < bytes {
-        text.push_str(PARAGRAPH);
-    }
-    text.truncate(bytes);
-    text
-}
-
-/// Median time per call over batches run for about `budget`.
-fn measure(mut call: impl FnMut(), budget: Duration) -> Duration {
-    let batch = {
-        let start = Instant::now();
-        let mut calls = 0u32;
-        while start.elapsed() < Duration::from_millis(20) {
-            call();
-            calls += 1;
-        }
-        calls.max(1)
-    };
-    let mut samples = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < budget || samples.len() < 5 {
-        let batch_start = Instant::now();
-        for _ in 0..batch {
-            call();
-        }
-        samples.push(batch_start.elapsed() / batch);
-    }
-    samples.sort_unstable();
-    samples[samples.len() / 2]
-}
 
 fn main() {
     let config = Config::parse(CONFIG.as_bytes(), &|_| None).expect("bench config is valid");
@@ -113,8 +76,4 @@ fn main() {
             micros(plan)
         );
     }
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
 }

@@ -68,6 +68,30 @@ pub fn depth_exceeds(body: &[u8], max: usize) -> bool {
     false
 }
 
+/// Byte ranges (absolute in `body`) of the elements of the JSON array at
+/// `array`, which must be syntactically valid.
+pub fn array_items(body: &[u8], array: Range<usize>) -> Option<Vec<Range<usize>>> {
+    let mut cursor = skip_whitespace(body, array.start);
+    if body.get(cursor) != Some(&b'[') {
+        return None;
+    }
+    let mut items = Vec::new();
+    cursor = skip_whitespace(body, cursor + 1);
+    if body.get(cursor) == Some(&b']') {
+        return Some(items);
+    }
+    loop {
+        let end = value_end(body, cursor)?;
+        items.push(cursor..end);
+        cursor = skip_whitespace(body, end);
+        match body.get(cursor) {
+            Some(b',') => cursor = skip_whitespace(body, cursor + 1),
+            Some(b']') if cursor < array.end => return Some(items),
+            _ => return None,
+        }
+    }
+}
+
 /// `body` with `range` replaced by `replacement`, in one allocation.
 pub fn splice(body: &[u8], range: Range<usize>, replacement: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() - range.len() + replacement.len());
@@ -205,6 +229,21 @@ mod tests {
         assert_eq!(member_value_span(br#"[1]"#, "model"), None);
         assert_eq!(member_value_span(b"", "model"), None);
         assert_eq!(member_value_span(br#"{"a":"unterminated"#, "model"), None);
+    }
+
+    #[test]
+    fn array_items_are_listed_with_absolute_ranges() {
+        let body = br#"{"a": [ 1, "x,]", {"b":[2]} ]}"#;
+        let array = member_value_span(body, "a").unwrap();
+        let items: Vec<&[u8]> = array_items(body, array)
+            .unwrap()
+            .into_iter()
+            .map(|item| &body[item])
+            .collect();
+        assert_eq!(items, [&b"1"[..], br#""x,]""#, br#"{"b":[2]}"#]);
+        assert_eq!(array_items(b"[]", 0..2), Some(vec![]));
+        assert_eq!(array_items(b"{}", 0..2), None);
+        assert_eq!(array_items(b"[1,", 0..3), None);
     }
 
     #[test]

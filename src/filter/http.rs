@@ -383,10 +383,10 @@ impl ChatFilter {
         };
         if let (Some(governance), Some(spend)) = (governance, self.spend.as_ref()) {
             let audited = spend.policy(governance).audit_content;
-            if let (true, Some(redactor)) = (audited, &state.redactor) {
+            if audited && state.audits_content {
                 let max_chars = config.observability.audit_max_chars;
                 self.audit = Some(Audit {
-                    prompt: access_log::audited_prompt(&body, redactor, max_chars),
+                    prompt: access_log::audited_prompt(&body, max_chars),
                     answer: Vec::new(),
                 });
             }
@@ -776,9 +776,7 @@ impl HttpContext for ChatFilter {
             self.write_request_fields();
             self.audit.take().map(|audit| {
                 let stream = self.routed.as_ref().is_some_and(|routed| routed.attempts.stream);
-                let answer = state.redactor.as_ref().and_then(|redactor| {
-                    access_log::audited_answer(&audit.answer, stream, redactor, observability.audit_max_chars)
-                });
+                let answer = access_log::audited_answer(&audit.answer, stream, observability.audit_max_chars);
                 AuditContent {
                     prompt: audit.prompt,
                     answer,

@@ -26,7 +26,6 @@ use crate::fleet::{ScriptNames, SettleOutcome};
 use crate::govern::admission::CrossedAlert;
 use crate::govern::quota::SoftAlert;
 use crate::health::{DeploymentHealth, Transition};
-use crate::pii::Redactor;
 use crate::route::chain::StoreHealth;
 use crate::route::models_listing;
 use crate::telemetry::gauges;
@@ -42,8 +41,9 @@ pub struct Loaded {
     /// This VM's random generator (weighted, canary and key draws).
     pub rng: RefCell<SplitMix>,
     pub metrics: Metrics,
-    /// Present when some tenant has its prompts and answers audited.
-    pub redactor: Option<Redactor>,
+    /// Some tenant has its prompts and answers audited, and the access log
+    /// is on to record them.
+    pub audits_content: bool,
     /// The fleet ledger's script names, when the ledger is configured.
     pub script_names: Option<ScriptNames>,
 }
@@ -397,17 +397,7 @@ impl RootContext for SignalboxRoot {
             .governance
             .as_ref()
             .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.audit_content));
-        let redactor = if audited && config.observability.access_log {
-            match Redactor::new() {
-                Ok(redactor) => Some(redactor),
-                Err(err) => {
-                    log::error!("cannot build the PII redactor: {err}");
-                    return false;
-                }
-            }
-        } else {
-            None
-        };
+        let audits_content = audited && config.observability.access_log;
         let script_names = config
             .governance
             .as_ref()
@@ -419,7 +409,7 @@ impl RootContext for SignalboxRoot {
             config,
             models_json,
             rng: RefCell::new(SplitMix::seeded()),
-            redactor,
+            audits_content,
         }));
         true
     }

@@ -9,11 +9,13 @@
 //!
 //! Prompts and answers appear only for tenants with `audit_content`, cut to
 //! `observability.audit_max_chars` and with personal data and secrets
-//! replaced ([`crate::pii`]).
+//! replaced by their category (`[EMAIL]`, [`crate::guard::redact_for_audit`]).
 
 use super::report::RequestReport;
 use crate::config::Config;
-use crate::pii::{truncate_chars, Redactor};
+use std::borrow::Cow;
+
+use crate::guard::redact_for_audit;
 use crate::request::parse_chat;
 use crate::route::decision_reason;
 
@@ -143,15 +145,15 @@ pub fn result_fields(
 }
 
 /// The last user message of a chat request, redacted and cut.
-pub fn audited_prompt(body: &[u8], redactor: &Redactor, max_chars: usize) -> Option<String> {
+pub fn audited_prompt(body: &[u8], max_chars: usize) -> Option<String> {
     let request = parse_chat(body).ok()?;
     let text = request.prompt_view().last_user_parts.join("\n");
-    Some(truncate_chars(&redactor.redact(&text), max_chars).into_owned())
+    Some(truncate_chars(&redact_for_audit(&text), max_chars).into_owned())
 }
 
 /// The assistant text of an OpenAI-format answer (a whole body, or the
 /// `chat.completion.chunk` events of a stream), redacted and cut.
-pub fn audited_answer(body: &[u8], stream: bool, redactor: &Redactor, max_chars: usize) -> Option<String> {
+pub fn audited_answer(body: &[u8], stream: bool, max_chars: usize) -> Option<String> {
     let mut text = String::new();
     if stream {
         let events = body
@@ -176,7 +178,15 @@ pub fn audited_answer(body: &[u8], stream: bool, redactor: &Redactor, max_chars:
             text.push_str(content);
         }
     }
-    Some(truncate_chars(&redactor.redact(&text), max_chars).into_owned())
+    Some(truncate_chars(&redact_for_audit(&text), max_chars).into_owned())
+}
+
+/// At most `max_chars` characters of `text`, marked with `…` when cut.
+fn truncate_chars(text: &str, max_chars: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => Cow::Owned(format!("{}…", &text[..end])),
+        None => Cow::Borrowed(text),
+    }
 }
 
 #[cfg(test)]
@@ -245,19 +255,18 @@ mod tests {
 
     #[test]
     fn audited_content_is_redacted_and_cut() {
-        let redactor = Redactor::new().unwrap();
         let body = br#"{"model":"auto","messages":[{"role":"system","content":"be nice"},{"role":"user","content":"I am bob@example.com, summarise this long text"}]}"#;
-        assert_eq!(
-            audited_prompt(body, &redactor, 20).as_deref(),
-            Some("I am [EMAIL], summar…")
-        );
+        assert_eq!(audited_prompt(body, 20).as_deref(), Some("I am [EMAIL], summar…"));
         let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Call 415-555-0132"}}]}"#;
-        assert_eq!(
-            audited_answer(answer, false, &redactor, 100).as_deref(),
-            Some("Call [PHONE]")
-        );
+        assert_eq!(audited_answer(answer, false, 100).as_deref(), Some("Call [PHONE]"));
         let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
-        assert_eq!(audited_answer(stream, true, &redactor, 100).as_deref(), Some("Hello"));
-        assert_eq!(audited_answer(b"not json", false, &redactor, 100), None);
+        assert_eq!(audited_answer(stream, true, 100).as_deref(), Some("Hello"));
+        assert_eq!(audited_answer(b"not json", false, 100), None);
+    }
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate_chars("héllo wörld", 5), "héllo…");
+        assert_eq!(truncate_chars("short", 10), "short");
     }
 }

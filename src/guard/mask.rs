@@ -1,0 +1,201 @@
+//! Masking: each finding is replaced by a placeholder naming its category
+//! and a number (`<CARD_1>`, `<EMAIL_2>`), and the original is kept in the
+//! request's [`Vault`] so [`super::restore`] can put it back into the
+//! answer. The same value gets the same placeholder throughout a request
+//! (the model sees that two mentions are one card); numbering is per
+//! category, in order of first appearance.
+//!
+//! [`mask_chat_body`] masks every string an OpenAI chat request carries to
+//! the model (`messages[].content`, text parts, tool-call arguments) and
+//! leaves every other byte as it was; [`scan_chat_body`] only counts.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::chat_json::{apply_edits, decode_string, member_items, message_strings, Slot};
+use super::{replace_findings, scan, Category, CategorySet, FindingCounts};
+use crate::json_edit::quote;
+
+/// Placeholder ↔ original for one request.
+#[derive(Debug, Default, Clone)]
+pub struct Vault {
+    /// Originals per category: `<CARD_3>` is `originals[Card][2]`.
+    originals: [Vec<String>; Category::ALL.len()],
+    numbers: [HashMap<String, u32>; Category::ALL.len()],
+}
+
+impl Vault {
+    /// The placeholder for `value`, numbering it on first sight.
+    pub fn placeholder(&mut self, category: Category, value: &str) -> String {
+        let slot = category as usize;
+        let number = match self.numbers[slot].get(value) {
+            Some(&number) => number,
+            None => {
+                self.originals[slot].push(value.to_string());
+                let number = self.originals[slot].len() as u32;
+                self.numbers[slot].insert(value.to_string(), number);
+                number
+            }
+        };
+        format!("<{}_{number}>", category.tag())
+    }
+
+    /// The value behind `<TAG_number>`.
+    pub fn original(&self, category: Category, number: u32) -> Option<&str> {
+        let index = usize::try_from(number).ok()?.checked_sub(1)?;
+        self.originals[category as usize].get(index).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.originals.iter().all(Vec::is_empty)
+    }
+}
+
+/// Masks text for one request: which categories, the vault, the counts.
+#[derive(Debug, Default)]
+pub struct Masker {
+    wanted: CategorySet,
+    vault: Vault,
+    counts: FindingCounts,
+}
+
+impl Masker {
+    pub fn new(wanted: CategorySet) -> Masker {
+        Masker {
+            wanted,
+            ..Masker::default()
+        }
+    }
+
+    /// `text` with each finding of the wanted categories replaced by its
+    /// placeholder; borrowed when there was none.
+    pub fn mask<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
+        let findings = scan(text, self.wanted);
+        if findings.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        self.counts.add_all(&findings);
+        let vault = &mut self.vault;
+        Cow::Owned(replace_findings(text, &findings, |finding, out| {
+            let value = text.get(finding.span.clone()).unwrap_or_default();
+            out.push_str(&vault.placeholder(finding.category, value));
+        }))
+    }
+
+    /// Findings masked so far, per category: what the audit line records.
+    pub fn counts(&self) -> FindingCounts {
+        self.counts
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub fn into_vault(self) -> Vault {
+        self.vault
+    }
+}
+
+/// The chat request `body` with every text the model will read masked, or
+/// `None` when nothing was found (forward the body untouched). `body` must
+/// be valid JSON (the request parser has read it).
+pub fn mask_chat_body(body: &[u8], masker: &mut Masker) -> Option<Vec<u8>> {
+    let mut edits = Vec::new();
+    for span in request_strings(body) {
+        let Some(text) = decode_string(body, span.clone()) else {
+            continue;
+        };
+        if let Cow::Owned(masked) = masker.mask(&text) {
+            edits.push((span, quote(&masked)));
+        }
+    }
+    (!edits.is_empty()).then(|| apply_edits(body, &edits))
+}
+
+/// Findings of the `wanted` categories in the texts of a chat request,
+/// counted: what a policy decides on before anything is masked.
+pub fn scan_chat_body(body: &[u8], wanted: CategorySet) -> FindingCounts {
+    let mut counts = FindingCounts::default();
+    for span in request_strings(body) {
+        if let Some(text) = decode_string(body, span) {
+            counts.add_all(&scan(&text, wanted));
+        }
+    }
+    counts
+}
+
+/// Every text string of `messages[]`, in order.
+fn request_strings(body: &[u8]) -> Vec<std::ops::Range<usize>> {
+    member_items(body, 0..body.len(), "messages")
+        .into_iter()
+        .flat_map(|message| message_strings(body, message))
+        .map(|(_, span): (Slot, _)| span)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_value_gets_the_same_placeholder_and_numbering_is_per_category() {
+        let mut masker = Masker::new(CategorySet::all());
+        let masked = masker
+            .mask("a@x.io, b@x.io, a@x.io, card 4111 1111 1111 1111")
+            .into_owned();
+        assert_eq!(masked, "<EMAIL_1>, <EMAIL_2>, <EMAIL_1>, card <CARD_1>");
+        assert_eq!(masker.counts().to_string(), "card=1 email=3");
+        assert_eq!(masker.vault().original(Category::Email, 2), Some("b@x.io"));
+        assert_eq!(masker.vault().original(Category::Email, 3), None);
+        assert_eq!(masker.vault().original(Category::Email, 0), None);
+    }
+
+    #[test]
+    fn only_the_wanted_categories_are_masked() {
+        let mut masker = Masker::new([Category::Email].into_iter().collect());
+        assert_eq!(
+            masker.mask("a@x.io 4111 1111 1111 1111"),
+            "<EMAIL_1> 4111 1111 1111 1111"
+        );
+        assert!(matches!(masker.mask("nothing"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_chat_body_is_masked_in_every_text_and_nowhere_else() {
+        let body = br#"{"model":"auto","user":"a@x.io","messages":[
+            {"role":"system","content":"Reply to a@x.io"},
+            {"role":"user","content":[{"type":"text","text":"card \"4111 1111 1111 1111\"\n"},{"type":"image_url","image_url":{"url":"https://a@x.io"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"mail","arguments":"{\"to\":\"a@x.io\"}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"sent to a@x.io"}]}"#;
+        let mut masker = Masker::new(CategorySet::all());
+        let masked = String::from_utf8(mask_chat_body(body, &mut masker).unwrap()).unwrap();
+        let expected = String::from_utf8(body.to_vec())
+            .unwrap()
+            .replace("Reply to a@x.io", "Reply to <EMAIL_1>")
+            .replace("4111 1111 1111 1111", "<CARD_1>")
+            .replace(r#"{\"to\":\"a@x.io\"}"#, r#"{\"to\":\"<EMAIL_1>\"}"#)
+            .replace("sent to a@x.io", "sent to <EMAIL_1>");
+        assert_eq!(masked, expected);
+        let parsed: serde_json::Value = serde_json::from_str(&masked).unwrap();
+        assert_eq!(parsed["user"], "a@x.io");
+        assert_eq!(masker.counts().to_string(), "card=1 email=3");
+    }
+
+    #[test]
+    fn a_body_without_findings_or_not_a_chat_is_left_alone() {
+        let mut masker = Masker::new(CategorySet::all());
+        assert_eq!(
+            mask_chat_body(br#"{"messages":[{"role":"user","content":"hi"}]}"#, &mut masker),
+            None
+        );
+        assert_eq!(mask_chat_body(b"not json", &mut masker), None);
+        assert_eq!(mask_chat_body(br#"{"messages":"a@x.io"}"#, &mut masker), None);
+        assert!(masker.vault().is_empty());
+    }
+
+    #[test]
+    fn a_chat_body_can_be_counted_without_masking() {
+        let body = br#"{"messages":[{"role":"user","content":"a@x.io and b@x.io"}]}"#;
+        assert_eq!(scan_chat_body(body, CategorySet::all()).to_string(), "email=2");
+    }
+}
