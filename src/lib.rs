@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod govern;
 pub mod headers;
 pub mod health;
+pub mod ingress;
 pub mod json_edit;
 pub mod pii;
 pub mod probe;
