@@ -18,6 +18,7 @@ use crate::providers::TokenUsage;
 use crate::request::Text;
 
 use super::wire::TextOr;
+use super::StreamEncode;
 
 /// An error as an OpenAI body carries it (`{"error":{...}}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,6 +146,18 @@ struct FunctionIn<'a> {
     name: Option<Text<'a>>,
     #[serde(default, borrow)]
     arguments: Option<Text<'a>>,
+}
+
+/// An id for an ingress format's answer object: `prefix` and the chat
+/// answer's id (its `chatcmpl-` cut off), safe to use in any id field.
+pub(crate) fn prefixed_id(prefix: &str, chat_id: &str) -> String {
+    let rest = chat_id.strip_prefix("chatcmpl-").unwrap_or(chat_id);
+    let rest: String = rest
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(64)
+        .collect();
+    format!("{prefix}{}", if rest.is_empty() { "signalbox" } else { &rest })
 }
 
 fn owned(text: Option<&Text<'_>>) -> String {
@@ -321,6 +334,41 @@ impl ChunkReader {
                 on(ChunkEvent::Usage(TokenUsage::from_openai(usage)));
             }
         }
+    }
+}
+
+/// An ingress format's half of a stream encoder: writes its events for
+/// each fact of the chat stream.
+pub(crate) trait ChunkHandler {
+    fn on(&mut self, event: ChunkEvent<'_>, out: &mut Vec<u8>);
+}
+
+/// A chat chunk stream reader and a format's [`ChunkHandler`]: the
+/// formats' `StreamEncoder`s.
+#[derive(Debug)]
+pub struct ChunkEncoder<H> {
+    reader: ChunkReader,
+    handler: H,
+}
+
+impl<H> ChunkEncoder<H> {
+    pub(crate) fn with(handler: H) -> ChunkEncoder<H> {
+        ChunkEncoder {
+            reader: ChunkReader::default(),
+            handler,
+        }
+    }
+}
+
+impl<H: ChunkHandler> StreamEncode for ChunkEncoder<H> {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let handler = &mut self.handler;
+        self.reader.push(chunk, &mut |event| handler.on(event, out));
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        let handler = &mut self.handler;
+        self.reader.finish(&mut |event| handler.on(event, out));
     }
 }
 

@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use super::StreamEncode;
+use crate::providers::{self, Call, Operation, ProviderKind, ProviderSpec};
+use crate::testing::xorshift;
 
 fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +41,7 @@ pub(crate) fn assert_fixture(name: &str, actual: &[u8]) {
 
 /// A JSON fixture, pretty-printed, for readable golden files.
 pub(crate) fn pretty(json: &[u8]) -> Vec<u8> {
-    let value: serde_json::Value = serde_json::from_slice(json).expect("the output is JSON");
+    let value: Value = serde_json::from_slice(json).expect("the output is JSON");
     let mut text = serde_json::to_vec_pretty(&value).expect("JSON prints");
     text.push(b'\n');
     text
@@ -78,13 +82,7 @@ pub(crate) fn assert_garbage_is_survived<E: StreamEncode>(
     valid: &[u8],
     ends_well: impl Fn(&str) -> bool,
 ) {
-    let mut seed = 0x853c_49e6_748f_ea9bu64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x853c_49e6_748f_ea9b);
     let mut inputs: Vec<Vec<u8>> = (0..valid.len()).map(|end| valid[..end].to_vec()).collect();
     for _ in 0..200 {
         let mut bytes = valid.to_vec();
@@ -105,7 +103,7 @@ pub(crate) fn assert_garbage_is_survived<E: StreamEncode>(
 }
 
 /// The `(event name, data JSON)` pairs of an SSE text this module wrote.
-pub(crate) fn named_events(sse: &[u8]) -> Vec<(String, serde_json::Value)> {
+pub(crate) fn named_events(sse: &[u8]) -> Vec<(String, Value)> {
     String::from_utf8(sse.to_vec())
         .expect("UTF-8")
         .split("\n\n")
@@ -118,4 +116,28 @@ pub(crate) fn named_events(sse: &[u8]) -> Vec<(String, serde_json::Value)> {
             (name.to_string(), serde_json::from_str(data).expect("data is JSON"))
         })
         .collect()
+}
+
+/// A chat body as Signalbox's own Anthropic adapter sends it upstream (a
+/// streamed call): the body's JSON, and what the adapter dropped.
+pub(crate) fn through_anthropic_adapter(chat: &[u8]) -> (Value, Vec<&'static str>) {
+    let spec = ProviderSpec::new(ProviderKind::Anthropic);
+    let call = Call {
+        spec: &spec,
+        model_id: "claude-sonnet-4-5",
+        credential: None,
+        operation: Operation::ChatCompletions,
+        stream: true,
+        client_wants_usage: true,
+        now_unix_seconds: 0,
+    };
+    let upstream = providers::build_request(&call, chat).expect("the Anthropic adapter takes the chat body");
+    let body = serde_json::from_slice(&upstream.body).expect("the adapter writes JSON");
+    (body, upstream.dropped)
+}
+
+/// The `param` an error names, as the client sees it.
+pub(crate) fn param_of(error: &crate::error::GatewayError) -> String {
+    let json: Value = serde_json::from_slice(&error.to_json()).expect("errors are JSON");
+    json["error"]["param"].as_str().unwrap_or_default().to_string()
 }

@@ -10,7 +10,7 @@ use crate::error::GatewayError;
 use crate::providers::chat::arguments_object;
 use crate::providers::TokenUsage;
 
-use super::super::completion::{read_answer, ErrorDetails};
+use super::super::completion::{prefixed_id, read_answer, ErrorDetails};
 use super::Request;
 
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`. Chat does not
@@ -30,12 +30,7 @@ pub(super) fn message_id(chat_id: &str) -> String {
     if chat_id.starts_with("msg_") {
         return chat_id.to_string();
     }
-    let rest = chat_id.strip_prefix("chatcmpl-").unwrap_or(chat_id);
-    let rest: String = rest
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    format!("msg_{}", if rest.is_empty() { "signalbox" } else { &rest })
+    prefixed_id("msg_", chat_id)
 }
 
 /// A tool-use id for a call that came without one.

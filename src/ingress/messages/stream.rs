@@ -9,8 +9,10 @@ use serde::Serialize;
 
 use crate::providers::TokenUsage;
 
-use super::super::completion::{ChunkEvent, ChunkReader, ErrorDetails};
-use super::super::{write_event, StreamEncode};
+use super::super::completion::{ChunkEncoder, ChunkEvent, ChunkHandler, ErrorDetails};
+use super::super::write_event;
+#[cfg(doc)]
+use super::super::StreamEncode;
 use super::answer::{message_id, stop_reason, stream_error, tool_use_id, UsageOut};
 
 /// The content block being streamed.
@@ -105,8 +107,9 @@ enum Delta<'a> {
     InputJsonDelta { partial_json: &'a str },
 }
 
+/// The Anthropic events of a chat stream.
 #[derive(Debug)]
-struct Encoder {
+pub struct AnthropicEvents {
     started: bool,
     id: String,
     model: String,
@@ -122,46 +125,28 @@ struct Encoder {
 }
 
 /// Translates a chat chunk stream into Anthropic's events, as pieces
-/// arrive. The client's response is `content-type: text/event-stream`.
-#[derive(Debug)]
-pub struct StreamEncoder {
-    reader: ChunkReader,
-    encoder: Encoder,
-}
+/// arrive ([`StreamEncode`]). The client's response is
+/// `content-type: text/event-stream`.
+pub type StreamEncoder = ChunkEncoder<AnthropicEvents>;
 
 impl StreamEncoder {
     /// `model` names the answer's model until the stream says otherwise.
     pub fn new(model: &str) -> StreamEncoder {
-        StreamEncoder {
-            reader: ChunkReader::default(),
-            encoder: Encoder {
-                started: false,
-                id: message_id(""),
-                model: model.to_string(),
-                open: Open::Nothing,
-                next_index: 0,
-                tool_calls: Vec::new(),
-                stop_reason: "end_turn",
-                usage: TokenUsage::default(),
-                ended: false,
-            },
-        }
+        ChunkEncoder::with(AnthropicEvents {
+            started: false,
+            id: message_id(""),
+            model: model.to_string(),
+            open: Open::Nothing,
+            next_index: 0,
+            tool_calls: Vec::new(),
+            stop_reason: "end_turn",
+            usage: TokenUsage::default(),
+            ended: false,
+        })
     }
 }
 
-impl StreamEncode for StreamEncoder {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let encoder = &mut self.encoder;
-        self.reader.push(chunk, &mut |event| encoder.on(event, out));
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        let encoder = &mut self.encoder;
-        self.reader.finish(&mut |event| encoder.on(event, out));
-    }
-}
-
-impl Encoder {
+impl ChunkHandler for AnthropicEvents {
     fn on(&mut self, event: ChunkEvent<'_>, out: &mut Vec<u8>) {
         if self.ended {
             return;
@@ -240,7 +225,9 @@ impl Encoder {
             ChunkEvent::Error(details) => self.fail(&details, out),
         }
     }
+}
 
+impl AnthropicEvents {
     fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;

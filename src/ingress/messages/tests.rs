@@ -2,10 +2,10 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::ingress::testkit::{
-    assert_fixture, assert_garbage_is_survived, assert_split_invariant, fixture, named_events, pretty,
+    assert_fixture, assert_garbage_is_survived, assert_split_invariant, fixture, named_events, param_of, pretty,
+    through_anthropic_adapter,
 };
 use crate::ingress::{Ingress, StreamEncode};
-use crate::providers::{self, Call, Operation, ProviderKind, ProviderSpec};
 
 fn chat_of(body: &[u8]) -> (Value, Vec<&'static str>) {
     let translated = Request::parse(body).unwrap().to_chat_body().unwrap();
@@ -72,11 +72,7 @@ fn images_count_as_images_and_cost_tokens_without_their_base64() {
 fn refusal(body: Value) -> (String, String) {
     let error = Request::parse(body.to_string().as_bytes()).unwrap_err();
     assert_eq!(error.status(), 400, "{body}");
-    let json: Value = serde_json::from_slice(&error.to_json()).unwrap();
-    (
-        json["error"]["param"].as_str().unwrap_or_default().to_string(),
-        error.to_string(),
-    )
+    (param_of(&error), error.to_string())
 }
 
 #[test]
@@ -183,8 +179,7 @@ fn what_only_anthropic_can_run_is_refused_for_other_providers_naming_the_field()
         let body = minimal(extra).to_string();
         let request = Request::parse(body.as_bytes()).expect("Anthropic itself can take it");
         let error = request.to_chat_body().unwrap_err();
-        let json: Value = serde_json::from_slice(&error.to_json()).unwrap();
-        assert_eq!(json["error"]["param"], param, "{body}");
+        assert_eq!(param_of(&error), param, "{body}");
         assert!(error.to_string().contains("Anthropic model"), "{error}");
     }
 }
@@ -291,19 +286,8 @@ fn sampling_stops_structured_output_and_what_chat_lacks() {
 fn a_messages_request_survives_the_round_trip_through_chat_and_the_anthropic_adapter() {
     let original = fixture("messages/claude_code_request.json");
     let chat = Request::parse(&original).unwrap().to_chat_body().unwrap().body;
-    let spec = ProviderSpec::new(ProviderKind::Anthropic);
-    let call = Call {
-        spec: &spec,
-        model_id: "claude-sonnet-4-5",
-        credential: None,
-        operation: Operation::ChatCompletions,
-        stream: true,
-        client_wants_usage: true,
-        now_unix_seconds: 0,
-    };
-    let upstream = providers::build_request(&call, &chat).unwrap();
-    assert!(upstream.dropped.is_empty(), "{:?}", upstream.dropped);
-    let back: Value = serde_json::from_slice(&upstream.body).unwrap();
+    let (back, dropped) = through_anthropic_adapter(&chat);
+    assert!(dropped.is_empty(), "{dropped:?}");
     let original: Value = serde_json::from_slice(&original).unwrap();
     assert_eq!(back["model"], original["model"]);
     assert_eq!(back["max_tokens"], original["max_tokens"]);
