@@ -10,6 +10,8 @@ use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
 
+use super::wire::invalid;
+
 #[derive(Serialize, Default)]
 pub(crate) struct ChatBody<'r> {
     pub model: &'r str,
@@ -41,7 +43,12 @@ pub(crate) struct ChatBody<'r> {
 }
 
 impl<'r> ChatBody<'r> {
-    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, GatewayError> {
+    /// The body's bytes; a body without a message (the request held only
+    /// what chat drops) is the client's 400 on `param`.
+    pub(crate) fn to_bytes(&self, param: &str) -> Result<Vec<u8>, GatewayError> {
+        if self.messages.is_empty() {
+            return Err(invalid(param, "holds nothing this model's provider can be sent."));
+        }
         serde_json::to_vec(self).map_err(|err| GatewayError::Internal {
             message: format!("The chat-completions body could not be written: {err}"),
         })

@@ -761,7 +761,7 @@ impl<'a> Request<'a> {
             },
         });
         Ok(Translated {
-            body: chat.to_bytes()?,
+            body: chat.to_bytes("messages")?,
             dropped: self.dropped.clone(),
         })
     }

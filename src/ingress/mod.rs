@@ -32,6 +32,8 @@ pub mod responses;
 mod chat_body;
 mod completion;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testkit;
 mod wire;
 

@@ -435,8 +435,13 @@ impl<'a> Request<'a> {
         let mut other_tool = None;
         for (index, tool) in wire.tools.into_iter().flatten().enumerate() {
             if tool.kind.as_str() == "function" {
+                let param = format!("tools[{index}].name");
+                let name = required(tool.name, &param)?;
+                if name.is_empty() {
+                    return Err(invalid(param, "must not be empty."));
+                }
                 functions.push(FunctionDef {
-                    name: required(tool.name, &format!("tools[{index}].name"))?,
+                    name,
                     description: tool.description.map(|text| text.0),
                     parameters: tool.parameters,
                     strict: tool.strict,
@@ -654,7 +659,7 @@ impl<'a> Request<'a> {
             },
         });
         Ok(Translated {
-            body: chat.to_bytes()?,
+            body: chat.to_bytes("input")?,
             dropped: self.dropped.clone(),
         })
     }

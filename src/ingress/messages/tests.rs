@@ -185,6 +185,22 @@ fn what_only_anthropic_can_run_is_refused_for_other_providers_naming_the_field()
 }
 
 #[test]
+fn a_request_left_empty_by_what_chat_drops_is_a_400() {
+    let body = minimal(
+        json!({"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}]}]}),
+    );
+    let body = body.to_string();
+    let error = Request::parse(body.as_bytes()).unwrap().to_chat_body().unwrap_err();
+    assert_eq!(param_of(&error), "messages");
+    let body = br#"{"model":"m","input":[]}"#;
+    let error = crate::ingress::responses::Request::parse(body)
+        .unwrap()
+        .to_chat_body()
+        .unwrap_err();
+    assert_eq!(param_of(&error), "input");
+}
+
+#[test]
 fn images_and_documents_become_chat_parts() {
     let body = chat(minimal(json!({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "Compare these."},

@@ -105,6 +105,10 @@ fn malformed_requests_are_refused_naming_the_field() {
         (minimal(json!({"max_output_tokens": 0})), "max_output_tokens"),
         (minimal(json!({"temperature": 3})), "temperature"),
         (minimal(json!({"tools": [{"type": "function"}]})), "tools[0].name"),
+        (
+            minimal(json!({"tools": [{"type": "function", "name": ""}]})),
+            "tools[0].name",
+        ),
         (minimal(json!({"tool_choice": "sometimes"})), "tool_choice"),
         (
             minimal(json!({"tool_choice": {"type": "function"}})),
