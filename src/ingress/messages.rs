@@ -303,20 +303,17 @@ fn source<'a>(source: Option<WireSource<'a>>, param: &str, document: bool) -> Re
     let source = source.ok_or_else(|| invalid(&param, "is required."))?;
     let field = |value: Option<Text<'a>>, name: &str| text_of(value, &format!("{param}.{name}"));
     match (source.kind.as_str(), document) {
-        ("base64", false) => {
+        ("base64", _) => {
             let media_type = field(source.media_type, "media_type")?;
             let data = field(source.data, "data")?;
-            Ok(Block::Image(Cow::Owned(format!("data:{media_type};base64,{data}"))))
-        }
-        ("url", false) => Ok(Block::Image(field(source.url, "url")?)),
-        ("base64", true) => {
-            let media_type = field(source.media_type, "media_type")?;
-            let data = field(source.data, "data")?;
-            Ok(Block::Pdf {
-                data_url: format!("data:{media_type};base64,{data}"),
-                title: None,
+            let data_url = format!("data:{media_type};base64,{data}");
+            Ok(if document {
+                Block::Pdf { data_url, title: None }
+            } else {
+                Block::Image(Cow::Owned(data_url))
             })
         }
+        ("url", false) => Ok(Block::Image(field(source.url, "url")?)),
         ("text", true) => Ok(Block::DocumentText(field(source.data, "data")?)),
         ("content", true) => {
             let blocks = match source.content {
@@ -393,13 +390,15 @@ fn block<'a>(wire: WireBlock<'a>, param: &str, dropped: &mut Vec<&'static str>) 
                     .map(|(index, inner)| block(inner, &format!("{param}.content[{index}]"), dropped))
                     .collect::<Result<_, _>>()?,
             };
-            if let Some(nested) = content
-                .iter()
-                .position(|inner| matches!(inner, Block::ToolUse { .. } | Block::ToolResult { .. }))
-            {
+            if let Some(nested) = content.iter().position(|inner| {
+                matches!(
+                    inner,
+                    Block::ToolUse { .. } | Block::ToolResult { .. } | Block::Thinking
+                )
+            }) {
                 return Err(invalid(
                     format!("{param}.content[{nested}]"),
-                    "a tool result cannot hold tool calls or results.",
+                    "a tool result cannot hold tool calls, results or thinking.",
                 ));
             }
             Block::ToolResult {

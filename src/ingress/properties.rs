@@ -11,21 +11,27 @@ use crate::error::GatewayError;
 use crate::request::parse_chat;
 use crate::testing::any_json;
 
-/// A field's value: any JSON, or one of a few valid ones.
+/// A field's value: mostly a valid one, else any JSON.
 fn field(valid: impl Strategy<Value = Value>) -> impl Strategy<Value = Value> {
-    prop_oneof![valid, any_json()]
+    prop_oneof![4 => valid, 1 => any_json()]
+}
+
+fn anthropic_leaf_block() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        ".*".prop_map(|text| json!({"type": "text", "text": text, "cache_control": {"type": "ephemeral"}})),
+        Just(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}})),
+        Just(json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}})),
+        Just(json!({"type": "thinking", "thinking": "hm", "signature": "s"})),
+        Just(json!({"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}})),
+        any_json(),
+    ]
 }
 
 fn anthropic_block() -> impl Strategy<Value = Value> {
     prop_oneof![
-        ".*".prop_map(|text| json!({"type": "text", "text": text, "cache_control": {"type": "ephemeral"}})),
-        Just(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}})),
-        Just(json!({"type": "thinking", "thinking": "hm", "signature": "s"})),
-        Just(
-            json!({"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "ok"}], "is_error": true})
-        ),
-        Just(json!({"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}})),
-        any_json(),
+        anthropic_leaf_block(),
+        prop::collection::vec(anthropic_leaf_block(), 0..3)
+            .prop_map(|content| json!({"type": "tool_result", "tool_use_id": "t1", "content": content, "is_error": true})),
     ]
 }
 
