@@ -15,6 +15,7 @@ pub mod govern;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod ingress;
 pub mod json_edit;
 pub mod probe;
 pub mod providers;

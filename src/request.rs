@@ -225,7 +225,7 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, GatewayErr
 /// bodies need a handful; a deep one is an attack on whoever parses it).
 pub const MAX_JSON_DEPTH: usize = 64;
 
-fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
+pub(crate) fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
     if crate::json_edit::depth_exceeds(body, MAX_JSON_DEPTH) {
         return Err(GatewayError::invalid(format!(
             "The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels."
@@ -236,7 +236,7 @@ fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
 
 /// Deserializes a request body; a mistake is a 400 naming the field where
 /// it is (`messages[1].role`) and what was expected.
-fn deserialize_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, GatewayError> {
+pub(crate) fn deserialize_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, GatewayError> {
     let text = utf8_body(body)?;
     let err = match serde_json::from_str(text) {
         Ok(request) => return Ok(request),

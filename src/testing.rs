@@ -59,6 +59,16 @@ pub fn governed_config() -> Config {
     Config::parse(document.to_string().as_bytes(), &env).expect("governed config is valid")
 }
 
+/// A deterministic pseudo-random sequence (xorshift64) for garbage tests.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -367,7 +367,7 @@ fn tool_choice<'a>(raw: &'a RawValue, param: &'static str) -> Result<ToolChoice<
 /// Tool-call arguments as a JSON object. Models sometimes emit arguments
 /// that are not one; those travel wrapped (`{"arguments": "<text>"}`)
 /// rather than failing the whole conversation when it is replayed.
-fn arguments_object(text: Option<&str>) -> Result<Box<RawValue>, GatewayError> {
+pub(crate) fn arguments_object(text: Option<&str>) -> Result<Box<RawValue>, GatewayError> {
     let text = text.unwrap_or_default().trim();
     let object = match serde_json::from_str::<Box<RawValue>>(text) {
         Ok(raw) if raw.get().starts_with('{') => return Ok(raw),

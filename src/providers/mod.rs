@@ -20,13 +20,13 @@ pub mod sse;
 
 pub mod body_edit;
 pub(crate) use body_edit::set_member;
-mod chat;
+pub(crate) mod chat;
 mod compose;
 mod dates;
 mod embeddings;
 mod failure;
 mod stream;
-mod usage;
+pub(crate) mod usage;
 
 #[cfg(test)]
 mod properties;
