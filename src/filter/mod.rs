@@ -3,6 +3,7 @@
 //! Nothing here decides anything about routing.
 
 mod host;
+mod hostcall_stats;
 mod http;
 mod metrics;
 mod root;

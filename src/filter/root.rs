@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::ContextType;
 
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
@@ -63,6 +62,16 @@ impl SplitMix {
 enum Role {
     Router,
     Upstream,
+}
+
+#[cfg(feature = "hostcall-stats")]
+impl Role {
+    fn stat_label(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Upstream => "upstream",
+        }
+    }
 }
 
 pub struct SignalboxRoot {
@@ -199,13 +208,8 @@ impl RootContext for SignalboxRoot {
             Some(UPSTREAM_ROOT_ID) => Role::Upstream,
             _ => Role::Router,
         };
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
-            Ok(Some(raw)) => raw,
-            Ok(None) => Vec::new(),
-            Err(status) => {
-                log::error!("cannot read the plugin configuration: {status:?}");
-                return false;
-            }
+        let Some(raw) = host::plugin_configuration(plugin_configuration_size) else {
+            return false;
         };
         let config = match Config::parse(&raw, &|name| std::env::var(name).ok()) {
             Ok(config) => config,
@@ -236,9 +240,7 @@ impl RootContext for SignalboxRoot {
                 .metrics
                 .then_some(config.observability.gauge_interval_ms);
             if let Some(period) = probes.into_iter().chain(gauges).min() {
-                if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
-                    log::warn!("cannot schedule probes and gauges: {status:?}");
-                }
+                host::set_tick_period(Duration::from_millis(period));
             }
         }
         let models_json = models_listing(&config);
@@ -276,10 +278,13 @@ impl RootContext for SignalboxRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(match self.role {
+        let context: Box<dyn HttpContext> = match self.role {
             Role::Router => Box::new(ChatFilter::new(self.state.clone())),
             Role::Upstream => Box::new(AttemptFilter::new(self.state.clone())),
-        })
+        };
+        #[cfg(feature = "hostcall-stats")]
+        let context = Box::new(super::hostcall_stats::Counted::new(self.role.stat_label(), context));
+        Some(context)
     }
 
     fn get_type(&self) -> Option<ContextType> {
