@@ -4,6 +4,8 @@
 The same native mock upstream (sb-upstream) sits behind five Envoys, one at a time:
   pass-through         Envoy with only the router filter
   noop                 + a do-nothing Rust proxy-wasm filter (the floor of any Wasm filter)
+  noop+upstream        + the same filter per attempt too (router upstream_http_filters), as
+                       Signalbox is wired: what the second filter context costs by itself
   signalbox            + the Signalbox filter, wired as in envoy/demo.yaml (downstream filter picks
                        the route, the same module rewrites each attempt as an upstream filter)
   governed             + a virtual key, tenant limits and spend quotas (shared-data bookkeeping)
@@ -234,8 +236,13 @@ def load_groups(args):
 def scenarios(args, wasm):
     throughput, latency, streamed = load_groups(args)
     every = throughput + latency + streamed
+    noop = wasm_filter("noop", NOOP_WASM, "", vm_id="noop")
     out = [Scenario("pass-through", [], {"cluster": "mock"}, every),
-           Scenario("noop", [wasm_filter("noop", NOOP_WASM, "")], {"cluster": "mock"}, every)]
+           Scenario("noop", [noop], {"cluster": "mock"}, every),
+           # What a second, per-attempt filter context costs Envoy by itself: the wiring
+           # Signalbox needs for failover, with nothing in either filter.
+           Scenario("noop+upstream", [noop], {"cluster": "mock"}, (throughput[0], streamed[0]),
+                    upstream_filters=[wasm_filter("noop_upstream", NOOP_WASM, "", root_id="noop", vm_id="noop")])]
     skip = None if wasm.exists() else f"{wasm} not found (run `make build` first)"
     # As in envoy/demo.yaml: the filter writes the attempt's cluster to filter state
     # `wasm.signalbox.next`, a matcher picks the cluster from it, and the same module runs per
