@@ -538,10 +538,12 @@ def memory_split(pid):
 
 
 def measure_memory(args, envoy, headers, workdir, up, upstream_port):
-    """RSS of pass-through, noop and signalbox Envoys at each worker count, after a short load
-    on several connections (so the workers' VMs have served requests)."""
+    """RSS of pass-through, noop and signalbox Envoys (those of them in --scenarios) at each
+    worker count, after a short load on several connections (so the workers' VMs have served
+    requests)."""
     out, skipped = [], []
-    chosen = [s for s in scenarios(args, args.wasm) if s.name in ("pass-through", "noop", "signalbox")]
+    names = {"pass-through", "noop", "signalbox"} & (args.scenarios or {"pass-through", "noop", "signalbox"})
+    chosen = [s for s in scenarios(args, args.wasm) if s.name in names]
     short = Load("short", 1)
     for index, scenario in enumerate(runnable(chosen, None, skipped)):
         for workers in args.rss_workers:
