@@ -7,7 +7,7 @@ WASM   := target/wasm32-wasip1/release/signalbox.wasm
 # Parallel pytest workers; each test starts its own Envoy and mocks on free ports.
 TEST_WORKERS ?= 2
 
-.PHONY: all build build-test-clock run run-fleet fleet-deps test unit integration bench fuzz soak clean
+.PHONY: all build build-test-clock run run-fleet fleet-deps test unit integration bench bench-hostcalls fuzz soak clean
 
 all: build
 
@@ -63,11 +63,18 @@ unit:
 integration: build build-test-clock fleet-deps $(VENV)/.installed
 	$(PYTHON) -m pytest tests -q -n $(TEST_WORKERS)
 
-# Envoy with vs without the filter on the same upstream, plus native micro-benchmarks.
+# Envoy with vs without the filter on the same upstream (CPU, latency, streams, RSS),
+# plus native micro-benchmarks; a few minutes. More runs: make bench BENCH_FLAGS="--repeat 3".
+BENCH_FLAGS ?= --duration 5 --warmup 1
+
 bench: build $(VENV)/.installed
 	cargo bench --bench classify
 	cargo bench --bench guard
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_FLAGS)
+
+# Host calls per request by kind and role, from the hostcall-stats build of the module.
+bench-hostcalls: $(VENV)/.installed
+	$(PYTHON) bench/run.py --hostcalls
 
 # The fault soak through the real Envoy at full length (make test runs a
 # 20-second copy).

@@ -1,7 +1,8 @@
 //! Minimal HTTP/1.1 message framing shared by `sb-upstream` and `sb-load`.
 //!
 //! Only what is needed to find where one message ends and the next begins on a keep-alive
-//! connection: the start line, Content-Length, chunked Transfer-Encoding and Connection.
+//! connection: the start line, Content-Length, chunked Transfer-Encoding and Connection
+//! (plus the two headers that ask `sb-upstream` for a streamed answer).
 //! Bodies are skipped, never stored, so neither tool pays for copies it does not need.
 
 use std::io::{self, BufRead};
@@ -16,6 +17,12 @@ pub struct Head {
     /// The peer will close (or wants us to close) the connection after this message.
     pub close: bool,
     pub expect_continue: bool,
+    /// `x-sb-stream-chunks` (requests to `sb-upstream`): answer with a stream of this many
+    /// content chunks instead of one JSON body.
+    pub stream_chunks: Option<u32>,
+    /// `x-sb-chunk-gap-us`: microseconds between streamed chunks, so that each reaches
+    /// Envoy as its own read (a real provider spaces its tokens out).
+    pub chunk_gap_us: u64,
 }
 
 impl Head {
@@ -85,6 +92,10 @@ pub fn read_head<R: BufRead>(r: &mut R, line: &mut Vec<u8>) -> io::Result<Option
             keep_alive |= value.split(',').any(|t| t.trim() == "keep-alive");
         } else if name.eq_ignore_ascii_case(b"expect") {
             head.expect_continue = value == "100-continue";
+        } else if name.eq_ignore_ascii_case(b"x-sb-stream-chunks") {
+            head.stream_chunks = Some(value.parse().map_err(|_| invalid("bad x-sb-stream-chunks"))?);
+        } else if name.eq_ignore_ascii_case(b"x-sb-chunk-gap-us") {
+            head.chunk_gap_us = value.parse().map_err(|_| invalid("bad x-sb-chunk-gap-us"))?;
         }
     }
     if http10 && !keep_alive {
@@ -182,6 +193,14 @@ POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4;x=y
         assert!(h.chunked && h.close);
         assert_eq!(skip_body(&mut r, &mut h, &mut line, false).unwrap(), 6);
         assert!(read_head(&mut r, &mut line).unwrap().is_none());
+    }
+
+    #[test]
+    fn stream_steering_headers_are_read() {
+        let wire = b"POST /v1/messages HTTP/1.1\r\nX-SB-Stream-Chunks: 200\r\nx-sb-chunk-gap-us: 50\r\n\r\n";
+        let mut line = Vec::new();
+        let h = read_head(&mut Cursor::new(&wire[..]), &mut line).unwrap().unwrap();
+        assert_eq!((h.stream_chunks, h.chunk_gap_us), (Some(200), 50));
     }
 
     #[test]

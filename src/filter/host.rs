@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+
+use super::hostcall_stats::{record, Crossing};
 
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
@@ -18,6 +20,7 @@ use crate::route::HeaderEdit;
 use crate::state::{Store, StoreError};
 
 fn headers(map: MapType) -> HeaderMap {
+    record(Crossing::HeaderMapRead);
     match hostcalls::get_map_bytes(map) {
         Ok(entries) => HeaderMap::new(entries),
         Err(status) => {
@@ -45,6 +48,7 @@ pub fn response_status() -> u16 {
 /// A header map's `:status` (0 if missing or malformed). Read as bytes: the
 /// SDK's string variant panics on invalid UTF-8.
 fn status_of(map: MapType) -> u16 {
+    record(Crossing::HeaderRead);
     hostcalls::get_map_value_bytes(map, ":status")
         .ok()
         .flatten()
@@ -53,12 +57,14 @@ fn status_of(map: MapType) -> u16 {
 }
 
 fn set_header(map: MapType, name: &str, value: &str) {
+    record(Crossing::HeaderWrite);
     if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
         log::warn!("cannot set header {name}: {status:?}");
     }
 }
 
 fn remove_header(map: MapType, name: &str) {
+    record(Crossing::HeaderRemove);
     if let Err(status) = hostcalls::remove_map_value(map, name) {
         log::warn!("cannot remove header {name}: {status:?}");
     }
@@ -91,6 +97,7 @@ pub fn apply_request_edits(edits: &[HeaderEdit], current: &HeaderMap) {
 }
 
 fn body(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
+    record(Crossing::BodyRead);
     match hostcalls::get_buffer(buffer, 0, size) {
         Ok(body) => Some(body.unwrap_or_default()),
         Err(status) => {
@@ -101,6 +108,7 @@ fn body(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
 }
 
 fn replace_body(buffer: BufferType, size: usize, value: &[u8]) -> bool {
+    record(Crossing::BodyWrite);
     match hostcalls::set_buffer(buffer, 0, size, value) {
         Ok(()) => true,
         Err(status) => {
@@ -132,6 +140,7 @@ pub fn replace_response_body(size: usize, value: &[u8]) -> bool {
 pub fn send_json(status: u32, extra_headers: &[(&str, String)], body: &[u8]) {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(extra_headers.iter().map(|(name, value)| (*name, value.as_str())));
+    record(Crossing::LocalReply);
     if let Err(status) = hostcalls::send_http_response(status, headers, Some(body)) {
         log::warn!("cannot send a local reply: {status:?}");
     }
@@ -145,6 +154,7 @@ pub fn send_error(error: &GatewayError) {
 /// Writes filter state `wasm.<name>` (visible to the route's matcher, the
 /// other Signalbox filter of this request and access logs).
 pub fn set_filter_state(name: &str, value: &str) {
+    record(Crossing::FilterStateWrite);
     if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
         log::warn!("cannot set filter state {name}: {status:?}");
     }
@@ -152,12 +162,14 @@ pub fn set_filter_state(name: &str, value: &str) {
 
 pub fn filter_state(name: &str) -> Option<String> {
     let key = format!("wasm.{name}");
+    record(Crossing::FilterStateRead);
     let bytes = hostcalls::get_property(vec!["filter_state", &key]).ok().flatten()?;
     String::from_utf8(bytes).ok()
 }
 
 /// Makes Envoy pick the route (and cluster) again, after filter state changed.
 pub fn clear_route_cache() {
+    record(Crossing::ForeignFunction);
     if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
         log::warn!("cannot clear the route cache: {status:?}");
     }
@@ -165,6 +177,7 @@ pub fn clear_route_cache() {
 
 /// Milliseconds since the Unix epoch (0 if the host cannot say).
 pub fn now_ms() -> u64 {
+    record(Crossing::WallClock);
     hostcalls::get_current_time()
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
@@ -173,17 +186,71 @@ pub fn now_ms() -> u64 {
 
 /// Microseconds since `started` (a monotonic clock: WASI's).
 pub fn elapsed_us(started: Instant) -> u64 {
+    // Counted here for both reads: every `Instant::now()` in the filter is
+    // the start of a phase that ends here.
+    record(Crossing::MonotonicClock);
+    record(Crossing::MonotonicClock);
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A string property such as `plugin_root_id`.
 pub fn property(path: Vec<&str>) -> Option<String> {
+    record(Crossing::PropertyRead);
     String::from_utf8(hostcalls::get_property(path).ok().flatten()?).ok()
+}
+
+/// The plugin configuration (`size` bytes); empty when there is none.
+pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
+    record(Crossing::Configuration);
+    match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+        Ok(raw) => Some(raw.unwrap_or_default()),
+        Err(status) => {
+            log::error!("cannot read the plugin configuration: {status:?}");
+            None
+        }
+    }
+}
+
+/// Asks for `on_tick` every `period`.
+pub fn set_tick_period(period: Duration) {
+    record(Crossing::Configuration);
+    if let Err(status) = hostcalls::set_tick_period(period) {
+        log::warn!("cannot schedule probes and gauges: {status:?}");
+    }
+}
+
+/// Defines an Envoy stat; its id, or `None` if the host refused.
+pub fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
+    record(Crossing::MetricDefine);
+    match hostcalls::define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log::warn!("cannot define metric {name}: {status:?}");
+            None
+        }
+    }
+}
+
+/// Adds `value` to a counter.
+pub fn increment_metric(id: u32, value: u64) {
+    record(Crossing::MetricIncrement);
+    if let Err(status) = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX)) {
+        log::warn!("cannot update metric {id}: {status:?}");
+    }
+}
+
+/// Sets a gauge, or records a histogram value.
+pub fn record_metric(id: u32, value: u64) {
+    record(Crossing::MetricRecord);
+    if let Err(status) = hostcalls::record_metric(id, value) {
+        log::warn!("cannot update metric {id}: {status:?}");
+    }
 }
 
 /// Sends a request to `cluster` outside any client stream; the answer
 /// arrives in the root context's `on_http_call_response`.
 pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout: Duration) -> Option<u32> {
+    record(Crossing::HttpCall);
     match hostcalls::dispatch_http_call(cluster, headers, Some(body), Vec::new(), timeout) {
         Ok(token) => Some(token),
         Err(status) => {
@@ -200,8 +267,22 @@ pub fn call_response_body(size: usize) -> Option<Vec<u8>> {
 
 /// Lets a request paused in its body callbacks go on.
 pub fn resume_request() {
+    record(Crossing::Resume);
     if let Err(status) = hostcalls::resume_http_request() {
         log::warn!("cannot resume the request: {status:?}");
+    }
+}
+
+/// From the root context: lets the response held by HTTP context `context`
+/// go on, then acts as the root (`root`) again.
+pub fn resume_response_of(context: u32, root: u32) {
+    record(Crossing::Resume);
+    let resumed = hostcalls::set_effective_context(context).and_then(|()| hostcalls::resume_http_response());
+    if let Err(status) = resumed {
+        log::warn!("cannot release a held answer's headers: {status:?}");
+    }
+    if let Err(status) = hostcalls::set_effective_context(root) {
+        log::warn!("cannot return to the root context: {status:?}");
     }
 }
 
@@ -215,6 +296,7 @@ pub struct HostStore;
 
 impl Store for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        record(Crossing::SharedDataRead);
         match hostcalls::get_shared_data(key) {
             // A token of 0 means "none": a later write is then unconditional.
             Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
@@ -227,6 +309,7 @@ impl Store for HostStore {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        record(Crossing::SharedDataWrite);
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),

@@ -6,8 +6,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+
+use super::host;
 
 use crate::config::Config;
 use crate::telemetry::{config_load_stat_name, Kind, Sample, Series};
@@ -26,22 +27,13 @@ fn metric_type(kind: Kind) -> MetricType {
 }
 
 fn define(kind: Kind, name: &str) -> Option<u32> {
-    match hostcalls::define_metric(metric_type(kind), name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log::warn!("cannot define metric {name}: {status:?}");
-            None
-        }
-    }
+    host::define_metric(metric_type(kind), name)
 }
 
 fn apply(kind: Kind, id: u32, value: u64) {
-    let result = match kind {
-        Kind::Counter => hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX)),
-        Kind::Gauge | Kind::Histogram => hostcalls::record_metric(id, value),
-    };
-    if let Err(status) = result {
-        log::warn!("cannot update metric {id}: {status:?}");
+    match kind {
+        Kind::Counter => host::increment_metric(id, value),
+        Kind::Gauge | Kind::Histogram => host::record_metric(id, value),
     }
 }
 

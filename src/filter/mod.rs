@@ -4,6 +4,7 @@
 
 mod fleet;
 mod host;
+mod hostcall_stats;
 mod http;
 mod metrics;
 mod root;

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::ContextType;
 
 use super::fleet::{self, SettleJob};
 use super::host::{self, HostStore};
@@ -71,6 +70,16 @@ impl SplitMix {
 enum Role {
     Router,
     Upstream,
+}
+
+#[cfg(feature = "hostcall-stats")]
+impl Role {
+    fn stat_label(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Upstream => "upstream",
+        }
+    }
 }
 
 pub struct SignalboxRoot {
@@ -150,13 +159,7 @@ impl SignalboxRoot {
             return;
         }
         for context in overdue {
-            let resumed = hostcalls::set_effective_context(context).and_then(|()| hostcalls::resume_http_response());
-            if let Err(status) = resumed {
-                log::warn!("cannot release a slow answer's headers: {status:?}");
-            }
-        }
-        if let Err(status) = hostcalls::set_effective_context(self.context_id) {
-            log::warn!("cannot return to the root context: {status:?}");
+            host::resume_response_of(context, self.context_id);
         }
     }
 
@@ -338,13 +341,8 @@ impl RootContext for SignalboxRoot {
             Some(UPSTREAM_ROOT_ID) => Role::Upstream,
             _ => Role::Router,
         };
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
-            Ok(Some(raw)) => raw,
-            Ok(None) => Vec::new(),
-            Err(status) => {
-                log::error!("cannot read the plugin configuration: {status:?}");
-                return false;
-            }
+        let Some(raw) = host::plugin_configuration(plugin_configuration_size) else {
+            return false;
         };
         let config = match Config::parse(&raw, &|name| std::env::var(name).ok()) {
             Ok(config) => config,
@@ -387,9 +385,7 @@ impl RootContext for SignalboxRoot {
                 .chain(settlements)
                 .min()
             {
-                if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
-                    log::warn!("cannot schedule probes and gauges: {status:?}");
-                }
+                host::set_tick_period(Duration::from_millis(period));
             }
         }
         let models_json = models_listing(&config);
@@ -425,10 +421,13 @@ impl RootContext for SignalboxRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(match self.role {
+        let context: Box<dyn HttpContext> = match self.role {
             Role::Router => Box::new(ChatFilter::new(self.state.clone(), context_id)),
             Role::Upstream => Box::new(AttemptFilter::new(self.state.clone(), context_id)),
-        })
+        };
+        #[cfg(feature = "hostcall-stats")]
+        let context = Box::new(super::hostcall_stats::Counted::new(self.role.stat_label(), context));
+        Some(context)
     }
 
     fn get_type(&self) -> Option<ContextType> {

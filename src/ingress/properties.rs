@@ -20,7 +20,9 @@ fn anthropic_leaf_block() -> impl Strategy<Value = Value> {
     prop_oneof![
         ".*".prop_map(|text| json!({"type": "text", "text": text, "cache_control": {"type": "ephemeral"}})),
         Just(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}})),
-        Just(json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}})),
+        Just(
+            json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}})
+        ),
         Just(json!({"type": "thinking", "thinking": "hm", "signature": "s"})),
         Just(json!({"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}})),
         any_json(),
@@ -30,8 +32,9 @@ fn anthropic_leaf_block() -> impl Strategy<Value = Value> {
 fn anthropic_block() -> impl Strategy<Value = Value> {
     prop_oneof![
         anthropic_leaf_block(),
-        prop::collection::vec(anthropic_leaf_block(), 0..3)
-            .prop_map(|content| json!({"type": "tool_result", "tool_use_id": "t1", "content": content, "is_error": true})),
+        prop::collection::vec(anthropic_leaf_block(), 0..3).prop_map(
+            |content| json!({"type": "tool_result", "tool_use_id": "t1", "content": content, "is_error": true})
+        ),
     ]
 }
 

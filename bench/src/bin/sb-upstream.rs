@@ -6,27 +6,143 @@
 //! on every keep-alive connection with the same 200 `chat.completion` JSON. Thread per
 //! connection: Envoy opens only as many upstream connections as it has requests in flight,
 //! so there are few threads, and blocking I/O keeps the per-request cost to two syscalls.
+//!
+//! A request with `x-sb-stream-chunks: N` gets a streamed answer instead: N content chunks
+//! of one short word each, in Anthropic's Messages event stream when the path ends in
+//! `/messages` (what Signalbox's Anthropic adapter calls), else as OpenAI chat-completion
+//! SSE chunks. Each event is one HTTP chunk and one write, `x-sb-chunk-gap-us` apart.
 
-use signalbox_bench::{read_head, skip_body};
+use signalbox_bench::{read_head, skip_body, Head};
 use std::io::{self, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 use std::{env, process, thread};
 
 const BODY: &str = r#"{"id":"chatcmpl-sb-bench","object":"chat.completion","created":1700000000,"model":"mock-model","choices":[{"index":0,"message":{"role":"assistant","content":"This is the fixed reply of the Signalbox benchmark upstream."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":12,"total_tokens":36}}"#;
+
+const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StreamFormat {
+    OpenAi,
+    Anthropic,
+}
+
+impl StreamFormat {
+    fn of(head: &Head) -> StreamFormat {
+        let path = head.start_line.split(' ').nth(1).unwrap_or_default();
+        if path.split('?').next().unwrap_or_default().ends_with("/messages") {
+            StreamFormat::Anthropic
+        } else {
+            StreamFormat::OpenAi
+        }
+    }
+}
+
+/// The SSE events of a streamed answer with `chunks` content chunks, each already framed as
+/// one HTTP/1.1 chunk, the terminating zero-length chunk last.
+fn stream_events(format: StreamFormat, chunks: u32) -> Vec<Vec<u8>> {
+    let word = |i: u32| format!("w{i} ");
+    let mut events: Vec<String> = Vec::new();
+    match format {
+        StreamFormat::OpenAi => {
+            let chunk = |delta: &str, finish: &str| {
+                format!(
+                    r#"data: {{"id":"chatcmpl-sb-bench","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","system_fingerprint":"fp_bench","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
+                )
+            };
+            events.push(chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null"));
+            events.extend((0..chunks).map(|i| chunk(&format!(r#"{{"content":"{}"}}"#, word(i)), "null")));
+            events.push(chunk("{}", r#""stop""#));
+            events.push(format!(
+                r#"data: {{"id":"chatcmpl-sb-bench","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[],"usage":{{"prompt_tokens":24,"completion_tokens":{chunks},"total_tokens":{}}}}}"#,
+                24 + chunks
+            ));
+            events.push("data: [DONE]".into());
+        }
+        StreamFormat::Anthropic => {
+            let event = |name: &str, data: String| format!("event: {name}\ndata: {data}");
+            events.push(event(
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_sb_bench","type":"message","role":"assistant","model":"mock-model","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":24,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#.into(),
+            ));
+            events.push(event(
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.into(),
+            ));
+            events.push(event("ping", r#"{"type":"ping"}"#.into()));
+            events.extend((0..chunks).map(|i| {
+                event(
+                    "content_block_delta",
+                    format!(
+                        r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{}"}}}}"#,
+                        word(i)
+                    ),
+                )
+            }));
+            events.push(event(
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#.into(),
+            ));
+            events.push(event(
+                "message_delta",
+                format!(
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{chunks}}}}}"#
+                ),
+            ));
+            events.push(event("message_stop", r#"{"type":"message_stop"}"#.into()));
+        }
+    }
+    let mut framed: Vec<Vec<u8>> = events
+        .into_iter()
+        .map(|event| format!("{:x}\r\n{event}\n\n\r\n", event.len() + 2).into_bytes())
+        .collect();
+    framed.push(b"0\r\n\r\n".to_vec());
+    framed
+}
+
+/// A streamed answer, built once per connection and shape.
+struct StreamedAnswer {
+    format: StreamFormat,
+    chunks: u32,
+    events: Vec<Vec<u8>>,
+}
 
 fn serve(stream: TcpStream, response: &[u8]) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     let mut line = Vec::with_capacity(256);
+    // The last streamed answer built on this connection: a load run repeats the same one.
+    let mut streamed: Option<StreamedAnswer> = None;
     while let Some(mut head) = read_head(&mut r, &mut line)? {
         if head.expect_continue {
             w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         skip_body(&mut r, &mut head, &mut line, false)?;
-        // One write per response: head and body prebuilt in a single buffer.
-        w.write_all(response)?;
+        if let Some(chunks) = head.stream_chunks {
+            let format = StreamFormat::of(&head);
+            let answer = match streamed.take() {
+                Some(built) if built.format == format && built.chunks == chunks => built,
+                _ => StreamedAnswer {
+                    format,
+                    chunks,
+                    events: stream_events(format, chunks),
+                },
+            };
+            w.write_all(STREAM_HEAD)?;
+            for event in &answer.events {
+                if head.chunk_gap_us > 0 {
+                    thread::sleep(Duration::from_micros(head.chunk_gap_us));
+                }
+                w.write_all(event)?;
+            }
+            streamed = Some(answer);
+        } else {
+            // One write per response: head and body prebuilt in a single buffer.
+            w.write_all(response)?;
+        }
         if head.close {
             break;
         }
@@ -77,4 +193,68 @@ fn main() {
 fn usage() -> ! {
     eprintln!("usage: sb-upstream [--port P]   (0 = pick a free port)");
     process::exit(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalbox_bench::skip_body;
+    use std::io::Cursor;
+
+    fn body_of(format: StreamFormat, chunks: u32) -> String {
+        let wire: Vec<u8> = [STREAM_HEAD.to_vec()]
+            .into_iter()
+            .chain(stream_events(format, chunks))
+            .flatten()
+            .collect();
+        let mut r = Cursor::new(&wire[..]);
+        let mut line = Vec::new();
+        let mut head = read_head(&mut r, &mut line).unwrap().unwrap();
+        let length = skip_body(&mut r, &mut head, &mut line, true).unwrap();
+        assert_eq!(
+            r.position() as usize,
+            wire.len(),
+            "the stream ends with its zero-length chunk"
+        );
+        let text = String::from_utf8(wire).unwrap();
+        assert!(length > 0);
+        text
+    }
+
+    #[test]
+    fn an_openai_stream_has_the_asked_content_chunks_then_done() {
+        let text = body_of(StreamFormat::OpenAi, 200);
+        assert_eq!(text.matches(r#""delta":{"content":"w"#).count(), 200);
+        assert!(text.contains(r#""finish_reason":"stop""#));
+        assert!(text.ends_with("data: [DONE]\n\n\r\n0\r\n\r\n"));
+    }
+
+    #[test]
+    fn an_anthropic_stream_has_its_events_in_order() {
+        let text = body_of(StreamFormat::Anthropic, 200);
+        assert_eq!(text.matches("event: content_block_delta\n").count(), 200);
+        let order = [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ];
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|name| text.find(&format!("event: {name}\n")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn the_path_picks_the_format() {
+        let head = |line: &str| Head {
+            start_line: line.into(),
+            ..Head::default()
+        };
+        assert!(StreamFormat::of(&head("POST /v1/messages HTTP/1.1")) == StreamFormat::Anthropic);
+        assert!(StreamFormat::of(&head("POST /v1/chat/completions HTTP/1.1")) == StreamFormat::OpenAi);
+    }
 }
