@@ -111,6 +111,13 @@ pub struct Message<'a> {
     pub content: Option<Content<'a>>,
 }
 
+impl Message<'_> {
+    /// A tool's (or legacy function's) answer fed back to the model.
+    pub fn is_tool_result(&self) -> bool {
+        matches!(self.role, Role::Tool | Role::Function)
+    }
+}
+
 impl<'a> Message<'a> {
     /// The text pieces of this message, in order.
     pub fn text_parts(&self) -> impl Iterator<Item = &str> {
@@ -208,6 +215,8 @@ pub struct PromptView<'a> {
     /// prompt, earlier turns, tool definitions, per-message overhead.
     pub context_tokens: u32,
     pub has_tools: bool,
+    /// Tool (or function) results in the conversation: an agent loop.
+    pub tool_results: u32,
     pub images: u32,
     pub response_format: ResponseFormatKind,
 }
@@ -274,6 +283,7 @@ impl<'a> ChatRequest<'a> {
             if message.role == Role::User {
                 view.user_turns += 1;
             }
+            view.tool_results += u32::from(message.is_tool_result());
             view.images += message.image_count() as u32;
             view.context_tokens = view.context_tokens.saturating_add(tokens::PER_MESSAGE_OVERHEAD);
             if Some(position) == last_user {

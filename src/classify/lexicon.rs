@@ -641,6 +641,74 @@ pub const LEXICON: &[CueGroup] = &[
             "algorithmic",
         ],
     ),
+    // --- Within a word problem: units that make a number a quantity...
+    group(
+        Signal::Quantities,
+        1.0,
+        &[
+            "$", "%", "dollar*", "cents", "euros", "percent*", "hours", "hour", "minutes", "minute", "seconds",
+            "days", "weeks", "months", "years", "miles", "mile", "kilometers", "km", "meters", "metres", "feet",
+            "foot", "inches", "inch", "pounds", "kg", "kilograms", "grams", "liters", "litres", "gallons", "cups",
+            "pages", "pieces", "boxes", "bags", "packs", "dozen",
+        ],
+    ),
+    // ...and words for the operations that relate quantities.
+    group(
+        Signal::Operations,
+        1.0,
+        &[
+            "each", "every", "per", "times", "twice", "half", "double", "triple", "quarter", "more than",
+            "less than", "fewer", "left", "remaining", "remains", "rest of", "total", "altogether", "in total",
+            "combined", "average", "split", "shared", "divided", "spend*", "spent", "earn", "earns", "earned", "cost", "costs", "sold",
+            "sell", "sells", "buy", "buys", "bought", "pay", "pays", "paid", "save", "saves", "saved", "gave", "gives", "lose", "loses", "lost", "increase*",
+            "decrease*", "discount*", "profit", "rate", "faster", "slower", "older", "younger", "difference",
+            "remainder", "how many more", "how much more", "as many as", "as much as",
+        ],
+    ),
+    // --- College and professional subjects: law, medicine, advanced
+    // mathematics, physics, chemistry, economics, philosophy, computing.
+    group(
+        Signal::Subject,
+        1.0,
+        &[
+            "court", "statute*", "plaintiff", "defendant", "tort", "negligen*", "constitution*", "amendment",
+            "jurisdiction*", "liable", "liability", "felony", "misdemeanor", "hearsay", "appellate", "prosecut*",
+            "jury", "verdict", "lawsuit", "breach", "easement", "testator", "common law", "admissib*",
+            "patient", "diagnos*", "mg", "dose", "dosage", "symptom*", "syndrome", "clinical", "chronic", "acute",
+            "lesion", "carcinoma", "tumor", "tumour", "infection*", "antibiot*", "physician", "surgery",
+            "therap*", "pharmac*", "receptor*", "hormone*", "enzyme*", "artery", "nerve", "nerves", "gland*",
+            "subgroup", "homomorphism*", "isomorph*", "eigen*", "vector space", "topolog*", "integral",
+            "derivative", "theorem", "polynomial*", "abelian", "permutation*", "modulo", "matrix", "matrices",
+            "velocity", "acceleration", "momentum", "magnetic", "electric field", "quantum", "photon*",
+            "wavelength", "frequency", "joule*", "newton*", "gravitational", "capacitor*", "resistor*",
+            "molecul*", "electron*", "isotope*", "oxidation", "molar", "covalent", "ionic", "entropy",
+            "enthalpy", "equilibrium", "elasticity", "monopol*", "marginal", "gdp", "inflation", "fiscal",
+            "aggregate demand", "syllogism", "fallacy", "utilitarian*", "kant", "kantian", "premise*", "np-complete",
+            "turing", "asymptotic",
+        ],
+    ),
+    // --- Question shapes that trip small models: negations, exceptions,
+    // several statements to judge at once.
+    group(
+        Signal::QuestionShape,
+        1.0,
+        &[
+            "not", "except", "least", "false", "incorrect", "cannot", "neither", "nor", "i.", "ii.", "iii.",
+            "iv.", "statement 1", "statement 2", "all of the above", "none of the above", "best explains",
+            "most likely", "most appropriate", "primarily", "which statement", "would most", "is true",
+            "are true", "unlikely", "inconsistent",
+        ],
+    ),
+    // --- Things the answer must produce, one cue per deliverable.
+    group(
+        Signal::Deliverables,
+        1.0,
+        &[
+            "write", "list", "explain", "describe", "create", "provide", "include", "give", "generate", "compose",
+            "draft", "suggest", "propose", "develop", "produce", "prepare", "add", "make", "build", "come up with",
+            "brainstorm", "also",
+        ],
+    ),
     // --- Simple tasks: greetings, lookups, translation, rewriting.
     group(
         Signal::Simple,

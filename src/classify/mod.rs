@@ -1,16 +1,19 @@
 //! Complexity classification: how likely a prompt needs the strong model.
 //!
-//! [`Classifier::classify`] scans the last user message once (see [`scan`]
-//! and [`phrases`]),
-//! turns the evidence into per-signal strengths (see [`signals`]) and combines
-//! them with configurable logit weights into a score in [0, 1]. Higher means
-//! "more likely to need the strong model". Every contribution is kept so the
-//! decision can be explained per request.
+//! [`Classifier::classify`] scans the last user message once (see [`scan`],
+//! [`phrases`] and [`words`]), guesses its language ([`language`]), turns
+//! the evidence into per-signal strengths (see [`signals`]) and combines
+//! them with logit weights (learned, see [`learned`]; configurable) into a
+//! score in [0, 1]. Higher means "more likely to need the strong model".
+//! Every contribution is kept so the decision can be explained per request.
 
+pub mod language;
+pub mod learned;
 pub mod lexicon;
 pub mod phrases;
 pub mod scan;
 pub mod signals;
+pub mod words;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,18 +22,25 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::request::{PromptView, ResponseFormatKind};
+pub use language::Language;
+use language::LanguageGuesser;
 use phrases::PhraseIndex;
 use scan::Evidence;
 pub use signals::{Signal, SIGNAL_COUNT};
+use words::WordTable;
 
 /// Points a phrase added in the config earns: a deliberate operator cue
 /// weighs more than a built-in generic one.
 const CUSTOM_PHRASE_POINTS: f64 = 1.5;
 
 /// The `classifier` section of the config.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierSettings {
+    /// Start from the learned weights, bias and word table (default), or
+    /// from the hand-set priors without word weights.
+    #[serde(default = "learned_by_default")]
+    pub learned: bool,
     /// Logit when no signal fires.
     pub bias: Option<f64>,
     /// Weight per signal name, replacing the default.
@@ -41,11 +51,39 @@ pub struct ClassifierSettings {
     pub phrases: BTreeMap<String, Vec<String>>,
 }
 
+impl Default for ClassifierSettings {
+    fn default() -> Self {
+        ClassifierSettings {
+            learned: true,
+            bias: None,
+            weights: BTreeMap::new(),
+            phrases: BTreeMap::new(),
+        }
+    }
+}
+
+fn learned_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone)]
 pub struct Classifier {
     phrases: PhraseIndex,
+    words: WordTable,
+    languages: LanguageGuesser,
     weights: [f64; SIGNAL_COUNT],
     bias: f64,
+}
+
+/// What the classifier computes from a prompt before weighting: the input of
+/// learning (see `signalbox-eval train`).
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Strength of each signal, by signal index.
+    pub strengths: [f64; SIGNAL_COUNT],
+    /// The bucket of every word n-gram scanned.
+    pub word_buckets: Vec<u16>,
+    pub language: Language,
 }
 
 /// The outcome of classifying one prompt.
@@ -56,20 +94,35 @@ pub struct Classification {
     pub contributions: [f64; SIGNAL_COUNT],
     /// Estimated tokens of the last user message.
     pub prompt_tokens: u32,
+    /// The guessed language of the last user message.
+    pub language: Language,
 }
 
 impl Classifier {
     /// Validates the settings (path prefix `classifier`) and compiles the
     /// cue matcher.
     pub fn compile(settings: &ClassifierSettings) -> Result<Classifier, ConfigError> {
-        let bias = settings.bias.unwrap_or(signals::DEFAULT_BIAS);
+        let (default_bias, words) = if settings.learned {
+            let table = WordTable::from_quantized(&learned::WORD_WEIGHTS, learned::WORD_SCALE);
+            (learned::BIAS, table)
+        } else {
+            (signals::PRIOR_BIAS, WordTable::default())
+        };
+        let bias = settings.bias.unwrap_or(default_bias);
         if !bias.is_finite() || bias.abs() > 20.0 {
             return Err(ConfigError::new(
                 "classifier.bias",
                 "must be a finite number between -20 and 20",
             ));
         }
-        let mut weights = Signal::ALL.map(Signal::default_weight);
+        let mut weights = Signal::ALL.map(Signal::prior_weight);
+        if settings.learned {
+            for (name, weight) in learned::WEIGHTS {
+                if let Some(signal) = Signal::from_name(name) {
+                    weights[signal.index()] = *weight;
+                }
+            }
+        }
         for (name, weight) in &settings.weights {
             let path = format!("classifier.weights.{name}");
             let signal = signal_named(name, &path)?;
@@ -97,22 +150,48 @@ impl Classifier {
         }
         let phrases = PhraseIndex::build(credits, lexicon::NUMBER_WORDS)
             .map_err(|message| ConfigError::new("classifier.phrases", message))?;
-        Ok(Classifier { phrases, weights, bias })
+        Ok(Classifier {
+            phrases,
+            words,
+            languages: LanguageGuesser::default(),
+            weights,
+            bias,
+        })
     }
 
-    pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
+    /// The evidence of one scan of the prompt; n-gram buckets are kept
+    /// only when `keep_buckets` (learning needs them, routing does not).
+    fn evidence(&self, prompt: &PromptView<'_>, keep_buckets: bool) -> Evidence {
         let mut evidence = Evidence {
             context_tokens: prompt.context_tokens,
             user_turns: prompt.user_turns,
             has_tools: prompt.has_tools,
+            tool_results: prompt.tool_results,
             response_format: match prompt.response_format {
                 ResponseFormatKind::None | ResponseFormatKind::Text => 0.0,
                 ResponseFormatKind::JsonObject => 1.5,
                 ResponseFormatKind::JsonSchema => 3.0,
             },
+            language: self.languages.guess(&prompt.last_user_parts),
             ..Evidence::default()
         };
-        scan::scan(&self.phrases, &prompt.last_user_parts, &mut evidence);
+        evidence.words.buckets = keep_buckets.then(Vec::new);
+        scan::scan(&self.phrases, &self.words, &prompt.last_user_parts, &mut evidence);
+        evidence
+    }
+
+    /// Signal strengths and n-gram buckets of a prompt, unweighted.
+    pub fn features(&self, prompt: &PromptView<'_>) -> Features {
+        let mut evidence = self.evidence(prompt, true);
+        Features {
+            strengths: signals::strengths(&evidence),
+            word_buckets: evidence.words.buckets.take().unwrap_or_default(),
+            language: evidence.language,
+        }
+    }
+
+    pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
+        let evidence = self.evidence(prompt, false);
         let strengths = signals::strengths(&evidence);
         let mut contributions = [0.0; SIGNAL_COUNT];
         let mut logit = self.bias;
@@ -125,6 +204,7 @@ impl Classifier {
             score: 1.0 / (1.0 + (-logit).exp()),
             contributions,
             prompt_tokens: evidence.prompt_tokens,
+            language: evidence.language,
         }
     }
 }
@@ -248,6 +328,7 @@ mod tests {
             bias: Some(-1.0),
             weights: BTreeMap::from([("code".to_string(), 0.0)]),
             phrases: BTreeMap::from([("expertise".to_string(), vec!["kubernetes operator".to_string()])]),
+            ..Default::default()
         };
         let classifier = Classifier::compile(&settings).unwrap();
         let result = classifier.classify(&prompt("write a kubernetes operator"));

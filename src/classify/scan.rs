@@ -13,8 +13,10 @@
 //! shape statistics are scaled up to the whole middle. Only the character
 //! count (for the token estimate) touches every byte.
 
+use super::language::Language;
 use super::phrases::{PhraseIndex, WordHash, PREFIX_KEY_LEN};
 use super::signals::SIGNAL_COUNT;
+use super::words::{self, WordEvidence, WordTable, NUMBER_TOKEN};
 
 /// Bytes at each end of the message treated as the instruction zone.
 const INSTRUCTION_ZONE: usize = 600;
@@ -57,8 +59,13 @@ pub struct Evidence {
     pub context_tokens: u32,
     pub user_turns: u32,
     pub has_tools: bool,
+    /// Tool (or function) results fed back in the conversation.
+    pub tool_results: u32,
     /// Evidence from the request's `response_format` (0 when absent).
     pub response_format: f64,
+    /// The learned weights of the message's word n-grams.
+    pub words: WordEvidence,
+    pub language: Language,
 }
 
 impl TextStats {
@@ -79,7 +86,7 @@ impl TextStats {
 
 /// Scans the parts of one message (in order) into `evidence`, and sets its
 /// `prompt_tokens`.
-pub fn scan(index: &PhraseIndex, parts: &[&str], evidence: &mut Evidence) {
+pub fn scan(index: &PhraseIndex, words: &WordTable, parts: &[&str], evidence: &mut Evidence) {
     let total_len: usize = parts.iter().map(|part| part.len()).sum();
     let sampled = total_len > FULL_SCAN_BYTES;
     let (head_end, tail_start) = if sampled {
@@ -100,7 +107,11 @@ pub fn scan(index: &PhraseIndex, parts: &[&str], evidence: &mut Evidence) {
             if range.is_empty() {
                 return;
             }
-            let scanner = Scanner::new(index, text, range, offset, total_len, &mut evidence.cues);
+            let sinks = Sinks {
+                cues: &mut evidence.cues,
+                words: &mut evidence.words,
+            };
+            let scanner = Scanner::new(index, words, text, range, offset, total_len, sinks);
             let stats = scanner.run();
             if into_windows {
                 window_stats.add_scaled(&stats, 1.0);
@@ -212,17 +223,26 @@ struct Word {
     key_hash: Option<u64>,
 }
 
+/// Where a scan's cue and n-gram evidence goes.
+struct Sinks<'a> {
+    cues: &'a mut [f64; SIGNAL_COUNT],
+    words: &'a mut WordEvidence,
+}
+
 /// State of the pass over one range of one part of a message.
 struct Scanner<'a> {
     index: &'a PhraseIndex,
+    word_table: &'a WordTable,
     /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
     range: std::ops::Range<usize>,
     /// Position of this part within the whole message.
     offset: usize,
     total_len: usize,
-    cues: &'a mut [f64; SIGNAL_COUNT],
+    sinks: Sinks<'a>,
     stats: TextStats,
+    /// The previous word's token, for bigrams.
+    previous_token: Option<u64>,
     /// End of the previous word and whether its last byte was a digit, so
     /// `1,250.50` counts as one number.
     previous_word_end: usize,
@@ -236,22 +256,25 @@ struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     fn new(
         index: &'a PhraseIndex,
+        word_table: &'a WordTable,
         text: &'a [u8],
         range: std::ops::Range<usize>,
         offset: usize,
         total_len: usize,
-        cues: &'a mut [f64; SIGNAL_COUNT],
+        sinks: Sinks<'a>,
     ) -> Self {
         Scanner {
             index,
+            word_table,
             text,
             line_start: range.start,
             matched_until: range.start,
             range,
             offset,
             total_len,
-            cues,
+            sinks,
             stats: TextStats::default(),
+            previous_token: None,
             previous_word_end: 0,
             previous_word_numeric: false,
             line_syntax: 0,
@@ -354,6 +377,13 @@ impl<'a> Scanner<'a> {
         self.previous_word_end = word.end;
         self.previous_word_numeric = text[word.end - 1].is_ascii_digit();
 
+        let token = if first_is_digit { NUMBER_TOKEN } else { word.hash };
+        self.sinks.words.add(self.word_table, words::unigram(token));
+        if let Some(previous) = self.previous_token {
+            self.sinks.words.add(self.word_table, words::bigram(previous, token));
+        }
+        self.previous_token = Some(token);
+
         if word.start >= self.matched_until {
             if let Some((id, end)) = self.index.match_word(text, word.start, word.hash, word.key_hash) {
                 self.credit(id, word.start, end);
@@ -385,7 +415,7 @@ impl<'a> Scanner<'a> {
         }
         let weight = zone_weight(self.offset + start, self.total_len);
         for (signal, points) in &phrase.credits {
-            self.cues[signal.index()] += points * weight;
+            self.sinks.cues[signal.index()] += points * weight;
         }
     }
 
@@ -460,7 +490,7 @@ mod tests {
 
     fn scan(index: &PhraseIndex, text: &str) -> Evidence {
         let mut evidence = Evidence::default();
-        super::scan(index, &[text], &mut evidence);
+        super::scan(index, &WordTable::default(), &[text], &mut evidence);
         evidence
     }
 
@@ -551,7 +581,7 @@ mod tests {
     fn scanning_several_parts_accumulates() {
         let m = matcher(&[(Signal::Code, "python")]);
         let mut evidence = Evidence::default();
-        super::scan(&m, &["python", "and python"], &mut evidence);
+        super::scan(&m, &WordTable::default(), &["python", "and python"], &mut evidence);
         assert_eq!(evidence.cues[Signal::Code.index()], 2.0);
         assert!(evidence.prompt_tokens > 0);
     }
@@ -564,7 +594,7 @@ mod sampling_tests {
     fn scan_text(text: &str) -> Evidence {
         let index = PhraseIndex::build([], &[]).unwrap();
         let mut evidence = Evidence::default();
-        scan(&index, &[text], &mut evidence);
+        scan(&index, &WordTable::default(), &[text], &mut evidence);
         evidence
     }
 
@@ -604,7 +634,7 @@ mod matching_tests {
     fn cues(phrases: &[&str], text: &str) -> f64 {
         let index = PhraseIndex::build(phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)), &[]).unwrap();
         let mut evidence = Evidence::default();
-        scan(&index, &[text], &mut evidence);
+        scan(&index, &WordTable::default(), &[text], &mut evidence);
         evidence.cues[Signal::Code.index()]
     }
 

@@ -1,18 +1,27 @@
 //! The catalogue of complexity signals: their names (as used in the config
-//! and the explain header), default weights, and how raw evidence from one
-//! scan of the prompt becomes a strength in [0, 1] for each signal.
+//! and the explain header), prior weights, and how raw evidence from one
+//! scan of the prompt becomes a strength for each signal.
 //!
 //! Weights are logits: the score is `sigmoid(bias + Σ weight × strength)`.
-//! A signal's default weight reflects how much the prompts it detects widen
-//! the quality gap between a small and a large model on public benchmarks:
-//! multi-step arithmetic and code generation widen it most, factual lookups,
-//! rewriting and chit-chat hardly at all.
+//! Two kinds of signal work together. *Kind* signals (code, math,
+//! reasoning, …) say what sort of prompt this is; their prior weights
+//! reflect how much that sort widens the quality gap between a small and a
+//! large model on public benchmarks: multi-step arithmetic and code
+//! generation most, lookups, rewriting and chit-chat hardly at all.
+//! *Within-kind* signals (quantities, operations, subject, question shape,
+//! deliverables, tool loops, words) order prompts of one sort by how hard
+//! they are. The shipped weights are learned from labelled public data by
+//! `signalbox-eval train`, starting from these priors (see
+//! [`super::learned`] and `docs/routing.md`).
 
 use super::scan::Evidence;
 
-/// Logit when no signal fires: a short, unremarkable prompt lands well
-/// inside the cheapest tier.
-pub const DEFAULT_BIAS: f64 = -2.0;
+/// Logit when no signal fires, before learning: a short, unremarkable
+/// prompt lands well inside the cheapest tier.
+pub const PRIOR_BIAS: f64 = -2.0;
+/// The learned word n-gram sum is clamped to this many logits either way,
+/// so no vocabulary alone decides a prompt.
+pub const WORDS_LIMIT: f64 = 3.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
@@ -28,9 +37,17 @@ pub enum Signal {
     Length,
     Conversation,
     Simple,
+    Quantities,
+    Operations,
+    Subject,
+    QuestionShape,
+    Deliverables,
+    ToolLoop,
+    Words,
+    Language,
 }
 
-pub const SIGNAL_COUNT: usize = 12;
+pub const SIGNAL_COUNT: usize = 20;
 
 impl Signal {
     pub const ALL: [Signal; SIGNAL_COUNT] = [
@@ -46,6 +63,14 @@ impl Signal {
         Signal::Length,
         Signal::Conversation,
         Signal::Simple,
+        Signal::Quantities,
+        Signal::Operations,
+        Signal::Subject,
+        Signal::QuestionShape,
+        Signal::Deliverables,
+        Signal::ToolLoop,
+        Signal::Words,
+        Signal::Language,
     ];
 
     pub fn index(self) -> usize {
@@ -66,6 +91,14 @@ impl Signal {
             Signal::Length => "length",
             Signal::Conversation => "conversation",
             Signal::Simple => "simple",
+            Signal::Quantities => "quantities",
+            Signal::Operations => "operations",
+            Signal::Subject => "subject",
+            Signal::QuestionShape => "question_shape",
+            Signal::Deliverables => "deliverables",
+            Signal::ToolLoop => "tool_loop",
+            Signal::Words => "words",
+            Signal::Language => "language",
         }
     }
 
@@ -73,8 +106,9 @@ impl Signal {
         Signal::ALL.into_iter().find(|signal| signal.name() == name)
     }
 
-    /// Default logit weight; see the module comment for the reasoning.
-    pub fn default_weight(self) -> f64 {
+    /// Hand-set weight: the starting point (and regularisation target) of
+    /// learning, and the weight of a signal the learned table does not name.
+    pub fn prior_weight(self) -> f64 {
         match self {
             // Generating or fixing code and multi-step arithmetic are where
             // small models fall furthest behind.
@@ -94,6 +128,25 @@ impl Signal {
             Signal::Structured => 0.4,
             // Greetings, lookups, translation and rewriting.
             Signal::Simple => -2.4,
+            // Each quantity and operation of a word problem is one more
+            // step a small model can get wrong.
+            Signal::Quantities => 1.0,
+            Signal::Operations => 1.0,
+            // College and professional subjects (law, medicine, advanced
+            // mathematics, physics, chemistry) over general knowledge.
+            Signal::Subject => 0.8,
+            // "Which of the following is NOT", "except", several statements
+            // to judge: questions that trip a small model more often.
+            Signal::QuestionShape => 0.6,
+            // Several things to produce in one answer.
+            Signal::Deliverables => 0.6,
+            // An agent loop feeding tool results back: long, stateful work.
+            Signal::ToolLoop => 0.8,
+            // The word n-gram table carries its own scale.
+            Signal::Words => 1.0,
+            // What the English cues add to an English prompt on average,
+            // given to a prompt in another language where they cannot fire.
+            Signal::Language => 1.0,
         }
     }
 }
@@ -176,6 +229,25 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
     // with "hi" is not small talk.
     let shortness = 1.0 - log_ramp(prompt_tokens, 40.0, 400.0);
     strength[Signal::Simple.index()] = saturate(cue(Signal::Simple), 1.0) * shortness;
+
+    // Within a word problem: quantities (numbers, number words, units) and
+    // the operations that relate them stand for the steps a solution takes.
+    // Both only count in a prompt that reads as math.
+    let math_gate = if strength[Signal::Math.index()] >= 0.5 { 1.0 } else { 0.0 };
+    let quantities = f64::from(stats.numbers) + cue(Signal::Quantities);
+    strength[Signal::Quantities.index()] = log_ramp(1.0 + quantities, 1.0, 25.0) * math_gate;
+    strength[Signal::Operations.index()] = log_ramp(1.0 + cue(Signal::Operations), 1.0, 16.0) * math_gate;
+
+    strength[Signal::Subject.index()] = saturate(cue(Signal::Subject), 3.0);
+    strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0);
+    strength[Signal::Deliverables.index()] = saturate(cue(Signal::Deliverables) + 0.5 * extra_questions, 3.0);
+    strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
+    strength[Signal::Words.index()] = evidence.words.score().clamp(-WORDS_LIMIT, WORDS_LIMIT);
+    strength[Signal::Language.index()] = if evidence.language.is_other_than_english() {
+        1.0
+    } else {
+        0.0
+    };
 
     strength
 }

@@ -1,0 +1,119 @@
+//! The routers the tool compares: the classifier (shipped, previous, or
+//! with operator settings) and prompt length alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use signalbox::classify::{Classifier, ClassifierSettings, Signal};
+
+use crate::data::Request;
+
+/// Signals added with within-type learning; the previous classifier had none.
+const SIGNALS_ADDED_WITH_LEARNING: [Signal; 8] = [
+    Signal::Quantities,
+    Signal::Operations,
+    Signal::Subject,
+    Signal::QuestionShape,
+    Signal::Deliverables,
+    Signal::ToolLoop,
+    Signal::Words,
+    Signal::Language,
+];
+
+pub enum Scorer {
+    Classifier { label: String, classifier: Box<Classifier> },
+    /// Estimated tokens of the whole prompt: the baseline to beat.
+    Length,
+}
+
+impl Scorer {
+    /// `classifier` (the shipped one), `previous` (hand-set weights, no
+    /// within-type signals), `length`, or `classifier=FILE` (a JSON
+    /// `classifier` config section).
+    pub fn parse(spec: &str) -> Result<Scorer, String> {
+        let (label, settings) = match spec.split_once('=') {
+            None if spec == "length" => return Ok(Scorer::Length),
+            None if spec == "classifier" => ("classifier".to_string(), ClassifierSettings::default()),
+            None if spec == "previous" => ("previous".to_string(), previous_settings()),
+            Some(("classifier", file)) => (file_label(file), read_settings(Path::new(file))?),
+            _ => return Err(format!("unknown scorer `{spec}`: use classifier, previous, length or classifier=FILE")),
+        };
+        let classifier = Classifier::compile(&settings).map_err(|err| err.to_string())?;
+        Ok(Scorer::Classifier {
+            label,
+            classifier: Box::new(classifier),
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        match self {
+            Scorer::Classifier { label, .. } => label,
+            Scorer::Length => "length",
+        }
+    }
+
+    pub fn score(&self, request: &Request) -> Option<f64> {
+        request.view(|view| match self {
+            Scorer::Classifier { classifier, .. } => classifier.classify(view).score,
+            Scorer::Length => f64::from(view.last_user_tokens()) + f64::from(view.context_tokens),
+        })
+    }
+}
+
+/// The classifier as it was before learning: prior weights, no word table,
+/// none of the within-type signals.
+pub fn previous_settings() -> ClassifierSettings {
+    ClassifierSettings {
+        learned: false,
+        weights: SIGNALS_ADDED_WITH_LEARNING
+            .iter()
+            .map(|signal| (signal.name().to_string(), 0.0))
+            .collect::<BTreeMap<_, _>>(),
+        ..ClassifierSettings::default()
+    }
+}
+
+fn file_label(file: &str) -> String {
+    Path::new(file)
+        .file_stem()
+        .map_or_else(|| file.to_string(), |stem| stem.to_string_lossy().into_owned())
+}
+
+fn read_settings(path: &Path) -> Result<ClassifierSettings, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    serde_json::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scorers_are_named_by_their_spec() {
+        for spec in ["classifier", "previous", "length"] {
+            assert_eq!(Scorer::parse(spec).unwrap().label(), spec);
+        }
+        assert!(Scorer::parse("vibes").is_err());
+        assert!(Scorer::parse("classifier=/nonexistent.json").is_err());
+    }
+
+    #[test]
+    fn the_previous_classifier_ignores_the_within_type_signals() {
+        let Scorer::Classifier { classifier, .. } = Scorer::parse("previous").unwrap() else {
+            panic!("a classifier");
+        };
+        let request = Request::from_prompt("Tom has 3 apples and buys 4 more each day for 5 days. How many now?");
+        let contributions = request.view(|view| classifier.classify(view).contributions).unwrap();
+        for signal in SIGNALS_ADDED_WITH_LEARNING {
+            assert_eq!(contributions[signal.index()], 0.0, "{}", signal.name());
+        }
+    }
+
+    #[test]
+    fn length_scores_longer_prompts_higher() {
+        let length = Scorer::Length;
+        let short = length.score(&Request::from_prompt("hi")).unwrap();
+        let long = length.score(&Request::from_prompt(&"word ".repeat(100))).unwrap();
+        assert!(long > short);
+    }
+}
