@@ -59,7 +59,11 @@ impl Curve {
         for pair in self.points.windows(2) {
             let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
             if share <= x1 {
-                return if x1 > x0 { y0 + (y1 - y0) * (share - x0) / (x1 - x0) } else { y1 };
+                return if x1 > x0 {
+                    y0 + (y1 - y0) * (share - x0) / (x1 - x0)
+                } else {
+                    y1
+                };
             }
         }
         self.points.last().map_or(0.0, |point| point.1)
@@ -70,7 +74,11 @@ impl Curve {
         for pair in self.points.windows(2) {
             let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
             if y1 >= target {
-                return Some(if y1 > y0 { x0 + (x1 - x0) * (target - y0).max(0.0) / (y1 - y0) } else { x0 });
+                return Some(if y1 > y0 {
+                    x0 + (x1 - x0) * (target - y0).max(0.0) / (y1 - y0)
+                } else {
+                    x0
+                });
             }
         }
         None
@@ -114,7 +122,11 @@ pub fn svg(title: &str, curves: &[(String, Curve)]) -> String {
     ));
     for (position, (label, curve)) in curves.iter().enumerate() {
         let colour = COLOURS[position % COLOURS.len()];
-        let points: Vec<String> = curve.points.iter().map(|(share, pgr)| format!("{:.1},{:.1}", x(*share), y(*pgr))).collect();
+        let points: Vec<String> = curve
+            .points
+            .iter()
+            .map(|(share, pgr)| format!("{:.1},{:.1}", x(*share), y(*pgr)))
+            .collect();
         let legend_y = TOP + 10.0 + 20.0 * position as f64;
         out.push_str(&format!(
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n\
@@ -142,13 +154,21 @@ mod tests {
     use super::*;
 
     fn outcomes(rows: &[(f64, f64, f64)]) -> Vec<Outcome> {
-        rows.iter().map(|&(score, weak, strong)| Outcome { score, weak, strong }).collect()
+        rows.iter()
+            .map(|&(score, weak, strong)| Outcome { score, weak, strong })
+            .collect()
     }
 
     #[test]
     fn a_perfect_router_sends_the_prompts_the_weak_model_fails_first() {
         // Two of four prompts need the strong model; it scores them highest.
-        let curve = Curve::of(&outcomes(&[(0.9, 0.0, 1.0), (0.8, 0.0, 1.0), (0.2, 1.0, 1.0), (0.1, 1.0, 1.0)])).unwrap();
+        let curve = Curve::of(&outcomes(&[
+            (0.9, 0.0, 1.0),
+            (0.8, 0.0, 1.0),
+            (0.2, 1.0, 1.0),
+            (0.1, 1.0, 1.0),
+        ]))
+        .unwrap();
         assert_eq!(curve.pgr_at(0.5), 1.0);
         assert!((curve.apgr() - 0.75).abs() < 1e-9, "{}", curve.apgr());
         assert_eq!(curve.share_for(0.5), Some(0.25));
@@ -156,7 +176,13 @@ mod tests {
 
     #[test]
     fn a_router_that_scores_everything_alike_is_random() {
-        let curve = Curve::of(&outcomes(&[(0.5, 0.0, 1.0), (0.5, 1.0, 1.0), (0.5, 0.0, 1.0), (0.5, 1.0, 1.0)])).unwrap();
+        let curve = Curve::of(&outcomes(&[
+            (0.5, 0.0, 1.0),
+            (0.5, 1.0, 1.0),
+            (0.5, 0.0, 1.0),
+            (0.5, 1.0, 1.0),
+        ]))
+        .unwrap();
         assert!((curve.apgr() - 0.5).abs() < 1e-9);
         assert!((curve.share_for(0.8).unwrap() - 0.8).abs() < 1e-9);
     }

@@ -68,7 +68,11 @@ fn read(path: &Path) -> Result<String, String> {
 
 pub fn read_labelled(path: &Path) -> Result<Vec<Labelled>, String> {
     let mut items = Vec::new();
-    for (number, line) in read(path)?.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+    for (number, line) in read(path)?
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+    {
         let at = || format!("{}:{}", path.display(), number + 1);
         let row: LabelledLine = serde_json::from_str(line).map_err(|err| format!("{}: {err}", at()))?;
         let request = match (&row.prompt, &row.messages) {
@@ -116,7 +120,12 @@ pub fn read_access_log(path: &Path) -> Result<Vec<LoggedRequest>, String> {
         let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        let text = |name: &str| fields.get(name).and_then(Value::as_str).filter(|value| !value.is_empty());
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|value| !value.is_empty())
+        };
         let number_field = |name: &str| text(name).and_then(|value| value.parse::<f64>().ok());
         let logged = LoggedRequest {
             request: text("prompt").map(Request::from_prompt),
@@ -160,7 +169,10 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].kind, "chat");
         assert_eq!(items[1].kind, "all");
-        assert_eq!(items[1].request.view(|view| view.last_user_parts.join("")), Some("2+2?".to_string()));
+        assert_eq!(
+            items[1].request.view(|view| view.last_user_parts.join("")),
+            Some("2+2?".to_string())
+        );
         let both = temp_file("both.jsonl", r#"{"prompt":"a","messages":[],"weak":0,"strong":1}"#);
         assert!(read_labelled(&both).unwrap_err().contains(":1:"));
     }

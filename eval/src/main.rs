@@ -55,7 +55,11 @@ impl Args {
     }
 
     fn all(&self, name: &str) -> Vec<&str> {
-        self.options.iter().filter(|(option, _)| option == name).map(|(_, value)| value.as_str()).collect()
+        self.options
+            .iter()
+            .filter(|(option, _)| option == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
     }
 
     fn one(&self, name: &str) -> Option<&str> {
@@ -63,7 +67,9 @@ impl Args {
     }
 
     fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
-        self.one(name).map_or(Ok(default), |value| value.parse().map_err(|_| format!("--{name}: not a number: {value}")))
+        self.one(name).map_or(Ok(default), |value| {
+            value.parse().map_err(|_| format!("--{name}: not a number: {value}"))
+        })
     }
 }
 
@@ -100,8 +106,15 @@ fn labelled(files: &[PathBuf]) -> Result<Vec<Labelled>, String> {
 fn run_apgr(args: &Args) -> Result<(), String> {
     let items = labelled(&args.files)?;
     let specs = args.all("scorer");
-    let specs = if specs.is_empty() { vec!["classifier", "length"] } else { specs };
-    let scorers = specs.iter().map(|spec| Scorer::parse(spec)).collect::<Result<Vec<_>, _>>()?;
+    let specs = if specs.is_empty() {
+        vec!["classifier", "length"]
+    } else {
+        specs
+    };
+    let scorers = specs
+        .iter()
+        .map(|spec| Scorer::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut kinds: Vec<String> = items.iter().map(group_of).collect();
     kinds.sort_unstable();
     kinds.dedup();
@@ -109,21 +122,37 @@ fn run_apgr(args: &Args) -> Result<(), String> {
     for kind in kinds {
         let of_kind: Vec<&Labelled> = items.iter().filter(|item| group_of(item) == kind).collect();
         println!("{kind}: {} prompts", of_kind.len());
-        println!("  {:<14} {:>6} {:>9} {:>9}   PGR at 10%..100% strong calls", "router", "APGR", "50% gap", "80% gap");
+        println!(
+            "  {:<14} {:>6} {:>9} {:>9}   PGR at 10%..100% strong calls",
+            "router", "APGR", "50% gap", "80% gap"
+        );
         for scorer in &scorers {
             let outcomes: Vec<Outcome> = of_kind
                 .iter()
                 .filter_map(|item| {
                     let score = scorer.score(&item.request)?;
-                    Some(Outcome { score, weak: item.weak, strong: item.strong })
+                    Some(Outcome {
+                        score,
+                        weak: item.weak,
+                        strong: item.strong,
+                    })
                 })
                 .collect();
             let Some(curve) = Curve::of(&outcomes) else {
-                println!("  {:<14} the strong model is not better here: nothing to recover", scorer.label());
+                println!(
+                    "  {:<14} the strong model is not better here: nothing to recover",
+                    scorer.label()
+                );
                 continue;
             };
-            let share = |target: f64| curve.share_for(target).map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0));
-            let points: Vec<String> = (1..=10).map(|tenth| format!("{:.2}", curve.pgr_at(f64::from(tenth) / 10.0))).collect();
+            let share = |target: f64| {
+                curve
+                    .share_for(target)
+                    .map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0))
+            };
+            let points: Vec<String> = (1..=10)
+                .map(|tenth| format!("{:.2}", curve.pgr_at(f64::from(tenth) / 10.0)))
+                .collect();
             println!(
                 "  {:<14} {:>6.3} {:>9} {:>9}   {}",
                 scorer.label(),
@@ -151,7 +180,10 @@ fn traffic(args: &Args) -> Result<Vec<LoggedRequest>, String> {
     };
     match (args.one("log"), args.one("prompts"), args.one("data")) {
         (Some(log), None, None) => data::read_access_log(Path::new(log)),
-        (None, Some(prompts), None) => Ok(data::read_prompts(Path::new(prompts))?.into_iter().map(unlogged).collect()),
+        (None, Some(prompts), None) => Ok(data::read_prompts(Path::new(prompts))?
+            .into_iter()
+            .map(unlogged)
+            .collect()),
         (None, None, Some(file)) => Ok(data::read_labelled(Path::new(file))?
             .into_iter()
             .map(|item| unlogged(item.request))
@@ -181,9 +213,21 @@ fn run_replay(args: &Args) -> Result<(), String> {
     let loads = replay::tier_loads(&config, &requests);
     for load in &loads {
         let share = load.requests as f64 / requests.len().max(1) as f64;
-        println!("{:<12} {:>8} {:>6.1}% {:>12.4}", load.name, load.requests, share * 100.0, load.cost);
+        println!(
+            "{:<12} {:>8} {:>6.1}% {:>12.4}",
+            load.name,
+            load.requests,
+            share * 100.0,
+            load.cost
+        );
     }
-    println!("{:<12} {:>8} {:>7} {:>12.4}", "total", requests.len(), "", loads.iter().map(|load| load.cost).sum::<f64>());
+    println!(
+        "{:<12} {:>8} {:>7} {:>12.4}",
+        "total",
+        requests.len(),
+        "",
+        loads.iter().map(|load| load.cost).sum::<f64>()
+    );
     let strongest = config.tiers.last().map_or("", |tier| tier.name.as_str());
     println!("\nthreshold of `{strongest}` (score >= t)   share   cost USD");
     for tenth in 1..10 {
@@ -199,7 +243,8 @@ fn run_calibrate(args: &Args) -> Result<(), String> {
     let share: f64 = args.number("strong-share", f64::NAN)?;
     let requests = replay::replay(&config, &traffic(args)?, 0);
     let scores: Vec<f64> = requests.iter().map(|request| request.score).collect();
-    let threshold = replay::threshold_for_share(&scores, share).ok_or("--strong-share must be in [0, 1], with some requests to calibrate on")?;
+    let threshold = replay::threshold_for_share(&scores, share)
+        .ok_or("--strong-share must be in [0, 1], with some requests to calibrate on")?;
     let tiers = config.tiers.len();
     if tiers < 2 {
         return Err("the config has one tier: there is no threshold to set".into());
@@ -215,7 +260,10 @@ fn run_calibrate(args: &Args) -> Result<(), String> {
     );
     if let Some(lower) = tiers.checked_sub(3).map(|below| config.tiers[below].max_score) {
         if threshold <= lower {
-            println!("note: that is not above tiers[{}].max_score ({lower}); lower that too", tiers - 3);
+            println!(
+                "note: that is not above tiers[{}].max_score ({lower}); lower that too",
+                tiers - 3
+            );
         }
     }
     Ok(())
@@ -240,7 +288,10 @@ fn run_train(args: &Args) -> Result<(), String> {
     let names: Vec<String> = args
         .files
         .iter()
-        .map(|file| file.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned()))
+        .map(|file| {
+            file.file_name()
+                .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+        })
         .collect();
     let out = args.one("out").unwrap_or("src/classify/learned.rs");
     std::fs::write(out, train::rust_source(&model, &names)).map_err(|err| format!("{out}: {err}"))?;

@@ -32,7 +32,10 @@ pub fn replay(config: &Config, requests: &[LoggedRequest], assumed_output_tokens
             let fresh = logged.request.as_ref().and_then(|request| {
                 request.view(|view| {
                     let classification = config.classifier.classify(view);
-                    (classification.score, u64::from(classification.prompt_tokens) + u64::from(view.context_tokens))
+                    (
+                        classification.score,
+                        u64::from(classification.prompt_tokens) + u64::from(view.context_tokens),
+                    )
                 })
             });
             let score = fresh.map(|(score, _)| score).or(logged.score)?;
@@ -150,7 +153,9 @@ mod tests {
     fn logged_scores_are_kept_and_prompts_are_scored_again() {
         let config = config();
         let with_prompt = LoggedRequest {
-            request: Some(Request::from_prompt("Prove that there are infinitely many primes, step by step.")),
+            request: Some(Request::from_prompt(
+                "Prove that there are infinitely many primes, step by step.",
+            )),
             score: Some(0.01),
             ..LoggedRequest::default()
         };

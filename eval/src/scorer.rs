@@ -21,7 +21,10 @@ const SIGNALS_ADDED_WITH_LEARNING: [Signal; 8] = [
 ];
 
 pub enum Scorer {
-    Classifier { label: String, classifier: Box<Classifier> },
+    Classifier {
+        label: String,
+        classifier: Box<Classifier>,
+    },
     /// Estimated tokens of the whole prompt: the baseline to beat.
     Length,
 }
@@ -36,7 +39,11 @@ impl Scorer {
             None if spec == "classifier" => ("classifier".to_string(), ClassifierSettings::default()),
             None if spec == "previous" => ("previous".to_string(), previous_settings()),
             Some(("classifier", file)) => (file_label(file), read_settings(Path::new(file))?),
-            _ => return Err(format!("unknown scorer `{spec}`: use classifier, previous, length or classifier=FILE")),
+            _ => {
+                return Err(format!(
+                    "unknown scorer `{spec}`: use classifier, previous, length or classifier=FILE"
+                ))
+            }
         };
         let classifier = Classifier::compile(&settings).map_err(|err| err.to_string())?;
         Ok(Scorer::Classifier {

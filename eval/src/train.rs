@@ -16,7 +16,7 @@
 //! meaning), and the `language` weight is what the English cue signals add
 //! on average to an English chat prompt.
 
-use signalbox::classify::words::BUCKETS;
+use signalbox::classify::words::{BUCKETS, KINDS, TABLE_LEN};
 use signalbox::classify::{Classifier, ClassifierSettings, Language, Signal, SIGNAL_COUNT};
 
 use crate::data::Labelled;
@@ -32,6 +32,13 @@ fn is_learned(signal: Signal) -> bool {
 fn is_kind(signal: Signal) -> bool {
     signal.index() <= Signal::Simple.index()
 }
+
+/// Training prompts a kind needs for its word weights to ship.
+const MIN_KIND_EXAMPLES: usize = 300;
+
+/// The per-word weights are learned in this unit: a long prompt has √n of
+/// them, and steps of full size would overshoot.
+const PER_WORD_UNIT: f64 = 0.05;
 
 /// Signals that only English cue phrases raise.
 const ENGLISH_CUE_SIGNALS: [Signal; 12] = [
@@ -71,9 +78,9 @@ impl Default for Options {
             epochs: 12,
             pairs_per_source: 40_000,
             learning_rate: 0.05,
-            kind_l2: 0.3,
-            within_l2: 0.01,
-            word_l2: 0.1,
+            kind_l2: 1.0,
+            within_l2: 1.0,
+            word_l2: 0.02,
             seed: 0x5eed,
         }
     }
@@ -81,9 +88,10 @@ impl Default for Options {
 
 /// One prompt as learning sees it.
 struct Example {
+    kind: usize,
     strengths: [f64; SIGNAL_COUNT],
-    /// (bucket, count / √n-grams).
-    words: Vec<(u16, f64)>,
+    /// (index in the whole table: the kind's region and the bucket, count / √n-grams).
+    words: Vec<(usize, f64)>,
     gain: f64,
     english_chat: bool,
 }
@@ -101,7 +109,8 @@ impl Model {
         Model {
             bias: signalbox::classify::signals::PRIOR_BIAS,
             weights: Signal::ALL.map(Signal::prior_weight),
-            words: vec![0.0; BUCKETS],
+            // The bucket weights, then each kind's per-word weight.
+            words: vec![0.0; TABLE_LEN + KINDS],
         }
     }
 
@@ -112,8 +121,16 @@ impl Model {
             .filter(|signal| is_learned(**signal))
             .map(|signal| self.weights[signal.index()] * example.strengths[signal.index()])
             .sum();
-        let words: f64 = example.words.iter().map(|&(bucket, value)| self.words[usize::from(bucket)] * value).sum();
-        signals + words.clamp(-signalbox::classify::signals::WORDS_LIMIT, signalbox::classify::signals::WORDS_LIMIT)
+        let words: f64 = example
+            .words
+            .iter()
+            .map(|&(index, value)| self.words[index] * value)
+            .sum();
+        signals
+            + words.clamp(
+                -signalbox::classify::signals::WORDS_LIMIT,
+                signalbox::classify::signals::WORDS_LIMIT,
+            )
     }
 }
 
@@ -139,14 +156,25 @@ fn examples(items: &[Labelled]) -> Vec<(String, Example)> {
         .iter()
         .filter_map(|item| {
             let features = item.request.view(|view| classifier.features(view))?;
-            let mut counts = std::collections::BTreeMap::<u16, f64>::new();
+            let region = features.kind.index() * BUCKETS;
+            let mut counts = std::collections::BTreeMap::<usize, f64>::new();
             for bucket in &features.word_buckets {
-                *counts.entry(*bucket).or_default() += 1.0;
+                *counts.entry(region + usize::from(*bucket)).or_default() += 1.0;
             }
             let norm = (features.word_buckets.len().max(1) as f64).sqrt();
+            if !features.word_buckets.is_empty() {
+                // Every word adds the kind's per-word weight: count / √count,
+                // learned in units of PER_WORD_UNIT so steps stay small.
+                let words = features.word_buckets.len() as f64;
+                counts.insert(TABLE_LEN + features.kind.index(), words * PER_WORD_UNIT);
+            }
             let example = Example {
+                kind: features.kind.index(),
                 strengths: features.strengths,
-                words: counts.into_iter().map(|(bucket, count)| (bucket, count / norm)).collect(),
+                words: counts
+                    .into_iter()
+                    .map(|(bucket, count)| (bucket, count / norm))
+                    .collect(),
                 gain: item.strong - item.weak,
                 english_chat: item.kind == "chat" && features.language == Language::English,
             };
@@ -163,7 +191,12 @@ pub fn train(items: &[Labelled], options: &Options) -> Model {
     sources.dedup();
     let groups: Vec<Vec<&Example>> = sources
         .iter()
-        .map(|name| all.iter().filter(|(source, _)| source == name).map(|(_, example)| example).collect())
+        .map(|name| {
+            all.iter()
+                .filter(|(source, _)| source == name)
+                .map(|(_, example)| example)
+                .collect()
+        })
         .collect();
     let priors = Model::priors();
     let mut model = priors.clone();
@@ -188,13 +221,17 @@ pub fn train(items: &[Labelled], options: &Options) -> Model {
                 for signal in Signal::ALL.into_iter().filter(|signal| is_learned(*signal)) {
                     let index = signal.index();
                     let slope = step * (higher.strengths[index] - lower.strengths[index]);
-                    let l2 = if is_kind(signal) { options.kind_l2 } else { options.within_l2 };
+                    let l2 = if is_kind(signal) {
+                        options.kind_l2
+                    } else {
+                        options.within_l2
+                    };
                     let pull = rate * l2 * (model.weights[index] - priors.weights[index]);
                     model.weights[index] = (model.weights[index] - slope - pull).clamp(-20.0, 20.0);
                 }
                 for (example, sign) in [(higher, 1.0), (lower, -1.0)] {
-                    for &(bucket, value) in &example.words {
-                        let weight = &mut model.words[usize::from(bucket)];
+                    for &(index, value) in &example.words {
+                        let weight = &mut model.words[index];
                         *weight -= sign * step * value + rate * options.word_l2 * *weight;
                     }
                 }
@@ -202,7 +239,9 @@ pub fn train(items: &[Labelled], options: &Options) -> Model {
         }
         eprintln!("epoch {}: {}", epoch + 1, describe(&model));
     }
-    model.weights[Signal::Language.index()] = english_cue_average(&model, &all).unwrap_or(priors.weights[Signal::Language.index()]);
+    forget_unseen_kinds(&mut model, &all);
+    model.weights[Signal::Language.index()] =
+        english_cue_average(&model, &all).unwrap_or(priors.weights[Signal::Language.index()]);
     model.bias = priors.bias + mean_margin(&priors, &groups) - mean_margin(&model, &groups);
     model
 }
@@ -236,6 +275,20 @@ pub fn validate(model: &Model, items: &[Labelled]) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
+/// Word weights of a kind with fewer than [`MIN_KIND_EXAMPLES`] training
+/// prompts are noise learned from strays (a coding question in the chat
+/// set): they are not shipped.
+fn forget_unseen_kinds(model: &mut Model, all: &[(String, Example)]) {
+    for kind in 0..KINDS {
+        let seen = all.iter().filter(|(_, example)| example.kind == kind).count();
+        if seen < MIN_KIND_EXAMPLES {
+            eprintln!("kind {kind}: {seen} training prompts, too few: no word weights");
+            model.words[kind * BUCKETS..(kind + 1) * BUCKETS].fill(0.0);
+            model.words[TABLE_LEN + kind] = 0.0;
+        }
+    }
+}
+
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -261,7 +314,11 @@ fn mean_margin(model: &Model, groups: &[Vec<&Example>]) -> f64 {
 
 /// What the English cue signals add to an English chat prompt on average.
 fn english_cue_average(model: &Model, all: &[(String, Example)]) -> Option<f64> {
-    let chats: Vec<&Example> = all.iter().map(|(_, example)| example).filter(|example| example.english_chat).collect();
+    let chats: Vec<&Example> = all
+        .iter()
+        .map(|(_, example)| example)
+        .filter(|example| example.english_chat)
+        .collect();
     if chats.is_empty() {
         return None;
     }
@@ -288,12 +345,18 @@ fn describe(model: &Model) -> String {
 
 /// The `src/classify/learned.rs` that ships `model`.
 pub fn rust_source(model: &Model, trained_on: &[String]) -> String {
-    let largest = model.words.iter().fold(0.0f64, |largest, weight| largest.max(weight.abs()));
+    let (buckets, per_kind) = model.words.split_at(TABLE_LEN);
+    let largest = buckets.iter().fold(0.0f64, |largest, weight| largest.max(weight.abs()));
     let scale = if largest > 0.0 { largest / 127.0 } else { 0.0 };
-    let quantized: Vec<i8> = model
-        .words
+    let quantized: Vec<i8> = buckets
         .iter()
-        .map(|weight| if scale > 0.0 { (weight / scale).round().clamp(-127.0, 127.0) as i8 } else { 0 })
+        .map(|weight| {
+            if scale > 0.0 {
+                (weight / scale).round().clamp(-127.0, 127.0) as i8
+            } else {
+                0
+            }
+        })
         .collect();
     let mut out = String::new();
     out.push_str("//! Learned classifier weights, generated by `signalbox-eval train` from the\n");
@@ -307,13 +370,26 @@ pub fn rust_source(model: &Model, trained_on: &[String]) -> String {
     out.push_str(&format!("pub const BIAS: f64 = {:.3};\n\n", model.bias));
     out.push_str("/// Weight per signal name.\npub const WEIGHTS: &[(&str, f64)] = &[\n");
     for signal in Signal::ALL {
-        out.push_str(&format!("    (\"{}\", {:.3}),\n", signal.name(), model.weights[signal.index()]));
+        out.push_str(&format!(
+            "    (\"{}\", {:.3}),\n",
+            signal.name(),
+            model.weights[signal.index()]
+        ));
     }
     out.push_str("];\n\n/// Logits per step of a quantized word n-gram weight.\n");
     out.push_str(&format!("pub const WORD_SCALE: f64 = {scale:.6e};\n\n"));
+    out.push_str("/// What each word adds within each kind of prompt (see [`super::words`]).\n");
+    let per_kind: Vec<String> = per_kind
+        .iter()
+        .map(|weight| format!("{:.5}", weight * PER_WORD_UNIT))
+        .collect();
+    out.push_str(&format!(
+        "pub const WORD_PER_KIND: [f64; super::words::KINDS] = [{}];\n\n",
+        per_kind.join(", ")
+    ));
     out.push_str("/// Quantized weight of each word n-gram bucket (see [`super::words`]).\n");
-    out.push_str("#[rustfmt::skip]\npub const WORD_WEIGHTS: [i8; super::words::BUCKETS] = [\n");
-    for row in quantized.chunks(24) {
+    out.push_str("#[rustfmt::skip]\npub const WORD_WEIGHTS: [i8; super::words::TABLE_LEN] = [\n");
+    for row in quantized.chunks(32) {
         let values: Vec<String> = row.iter().map(|value| value.to_string()).collect();
         out.push_str(&format!("    {},\n", values.join(", ")));
     }
@@ -341,7 +417,10 @@ mod tests {
         // In this source, more quantities mean a harder problem.
         let mut items = Vec::new();
         for n in 0..40 {
-            items.push(item(&format!("Sam has {n} apples. How many are left if he eats 2?"), 1.0));
+            items.push(item(
+                &format!("Sam has {n} apples. How many are left if he eats 2?"),
+                1.0,
+            ));
             items.push(item(
                 &format!("Sam buys {n} boxes of 12 pens at $3 each, sells 5 for $4 and 7 for $6, then pays 15% tax. How much profit?"),
                 0.0,
@@ -372,7 +451,7 @@ mod tests {
         }
         assert!(source.contains("pub const WORD_SCALE"));
         let numbers = source.split("WORD_WEIGHTS").nth(1).unwrap();
-        assert_eq!(numbers.matches(',').count(), BUCKETS + 1);
+        assert_eq!(numbers.matches(',').count(), TABLE_LEN);
         assert!(numbers.contains("-127"));
     }
 }

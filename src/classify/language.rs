@@ -114,15 +114,15 @@ const LATIN: [(Language, &[&str]); 7] = [
     (
         Language::German,
         &[
-            "der", "die", "das", "und", "ist", "nicht", "ein", "eine", "ich", "zu", "mit", "den", "für", "auf",
-            "wie", "sie", "es", "sich", "auch", "dem", "des", "wird", "bitte", "kann", "einen", "mir",
+            "der", "die", "das", "und", "ist", "nicht", "ein", "eine", "ich", "zu", "mit", "den", "für", "auf", "wie",
+            "sie", "es", "sich", "auch", "dem", "des", "wird", "bitte", "kann", "einen", "mir",
         ],
     ),
     (
         Language::French,
         &[
-            "le", "la", "les", "et", "est", "un", "une", "des", "du", "que", "pour", "dans", "pas", "je", "vous",
-            "il", "elle", "ce", "sur", "avec", "qui", "mon", "au", "sont", "comment", "quelle",
+            "le", "la", "les", "et", "est", "un", "une", "des", "du", "que", "pour", "dans", "pas", "je", "vous", "il",
+            "elle", "ce", "sur", "avec", "qui", "mon", "au", "sont", "comment", "quelle",
         ],
     ),
     (
@@ -215,7 +215,14 @@ impl ScriptCounts {
         let hangul = self.hangul * CJK_LETTER_WEIGHT;
         let candidates = [
             // Japanese mixes kanji with kana; Chinese has no kana.
-            (if self.kana > 0 { Language::Japanese } else { Language::Chinese }, cjk),
+            (
+                if self.kana > 0 {
+                    Language::Japanese
+                } else {
+                    Language::Chinese
+                },
+                cjk,
+            ),
             (Language::Korean, hangul),
             (Language::Russian, self.cyrillic),
             (Language::Arabic, self.arabic),
@@ -242,7 +249,10 @@ impl LanguageGuesser {
             let sample = prefix(part, budget);
             budget -= sample.len();
             sample.chars().for_each(|character| scripts.add(character));
-            for word in sample.split(|c: char| !c.is_alphanumeric()).filter(|word| word.len() <= 8) {
+            for word in sample
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|word| word.len() <= 8)
+            {
                 let Some(&languages) = self.votes.get(&WordHash::of(word.as_bytes())) else {
                     continue;
                 };
@@ -259,7 +269,9 @@ impl LanguageGuesser {
             .enumerate()
             .max_by_key(|(position, count)| (**count, std::cmp::Reverse(*position)));
         match best {
-            Some((position, &count)) if count >= MIN_VOTES => LATIN.get(position).map_or(Language::Undetermined, |(language, _)| *language),
+            Some((position, &count)) if count >= MIN_VOTES => LATIN
+                .get(position)
+                .map_or(Language::Undetermined, |(language, _)| *language),
             _ => Language::Undetermined,
         }
     }
@@ -285,13 +297,34 @@ mod tests {
 
     #[test]
     fn latin_script_languages_are_told_apart_by_function_words() {
-        assert_eq!(guess("What is the best way to learn a new language?"), Language::English);
-        assert_eq!(guess("Wie kann ich die Datei mit Python öffnen und lesen?"), Language::German);
-        assert_eq!(guess("Comment est-ce que je peux ouvrir le fichier dans un script ?"), Language::French);
-        assert_eq!(guess("¿Cómo puedo abrir el archivo con Python para leer los datos?"), Language::Spanish);
-        assert_eq!(guess("Come posso aprire il file per leggere questo testo?"), Language::Italian);
-        assert_eq!(guess("Você pode me ajudar com isso? Não sei como fazer."), Language::Portuguese);
-        assert_eq!(guess("Hoe kan ik het bestand openen en de regels lezen?"), Language::Dutch);
+        assert_eq!(
+            guess("What is the best way to learn a new language?"),
+            Language::English
+        );
+        assert_eq!(
+            guess("Wie kann ich die Datei mit Python öffnen und lesen?"),
+            Language::German
+        );
+        assert_eq!(
+            guess("Comment est-ce que je peux ouvrir le fichier dans un script ?"),
+            Language::French
+        );
+        assert_eq!(
+            guess("¿Cómo puedo abrir el archivo con Python para leer los datos?"),
+            Language::Spanish
+        );
+        assert_eq!(
+            guess("Come posso aprire il file per leggere questo testo?"),
+            Language::Italian
+        );
+        assert_eq!(
+            guess("Você pode me ajudar com isso? Não sei como fazer."),
+            Language::Portuguese
+        );
+        assert_eq!(
+            guess("Hoe kan ik het bestand openen en de regels lezen?"),
+            Language::Dutch
+        );
     }
 
     #[test]
@@ -313,7 +346,11 @@ mod tests {
 
     #[test]
     fn only_the_start_of_a_long_message_is_read() {
-        let text = format!("{} {}", "the cat and the dog ".repeat(40), "der die das und ".repeat(500));
+        let text = format!(
+            "{} {}",
+            "the cat and the dog ".repeat(40),
+            "der die das und ".repeat(500)
+        );
         assert_eq!(guess(&text), Language::English);
     }
 

@@ -27,6 +27,7 @@ use language::LanguageGuesser;
 use phrases::PhraseIndex;
 use scan::Evidence;
 pub use signals::{Signal, SIGNAL_COUNT};
+pub use words::PromptKind;
 use words::WordTable;
 
 /// Points a phrase added in the config earns: a deliberate operator cue
@@ -83,6 +84,8 @@ pub struct Features {
     pub strengths: [f64; SIGNAL_COUNT],
     /// The bucket of every word n-gram scanned.
     pub word_buckets: Vec<u16>,
+    /// Which kind's word weights apply.
+    pub kind: PromptKind,
     pub language: Language,
 }
 
@@ -103,7 +106,7 @@ impl Classifier {
     /// cue matcher.
     pub fn compile(settings: &ClassifierSettings) -> Result<Classifier, ConfigError> {
         let (default_bias, words) = if settings.learned {
-            let table = WordTable::from_quantized(&learned::WORD_WEIGHTS, learned::WORD_SCALE);
+            let table = WordTable::from_quantized(&learned::WORD_WEIGHTS, learned::WORD_SCALE, learned::WORD_PER_KIND);
             (learned::BIAS, table)
         } else {
             (signals::PRIOR_BIAS, WordTable::default())
@@ -183,8 +186,10 @@ impl Classifier {
     /// Signal strengths and n-gram buckets of a prompt, unweighted.
     pub fn features(&self, prompt: &PromptView<'_>) -> Features {
         let mut evidence = self.evidence(prompt, true);
+        let strengths = signals::strengths(&evidence, &self.words);
         Features {
-            strengths: signals::strengths(&evidence),
+            kind: signals::prompt_kind(&evidence, &strengths),
+            strengths,
             word_buckets: evidence.words.buckets.take().unwrap_or_default(),
             language: evidence.language,
         }
@@ -192,7 +197,7 @@ impl Classifier {
 
     pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
         let evidence = self.evidence(prompt, false);
-        let strengths = signals::strengths(&evidence);
+        let strengths = signals::strengths(&evidence, &self.words);
         let mut contributions = [0.0; SIGNAL_COUNT];
         let mut logit = self.bias;
         for signal in Signal::ALL {

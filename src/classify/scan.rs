@@ -40,6 +40,8 @@ pub struct TextStats {
     pub lines: u32,
     pub code_lines: u32,
     pub enumerated_lines: u32,
+    /// Lines that start like a lettered answer option (`B.`, `c)`).
+    pub option_lines: u32,
     pub questions: u32,
     pub numbers: u32,
     pub equation_ops: u32,
@@ -76,6 +78,7 @@ impl TextStats {
         self.lines += scaled(other.lines);
         self.code_lines += scaled(other.code_lines);
         self.enumerated_lines += scaled(other.enumerated_lines);
+        self.option_lines += scaled(other.option_lines);
         self.questions += scaled(other.questions);
         self.numbers += scaled(other.numbers);
         self.equation_ops += scaled(other.equation_ops);
@@ -449,6 +452,9 @@ impl<'a> Scanner<'a> {
         if shape.is_enumerated() {
             stats.enumerated_lines += 1;
         }
+        if shape.is_option() {
+            stats.option_lines += 1;
+        }
     }
 }
 
@@ -471,6 +477,10 @@ impl LineShape {
         let terminated = matches!(self.last, b';' | b'{' | b'}');
         let indented_call = self.leading_spaces >= 4 && self.syntax >= 2;
         dense || terminated || indented_call
+    }
+
+    fn is_option(&self) -> bool {
+        matches!(self.first.to_ascii_uppercase(), b'A'..=b'E') && matches!(self.second, b'.' | b')')
     }
 
     fn is_enumerated(&self) -> bool {
@@ -567,6 +577,8 @@ mod tests {
         assert_eq!(evidence.stats.enumerated_lines, 3);
         assert_eq!(evidence.stats.questions, 2);
         assert_eq!(evidence.stats.long_words, 1);
+        let options = scan(&m, "Which gas?\nA. oxygen\nB. argon\nc) neon\nAlso this.");
+        assert_eq!(options.stats.option_lines, 3);
     }
 
     #[test]

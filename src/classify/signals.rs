@@ -15,6 +15,7 @@
 //! [`super::learned`] and `docs/routing.md`).
 
 use super::scan::Evidence;
+use super::words::{PromptKind, WordTable};
 
 /// Logit when no signal fires, before learning: a short, unremarkable
 /// prompt lands well inside the cheapest tier.
@@ -170,7 +171,7 @@ fn log_ramp(value: f64, low: f64, high: f64) -> f64 {
 }
 
 /// Turns the evidence of one prompt into per-signal strengths in [0, 1].
-pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
+pub fn strengths(evidence: &Evidence, words: &WordTable) -> [f64; SIGNAL_COUNT] {
     let stats = &evidence.stats;
     let cue = |signal: Signal| evidence.cues[signal.index()];
     let mut strength = [0.0; SIGNAL_COUNT];
@@ -233,7 +234,11 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
     // Within a word problem: quantities (numbers, number words, units) and
     // the operations that relate them stand for the steps a solution takes.
     // Both only count in a prompt that reads as math.
-    let math_gate = if strength[Signal::Math.index()] >= 0.5 { 1.0 } else { 0.0 };
+    let math_gate = if strength[Signal::Math.index()] >= 0.5 {
+        1.0
+    } else {
+        0.0
+    };
     let quantities = f64::from(stats.numbers) + cue(Signal::Quantities);
     strength[Signal::Quantities.index()] = log_ramp(1.0 + quantities, 1.0, 25.0) * math_gate;
     strength[Signal::Operations.index()] = log_ramp(1.0 + cue(Signal::Operations), 1.0, 16.0) * math_gate;
@@ -242,7 +247,8 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
     strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0);
     strength[Signal::Deliverables.index()] = saturate(cue(Signal::Deliverables) + 0.5 * extra_questions, 3.0);
     strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
-    strength[Signal::Words.index()] = evidence.words.score().clamp(-WORDS_LIMIT, WORDS_LIMIT);
+    let kind = prompt_kind(evidence, &strength);
+    strength[Signal::Words.index()] = evidence.words.score(words, kind).clamp(-WORDS_LIMIT, WORDS_LIMIT);
     strength[Signal::Language.index()] = if evidence.language.is_other_than_english() {
         1.0
     } else {
@@ -250,6 +256,20 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
     };
 
     strength
+}
+
+/// Options to choose from · code · math · anything else, in that order, from
+/// the kind signals' strengths (computed before `words`).
+pub fn prompt_kind(evidence: &Evidence, strength: &[f64; SIGNAL_COUNT]) -> PromptKind {
+    if strength[Signal::Code.index()] >= 0.5 {
+        PromptKind::Code
+    } else if evidence.stats.option_lines >= 2 {
+        PromptKind::Choice
+    } else if strength[Signal::Math.index()] >= 0.5 {
+        PromptKind::Math
+    } else {
+        PromptKind::Chat
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,37 @@
 //! Hashed word n-grams: every word (numbers folded into one token) and every
 //! pair of neighbouring words falls in one of [`BUCKETS`] buckets, each with
-//! a learned weight. A prompt's `words` strength is the sum of its n-grams'
-//! weights over the square root of their count, so it does not grow with
-//! length alone. The weights are learned with the signal weights (see
-//! [`super::learned`]); the scanner already hashes each word, so this costs
-//! two table loads per word.
+//! a learned weight per [`PromptKind`]: the same words mean different things
+//! in a word problem, a multiple-choice question and a chat request, and a
+//! vocabulary learned on one kind is noise on another. A prompt's `words`
+//! strength is the sum of its n-grams' weights for its kind over the square
+//! root of their count, so it does not grow with length alone — except
+//! through one learned weight per kind that every word adds (how much
+//! length itself says within that kind). The weights
+//! are learned with the signal weights (see [`super::learned`]); the scanner
+//! already hashes each word, so this costs a few table loads per word.
 
 /// Number of n-gram buckets (a power of two).
 pub const BUCKETS: usize = 4096;
+/// Number of [`PromptKind`]s, each with its own weights.
+pub const KINDS: usize = 4;
+/// Size of the whole table: a region of [`BUCKETS`] per kind.
+pub const TABLE_LEN: usize = BUCKETS * KINDS;
+
+/// The kind of prompt its words are read as, from the kind signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptKind {
+    Chat,
+    Math,
+    Code,
+    /// A question with lettered answer options.
+    Choice,
+}
+
+impl PromptKind {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 const BUCKET_BITS: u32 = BUCKETS.trailing_zeros();
 /// The token every number stands for: "12 apples" and "7 apples" are the
 /// same n-gram.
@@ -28,44 +52,55 @@ fn bucket(mixed: u64) -> u16 {
     (mixed >> (64 - BUCKET_BITS)) as u16
 }
 
-/// The learned weight of each bucket, in logits.
+/// The learned weight of each bucket for each kind, and what each word adds
+/// within a kind, in logits.
 #[derive(Clone)]
-pub struct WordTable(Box<[f32; BUCKETS]>);
+pub struct WordTable {
+    buckets: Box<[f32; TABLE_LEN]>,
+    per_word: [f64; KINDS],
+}
 
 impl std::fmt::Debug for WordTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let used = self.0.iter().filter(|weight| **weight != 0.0).count();
-        write!(f, "WordTable({used} of {BUCKETS} buckets weighted)")
+        let used = self.buckets.iter().filter(|weight| **weight != 0.0).count();
+        write!(f, "WordTable({used} of {TABLE_LEN} weights set)")
     }
 }
 
 impl Default for WordTable {
     /// No n-gram weighs anything.
     fn default() -> Self {
-        WordTable(Box::new([0.0; BUCKETS]))
+        WordTable {
+            buckets: Box::new([0.0; TABLE_LEN]),
+            per_word: [0.0; KINDS],
+        }
     }
 }
 
 impl WordTable {
-    /// The table from quantized weights: bucket weight = `quantized × scale`.
-    pub fn from_quantized(quantized: &[i8; BUCKETS], scale: f64) -> WordTable {
-        let mut weights = Box::new([0.0f32; BUCKETS]);
-        for (weight, &value) in weights.iter_mut().zip(quantized) {
+    /// The table from quantized weights (bucket weight = `quantized × scale`)
+    /// and the per-word weight of each kind.
+    pub fn from_quantized(quantized: &[i8; TABLE_LEN], scale: f64, per_word: [f64; KINDS]) -> WordTable {
+        let mut buckets = Box::new([0.0f32; TABLE_LEN]);
+        for (weight, &value) in buckets.iter_mut().zip(quantized) {
             *weight = (f64::from(value) * scale) as f32;
         }
-        WordTable(weights)
+        WordTable { buckets, per_word }
     }
 
+    /// The weight of `bucket` for each kind.
     #[inline(always)]
-    pub fn weight(&self, bucket: u16) -> f64 {
-        f64::from(self.0[usize::from(bucket) & (BUCKETS - 1)])
+    fn weights(&self, bucket: u16) -> [f32; KINDS] {
+        let bucket = usize::from(bucket) & (BUCKETS - 1);
+        std::array::from_fn(|kind| self.buckets[kind * BUCKETS + bucket])
     }
 }
 
 /// What the scan gathers about a prompt's n-grams.
 #[derive(Debug, Default, Clone)]
 pub struct WordEvidence {
-    pub sum: f64,
+    /// Weight sums, one per kind.
+    pub sums: [f64; KINDS],
     pub count: u32,
     /// Every n-gram's bucket, only when asked for (training).
     pub buckets: Option<Vec<u16>>,
@@ -75,20 +110,23 @@ impl WordEvidence {
     /// Adds one n-gram.
     #[inline(always)]
     pub fn add(&mut self, table: &WordTable, bucket: u16) {
-        self.sum += table.weight(bucket);
+        for (sum, weight) in self.sums.iter_mut().zip(table.weights(bucket)) {
+            *sum += f64::from(weight);
+        }
         self.count += 1;
         if let Some(buckets) = &mut self.buckets {
             buckets.push(bucket);
         }
     }
 
-    /// The `words` strength: the weight sum over √count (0 without words).
-    pub fn score(&self) -> f64 {
+    /// The `words` strength of a prompt of `kind`: its weight sum (with
+    /// the kind's per-word weight) over √count (0 without words).
+    pub fn score(&self, table: &WordTable, kind: PromptKind) -> f64 {
         if self.count == 0 {
-            0.0
-        } else {
-            self.sum / f64::from(self.count).sqrt()
+            return 0.0;
         }
+        let count = f64::from(self.count);
+        (self.sums[kind.index()] + count * table.per_word[kind.index()]) / count.sqrt()
     }
 }
 
@@ -107,16 +145,29 @@ mod tests {
 
     #[test]
     fn the_words_strength_does_not_grow_with_repetition_alone() {
-        let mut quantized = [0i8; BUCKETS];
-        quantized[usize::from(unigram(42))] = 100;
-        let table = WordTable::from_quantized(&quantized, 0.01);
+        let mut quantized = [0i8; TABLE_LEN];
+        quantized[BUCKETS + usize::from(unigram(42))] = 100;
+        let table = WordTable::from_quantized(&quantized, 0.01, [0.0; KINDS]);
         let mut once = WordEvidence::default();
         once.add(&table, unigram(42));
         let mut diluted = WordEvidence::default();
         diluted.add(&table, unigram(42));
         (0..99).for_each(|_| diluted.add(&table, unigram(7)));
-        assert!((once.score() - 1.0).abs() < 1e-6);
-        assert!(diluted.score() < 0.2 * once.score());
-        assert_eq!(WordEvidence::default().score(), 0.0);
+        assert!((once.score(&table, PromptKind::Math) - 1.0).abs() < 1e-6);
+        assert!(diluted.score(&table, PromptKind::Math) < 0.2 * once.score(&table, PromptKind::Math));
+        assert_eq!(WordEvidence::default().score(&table, PromptKind::Math), 0.0);
+        let lengthy = WordTable::from_quantized(&quantized, 0.01, [0.0, 0.5, 0.0, 0.0]);
+        assert!(diluted.score(&lengthy, PromptKind::Math) > 4.0);
+    }
+
+    #[test]
+    fn each_kind_reads_words_with_its_own_weights() {
+        let mut quantized = [0i8; TABLE_LEN];
+        quantized[PromptKind::Choice.index() * BUCKETS + usize::from(unigram(42))] = -50;
+        let table = WordTable::from_quantized(&quantized, 0.01, [0.0; KINDS]);
+        let mut evidence = WordEvidence::default();
+        evidence.add(&table, unigram(42));
+        assert!(evidence.score(&table, PromptKind::Choice) < 0.0);
+        assert_eq!(evidence.score(&table, PromptKind::Chat), 0.0);
     }
 }
