@@ -25,8 +25,12 @@ pub struct Outcome {
 
 impl Curve {
     /// The curve of routing `outcomes` by score; `None` when the strong
-    /// model is not better overall (there is no gap to recover).
+    /// model is not better overall (there is no gap to recover) or a score
+    /// is not a number (it has no place in the order).
     pub fn of(outcomes: &[Outcome]) -> Option<Curve> {
+        if outcomes.iter().any(|outcome| outcome.score.is_nan()) {
+            return None;
+        }
         let total = outcomes.len() as f64;
         let weak_total: f64 = outcomes.iter().map(|outcome| outcome.weak).sum();
         let strong_total: f64 = outcomes.iter().map(|outcome| outcome.strong).sum();
@@ -198,6 +202,7 @@ mod tests {
     fn there_is_no_curve_without_a_gap() {
         assert!(Curve::of(&outcomes(&[(0.3, 1.0, 1.0), (0.6, 1.0, 0.5)])).is_none());
         assert!(Curve::of(&[]).is_none());
+        assert!(Curve::of(&outcomes(&[(f64::NAN, 0.0, 1.0), (0.5, 0.0, 1.0)])).is_none());
     }
 
     #[test]

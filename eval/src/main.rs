@@ -4,7 +4,7 @@
 //! signalbox-eval apgr DATA.jsonl... [--scorer SPEC]... [--svg FILE] [--title TEXT]
 //! signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
 //! signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE
-//! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--kind-l2 X] [--within-l2 X] [--word-l2 X] [--validate VAL.jsonl]...
+//! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--kind-l2 X] [--within-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
 //! ```
 //!
 //! Scorers: `classifier` (shipped weights), `previous` (hand-set weights
@@ -29,7 +29,7 @@ const USAGE: &str = "usage:
   signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|classifier=FILE]... [--svg FILE] [--title TEXT]
   signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
   signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE
-  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--kind-l2 X] [--within-l2 X] [--word-l2 X] [--validate VAL.jsonl]...";
+  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--kind-l2 X] [--within-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...";
 
 /// Command-line arguments: positional files and `--name value` options.
 #[derive(Default)]
@@ -279,7 +279,13 @@ fn run_train(args: &Args) -> Result<(), String> {
         word_l2: args.number("word-l2", defaults.word_l2)?,
         ..defaults
     };
-    let model = train::train(&items, &options);
+    let dev_files: Vec<PathBuf> = args.all("dev").iter().map(PathBuf::from).collect();
+    let dev = if dev_files.is_empty() {
+        Vec::new()
+    } else {
+        labelled(&dev_files)?
+    };
+    let model = train::train(&items, &dev, &options);
     for file in args.all("validate") {
         for (group, prior, learned) in train::validate(&model, &data::read_labelled(Path::new(file))?) {
             println!("{file}: {group}: APGR {prior:.3} with the priors, {learned:.3} learned");

@@ -183,8 +183,9 @@ fn examples(items: &[Labelled]) -> Vec<(String, Example)> {
         .collect()
 }
 
-/// Learns a model from labelled prompts; prints progress to stderr.
-pub fn train(items: &[Labelled], options: &Options) -> Model {
+/// Learns a model from labelled prompts (`dev` prompts, if any, decide
+/// which kinds keep their word weights); prints progress to stderr.
+pub fn train(items: &[Labelled], dev: &[Labelled], options: &Options) -> Model {
     let all = examples(items);
     let mut sources: Vec<String> = all.iter().map(|(source, _)| source.clone()).collect();
     sources.sort();
@@ -226,13 +227,20 @@ pub fn train(items: &[Labelled], options: &Options) -> Model {
                     } else {
                         options.within_l2
                     };
-                    let pull = rate * l2 * (model.weights[index] - priors.weights[index]);
+                    let pull = (rate * l2).min(1.0) * (model.weights[index] - priors.weights[index]);
                     model.weights[index] = (model.weights[index] - slope - pull).clamp(-20.0, 20.0);
                 }
                 for (example, sign) in [(higher, 1.0), (lower, -1.0)] {
                     for &(index, value) in &example.words {
+                        // A kind's per-word weight is one number, not a vocabulary.
+                        let l2 = if index >= TABLE_LEN {
+                            options.within_l2
+                        } else {
+                            options.word_l2
+                        };
                         let weight = &mut model.words[index];
-                        *weight -= sign * step * value + rate * options.word_l2 * *weight;
+                        // Decay as a factor, so a strong pull cannot overshoot zero.
+                        *weight = (*weight - sign * step * value) * (1.0 - rate * l2).max(0.0);
                     }
                 }
             }
@@ -240,6 +248,9 @@ pub fn train(items: &[Labelled], options: &Options) -> Model {
         eprintln!("epoch {}: {}", epoch + 1, describe(&model));
     }
     forget_unseen_kinds(&mut model, &all);
+    if !dev.is_empty() {
+        keep_words_that_help(&mut model, dev);
+    }
     model.weights[Signal::Language.index()] =
         english_cue_average(&model, &all).unwrap_or(priors.weights[Signal::Language.index()]);
     model.bias = priors.bias + mean_margin(&priors, &groups) - mean_margin(&model, &groups);
@@ -252,27 +263,66 @@ pub fn train(items: &[Labelled], options: &Options) -> Model {
 pub fn validate(model: &Model, items: &[Labelled]) -> Vec<(String, f64, f64)> {
     let priors = Model::priors();
     let all = examples(items);
-    let mut groups: Vec<&str> = all.iter().map(|(group, _)| group.as_str()).collect();
-    groups.sort_unstable();
-    groups.dedup();
-    groups
+    sources_of(&all)
         .into_iter()
-        .filter_map(|group| {
-            let apgr_of = |model: &Model| {
-                let outcomes: Vec<crate::apgr::Outcome> = all
-                    .iter()
-                    .filter(|(name, _)| name == group)
-                    .map(|(_, example)| crate::apgr::Outcome {
-                        score: model.margin(example),
-                        weak: 0.0,
-                        strong: example.gain,
-                    })
-                    .collect();
-                crate::apgr::Curve::of(&outcomes).map(|curve| curve.apgr())
-            };
-            Some((group.to_string(), apgr_of(&priors)?, apgr_of(model)?))
+        .filter_map(|source| {
+            let prior = source_apgr(&priors, &all, &source)?;
+            let learned = source_apgr(model, &all, &source)?;
+            Some((source, prior, learned))
         })
         .collect()
+}
+
+fn sources_of(all: &[(String, Example)]) -> Vec<String> {
+    let mut sources: Vec<String> = all.iter().map(|(source, _)| source.clone()).collect();
+    sources.sort();
+    sources.dedup();
+    sources
+}
+
+/// APGR of `model`'s margins on the examples of one source.
+fn source_apgr(model: &Model, all: &[(String, Example)], source: &str) -> Option<f64> {
+    let outcomes: Vec<crate::apgr::Outcome> = all
+        .iter()
+        .filter(|(name, _)| name == source)
+        .map(|(_, example)| crate::apgr::Outcome {
+            score: model.margin(example),
+            weak: 0.0,
+            strong: example.gain,
+        })
+        .collect();
+    crate::apgr::Curve::of(&outcomes).map(|curve| curve.apgr())
+}
+
+/// Mean APGR over the sources of `all`, each weighing the same.
+fn mean_apgr(model: &Model, all: &[(String, Example)]) -> f64 {
+    let values: Vec<f64> = sources_of(all)
+        .iter()
+        .filter_map(|source| source_apgr(model, all, source))
+        .collect();
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// Keeps a kind's word-bucket weights only where they do not make routing
+/// worse on held-apart `dev` prompts: a vocabulary learned from a few
+/// thousand questions can memorise them rather than generalise.
+fn keep_words_that_help(model: &mut Model, dev: &[Labelled]) {
+    let dev = examples(dev);
+    for kind in 0..KINDS {
+        let region = kind * BUCKETS..(kind + 1) * BUCKETS;
+        if model.words[region.clone()].iter().all(|weight| *weight == 0.0) {
+            continue;
+        }
+        let mut without = model.clone();
+        without.words[region.clone()].fill(0.0);
+        let (with_words, without_words) = (mean_apgr(model, &dev), mean_apgr(&without, &dev));
+        if without_words > with_words {
+            eprintln!(
+                "kind {kind}: dev APGR {with_words:.3} with its word weights, {without_words:.3} without: dropped"
+            );
+            *model = without;
+        }
+    }
 }
 
 /// Word weights of a kind with fewer than [`MIN_KIND_EXAMPLES`] training
@@ -431,7 +481,7 @@ mod tests {
             pairs_per_source: 3000,
             ..Options::default()
         };
-        let model = train(&items, &options);
+        let model = train(&items, &[], &options);
         let priors = Model::priors();
         let quantities = Signal::Quantities.index();
         assert!(model.weights[quantities] > priors.weights[quantities], "{model:?}");

@@ -8,8 +8,8 @@ Reads each source from a git snapshot (a bare git directory, read with
 
 `weak` and `strong` are how well a weak and a strong model do on the prompt,
 in [0, 1] (see SOURCES.md for what each source's numbers are). Every item goes
-to `train` or `val` by a hash of its id, so the split is stable across runs
-and machines. Nothing here is a held-out routing benchmark: no MT-Bench
+to `train`, `dev` or `val` by a hash of its id, so the split is stable across
+runs and machines. Nothing here is a held-out routing benchmark: no MT-Bench
 question, no GSM8K or MMLU *test* item, no RouteLLM evaluation file.
 
     python3 tools/routing-data/build.py --mirror /work/.mirror --out tools/routing-data/out
@@ -29,7 +29,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Weights are learned on train; dev decides what the trainer keeps (and its
+# settings); val is only for the final report.
 VALIDATION_SHARE = 0.25
+DEV_SHARE = 0.15
 
 ALPACA_EVAL = "tatsu-lab+alpaca_eval"
 GSM8K = "openai+grade-school-math"
@@ -66,7 +69,9 @@ def git_list(mirror: Path, repo: str, folder: str, commit: str = "HEAD") -> list
 
 def split_of(item_id: str) -> str:
     digest = hashlib.sha256(item_id.encode()).digest()
-    return "val" if digest[0] < 256 * VALIDATION_SHARE else "train"
+    if digest[0] < 256 * VALIDATION_SHARE:
+        return "val"
+    return "dev" if digest[1] < 256 * DEV_SHARE / (1 - VALIDATION_SHARE) else "train"
 
 
 def chat_items(mirror: Path):
@@ -184,7 +189,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, items in SETS.items():
-        counts = {"train": 0, "val": 0}
+        counts = {"train": 0, "dev": 0, "val": 0}
         files = {split: (args.out / f"{name}.{split}.jsonl").open("w") for split in counts}
         for item in items(args.mirror):
             split = split_of(item["id"])
@@ -192,7 +197,7 @@ def main() -> int:
             counts[split] += 1
         for file in files.values():
             file.close()
-        print(f"{name}: {counts['train']} train, {counts['val']} val")
+        print(f"{name}: {counts['train']} train, {counts['dev']} dev, {counts['val']} val")
     return 0
 
 
