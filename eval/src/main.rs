@@ -4,7 +4,7 @@
 //! signalbox-eval apgr DATA.jsonl... [--scorer SPEC]... [--svg FILE] [--title TEXT]
 //! signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
 //! signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE
-//! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--kind-l2 X] [--within-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
+//! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
 //! ```
 //!
 //! Scorers: `classifier` (shipped weights), `previous` (hand-set weights
@@ -29,7 +29,7 @@ const USAGE: &str = "usage:
   signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|classifier=FILE]... [--svg FILE] [--title TEXT]
   signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
   signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE
-  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--kind-l2 X] [--within-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...";
+  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...";
 
 /// Command-line arguments: positional files and `--name value` options.
 #[derive(Default)]
@@ -274,8 +274,7 @@ fn run_train(args: &Args) -> Result<(), String> {
     let defaults = train::Options::default();
     let options = train::Options {
         epochs: args.number("epochs", defaults.epochs)?,
-        kind_l2: args.number("kind-l2", defaults.kind_l2)?,
-        within_l2: args.number("within-l2", defaults.within_l2)?,
+        adjust_l2: args.number("adjust-l2", defaults.adjust_l2)?,
         word_l2: args.number("word-l2", defaults.word_l2)?,
         ..defaults
     };

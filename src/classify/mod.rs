@@ -28,7 +28,7 @@ use phrases::PhraseIndex;
 use scan::Evidence;
 pub use signals::{Signal, SIGNAL_COUNT};
 pub use words::PromptKind;
-use words::WordTable;
+use words::{WordTable, KINDS};
 
 /// Points a phrase added in the config earns: a deliberate operator cue
 /// weighs more than a built-in generic one.
@@ -73,6 +73,10 @@ pub struct Classifier {
     words: WordTable,
     languages: LanguageGuesser,
     weights: [f64; SIGNAL_COUNT],
+    /// Learned, per kind of prompt: added to each signal's weight.
+    kind_adjustments: [[f64; SIGNAL_COUNT]; KINDS],
+    /// Learned, per kind: keeps the kind's average logit where `weights` put it.
+    kind_offsets: [f64; KINDS],
     bias: f64,
 }
 
@@ -99,6 +103,8 @@ pub struct Classification {
     pub prompt_tokens: u32,
     /// The guessed language of the last user message.
     pub language: Language,
+    /// The kind of prompt whose learned weights applied.
+    pub kind: PromptKind,
 }
 
 impl Classifier {
@@ -119,12 +125,22 @@ impl Classifier {
             ));
         }
         let mut weights = Signal::ALL.map(Signal::prior_weight);
+        let mut kind_adjustments = [[0.0; SIGNAL_COUNT]; KINDS];
+        let mut kind_offsets = [0.0; KINDS];
         if settings.learned {
             for (name, weight) in learned::WEIGHTS {
                 if let Some(signal) = Signal::from_name(name) {
                     weights[signal.index()] = *weight;
                 }
             }
+            for (name, per_kind) in learned::KIND_ADJUSTMENTS {
+                if let Some(signal) = Signal::from_name(name) {
+                    for (adjustments, value) in kind_adjustments.iter_mut().zip(per_kind) {
+                        adjustments[signal.index()] = *value;
+                    }
+                }
+            }
+            kind_offsets = learned::KIND_OFFSETS;
         }
         for (name, weight) in &settings.weights {
             let path = format!("classifier.weights.{name}");
@@ -158,6 +174,8 @@ impl Classifier {
             words,
             languages: LanguageGuesser::default(),
             weights,
+            kind_adjustments,
+            kind_offsets,
             bias,
         })
     }
@@ -186,9 +204,9 @@ impl Classifier {
     /// Signal strengths and n-gram buckets of a prompt, unweighted.
     pub fn features(&self, prompt: &PromptView<'_>) -> Features {
         let mut evidence = self.evidence(prompt, true);
-        let strengths = signals::strengths(&evidence, &self.words);
+        let (strengths, kind) = signals::strengths(&evidence, &self.words);
         Features {
-            kind: signals::prompt_kind(&evidence, &strengths),
+            kind,
             strengths,
             word_buckets: evidence.words.buckets.take().unwrap_or_default(),
             language: evidence.language,
@@ -197,19 +215,25 @@ impl Classifier {
 
     pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
         let evidence = self.evidence(prompt, false);
-        let strengths = signals::strengths(&evidence, &self.words);
+        let (strengths, kind) = signals::strengths(&evidence, &self.words);
+        let adjustments = self.kind_adjustments.get(kind.index()).copied().unwrap_or_default();
         let mut contributions = [0.0; SIGNAL_COUNT];
-        let mut logit = self.bias;
         for signal in Signal::ALL {
-            let contribution = self.weights[signal.index()] * strengths[signal.index()];
-            contributions[signal.index()] = contribution;
-            logit += contribution;
+            let weight = self.weights[signal.index()] + adjustments[signal.index()];
+            contributions[signal.index()] = weight * strengths[signal.index()];
         }
+        // The kind's offset is part of what was learned from words and
+        // adjustments, so it is shown with `words` (and needs some words).
+        if evidence.words.count > 0 {
+            contributions[Signal::Words.index()] += self.kind_offsets.get(kind.index()).copied().unwrap_or_default();
+        }
+        let logit = self.bias + contributions.iter().sum::<f64>();
         Classification {
             score: 1.0 / (1.0 + (-logit).exp()),
             contributions,
             prompt_tokens: evidence.prompt_tokens,
             language: evidence.language,
+            kind,
         }
     }
 }

@@ -170,8 +170,9 @@ fn log_ramp(value: f64, low: f64, high: f64) -> f64 {
     ((value / low).ln() / (high / low).ln()).min(1.0)
 }
 
-/// Turns the evidence of one prompt into per-signal strengths in [0, 1].
-pub fn strengths(evidence: &Evidence, words: &WordTable) -> [f64; SIGNAL_COUNT] {
+/// Turns the evidence of one prompt into per-signal strengths (in [0, 1],
+/// but `words`, a sum of learned weights) and the kind of prompt it is.
+pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT], PromptKind) {
     let stats = &evidence.stats;
     let cue = |signal: Signal| evidence.cues[signal.index()];
     let mut strength = [0.0; SIGNAL_COUNT];
@@ -255,7 +256,7 @@ pub fn strengths(evidence: &Evidence, words: &WordTable) -> [f64; SIGNAL_COUNT] 
         0.0
     };
 
-    strength
+    (strength, kind)
 }
 
 /// Options to choose from · code · math · anything else, in that order, from
