@@ -3,13 +3,14 @@
 //! ```text
 //! signalbox-eval apgr DATA.jsonl... [--scorer SPEC]... [--svg FILE] [--title TEXT]
 //! signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
-//! signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE
-//! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
+//! signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE [--output-tokens N]
+//! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
 //! ```
 //!
 //! Scorers: `classifier` (shipped weights), `previous` (hand-set weights
-//! without within-type signals), `length`, `classifier=FILE` (a JSON
-//! `classifier` config section). See `docs/routing.md`.
+//! without within-type signals), `length`, `oracle` (the labels' own order:
+//! the ceiling), `classifier=FILE` (a JSON `classifier` config section).
+//! See `docs/routing.md`.
 
 mod apgr;
 mod data;
@@ -23,13 +24,17 @@ use std::process::ExitCode;
 use apgr::{Curve, Outcome};
 use data::{Labelled, LoggedRequest};
 use scorer::Scorer;
+use signalbox::classify::PromptKind;
 use signalbox::config::Config;
 
 const USAGE: &str = "usage:
-  signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|classifier=FILE]... [--svg FILE] [--title TEXT]
+  signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|oracle|classifier=FILE]... [--svg FILE] [--title TEXT]
   signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
-  signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE
-  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--dev DEV.jsonl]... [--validate VAL.jsonl]...";
+  signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE [--output-tokens N]
+  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...";
+
+/// Output tokens assumed for a request whose log line has none.
+const DEFAULT_OUTPUT_TOKENS: u64 = 300;
 
 /// Command-line arguments: positional files and `--name value` options.
 #[derive(Default)]
@@ -130,7 +135,7 @@ fn run_apgr(args: &Args) -> Result<(), String> {
             let outcomes: Vec<Outcome> = of_kind
                 .iter()
                 .filter_map(|item| {
-                    let score = scorer.score(&item.request)?;
+                    let score = scorer.score_labelled(item)?;
                     Some(Outcome {
                         score,
                         weak: item.weak,
@@ -201,7 +206,11 @@ fn config(args: &Args) -> Result<Config, String> {
 
 fn run_replay(args: &Args) -> Result<(), String> {
     let config = config(args)?;
-    let requests = replay::replay(&config, &traffic(args)?, args.number("output-tokens", 300)?);
+    let requests = replay::replay(
+        &config,
+        &traffic(args)?,
+        args.number("output-tokens", DEFAULT_OUTPUT_TOKENS)?,
+    );
     let rescored = requests.iter().filter(|request| request.rescored).count();
     println!(
         "{} requests ({} scored from their prompt, {} with their logged score)",
@@ -241,7 +250,11 @@ fn run_replay(args: &Args) -> Result<(), String> {
 fn run_calibrate(args: &Args) -> Result<(), String> {
     let config = config(args)?;
     let share: f64 = args.number("strong-share", f64::NAN)?;
-    let requests = replay::replay(&config, &traffic(args)?, 0);
+    let requests = replay::replay(
+        &config,
+        &traffic(args)?,
+        args.number("output-tokens", DEFAULT_OUTPUT_TOKENS)?,
+    );
     let scores: Vec<f64> = requests.iter().map(|request| request.score).collect();
     let threshold = replay::threshold_for_share(&scores, share)
         .ok_or("--strong-share must be in [0, 1], with some requests to calibrate on")?;
@@ -275,6 +288,17 @@ fn run_train(args: &Args) -> Result<(), String> {
     let options = train::Options {
         epochs: args.number("epochs", defaults.epochs)?,
         adjust_l2: args.number("adjust-l2", defaults.adjust_l2)?,
+        learning_kinds: match args.one("learning-kinds") {
+            None => defaults.learning_kinds.clone(),
+            Some(names) => names
+                .split(',')
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    PromptKind::from_name(name)
+                        .ok_or_else(|| format!("--learning-kinds: unknown kind `{name}` (chat, math, code, choice)"))
+                })
+                .collect::<Result<_, _>>()?,
+        },
         word_l2: args.number("word-l2", defaults.word_l2)?,
         ..defaults
     };

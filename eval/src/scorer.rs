@@ -6,7 +6,7 @@ use std::path::Path;
 
 use signalbox::classify::{Classifier, ClassifierSettings, Signal};
 
-use crate::data::Request;
+use crate::data::{Labelled, Request};
 
 /// Signals added with within-type learning; the previous classifier had none.
 const SIGNALS_ADDED_WITH_LEARNING: [Signal; 8] = [
@@ -27,6 +27,9 @@ pub enum Scorer {
     },
     /// Estimated tokens of the whole prompt: the baseline to beat.
     Length,
+    /// Each prompt's own strong-minus-weak gain: the best any router could
+    /// do on these labels (labelled data only).
+    Oracle,
 }
 
 impl Scorer {
@@ -36,12 +39,13 @@ impl Scorer {
     pub fn parse(spec: &str) -> Result<Scorer, String> {
         let (label, settings) = match spec.split_once('=') {
             None if spec == "length" => return Ok(Scorer::Length),
+            None if spec == "oracle" => return Ok(Scorer::Oracle),
             None if spec == "classifier" => ("classifier".to_string(), ClassifierSettings::default()),
             None if spec == "previous" => ("previous".to_string(), previous_settings()),
             Some(("classifier", file)) => (file_label(file), read_settings(Path::new(file))?),
             _ => {
                 return Err(format!(
-                    "unknown scorer `{spec}`: use classifier, previous, length or classifier=FILE"
+                    "unknown scorer `{spec}`: use classifier, previous, length, oracle or classifier=FILE"
                 ))
             }
         };
@@ -56,14 +60,25 @@ impl Scorer {
         match self {
             Scorer::Classifier { label, .. } => label,
             Scorer::Length => "length",
+            Scorer::Oracle => "oracle",
         }
     }
 
+    /// The score of a labelled prompt (the oracle reads its labels).
+    pub fn score_labelled(&self, item: &Labelled) -> Option<f64> {
+        match self {
+            Scorer::Oracle => Some(item.strong - item.weak),
+            _ => self.score(&item.request),
+        }
+    }
+
+    /// The score of a prompt; `None` for the oracle, which needs labels.
     pub fn score(&self, request: &Request) -> Option<f64> {
-        request.view(|view| match self {
-            Scorer::Classifier { classifier, .. } => classifier.classify(view).score,
-            Scorer::Length => f64::from(view.last_user_tokens()) + f64::from(view.context_tokens),
-        })
+        match self {
+            Scorer::Classifier { classifier, .. } => request.view(|view| classifier.classify(view).score),
+            Scorer::Length => request.view(|view| f64::from(view.last_user_tokens()) + f64::from(view.context_tokens)),
+            Scorer::Oracle => None,
+        }
     }
 }
 
@@ -97,7 +112,7 @@ mod tests {
 
     #[test]
     fn scorers_are_named_by_their_spec() {
-        for spec in ["classifier", "previous", "length"] {
+        for spec in ["classifier", "previous", "length", "oracle"] {
             assert_eq!(Scorer::parse(spec).unwrap().label(), spec);
         }
         assert!(Scorer::parse("vibes").is_err());

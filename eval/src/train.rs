@@ -20,7 +20,7 @@
 
 use signalbox::classify::signals::{PRIOR_BIAS, WORDS_LIMIT};
 use signalbox::classify::words::{BUCKETS, KINDS, TABLE_LEN};
-use signalbox::classify::{Classifier, ClassifierSettings, Language, Signal, SIGNAL_COUNT};
+use signalbox::classify::{Classifier, ClassifierSettings, Language, PromptKind, Signal, SIGNAL_COUNT};
 
 use crate::apgr::{Curve, Outcome};
 use crate::data::Labelled;
@@ -65,6 +65,12 @@ pub struct Options {
     pub adjust_l2: f64,
     /// Pull of the word n-gram weights to zero.
     pub word_l2: f64,
+    /// Kinds that learn (adjustments, vocabulary, per-word weight). Not chat
+    /// by default: its labels are a judge's preferences (with known style
+    /// and length biases), and what chat learns reorders chat prompts against
+    /// math and code ones in mixed traffic on evidence of style rather than
+    /// difficulty. Chat data still sets the `language` weight.
+    pub learning_kinds: Vec<PromptKind>,
     pub seed: u64,
 }
 
@@ -76,6 +82,7 @@ impl Default for Options {
             learning_rate: 0.05,
             adjust_l2: 1.0,
             word_l2: 0.02,
+            learning_kinds: vec![PromptKind::Math, PromptKind::Choice],
             seed: 0x5eed,
         }
     }
@@ -254,7 +261,11 @@ fn learn_from_pair(
     let step = rate * (gap.abs() / typical_gap) * -sigmoid(-difference);
     let adjust_decay = (1.0 - rate * options.adjust_l2).max(0.0);
     let word_decay = (1.0 - rate * options.word_l2).max(0.0);
+    let learns = |example: &Example| options.learning_kinds.iter().any(|kind| kind.index() == example.kind);
     for (example, sign) in [(higher, 1.0), (lower, -1.0)] {
+        if !learns(example) {
+            continue;
+        }
         let adjustments = &mut model.adjustments[example.kind];
         for signal in Signal::ALL.into_iter().filter(|signal| is_adjusted(*signal)) {
             let index = signal.index();

@@ -223,8 +223,8 @@ impl Classifier {
             contributions[signal.index()] = weight * strengths[signal.index()];
         }
         // The kind's offset is part of what was learned from words and
-        // adjustments, so it is shown with `words` (and needs some words).
-        if evidence.words.count > 0 {
+        // adjustments, so it is shown with `words` (and applies with them).
+        if signals::words_apply(&evidence) {
             contributions[Signal::Words.index()] += self.kind_offsets.get(kind.index()).copied().unwrap_or_default();
         }
         let logit = self.bias + contributions.iter().sum::<f64>();
@@ -389,6 +389,102 @@ mod tests {
             Classifier::compile(&empty).unwrap_err().path,
             "classifier.phrases.code[0]"
         );
+    }
+
+    #[test]
+    fn a_math_word_problem_with_many_steps_scores_higher() {
+        let few = "Tom has 4 apples and eats 1. How many apples are left?";
+        let many = "Tom buys 3 boxes of 12 apples at $4 each, sells half of the apples for $1 each, \
+                    gives 5 to a friend and eats 2 every day for 3 days. How much money did he make, \
+                    and how many apples are left?";
+        assert!(score(many) > score(few), "{} <= {}", score(many), score(few));
+        let result = classifier().classify(&prompt(many));
+        assert_eq!(result.kind, PromptKind::Math);
+        assert!(result.contributions[Signal::Quantities.index()] > 0.0);
+        assert!(result.contributions[Signal::Operations.index()] > 0.0);
+    }
+
+    #[test]
+    fn within_kind_signals_only_count_in_their_kind() {
+        let question =
+            "Which of the following is NOT a tort?\nA. Negligence\nB. Battery\nC. Breach of contract\nD. Trespass";
+        let choice = classifier().classify(&prompt(question));
+        assert_eq!(choice.kind, PromptKind::Choice);
+        assert!(choice.contributions[Signal::QuestionShape.index()] > 0.0);
+        assert!(choice.contributions[Signal::Subject.index()] > 0.0);
+        let chat = classifier().classify(&prompt("Is a breach of contract not a tort? Explain the court's view."));
+        assert_eq!(chat.kind, PromptKind::Chat);
+        assert_eq!(chat.contributions[Signal::QuestionShape.index()], 0.0);
+        assert_eq!(chat.contributions[Signal::Subject.index()], 0.0);
+        assert_eq!(chat.contributions[Signal::Quantities.index()], 0.0);
+    }
+
+    #[test]
+    fn an_agent_loop_of_tool_results_raises_the_score() {
+        let classifier = classifier();
+        let first = classifier.classify(&prompt("Find the cheapest flight to Lisbon."));
+        let looping = classifier.classify(&PromptView {
+            tool_results: 6,
+            ..prompt("Find the cheapest flight to Lisbon.")
+        });
+        assert!(looping.score > first.score);
+        assert!(looping.contributions[Signal::ToolLoop.index()] > 0.0);
+    }
+
+    #[test]
+    fn a_prompt_in_another_language_gets_what_english_cues_would_add_and_no_english_words() {
+        let classifier = classifier();
+        let german = classifier.classify(&prompt(
+            "Kannst du mir bitte erklären, wie die Steuer in Deutschland funktioniert?",
+        ));
+        assert_eq!(german.language, Language::German);
+        assert!(german.contributions[Signal::Language.index()] > 0.0);
+        assert_eq!(german.contributions[Signal::Words.index()], 0.0);
+        let english = classifier.classify(&prompt("Can you please explain how taxes work in Germany?"));
+        assert_eq!(english.language, Language::English);
+        assert_eq!(english.contributions[Signal::Language.index()], 0.0);
+        // The same hard request scores alike whatever the language.
+        let hard_en = score("Write a Python function that parses a CSV file and explain its time complexity.");
+        let hard_de = score("Schreibe eine Python-Funktion, die eine CSV-Datei einliest, und erkläre die Laufzeit.");
+        assert!((hard_en - hard_de).abs() < 0.3, "{hard_en} vs {hard_de}");
+    }
+
+    #[test]
+    fn without_learning_the_classifier_uses_its_priors_and_no_word_weights() {
+        let settings = ClassifierSettings {
+            learned: false,
+            ..Default::default()
+        };
+        let prior = Classifier::compile(&settings).unwrap();
+        let view = prompt("Sam sells 4 boxes of 12 pens at $3 each. How much does he earn?");
+        let result = prior.classify(&view);
+        let strengths = prior.features(&view).strengths;
+        assert_eq!(result.contributions[Signal::Words.index()], 0.0);
+        for signal in [Signal::Math, Signal::Quantities, Signal::Operations] {
+            let expected = signal.prior_weight() * strengths[signal.index()];
+            assert!(
+                (result.contributions[signal.index()] - expected).abs() < 1e-12,
+                "{}",
+                signal.name()
+            );
+        }
+    }
+
+    #[test]
+    fn any_text_classifies_without_panicking() {
+        let classifier = classifier();
+        let texts = [
+            String::new(),
+            "\u{0}\u{ffff}".repeat(100),
+            "é".repeat(5000),
+            "A.\nB.\nC.".repeat(3000),
+            "🙂 ".repeat(20_000),
+            "1".repeat(100_000),
+        ];
+        for text in &texts {
+            let result = classifier.classify(&prompt(text));
+            assert!(result.score.is_finite() && result.score > 0.0 && result.score < 1.0);
+        }
     }
 
     #[test]

@@ -139,8 +139,9 @@ impl Signal {
             // "Which of the following is NOT", "except", several statements
             // to judge: questions that trip a small model more often.
             Signal::QuestionShape => 0.6,
-            // Several things to produce in one answer.
-            Signal::Deliverables => 0.6,
+            // Several things to produce in one answer. Kept small: on the
+            // chat dev split it neither helped nor hurt much.
+            Signal::Deliverables => 0.3,
             // An agent loop feeding tool results back: long, stateful work.
             Signal::ToolLoop => 0.8,
             // The word n-gram table carries its own scale.
@@ -232,24 +233,28 @@ pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT]
     let shortness = 1.0 - log_ramp(prompt_tokens, 40.0, 400.0);
     strength[Signal::Simple.index()] = saturate(cue(Signal::Simple), 1.0) * shortness;
 
-    // Within a word problem: quantities (numbers, number words, units) and
-    // the operations that relate them stand for the steps a solution takes.
-    // Both only count in a prompt that reads as math.
-    let math_gate = if strength[Signal::Math.index()] >= 0.5 {
-        1.0
+    // Within-kind signals only count in the kind they were made for. In a
+    // word problem, quantities (numbers, number words, units) and the
+    // operations that relate them stand for the steps a solution takes; in
+    // a multiple-choice question, the subject and the question's shape
+    // (negations, several statements) say how hard it is; in a chat
+    // request, how many things it asks for.
+    let kind = prompt_kind(evidence, &strength);
+    let only_in = |wanted: PromptKind| if kind == wanted { 1.0 } else { 0.0 };
+    let quantities = f64::from(stats.numbers) + cue(Signal::Quantities);
+    strength[Signal::Quantities.index()] = log_ramp(1.0 + quantities, 1.0, 25.0) * only_in(PromptKind::Math);
+    strength[Signal::Operations.index()] =
+        log_ramp(1.0 + cue(Signal::Operations), 1.0, 16.0) * only_in(PromptKind::Math);
+    strength[Signal::Subject.index()] = saturate(cue(Signal::Subject), 3.0) * only_in(PromptKind::Choice);
+    strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0) * only_in(PromptKind::Choice);
+    strength[Signal::Deliverables.index()] =
+        saturate(cue(Signal::Deliverables) + 0.5 * extra_questions, 3.0) * only_in(PromptKind::Chat);
+    strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
+    strength[Signal::Words.index()] = if words_apply(evidence) {
+        evidence.words.score(words, kind).clamp(-WORDS_LIMIT, WORDS_LIMIT)
     } else {
         0.0
     };
-    let quantities = f64::from(stats.numbers) + cue(Signal::Quantities);
-    strength[Signal::Quantities.index()] = log_ramp(1.0 + quantities, 1.0, 25.0) * math_gate;
-    strength[Signal::Operations.index()] = log_ramp(1.0 + cue(Signal::Operations), 1.0, 16.0) * math_gate;
-
-    strength[Signal::Subject.index()] = saturate(cue(Signal::Subject), 3.0);
-    strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0);
-    strength[Signal::Deliverables.index()] = saturate(cue(Signal::Deliverables) + 0.5 * extra_questions, 3.0);
-    strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
-    let kind = prompt_kind(evidence, &strength);
-    strength[Signal::Words.index()] = evidence.words.score(words, kind).clamp(-WORDS_LIMIT, WORDS_LIMIT);
     strength[Signal::Language.index()] = if evidence.language.is_other_than_english() {
         1.0
     } else {
@@ -257,6 +262,12 @@ pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT]
     };
 
     (strength, kind)
+}
+
+/// Whether the learned word weights speak for this prompt: it has words,
+/// and they are not in another language than the (English) ones learned.
+pub fn words_apply(evidence: &Evidence) -> bool {
+    evidence.words.count > 0 && !evidence.language.is_other_than_english()
 }
 
 /// Options to choose from · code · math · anything else, in that order, from

@@ -28,8 +28,23 @@ pub enum PromptKind {
 }
 
 impl PromptKind {
+    pub const ALL: [PromptKind; KINDS] = [PromptKind::Chat, PromptKind::Math, PromptKind::Code, PromptKind::Choice];
+
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptKind::Chat => "chat",
+            PromptKind::Math => "math",
+            PromptKind::Code => "code",
+            PromptKind::Choice => "choice",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PromptKind> {
+        PromptKind::ALL.into_iter().find(|kind| kind.name() == name)
     }
 }
 const BUCKET_BITS: u32 = BUCKETS.trailing_zeros();
@@ -133,6 +148,14 @@ impl WordEvidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_names_round_trip_in_index_order() {
+        for (position, kind) in PromptKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), position);
+            assert_eq!(PromptKind::from_name(kind.name()), Some(kind));
+        }
+    }
 
     #[test]
     fn buckets_stay_in_range_and_bigrams_depend_on_order() {
