@@ -100,11 +100,14 @@ pub fn svg(title: &str, curves: &[(String, Curve)]) -> String {
     const TOP: f64 = 40.0;
     let x = |share: f64| LEFT + share * SIZE;
     let y = |pgr: f64| TOP + (1.0 - pgr.clamp(-0.1, 1.1)) * SIZE;
+    // About 7 px a character of legend text, after the line sample.
+    let longest = curves.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
+    let legend_width = 80.0 + 7.0 * (longest + 14) as f64;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
-        LEFT + SIZE + 230.0,
+        LEFT + SIZE + legend_width,
         TOP + SIZE + 50.0,
         LEFT + SIZE / 2.0,
         escape(title)

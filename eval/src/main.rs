@@ -124,6 +124,7 @@ fn run_apgr(args: &Args) -> Result<(), String> {
     kinds.sort_unstable();
     kinds.dedup();
     let mut plotted = Vec::new();
+    let several = kinds.len() > 1;
     for kind in kinds {
         let of_kind: Vec<&Labelled> = items.iter().filter(|item| group_of(item) == kind).collect();
         println!("{kind}: {} prompts", of_kind.len());
@@ -166,7 +167,12 @@ fn run_apgr(args: &Args) -> Result<(), String> {
                 share(0.8),
                 points.join(" ")
             );
-            plotted.push((format!("{kind}: {}", scorer.label()), curve));
+            let label = if several {
+                format!("{kind}: {}", scorer.label())
+            } else {
+                scorer.label().to_string()
+            };
+            plotted.push((label, curve));
         }
     }
     if let Some(path) = args.one("svg") {
@@ -238,11 +244,12 @@ fn run_replay(args: &Args) -> Result<(), String> {
         loads.iter().map(|load| load.cost).sum::<f64>()
     );
     let strongest = config.tiers.last().map_or("", |tier| tier.name.as_str());
-    println!("\nthreshold of `{strongest}` (score >= t)   share   cost USD");
+    println!("\n`{strongest}` from score t:");
+    println!("{:>7} {:>7} {:>12}", "t", "share", "cost USD");
     for tenth in 1..10 {
         let threshold = f64::from(tenth) / 10.0;
         let (share, cost) = replay::at_threshold(&config, &requests, threshold);
-        println!("  t = {threshold:.1}   {:>22.1}%  {cost:>9.4}", share * 100.0);
+        println!("{threshold:>7.1} {:>6.1}% {cost:>12.4}", share * 100.0);
     }
     Ok(())
 }

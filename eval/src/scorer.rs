@@ -8,18 +8,6 @@ use signalbox::classify::{Classifier, ClassifierSettings, Signal};
 
 use crate::data::{Labelled, Request};
 
-/// Signals added with within-type learning; the previous classifier had none.
-const SIGNALS_ADDED_WITH_LEARNING: [Signal; 8] = [
-    Signal::Quantities,
-    Signal::Operations,
-    Signal::Subject,
-    Signal::QuestionShape,
-    Signal::Deliverables,
-    Signal::ToolLoop,
-    Signal::Words,
-    Signal::Language,
-];
-
 pub enum Scorer {
     Classifier {
         label: String,
@@ -87,8 +75,9 @@ impl Scorer {
 pub fn previous_settings() -> ClassifierSettings {
     ClassifierSettings {
         learned: false,
-        weights: SIGNALS_ADDED_WITH_LEARNING
+        weights: Signal::ALL
             .iter()
+            .filter(|signal| !signal.says_kind())
             .map(|signal| (signal.name().to_string(), 0.0))
             .collect::<BTreeMap<_, _>>(),
         ..ClassifierSettings::default()
@@ -126,7 +115,7 @@ mod tests {
         };
         let request = Request::from_prompt("Tom has 3 apples and buys 4 more each day for 5 days. How many now?");
         let contributions = request.view(|view| classifier.classify(view).contributions).unwrap();
-        for signal in SIGNALS_ADDED_WITH_LEARNING {
+        for signal in Signal::ALL.into_iter().filter(|signal| !signal.says_kind()) {
             assert_eq!(contributions[signal.index()], 0.0, "{}", signal.name());
         }
     }

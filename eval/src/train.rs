@@ -31,22 +31,6 @@ fn is_adjusted(signal: Signal) -> bool {
     !matches!(signal, Signal::Words | Signal::Language)
 }
 
-/// Signals that only English cue phrases raise.
-const ENGLISH_CUE_SIGNALS: [Signal; 12] = [
-    Signal::Code,
-    Signal::Math,
-    Signal::Reasoning,
-    Signal::Analysis,
-    Signal::MultiStep,
-    Signal::Structured,
-    Signal::Constraints,
-    Signal::Expertise,
-    Signal::Simple,
-    Signal::Subject,
-    Signal::QuestionShape,
-    Signal::Deliverables,
-];
-
 /// Training prompts a kind needs for anything learned about it to ship.
 const MIN_KIND_EXAMPLES: usize = 300;
 
@@ -400,8 +384,9 @@ fn english_cue_average(model: &Model, all: &[(String, Example)]) -> Option<f64> 
     let total: f64 = chats
         .iter()
         .map(|example| {
-            ENGLISH_CUE_SIGNALS
+            Signal::ALL
                 .iter()
+                .filter(|signal| signal.needs_english_cues())
                 .map(|signal| {
                     let weight = model.weights[signal.index()] + model.adjustments[example.kind][signal.index()];
                     weight * example.strengths[signal.index()]

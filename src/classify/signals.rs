@@ -107,6 +107,28 @@ impl Signal {
         Signal::ALL.into_iter().find(|signal| signal.name() == name)
     }
 
+    /// Kind signals say what sort of prompt this is; the rest (within-kind
+    /// signals, words, language) were added to order prompts within a kind.
+    pub fn says_kind(self) -> bool {
+        self.index() <= Signal::Simple.index()
+    }
+
+    /// Raised mostly by English cue phrases, so mostly silent for a prompt
+    /// in another language, whatever it asks.
+    pub fn needs_english_cues(self) -> bool {
+        !matches!(
+            self,
+            Signal::Tools
+                | Signal::Length
+                | Signal::Conversation
+                | Signal::Quantities
+                | Signal::Operations
+                | Signal::ToolLoop
+                | Signal::Words
+                | Signal::Language
+        )
+    }
+
     /// Hand-set weight: the starting point (and regularisation target) of
     /// learning, and the weight of a signal the learned table does not name.
     pub fn prior_weight(self) -> f64 {
