@@ -361,6 +361,19 @@ mod tests {
     }
 
     #[test]
+    fn tool_results_in_the_conversation_are_counted() {
+        let body = br#"{"model":"auto","messages":[
+            {"role":"user","content":"book a table"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},
+            {"role":"tool","tool_call_id":"1","content":"no table at 8"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"2"}]},
+            {"role":"tool","tool_call_id":"2","content":"table at 9"},
+            {"role":"function","name":"legacy","content":"ok"}
+        ]}"#;
+        assert_eq!(parse_chat(body).unwrap().prompt_view().tool_results, 3);
+    }
+
+    #[test]
     fn empty_tools_do_not_count_as_tools() {
         let body = br#"{"model":"auto","messages":[{"role":"user","content":"x"}],"tools":[]}"#;
         assert!(!parse_chat(body).unwrap().prompt_view().has_tools);

@@ -7,15 +7,14 @@
 //! [`Language::Undetermined`] means the sample had too little text to tell
 //! (code, numbers, a word or two).
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-
-use super::phrases::{IdentityHasher, WordHash};
+use super::phrases::WordHash;
 
 /// Bytes of the message read for the guess.
 pub const SAMPLE_BYTES: usize = 512;
 /// Function words a Latin-script guess needs.
 const MIN_VOTES: u32 = 2;
+/// Longer words are no function word (in bytes: `perché` is 7).
+const MAX_FUNCTION_WORD_BYTES: usize = 8;
 /// A CJK character carries about as much as a short word of Latin letters.
 const CJK_LETTER_WEIGHT: u32 = 3;
 
@@ -156,21 +155,27 @@ const LATIN: [(Language, &[&str]); 7] = [
 ];
 
 /// Function word hash → the Latin-script languages it votes for (bit per
-/// position in [`LATIN`]).
+/// position in [`LATIN`]), in a small open-addressed table: a lookup is a
+/// few instructions, and most words miss on the first slot.
 #[derive(Debug, Clone)]
 pub struct LanguageGuesser {
-    votes: HashMap<u64, u8, BuildHasherDefault<IdentityHasher>>,
+    slots: Box<[(u64, u8); SLOTS]>,
 }
+
+/// Table size (a power of two, about six times the function words).
+const SLOTS: usize = 1024;
 
 impl Default for LanguageGuesser {
     fn default() -> Self {
-        let mut votes: HashMap<u64, u8, BuildHasherDefault<IdentityHasher>> = HashMap::default();
+        let mut guesser = LanguageGuesser {
+            slots: Box::new([(0, 0); SLOTS]),
+        };
         for (position, (_, words)) in LATIN.iter().enumerate() {
             for word in *words {
-                *votes.entry(WordHash::of(word.as_bytes())).or_default() |= 1 << position;
+                guesser.insert(WordHash::of(word.as_bytes()), 1 << position);
             }
         }
-        LanguageGuesser { votes }
+        guesser
     }
 }
 
@@ -193,7 +198,6 @@ impl ScriptCounts {
     fn add(&mut self, character: char) {
         let code = u32::from(character);
         let count = match code {
-            _ if character.is_ascii_alphabetic() => &mut self.latin,
             0x00C0..=0x024F => &mut self.latin,
             0x0370..=0x03FF => &mut self.greek,
             0x0400..=0x04FF => &mut self.cyrillic,
@@ -236,35 +240,57 @@ impl ScriptCounts {
     }
 }
 
+/// What the words of a message's sample say about its language: the
+/// function-word votes per Latin-script language and the ASCII letters
+/// seen. The scanner gathers it as it hashes each word.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LatinVotes {
+    votes: [u32; LATIN.len()],
+    letters: u32,
+}
+
 impl LanguageGuesser {
-    /// Guesses the language of a message from the start of its parts.
-    pub fn guess(&self, parts: &[&str]) -> Language {
-        let mut scripts = ScriptCounts::default();
-        let mut votes = [0u32; LATIN.len()];
+    /// Counts one word of the sample: its case-folded hash ([`WordHash`]),
+    /// its length in bytes and its ASCII letters.
+    #[inline]
+    pub fn observe(&self, votes: &mut LatinVotes, hash: u64, len: usize, ascii_letters: u32) {
+        votes.letters += ascii_letters;
+        if len > MAX_FUNCTION_WORD_BYTES {
+            return;
+        }
+        let languages = self.lookup(hash);
+        if languages != 0 {
+            for (position, count) in votes.votes.iter_mut().enumerate() {
+                *count += u32::from(languages >> position & 1);
+            }
+        }
+    }
+
+    /// The language of a message from its sample's words (`votes`) and the
+    /// letters of other scripts at the start of its `parts`.
+    pub fn decide(&self, parts: &[&str], votes: &LatinVotes) -> Language {
+        let mut scripts = ScriptCounts {
+            latin: votes.letters,
+            ..ScriptCounts::default()
+        };
         let mut budget = SAMPLE_BYTES;
         for part in parts {
-            if budget == 0 {
-                break;
-            }
             let sample = prefix(part, budget);
             budget -= sample.len();
-            sample.chars().for_each(|character| scripts.add(character));
-            for word in sample
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|word| word.len() <= 8)
-            {
-                let Some(&languages) = self.votes.get(&WordHash::of(word.as_bytes())) else {
-                    continue;
-                };
-                for (position, count) in votes.iter_mut().enumerate() {
-                    *count += u32::from(languages >> position & 1);
-                }
+            // Letters of other scripts only exist where there are non-ASCII
+            // bytes; most prompts have none and skip the decoding.
+            if !sample.is_ascii() {
+                sample
+                    .chars()
+                    .filter(|character| !character.is_ascii())
+                    .for_each(|character| scripts.add(character));
             }
         }
         if let Some(language) = scripts.dominant_non_latin() {
             return language;
         }
         let best = votes
+            .votes
             .iter()
             .enumerate()
             .max_by_key(|(position, count)| (**count, std::cmp::Reverse(*position)));
@@ -273,6 +299,38 @@ impl LanguageGuesser {
                 .get(position)
                 .map_or(Language::Undetermined, |(language, _)| *language),
             _ => Language::Undetermined,
+        }
+    }
+
+    /// Slot of `hash`'s probe sequence start.
+    fn home(hash: u64) -> usize {
+        (hash >> 54) as usize & (SLOTS - 1)
+    }
+
+    fn insert(&mut self, hash: u64, languages: u8) {
+        let mut slot = Self::home(hash);
+        // Every word votes for some language, so 0 marks an empty slot.
+        while let Some(&(key, value)) = self.slots.get(slot) {
+            if value == 0 || key == hash {
+                if let Some(entry) = self.slots.get_mut(slot) {
+                    *entry = (hash, value | languages);
+                }
+                return;
+            }
+            slot = (slot + 1) & (SLOTS - 1);
+        }
+    }
+
+    /// The languages `hash` votes for (0: none).
+    #[inline]
+    fn lookup(&self, hash: u64) -> u8 {
+        let mut slot = Self::home(hash);
+        loop {
+            match self.slots.get(slot) {
+                Some(&(key, value)) if value != 0 && key != hash => slot = (slot + 1) & (SLOTS - 1),
+                Some(&(_, value)) if value != 0 => return value,
+                _ => return 0,
+            }
         }
     }
 }
@@ -292,7 +350,12 @@ mod tests {
     use super::*;
 
     fn guess(text: &str) -> Language {
-        LanguageGuesser::default().guess(&[text])
+        let classifier = crate::classify::Classifier::compile(&crate::classify::ClassifierSettings::default()).unwrap();
+        let view = crate::request::PromptView {
+            last_user_parts: vec![text],
+            ..Default::default()
+        };
+        classifier.classify(&view).language
     }
 
     #[test]
@@ -359,6 +422,23 @@ mod tests {
         let text = "é".repeat(SAMPLE_BYTES);
         assert_eq!(prefix(&text, 3), "é");
         assert_eq!(guess(&text), Language::Undetermined);
+    }
+
+    #[test]
+    fn every_function_word_is_found_and_other_words_are_not() {
+        let guesser = LanguageGuesser::default();
+        for (position, (_, words)) in LATIN.iter().enumerate() {
+            for word in *words {
+                assert_ne!(
+                    guesser.lookup(WordHash::of(word.as_bytes())) & (1 << position),
+                    0,
+                    "{word}"
+                );
+            }
+        }
+        for word in ["function", "python", "zebra", "routing", "x"] {
+            assert_eq!(guesser.lookup(WordHash::of(word.as_bytes())), 0, "{word}");
+        }
     }
 
     #[test]

@@ -193,11 +193,12 @@ impl Classifier {
                 ResponseFormatKind::JsonObject => 1.5,
                 ResponseFormatKind::JsonSchema => 3.0,
             },
-            language: self.languages.guess(&prompt.last_user_parts),
             ..Evidence::default()
         };
         evidence.words.buckets = keep_buckets.then(Vec::new);
-        scan::scan(&self.phrases, &self.words, &prompt.last_user_parts, &mut evidence);
+        let parts = &prompt.last_user_parts;
+        scan::scan(&self.phrases, &self.words, &self.languages, parts, &mut evidence);
+        evidence.language = self.languages.decide(parts, &evidence.latin_votes);
         evidence
     }
 

@@ -13,7 +13,7 @@
 //! shape statistics are scaled up to the whole middle. Only the character
 //! count (for the token estimate) touches every byte.
 
-use super::language::Language;
+use super::language::{self, Language, LanguageGuesser, LatinVotes};
 use super::phrases::{PhraseIndex, WordHash, PREFIX_KEY_LEN};
 use super::signals::SIGNAL_COUNT;
 use super::words::{self, WordEvidence, WordTable, NUMBER_TOKEN};
@@ -67,6 +67,8 @@ pub struct Evidence {
     pub response_format: f64,
     /// The learned weights of the message's word n-grams.
     pub words: WordEvidence,
+    /// What the words at the start of the message say about its language.
+    pub latin_votes: LatinVotes,
     pub language: Language,
 }
 
@@ -89,7 +91,13 @@ impl TextStats {
 
 /// Scans the parts of one message (in order) into `evidence`, and sets its
 /// `prompt_tokens`.
-pub fn scan(index: &PhraseIndex, words: &WordTable, parts: &[&str], evidence: &mut Evidence) {
+pub fn scan(
+    index: &PhraseIndex,
+    words: &WordTable,
+    languages: &LanguageGuesser,
+    parts: &[&str],
+    evidence: &mut Evidence,
+) {
     let total_len: usize = parts.iter().map(|part| part.len()).sum();
     let sampled = total_len > FULL_SCAN_BYTES;
     let (head_end, tail_start) = if sampled {
@@ -113,8 +121,14 @@ pub fn scan(index: &PhraseIndex, words: &WordTable, parts: &[&str], evidence: &m
             let sinks = Sinks {
                 cues: &mut evidence.cues,
                 words: &mut evidence.words,
+                latin_votes: &mut evidence.latin_votes,
             };
-            let scanner = Scanner::new(index, words, text, range, offset, total_len, sinks);
+            let lookups = Lookups {
+                index,
+                words,
+                languages,
+            };
+            let scanner = Scanner::new(lookups, text, range, offset, total_len, sinks);
             let stats = scanner.run();
             if into_windows {
                 window_stats.add_scaled(&stats, 1.0);
@@ -226,16 +240,26 @@ struct Word {
     key_hash: Option<u64>,
 }
 
-/// Where a scan's cue and n-gram evidence goes.
+/// Where a scan's cue, n-gram and language evidence goes.
 struct Sinks<'a> {
     cues: &'a mut [f64; SIGNAL_COUNT],
     words: &'a mut WordEvidence,
+    latin_votes: &'a mut LatinVotes,
+}
+
+/// The tables each word is looked up in.
+#[derive(Clone, Copy)]
+struct Lookups<'a> {
+    index: &'a PhraseIndex,
+    words: &'a WordTable,
+    languages: &'a LanguageGuesser,
 }
 
 /// State of the pass over one range of one part of a message.
 struct Scanner<'a> {
     index: &'a PhraseIndex,
     word_table: &'a WordTable,
+    languages: &'a LanguageGuesser,
     /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
     range: std::ops::Range<usize>,
@@ -258,8 +282,7 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(
-        index: &'a PhraseIndex,
-        word_table: &'a WordTable,
+        lookups: Lookups<'a>,
         text: &'a [u8],
         range: std::ops::Range<usize>,
         offset: usize,
@@ -267,8 +290,9 @@ impl<'a> Scanner<'a> {
         sinks: Sinks<'a>,
     ) -> Self {
         Scanner {
-            index,
-            word_table,
+            index: lookups.index,
+            word_table: lookups.words,
+            languages: lookups.languages,
             text,
             line_start: range.start,
             matched_until: range.start,
@@ -380,6 +404,15 @@ impl<'a> Scanner<'a> {
         self.previous_word_end = word.end;
         self.previous_word_numeric = text[word.end - 1].is_ascii_digit();
 
+        if self.offset + word.start < language::SAMPLE_BYTES {
+            let ascii_letters = if word.chars as usize == word.end - word.start {
+                word.chars
+            } else {
+                0
+            };
+            self.languages
+                .observe(self.sinks.latin_votes, word.hash, word.end - word.start, ascii_letters);
+        }
         let token = if first_is_digit { NUMBER_TOKEN } else { word.hash };
         self.sinks.words.add(self.word_table, words::unigram(token));
         if let Some(previous) = self.previous_token {
@@ -500,7 +533,13 @@ mod tests {
 
     fn scan(index: &PhraseIndex, text: &str) -> Evidence {
         let mut evidence = Evidence::default();
-        super::scan(index, &WordTable::default(), &[text], &mut evidence);
+        super::scan(
+            index,
+            &WordTable::default(),
+            &LanguageGuesser::default(),
+            &[text],
+            &mut evidence,
+        );
         evidence
     }
 
@@ -593,7 +632,13 @@ mod tests {
     fn scanning_several_parts_accumulates() {
         let m = matcher(&[(Signal::Code, "python")]);
         let mut evidence = Evidence::default();
-        super::scan(&m, &WordTable::default(), &["python", "and python"], &mut evidence);
+        super::scan(
+            &m,
+            &WordTable::default(),
+            &LanguageGuesser::default(),
+            &["python", "and python"],
+            &mut evidence,
+        );
         assert_eq!(evidence.cues[Signal::Code.index()], 2.0);
         assert!(evidence.prompt_tokens > 0);
     }
@@ -606,7 +651,13 @@ mod sampling_tests {
     fn scan_text(text: &str) -> Evidence {
         let index = PhraseIndex::build([], &[]).unwrap();
         let mut evidence = Evidence::default();
-        scan(&index, &WordTable::default(), &[text], &mut evidence);
+        scan(
+            &index,
+            &WordTable::default(),
+            &LanguageGuesser::default(),
+            &[text],
+            &mut evidence,
+        );
         evidence
     }
 
@@ -646,7 +697,13 @@ mod matching_tests {
     fn cues(phrases: &[&str], text: &str) -> f64 {
         let index = PhraseIndex::build(phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)), &[]).unwrap();
         let mut evidence = Evidence::default();
-        scan(&index, &WordTable::default(), &[text], &mut evidence);
+        scan(
+            &index,
+            &WordTable::default(),
+            &LanguageGuesser::default(),
+            &[text],
+            &mut evidence,
+        );
         evidence.cues[Signal::Code.index()]
     }
 
