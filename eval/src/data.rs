@@ -178,6 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_read_as_the_manual_says() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let labelled = read_labelled(&examples.join("labelled.jsonl")).unwrap();
+        assert_eq!(labelled.len(), 10);
+        assert!(labelled.iter().all(|item| item.request.view(|_| ()).is_some()));
+        let log = read_access_log(&examples.join("access.jsonl")).unwrap();
+        assert_eq!(log.len(), 5);
+        assert_eq!(log.iter().filter(|request| request.request.is_some()).count(), 2);
+        assert_eq!(read_prompts(&examples.join("prompts.txt")).unwrap().len(), 14);
+    }
+
+    #[test]
     fn the_access_log_gives_prompts_scores_and_tokens_of_routed_requests() {
         let path = temp_file(
             "access.jsonl",
