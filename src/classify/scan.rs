@@ -522,6 +522,20 @@ impl LineShape {
     }
 }
 
+/// Scans `parts` with no learned word weights (what most tests need).
+#[cfg(test)]
+fn scan_without_learning(index: &PhraseIndex, parts: &[&str]) -> Evidence {
+    let mut evidence = Evidence::default();
+    scan(
+        index,
+        &WordTable::default(),
+        &LanguageGuesser::default(),
+        parts,
+        &mut evidence,
+    );
+    evidence
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,15 +546,7 @@ mod tests {
     }
 
     fn scan(index: &PhraseIndex, text: &str) -> Evidence {
-        let mut evidence = Evidence::default();
-        super::scan(
-            index,
-            &WordTable::default(),
-            &LanguageGuesser::default(),
-            &[text],
-            &mut evidence,
-        );
-        evidence
+        scan_without_learning(index, &[text])
     }
 
     #[test]
@@ -631,14 +637,7 @@ mod tests {
     #[test]
     fn scanning_several_parts_accumulates() {
         let m = matcher(&[(Signal::Code, "python")]);
-        let mut evidence = Evidence::default();
-        super::scan(
-            &m,
-            &WordTable::default(),
-            &LanguageGuesser::default(),
-            &["python", "and python"],
-            &mut evidence,
-        );
+        let evidence = scan_without_learning(&m, &["python", "and python"]);
         assert_eq!(evidence.cues[Signal::Code.index()], 2.0);
         assert!(evidence.prompt_tokens > 0);
     }
@@ -650,15 +649,7 @@ mod sampling_tests {
 
     fn scan_text(text: &str) -> Evidence {
         let index = PhraseIndex::build([], &[]).unwrap();
-        let mut evidence = Evidence::default();
-        scan(
-            &index,
-            &WordTable::default(),
-            &LanguageGuesser::default(),
-            &[text],
-            &mut evidence,
-        );
-        evidence
+        scan_without_learning(&index, &[text])
     }
 
     #[test]
@@ -696,14 +687,7 @@ mod matching_tests {
 
     fn cues(phrases: &[&str], text: &str) -> f64 {
         let index = PhraseIndex::build(phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)), &[]).unwrap();
-        let mut evidence = Evidence::default();
-        scan(
-            &index,
-            &WordTable::default(),
-            &LanguageGuesser::default(),
-            &[text],
-            &mut evidence,
-        );
+        let evidence = scan_without_learning(&index, &[text]);
         evidence.cues[Signal::Code.index()]
     }
 
