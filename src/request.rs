@@ -111,6 +111,13 @@ pub struct Message<'a> {
     pub content: Option<Content<'a>>,
 }
 
+impl Message<'_> {
+    /// A tool's (or legacy function's) answer fed back to the model.
+    pub fn is_tool_result(&self) -> bool {
+        matches!(self.role, Role::Tool | Role::Function)
+    }
+}
+
 impl<'a> Message<'a> {
     /// The text pieces of this message, in order.
     pub fn text_parts(&self) -> impl Iterator<Item = &str> {
@@ -275,6 +282,8 @@ pub struct PromptView<'a> {
     /// prompt, earlier turns, tool definitions, per-message overhead.
     pub context_tokens: u32,
     pub has_tools: bool,
+    /// Tool (or function) results in the conversation: an agent loop.
+    pub tool_results: u32,
     pub images: u32,
     pub response_format: ResponseFormatKind,
 }
@@ -451,6 +460,7 @@ impl<'a> ChatRequest<'a> {
             if message.role == Role::User {
                 view.user_turns += 1;
             }
+            view.tool_results += u32::from(message.is_tool_result());
             view.images += message.image_count() as u32;
             view.context_tokens = view.context_tokens.saturating_add(tokens::PER_MESSAGE_OVERHEAD);
             if Some(position) == last_user {
@@ -547,6 +557,19 @@ mod tests {
         assert_eq!(view.response_format, ResponseFormatKind::JsonSchema);
         assert!(view.context_tokens > 4 * 4);
         assert_eq!(request.system_parts().collect::<Vec<_>>(), vec!["be brief"]);
+    }
+
+    #[test]
+    fn tool_results_in_the_conversation_are_counted() {
+        let body = br#"{"model":"auto","messages":[
+            {"role":"user","content":"book a table"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},
+            {"role":"tool","tool_call_id":"1","content":"no table at 8"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"2"}]},
+            {"role":"tool","tool_call_id":"2","content":"table at 9"},
+            {"role":"function","name":"legacy","content":"ok"}
+        ]}"#;
+        assert_eq!(parse_chat(body).unwrap().prompt_view().tool_results, 3);
     }
 
     #[test]

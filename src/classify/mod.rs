@@ -1,16 +1,19 @@
 //! Complexity classification: how likely a prompt needs the strong model.
 //!
-//! [`Classifier::classify`] scans the last user message once (see [`scan`]
-//! and [`phrases`]),
-//! turns the evidence into per-signal strengths (see [`signals`]) and combines
-//! them with configurable logit weights into a score in [0, 1]. Higher means
-//! "more likely to need the strong model". Every contribution is kept so the
-//! decision can be explained per request.
+//! [`Classifier::classify`] scans the last user message once (see [`scan`],
+//! [`phrases`] and [`words`]), guesses its language ([`language`]), turns
+//! the evidence into per-signal strengths (see [`signals`]) and combines
+//! them with logit weights (learned, see [`learned`]; configurable) into a
+//! score in [0, 1]. Higher means "more likely to need the strong model".
+//! Every contribution is kept so the decision can be explained per request.
 
+pub mod language;
+pub mod learned;
 pub mod lexicon;
 pub mod phrases;
 pub mod scan;
 pub mod signals;
+pub mod words;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,18 +22,26 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 use crate::request::{PromptView, ResponseFormatKind};
+pub use language::Language;
+use language::LanguageGuesser;
 use phrases::PhraseIndex;
 use scan::Evidence;
 pub use signals::{Signal, SIGNAL_COUNT};
+pub use words::PromptKind;
+use words::{WordTable, KINDS};
 
 /// Points a phrase added in the config earns: a deliberate operator cue
 /// weighs more than a built-in generic one.
 const CUSTOM_PHRASE_POINTS: f64 = 1.5;
 
 /// The `classifier` section of the config.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierSettings {
+    /// Start from the learned weights, bias and word table (default), or
+    /// from the hand-set priors without word weights.
+    #[serde(default = "learned_by_default")]
+    pub learned: bool,
     /// Logit when no signal fires.
     pub bias: Option<f64>,
     /// Weight per signal name, replacing the default.
@@ -41,11 +52,45 @@ pub struct ClassifierSettings {
     pub phrases: BTreeMap<String, Vec<String>>,
 }
 
+impl Default for ClassifierSettings {
+    fn default() -> Self {
+        ClassifierSettings {
+            learned: true,
+            bias: None,
+            weights: BTreeMap::new(),
+            phrases: BTreeMap::new(),
+        }
+    }
+}
+
+fn learned_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone)]
 pub struct Classifier {
     phrases: PhraseIndex,
+    words: WordTable,
+    languages: LanguageGuesser,
     weights: [f64; SIGNAL_COUNT],
+    /// Learned, per kind of prompt: added to each signal's weight.
+    kind_adjustments: [[f64; SIGNAL_COUNT]; KINDS],
+    /// Learned, per kind: keeps the kind's average logit where `weights` put it.
+    kind_offsets: [f64; KINDS],
     bias: f64,
+}
+
+/// What the classifier computes from a prompt before weighting: the input of
+/// learning (see `signalbox-eval train`).
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Strength of each signal, by signal index.
+    pub strengths: [f64; SIGNAL_COUNT],
+    /// The bucket of every word n-gram scanned.
+    pub word_buckets: Vec<u16>,
+    /// Which kind's word weights apply.
+    pub kind: PromptKind,
+    pub language: Language,
 }
 
 /// The outcome of classifying one prompt.
@@ -56,20 +101,47 @@ pub struct Classification {
     pub contributions: [f64; SIGNAL_COUNT],
     /// Estimated tokens of the last user message.
     pub prompt_tokens: u32,
+    /// The guessed language of the last user message.
+    pub language: Language,
+    /// The kind of prompt whose learned weights applied.
+    pub kind: PromptKind,
 }
 
 impl Classifier {
     /// Validates the settings (path prefix `classifier`) and compiles the
     /// cue matcher.
     pub fn compile(settings: &ClassifierSettings) -> Result<Classifier, ConfigError> {
-        let bias = settings.bias.unwrap_or(signals::DEFAULT_BIAS);
+        let (default_bias, words) = if settings.learned {
+            let table = WordTable::from_quantized(&learned::WORD_WEIGHTS, learned::WORD_SCALE, learned::WORD_PER_KIND);
+            (learned::BIAS, table)
+        } else {
+            (signals::PRIOR_BIAS, WordTable::default())
+        };
+        let bias = settings.bias.unwrap_or(default_bias);
         if !bias.is_finite() || bias.abs() > 20.0 {
             return Err(ConfigError::new(
                 "classifier.bias",
                 "must be a finite number between -20 and 20",
             ));
         }
-        let mut weights = Signal::ALL.map(Signal::default_weight);
+        let mut weights = Signal::ALL.map(Signal::prior_weight);
+        let mut kind_adjustments = [[0.0; SIGNAL_COUNT]; KINDS];
+        let mut kind_offsets = [0.0; KINDS];
+        if settings.learned {
+            for (name, weight) in learned::WEIGHTS {
+                if let Some(signal) = Signal::from_name(name) {
+                    weights[signal.index()] = *weight;
+                }
+            }
+            for (name, per_kind) in learned::KIND_ADJUSTMENTS {
+                if let Some(signal) = Signal::from_name(name) {
+                    for (adjustments, value) in kind_adjustments.iter_mut().zip(per_kind) {
+                        adjustments[signal.index()] = *value;
+                    }
+                }
+            }
+            kind_offsets = learned::KIND_OFFSETS;
+        }
         for (name, weight) in &settings.weights {
             let path = format!("classifier.weights.{name}");
             let signal = signal_named(name, &path)?;
@@ -97,14 +169,25 @@ impl Classifier {
         }
         let phrases = PhraseIndex::build(credits, lexicon::NUMBER_WORDS)
             .map_err(|message| ConfigError::new("classifier.phrases", message))?;
-        Ok(Classifier { phrases, weights, bias })
+        Ok(Classifier {
+            phrases,
+            words,
+            languages: LanguageGuesser::default(),
+            weights,
+            kind_adjustments,
+            kind_offsets,
+            bias,
+        })
     }
 
-    pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
+    /// The evidence of one scan of the prompt; n-gram buckets are kept
+    /// only when `keep_buckets` (learning needs them, routing does not).
+    fn evidence(&self, prompt: &PromptView<'_>, keep_buckets: bool) -> Evidence {
         let mut evidence = Evidence {
             context_tokens: prompt.context_tokens,
             user_turns: prompt.user_turns,
             has_tools: prompt.has_tools,
+            tool_results: prompt.tool_results,
             response_format: match prompt.response_format {
                 ResponseFormatKind::None | ResponseFormatKind::Text => 0.0,
                 ResponseFormatKind::JsonObject => 1.5,
@@ -112,19 +195,46 @@ impl Classifier {
             },
             ..Evidence::default()
         };
-        scan::scan(&self.phrases, &prompt.last_user_parts, &mut evidence);
-        let strengths = signals::strengths(&evidence);
-        let mut contributions = [0.0; SIGNAL_COUNT];
-        let mut logit = self.bias;
-        for signal in Signal::ALL {
-            let contribution = self.weights[signal.index()] * strengths[signal.index()];
-            contributions[signal.index()] = contribution;
-            logit += contribution;
+        evidence.words.buckets = keep_buckets.then(Vec::new);
+        let parts = &prompt.last_user_parts;
+        scan::scan(&self.phrases, &self.words, &self.languages, parts, &mut evidence);
+        evidence.language = self.languages.decide(parts, &evidence.latin_votes);
+        evidence
+    }
+
+    /// Signal strengths and n-gram buckets of a prompt, unweighted.
+    pub fn features(&self, prompt: &PromptView<'_>) -> Features {
+        let mut evidence = self.evidence(prompt, true);
+        let (strengths, kind) = signals::strengths(&evidence, &self.words);
+        Features {
+            kind,
+            strengths,
+            word_buckets: evidence.words.buckets.take().unwrap_or_default(),
+            language: evidence.language,
         }
+    }
+
+    pub fn classify(&self, prompt: &PromptView<'_>) -> Classification {
+        let evidence = self.evidence(prompt, false);
+        let (strengths, kind) = signals::strengths(&evidence, &self.words);
+        let adjustments = self.kind_adjustments.get(kind.index()).copied().unwrap_or_default();
+        let mut contributions = [0.0; SIGNAL_COUNT];
+        for signal in Signal::ALL {
+            let weight = self.weights[signal.index()] + adjustments[signal.index()];
+            contributions[signal.index()] = weight * strengths[signal.index()];
+        }
+        // The kind's offset is part of what was learned from words and
+        // adjustments, so it is shown with `words` (and applies with them).
+        if signals::words_apply(&evidence) {
+            contributions[Signal::Words.index()] += self.kind_offsets.get(kind.index()).copied().unwrap_or_default();
+        }
+        let logit = self.bias + contributions.iter().sum::<f64>();
         Classification {
             score: 1.0 / (1.0 + (-logit).exp()),
             contributions,
             prompt_tokens: evidence.prompt_tokens,
+            language: evidence.language,
+            kind,
         }
     }
 }
@@ -248,6 +358,7 @@ mod tests {
             bias: Some(-1.0),
             weights: BTreeMap::from([("code".to_string(), 0.0)]),
             phrases: BTreeMap::from([("expertise".to_string(), vec!["kubernetes operator".to_string()])]),
+            ..Default::default()
         };
         let classifier = Classifier::compile(&settings).unwrap();
         let result = classifier.classify(&prompt("write a kubernetes operator"));
@@ -279,6 +390,102 @@ mod tests {
             Classifier::compile(&empty).unwrap_err().path,
             "classifier.phrases.code[0]"
         );
+    }
+
+    #[test]
+    fn a_math_word_problem_with_many_steps_scores_higher() {
+        let few = "Tom has 4 apples and eats 1. How many apples are left?";
+        let many = "Tom buys 3 boxes of 12 apples at $4 each, sells half of the apples for $1 each, \
+                    gives 5 to a friend and eats 2 every day for 3 days. How much money did he make, \
+                    and how many apples are left?";
+        assert!(score(many) > score(few), "{} <= {}", score(many), score(few));
+        let result = classifier().classify(&prompt(many));
+        assert_eq!(result.kind, PromptKind::Math);
+        assert!(result.contributions[Signal::Quantities.index()] > 0.0);
+        assert!(result.contributions[Signal::Operations.index()] > 0.0);
+    }
+
+    #[test]
+    fn within_kind_signals_only_count_in_their_kind() {
+        let question =
+            "Which of the following is NOT a tort?\nA. Negligence\nB. Battery\nC. Breach of contract\nD. Trespass";
+        let choice = classifier().classify(&prompt(question));
+        assert_eq!(choice.kind, PromptKind::Choice);
+        assert!(choice.contributions[Signal::QuestionShape.index()] > 0.0);
+        assert!(choice.contributions[Signal::Subject.index()] > 0.0);
+        let chat = classifier().classify(&prompt("Is a breach of contract not a tort? Explain the court's view."));
+        assert_eq!(chat.kind, PromptKind::Chat);
+        assert_eq!(chat.contributions[Signal::QuestionShape.index()], 0.0);
+        assert_eq!(chat.contributions[Signal::Subject.index()], 0.0);
+        assert_eq!(chat.contributions[Signal::Quantities.index()], 0.0);
+    }
+
+    #[test]
+    fn an_agent_loop_of_tool_results_raises_the_score() {
+        let classifier = classifier();
+        let first = classifier.classify(&prompt("Find the cheapest flight to Lisbon."));
+        let looping = classifier.classify(&PromptView {
+            tool_results: 6,
+            ..prompt("Find the cheapest flight to Lisbon.")
+        });
+        assert!(looping.score > first.score);
+        assert!(looping.contributions[Signal::ToolLoop.index()] > 0.0);
+    }
+
+    #[test]
+    fn a_prompt_in_another_language_gets_what_english_cues_would_add_and_no_english_words() {
+        let classifier = classifier();
+        let german = classifier.classify(&prompt(
+            "Kannst du mir bitte erklären, wie die Steuer in Deutschland funktioniert?",
+        ));
+        assert_eq!(german.language, Language::German);
+        assert!(german.contributions[Signal::Language.index()] > 0.0);
+        assert_eq!(german.contributions[Signal::Words.index()], 0.0);
+        let english = classifier.classify(&prompt("Can you please explain how taxes work in Germany?"));
+        assert_eq!(english.language, Language::English);
+        assert_eq!(english.contributions[Signal::Language.index()], 0.0);
+        // The same hard request scores alike whatever the language.
+        let hard_en = score("Write a Python function that parses a CSV file and explain its time complexity.");
+        let hard_de = score("Schreibe eine Python-Funktion, die eine CSV-Datei einliest, und erkläre die Laufzeit.");
+        assert!((hard_en - hard_de).abs() < 0.3, "{hard_en} vs {hard_de}");
+    }
+
+    #[test]
+    fn without_learning_the_classifier_uses_its_priors_and_no_word_weights() {
+        let settings = ClassifierSettings {
+            learned: false,
+            ..Default::default()
+        };
+        let prior = Classifier::compile(&settings).unwrap();
+        let view = prompt("Sam sells 4 boxes of 12 pens at $3 each. How much does he earn?");
+        let result = prior.classify(&view);
+        let strengths = prior.features(&view).strengths;
+        assert_eq!(result.contributions[Signal::Words.index()], 0.0);
+        for signal in [Signal::Math, Signal::Quantities, Signal::Operations] {
+            let expected = signal.prior_weight() * strengths[signal.index()];
+            assert!(
+                (result.contributions[signal.index()] - expected).abs() < 1e-12,
+                "{}",
+                signal.name()
+            );
+        }
+    }
+
+    #[test]
+    fn any_text_classifies_without_panicking() {
+        let classifier = classifier();
+        let texts = [
+            String::new(),
+            "\u{0}\u{ffff}".repeat(100),
+            "é".repeat(5000),
+            "A.\nB.\nC.".repeat(3000),
+            "🙂 ".repeat(20_000),
+            "1".repeat(100_000),
+        ];
+        for text in &texts {
+            let result = classifier.classify(&prompt(text));
+            assert!(result.score.is_finite() && result.score > 0.0 && result.score < 1.0);
+        }
     }
 
     #[test]

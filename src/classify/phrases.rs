@@ -45,7 +45,7 @@ impl WordHash {
         self.0
     }
 
-    fn of(bytes: &[u8]) -> u64 {
+    pub fn of(bytes: &[u8]) -> u64 {
         let mut hash = WordHash::default();
         bytes.iter().for_each(|&byte| hash.push(byte));
         hash.value()
@@ -59,7 +59,7 @@ pub fn is_word_byte(byte: u8) -> bool {
 
 /// Keys are already hashes; hashing them again would be wasted work.
 #[derive(Default)]
-struct IdentityHasher(u64);
+pub struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {

@@ -13,8 +13,10 @@
 //! shape statistics are scaled up to the whole middle. Only the character
 //! count (for the token estimate) touches every byte.
 
+use super::language::{self, Language, LanguageGuesser, LatinVotes};
 use super::phrases::{PhraseIndex, WordHash, PREFIX_KEY_LEN};
 use super::signals::SIGNAL_COUNT;
+use super::words::{self, WordEvidence, WordTable, NUMBER_TOKEN};
 
 /// Bytes at each end of the message treated as the instruction zone.
 const INSTRUCTION_ZONE: usize = 600;
@@ -38,6 +40,8 @@ pub struct TextStats {
     pub lines: u32,
     pub code_lines: u32,
     pub enumerated_lines: u32,
+    /// Lines that start like a lettered answer option (`B.`, `c)`).
+    pub option_lines: u32,
     pub questions: u32,
     pub numbers: u32,
     pub equation_ops: u32,
@@ -57,8 +61,15 @@ pub struct Evidence {
     pub context_tokens: u32,
     pub user_turns: u32,
     pub has_tools: bool,
+    /// Tool (or function) results fed back in the conversation.
+    pub tool_results: u32,
     /// Evidence from the request's `response_format` (0 when absent).
     pub response_format: f64,
+    /// The learned weights of the message's word n-grams.
+    pub words: WordEvidence,
+    /// What the words at the start of the message say about its language.
+    pub latin_votes: LatinVotes,
+    pub language: Language,
 }
 
 impl TextStats {
@@ -69,6 +80,7 @@ impl TextStats {
         self.lines += scaled(other.lines);
         self.code_lines += scaled(other.code_lines);
         self.enumerated_lines += scaled(other.enumerated_lines);
+        self.option_lines += scaled(other.option_lines);
         self.questions += scaled(other.questions);
         self.numbers += scaled(other.numbers);
         self.equation_ops += scaled(other.equation_ops);
@@ -79,7 +91,13 @@ impl TextStats {
 
 /// Scans the parts of one message (in order) into `evidence`, and sets its
 /// `prompt_tokens`.
-pub fn scan(index: &PhraseIndex, parts: &[&str], evidence: &mut Evidence) {
+pub fn scan(
+    index: &PhraseIndex,
+    words: &WordTable,
+    languages: &LanguageGuesser,
+    parts: &[&str],
+    evidence: &mut Evidence,
+) {
     let total_len: usize = parts.iter().map(|part| part.len()).sum();
     let sampled = total_len > FULL_SCAN_BYTES;
     let (head_end, tail_start) = if sampled {
@@ -100,7 +118,17 @@ pub fn scan(index: &PhraseIndex, parts: &[&str], evidence: &mut Evidence) {
             if range.is_empty() {
                 return;
             }
-            let scanner = Scanner::new(index, text, range, offset, total_len, &mut evidence.cues);
+            let sinks = Sinks {
+                cues: &mut evidence.cues,
+                words: &mut evidence.words,
+                latin_votes: &mut evidence.latin_votes,
+            };
+            let lookups = Lookups {
+                index,
+                words,
+                languages,
+            };
+            let scanner = Scanner::new(lookups, text, range, offset, total_len, sinks);
             let stats = scanner.run();
             if into_windows {
                 window_stats.add_scaled(&stats, 1.0);
@@ -212,17 +240,36 @@ struct Word {
     key_hash: Option<u64>,
 }
 
+/// Where a scan's cue, n-gram and language evidence goes.
+struct Sinks<'a> {
+    cues: &'a mut [f64; SIGNAL_COUNT],
+    words: &'a mut WordEvidence,
+    latin_votes: &'a mut LatinVotes,
+}
+
+/// The tables each word is looked up in.
+#[derive(Clone, Copy)]
+struct Lookups<'a> {
+    index: &'a PhraseIndex,
+    words: &'a WordTable,
+    languages: &'a LanguageGuesser,
+}
+
 /// State of the pass over one range of one part of a message.
 struct Scanner<'a> {
     index: &'a PhraseIndex,
+    word_table: &'a WordTable,
+    languages: &'a LanguageGuesser,
     /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
     range: std::ops::Range<usize>,
     /// Position of this part within the whole message.
     offset: usize,
     total_len: usize,
-    cues: &'a mut [f64; SIGNAL_COUNT],
+    sinks: Sinks<'a>,
     stats: TextStats,
+    /// The previous word's token, for bigrams.
+    previous_token: Option<u64>,
     /// End of the previous word and whether its last byte was a digit, so
     /// `1,250.50` counts as one number.
     previous_word_end: usize,
@@ -235,23 +282,26 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(
-        index: &'a PhraseIndex,
+        lookups: Lookups<'a>,
         text: &'a [u8],
         range: std::ops::Range<usize>,
         offset: usize,
         total_len: usize,
-        cues: &'a mut [f64; SIGNAL_COUNT],
+        sinks: Sinks<'a>,
     ) -> Self {
         Scanner {
-            index,
+            index: lookups.index,
+            word_table: lookups.words,
+            languages: lookups.languages,
             text,
             line_start: range.start,
             matched_until: range.start,
             range,
             offset,
             total_len,
-            cues,
+            sinks,
             stats: TextStats::default(),
+            previous_token: None,
             previous_word_end: 0,
             previous_word_numeric: false,
             line_syntax: 0,
@@ -354,6 +404,22 @@ impl<'a> Scanner<'a> {
         self.previous_word_end = word.end;
         self.previous_word_numeric = text[word.end - 1].is_ascii_digit();
 
+        if self.offset + word.start < language::SAMPLE_BYTES {
+            let ascii_letters = if word.chars as usize == word.end - word.start {
+                word.chars
+            } else {
+                0
+            };
+            self.languages
+                .observe(self.sinks.latin_votes, word.hash, word.end - word.start, ascii_letters);
+        }
+        let token = if first_is_digit { NUMBER_TOKEN } else { word.hash };
+        self.sinks.words.add(self.word_table, words::unigram(token));
+        if let Some(previous) = self.previous_token {
+            self.sinks.words.add(self.word_table, words::bigram(previous, token));
+        }
+        self.previous_token = Some(token);
+
         if word.start >= self.matched_until {
             if let Some((id, end)) = self.index.match_word(text, word.start, word.hash, word.key_hash) {
                 self.credit(id, word.start, end);
@@ -385,7 +451,7 @@ impl<'a> Scanner<'a> {
         }
         let weight = zone_weight(self.offset + start, self.total_len);
         for (signal, points) in &phrase.credits {
-            self.cues[signal.index()] += points * weight;
+            self.sinks.cues[signal.index()] += points * weight;
         }
     }
 
@@ -419,6 +485,9 @@ impl<'a> Scanner<'a> {
         if shape.is_enumerated() {
             stats.enumerated_lines += 1;
         }
+        if shape.is_option() {
+            stats.option_lines += 1;
+        }
     }
 }
 
@@ -443,10 +512,28 @@ impl LineShape {
         dense || terminated || indented_call
     }
 
+    fn is_option(&self) -> bool {
+        matches!(self.first.to_ascii_uppercase(), b'A'..=b'E') && matches!(self.second, b'.' | b')')
+    }
+
     fn is_enumerated(&self) -> bool {
         (self.first.is_ascii_digit() && matches!(self.second, b'.' | b')'))
             || (matches!(self.first, b'-' | b'*') && self.second == b' ')
     }
+}
+
+/// Scans `parts` with no learned word weights (what most tests need).
+#[cfg(test)]
+fn scan_without_learning(index: &PhraseIndex, parts: &[&str]) -> Evidence {
+    let mut evidence = Evidence::default();
+    scan(
+        index,
+        &WordTable::default(),
+        &LanguageGuesser::default(),
+        parts,
+        &mut evidence,
+    );
+    evidence
 }
 
 #[cfg(test)]
@@ -459,9 +546,7 @@ mod tests {
     }
 
     fn scan(index: &PhraseIndex, text: &str) -> Evidence {
-        let mut evidence = Evidence::default();
-        super::scan(index, &[text], &mut evidence);
-        evidence
+        scan_without_learning(index, &[text])
     }
 
     #[test]
@@ -537,6 +622,8 @@ mod tests {
         assert_eq!(evidence.stats.enumerated_lines, 3);
         assert_eq!(evidence.stats.questions, 2);
         assert_eq!(evidence.stats.long_words, 1);
+        let options = scan(&m, "Which gas?\nA. oxygen\nB. argon\nc) neon\nAlso this.");
+        assert_eq!(options.stats.option_lines, 3);
     }
 
     #[test]
@@ -550,8 +637,7 @@ mod tests {
     #[test]
     fn scanning_several_parts_accumulates() {
         let m = matcher(&[(Signal::Code, "python")]);
-        let mut evidence = Evidence::default();
-        super::scan(&m, &["python", "and python"], &mut evidence);
+        let evidence = scan_without_learning(&m, &["python", "and python"]);
         assert_eq!(evidence.cues[Signal::Code.index()], 2.0);
         assert!(evidence.prompt_tokens > 0);
     }
@@ -563,9 +649,7 @@ mod sampling_tests {
 
     fn scan_text(text: &str) -> Evidence {
         let index = PhraseIndex::build([], &[]).unwrap();
-        let mut evidence = Evidence::default();
-        scan(&index, &[text], &mut evidence);
-        evidence
+        scan_without_learning(&index, &[text])
     }
 
     #[test]
@@ -603,8 +687,7 @@ mod matching_tests {
 
     fn cues(phrases: &[&str], text: &str) -> f64 {
         let index = PhraseIndex::build(phrases.iter().map(|phrase| (Signal::Code, 1.0, *phrase)), &[]).unwrap();
-        let mut evidence = Evidence::default();
-        scan(&index, &[text], &mut evidence);
+        let evidence = scan_without_learning(&index, &[text]);
         evidence.cues[Signal::Code.index()]
     }
 

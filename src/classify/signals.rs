@@ -1,18 +1,28 @@
 //! The catalogue of complexity signals: their names (as used in the config
-//! and the explain header), default weights, and how raw evidence from one
-//! scan of the prompt becomes a strength in [0, 1] for each signal.
+//! and the explain header), prior weights, and how raw evidence from one
+//! scan of the prompt becomes a strength for each signal.
 //!
 //! Weights are logits: the score is `sigmoid(bias + Σ weight × strength)`.
-//! A signal's default weight reflects how much the prompts it detects widen
-//! the quality gap between a small and a large model on public benchmarks:
-//! multi-step arithmetic and code generation widen it most, factual lookups,
-//! rewriting and chit-chat hardly at all.
+//! Two kinds of signal work together. *Kind* signals (code, math,
+//! reasoning, …) say what sort of prompt this is; their prior weights
+//! reflect how much that sort widens the quality gap between a small and a
+//! large model on public benchmarks: multi-step arithmetic and code
+//! generation most, lookups, rewriting and chit-chat hardly at all.
+//! *Within-kind* signals (quantities, operations, subject, question shape,
+//! deliverables, tool loops, words) order prompts of one sort by how hard
+//! they are. The shipped weights are learned from labelled public data by
+//! `signalbox-eval train`, starting from these priors (see
+//! [`super::learned`] and `docs/routing.md`).
 
 use super::scan::Evidence;
+use super::words::{PromptKind, WordTable};
 
-/// Logit when no signal fires: a short, unremarkable prompt lands well
-/// inside the cheapest tier.
-pub const DEFAULT_BIAS: f64 = -2.0;
+/// Logit when no signal fires, before learning: a short, unremarkable
+/// prompt lands well inside the cheapest tier.
+pub const PRIOR_BIAS: f64 = -2.0;
+/// The learned word n-gram sum is clamped to this many logits either way,
+/// so no vocabulary alone decides a prompt.
+pub const WORDS_LIMIT: f64 = 3.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
@@ -28,9 +38,17 @@ pub enum Signal {
     Length,
     Conversation,
     Simple,
+    Quantities,
+    Operations,
+    Subject,
+    QuestionShape,
+    Deliverables,
+    ToolLoop,
+    Words,
+    Language,
 }
 
-pub const SIGNAL_COUNT: usize = 12;
+pub const SIGNAL_COUNT: usize = 20;
 
 impl Signal {
     pub const ALL: [Signal; SIGNAL_COUNT] = [
@@ -46,6 +64,14 @@ impl Signal {
         Signal::Length,
         Signal::Conversation,
         Signal::Simple,
+        Signal::Quantities,
+        Signal::Operations,
+        Signal::Subject,
+        Signal::QuestionShape,
+        Signal::Deliverables,
+        Signal::ToolLoop,
+        Signal::Words,
+        Signal::Language,
     ];
 
     pub fn index(self) -> usize {
@@ -66,6 +92,14 @@ impl Signal {
             Signal::Length => "length",
             Signal::Conversation => "conversation",
             Signal::Simple => "simple",
+            Signal::Quantities => "quantities",
+            Signal::Operations => "operations",
+            Signal::Subject => "subject",
+            Signal::QuestionShape => "question_shape",
+            Signal::Deliverables => "deliverables",
+            Signal::ToolLoop => "tool_loop",
+            Signal::Words => "words",
+            Signal::Language => "language",
         }
     }
 
@@ -73,8 +107,31 @@ impl Signal {
         Signal::ALL.into_iter().find(|signal| signal.name() == name)
     }
 
-    /// Default logit weight; see the module comment for the reasoning.
-    pub fn default_weight(self) -> f64 {
+    /// Kind signals say what sort of prompt this is; the rest (within-kind
+    /// signals, words, language) were added to order prompts within a kind.
+    pub fn says_kind(self) -> bool {
+        self.index() <= Signal::Simple.index()
+    }
+
+    /// Raised mostly by English cue phrases, so mostly silent for a prompt
+    /// in another language, whatever it asks.
+    pub fn needs_english_cues(self) -> bool {
+        !matches!(
+            self,
+            Signal::Tools
+                | Signal::Length
+                | Signal::Conversation
+                | Signal::Quantities
+                | Signal::Operations
+                | Signal::ToolLoop
+                | Signal::Words
+                | Signal::Language
+        )
+    }
+
+    /// Hand-set weight: the starting point (and regularisation target) of
+    /// learning, and the weight of a signal the learned table does not name.
+    pub fn prior_weight(self) -> f64 {
         match self {
             // Generating or fixing code and multi-step arithmetic are where
             // small models fall furthest behind.
@@ -94,6 +151,26 @@ impl Signal {
             Signal::Structured => 0.4,
             // Greetings, lookups, translation and rewriting.
             Signal::Simple => -2.4,
+            // Each quantity and operation of a word problem is one more
+            // step a small model can get wrong.
+            Signal::Quantities => 1.0,
+            Signal::Operations => 1.0,
+            // College and professional subjects (law, medicine, advanced
+            // mathematics, physics, chemistry) over general knowledge.
+            Signal::Subject => 0.8,
+            // "Which of the following is NOT", "except", several statements
+            // to judge: questions that trip a small model more often.
+            Signal::QuestionShape => 0.6,
+            // Several things to produce in one answer. Kept small: on the
+            // chat dev split it neither helped nor hurt much.
+            Signal::Deliverables => 0.3,
+            // An agent loop feeding tool results back: long, stateful work.
+            Signal::ToolLoop => 0.8,
+            // The word n-gram table carries its own scale.
+            Signal::Words => 1.0,
+            // What the English cues add to an English prompt on average,
+            // given to a prompt in another language where they cannot fire.
+            Signal::Language => 1.0,
         }
     }
 }
@@ -116,8 +193,9 @@ fn log_ramp(value: f64, low: f64, high: f64) -> f64 {
     ((value / low).ln() / (high / low).ln()).min(1.0)
 }
 
-/// Turns the evidence of one prompt into per-signal strengths in [0, 1].
-pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
+/// Turns the evidence of one prompt into per-signal strengths (in [0, 1],
+/// but `words`, a sum of learned weights) and the kind of prompt it is.
+pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT], PromptKind) {
     let stats = &evidence.stats;
     let cue = |signal: Signal| evidence.cues[signal.index()];
     let mut strength = [0.0; SIGNAL_COUNT];
@@ -177,7 +255,55 @@ pub fn strengths(evidence: &Evidence) -> [f64; SIGNAL_COUNT] {
     let shortness = 1.0 - log_ramp(prompt_tokens, 40.0, 400.0);
     strength[Signal::Simple.index()] = saturate(cue(Signal::Simple), 1.0) * shortness;
 
-    strength
+    // Within-kind signals only count in the kind they were made for. In a
+    // word problem, quantities (numbers, number words, units) and the
+    // operations that relate them stand for the steps a solution takes; in
+    // a multiple-choice question, the subject and the question's shape
+    // (negations, several statements) say how hard it is; in a chat
+    // request, how many things it asks for.
+    let kind = prompt_kind(evidence, &strength);
+    let only_in = |wanted: PromptKind| if kind == wanted { 1.0 } else { 0.0 };
+    let quantities = f64::from(stats.numbers) + cue(Signal::Quantities);
+    strength[Signal::Quantities.index()] = log_ramp(1.0 + quantities, 1.0, 25.0) * only_in(PromptKind::Math);
+    strength[Signal::Operations.index()] =
+        log_ramp(1.0 + cue(Signal::Operations), 1.0, 16.0) * only_in(PromptKind::Math);
+    strength[Signal::Subject.index()] = saturate(cue(Signal::Subject), 3.0) * only_in(PromptKind::Choice);
+    strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0) * only_in(PromptKind::Choice);
+    strength[Signal::Deliverables.index()] =
+        saturate(cue(Signal::Deliverables) + 0.5 * extra_questions, 3.0) * only_in(PromptKind::Chat);
+    strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
+    strength[Signal::Words.index()] = if words_apply(evidence) {
+        evidence.words.score(words, kind).clamp(-WORDS_LIMIT, WORDS_LIMIT)
+    } else {
+        0.0
+    };
+    strength[Signal::Language.index()] = if evidence.language.is_other_than_english() {
+        1.0
+    } else {
+        0.0
+    };
+
+    (strength, kind)
+}
+
+/// Whether the learned word weights speak for this prompt: it has words,
+/// and they are not in another language than the (English) ones learned.
+pub fn words_apply(evidence: &Evidence) -> bool {
+    evidence.words.count > 0 && !evidence.language.is_other_than_english()
+}
+
+/// Options to choose from · code · math · anything else, in that order, from
+/// the kind signals' strengths (computed before `words`).
+pub fn prompt_kind(evidence: &Evidence, strength: &[f64; SIGNAL_COUNT]) -> PromptKind {
+    if strength[Signal::Code.index()] >= 0.5 {
+        PromptKind::Code
+    } else if evidence.stats.option_lines >= 2 {
+        PromptKind::Choice
+    } else if strength[Signal::Math.index()] >= 0.5 {
+        PromptKind::Math
+    } else {
+        PromptKind::Chat
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 
-use crate::classify::Classifier;
+use crate::classify::{Classifier, Language};
 use crate::error::ConfigError;
 use crate::govern::keys::AdminKey;
 use crate::health::{BreakerSettings, HealthSettings};
@@ -161,7 +161,26 @@ pub struct Rule {
     pub system: Option<Regex>,
     /// Lowercase header name and the regex its value must match.
     pub headers: Vec<(String, Regex)>,
+    /// Languages the last user message must be guessed as, if any.
+    pub languages: Option<LanguageSet>,
     pub action: RuleAction,
+}
+
+/// The languages a rule's `when.language` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LanguageSet(u32);
+
+impl LanguageSet {
+    /// `non_en` in a rule: any recognised language but English.
+    pub const NON_ENGLISH: &'static str = "non_en";
+
+    pub fn contains(self, language: Language) -> bool {
+        self.0 & (1 << language.index()) != 0
+    }
+
+    fn insert(&mut self, language: Language) {
+        self.0 |= 1 << language.index();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -921,12 +940,21 @@ fn resolve_rule(
     let path = format!("rules[{position}]");
     check_name(format!("{path}.name"), &raw.name)?;
     let condition = &raw.when;
-    if condition.last_user.is_none() && condition.system.is_none() && condition.headers.is_empty() {
+    if condition.last_user.is_none()
+        && condition.system.is_none()
+        && condition.headers.is_empty()
+        && condition.language.is_none()
+    {
         return Err(ConfigError::new(
             format!("{path}.when"),
-            "give at least one of last_user, system, headers",
+            "give at least one of last_user, system, headers, language",
         ));
     }
+    let languages = condition
+        .language
+        .as_ref()
+        .map(|codes| resolve_languages(&format!("{path}.when.language"), codes.items()))
+        .transpose()?;
     let last_user = condition
         .last_user
         .as_deref()
@@ -972,8 +1000,39 @@ fn resolve_rule(
         last_user,
         system,
         headers,
+        languages,
         action,
     })
+}
+
+/// Language codes (or `non_en`) → the set a rule accepts.
+fn resolve_languages(path: &str, codes: &[String]) -> Result<LanguageSet, ConfigError> {
+    if codes.is_empty() {
+        return Err(ConfigError::new(path, "give at least one language code"));
+    }
+    let mut set = LanguageSet::default();
+    for (position, code) in codes.iter().enumerate() {
+        if code == LanguageSet::NON_ENGLISH {
+            Language::ALL
+                .into_iter()
+                .filter(|language| language.is_other_than_english())
+                .for_each(|language| set.insert(language));
+            continue;
+        }
+        let language = Language::from_code(code).ok_or_else(|| {
+            let known: Vec<&str> = Language::ALL.iter().map(|language| language.code()).collect();
+            ConfigError::new(
+                format!("{path}[{position}]"),
+                format!(
+                    "unknown language `{code}`; known: {}, or `{}`",
+                    known.join(", "),
+                    LanguageSet::NON_ENGLISH
+                ),
+            )
+        })?;
+        set.insert(language);
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

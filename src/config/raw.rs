@@ -352,6 +352,27 @@ pub struct RawCondition {
     /// Header name → regex its value must match.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Guessed language of the last user message: codes (`"de"`, `["de","fr"]`)
+    /// or `"non_en"` (recognised and not English).
+    #[serde(default)]
+    pub language: Option<OneOrMany>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> &[String] {
+        match self {
+            OneOrMany::One(item) => std::slice::from_ref(item),
+            OneOrMany::Many(items) => items,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -292,3 +292,27 @@ fn the_shipped_module_refuses_a_test_clock() {
         assert_eq!(err.path, "governance.test_clock_header");
     }
 }
+
+#[test]
+fn a_rule_on_language_takes_codes_or_non_en_and_names_an_unknown_code() {
+    let rule = |language: serde_json::Value| {
+        sample_with(
+            "/rules/0",
+            serde_json::json!({"name": "by-language", "when": {"language": language}, "then": {"tier": "complex"}}),
+        )
+    };
+    let config = parse(&rule(serde_json::json!(["de", "fr"]))).unwrap();
+    let languages = config.rules[0].languages.unwrap();
+    assert!(languages.contains(crate::classify::Language::German));
+    assert!(!languages.contains(crate::classify::Language::English));
+    let other = parse(&rule(serde_json::json!("non_en"))).unwrap().rules[0]
+        .languages
+        .unwrap();
+    assert!(other.contains(crate::classify::Language::Japanese));
+    assert!(!other.contains(crate::classify::Language::English));
+    assert!(!other.contains(crate::classify::Language::Undetermined));
+    let err = error_at(&rule(serde_json::json!(["de", "klingon"])));
+    assert_eq!(err.path, "rules[0].when.language[1]");
+    assert!(err.message.contains("non_en"), "{}", err.message);
+    assert_eq!(error_at(&rule(serde_json::json!([]))).path, "rules[0].when.language");
+}

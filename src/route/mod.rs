@@ -16,7 +16,7 @@ pub mod strategy;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::classify::Classification;
+use crate::classify::{Classification, Language};
 use crate::config::governance::Tenant;
 use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
@@ -528,7 +528,7 @@ fn decide(
             }
             (Primary::Model(model), DecisionSource::Explicit, None)
         }
-        None => match forced_choice(config, request, view, headers, hints)? {
+        None => match forced_choice(config, request, view, classification.as_ref(), headers, hints)? {
             // A forced model that cannot (or may not) take the request falls
             // back to the scored tier rather than failing the request.
             Some((RuleAction::Model(model), source)) if usable(model) => (Primary::Model(model), source, None),
@@ -605,6 +605,7 @@ fn forced_choice(
     config: &Config,
     request: &ChatRequest<'_>,
     view: &PromptView<'_>,
+    classification: Option<&Classification>,
     headers: &HeaderMap,
     hints: &ClientHints,
 ) -> Result<Option<(RuleAction, DecisionSource)>, GatewayError> {
@@ -620,7 +621,8 @@ fn forced_choice(
             .ok_or_else(|| GatewayError::invalid(format!("Unknown tier `{name}` in {HEADER_FORCE_TIER}.")))?;
         return Ok(Some((RuleAction::Tier(tier), DecisionSource::ClientHeader)));
     }
-    Ok(rules::first_match(config, request, view, headers)
+    let language = classification.map_or(Language::Undetermined, |classification| classification.language);
+    Ok(rules::first_match(config, request, view, language, headers)
         .map(|index| (config.rules[index].action, DecisionSource::Rule(index))))
 }
 

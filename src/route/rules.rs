@@ -1,7 +1,8 @@
 //! Operator rules: regexes on the last user message or the system prompt,
-//! and header matches, that force a tier or a model. The first rule whose
-//! conditions all hold wins.
+//! header matches and the guessed language of the last user message, that
+//! force a tier or a model. The first rule whose conditions all hold wins.
 
+use crate::classify::Language;
 use crate::config::{Config, Rule};
 use crate::headers::HeaderMap;
 use crate::request::{ChatRequest, PromptView};
@@ -11,15 +12,23 @@ pub fn first_match(
     config: &Config,
     request: &ChatRequest<'_>,
     view: &PromptView<'_>,
+    language: Language,
     headers: &HeaderMap,
 ) -> Option<usize> {
     config
         .rules
         .iter()
-        .position(|rule| matches(rule, request, view, headers))
+        .position(|rule| matches(rule, request, view, language, headers))
 }
 
-fn matches(rule: &Rule, request: &ChatRequest<'_>, view: &PromptView<'_>, headers: &HeaderMap) -> bool {
+fn matches(
+    rule: &Rule,
+    request: &ChatRequest<'_>,
+    view: &PromptView<'_>,
+    language: Language,
+    headers: &HeaderMap,
+) -> bool {
+    let language_ok = rule.languages.is_none_or(|languages| languages.contains(language));
     let last_user_ok = rule
         .last_user
         .as_ref()
@@ -32,7 +41,7 @@ fn matches(rule: &Rule, request: &ChatRequest<'_>, view: &PromptView<'_>, header
         .headers
         .iter()
         .all(|(name, regex)| headers.get(name).is_some_and(|value| regex.is_match(value)));
-    last_user_ok && system_ok && headers_ok
+    language_ok && last_user_ok && system_ok && headers_ok
 }
 
 #[cfg(test)]
@@ -46,10 +55,41 @@ mod tests {
     }
 
     fn rule_for(body: &str, headers: &HeaderMap) -> Option<String> {
-        let config = sample_config();
+        rule_in(&sample_config(), body, headers)
+    }
+
+    fn rule_in(config: &Config, body: &str, headers: &HeaderMap) -> Option<String> {
         let request = parse_chat(body.as_bytes()).unwrap();
         let view = request.prompt_view();
-        first_match(&config, &request, &view, headers).map(|index| config.rules[index].name.clone())
+        let language = config.classifier.classify(&view).language;
+        first_match(config, &request, &view, language, headers).map(|index| config.rules[index].name.clone())
+    }
+
+    fn with_language_rules() -> Config {
+        let mut document: serde_json::Value = serde_json::from_str(crate::testing::SAMPLE_CONFIG).unwrap();
+        document["rules"] = serde_json::json!([
+            {"name": "german-or-french", "when": {"language": ["de", "fr"]}, "then": {"model": "medium"}},
+            {"name": "other-languages", "when": {"language": "non_en"}, "then": {"tier": "complex"}}
+        ]);
+        Config::parse(document.to_string().as_bytes(), &crate::testing::env).unwrap()
+    }
+
+    fn chat(text: &str) -> String {
+        serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": text}]}).to_string()
+    }
+
+    #[test]
+    fn a_language_rule_matches_the_guessed_language_of_the_last_user_message() {
+        let config = with_language_rules();
+        let none = HeaderMap::default();
+        let german = chat("Kannst du mir bitte erklären, wie die Steuer in Deutschland funktioniert?");
+        assert_eq!(rule_in(&config, &german, &none).as_deref(), Some("german-or-french"));
+        let japanese = chat("このコードのバグを直してください");
+        assert_eq!(rule_in(&config, &japanese, &none).as_deref(), Some("other-languages"));
+        let english = chat("Can you explain how the tax system works in Germany?");
+        assert_eq!(rule_in(&config, &english, &none), None);
+        // Too little text to tell is not "another language".
+        assert_eq!(rule_in(&config, &chat("x = 42"), &none), None);
     }
 
     #[test]

