@@ -127,3 +127,41 @@ def test_prompt_text_in_assistant_tool_calls_is_not_estimated(start_gateway):
     assert statuses == {"tool_calls": 429, "json_schema": 429}, (
         f"~10,000-token prompts admitted under a {cap_tokens}-token cap: {statuses}; bodies forwarded: {forwarded} bytes"
     )
+
+
+def test_anthropic_requests_without_max_tokens_are_sent_4096_but_reserve_1024(start_gateway):
+    """Defect: with no max_tokens and no tenant/model cap, the Anthropic adapter
+    itself injects max_tokens 4096 (DEFAULT_MAX_TOKENS), a bound the gateway
+    knows, yet the reservation uses default_output_reservation (1024): a
+    concurrent burst passes a budget by up to 4x while each request is 'bounded'."""
+    plugin = team(quotas=[{"window": "day", "tokens": 1_000_000}])
+    plugin["providers"]["anthropic"]["kind"] = "anthropic"
+    gateway = start_gateway(plugin)
+    gateway.mocks.set_behavior("anthropic", {"delay_ms": 1500})
+    import threading
+
+    worker = threading.Thread(target=lambda: gateway.chat(chat_body("hi", model="strong"), headers=AUTH))
+    worker.start()
+    time.sleep(0.8)
+    reserved = spend(gateway)["team"]["quotas"][0]["reserved"]["tokens"]
+    worker.join(10)
+    sent = gateway.last_request("anthropic").json["max_tokens"]
+    assert reserved >= sent, f"the provider was told max_tokens={sent}; the reservation was {reserved} tokens"
+
+
+def test_naming_a_model_bypasses_the_downgrade_tier_and_max_tier(start_gateway):
+    """Defect: downgrade_tier and max_tier are applied only to `auto` routing
+    (Situation::ceiling in decide/candidates); a tenant past its soft threshold,
+    or capped at the simple tier, gets the strong model by naming it."""
+    tenants = {
+        "team": {"quotas": [{"window": "day", "requests": 20}], "alert_at": 0.1, "downgrade_tier": "simple"},
+        "capped": {"max_tier": "simple"},
+    }
+    gateway = start_gateway(governed(tenants, {KEY: ("team", None), "sk-redteam-capped-1": ("capped", None)}))
+    for _ in range(3):
+        gateway.chat(chat_body("hi"), headers=AUTH)  # past 10% of the quota: downgraded from now on
+    downgraded = gateway.chat(chat_body("hi", model="strong"), headers=AUTH)
+    capped = gateway.chat(chat_body("hi", model="strong"), headers={"authorization": "Bearer sk-redteam-capped-1"})
+    served = {"downgraded": (downgraded.status_code, downgraded.headers.get("x-signalbox-model")),
+              "max_tier simple": (capped.status_code, capped.headers.get("x-signalbox-model"))}
+    assert all(model != "strong" for _, model in served.values()), f"strong model served: {served}"
