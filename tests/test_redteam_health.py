@@ -79,3 +79,34 @@ def test_http2_clients_cancelling_streams_open_the_circuit_for_everyone(start_ga
         f"client cancels blamed on the provider: circuit={record['circuit']} failures={record['failures']}; "
         f"last access log: {details[-1][:400] if details else None}"
     )
+
+
+def test_one_tenants_long_generations_open_the_circuit_for_every_tenant(start_gateway):
+    """Defect: a non-streamed answer's headers come when the generation ends, so
+    a request that legitimately takes longer than the per-try timeout (a big
+    max_tokens on a slow model; simulated by a mock that is slow only for the
+    requests carrying x-heavy) is judged a provider `timeout`. Five of them
+    from one tenant open the deployment's circuit for every tenant, although
+    the provider answers everybody else at once."""
+    from tests.gateway import retry_policy
+    from tests.test_governance import governed
+
+    plugin = governed({"heavy": {}, "other": {}}, {"sk-redteam-heavy-1": ("heavy", None), "sk-redteam-other-1": ("other", None)})
+    plugin["resilience"] = {"max_attempts": 2, "per_try_timeout_ms": 1000}
+    plugin["models"]["cheap"]["fallbacks"] = ["strong"]
+
+    def short_tries(config):
+        retry_policy(config)["per_try_timeout"] = "1s"
+
+    gateway = start_gateway(plugin, tweak=short_tries)
+    gateway.mocks.set_behavior("openai", {"delay_ms": 1500, "when_header": {"x-heavy": "1"}})
+    heavy = {"authorization": "Bearer sk-redteam-heavy-1", "x-heavy": "1", "connection": "close"}
+    for _ in range(5):
+        gateway.chat(chat_body("write a very long essay", model="cheap", max_tokens=16000), headers=heavy)
+    other = gateway.chat(chat_body("hi", model="cheap"), headers={"authorization": "Bearer sk-redteam-other-1"})
+    record = deployment(gateway, "cheap")
+    served_by = other.headers.get("x-signalbox-model")
+    assert record["circuit"] == "closed" and served_by == "cheap", (
+        f"cheap (healthy for everyone else) is now circuit={record['circuit']} failures={record['failures']}; "
+        f"another tenant's request got {other.status_code} from {served_by!r} (10x the price)"
+    )
