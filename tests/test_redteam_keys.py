@@ -1,0 +1,79 @@
+"""Red-team reproductions (credentials): each test FAILS on the current code and
+names the defect it shows. Real Envoy + mock providers, 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+
+from tests.gateway import chat_body
+from tests.test_governance import governed
+
+KEY = "sk-redteam-keys-1"
+AUTH = {"authorization": f"Bearer {KEY}", "connection": "close"}
+PROVIDER_KEY = "sk-provider-openai"  # governed()'s OpenAI key
+MAX_MESSAGE_CHARS = 1000  # src/providers/failure.rs
+
+
+def test_a_provider_key_cut_by_the_message_limit_escapes_the_scrubber(start_gateway):
+    """Defect: ErrorContext::scrub truncates the provider's message to 1000
+    characters BEFORE replacing the gateway's key, so a key straddling the
+    cut is no longer an exact match and its prefix reaches the client."""
+    gateway = start_gateway(governed({"team": {}}, {KEY: ("team", None)}))
+    leaked = 12
+    message = "x" * (MAX_MESSAGE_CHARS - leaked) + PROVIDER_KEY  # e.g. a long echo of the request headers
+    gateway.mocks.set_behavior("openai", {"status": 400, "message": message})
+    response = gateway.chat(chat_body("hi", model="cheap"), headers=AUTH)
+    assert response.status_code == 400, response.text
+    shown = response.json()["error"]["message"]
+    assert PROVIDER_KEY[:leaked] not in shown, f"client sees the key's prefix: ...{shown[-40:]!r}"
+
+
+def test_provider_account_headers_reach_clients(start_gateway):
+    """Defect: the provider's response headers are relayed to the client as they
+    came: the gateway's OpenAI organization/project ids, its Cloudflare cookies,
+    and the shared key's org-wide x-ratelimit-remaining-* (for tenants without
+    their own limits, e.g. the demo's `tiny`) - which lets one tenant watch every
+    other tenant's traffic on the shared provider key."""
+    import http.server
+    import socketserver
+    import threading
+
+    from tests.harness import config as envoy_config
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
+                                            "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+            self.send_response(200)
+            for name, value in (("content-type", "application/json"), ("content-length", str(len(body))),
+                                ("openai-organization", "org-gateway-account"), ("openai-project", "proj_gateway"),
+                                ("x-ratelimit-remaining-tokens", "149984"), ("set-cookie", "__cf_bm=gateway-session")):
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = start_gateway(tweak=lambda config: None)
+        # Re-point the demo's openai cluster at the header-sending upstream.
+        gateway.envoy.stop()
+        envoy_config.point_cluster(gateway.envoy.config, "openai", server.server_address[1])
+        gateway.envoy.start()
+        response = gateway.chat(chat_body("hi"), headers={"authorization": "Bearer sk-demo-tiny", "connection": "close"})
+        assert response.status_code == 200, response.text
+        leaked = {name: response.headers[name] for name in
+                  ("openai-organization", "openai-project", "x-ratelimit-remaining-tokens", "set-cookie")
+                  if name in response.headers}
+        assert not leaked, f"provider account headers relayed to a tenant: {leaked}"
+    finally:
+        server.shutdown()
