@@ -355,7 +355,11 @@ impl<'a> Scanner<'a> {
         let mut key_hash = None;
         let mut classes_seen = 0u8;
         let mut end = start;
-        while end < text.len() {
+        // A word ends with the range too: a sampled window never reads on
+        // into the rest of a huge word (a prompt of one 4 MB "word" would
+        // make every window rescan the remainder).
+        let limit = self.range.end.min(text.len());
+        while end < limit {
             let byte = text[end];
             let class = CLASSES[usize::from(byte)];
             if class & WORD == 0 {
@@ -547,6 +551,26 @@ mod tests {
 
     fn scan(index: &PhraseIndex, text: &str) -> Evidence {
         scan_without_learning(index, &[text])
+    }
+
+    #[test]
+    fn a_sampling_window_never_reads_past_its_end_into_a_huge_word() {
+        let index = matcher(&[]);
+        let (words, languages) = (WordTable::default(), LanguageGuesser::default());
+        let text = "a".repeat(100_000);
+        let mut evidence = Evidence::default();
+        let sinks = Sinks {
+            cues: &mut evidence.cues,
+            words: &mut evidence.words,
+            latin_votes: &mut evidence.latin_votes,
+        };
+        let lookups = Lookups {
+            index: &index,
+            words: &words,
+            languages: &languages,
+        };
+        let scanner = Scanner::new(lookups, text.as_bytes(), 1_000..1_256, 0, text.len(), sinks);
+        assert_eq!(scanner.read_word(1_000).end, 1_256);
     }
 
     #[test]
