@@ -414,7 +414,9 @@ impl ErrorContext {
     /// A provider message made safe to show: no credential of ours in it,
     /// and not longer than a screenful.
     fn scrub(&self, message: &str) -> String {
-        let mut message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+        // Secrets go before the cut: a key across the cut would otherwise
+        // survive as a prefix no longer equal to the key.
+        let mut message = message.to_string();
         for secret in self
             .secrets
             .iter()
@@ -423,7 +425,7 @@ impl ErrorContext {
         {
             message = message.replace(secret, "[redacted]");
         }
-        message
+        message.chars().take(MAX_MESSAGE_CHARS).collect()
     }
 }
 
@@ -469,7 +471,7 @@ pub(crate) fn unreadable(call: &Call<'_>, what: &str) -> TranslatedResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::testkit::{call_for, spec};
+    use crate::providers::testkit::{bearer, call_for, spec};
     use crate::providers::ProviderKind;
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -644,7 +646,7 @@ mod tests {
     #[test]
     fn an_auth_failure_never_echoes_the_providers_message() {
         let spec = spec(ProviderKind::Openai);
-        let credential = crate::providers::testkit::bearer("sk-live-abcdef123456");
+        let credential = bearer("sk-live-abcdef123456");
         let mut call = call_for(&spec);
         call.credential = Some(&credential);
         let body = br#"{"error":{"message":"Incorrect API key provided: sk-live-abcdef123456.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
@@ -656,9 +658,21 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_across_the_length_cut_leaves_no_prefix() {
+        let spec = spec(ProviderKind::Openai);
+        let key = bearer("sk-provider-secret-0123456789");
+        let mut call = call_for(&spec);
+        call.credential = Some(&key);
+        let context = ErrorContext::of(&call);
+        let message = format!("{}sk-provider-secret-0123456789", "x".repeat(MAX_MESSAGE_CHARS - 12));
+        let scrubbed = context.scrub(&message);
+        assert!(!scrubbed.contains("sk-provider"), "{scrubbed}");
+    }
+
+    #[test]
     fn our_secret_is_scrubbed_from_any_quoted_message() {
         let spec = spec(ProviderKind::Openai);
-        let credential = crate::providers::testkit::bearer("sk-live-abcdef123456");
+        let credential = bearer("sk-live-abcdef123456");
         let mut call = call_for(&spec);
         call.credential = Some(&credential);
         let body = br#"{"error":{"message":"key sk-live-abcdef123456 lacks access to this param","type":"invalid_request_error"}}"#;
