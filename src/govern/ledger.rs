@@ -13,13 +13,15 @@ use crate::providers::TokenUsage;
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
 
-/// Price is USD per million tokens, so tokens × price is micro-USD. Cache
-/// writes are billed as input, cache reads at the cached-input price.
+/// Price is USD per million tokens, so tokens × price is micro-USD, rounded
+/// up. Cache writes are billed as input, cache reads at the cached-input price.
 pub fn cost_micros(price: &Price, usage: &TokenUsage) -> u64 {
     let input = usage.input.saturating_add(usage.cache_write) as f64;
     let micros =
         input * price.input + usage.cached_input as f64 * price.cached_input + usage.output as f64 * price.output;
-    micros.round().max(0.0) as u64
+    // Up to the next whole micro-USD, so a tiny request is never free; the
+    // tolerance keeps float noise (0.15 × 300 = 45.000…01) from adding one.
+    (micros - 1e-6).ceil().max(0.0) as u64
 }
 
 /// What one attempt consumed at its provider.
@@ -149,6 +151,25 @@ mod tests {
         };
         // 1000×3 + 10000×0.3 + 500×15 = 3000 + 3000 + 7500 micro-USD.
         assert_eq!(cost_micros(&price, &usage), 13_500);
+    }
+
+    #[test]
+    fn a_tiny_request_is_never_free_and_float_noise_adds_nothing() {
+        let price = Price {
+            input: 0.15,
+            cached_input: 0.075,
+            output: 0.6,
+        };
+        let one = TokenUsage {
+            input: 1,
+            ..TokenUsage::default()
+        };
+        assert_eq!(cost_micros(&price, &one), 1);
+        let exact = TokenUsage {
+            input: 300,
+            ..TokenUsage::default()
+        };
+        assert_eq!(cost_micros(&price, &exact), 45);
     }
 
     #[test]
