@@ -401,7 +401,7 @@ impl ChatFilter {
         let (Some(governance), Some(spend)) = (config.governance.as_ref(), self.spend.as_mut()) else {
             return self.apply(plan);
         };
-        let estimate = Spend::estimate(config, governance, &plan.decision);
+        let estimate = Spend::estimate(config, governance, &plan);
         if governance.store.is_none() {
             return match spend.admit_locally(config, governance, estimate, false, &state.metrics) {
                 Ok(()) => self.apply(plan),

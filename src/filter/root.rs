@@ -22,10 +22,12 @@ use super::spend::raise_alert;
 use super::upstream::AttemptFilter;
 use crate::config::{Config, DeploymentId};
 use crate::fleet::{ScriptNames, SettleOutcome};
+use crate::govern::admission;
 use crate::govern::admission::CrossedAlert;
 use crate::govern::quota::SoftAlert;
+use crate::govern::window::RateWindow;
 use crate::health::{DeploymentHealth, Transition};
-use crate::route::chain::StoreHealth;
+use crate::route::chain::{deployment_window_key, StoreHealth};
 use crate::route::models_listing;
 use crate::telemetry::gauges;
 use crate::{probe, state};
@@ -361,10 +363,16 @@ impl RootContext for SignalboxRoot {
             config.tiers.len(),
             config.rules.len()
         );
-        // Health records exist before traffic, so later writers never race
+        // Every record exists before traffic, so later writers never race
         // to create them (a missing key ignores compare-and-swap).
-        for deployment in &config.deployments {
+        for (id, deployment) in config.deployments.iter().enumerate() {
             state::ensure::<DeploymentHealth>(&HostStore, &deployment.health_key);
+            if !config.models[deployment.model].limits.is_unlimited() {
+                state::ensure::<RateWindow>(&HostStore, &deployment_window_key(&config, id));
+            }
+        }
+        if let Some(governance) = &config.governance {
+            admission::ensure_records(&config, governance, &HostStore);
         }
         if self.role == Role::Router {
             let probes = config.resilience.probes.map(|probes| probes.interval_ms);

@@ -24,7 +24,7 @@ use crate::govern::window::{RateLimits, RateStanding};
 use crate::govern::{auth_error, denial_error, rate_limit_headers};
 use crate::headers::HeaderMap;
 use crate::providers::TokenUsage;
-use crate::route::RoutingDecision;
+use crate::route::RequestPlan;
 use crate::telemetry::{denial_reason, window_label, Family, Label, Sample};
 
 pub const HEADER_COST: &str = "x-signalbox-cost-usd";
@@ -93,16 +93,23 @@ impl Spend {
         }
     }
 
-    /// What the decided request may consume at most (its reservation).
-    pub fn estimate(config: &Config, governance: &Governance, decision: &RoutingDecision) -> Amounts {
-        admission::estimate(
-            config,
-            &decision.models,
-            decision.prompt_tokens,
-            decision.max_output_tokens,
-            decision.choices,
-            governance.default_output_reservation,
-        )
+    /// What the planned request may consume at most (its reservation).
+    pub fn estimate(config: &Config, governance: &Governance, plan: &RequestPlan) -> Amounts {
+        let decision = &plan.decision;
+        let links: Vec<ModelId> = decision
+            .chain
+            .iter()
+            .filter_map(|&link| config.deployments.get(link))
+            .map(|deployment| deployment.model)
+            .collect();
+        let bounds = admission::Bounds {
+            links: &links,
+            prompt_tokens: decision.prompt_tokens,
+            output_limit: decision.max_output_tokens,
+            choices: decision.choices,
+            stream: plan.attempts.stream,
+        };
+        admission::estimate(config, &bounds, governance.default_output_reservation)
     }
 
     /// Reserves `estimate` in this Envoy's shared data (`share`: at the

@@ -121,6 +121,11 @@ impl KeyRing {
         }
     }
 
+    /// Every configured key.
+    pub fn keys(&self) -> impl Iterator<Item = &VirtualKey> {
+        self.by_prefix.values().flatten()
+    }
+
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
         let digest = digest_of(Self::presented(headers)?);
         let found = self

@@ -8,9 +8,9 @@
 //! response has ended (or failed, or was aborted), replaces each estimate by
 //! the actual usage, adds to the cost ledger, and reports soft alerts.
 
-use crate::config::governance::Tenant;
+use crate::config::governance::{Governance, Tenant};
 use crate::config::ModelId;
-use crate::state::{update, Store, StoreError};
+use crate::state::{ensure, update, Store, StoreError};
 
 use super::keys::{Identity, TenantId};
 use super::ledger::{cost_micros, Consumption, LedgerRecord};
@@ -35,6 +35,27 @@ pub fn quota_key(tenant: &Tenant, index: usize) -> String {
 
 pub fn ledger_key(tenant: &Tenant, model: &str) -> String {
     format!("{PREFIX}ledger/{}/{model}", tenant.name)
+}
+
+/// Creates every record admission and settlement will update — each
+/// tenant's and user's window, quota and ledger per model — before traffic.
+/// A write to a missing shared-data key ignores compare-and-swap, so two
+/// workers creating the same record at once could both pass a cap of one.
+pub fn ensure_records(config: &Config, governance: &Governance, store: &dyn Store) {
+    for (id, tenant) in governance.tenants.iter().enumerate() {
+        ensure::<RateWindow>(store, &tenant_window_key(tenant));
+        for key in governance.keys.keys().filter(|key| key.tenant == id) {
+            if let Some(user) = &key.user {
+                ensure::<RateWindow>(store, &user_window_key(tenant, user));
+            }
+        }
+        for index in 0..tenant.quotas.len() {
+            ensure::<QuotaRecord>(store, &quota_key(tenant, index));
+        }
+        for model in &config.models {
+            ensure::<LedgerRecord>(store, &ledger_key(tenant, &model.name));
+        }
+    }
 }
 
 /// One booking made at admission, to settle or undo later.
@@ -82,39 +103,86 @@ pub enum Denial {
     Busy,
 }
 
-/// The reservation of a request: an upper bound of what it can consume.
-/// Each candidate model's output is bounded by `output_limit` (the client's
-/// `max_tokens`, or the tenant's cap the gateway sends in its place), else
-/// by the model's `max_output_tokens`, else by `default_output` (a guess, not
-/// a bound: configure one of the others for budgets that must hold), for
-/// each of the `choices` answers (`n`). The cost is that of the most
-/// expensive candidate, the tokens those of the largest bound.
-pub fn estimate(
+/// What a planned request may consume, from which its reservation is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds<'a> {
+    /// The model of each link of its failover chain, in order.
+    pub links: &'a [ModelId],
+    pub prompt_tokens: u64,
+    /// The client's `max_tokens`, or the tenant's cap sent in its place.
+    pub output_limit: Option<u64>,
+    /// Answers asked for (`n`).
+    pub choices: u64,
+    pub stream: bool,
+}
+
+/// The most output tokens `model` can produce for the request: its
+/// `output_limit`, else the model's `max_output_tokens`, else what its
+/// provider's adapter sends when the client set none (Anthropic requires a
+/// `max_tokens`), else `default_output` (a guess, not a bound) — for each
+/// of the `choices` answers.
+pub fn output_bound(
     config: &Config,
-    models: &[ModelId],
-    prompt_tokens: u64,
+    model: ModelId,
     output_limit: Option<u64>,
     choices: u64,
     default_output: u64,
-) -> Amounts {
+) -> u64 {
+    let Some(model) = config.models.get(model) else {
+        return 0;
+    };
+    let kind = config.providers.get(model.provider).map(|provider| provider.spec.kind);
+    output_limit
+        .or(model.max_output_tokens)
+        .or(kind.and_then(crate::providers::ProviderKind::injected_max_tokens))
+        .unwrap_or(default_output)
+        .saturating_mul(choices.max(1))
+}
+
+/// The reservation of a request: an upper bound of what it can consume.
+/// Every link of its chain may be billed its prompt (an attempt that timed
+/// out was still read by its provider). A whole (non-streamed) answer is
+/// generated even when its attempt times out or its client leaves, so each
+/// link may also be billed its whole output; of a stream, only the attempt
+/// whose content reached the client produces output. Costs are each link's
+/// own prices.
+pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Amounts {
     let mut estimate = Amounts {
         requests: 1,
         ..Amounts::default()
     };
-    for model in models {
-        let model = &config.models[*model];
-        let output = output_limit
-            .or(model.max_output_tokens)
-            .unwrap_or(default_output)
-            .saturating_mul(choices.max(1));
-        let usage = TokenUsage {
-            input: prompt_tokens,
-            output,
-            ..TokenUsage::default()
+    let (mut longest_output, mut dearest_output) = (0u64, 0u64);
+    for &model in bounds.links {
+        let Some(price) = config.models.get(model).map(|model| &model.price) else {
+            continue;
         };
-        estimate.tokens = estimate.tokens.max(prompt_tokens.saturating_add(output));
-        estimate.cost_micros = estimate.cost_micros.max(cost_micros(&model.price, &usage));
+        let output = output_bound(config, model, bounds.output_limit, bounds.choices, default_output);
+        let prompt_cost = cost_micros(
+            price,
+            &TokenUsage {
+                input: bounds.prompt_tokens,
+                ..TokenUsage::default()
+            },
+        );
+        let output_cost = cost_micros(
+            price,
+            &TokenUsage {
+                output,
+                ..TokenUsage::default()
+            },
+        );
+        estimate.tokens = estimate.tokens.saturating_add(bounds.prompt_tokens);
+        estimate.cost_micros = estimate.cost_micros.saturating_add(prompt_cost);
+        if bounds.stream {
+            longest_output = longest_output.max(output);
+            dearest_output = dearest_output.max(output_cost);
+        } else {
+            estimate.tokens = estimate.tokens.saturating_add(output);
+            estimate.cost_micros = estimate.cost_micros.saturating_add(output_cost);
+        }
     }
+    estimate.tokens = estimate.tokens.saturating_add(longest_output);
+    estimate.cost_micros = estimate.cost_micros.saturating_add(dearest_output);
     estimate
 }
 

@@ -259,17 +259,41 @@ fn admission_survives_contention() {
     admit(&governance.tenants[1], &store, &alice(), tokens(10), NOON).unwrap();
 }
 
+fn bounds(links: &[ModelId], output_limit: Option<u64>, choices: u64, stream: bool) -> Bounds<'_> {
+    Bounds {
+        links,
+        prompt_tokens: 1_000,
+        output_limit,
+        choices,
+        stream,
+    }
+}
+
 #[test]
-fn estimates_take_the_most_expensive_candidate() {
+fn a_whole_answer_may_be_billed_on_every_link_of_its_chain() {
     let config = governed_config();
-    let models = [
+    let links = [
         config.model_named("small").unwrap(),
         config.model_named("large").unwrap(),
     ];
-    let amounts = estimate(&config, &models, 1_000, Some(1_000), 1, 512);
-    assert_eq!(amounts.tokens, 2_000);
-    // large: 1000 × 2.5 + 1000 × 10.
-    assert_eq!(amounts.cost_micros, 12_500);
+    // Each link can be billed its prompt and, when its attempt times out
+    // after the provider generated the answer, its whole output.
+    let amounts = estimate(&config, &bounds(&links, Some(1_000), 1, false), 512);
+    assert_eq!(amounts.tokens, 2 * (1_000 + 1_000));
+    // small: 1000 × 0.15 + 1000 × 0.6; large: 1000 × 2.5 + 1000 × 10.
+    assert_eq!(amounts.cost_micros, 150 + 600 + 2_500 + 10_000);
+}
+
+#[test]
+fn a_stream_is_billed_every_prompt_but_only_the_dearest_output() {
+    let config = governed_config();
+    let links = [
+        config.model_named("small").unwrap(),
+        config.model_named("large").unwrap(),
+    ];
+    let amounts = estimate(&config, &bounds(&links, Some(1_000), 1, true), 512);
+    assert_eq!(amounts.tokens, 2 * 1_000 + 1_000);
+    assert_eq!(amounts.cost_micros, 150 + 2_500 + 10_000);
 }
 
 #[test]
@@ -277,12 +301,46 @@ fn an_estimate_bounds_every_answer_asked_for() {
     let mut config = governed_config();
     let large = config.model_named("large").unwrap();
     config.models[large].max_output_tokens = Some(4_000);
-    let models = [large];
+    let links = [large];
     // No max_tokens: the model's own maximum, for each of the n answers.
-    let amounts = estimate(&config, &models, 1_000, None, 3, 512);
+    let amounts = estimate(&config, &bounds(&links, None, 3, false), 512);
     assert_eq!(amounts.tokens, 1_000 + 3 * 4_000);
     assert_eq!(amounts.cost_micros, 2_500 + 12_000 * 10);
     // Without a model maximum the default reservation stands in.
     config.models[large].max_output_tokens = None;
-    assert_eq!(estimate(&config, &models, 1_000, None, 2, 512).tokens, 1_000 + 1_024);
+    assert_eq!(
+        estimate(&config, &bounds(&links, None, 2, false), 512).tokens,
+        1_000 + 1_024
+    );
+}
+
+#[test]
+fn records_made_before_traffic_keep_the_first_reservations_from_racing() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let store = MemoryStore::default();
+    ensure_records(&config, governance, &store);
+    let key = quota_key(&governance.tenants[1], 0);
+    let caps = crate::govern::quota::Caps {
+        requests: Some(1),
+        ..Default::default()
+    };
+    let one = Amounts {
+        requests: 1,
+        ..Amounts::default()
+    };
+    let mut second = None;
+    // Worker A reads the record; before its write lands, worker B runs its
+    // whole reservation: A's write then conflicts and A reads again.
+    let (_, first) = update::<QuotaRecord, _>(&store, &key, |record| {
+        if second.is_none() {
+            second = Some(update::<QuotaRecord, _>(&store, &key, |record| {
+                record.try_reserve(Period::Day, NOON, one, &caps)
+            }));
+        }
+        record.try_reserve(Period::Day, NOON, one, &caps)
+    })
+    .unwrap();
+    let (_, second) = second.unwrap().unwrap();
+    assert!(!(first.is_ok() && second.is_ok()), "both passed a cap of one");
 }
