@@ -78,6 +78,18 @@ pub fn set_response_header(name: &str, value: &str) {
     set_header(MapType::HttpResponseHeaders, name, value);
 }
 
+/// Replaces the whole response header map (one host call).
+pub fn replace_response_headers(headers: &[(String, String)]) {
+    record(Crossing::HeaderWrite);
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    if let Err(status) = hostcalls::set_map(MapType::HttpResponseHeaders, pairs) {
+        log::warn!("cannot replace the response headers: {status:?}");
+    }
+}
+
 pub fn remove_response_header(name: &str) {
     remove_header(MapType::HttpResponseHeaders, name);
 }

@@ -510,6 +510,10 @@ impl HttpContext for AttemptFilter {
             .unwrap_or(0);
         self.status = Some(status);
         Self::append_trail(attempt, status);
+        let pairs = headers.to_pairs();
+        if let Some(kept) = providers::client_response_headers(&pairs) {
+            host::replace_response_headers(&kept);
+        }
         if response::is_stream(&attempt.plan, status) && !end_of_stream {
             let call = attempts::call_for(&state.config, &attempt.plan, attempt.deployment, host::now_ms() / 1000);
             self.answer = Answer::Streaming {
@@ -520,7 +524,6 @@ impl HttpContext for AttemptFilter {
             host::remove_response_header("content-length");
             return Action::Pause;
         }
-        let pairs = headers.to_pairs();
         if end_of_stream {
             return self.finish_and_mark(0, status, &pairs, &[], false);
         }

@@ -63,6 +63,15 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// The `max_tokens` this kind's adapter sends when the client set none
+    /// (the most output such a request can produce).
+    pub fn injected_max_tokens(self) -> Option<u64> {
+        match self {
+            ProviderKind::Anthropic => Some(anthropic::DEFAULT_MAX_TOKENS),
+            _ => None,
+        }
+    }
+
     /// The API prefix when the configuration gives none.
     pub fn default_base_path(self) -> &'static str {
         match self {
@@ -251,7 +260,40 @@ pub const CREDENTIAL_HEADERS: &[&str] = &[
 
 /// Headers some adapter sets besides credentials. An attempt removes any of
 /// these a previous attempt (for another provider) left on the request.
-pub const ADAPTER_HEADERS: &[&str] = &["anthropic-version", "x-amz-date", "x-amz-content-sha256"];
+pub const ADAPTER_HEADERS: &[&str] = &[
+    "anthropic-version",
+    "anthropic-beta",
+    "x-amz-date",
+    "x-amz-content-sha256",
+];
+
+/// Provider response headers a client may see. Everything else a provider
+/// sends is about the gateway's account with it — organization and project
+/// ids, cookies, the shared key's own rate-limit counters (which would let
+/// one tenant watch every other tenant's traffic) — and stays here.
+const CLIENT_RESPONSE_HEADERS: &[&str] = &[
+    ":status",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "date",
+    "retry-after",
+    "retry-after-ms",
+];
+
+/// The response headers to give the client instead of `headers`, or `None`
+/// when every one of them may go as it is.
+pub fn client_response_headers(headers: &[(String, String)]) -> Option<Vec<(String, String)>> {
+    let allowed = |name: &str| {
+        CLIENT_RESPONSE_HEADERS
+            .iter()
+            .any(|kept| name.eq_ignore_ascii_case(kept))
+    };
+    if headers.iter().all(|(name, _)| allowed(name)) {
+        return None;
+    }
+    Some(headers.iter().filter(|(name, _)| allowed(name)).cloned().collect())
+}
 
 /// Rewrites an OpenAI request body (already validated by
 /// [`crate::request::parse_chat`] for chat) for `call`'s provider.
@@ -600,5 +642,32 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod response_header_tests {
+    use super::client_response_headers;
+
+    #[test]
+    fn the_gateways_account_headers_never_reach_a_client() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect()
+        };
+        let plain = pairs(&[(":status", "200"), ("content-type", "application/json")]);
+        assert_eq!(client_response_headers(&plain), None);
+        let provider = pairs(&[
+            (":status", "429"),
+            ("Retry-After", "3"),
+            ("openai-organization", "org-gateway"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("set-cookie", "__cf_bm=x"),
+        ]);
+        assert_eq!(
+            client_response_headers(&provider),
+            Some(pairs(&[(":status", "429"), ("Retry-After", "3")]))
+        );
     }
 }
