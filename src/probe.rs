@@ -38,6 +38,9 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         max_tokens: None,
         trials: Vec::new(),
         prompt_tokens: 0,
+        output_limit: None,
+        choices: 1,
+        per_try_timeout_ms: 30_000,
         request: 0,
         authority: model.cluster.clone(),
     };

@@ -43,25 +43,29 @@ def short_tries(config: dict) -> None:
     retry_policy(config)["per_try_timeout"] = f"{PER_TRY_S}s"
 
 
-def test_failover_bills_each_timed_out_attempt_beyond_the_reservation(start_gateway):
-    """Defect: the reservation covers ONE prompt, but every timed-out attempt of
-    the chain is billed the prompt again, so settled spend exceeds the cap by
-    (attempts - 1) x prompt per request with an exact prompt estimate."""
-    cap = WORDS + 50  # one request's reservation (prompt ~2,004 + max_tokens 1) fits
-    plugin = team(quotas=[{"window": "day", "tokens": cap}])
-    plugin["models"]["cheap"]["fallbacks"] = ["strong"]
-    plugin["resilience"] = {"max_attempts": 2, "per_try_timeout_ms": PER_TRY_S * 1000}
-    gateway = start_gateway(plugin, tweak=short_tries)
-    gateway.mocks.set_behavior("openai", {"hang": True})  # the primary never answers: per-try timeout
+def test_a_failover_chain_reserves_the_prompt_of_every_link(start_gateway):
+    """Each link of a failover chain may be billed the prompt (a timed-out
+    attempt was still read by its provider), so the reservation holds one
+    prompt per link: a request whose chain could overspend the cap is refused
+    before any provider sees it, and one that fits is billed within the cap."""
     body = chat_body(PROMPT, model="cheap", max_tokens=1)
-    response = gateway.chat(body, headers=AUTH)
-    assert response.status_code == 200, response.text
-    quota = wait_for(lambda: settled_quota(gateway))
-    # Documented bound: used <= cap + (prompt the provider counted - estimate) = cap + ~0.
-    assert quota["used"]["tokens"] <= cap, (
-        f"settled {quota['used']['tokens']} tokens against a cap of {cap}: "
-        f"the request was reserved ~{WORDS} prompt tokens but billed the prompt on both attempts"
-    )
+    for cap, admitted in ((WORDS + 50, False), (2 * (WORDS + 50), True)):
+        plugin = team(quotas=[{"window": "day", "tokens": cap}])
+        plugin["models"]["cheap"]["fallbacks"] = ["strong"]
+        plugin["resilience"] = {"max_attempts": 2, "per_try_timeout_ms": PER_TRY_S * 1000}
+        gateway = start_gateway(plugin, tweak=short_tries)
+        gateway.mocks.set_behavior("openai", {"hang": True})  # the primary never answers: per-try timeout
+        response = gateway.chat(body, headers=AUTH)
+        if not admitted:
+            assert response.status_code == 429, response.text
+            assert response.json()["error"]["code"] == "insufficient_quota"
+            assert gateway.mocks.requests("openai") == []
+            continue
+        assert response.status_code == 200, response.text
+        quota = wait_for(lambda: settled_quota(gateway))
+        assert quota is not None
+        # Both prompts were billed (the timed-out one too), within the cap.
+        assert 2 * WORDS <= quota["used"]["tokens"] <= cap, quota
 
 
 def test_a_client_abandoning_a_non_streamed_request_leaves_its_output_unbilled(start_gateway):

@@ -149,6 +149,10 @@ pub struct Resilience {
     pub max_attempts: usize,
     pub per_try_timeout_ms: u64,
     pub deadline_ms: u64,
+    /// Time allowed per output token on top of the per-try timeout for a
+    /// whole (non-streamed) answer, whose headers come only once it is
+    /// generated.
+    pub output_token_ms: u64,
     pub health: HealthSettings,
     pub probes: Option<ProbeSettings>,
     pub context_length_fallback: bool,
@@ -211,6 +215,10 @@ pub struct Config {
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
 
+/// 50 tokens a second: slower than the models a gateway usually fronts,
+/// so a legitimately long answer is not taken for a silent provider.
+const DEFAULT_OUTPUT_TOKEN_MS: u64 = 20;
+
 impl Config {
     /// Parses and validates the plugin configuration. `env` looks up
     /// environment variables (injectable for tests).
@@ -225,6 +233,19 @@ impl Config {
 
     pub fn model_named(&self, name: &str) -> Option<ModelId> {
         self.model_by_name.get(name).copied()
+    }
+
+    /// The most output tokens one answer of `model` can have: the
+    /// `requested` limit (the client's `max_tokens`, or a tenant's cap sent
+    /// in its place), else the model's `max_output_tokens`, else what its
+    /// provider's adapter sends when the client set none (Anthropic requires
+    /// a `max_tokens`). None: nothing bounds it.
+    pub fn output_limit(&self, model: ModelId, requested: Option<u64>) -> Option<u64> {
+        let model = self.models.get(model)?;
+        let kind = self.providers.get(model.provider).map(|provider| provider.spec.kind);
+        requested
+            .or(model.max_output_tokens)
+            .or(kind.and_then(ProviderKind::injected_max_tokens))
     }
 
     pub fn tier_named(&self, name: &str) -> Option<TierId> {
@@ -698,6 +719,7 @@ fn resolve_resilience(raw: &RawResilience) -> Result<Resilience, ConfigError> {
         max_attempts: max_attempts as usize,
         per_try_timeout_ms,
         deadline_ms: positive("resilience.deadline_ms", raw.deadline_ms, 300_000)?,
+        output_token_ms: raw.output_token_ms.unwrap_or(DEFAULT_OUTPUT_TOKEN_MS),
         health: HealthSettings {
             half_life_ms: positive(
                 "resilience.health_half_life_ms",

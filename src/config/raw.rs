@@ -291,6 +291,9 @@ pub struct RawResilience {
     /// Overall deadline for non-streaming requests (all attempts).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// Extra per-try time per output token a whole answer may have (0: none).
+    #[serde(default)]
+    pub output_token_ms: Option<u64>,
     #[serde(default)]
     pub health_half_life_ms: Option<u64>,
     /// p95 latency above which a deployment's health score drops.

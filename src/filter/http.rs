@@ -27,7 +27,7 @@ use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
 use crate::route::chain::StoreHealth;
-use crate::route::response::{CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
+use crate::route::response::{self, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
 use crate::state;
 use crate::status::{self, TenantSpend, View, Viewer};
@@ -231,7 +231,7 @@ impl ChatFilter {
     fn mark_client_gone(&self) {
         if self.phase == Phase::Routed && !self.response_complete {
             let details = host::property(vec!["response", "code_details"]);
-            if details.as_deref() == Some("downstream_remote_disconnect") {
+            if details.as_deref().is_some_and(response::ended_by_client) {
                 host::set_filter_state(CLIENT_GONE_STATE, "1");
             }
         }

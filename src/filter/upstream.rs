@@ -31,15 +31,18 @@ use proxy_wasm::types::Action;
 use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
 use super::shared;
-use crate::config::{Config, DeploymentId};
+use crate::config::{Config, DeploymentId, ModelId};
+use crate::govern::admission;
 use crate::govern::ledger::Consumed;
 use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
 use crate::health::{AttemptLease, AttemptOutcome, DeploymentHealth};
-use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
+use crate::providers::{self, Failure, Operation, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
-use crate::route::response::{self, AttemptEnd, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
+use crate::route::response::{
+    self, AttemptEnd, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE,
+};
 use crate::state;
 use crate::telemetry::report::AttemptReport;
 
@@ -275,6 +278,20 @@ impl AttemptFilter {
     }
 }
 
+/// The output a whole (non-streamed) chat answer may have had, billed when
+/// it never reached the gateway: its bound, from the request's limit, the
+/// model's, or the tenant's default reservation.
+fn unseen_output_tokens(config: &Config, plan: &AttemptPlan, model: ModelId) -> u64 {
+    if plan.stream || plan.operation != Operation::ChatCompletions {
+        return 0;
+    }
+    let default_output = config
+        .governance
+        .as_ref()
+        .map_or(0, |governance| governance.default_output_reservation);
+    admission::output_bound(config, model, plan.output_limit, plan.choices, default_output)
+}
+
 /// Counts an attempt's request (at its start) or tokens (at its end) in the
 /// deployment's sliding minute, when its model has limits to spill over at.
 fn count_in_deployment_window(config: &Config, deployment: DeploymentId, now: u64, requests: u64, tokens: u64) {
@@ -313,7 +330,7 @@ impl Context for AttemptFilter {
         if self.status.is_none() && !attempt.never_sent {
             Self::append_trail(&attempt, 0);
         }
-        let per_try_timeout_ms = config.resilience.per_try_timeout_ms;
+        let per_try_timeout_ms = attempt.plan.per_try_timeout_ms;
         let verdict = response::verdict(&end, per_try_timeout_ms);
         let first_token_ms = self
             .first_content_ms
@@ -348,18 +365,19 @@ impl Context for AttemptFilter {
             Ok((_, transition)) => log_transition(config, attempt.deployment, transition),
             Err(err) => log::warn!("cannot record an attempt: {err:?}"),
         }
-        let consumed = response::attempt_consumption(
-            &end,
-            self.usage,
-            attempt.plan.prompt_tokens,
-            self.relayed_output_tokens,
-            per_try_timeout_ms,
-        )
-        .map(|(usage, estimated)| Consumed {
-            model: config.deployments[attempt.deployment].model,
-            usage,
-            estimated,
-        });
+        let model = config.deployments[attempt.deployment].model;
+        let unreported = Unreported {
+            prompt_tokens: attempt.plan.prompt_tokens,
+            relayed_output_tokens: self.relayed_output_tokens,
+            unseen_output_tokens: unseen_output_tokens(config, &attempt.plan, model),
+        };
+        let consumed = response::attempt_consumption(&end, self.usage, &unreported, per_try_timeout_ms).map(
+            |(usage, estimated)| Consumed {
+                model,
+                usage,
+                estimated,
+            },
+        );
         let tokens = consumed.map_or(0, |consumed| {
             consumed.usage.prompt_total().saturating_add(consumed.usage.output)
         });
@@ -528,14 +546,9 @@ impl HttpContext for AttemptFilter {
             return self.finish_and_mark(0, status, &pairs, &[], false);
         }
         let success = (200..300).contains(&status);
-        let hold_until = attempt.started_ms.saturating_add(
-            state
-                .config
-                .resilience
-                .per_try_timeout_ms
-                .saturating_mul(HOLD_SHARE_PERCENT)
-                / 100,
-        );
+        let hold_until = attempt
+            .started_ms
+            .saturating_add(attempt.plan.per_try_timeout_ms.saturating_mul(HOLD_SHARE_PERCENT) / 100);
         // The body may be rewritten whatever happens to the headers.
         if success {
             host::remove_response_header("content-length");

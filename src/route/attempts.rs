@@ -22,7 +22,7 @@ pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "4";
+const PLAN_VERSION: &str = "5";
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,13 @@ pub struct AttemptPlan {
     /// Estimated prompt tokens: what an attempt that reached its provider
     /// without a usage report is billed for its input.
     pub prompt_tokens: u64,
+    /// The output limit the request asked for (or a tenant's cap), and the
+    /// answers it asked for (`n`): a whole answer that never reached the
+    /// gateway is billed up to its bound, as its provider generated it.
+    pub output_limit: Option<u64>,
+    pub choices: u64,
+    /// This request's per-try timeout (see [`per_try_timeout_ms`]).
+    pub per_try_timeout_ms: u64,
     /// The router's id of this request in its VM, which its attempts share.
     pub request: u32,
     /// The client's `:authority`, restored for providers without a host.
@@ -47,7 +54,7 @@ pub struct AttemptPlan {
 }
 
 impl AttemptPlan {
-    /// `4;<stream>;<usage>;<operation>;<max tokens or ->;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
+    /// `5;<stream>;<usage>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -66,13 +73,15 @@ impl AttemptPlan {
             Operation::ChatCompletions => "c",
             Operation::Embeddings => "e",
         };
-        let max_tokens = self
-            .max_tokens
-            .map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
+        let optional = |tokens: Option<u64>| tokens.map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
         format!(
-            "{PLAN_VERSION};{};{};{operation};{max_tokens};{};{};{};{trials};{}",
+            "{PLAN_VERSION};{};{};{operation};{};{};{};{};{};{};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
+            optional(self.max_tokens),
+            optional(self.output_limit),
+            self.choices,
+            self.per_try_timeout_ms,
             self.prompt_tokens,
             self.request,
             chain.join(","),
@@ -81,7 +90,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(10, ';');
+        let mut fields = text.splitn(13, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -97,10 +106,14 @@ impl AttemptPlan {
             "e" => Operation::Embeddings,
             _ => return None,
         };
-        let max_tokens = match fields.next()? {
-            "-" => None,
-            tokens => Some(tokens.parse().ok()?),
+        let mut optional = || match fields.next()? {
+            "-" => Some(None),
+            tokens => Some(Some(tokens.parse().ok()?)),
         };
+        let max_tokens = optional()?;
+        let output_limit = optional()?;
+        let choices = fields.next()?.parse().ok()?;
+        let per_try_timeout_ms = fields.next()?.parse().ok()?;
         let prompt_tokens = fields.next()?.parse().ok()?;
         let request = fields.next()?.parse().ok()?;
         let chain = fields
@@ -127,6 +140,9 @@ impl AttemptPlan {
             max_tokens,
             trials,
             prompt_tokens,
+            output_limit,
+            choices,
+            per_try_timeout_ms,
             request,
             authority,
         })
@@ -157,6 +173,29 @@ impl AttemptPlan {
     pub fn deployment_for(&self, attempt: usize) -> Option<DeploymentId> {
         self.chain.get(attempt.checked_sub(1)?).copied()
     }
+}
+
+/// The per-try timeout of a request: the configured one, plus, for a whole
+/// (non-streamed) chat answer, `output_token_ms` per token its longest link
+/// may generate — its headers come only when it is done, so a long answer is
+/// not a silent provider. Kept below the deadline, or Envoy ignores it.
+pub fn per_try_timeout_ms(config: &Config, chain: &[DeploymentId], output_limit: Option<u64>, stream: bool) -> u64 {
+    let resilience = &config.resilience;
+    if stream {
+        return resilience.per_try_timeout_ms;
+    }
+    let longest = chain
+        .iter()
+        .filter_map(|&link| config.deployments.get(link))
+        .filter_map(|deployment| config.output_limit(deployment.model, output_limit))
+        .max()
+        .unwrap_or(0);
+    let scaled = resilience
+        .per_try_timeout_ms
+        .saturating_add(longest.saturating_mul(resilience.output_token_ms));
+    scaled
+        .min(resilience.deadline_ms.saturating_sub(1))
+        .max(resilience.per_try_timeout_ms)
 }
 
 /// One attempt's result: an HTTP status, or none when no response came.
@@ -361,6 +400,9 @@ mod tests {
             max_tokens: None,
             trials: Vec::new(),
             prompt_tokens: 42,
+            output_limit: None,
+            choices: 1,
+            per_try_timeout_ms: 30_000,
             request: 7,
             authority: "gw.example:10000".into(),
         }
@@ -394,6 +436,26 @@ mod tests {
         ] {
             assert_eq!(AttemptPlan::decode(broken), None, "{broken}");
         }
+    }
+
+    #[test]
+    fn a_whole_answer_gets_time_per_token_of_its_longest_link_below_the_deadline() {
+        let mut config = sample_config();
+        config.resilience.per_try_timeout_ms = 1_000;
+        config.resilience.output_token_ms = 20;
+        config.resilience.deadline_ms = 120_000;
+        let deployment = |name| config.models[config.model_named(name).unwrap()].deployments[0];
+        let (small, medium) = (deployment("small"), deployment("medium"));
+        let medium_provider = config.models[config.model_named("medium").unwrap()].provider;
+        config.providers[medium_provider].spec.kind = providers::ProviderKind::Anthropic;
+        // A stream's headers come at once: the configured timeout.
+        assert_eq!(per_try_timeout_ms(&config, &[small], Some(500), true), 1_000);
+        assert_eq!(per_try_timeout_ms(&config, &[small], Some(500), false), 1_000 + 500 * 20);
+        // Unbounded on OpenAI; Anthropic's adapter sends 4096 when none is set.
+        assert_eq!(per_try_timeout_ms(&config, &[small], None, false), 1_000);
+        assert_eq!(per_try_timeout_ms(&config, &[small, medium], None, false), 1_000 + 4_096 * 20);
+        // Envoy ignores a per-try timeout not below the deadline.
+        assert_eq!(per_try_timeout_ms(&config, &[small], Some(100_000), false), 119_999);
     }
 
     #[test]

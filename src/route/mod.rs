@@ -262,9 +262,10 @@ pub fn plan_chat(
         ExplainMode::OnRequest => hints.explain,
         ExplainMode::Always => true,
     };
+    let stream = request.stream.unwrap_or(false);
     let attempts = AttemptPlan {
         chain: decision.chain.clone(),
-        stream: request.stream.unwrap_or(false),
+        stream,
         client_wants_usage: request.wants_stream_usage(),
         operation: Operation::ChatCompletions,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
@@ -275,6 +276,9 @@ pub fn plan_chat(
             .filter(|_| request.max_output_tokens().is_none()),
         trials: decision.trials.clone(),
         prompt_tokens: decision.prompt_tokens,
+        output_limit: decision.max_output_tokens,
+        choices: decision.choices,
+        per_try_timeout_ms: attempts::per_try_timeout_ms(config, &decision.chain, decision.max_output_tokens, stream),
         request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
@@ -358,6 +362,9 @@ pub fn plan_embeddings(
         max_tokens: None,
         trials: decision.trials.clone(),
         prompt_tokens: decision.prompt_tokens,
+        output_limit: None,
+        choices: 1,
+        per_try_timeout_ms: config.resilience.per_try_timeout_ms,
         request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
@@ -388,6 +395,12 @@ fn downstream_edits(config: &Config, attempts: &AttemptPlan, headers: &HeaderMap
         edits.push(HeaderEdit::Set(
             Cow::Borrowed("x-envoy-upstream-rq-timeout-ms"),
             config.resilience.deadline_ms.to_string(),
+        ));
+    }
+    if attempts.per_try_timeout_ms != config.resilience.per_try_timeout_ms {
+        edits.push(HeaderEdit::Set(
+            Cow::Borrowed("x-envoy-upstream-rq-per-try-timeout-ms"),
+            attempts.per_try_timeout_ms.to_string(),
         ));
     }
     edits

@@ -20,6 +20,14 @@ pub const CLIENT_GONE_STATE: &str = "signalbox.client_gone";
 /// attempt began (`1,3`): the router gives back the others' trial slots.
 pub const TRIALS_BEGUN_STATE: &str = "signalbox.trials_begun";
 
+/// Whether a request's response code details say its client ended it: an
+/// HTTP/1 client closed its connection (`downstream_remote_disconnect`), or
+/// an HTTP/2 or HTTP/3 client reset its stream (`http2.remote_reset`: the
+/// downstream codec's remote is the client).
+pub fn ended_by_client(details: &str) -> bool {
+    details == "downstream_remote_disconnect" || (details.starts_with("http") && details.ends_with(".remote_reset"))
+}
+
 /// How an attempt ended, as its upstream filter saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AttemptEnd {
@@ -79,20 +87,34 @@ pub fn verdict(end: &AttemptEnd, per_try_timeout_ms: u64) -> Verdict {
     }
 }
 
+/// What an attempt's provider may have generated that the gateway did not
+/// see counted, for an attempt that ends without a usage report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unreported {
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// Output relayed to the client (counted from a stream).
+    pub relayed_output_tokens: u64,
+    /// The output bound of a whole (non-streamed) answer: its provider
+    /// generates it all before sending anything, and bills it even when the
+    /// attempt timed out or the client left. Zero for a stream, which stops
+    /// when its reader does.
+    pub unseen_output_tokens: u64,
+}
+
 /// What an ended attempt consumed at its provider, and whether that is an
 /// estimate. The provider's usage when it reported it (a stream cut short
 /// keeps what it did report, e.g. Anthropic's input tokens, and never less
 /// output than was relayed). Otherwise an attempt that reached the provider
 /// and may have made it work — a success cut short by the client or the
 /// provider, a timeout, a client gone before any answer — is billed the
-/// prompt estimate plus the output counted from what was relayed. Error
-/// answers and attempts that never left cost nothing: providers do not bill
-/// them.
+/// prompt estimate plus its output: what was relayed, or for a whole answer
+/// its bound. Error answers and attempts that never left cost nothing:
+/// providers do not bill them.
 pub fn attempt_consumption(
     end: &AttemptEnd,
     reported: Option<TokenUsage>,
-    prompt_tokens: u64,
-    relayed_output_tokens: u64,
+    unreported: &Unreported,
     per_try_timeout_ms: u64,
 ) -> Option<(TokenUsage, bool)> {
     if end.never_sent {
@@ -110,21 +132,24 @@ pub fn attempt_consumption(
     if !reached && reported.is_none() {
         return None;
     }
-    let estimate = TokenUsage {
-        input: prompt_tokens,
-        output: relayed_output_tokens,
-        ..TokenUsage::default()
-    };
+    let output = unreported.relayed_output_tokens.max(unreported.unseen_output_tokens);
     Some(match reported {
-        // What the provider did report stands; the relayed output bounds it below.
+        // What the provider did report stands; the output seen bounds it below.
         Some(usage) => (
             TokenUsage {
-                output: usage.output.max(relayed_output_tokens),
+                output: usage.output.max(output),
                 ..usage
             },
-            usage.output < relayed_output_tokens || !end.complete,
+            usage.output < output || !end.complete,
         ),
-        None => (estimate, true),
+        None => (
+            TokenUsage {
+                input: unreported.prompt_tokens,
+                output,
+                ..TokenUsage::default()
+            },
+            true,
+        ),
     })
 }
 
@@ -228,6 +253,9 @@ mod tests {
             max_tokens: None,
             trials: Vec::new(),
             prompt_tokens: 0,
+            output_limit: None,
+            choices: 1,
+            per_try_timeout_ms: 30_000,
             request: 0,
             authority: "gw".into(),
         }
@@ -298,6 +326,11 @@ mod tests {
     #[test]
     fn every_attempt_that_reached_a_provider_is_billed_and_estimated_when_unreported() {
         let timeout = 30_000;
+        let streamed = |relayed| Unreported {
+            prompt_tokens: 12,
+            relayed_output_tokens: relayed,
+            unseen_output_tokens: 0,
+        };
         let usage = |input, output| TokenUsage {
             input,
             output,
@@ -309,7 +342,7 @@ mod tests {
             ..AttemptEnd::default()
         };
         assert_eq!(
-            attempt_consumption(&answered, Some(usage(10, 5)), 12, 5, timeout),
+            attempt_consumption(&answered, Some(usage(10, 5)), &streamed(5), timeout),
             Some((usage(10, 5), false))
         );
         // The client left mid-stream: no usage came; the prompt estimate
@@ -320,12 +353,12 @@ mod tests {
             ..answered
         };
         assert_eq!(
-            attempt_consumption(&abandoned, None, 12, 40, timeout),
+            attempt_consumption(&abandoned, None, &streamed(40), timeout),
             Some((usage(12, 40), true))
         );
         // Anthropic told the input at the start; the output is what was relayed.
         assert_eq!(
-            attempt_consumption(&abandoned, Some(usage(30, 1)), 12, 40, timeout),
+            attempt_consumption(&abandoned, Some(usage(30, 1)), &streamed(40), timeout),
             Some((usage(30, 40), true))
         );
         // A timeout after the request was sent: the prompt was processed.
@@ -334,7 +367,7 @@ mod tests {
             ..AttemptEnd::default()
         };
         assert_eq!(
-            attempt_consumption(&silent, None, 12, 0, timeout),
+            attempt_consumption(&silent, None, &streamed(0), timeout),
             Some((usage(12, 0), true))
         );
         // A client gone before any answer: the provider may be working on it.
@@ -344,7 +377,7 @@ mod tests {
             ..AttemptEnd::default()
         };
         assert_eq!(
-            attempt_consumption(&gone_early, None, 12, 0, timeout),
+            attempt_consumption(&gone_early, None, &streamed(0), timeout),
             Some((usage(12, 0), true))
         );
         // Refused at once, an error answer, or never sent: nothing.
@@ -352,18 +385,63 @@ mod tests {
             elapsed_ms: 2,
             ..AttemptEnd::default()
         };
-        assert_eq!(attempt_consumption(&refused, None, 12, 0, timeout), None);
+        assert_eq!(attempt_consumption(&refused, None, &streamed(0), timeout), None);
         let error = AttemptEnd {
             status: Some(503),
             complete: true,
             ..AttemptEnd::default()
         };
-        assert_eq!(attempt_consumption(&error, None, 12, 0, timeout), None);
+        assert_eq!(attempt_consumption(&error, None, &streamed(0), timeout), None);
         let never_sent = AttemptEnd {
             never_sent: true,
             ..AttemptEnd::default()
         };
-        assert_eq!(attempt_consumption(&never_sent, None, 12, 0, timeout), None);
+        assert_eq!(attempt_consumption(&never_sent, None, &streamed(0), timeout), None);
+    }
+
+    #[test]
+    fn a_whole_answer_unseen_by_the_gateway_is_billed_its_output_bound() {
+        let timeout = 30_000;
+        let whole = Unreported {
+            prompt_tokens: 12,
+            relayed_output_tokens: 0,
+            unseen_output_tokens: 500,
+        };
+        let usage = TokenUsage {
+            input: 12,
+            output: 500,
+            ..TokenUsage::default()
+        };
+        // Timed out, or left by its client, before the headers: the provider
+        // went on generating.
+        for end in [
+            AttemptEnd {
+                elapsed_ms: timeout,
+                ..AttemptEnd::default()
+            },
+            AttemptEnd {
+                client_gone: true,
+                elapsed_ms: 300,
+                ..AttemptEnd::default()
+            },
+            AttemptEnd {
+                status: Some(200),
+                client_gone: true,
+                ..AttemptEnd::default()
+            },
+        ] {
+            assert_eq!(
+                attempt_consumption(&end, None, &whole, timeout),
+                Some((usage, true)),
+                "{end:?}"
+            );
+        }
+        // Refused at once: nothing was generated.
+        let refused = AttemptEnd {
+            elapsed_ms: 2,
+            ..AttemptEnd::default()
+        };
+        assert_eq!(attempt_consumption(&refused, None, &whole, timeout), None);
     }
 
     #[test]

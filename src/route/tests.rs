@@ -394,6 +394,9 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         max_tokens: None,
         trials: Vec::new(),
         prompt_tokens: 0,
+        output_limit: None,
+        choices: 1,
+        per_try_timeout_ms: 30_000,
         request: 0,
         authority: String::new(),
     };

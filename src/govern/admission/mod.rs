@@ -117,10 +117,8 @@ pub struct Bounds<'a> {
 }
 
 /// The most output tokens `model` can produce for the request: its
-/// `output_limit`, else the model's `max_output_tokens`, else what its
-/// provider's adapter sends when the client set none (Anthropic requires a
-/// `max_tokens`), else `default_output` (a guess, not a bound) — for each
-/// of the `choices` answers.
+/// [`Config::output_limit`], else `default_output` (a guess, not a bound),
+/// for each of the `choices` answers.
 pub fn output_bound(
     config: &Config,
     model: ModelId,
@@ -128,13 +126,11 @@ pub fn output_bound(
     choices: u64,
     default_output: u64,
 ) -> u64 {
-    let Some(model) = config.models.get(model) else {
+    if config.models.get(model).is_none() {
         return 0;
-    };
-    let kind = config.providers.get(model.provider).map(|provider| provider.spec.kind);
-    output_limit
-        .or(model.max_output_tokens)
-        .or(kind.and_then(crate::providers::ProviderKind::injected_max_tokens))
+    }
+    config
+        .output_limit(model, output_limit)
         .unwrap_or(default_output)
         .saturating_mul(choices.max(1))
 }

@@ -1,5 +1,5 @@
-"""Red-team reproductions (credentials): each test FAILS on the current code and
-names the defect it shows. Real Envoy + mock providers, 127.0.0.1 only."""
+"""Nothing of the gateway's provider accounts reaches a client: keys in error
+text, account and quota headers. Real Envoy + mock providers, 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ PROVIDER_KEY = "sk-provider-openai"  # governed()'s OpenAI key
 MAX_MESSAGE_CHARS = 1000  # src/providers/failure.rs
 
 
-def test_a_provider_key_cut_by_the_message_limit_escapes_the_scrubber(start_gateway):
-    """Defect: ErrorContext::scrub truncates the provider's message to 1000
-    characters BEFORE replacing the gateway's key, so a key straddling the
-    cut is no longer an exact match and its prefix reaches the client."""
+def test_a_provider_key_straddling_the_message_limit_is_scrubbed(start_gateway):
+    """The provider's message is scrubbed of the gateway's keys before it is
+    cut to the message limit, so no prefix of a key reaches the client."""
     gateway = start_gateway(governed({"team": {}}, {KEY: ("team", None)}))
     leaked = 12
     message = "x" * (MAX_MESSAGE_CHARS - leaked) + PROVIDER_KEY  # e.g. a long echo of the request headers
@@ -28,12 +27,11 @@ def test_a_provider_key_cut_by_the_message_limit_escapes_the_scrubber(start_gate
     assert PROVIDER_KEY[:leaked] not in shown, f"client sees the key's prefix: ...{shown[-40:]!r}"
 
 
-def test_provider_account_headers_reach_clients(start_gateway):
-    """Defect: the provider's response headers are relayed to the client as they
-    came: the gateway's OpenAI organization/project ids, its Cloudflare cookies,
-    and the shared key's org-wide x-ratelimit-remaining-* (for tenants without
-    their own limits, e.g. the demo's `tiny`) - which lets one tenant watch every
-    other tenant's traffic on the shared provider key."""
+def test_only_allowlisted_provider_response_headers_reach_clients(start_gateway):
+    """Provider response headers are relayed from an allowlist (status,
+    content headers, date, retry-after): the gateway's organization and
+    project ids, cookies and the shared key's org-wide rate-limit counters
+    (which would let one tenant watch the others' traffic) stay behind."""
     import http.server
     import socketserver
     import threading
