@@ -178,6 +178,8 @@ pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Ten
         .models
         .iter()
         .filter_map(|model| Some((model.name.clone(), read(store, &ledger_key(tenant, &model.name))?)))
+        // Records exist from configuration on: list the models that were used.
+        .filter(|(_, record): &(String, LedgerRecord)| *record != LedgerRecord::default())
         .collect();
     TenantSpend {
         quotas,

@@ -43,14 +43,16 @@ def short_tries(config: dict) -> None:
     retry_policy(config)["per_try_timeout"] = f"{PER_TRY_S}s"
 
 
-def test_a_failover_chain_reserves_the_prompt_of_every_link(start_gateway):
+def test_a_failover_chain_reserves_the_cost_of_every_link(start_gateway):
     """Each link of a failover chain may be billed the prompt (a timed-out
-    attempt was still read by its provider), so the reservation holds one
-    prompt per link: a request whose chain could overspend the cap is refused
-    before any provider sees it, and one that fits is billed within the cap."""
+    attempt was still read by its provider) and, for a whole answer, its
+    output: the cost reserved covers every link, so a request whose chain
+    could overspend a money cap is refused before any provider sees it, and
+    one that fits is billed within the cap."""
     body = chat_body(PROMPT, model="cheap", max_tokens=1)
-    for cap, admitted in ((WORDS + 50, False), (2 * (WORDS + 50), True)):
-        plugin = team(quotas=[{"window": "day", "tokens": cap}])
+    # Reserved: cheap 2,004 x $1/M + 1 x $2/M, strong 2,004 x $10/M + 1 x $30/M = $0.0221.
+    for cap_usd, admitted in ((0.021, False), (0.023, True)):
+        plugin = team(quotas=[{"window": "day", "cost_usd": cap_usd}])
         plugin["models"]["cheap"]["fallbacks"] = ["strong"]
         plugin["resilience"] = {"max_attempts": 2, "per_try_timeout_ms": PER_TRY_S * 1000}
         gateway = start_gateway(plugin, tweak=short_tries)
@@ -62,10 +64,13 @@ def test_a_failover_chain_reserves_the_prompt_of_every_link(start_gateway):
             assert gateway.mocks.requests("openai") == []
             continue
         assert response.status_code == 200, response.text
+        assert response.headers["x-signalbox-model"] == "strong"
         quota = wait_for(lambda: settled_quota(gateway))
         assert quota is not None
-        # Both prompts were billed (the timed-out one too), within the cap.
-        assert 2 * WORDS <= quota["used"]["tokens"] <= cap, quota
+        ledger = spend(gateway)["team"]["ledger"]
+        # The timed-out prompt was billed too, and the total stayed within the cap.
+        assert ledger["cheap"]["input_tokens"] >= WORDS and ledger["strong"]["input_tokens"] >= WORDS, ledger
+        assert quota["used"]["cost_usd"] <= cap_usd, quota
 
 
 def test_a_client_abandoning_a_non_streamed_request_leaves_its_output_unbilled(start_gateway):

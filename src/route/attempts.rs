@@ -450,10 +450,16 @@ mod tests {
         config.providers[medium_provider].spec.kind = providers::ProviderKind::Anthropic;
         // A stream's headers come at once: the configured timeout.
         assert_eq!(per_try_timeout_ms(&config, &[small], Some(500), true), 1_000);
-        assert_eq!(per_try_timeout_ms(&config, &[small], Some(500), false), 1_000 + 500 * 20);
+        assert_eq!(
+            per_try_timeout_ms(&config, &[small], Some(500), false),
+            1_000 + 500 * 20
+        );
         // Unbounded on OpenAI; Anthropic's adapter sends 4096 when none is set.
         assert_eq!(per_try_timeout_ms(&config, &[small], None, false), 1_000);
-        assert_eq!(per_try_timeout_ms(&config, &[small, medium], None, false), 1_000 + 4_096 * 20);
+        assert_eq!(
+            per_try_timeout_ms(&config, &[small, medium], None, false),
+            1_000 + 4_096 * 20
+        );
         // Envoy ignores a per-try timeout not below the deadline.
         assert_eq!(per_try_timeout_ms(&config, &[small], Some(100_000), false), 119_999);
     }

@@ -136,18 +136,21 @@ pub fn output_bound(
 }
 
 /// The reservation of a request: an upper bound of what it can consume.
-/// Every link of its chain may be billed its prompt (an attempt that timed
-/// out was still read by its provider). A whole (non-streamed) answer is
+/// Its cost bounds the whole failover chain, for budgets in money must
+/// hold: every link may be billed its prompt (an attempt that timed out was
+/// still read by its provider), and a whole (non-streamed) answer is
 /// generated even when its attempt times out or its client leaves, so each
 /// link may also be billed its whole output; of a stream, only the attempt
 /// whose content reached the client produces output. Costs are each link's
-/// own prices.
+/// own prices. Its tokens bound one attempt (the largest link): rate limits
+/// and token quotas measure volume, and reserving every link's prompt would
+/// refuse a large prompt that fits the tokens-per-minute limit once.
 pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Amounts {
     let mut estimate = Amounts {
         requests: 1,
         ..Amounts::default()
     };
-    let (mut longest_output, mut dearest_output) = (0u64, 0u64);
+    let mut dearest_output = 0u64;
     for &model in bounds.links {
         let Some(price) = config.models.get(model).map(|model| &model.price) else {
             continue;
@@ -167,17 +170,14 @@ pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Am
                 ..TokenUsage::default()
             },
         );
-        estimate.tokens = estimate.tokens.saturating_add(bounds.prompt_tokens);
+        estimate.tokens = estimate.tokens.max(bounds.prompt_tokens.saturating_add(output));
         estimate.cost_micros = estimate.cost_micros.saturating_add(prompt_cost);
         if bounds.stream {
-            longest_output = longest_output.max(output);
             dearest_output = dearest_output.max(output_cost);
         } else {
-            estimate.tokens = estimate.tokens.saturating_add(output);
             estimate.cost_micros = estimate.cost_micros.saturating_add(output_cost);
         }
     }
-    estimate.tokens = estimate.tokens.saturating_add(longest_output);
     estimate.cost_micros = estimate.cost_micros.saturating_add(dearest_output);
     estimate
 }
