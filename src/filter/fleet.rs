@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::host;
 use crate::config::governance::{Governance, StoreSettings};
 use crate::config::{Config, ModelId};
-use crate::fleet::{Invocation, LedgerEntry, ScriptCall, ScriptNames, SettleCall, StoreRequest};
+use crate::fleet::{Charge, Invocation, LedgerEntry, ScriptCall, ScriptNames, SettleCall, StoreRequest};
 use crate::govern::keys::TenantId;
 use crate::govern::ledger::Consumption;
 use crate::govern::quota::Amounts;
@@ -101,6 +101,7 @@ impl SettleJob {
             test_clock_ms: self.test_clock_ms,
             actual: self.actual,
             ledger: &ledger,
+            charge: Charge::Reserved,
         };
         Some(call.request(names, invocation(self.with_text), &store.authority))
     }

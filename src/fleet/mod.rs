@@ -21,6 +21,6 @@ pub use reply::{
     Spend, StoreFailure,
 };
 pub use request::{
-    reservation_id, AdmitCall, Invocation, LedgerEntry, ScriptCall, SettleCall, SpendCall, StoreRequest,
+    reservation_id, AdmitCall, Charge, Invocation, LedgerEntry, ScriptCall, SettleCall, SpendCall, StoreRequest,
 };
 pub use scripts::{Script, ScriptNames};
