@@ -24,9 +24,9 @@
 -- booked), then "s" (settled, or charged without a reservation), "x" (expired:
 -- charged in full) or "u" (settled before it was ever admitted). A closed
 -- record is kept TOMBSTONE_MS so a retried settle or a late admit with the same
--- id changes nothing; the sweep then forgets it. (The late admit of a refused
--- request is queued behind its release in a hung Redis, so it comes within
--- moments of it, not minutes.)
+-- id changes nothing; the sweep then forgets it. (A late admit and the release
+-- of its refused request wait in the same hung Redis's queue, so they run
+-- moments apart, not minutes.)
 
 local MINUTE_MS = 60000
 local DAY_MS = 86400000
