@@ -10,8 +10,8 @@ use std::io::{self, BufRead, Write};
 
 use signalbox::config::governance::{FailMode, Tenant};
 use signalbox::fleet::{
-    parse_admission, parse_settlement, parse_spend, AdmitCall, Invocation, LedgerEntry, ScriptCall, ScriptNames,
-    SettleCall, SpendCall, StoreFailure,
+    parse_admission, parse_settlement, parse_spend, AdmitCall, Charge, Invocation, LedgerEntry, ScriptCall,
+    ScriptNames, SettleCall, SpendCall, StoreFailure,
 };
 use signalbox::govern::quota::{Amounts, Caps, Period, Quota};
 use signalbox::govern::window::RateLimits;
@@ -112,6 +112,7 @@ fn main() {
             cost_micros: 900,
             estimated: false,
         }],
+        charge: Charge::Reserved,
     };
     run("settle", &settle, &names, parse_settlement);
     run("settle-again", &settle, &names, parse_settlement);

@@ -21,10 +21,12 @@
 --
 -- A reservation record is "o <due_ms> <req> <tok> <cost> <minute> <tenant_booked>
 -- <user_booked> <period_1> ... <period_n>" while open (period -1: quota not
--- booked), then "s" (settled), "x" (expired: charged in full) or "u" (settled
--- before it was ever admitted). A closed record is kept TOMBSTONE_MS so a
--- retried settle or a late admit with the same id changes nothing; the sweep
--- then forgets it.
+-- booked), then "s" (settled, or charged without a reservation), "x" (expired:
+-- charged in full) or "u" (settled before it was ever admitted). A closed
+-- record is kept TOMBSTONE_MS so a retried settle or a late admit with the same
+-- id changes nothing; the sweep then forgets it. (A late admit and the release
+-- of its refused request wait in the same hung Redis's queue, so they run
+-- moments apart, not minutes.)
 
 local MINUTE_MS = 60000
 local DAY_MS = 86400000

@@ -184,3 +184,70 @@ def test_redis_down_budgets_fail_closed_rate_limits_fall_back_and_service_return
     assert status == 200, "service returns with Redis, without restarting Envoy"
     assert first.chat(chat_body("hi"), headers={"connection": "close"}).status_code == 200
     assert fleet_spend(first)["team"]["source"] == "fleet"
+
+
+QUOTA_KEY = "sk-fleet-quota-1"
+RATES_KEY = "sk-fleet-rates-1"
+
+
+def one_replica_of_quota_and_rates_tenants(envoy, mocks, fleet_store) -> Gateway:
+    """One Envoy; tenant `quota` has 3 requests a day (budgets fail closed by default),
+    tenant `rates` only a rate limit (counted locally while the ledger is away)."""
+    plugin = demo_plugin_config()
+    tenants, keys = plugin["governance"]["tenants"], plugin["governance"]["keys"]
+    tenants["quota"] = {"allowed_models": ["gpt-4o-mini"], "quotas": [{"window": "day", "requests": 3}]}
+    keys.append({"name": "quota", "tenant": "quota", "sha256": digest(QUOTA_KEY)})
+    tenants["rates"] = {"allowed_models": ["gpt-4o-mini"], "limits": {"rpm": 100}}
+    keys.append({"name": "rates", "tenant": "rates", "sha256": digest(RATES_KEY)})
+    (gateway,) = replicas(envoy, mocks, fleet_store, plugin, count=1)
+    return gateway
+
+
+def ask(gateway: Gateway, key: str) -> int:
+    headers = {"authorization": f"Bearer {key}", "connection": "close"}
+    return gateway.chat(chat_body("hi", model="gpt-4o-mini", max_tokens=5), headers=headers).status_code
+
+
+def test_a_request_refused_while_redis_hangs_does_not_use_quota(envoy, mocks, fleet_store):
+    """An admission that times out (Redis hung) is refused 503 and released with zero amounts.
+    Its command still runs when Redis wakes, booking a reservation; the release, whichever
+    reaches Redis first, leaves nothing used: it gives the reservation back, or its tombstone
+    makes the late admission book nothing."""
+    gateway = one_replica_of_quota_and_rates_tenants(envoy, mocks, fleet_store)
+    assert ask(gateway, QUOTA_KEY) == 200  # 1 of 3 used
+    fleet_store.pause_redis()
+    try:
+        refused = [ask(gateway, QUOTA_KEY) for _ in range(2)]
+    finally:
+        time.sleep(0.5)
+        fleet_store.resume_redis()
+    assert refused == [503, 503], refused  # fail closed: nothing served
+    quota = wait_for(lambda: settled(gateway, "quota"))
+    assert quota is not None, "the late admissions' reservations are released"
+    assert quota["quotas"][0]["used"]["requests"] == 1, quota
+    assert [ask(gateway, QUOTA_KEY) for _ in range(3)] == [200, 200, 429], "2 of 3 daily requests remain"
+
+
+def test_spend_served_on_the_local_fallback_reaches_the_fleet_ledger_when_redis_returns(envoy, mocks, fleet_store):
+    """While Redis is down a tenant whose rate limits fall back is served on this Envoy's
+    counters; each such request is queued as a charge without reservation and reaches the
+    fleet ledger once Redis is back, counted once."""
+    gateway = one_replica_of_quota_and_rates_tenants(envoy, mocks, fleet_store)
+    assert ask(gateway, RATES_KEY) == 200
+    fleet_store.stop_redis()
+    try:
+        served = [ask(gateway, RATES_KEY) for _ in range(3)]
+    finally:
+        fleet_store.start_redis()
+    assert served == [200, 200, 200], served
+
+    def ledger() -> dict | None:
+        try:
+            entry = fleet_spend(gateway)["rates"]["ledger"].get("gpt-4o-mini", {})
+        except Exception:  # noqa: BLE001 - webdis reconnecting
+            return None
+        return entry if entry.get("requests", 0) >= 4 else None
+
+    assert (wait_for(ledger) or {}).get("requests") == 4, "4 requests served (and paid to the provider)"
+    time.sleep(1)  # retried charges would land by now
+    assert fleet_spend(gateway)["rates"]["ledger"]["gpt-4o-mini"]["requests"] == 4, "counted once"

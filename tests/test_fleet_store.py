@@ -56,10 +56,14 @@ class Tenant:
         arguments = [reservation, ttl_ms, clock, 1, tokens, cost, *self.limits, *user_limits, *self._quota_arguments()]
         return self.client.run("admit", self.keys, arguments)
 
-    def settle(self, reservation: str, tokens: int, cost: int, model: str = "gpt-4o", clock: int = 0, estimated: int = 0):
+    def settle(self, reservation: str, tokens: int, cost: int, model: str = "gpt-4o", clock: int = 0, estimated: int = 0,
+               requests: int = 1, unreserved: tuple[int, int, int, int] = (0, 0, 0, 0)):
+        """`requests=0, tokens=0, cost=0` and no model: a release. `unreserved`: (1, ended_ms_ago,
+        tenant window, user window) charges without a reservation (spend served on the local fallback)."""
         usage = [tokens // 2, 0, 0, tokens - tokens // 2]
-        ledger = [1, model, *usage, cost, estimated]
-        arguments = [reservation, clock, 1, tokens, cost, self.alert_permille, *self._quota_arguments(), *ledger]
+        ledger = [1, model, *usage, cost, estimated] if model else [0]
+        arguments = [reservation, clock, requests, tokens, cost, self.alert_permille, *self._quota_arguments(), *ledger,
+                     *unreserved]
         return self.client.run("settle", self.keys, arguments)
 
     def _spend_arguments(self, models: tuple[str, ...], clock: int = 0) -> list:
@@ -179,6 +183,62 @@ def test_a_retried_admission_books_once(fleet_store):
     assert first[0] == again[0] == "admitted"
     assert first[3] == again[3] == 9, "one request counted in the window"
     assert tenant.spend()["quotas"][0]["reserved"][0] == 1
+
+
+def release(tenant: Tenant, reservation: str, clock: int = 0):
+    """What the filter sends for a request it never served (refused after a lost admission answer)."""
+    return tenant.settle(reservation, tokens=0, cost=0, model="", clock=clock, requests=0)
+
+
+def test_a_release_gives_the_reservation_back_and_counts_nothing(fleet_store):
+    """A request refused after its admission's answer was lost uses no quota and no window,
+    whether the admission ran before the release or arrives after it."""
+    tenant = Tenant(FleetClient(fleet_store.url), limits=(2, NONE), quotas=[("day", 3, NONE, NONE)])
+    now = NOON
+    assert tenant.admit("served", clock=now)[0] == "admitted"
+    assert tenant.settle("served", tokens=100, cost=1_000, clock=now)[0] == "settled"
+    before = tenant.spend(clock=now)
+    # The admission ran (Redis was slow), then the release came.
+    assert tenant.admit("late", clock=now)[3] == 0, "the window is full while it is reserved"
+    assert release(tenant, "late", clock=now)[:4] == ["settled", now, 333, 0]
+    assert release(tenant, "late", clock=now)[0] == "duplicate"
+    # The release overtook its admission: the admission books nothing.
+    assert release(tenant, "never", clock=now)[0] == "unknown"
+    assert tenant.admit("never", clock=now)[0] == "closed"
+    after = tenant.spend(clock=now)
+    assert balances(after) == balances(before) == [([1, 100, 1_000], [0, 0, 0], 0)]
+    assert after["ledger"] == before["ledger"]
+    admitted = tenant.admit("next", clock=now)
+    assert admitted[0] == "admitted" and admitted[3] == 0, "the released request left the window"
+
+
+def test_a_charge_without_reservation_counts_once(fleet_store):
+    """Spend served on a replica's local fallback reaches the ledger, quotas and windows once,
+    however often the charge is retried, and its unanswered admission then books nothing."""
+    tenant = Tenant(FleetClient(fleet_store.url), user="alice", limits=(5, NONE), user_limits=(3, NONE),
+                    quotas=[("day", 10, NONE, 1_000_000)])
+    now = NOON
+    charge = (1, 2_000, 1, 1)
+    assert tenant.settle("local", tokens=120, cost=2_000, clock=now, unreserved=charge)[:4] == ["settled", now, 100, 0]
+    assert tenant.settle("local", tokens=120, cost=2_000, clock=now, unreserved=charge)[0] == "duplicate"
+    assert tenant.admit("local", clock=now)[0] == "closed", "its late admission books nothing"
+    spend = tenant.spend(clock=now)
+    assert balances(spend) == [([1, 120, 2_000], [0, 0, 0], 0)]
+    assert spend["ledger"]["gpt-4o"] == [1, 60, 0, 0, 60, 2_000, 0]
+    admitted = tenant.admit("next", clock=now)
+    assert admitted[3] == 3 and admitted[5] == 1, "counted in both windows (5 and 3 a minute)"
+
+    # Its admission arrived first after all: the charge settles that reservation.
+    assert tenant.admit("raced", tokens=500, cost=9_000, clock=now)[0] == "admitted"
+    assert tenant.settle("raced", tokens=50, cost=500, clock=now, unreserved=charge)[0] == "settled"
+    assert balances(tenant.spend(clock=now)) == [([2, 170, 2_500], [1, 100, 1_000], 0)]
+
+    # Served yesterday: nothing left to enforce in today's quota, but the ledger has it.
+    yesterday = (1, DAY_MS, 0, 0)
+    assert tenant.settle("old", tokens=10, cost=100, clock=now, unreserved=yesterday)[0] == "settled"
+    spend = tenant.spend(clock=now)
+    assert balances(spend) == [([2, 170, 2_500], [1, 100, 1_000], 0)]
+    assert spend["ledger"]["gpt-4o"][0] == 3
 
 
 def test_an_unsettled_reservation_expires_after_its_ttl_and_is_charged_in_full(fleet_store):

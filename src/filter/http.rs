@@ -403,7 +403,7 @@ impl ChatFilter {
         };
         let estimate = Spend::estimate(config, governance, &plan);
         if governance.store.is_none() {
-            return match spend.admit_locally(config, governance, estimate, false, &state.metrics) {
+            return match spend.admit_locally(config, governance, estimate, None, &state.metrics) {
                 Ok(()) => self.apply(plan),
                 Err(error) => self.reply_error(&error),
             };
@@ -451,7 +451,10 @@ impl ChatFilter {
 
     /// The fleet ledger did not decide: the tenant's requests are refused
     /// (its budgets fail closed) or counted here at the replica's share.
-    /// Any reservation the ledger may still make is released.
+    /// Any reservation the ledger may still make under the pending id is
+    /// released if the request is refused; if it is served, the ledger is
+    /// charged under that id when it ends (settling that reservation if a
+    /// late admission made one).
     fn without_store(&mut self, state: &Loaded, reason: &str) -> Action {
         let config = &state.config;
         let (Some(governance), Some(spend), Some(pending)) =
@@ -460,7 +463,6 @@ impl ChatFilter {
             return self.reply_error(&GatewayError::LedgerUnavailable);
         };
         let identity = spend.identity().clone();
-        Spend::release_unanswered(config, governance, &identity, pending.reservation_id);
         let tenant = spend.policy(governance);
         let refused = tenant.refused_without_store();
         let result = if refused { "refused" } else { "local" };
@@ -480,11 +482,16 @@ impl ChatFilter {
             );
         }
         if refused {
+            Spend::release_unanswered(config, governance, &identity, pending.reservation_id);
             return self.reply_error(&GatewayError::LedgerUnavailable);
         }
-        match spend.admit_locally(config, governance, pending.estimate, true, &state.metrics) {
+        let fallback = Some(pending.reservation_id.clone());
+        match spend.admit_locally(config, governance, pending.estimate, fallback, &state.metrics) {
             Ok(()) => self.apply(pending.plan),
-            Err(error) => self.reply_error(&error),
+            Err(error) => {
+                Spend::release_unanswered(config, governance, &identity, pending.reservation_id);
+                self.reply_error(&error)
+            }
         }
     }
 
@@ -606,6 +613,14 @@ impl ChatFilter {
             self.reply_json(&status::spend_report(config, host::now_ms(), &gathered));
         }
     }
+}
+
+/// Counts `count` fleet ledger calls that were never sent (no duration).
+pub fn count_store_calls(state: &Loaded, op: &'static str, result: &'static str, count: u64) {
+    let labels = [Label::Fixed("op", op), Label::Fixed("result", result)];
+    state
+        .metrics
+        .emit(&state.config, &[Sample::new(Family::StoreCalls, &labels, count)]);
 }
 
 /// Counts one fleet ledger call and its duration.

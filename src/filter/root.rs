@@ -13,7 +13,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use super::fleet::{self, SettleJob};
+use super::fleet::{self, SettleJob, SettleKind};
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
 use super::metrics::{count_config_load, Metrics};
@@ -171,9 +171,16 @@ impl SignalboxRoot {
             return;
         };
         let Some(store) = &governance.store else { return };
+        let dropped = fleet::take_dropped();
+        if dropped > 0 {
+            log::warn!(
+                "the settlement queue is full: {dropped} settlements dropped (the fleet ledger never gets them)"
+            );
+            super::http::count_store_calls(state, "settle", "dropped", dropped);
+        }
         for job in fleet::take_due(now) {
             let sent = job
-                .request(&state.config, governance, names)
+                .request(&state.config, governance, names, now)
                 .and_then(|request| fleet::send(store, &request));
             match sent {
                 Some(token) => {
@@ -238,11 +245,14 @@ impl SignalboxRoot {
     }
 
     fn retry_settlement(&self, _state: &Loaded, mut job: SettleJob, now: u64, reason: &str) {
-        job.retries = job.retries.saturating_add(1);
-        job.due_ms = now.saturating_add(crate::fleet::retry_delay_ms(job.retries));
-        if job.due_ms >= job.give_up_ms {
+        if !job.retry(now) {
+            let consequence = match job.kind {
+                SettleKind::Settle => "it expires and is charged in full",
+                SettleKind::Release => "a reservation it would release expires and is charged in full",
+                SettleKind::Charge => "spend served on the local fallback is missing from the ledger",
+            };
             log::warn!(
-                "settlement of reservation {} never reached the ledger ({reason}); it expires and is charged in full",
+                "settlement of reservation {} never reached the ledger ({reason}); {consequence}",
                 job.reservation_id
             );
             return;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::fleet::{self, SettleJob};
+use super::fleet::{self, SettleJob, SettleKind};
 use super::host::{self, HostStore};
 use super::metrics::Metrics;
 use crate::config::governance::{Governance, Tenant};
@@ -34,9 +34,13 @@ pub const HEADER_OUTPUT_TOKENS: &str = "x-signalbox-output-tokens";
 
 /// What an admitted request booked, to settle when it ends.
 enum Booked {
-    /// In this Envoy's shared data; `share`: at the replica's share of the
-    /// limits, the fleet ledger being unreachable.
-    Local { admission: Admission, share: bool },
+    /// In this Envoy's shared data. `fallback`: at the replica's share of
+    /// the limits, the fleet ledger being unreachable; the id its unanswered
+    /// admission used, under which the ledger is charged later.
+    Local {
+        admission: Admission,
+        fallback: Option<String>,
+    },
     /// In the fleet ledger.
     Fleet {
         reservation_id: String,
@@ -112,20 +116,22 @@ impl Spend {
         admission::estimate(config, &bounds, governance.default_output_reservation)
     }
 
-    /// Reserves `estimate` in this Envoy's shared data (`share`: at the
-    /// replica's share of the limits), or refuses.
+    /// Reserves `estimate` in this Envoy's shared data, or refuses.
+    /// `fallback`: the fleet ledger did not answer the admission with this
+    /// reservation id; counted at the replica's share of the limits, and
+    /// charged to the ledger under that id once the request ends.
     pub fn admit_locally(
         &mut self,
         config: &Config,
         governance: &Governance,
         estimate: Amounts,
-        share: bool,
+        fallback: Option<String>,
         metrics: &Metrics,
     ) -> Result<(), GatewayError> {
-        let tenant = self.local_policy(governance, share);
+        let tenant = self.local_policy(governance, fallback.is_some());
         match admission::admit(tenant, &HostStore, &self.identity, estimate, self.now()) {
             Ok(admission) => {
-                self.booked = Some(Booked::Local { admission, share });
+                self.booked = Some(Booked::Local { admission, fallback });
                 Ok(())
             }
             Err(denial) => Err(self.refusal(config, governance, denial, metrics)),
@@ -182,19 +188,20 @@ impl Spend {
     }
 
     /// Forgets a reservation the fleet ledger may have made although its
-    /// answer never came (or came too late): settling it with nothing
-    /// releases it, or leaves a tombstone that stops a late admission.
+    /// answer never came (or came too late), for a request that is not
+    /// served: settling it with zero amounts releases it without counting
+    /// the request, or leaves a tombstone that stops a late admission.
     pub fn release_unanswered(config: &Config, governance: &Governance, identity: &Identity, reservation_id: String) {
         let Some(store) = &governance.store else { return };
-        let now = host::now_ms();
         fleet::enqueue(SettleJob::new(
+            SettleKind::Release,
             config,
             identity.tenant,
             identity.user.clone(),
             reservation_id,
             &Consumption::default(),
-            now,
-            now.saturating_add(store.reservation_ttl_ms),
+            host::now_ms(),
+            store.reservation_ttl_ms,
         ));
     }
 
@@ -227,34 +234,50 @@ impl Spend {
     /// Replaces the reservation by what the request consumed (nothing when
     /// no attempt reached a provider): in shared data at once, sending the
     /// soft alerts this crossed; in the fleet ledger through the root's
-    /// queue (its answer brings the alerts).
+    /// queue (its answer brings the alerts). A request served on the local
+    /// fallback is also charged to the fleet ledger through that queue, so
+    /// the ledger has the spend once it is back.
     pub fn settle(&mut self, config: &Config, governance: &Governance, consumption: &Consumption, metrics: &Metrics) {
         match self.booked.take() {
             None => {}
-            Some(Booked::Local { admission, share }) => {
-                let tenant = self.local_policy(governance, share);
+            Some(Booked::Local { admission, fallback }) => {
+                let tenant = self.local_policy(governance, fallback.is_some());
                 let now = self.now();
                 let (_, alerts) = admission::settle(config, tenant, &HostStore, &admission, consumption, now);
                 for alert in alerts {
                     raise_alert(config, governance, admission.tenant, &alert, metrics);
                 }
+                if let Some(reservation_id) = fallback {
+                    self.queue_fleet(config, governance, SettleKind::Charge, reservation_id, consumption);
+                }
             }
             Some(Booked::Fleet { reservation_id, .. }) => {
-                let Some(store) = &governance.store else { return };
-                let now = host::now_ms();
-                let mut job = SettleJob::new(
-                    config,
-                    self.identity.tenant,
-                    self.identity.user.clone(),
-                    reservation_id,
-                    consumption,
-                    now,
-                    now.saturating_add(store.reservation_ttl_ms),
-                );
-                job.test_clock_ms = self.now_override;
-                fleet::enqueue(job);
+                self.queue_fleet(config, governance, SettleKind::Settle, reservation_id, consumption);
             }
         }
+    }
+
+    fn queue_fleet(
+        &self,
+        config: &Config,
+        governance: &Governance,
+        kind: SettleKind,
+        reservation_id: String,
+        consumption: &Consumption,
+    ) {
+        let Some(store) = &governance.store else { return };
+        let mut job = SettleJob::new(
+            kind,
+            config,
+            self.identity.tenant,
+            self.identity.user.clone(),
+            reservation_id,
+            consumption,
+            host::now_ms(),
+            store.reservation_ttl_ms,
+        );
+        job.test_clock_ms = self.now_override;
+        fleet::enqueue(job);
     }
 }
 

@@ -6,21 +6,24 @@
 //! [`scripts`] holds the Lua scripts (from `fleet/`) and their SHA-1s,
 //! [`request`] builds the HTTP request of an admit, settle or spend call,
 //! [`reply`] turns webdis's answer into a typed result. The filter sends the
-//! request with `dispatch_http_call` and feeds the answer back; semantics and
+//! request with `dispatch_http_call` and feeds the answer back; [`outbox`]
+//! holds the settlements waiting to be sent. Semantics and
 //! failure handling are in docs/fleet.md.
 
 pub mod decide;
 pub mod keys;
+pub mod outbox;
 pub mod reply;
 pub mod request;
 pub mod scripts;
 
 pub use decide::{admit_outcome, retry_delay_ms, settle_outcome, AdmitOutcome, SettleOutcome};
+pub use outbox::{invocation, Outbox, SettleJob, SettleKind};
 pub use reply::{
     parse_admission, parse_settlement, parse_spend, Admission, Admitted, QuotaAlert, Refused, RefusedBy, Settlement,
     Spend, StoreFailure,
 };
 pub use request::{
-    reservation_id, AdmitCall, Invocation, LedgerEntry, ScriptCall, SettleCall, SpendCall, StoreRequest,
+    reservation_id, AdmitCall, Charge, Invocation, LedgerEntry, ScriptCall, SettleCall, SpendCall, StoreRequest,
 };
 pub use scripts::{Script, ScriptNames};

@@ -163,10 +163,24 @@ pub struct SettleCall<'a> {
     pub user: Option<&'a str>,
     pub reservation_id: &'a str,
     pub test_clock_ms: Option<u64>,
-    /// Requests, tokens and cost to charge (requests: 1).
+    /// Requests, tokens and cost to charge (requests: 1 for a request
+    /// served; all zero for a release: the request was never served).
     pub actual: Amounts,
     /// Each attempt's part, on its model's ledger (empty: nothing reached a provider).
     pub ledger: &'a [LedgerEntry<'a>],
+    pub charge: Charge,
+}
+
+/// Whether a settlement has a reservation to replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// The ledger admitted the request (or may have: a release of an
+    /// admission whose answer was lost). An unknown id is only tombstoned.
+    Reserved,
+    /// The request was served on a replica's local fallback: charged without
+    /// a reservation (or settling the one a late admission made), to the
+    /// minute and period it ended in, `ended_ms_ago` before the call.
+    Unreserved { ended_ms_ago: u64 },
 }
 
 /// One attempt's part of a settlement, for the cost ledger of its model.
@@ -207,6 +221,19 @@ impl ScriptCall for SettleCall<'_> {
                 ]
                 .map(|n| n.to_string()),
             );
+        }
+        match self.charge {
+            Charge::Reserved => arguments.extend(["0", "0", "0", "0"].map(String::from)),
+            Charge::Unreserved { ended_ms_ago } => {
+                // The windows the tenant (and the user, if any) has, as
+                // admission would have booked them.
+                let user_window = self.user.is_some() && !self.tenant.user_limits.is_unlimited();
+                arguments.push("1".to_string());
+                arguments.push(ended_ms_ago.to_string());
+                arguments.extend(
+                    [!self.tenant.limits.is_unlimited(), user_window].map(|limited| u8::from(limited).to_string()),
+                );
+            }
         }
         arguments
     }
@@ -392,16 +419,51 @@ mod tests {
                 cost_micros: 900,
             },
             ledger: &ledger,
+            charge: Charge::Reserved,
         };
         assert_eq!(
             call.arguments(),
             [
                 "r1", "0", "1", "120", "900", "800", "1", "month", "-1", "-1", "5000000", "1", "gpt-4o", "70", "10",
-                "0", "40", "900", "1"
+                "0", "40", "900", "1", "0", "0", "0", "0"
             ]
         );
         let unserved = SettleCall { ledger: &[], ..call };
-        assert_eq!(unserved.arguments().last().map(String::as_str), Some("0"));
+        assert_eq!(&unserved.arguments()[11..], ["0", "0", "0", "0", "0"]);
+    }
+
+    #[test]
+    fn a_charge_without_reservation_says_when_the_request_ended_and_which_windows_the_tenant_has() {
+        let tenant = tenant();
+        let call = SettleCall {
+            tenant: &tenant,
+            user: Some("alice"),
+            reservation_id: "r1",
+            test_clock_ms: None,
+            actual: Amounts {
+                requests: 1,
+                tokens: 120,
+                cost_micros: 900,
+            },
+            ledger: &[],
+            charge: Charge::Unreserved { ended_ms_ago: 4_250 },
+        };
+        // The tenant limits requests per minute, the user tokens per minute.
+        assert_eq!(&call.arguments()[12..], ["1", "4250", "1", "1"]);
+        let no_user = SettleCall {
+            user: None,
+            ..call.clone()
+        };
+        assert_eq!(&no_user.arguments()[12..], ["1", "4250", "1", "0"]);
+        let unlimited = Tenant {
+            limits: RateLimits::default(),
+            ..tenant.clone()
+        };
+        let no_windows = SettleCall {
+            tenant: &unlimited,
+            ..call
+        };
+        assert_eq!(&no_windows.arguments()[12..], ["1", "4250", "0", "1"]);
     }
 
     #[test]
