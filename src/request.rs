@@ -109,6 +109,13 @@ pub struct Message<'a> {
     pub role: Role,
     #[serde(default, borrow)]
     pub content: Option<Content<'a>>,
+    /// An assistant's tool calls (names and arguments go upstream as
+    /// prompt), kept as the raw JSON: only their size is read.
+    #[serde(default, borrow)]
+    pub tool_calls: Option<&'a RawValue>,
+    /// The legacy single `function_call` of an assistant message.
+    #[serde(default, borrow)]
+    pub function_call: Option<&'a RawValue>,
 }
 
 impl Message<'_> {
@@ -133,9 +140,49 @@ impl<'a> Message<'a> {
     }
 
     pub fn image_count(&self) -> usize {
-        match &self.content {
-            Some(Content::Parts(parts)) => parts.iter().filter(|part| part.kind.as_str() == "image_url").count(),
-            _ => 0,
+        self.media_parts().filter(|kind| *kind == Media::Image).count()
+    }
+
+    /// The non-text parts that carry input (images, audio, files).
+    fn media_parts(&self) -> impl Iterator<Item = Media> + '_ {
+        let parts = match &self.content {
+            Some(Content::Parts(parts)) => parts.as_slice(),
+            _ => &[],
+        };
+        parts.iter().filter_map(|part| match part.kind.as_str() {
+            "image_url" | "input_image" => Some(Media::Image),
+            "input_audio" => Some(Media::Audio),
+            "file" | "input_file" => Some(Media::Document),
+            _ => None,
+        })
+    }
+
+    /// Estimated prompt tokens of everything in this message but its text
+    /// parts: tool calls (raw JSON: names, arguments and their few bytes of
+    /// framing, a slight over-count) and media parts at their fixed costs.
+    pub fn non_text_tokens(&self) -> u32 {
+        let raw = |value: Option<&RawValue>| value.map_or(0, |value| tokens::estimate(value.get()));
+        self.media_parts()
+            .map(Media::tokens)
+            .fold(raw(self.tool_calls), u32::saturating_add)
+            .saturating_add(raw(self.function_call))
+    }
+}
+
+/// A content part that is not text, by what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Image,
+    Audio,
+    Document,
+}
+
+impl Media {
+    fn tokens(self) -> u32 {
+        match self {
+            Media::Image => tokens::IMAGE_TOKENS,
+            Media::Audio => tokens::AUDIO_TOKENS,
+            Media::Document => tokens::DOCUMENT_TOKENS,
         }
     }
 }
@@ -144,6 +191,10 @@ impl<'a> Message<'a> {
 pub struct ResponseFormat<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Text<'a>,
+    /// The schema the answer must follow: providers send it to the model
+    /// as prompt, so its size counts.
+    #[serde(default, borrow)]
+    pub json_schema: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -278,8 +329,10 @@ pub struct PromptView<'a> {
     /// Text parts of the last user message.
     pub last_user_parts: Vec<&'a str>,
     pub user_turns: u32,
-    /// Estimated tokens of everything but the last user message: system
-    /// prompt, earlier turns, tool definitions, per-message overhead.
+    /// Estimated tokens of everything but the last user message's text:
+    /// system prompt, earlier turns (tool results, assistants' tool calls),
+    /// tool definitions, a `json_schema` response format, images, audio and
+    /// files at fixed costs, per-message overhead.
     pub context_tokens: u32,
     pub has_tools: bool,
     /// Tool (or function) results in the conversation: an agent loop.
@@ -453,7 +506,11 @@ impl<'a> ChatRequest<'a> {
                 Some("json_schema") => ResponseFormatKind::JsonSchema,
                 Some(_) => ResponseFormatKind::Text,
             },
-            context_tokens: raw_tokens(self.tools).saturating_add(raw_tokens(self.functions)),
+            context_tokens: raw_tokens(self.tools)
+                .saturating_add(raw_tokens(self.functions))
+                .saturating_add(raw_tokens(
+                    self.response_format.as_ref().and_then(|format| format.json_schema),
+                )),
             ..PromptView::default()
         };
         for (position, message) in self.messages.iter().enumerate() {
@@ -461,8 +518,13 @@ impl<'a> ChatRequest<'a> {
                 view.user_turns += 1;
             }
             view.tool_results += u32::from(message.is_tool_result());
-            view.images += message.image_count() as u32;
-            view.context_tokens = view.context_tokens.saturating_add(tokens::PER_MESSAGE_OVERHEAD);
+            view.images = view
+                .images
+                .saturating_add(u32::try_from(message.image_count()).unwrap_or(u32::MAX));
+            view.context_tokens = view
+                .context_tokens
+                .saturating_add(tokens::PER_MESSAGE_OVERHEAD)
+                .saturating_add(message.non_text_tokens());
             if Some(position) == last_user {
                 view.last_user_parts.extend(message.text_parts());
             } else {
@@ -557,6 +619,84 @@ mod tests {
         assert_eq!(view.response_format, ResponseFormatKind::JsonSchema);
         assert!(view.context_tokens > 4 * 4);
         assert_eq!(request.system_parts().collect::<Vec<_>>(), vec!["be brief"]);
+    }
+
+    /// Context tokens of a one-user-message request with `extra` members
+    /// and `earlier` messages before the user's.
+    fn context_of(earlier: &str, extra: &str) -> u32 {
+        let body = format!(r#"{{"model":"auto","messages":[{earlier}{{"role":"user","content":"hi"}}]{extra}}}"#);
+        parse_chat(body.as_bytes()).unwrap().prompt_view().context_tokens
+    }
+
+    #[test]
+    fn assistant_tool_call_arguments_count_as_prompt() {
+        let payload = "abcd".repeat(1_000);
+        let plain = context_of(r#"{"role":"assistant","content":null},"#, "");
+        let call = format!(
+            r#"{{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function","function":{{"name":"lookup","arguments":"{{\"q\":\"{payload}\"}}"}}}}]}},"#
+        );
+        let with_call = context_of(&call, "");
+        assert!(with_call >= plain + 1_000, "{with_call} vs {plain}");
+        // Raw JSON is counted: the framing adds a little, never a lot.
+        assert!(with_call <= plain + 1_050, "{with_call} vs {plain}");
+        let legacy = format!(
+            r#"{{"role":"assistant","content":null,"function_call":{{"name":"lookup","arguments":"{payload}"}}}},"#
+        );
+        assert!(context_of(&legacy, "") >= plain + 1_000);
+    }
+
+    #[test]
+    fn tool_results_count_as_prompt() {
+        let payload = "abcd".repeat(500);
+        let result = format!(r#"{{"role":"tool","tool_call_id":"c1","content":"{payload}"}},"#);
+        let parts =
+            format!(r#"{{"role":"tool","tool_call_id":"c1","content":[{{"type":"text","text":"{payload}"}}]}},"#);
+        let none = context_of("", "");
+        assert!(context_of(&result, "") >= none + 500);
+        assert!(context_of(&parts, "") >= none + 500);
+    }
+
+    #[test]
+    fn a_json_schema_response_format_counts_as_prompt() {
+        let payload = "abcd".repeat(1_000);
+        let none = context_of("", "");
+        let schema = format!(
+            r#","response_format":{{"type":"json_schema","json_schema":{{"name":"s","schema":{{"description":"{payload}"}}}}}}"#
+        );
+        assert!(context_of("", &schema) >= none + 1_000);
+        assert_eq!(context_of("", r#","response_format":{"type":"json_object"}"#), none);
+    }
+
+    #[test]
+    fn images_audio_and_files_cost_a_fixed_amount_each_wherever_they_are() {
+        let none = context_of("", "");
+        let media = r#"{"role":"user","content":[{"type":"text","text":"x"},
+            {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}},
+            {"type":"input_image","image_url":"https://example.com/a.png"},
+            {"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}},
+            {"type":"file","file":{"file_id":"f1"}}]},"#;
+        let fixed = 2 * tokens::IMAGE_TOKENS + tokens::AUDIO_TOKENS + tokens::DOCUMENT_TOKENS;
+        // An earlier message's text ("x") costs a token more.
+        assert_eq!(context_of(media, ""), none + tokens::PER_MESSAGE_OVERHEAD + 1 + fixed);
+        // In the last user message only the text is the classifier's; the
+        // parts still count as context.
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":[{"type":"text","text":"look"},
+            {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#;
+        let request = parse_chat(body).unwrap();
+        let view = request.prompt_view();
+        assert_eq!(view.last_user_parts, vec!["look"]);
+        assert_eq!(view.context_tokens, tokens::PER_MESSAGE_OVERHEAD + tokens::IMAGE_TOKENS);
+        assert_eq!(view.images, 1);
+    }
+
+    #[test]
+    fn tool_calls_of_any_shape_are_accepted_as_before() {
+        for calls in [r#"null"#, r#"[]"#, r#"[{"id":"1"}]"#, r#""odd""#, r#"{"x":[1,2]}"#] {
+            let body = format!(
+                r#"{{"model":"auto","messages":[{{"role":"assistant","tool_calls":{calls},"function_call":{calls}}},{{"role":"user","content":"hi"}}]}}"#
+            );
+            assert!(parse_chat(body.as_bytes()).is_ok(), "{calls}");
+        }
     }
 
     #[test]

@@ -8,6 +8,21 @@
 /// Tokens a chat message costs beyond its text (role, separators).
 pub const PER_MESSAGE_OVERHEAD: u32 = 4;
 
+/// Tokens an image costs, whatever its size: a conservative fixed cost
+/// (Anthropic's and OpenAI's largest standard images cost about 1,600
+/// tokens; a low-detail one far less). The base64 bytes are not text and
+/// are not counted.
+pub const IMAGE_TOKENS: u32 = 1_600;
+
+/// Tokens an audio input part costs, whatever its length: a fixed cost like
+/// an image's (about a minute of speech at OpenAI's input rates). A longer
+/// clip is under-counted; its bytes still count against `max_body_bytes`.
+pub const AUDIO_TOKENS: u32 = 1_600;
+
+/// Tokens a document costs when its pages are unknown: about three pages
+/// of text and page images.
+pub const DOCUMENT_TOKENS: u32 = 6_000;
+
 /// Estimated tokens of `text`.
 pub fn estimate(text: &str) -> u32 {
     let (ascii, non_ascii_chars) = count_ascii_and_chars(text.as_bytes());

@@ -7,6 +7,7 @@ and the clock of quota periods cannot be moved by a client."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 
 import pytest
@@ -166,3 +167,41 @@ def test_a_clock_from_the_past_does_not_wipe_a_quota(start_gateway):
     assert at(two_days_ago) == 429, "an earlier clock finds today's quota full"
     assert at(now + 10_000) == 429
     assert spend(gateway)["team"]["quotas"][0]["used"]["requests"] == 3
+
+
+def big_text(chars: int) -> str:
+    return ("lorem ipsum dolor sit amet " * (chars // 27 + 1))[:chars]
+
+
+def test_prompt_text_outside_message_content_is_estimated_and_reserved(start_gateway):
+    """The prompt estimate behind reservations counts every input the provider
+    bills, not only message `content`: an assistant's tool_calls arguments and
+    a json_schema response_format are reserved like content, so a prompt too
+    large for the budget is refused wherever in the body it is put."""
+    cap_tokens = 2_000
+    gateway = start_gateway(team(quotas=[{"window": "day", "tokens": cap_tokens}]))
+    payload = big_text(40_000)  # ~10,000 tokens
+    as_content = chat_body(payload, model="cheap", max_tokens=5)
+    refused = gateway.chat(as_content, headers=AUTH)
+    assert refused.status_code == 429, refused.text  # the estimate sees it: over the cap
+    in_tool_call = {
+        "model": "cheap",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "call the tool"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"x": payload})}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+            {"role": "user", "content": "thanks"},
+        ],
+    }
+    in_schema = {
+        **chat_body("answer in json", model="cheap", max_tokens=5),
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": payload}}},
+    }
+    statuses = {name: gateway.chat(body, headers=AUTH).status_code for name, body in
+                (("tool_calls", in_tool_call), ("json_schema", in_schema))}
+    forwarded = [len(request.body) for request in gateway.mocks.requests("openai")]
+    assert statuses == {"tool_calls": 429, "json_schema": 429}, (
+        f"~10,000-token prompts admitted under a {cap_tokens}-token cap: {statuses}; bodies forwarded: {forwarded} bytes"
+    )

@@ -206,6 +206,35 @@ def test_past_the_soft_threshold_requests_are_downgraded(start_gateway):
     assert after.headers["x-signalbox-reason"].endswith(";downgraded")
 
 
+
+def test_a_named_model_is_held_to_max_tier_and_the_downgrade_tier(start_gateway):
+    """A tenant's tier caps hold for a model named in the request as for
+    `auto`: a model above `max_tier` is refused (403 model_not_allowed), and
+    past the soft threshold a model above `downgrade_tier` is served by that
+    tier, the decision saying so."""
+    tenants = {
+        "team": {"quotas": [{"window": "day", "requests": 20}], "alert_at": 0.1, "downgrade_tier": "simple"},
+        "capped": {"max_tier": "simple"},
+    }
+    keys = {"sk-team-key-1": ("team", None), "sk-capped-key-1": ("capped", None)}
+    gateway = start_gateway(governed(tenants, keys))
+    auth = {"authorization": "Bearer sk-team-key-1"}
+    for _ in range(3):
+        gateway.chat(chat_body("hi"), headers=auth)  # past 10% of the quota: downgraded from now on
+    downgraded = gateway.chat(chat_body("hi", model="strong"), headers=auth)
+    capped = gateway.chat(chat_body("hi", model="strong"), headers={"authorization": "Bearer sk-capped-key-1"})
+    served = {"downgraded": (downgraded.status_code, downgraded.headers.get("x-signalbox-model")),
+              "max_tier simple": (capped.status_code, capped.headers.get("x-signalbox-model"))}
+    assert all(model != "strong" for _, model in served.values()), f"strong model served: {served}"
+    assert downgraded.status_code == 200 and downgraded.headers["x-signalbox-model"] == "cheap"
+    assert downgraded.headers["x-signalbox-tier"] == "simple"
+    assert downgraded.headers["x-signalbox-reason"] == "explicit;downgraded"
+    assert capped.status_code == 403
+    error = capped.json()["error"]
+    assert error["code"] == "model_not_allowed" and error["type"] == "permission_error"
+    assert "simple" in error["message"]
+
+
 def test_cost_and_tokens_are_reported_and_ledgered(start_gateway):
     tenants = {"team": {"show_usage": True}, "quiet": {}}
     gateway = start_gateway(governed(tenants, {"sk-team-key-1": ("team", "ann"), "sk-quiet-key-1": ("quiet", None)}))

@@ -42,6 +42,8 @@ use serde::Serialize;
 use crate::error::GatewayError;
 use crate::providers::set_member;
 use crate::request::PromptView;
+// Fixed costs of an image and of a document, shared with chat's estimate.
+use crate::tokens::{DOCUMENT_TOKENS, IMAGE_TOKENS};
 
 /// The API a client speaks, by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,15 +150,6 @@ pub(crate) fn write_event(out: &mut Vec<u8>, name: &str, value: &impl Serialize)
     let _ = serde_json::to_writer(&mut *out, value);
     out.extend_from_slice(b"\n\n");
 }
-
-/// Tokens an image costs, whatever its size: Anthropic's and OpenAI's
-/// largest standard images cost about 1,600 tokens. The base64 bytes are
-/// not text and are not counted.
-const IMAGE_TOKENS: u32 = 1_600;
-
-/// Tokens a document costs when its pages are unknown: about three pages
-/// of text and page images.
-const DOCUMENT_TOKENS: u32 = 6_000;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,9 @@
 //!
 //! Precedence for `model: "auto"`: trusted client headers, then operator
 //! rules, then the classifier's score. A concrete model name is honoured as
-//! asked (and rejected if it cannot take the request).
+//! asked (and rejected if it cannot take the request), within the tenant's
+//! tier caps: above its `max_tier` it is refused, above its downgrade tier
+//! in force that tier serves it (see [`select::named_model`]).
 
 pub mod attempts;
 pub mod chain;
@@ -26,7 +28,7 @@ use crate::providers::{Operation, CREDENTIAL_HEADERS};
 use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
 pub use attempts::{AttemptPlan, AttemptTrail};
 pub use chain::HealthView;
-use select::{Expressibility, Pick, Requirements};
+use select::{Expressibility, NamedModel, Pick, Requirements};
 use strategy::{CostBasis, ModelStats};
 
 pub const HEADER_MODEL: &str = "x-signalbox-model";
@@ -80,7 +82,8 @@ pub struct RoutingDecision {
     pub trials: Vec<(usize, crate::health::LeaseToken)>,
     /// The tenant's downgrade tier replaced the scored one.
     pub downgraded: bool,
-    /// The tier whose pool supplied the primary (none for named models).
+    /// The tier whose pool supplied the primary (none for a model served
+    /// as named).
     pub tier: Option<TierId>,
     /// The tier first chosen, when a different tier had to supply the model.
     pub escalated_from: Option<TierId>,
@@ -229,10 +232,15 @@ impl<'a> Situation<'a> {
         self.policy.is_none_or(|tenant| tenant.allows(model))
     }
 
+    /// The tenant's hard cap: its `max_tier`, else the strongest tier.
+    fn max_tier(&self, config: &Config) -> TierId {
+        let top = config.tiers.len().saturating_sub(1);
+        self.policy.and_then(|tenant| tenant.max_tier).unwrap_or(top).min(top)
+    }
+
     /// The highest tier this request may use, and whether a downgrade set it.
     fn ceiling(&self, config: &Config) -> (TierId, bool) {
-        let top = config.tiers.len() - 1;
-        let cap = self.policy.and_then(|tenant| tenant.max_tier).unwrap_or(top);
+        let cap = self.max_tier(config);
         match self
             .policy
             .and_then(|tenant| tenant.downgrade_tier)
@@ -435,9 +443,11 @@ fn candidates(
     let (ceiling, _) = situation.ceiling(config);
     let fits = |model: &ModelId| usable(*model);
     let mut ordered: Vec<ModelId> = match primary {
+        // A fallback ranked above the ceiling is left out, as a stronger
+        // tier is for tier routing.
         Primary::Model(model) => std::iter::once(model)
             .chain(config.models[model].fallbacks.iter().copied())
-            .filter(fits)
+            .filter(|candidate| fits(candidate) && select::rank(config, *candidate) <= ceiling)
             .collect(),
         Primary::Tier(tier) => {
             let fitting: Vec<ModelId> = config.tiers[tier].models.iter().copied().filter(fits).collect();
@@ -531,20 +541,39 @@ fn decide(
                     message: format!("Model `{requested}` is not allowed for this key."),
                 });
             }
-            if let Some(reason) = requirements.unmet_by(&config.models[model]) {
-                return Err(GatewayError::NoUsableModel {
-                    message: format!(
-                        "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
-                        requirements.tokens
-                    ),
-                });
+            // The tenant's tier caps hold for a named model as for `auto`:
+            // above `max_tier` it is refused; above the downgrade tier in
+            // force, that tier serves the request.
+            match select::named_model(config, model, situation.max_tier(config), ceiling) {
+                NamedModel::AboveMaxTier(cap) => {
+                    return Err(GatewayError::Forbidden {
+                        message: format!(
+                            "Model `{requested}` is above this key's maximum tier `{}`; name a model of that tier or use `auto`.",
+                            config.tiers[cap].name
+                        ),
+                    });
+                }
+                NamedModel::Downgraded(tier) => (Primary::Tier(tier), DecisionSource::Explicit, None),
+                NamedModel::AsAsked => {
+                    if let Some(reason) = requirements.unmet_by(&config.models[model]) {
+                        return Err(GatewayError::NoUsableModel {
+                            message: format!(
+                                "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
+                                requirements.tokens
+                            ),
+                        });
+                    }
+                    (Primary::Model(model), DecisionSource::Explicit, None)
+                }
             }
-            (Primary::Model(model), DecisionSource::Explicit, None)
         }
         None => match forced_choice(config, request, view, classification.as_ref(), headers, hints)? {
-            // A forced model that cannot (or may not) take the request falls
-            // back to the scored tier rather than failing the request.
-            Some((RuleAction::Model(model), source)) if usable(model) => (Primary::Model(model), source, None),
+            // A forced model that cannot (or may not) take the request, or
+            // ranks above the tenant's ceiling, falls back to the scored
+            // tier rather than failing the request.
+            Some((RuleAction::Model(model), source)) if usable(model) && select::rank(config, model) <= ceiling => {
+                (Primary::Model(model), source, None)
+            }
             Some((RuleAction::Tier(tier), source)) => (Primary::Tier(tier.min(ceiling)), source, Some(tier)),
             _ => {
                 let tier = config.tier_for_score(score);

@@ -121,6 +121,43 @@ pub fn pick(config: &Config, tier: TierId, ceiling: TierId, usable: &dyn Fn(Mode
         })
 }
 
+/// A model's rank among the tiers: the weakest tier whose pool holds it (a
+/// model may sit in several pools; the cheapest place it is offered is what
+/// it is). A model in no tier's pool ranks with the strongest tier, so a
+/// tier cap never lets through a model it cannot place.
+pub fn rank(config: &Config, model: ModelId) -> TierId {
+    config
+        .tiers
+        .iter()
+        .position(|tier| tier.models.contains(&model))
+        .unwrap_or_else(|| config.tiers.len().saturating_sub(1))
+}
+
+/// What a tenant's tier caps make of a model the client named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedModel {
+    /// Within the caps: served as asked.
+    AsAsked,
+    /// Above the tenant's downgrade tier while it is past its soft
+    /// threshold: the downgrade tier serves the request instead.
+    Downgraded(TierId),
+    /// Above the tenant's `max_tier`: refused.
+    AboveMaxTier(TierId),
+}
+
+/// Applies `max_tier` (hard: refused) and `ceiling` (the downgrade tier when
+/// it is in force, else `max_tier`: served by that tier) to a named model.
+pub fn named_model(config: &Config, model: ModelId, max_tier: TierId, ceiling: TierId) -> NamedModel {
+    let rank = rank(config, model);
+    if rank > max_tier {
+        NamedModel::AboveMaxTier(max_tier)
+    } else if rank > ceiling {
+        NamedModel::Downgraded(ceiling)
+    } else {
+        NamedModel::AsAsked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +215,39 @@ mod tests {
         let not_small = super::pick(&config, 0, 2, &|model| model != small).unwrap();
         assert_eq!(config.models[not_small.model].name, "medium");
         assert_eq!(super::pick(&config, 0, 0, &|_| false), None);
+    }
+
+    #[test]
+    fn a_model_ranks_with_the_weakest_tier_that_offers_it() {
+        let config = sample_config();
+        let rank_of = |name: &str| rank(&config, config.model_named(name).unwrap());
+        assert_eq!(rank_of("small"), 0);
+        // `medium` is in the simple and the standard pools: it ranks simple.
+        assert_eq!(rank_of("medium"), 0);
+        assert_eq!(rank_of("large"), 2);
+        // In no pool: ranked with the strongest tier, so caps hold it back.
+        assert_eq!(rank_of("vision-less"), 2);
+    }
+
+    #[test]
+    fn a_named_model_above_max_tier_is_refused_and_above_the_ceiling_downgraded() {
+        let config = sample_config();
+        let large = config.model_named("large").unwrap();
+        let small = config.model_named("small").unwrap();
+        let unranked = config.model_named("vision-less").unwrap();
+        // No caps: everything as asked.
+        for model in [small, large, unranked] {
+            assert_eq!(named_model(&config, model, 2, 2), NamedModel::AsAsked);
+        }
+        // max_tier standard: the complex model and the unranked one are refused.
+        assert_eq!(named_model(&config, large, 1, 1), NamedModel::AboveMaxTier(1));
+        assert_eq!(named_model(&config, unranked, 1, 1), NamedModel::AboveMaxTier(1));
+        assert_eq!(named_model(&config, small, 1, 1), NamedModel::AsAsked);
+        // Downgraded to simple (max_tier complex): served by the simple tier.
+        assert_eq!(named_model(&config, large, 2, 0), NamedModel::Downgraded(0));
+        assert_eq!(named_model(&config, small, 2, 0), NamedModel::AsAsked);
+        // Both: the hard cap wins over the downgrade.
+        assert_eq!(named_model(&config, large, 1, 0), NamedModel::AboveMaxTier(1));
     }
 
     #[test]

@@ -512,6 +512,105 @@ fn past_the_soft_threshold_a_downgrade_tier_takes_over() {
     );
 }
 
+/// The governed sample config with research's tier caps set.
+fn research_capped(max_tier: Option<TierId>, downgrade_tier: Option<TierId>) -> Config {
+    let mut config = crate::testing::governed_config();
+    let governance = config.governance.as_mut().unwrap();
+    let research = governance
+        .tenants
+        .iter_mut()
+        .find(|tenant| tenant.name == "research")
+        .unwrap();
+    research.max_tier = max_tier;
+    research.downgrade_tier = downgrade_tier;
+    config
+}
+
+#[test]
+fn a_named_model_above_the_tenants_max_tier_is_refused() {
+    let config = research_capped(Some(1), None);
+    let research = policy_situation(&config, "research", false);
+    let plan_for = |model: &str| plan_chat(&config, &chat(model, "hi"), &client_headers(), &explain(), &research);
+    let refused = plan_for("large").unwrap_err();
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = serde_json::from_slice(&refused.to_json()).unwrap();
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    assert_eq!(body["error"]["type"], "permission_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`large`") && message.contains("`standard`"),
+        "{message}"
+    );
+    // In no tier's pool: ranked with the strongest tier, so refused too.
+    assert_eq!(plan_for("vision-less").unwrap_err().status(), 403);
+    // Within the cap (medium ranks simple): served as asked.
+    let medium = plan_for("medium").unwrap();
+    assert_eq!(chain_models(&medium), ["medium"]);
+    assert_eq!(response_header(&medium, HEADER_REASON), Some("explicit"));
+}
+
+#[test]
+fn past_the_soft_threshold_a_named_model_above_the_downgrade_tier_is_served_by_it() {
+    let config = research_capped(None, Some(0));
+    let plan_for = |model: &str, downgrade: bool| {
+        plan_chat(
+            &config,
+            &chat(model, "hi"),
+            &client_headers(),
+            &explain(),
+            &policy_situation(&config, "research", downgrade),
+        )
+        .unwrap()
+    };
+    let normal = plan_for("large", false);
+    assert_eq!(chain_models(&normal), ["large"]);
+    let downgraded = plan_for("large", true);
+    assert_eq!(downgraded.decision.source, DecisionSource::Explicit);
+    assert!(downgraded.decision.downgraded);
+    assert_eq!(chain_models(&downgraded)[0], "small");
+    assert!(!chain_models(&downgraded).contains(&"large".to_string()));
+    assert_eq!(response_header(&downgraded, HEADER_TIER), Some("simple"));
+    assert_eq!(response_header(&downgraded, HEADER_REASON), Some("explicit;downgraded"));
+    // A model of the downgrade tier is still served as named.
+    let small = plan_for("small", true);
+    assert_eq!(chain_models(&small), ["small"]);
+    assert!(!small.decision.downgraded);
+    assert_eq!(response_header(&small, HEADER_TIER), None);
+}
+
+#[test]
+fn a_named_models_fallbacks_above_the_ceiling_are_left_out() {
+    let mut config = research_capped(None, Some(0));
+    let large = config.model_named("large").unwrap();
+    let medium = config.model_named("medium").unwrap();
+    config.models[medium].fallbacks = vec![large];
+    let plan_for = |downgrade: bool| {
+        plan_chat(
+            &config,
+            &chat("medium", "hi"),
+            &client_headers(),
+            &ClientHints::default(),
+            &policy_situation(&config, "research", downgrade),
+        )
+        .unwrap()
+    };
+    assert_eq!(chain_models(&plan_for(false)), ["medium", "large"]);
+    assert_eq!(chain_models(&plan_for(true)), ["medium"]);
+}
+
+#[test]
+fn a_forced_model_above_the_ceiling_falls_back_to_the_capped_tier() {
+    let config = research_capped(Some(1), None);
+    let research = policy_situation(&config, "research", false);
+    let forced = ClientHints {
+        model: Some("large".into()),
+        ..ClientHints::default()
+    };
+    let plan = plan_chat(&config, &chat("auto", "hi"), &client_headers(), &forced, &research).unwrap();
+    assert_eq!(plan.decision.source, DecisionSource::Score);
+    assert!(!chain_models(&plan).contains(&"large".to_string()));
+}
+
 /// The sample config with `medium` on a real Anthropic (Messages API) provider.
 fn with_anthropic_medium() -> Config {
     let json = crate::testing::SAMPLE_CONFIG.replace(
