@@ -88,7 +88,7 @@ def test_long_whole_answers_get_time_per_output_token_and_do_not_open_the_circui
     from tests.gateway import retry_policy
     from tests.test_governance import governed
 
-    plugin = governed({"heavy": {}, "other": {}}, {"sk-redteam-heavy-1": ("heavy", None), "sk-redteam-other-1": ("other", None)})
+    plugin = governed({"heavy": {}, "other": {}}, {"sk-test-heavy-1": ("heavy", None), "sk-test-other-1": ("other", None)})
     plugin["resilience"] = {"max_attempts": 2, "per_try_timeout_ms": 1000}
     plugin["models"]["cheap"]["fallbacks"] = ["strong"]
 
@@ -97,11 +97,11 @@ def test_long_whole_answers_get_time_per_output_token_and_do_not_open_the_circui
 
     gateway = start_gateway(plugin, tweak=short_tries)
     gateway.mocks.set_behavior("openai", {"delay_ms": 1500, "when_header": {"x-heavy": "1"}})
-    heavy = {"authorization": "Bearer sk-redteam-heavy-1", "x-heavy": "1", "connection": "close"}
+    heavy = {"authorization": "Bearer sk-test-heavy-1", "x-heavy": "1", "connection": "close"}
     for _ in range(5):
         long_answer = gateway.chat(chat_body("write a very long essay", model="cheap", max_tokens=16000), headers=heavy)
         assert long_answer.status_code == 200 and long_answer.headers.get("x-signalbox-model") == "cheap", long_answer.text
-    other = gateway.chat(chat_body("hi", model="cheap"), headers={"authorization": "Bearer sk-redteam-other-1"})
+    other = gateway.chat(chat_body("hi", model="cheap"), headers={"authorization": "Bearer sk-test-other-1"})
     record = deployment(gateway, "cheap")
     served_by = other.headers.get("x-signalbox-model")
     assert record["circuit"] == "closed" and served_by == "cheap", (

@@ -8,7 +8,7 @@ import json
 from tests.gateway import chat_body
 from tests.test_governance import governed
 
-KEY = "sk-redteam-keys-1"
+KEY = "sk-test-keys-1"
 AUTH = {"authorization": f"Bearer {KEY}", "connection": "close"}
 PROVIDER_KEY = "sk-provider-openai"  # governed()'s OpenAI key
 MAX_MESSAGE_CHARS = 1000  # src/providers/failure.rs
