@@ -84,6 +84,10 @@ def soak_config() -> dict:
         "resilience": {
             "max_attempts": MAX_ATTEMPTS,
             "per_try_timeout_ms": PER_TRY_TIMEOUT_S * 1000,
+            # Hangs are cut at the per-try timeout, which CLIENT_TIMEOUT_S is
+            # derived from; time per output token is tested elsewhere
+            # (test_health_attribution.py).
+            "output_token_ms": 0,
             "breaker": {"consecutive_failures": 3, "open_ms": OPEN_MS, "half_open_trials": 1},
         },
         "governance": {
