@@ -333,7 +333,7 @@ def test_attempts_that_got_no_answer_are_logged_and_counted(start_gateway, tmp_p
                  model="backup", route="fallback", outcome="unavailable") == 1
 
 
-# The custom tags the README's tracing snippet adds to each request's span.
+# The custom tags the tracing snippet of docs/observability.md adds to each request's span.
 SPAN_TAGS = ("tenant", "key", "model_requested", "tier", "score", "reason")
 
 
