@@ -203,6 +203,10 @@ class FleetStore:
     def admin(self) -> RedisAdmin:
         return RedisAdmin(self.redis_port, self.admin_password)
 
+    def pids(self) -> list[int]:
+        """The running Redis and webdis processes (to measure or pin them)."""
+        return [process.pid for process in (self._redis, self._webdis) if process is not None and process.poll() is None]
+
     def webdis_open_files(self) -> int:
         """How many file descriptors webdis holds (a leak shows as growth)."""
         return len(os.listdir(f"/proc/{self._webdis.pid}/fd"))
