@@ -64,10 +64,11 @@ integration: build build-test-clock fleet-deps $(VENV)/.installed
 	$(PYTHON) -m pytest tests -q -n $(TEST_WORKERS)
 
 # Envoy with vs without the filter on the same upstream (CPU, latency, streams, RSS),
+# the governed config again with the fleet ledger (Redis behind webdis, hence fleet-deps),
 # plus native micro-benchmarks; a few minutes. More runs: make bench BENCH_FLAGS="--repeat 3".
 BENCH_FLAGS ?= --duration 5 --warmup 1
 
-bench: build $(VENV)/.installed
+bench: build fleet-deps $(VENV)/.installed
 	cargo bench --bench classify
 	cargo bench --bench guard
 	$(PYTHON) bench/run.py $(BENCH_FLAGS)

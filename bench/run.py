@@ -9,6 +9,10 @@ The same native mock upstream (sb-upstream) sits behind five Envoys, one at a ti
   signalbox            + the Signalbox filter, wired as in envoy/demo.yaml (downstream filter picks
                        the route, the same module rewrites each attempt as an upstream filter)
   governed             + a virtual key, tenant limits and spend quotas (shared-data bookkeeping)
+  fleet                governed with the fleet ledger on: limits and quotas booked in Redis behind
+                       webdis (tools/fleet_store.py starts both), reached with dispatch_http_call;
+                       the request waits for its admission call, so its latency includes that
+                       round trip, while Envoy's worker goes on serving other requests
   signalbox→anthropic  signalbox with an Anthropic provider: each attempt is translated to the
                        Messages API and its event stream back to OpenAI chunks
 Each gets closed-loop loads (sb-load): a short and a long chat-completions body at --connections
@@ -18,7 +22,8 @@ its chunks --chunk-gap-us apart as a provider does.
 Envoy runs with one worker (--concurrency 1) so "Envoy CPU us per request" is comparable
 across scenarios; it is utime+stime of the whole Envoy process over exactly the measured
 window (sampled by sb-load at the window's edges) divided by the requests in that window.
-Envoy's RSS (VmRSS) is read after each row. A second, smaller table starts pass-through, noop
+Envoy's RSS (VmRSS) is read after each row. Redis's and webdis's CPU (fleet rows) is measured the
+same way and shown next to the upstream's. A second, smaller table starts pass-through, noop
 and signalbox at each of --rss-workers workers and splits their RSS (wasm code, linear memory,
 malloc'd heap).
 
@@ -26,14 +31,17 @@ malloc'd heap).
 (and callbacks) per request by kind, router vs upstream role.
 
 Usage: python3 bench/run.py [--duration 5] [--warmup 1] [--repeat 1] [--json out.json]
+       python3 bench/run.py --scenarios governed,fleet --rss-workers ''   (just those rows)
        python3 bench/run.py --hostcalls
 Python stdlib only. Everything listens on 127.0.0.1, on ports picked at run time.
+The fleet row needs redis-server and webdis (`make fleet-deps`); without them it is skipped.
 """
 
 import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -47,6 +55,9 @@ from typing import NamedTuple
 
 BENCH = Path(__file__).absolute().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+from tools.fleet_store import FleetStore  # noqa: E402  (stdlib only, like this script)
+
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 NOOP_WASM = BENCH / "noop-filter/target/wasm32-wasip1/release/noop_filter.wasm"
 SIGNALBOX_WASM = TARGET / "wasm32-wasip1/release/signalbox.wasm"
@@ -54,6 +65,9 @@ SIGNALBOX_CONFIG = BENCH / "signalbox.json"
 GOVERNED_CONFIG = BENCH / "signalbox-governed.json"
 ANTHROPIC_CONFIG = BENCH / "signalbox-anthropic.json"
 GOVERNED_KEY = "sk-bench-team"  # bench/signalbox-governed.json holds its sha256
+LEDGER_CLUSTER = "signalbox_ledger"  # the fleet scenario's Envoy cluster for webdis
+# The fleet scenario's governance.store (docs/fleet.md); one replica: this Envoy is the fleet.
+LEDGER_STORE = {"cluster": LEDGER_CLUSTER, "replicas": 1, "timeout_ms": 100}
 BODIES = {"short": BENCH / "bodies/short.json", "long": BENCH / "bodies/long.json",
           "stream": BENCH / "bodies/stream.json"}
 PATH = "/v1/chat/completions"
@@ -189,16 +203,21 @@ def envoy_config(listen_port, admin_port, upstream_port, scenario):
                     "typed_config": hcm,
                 }]}],
             }],
-            "clusters": [{
-                "name": "mock",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {
-                    "cluster_name": "mock",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                        "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}],
-                },
-            }],
+            "clusters": [static_cluster(name, port)
+                         for name, port in dict(scenario.clusters, mock=upstream_port).items()],
+        },
+    }
+
+
+def static_cluster(name, port):
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
         },
     }
 
@@ -223,6 +242,8 @@ class Scenario(NamedTuple):
     upstream_filters: list = None  # the router's upstream HTTP filters, before the codec
     headers: dict = {}  # request headers this scenario needs on top of --header
     skip: str = None  # why this scenario cannot run here
+    clusters: dict = {}  # Envoy clusters besides "mock": name -> port on 127.0.0.1
+    store: FleetStore = None  # the fleet ledger's store this scenario books in
 
 
 def load_groups(args):
@@ -259,13 +280,24 @@ def scenarios(args, wasm):
                     "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction",
                     "cluster": "mock"}}}}}}}}}}}
     match = {"prefix": "/", "filter_state": [{"key": "wasm.signalbox.next", "string_match": {"safe_regex": {"regex": ".+"}}}]}
-    for name, config_path, headers, loads in (
-            ("signalbox", SIGNALBOX_CONFIG, {}, every),
-            ("governed", GOVERNED_CONFIG, {"authorization": f"Bearer {GOVERNED_KEY}"}, throughput + latency),
-            ("signalbox→anthropic", ANTHROPIC_CONFIG, {}, streamed)):
-        text = "" if skip else config_path.read_text()
+    governed = {"authorization": f"Bearer {GOVERNED_KEY}"}
+    store = args.fleet_store
+    for name, config_path, headers, loads, ledger in (
+            ("signalbox", SIGNALBOX_CONFIG, {}, every, False),
+            ("governed", GOVERNED_CONFIG, governed, throughput + latency, False),
+            ("fleet", GOVERNED_CONFIG, governed, throughput + latency, True),
+            ("signalbox→anthropic", ANTHROPIC_CONFIG, {}, streamed, False)):
+        why = skip or (args.fleet_skip if ledger else None)
+        text = "" if why else config_path.read_text()
+        clusters = {}
+        if ledger and not why:
+            config = json.loads(text)
+            config["governance"]["store"] = LEDGER_STORE
+            text = json.dumps(config)
+            clusters = {LEDGER_CLUSTER: store.webdis_port}
         out.append(Scenario(name, [wasm_filter("signalbox", wasm, text, vm_id="signalbox")], route, loads, match,
-                            [wasm_filter("signalbox_upstream", wasm, text, vm_id="signalbox")], headers, skip))
+                            [wasm_filter("signalbox_upstream", wasm, text, vm_id="signalbox")], headers, why,
+                            clusters, store if ledger else None))
     return out
 
 
@@ -325,6 +357,37 @@ def admin_get(e, path):
         return r.read()
 
 
+def admin_post(e, path):
+    req = urllib.request.Request(f"http://127.0.0.1:{e.admin_port}{path}", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read()
+
+
+STORE_CALL_TAGS = re.compile(r"op=\.=(\w+);\.;;result=\.=(\w+);")
+
+
+def check_store_calls(name, load, e, res):
+    """A fleet row measures the ledger only if every request was admitted by the store: count the
+    filter's signalbox_store_calls_total by op and result since the row started (warmup included)."""
+    time.sleep(0.3)  # settlements go out on the root context's next tick
+    calls = {}
+    for stat in json.loads(admin_get(e, "/stats?format=json&filter=signalbox_store_calls_total"))["stats"]:
+        m = STORE_CALL_TAGS.search(stat.get("name", ""))
+        if m and "value" in stat:
+            calls[f"{m[1]}.{m[2]}"] = calls.get(f"{m[1]}.{m[2]}", 0) + stat["value"]
+    res["store_calls"] = calls
+    admitted = calls.get("admit.admitted", 0)
+    # NOSCRIPT comes only until the first EVAL after Redis started has loaded the script.
+    other = {k: v for k, v in calls.items() if v and k not in ("admit.admitted", "settle.settled")
+             and not k.endswith(".noscript")}
+    log(f"bench: {name}/{load.label}: store calls {calls}")
+    if admitted < res["requests"]:
+        fail(f"{name}/{load.label}: {res['requests']} requests but only {admitted} admissions answered by the "
+             f"store ({calls}); the row would not measure the fleet ledger\n{tail(e.log_path)}")
+    if other:
+        log(f"bench: WARNING {name}/{load.label}: store calls that did not succeed: {other}")
+
+
 def stream_headers(args, load):
     """What asks sb-upstream for a streamed answer (Envoy and Signalbox pass them on)."""
     if not load.chunks:
@@ -364,11 +427,14 @@ def vm_rss_mb(pid):
     return None
 
 
-def run_load(args, e, load, headers, upstream_pid, duration=None, warmup=None):
+def run_load(args, e, load, headers, upstream_pid, duration=None, warmup=None, store=None):
+    store_pids = store.pids() if store else []
     cmd = [TARGET / "release/sb-load", "--url", f"http://127.0.0.1:{e.port}{PATH}", "--body", BODIES[load.body],
            "--connections", load.connections, "--duration", duration or args.duration,
            "--warmup", args.warmup if warmup is None else warmup,
            "--cpu-pid", e.process.pid, "--cpu-pid", upstream_pid]
+    for pid in store_pids:
+        cmd += ["--cpu-pid", pid]
     for k, v in headers.items():
         cmd += ["--header", f"{k}: {v}"]
     p = spawn(cmd, cpus=LOAD_CPUS, stdout=subprocess.PIPE, text=True)
@@ -383,10 +449,16 @@ def run_load(args, e, load, headers, upstream_pid, duration=None, warmup=None):
         if str(pid) not in ticks:
             fail(f"could not read CPU time of {key} (pid {pid})")
         res[f"{key}_cpu_s"] = ticks[str(pid)] / CLK_TCK
+    # Redis and webdis (fleet rows): their CPU is the store's, not "other".
+    for pid in store_pids:
+        if str(pid) not in ticks:
+            fail(f"could not read CPU time of the fleet store (pid {pid})")
+    res["store_cpu_s"] = sum(ticks[str(pid)] for pid in store_pids) / CLK_TCK
     # Whatever else ran on the machine during the window (other users' builds, say): on a
     # 2-core box it competes with Envoy directly, so it is reported next to every row.
-    res["other_cpu_s"] = max(0.0, res["host_cpu_s"] - res["envoy_cpu_s"] - res["load_cpu_s"] - res["upstream_cpu_s"])
-    for key in ("envoy", "load", "upstream", "other"):
+    res["other_cpu_s"] = max(0.0, res["host_cpu_s"] - res["envoy_cpu_s"] - res["load_cpu_s"] - res["upstream_cpu_s"]
+                             - res["store_cpu_s"])
+    for key in ("envoy", "load", "upstream", "store", "other"):
         res[f"{key}_core_pct"] = 100 * res[f"{key}_cpu_s"] / res["duration_s"]  # 100 = one full core
     res["envoy_cpu_us_per_req"] = res["envoy_cpu_s"] * 1e6 / res["requests"] if res["requests"] else None
     res["envoy_cpu_us_per_chunk"] = (res["envoy_cpu_us_per_req"] / load.chunks
@@ -396,7 +468,7 @@ def run_load(args, e, load, headers, upstream_pid, duration=None, warmup=None):
 
 
 MEDIAN_KEYS = ("rps", "p50_us", "p99_us", "envoy_cpu_us_per_req", "envoy_cpu_us_per_chunk", "envoy_rss_mb",
-               "envoy_core_pct", "load_core_pct", "upstream_core_pct", "other_core_pct")
+               "envoy_core_pct", "load_core_pct", "upstream_core_pct", "store_core_pct", "other_core_pct")
 
 
 def summarize(runs):
@@ -432,7 +504,7 @@ def table(rows, row_order):
     rows = sorted(rows, key=lambda r: row_order.index((r["scenario"], r["body"], r["connections"])))
     lines = [
         "| scenario | load | rps | p50 µs | p99 µs | Envoy CPU µs/req | CPU spread | µs/chunk | Envoy RSS MB "
-        "| rps vs pass-through | CPU vs pass-through | core % Envoy/load/upstream/other |",
+        "| rps vs pass-through | CPU vs pass-through | core % Envoy/load/upstream(+store)/other |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -444,9 +516,37 @@ def table(rows, row_order):
             f"{num(r['p99_us'])} | {num(cpu, '.1f')} | {spread} | {num(r['envoy_cpu_us_per_chunk'], '.2f')} | "
             f"{num(r['envoy_rss_mb'])} | {ratio(r['rps'], b.get('rps'))} | "
             f"{ratio(cpu, b.get('envoy_cpu_us_per_req'))} | "
-            f"{r['envoy_core_pct']:.0f}/{r['load_core_pct']:.0f}/{r['upstream_core_pct']:.0f}/"
-            f"{r['other_core_pct']:.0f} |")
+            f"{r['envoy_core_pct']:.0f}/{r['load_core_pct']:.0f}/{r['upstream_core_pct']:.0f}"
+            f"{'+' + format(r['store_core_pct'], '.0f') if r['store_core_pct'] else ''}/{r['other_core_pct']:.0f} |")
     return "\n".join(lines)
+
+
+FLEET_TARGET_US = 1000  # issue: the fleet ledger adds at most 1 ms p50 at 1 connection over governed
+
+
+def fleet_summary(rows):
+    """fleet against governed, load by load: what keeping the books in Redis adds."""
+    governed = {(r["body"], r["connections"]): r for r in rows if r["scenario"] == "governed"}
+    lines = []
+    for r in rows:
+        g = governed.get((r["body"], r["connections"]))
+        if r["scenario"] != "fleet" or not g:
+            continue
+        added = r["p50_us"] - g["p50_us"]
+        verdict = ""
+        if r["connections"] == 1:
+            verdict = f" (target ≤ +{FLEET_TARGET_US}: {'met' if added <= FLEET_TARGET_US else 'NOT met'})"
+        lines.append(f"  {r['body']} ×{r['connections']}: rps {num(g['rps'])} → {num(r['rps'])} "
+                     f"({ratio(r['rps'], g['rps'])}), p50 {num(g['p50_us'])} → {num(r['p50_us'])} µs "
+                     f"({added:+.0f}){verdict}, Envoy CPU {num(g['envoy_cpu_us_per_req'], '.1f')} → "
+                     f"{num(r['envoy_cpu_us_per_req'], '.1f')} µs/req, Redis+webdis "
+                     f"{r['store_core_pct']:.0f}% of a core")
+    if not lines:
+        return ""
+    return ("fleet vs governed (the same config with governance.store: admissions and settlements in Redis "
+            "behind webdis instead of Envoy shared data). Each request waits for its admission call "
+            "(dispatch_http_call, the request paused, Envoy's worker free for others), so fleet latency "
+            "includes the webdis + Redis round trip:\n" + "\n".join(lines))
 
 
 def start_upstream():
@@ -455,6 +555,21 @@ def start_upstream():
     if len(first) != 2 or first[0] != "listening":
         fail(f"sb-upstream did not report its port (got {first!r})")
     return up, int(first[1].rsplit(":", 1)[1])
+
+
+def start_fleet_store(workdir):
+    """Redis behind webdis on free loopback ports, as the tests start them (shipped fleet/ configs;
+    the filter loads the Lua scripts itself, EVAL on its first NOSCRIPT); (store, None), or
+    (None, why not) when redis-server or webdis is missing."""
+    try:
+        store = FleetStore(workdir=workdir).start()
+    except FileNotFoundError as err:
+        return None, f"{err}"
+    if LOAD_CPUS:
+        for pid in store.pids():
+            os.sched_setaffinity(pid, LOAD_CPUS)
+    log(f"bench: fleet store: Redis on 127.0.0.1:{store.redis_port}, webdis on {store.url}")
+    return store, None
 
 
 def runnable(all_scenarios, names, skipped):
@@ -482,10 +597,14 @@ def measure_all(args, envoy, headers, workdir, up, upstream_port):
             for load in scenario.loads:
                 load_headers = dict(scenario.headers, **stream_headers(args, load), **headers)
                 check_sample(name, e, load, load_headers)
+                if scenario.store:
+                    admin_post(e, "/reset_counters")
                 log(f"bench: [{rep + 1}/{args.repeat}] {name} / {load.label}: {args.warmup:g} s warmup + "
                     f"{args.duration:g} s measured")
-                res = run_load(args, e, load, load_headers, up.pid)
+                res = run_load(args, e, load, load_headers, up.pid, store=scenario.store)
                 res.update(scenario=name, body=load.body, connections=load.connections, repetition=rep)
+                if scenario.store:
+                    check_store_calls(name, load, e, res)
                 bad = res["errors"] + sum(v for k, v in res["statuses"].items() if k != "200")
                 if bad:
                     log(f"bench: WARNING {name}/{load.label}: {bad} errors or non-200 responses: "
@@ -611,8 +730,7 @@ def measure_hostcalls(args, envoy, headers, workdir, up, upstream_port):
             load = load._replace(connections=HOSTCALL_CONNECTIONS)
             load_headers = dict(scenario.headers, **stream_headers(args, load), **headers)
             check_sample(scenario.name, e, load, load_headers)
-            urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{e.admin_port}/reset_counters", method="POST"), timeout=5).read()
+            admin_post(e, "/reset_counters")
             log(f"bench: host calls of {scenario.name} / {load.body}")
             run_load(args, e, load, load_headers, up.pid, duration=1, warmup=0)
             time.sleep(0.5)  # contexts report when Envoy deletes them, just after their stream ends
@@ -700,10 +818,13 @@ def main():
 
     # Lowercase names, so a --header overrides a scenario's header of the same name.
     headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in args.header)}
+    args.fleet_store, args.fleet_skip = None, "not selected"
     with tempfile.TemporaryDirectory(prefix="signalbox-bench-") as tmp:
         try:
             up, upstream_port = start_upstream()
             log(f"bench: upstream on 127.0.0.1:{upstream_port}, envoy {envoy}")
+            if not args.hostcalls and (args.scenarios is None or "fleet" in args.scenarios):
+                args.fleet_store, args.fleet_skip = start_fleet_store(Path(tmp) / "fleet")
             if args.hostcalls:
                 results, skipped = measure_hostcalls(args, envoy, headers, Path(tmp), up, upstream_port)
             else:
@@ -712,6 +833,8 @@ def main():
                                           if args.rss_workers else ([], []))
         finally:
             stop_all()  # before the directory holding Envoy's config and log goes away
+            if args.fleet_store:
+                args.fleet_store.stop()
 
     if args.hostcalls:
         print(hostcall_table(results))
@@ -736,10 +859,14 @@ def main():
           f"stream: the answer is {args.chunks} SSE content chunks ({args.chunk_gap_us} µs apart; Anthropic's event "
           "stream translated for signalbox→anthropic); rps counts whole answers, µs/chunk = CPU per answer / chunks.\n"
           "Envoy RSS: VmRSS after the row. core % = CPU time / wall time over the window (100 = one full core); "
+          "'+store' is Redis and webdis (fleet rows); "
           "'other' is everything else on the machine, and when it is high the row is noisy.")
     noisy = [f"{r['scenario']}/{r['body']} ×{r['connections']}" for r in rows if r["other_core_pct"] > OTHER_WARN_PCT]
     if noisy:
         print(f"WARNING: other processes used more than {OTHER_WARN_PCT}% of a core during: {', '.join(noisy)}")
+    summary = fleet_summary(rows)
+    if summary:
+        print("\n" + summary)
     if memory:
         print("\n" + memory_table(memory))
     for s in skipped + memory_skipped:

@@ -13,7 +13,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.harness import EnvoyProcess  # noqa: E402
-from tests.harness.fleet import FleetStore  # noqa: E402
+from tools.fleet_store import FleetStore  # noqa: E402
 from tests.mocks import MockProviders  # noqa: E402
 
 DEFAULT_TEST_TIMEOUT_S = 120

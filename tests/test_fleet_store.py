@@ -1,6 +1,6 @@
 """The fleet ledger against the real store: Redis 7 (shipped config, AOF) behind webdis, no mocks.
 
-Scripts are called as the filter will call them (tests/harness/fleet.py: POST EVALSHA, EVAL on
+Scripts are called as the filter will call them (tools/fleet_store.py: POST EVALSHA, EVAL on
 NOSCRIPT), with keys named as src/fleet/keys.rs names them. Load and fault figures are printed
 (run with -s to see them); docs/fleet.md records them.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.harness.envoy import REPO_ROOT
-from tests.harness.fleet import FleetClient, command_body, script_text
+from tools.fleet_store import FleetClient, command_body, script_text
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000

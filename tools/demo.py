@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.gateway import with_fleet_ledger  # noqa: E402
 from tests.harness import config as envoy_config  # noqa: E402
-from tests.harness.fleet import FleetStore  # noqa: E402
+from tools.fleet_store import FleetStore  # noqa: E402
 
 ENVOY = REPO / ".venv" / "bin" / "envoy"
 WASM = REPO / "target" / "wasm32-wasip1" / "release" / "signalbox.wasm"

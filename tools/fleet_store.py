@@ -1,4 +1,4 @@
-"""Run the fleet ledger's store, Redis behind webdis, for tests and the demo, and always get rid of it.
+"""Run the fleet ledger's store, Redis behind webdis, for tests, the demo and the bench, and always get rid of it.
 
 The binaries come from Debian packages unpacked into <repo>/.fleet/root by `make fleet-deps`
 (their shared libraries beside them), else from PATH. Each FleetStore runs in its own directory
@@ -8,11 +8,15 @@ connects as the restricted default user, exactly as in production).
 
 FleetClient is what the filter will do, in Python: POST one EVALSHA command to webdis over a
 keep-alive connection, and EVAL the script when Redis answers NOSCRIPT.
+
+Python stdlib only (bench/run.py imports it), so it lives outside tests/harness, whose package
+needs PyYAML.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import hashlib
 import http.client
 import json
@@ -28,8 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .envoy import REPO_ROOT, _die_with_parent, free_port
-
+REPO_ROOT = Path(__file__).resolve().parent.parent
 FLEET_ASSETS = REPO_ROOT / "fleet"
 LOCAL_ROOT = REPO_ROOT / ".fleet" / "root"
 STARTUP_TIMEOUT_S = 10.0
@@ -38,8 +41,22 @@ STOP_GRACE_S = 5.0
 # and `%XX`, and splits on `/`: every byte but these is sent percent-encoded.
 _PLAIN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded up front: the child after fork must not dlopen
+_PR_SET_PDEATHSIG = 1
+
 _running: set[FleetStore] = set()
 _running_lock = threading.Lock()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def binary(name: str) -> tuple[str, dict[str, str]]:
@@ -185,6 +202,10 @@ class FleetStore:
 
     def admin(self) -> RedisAdmin:
         return RedisAdmin(self.redis_port, self.admin_password)
+
+    def pids(self) -> list[int]:
+        """The running Redis and webdis processes (to measure or pin them)."""
+        return [process.pid for process in (self._redis, self._webdis) if process is not None and process.poll() is None]
 
     def webdis_open_files(self) -> int:
         """How many file descriptors webdis holds (a leak shows as growth)."""
