@@ -45,8 +45,15 @@ def wait_for(condition, timeout: float = 15.0):
 
 
 def settled(gateway: Gateway, tenant: str) -> dict | None:
-    """The tenant's spend once no reservation is open (settlements are sent asynchronously)."""
-    spend = fleet_spend(gateway)[tenant]
+    """The tenant's spend once no reservation is open (settlements are sent asynchronously).
+    None while the view itself gets no answer from Redis in time (503: a Redis just resumed
+    is still working through what queued while it hung)."""
+    try:
+        spend = fleet_spend(gateway)[tenant]
+    except requests.HTTPError as error:
+        if error.response is not None and error.response.status_code == 503:
+            return None
+        raise
     return spend if all(quota["reserved"]["requests"] == 0 for quota in spend["quotas"]) else None
 
 
