@@ -1,4 +1,4 @@
-"""Red team 2: a single request spends about twice a money cap, because the
+"""Red team 2: a single request spends up to about twice a money cap, because the
 prompt estimate (ASCII bytes / 4) errs low by half for inputs of one- or
 two-byte tokens. Real Envoy + mock providers (which count a word, or a token
 id, a token), 127.0.0.1 only."""
@@ -24,7 +24,7 @@ def settled_cost(gateway) -> float:
     raise AssertionError("never settled")
 
 
-def test_embeddings_token_id_input_spends_about_twice_the_cap(start_gateway):
+def test_embeddings_token_id_input_spends_past_the_cap(start_gateway):
     """DEFECT (spend past a cost cap, low): embeddings estimate their input
     from the raw JSON text of `input`; a pre-tokenized input `[0,0,...]` is
     2 bytes ("0,") per token, so 20,000 tokens are estimated at about half. One
