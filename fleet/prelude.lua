@@ -32,6 +32,10 @@ local MINUTE_MS = 60000
 local DAY_MS = 86400000
 -- How long a closed reservation id is remembered.
 local TOMBSTONE_MS = 300000
+-- An unreserved charge is retried by its Envoy for up to a day (outbox.rs
+-- CHARGE_KEEP_MS): its id is remembered a little longer, or a retry whose
+-- first answer was lost would be counted again.
+local CHARGE_TOMBSTONE_MS = 25 * 60 * 60 * 1000
 -- Expired reservations handled per call: bounds the script's run time.
 local SWEEP_LIMIT = 64
 -- Reservation keys outlive a month of idleness, so a reservation left open
@@ -210,9 +214,9 @@ local function parse_reservation(text)
 end
 
 -- Closes a reservation: remembered as `state` until the sweep forgets it.
-local function close_reservation(id, state, now)
+local function close_reservation(id, state, now, keep_ms)
   redis.call('HSET', KEYS[1], id, state)
-  redis.call('ZADD', KEYS[2], now + TOMBSTONE_MS, id)
+  redis.call('ZADD', KEYS[2], now + (keep_ms or TOMBSTONE_MS), id)
   redis.call('PEXPIRE', KEYS[1], RESERVATIONS_IDLE_MS)
   redis.call('PEXPIRE', KEYS[2], RESERVATIONS_IDLE_MS)
 end

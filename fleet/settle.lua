@@ -96,7 +96,7 @@ local function finish()
   if #entries > 0 then
     redis.call('PEXPIRE', KEYS[3], LEDGER_IDLE_MS)
   end
-  close_reservation(id, 's', now)
+  close_reservation(id, 's', now, unreserved and CHARGE_TOMBSTONE_MS or nil)
   local reply = { 'settled', now, share, #alerts / 3 }
   for _, value in ipairs(alerts) do
     reply[#reply + 1] = value

@@ -41,6 +41,7 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         output_limit: None,
         choices: 1,
         per_try_timeout_ms: 30_000,
+        deadline_at_ms: 0,
         request: 0,
         authority: model.cluster.clone(),
     };

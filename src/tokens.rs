@@ -23,10 +23,27 @@ pub const AUDIO_TOKENS: u32 = 1_600;
 /// of text and page images.
 pub const DOCUMENT_TOKENS: u32 = 6_000;
 
-/// Estimated tokens of `text`.
+/// Estimated tokens of `text`: four ASCII bytes a token, but never fewer
+/// than its pieces — a tokenizer does not merge across a space or a
+/// punctuation mark, so `a a a a` or `[0,0,0]` cost about a token per
+/// letter, digit run or mark, not a quarter of their bytes.
 pub fn estimate(text: &str) -> u32 {
-    let (ascii, non_ascii_chars) = count_ascii_and_chars(text.as_bytes());
-    from_counts(ascii, non_ascii_chars)
+    let bytes = text.as_bytes();
+    let (ascii, non_ascii_chars) = count_ascii_and_chars(bytes);
+    from_counts(ascii, non_ascii_chars).max(u32::try_from(count_pieces(bytes)).unwrap_or(u32::MAX))
+}
+
+/// Runs of letters and digits (non-ASCII bytes included) plus ASCII
+/// punctuation marks: a floor of what a BPE tokenizer makes of `bytes`.
+fn count_pieces(bytes: &[u8]) -> usize {
+    let mut pieces = 0usize;
+    let mut in_word = false;
+    for &byte in bytes {
+        let word = byte.is_ascii_alphanumeric() || byte >= 0x80;
+        pieces += usize::from((word && !in_word) || (!word && !byte.is_ascii_whitespace()));
+        in_word = word;
+    }
+    pieces
 }
 
 /// Estimate from separately gathered counts (see [`count_ascii_and_chars`]).
@@ -63,6 +80,14 @@ mod tests {
     fn cjk_costs_nearly_a_token_per_character() {
         let text = "路由器".repeat(10);
         assert_eq!(estimate(&text), 24);
+    }
+
+    #[test]
+    fn short_words_and_marks_cost_at_least_a_token_each() {
+        assert_eq!(estimate(&"a ".repeat(100)), 100);
+        assert_eq!(estimate(&format!("[{}0]", "0,".repeat(99))), 201);
+        // Ordinary prose stays at about four characters a token.
+        assert_eq!(estimate("The quick brown fox jumps over the lazy dog."), 11);
     }
 
     #[test]

@@ -237,15 +237,18 @@ impl Config {
 
     /// The most output tokens one answer of `model` can have: the
     /// `requested` limit (the client's `max_tokens`, or a tenant's cap sent
-    /// in its place), else the model's `max_output_tokens`, else what its
-    /// provider's adapter sends when the client set none (Anthropic requires
-    /// a `max_tokens`). None: nothing bounds it.
+    /// in its place) held to the model's `max_output_tokens` (a model stops
+    /// there whatever was asked), else what its provider's adapter sends when
+    /// the client set none (Anthropic requires a `max_tokens`). None:
+    /// nothing bounds it.
     pub fn output_limit(&self, model: ModelId, requested: Option<u64>) -> Option<u64> {
         let model = self.models.get(model)?;
         let kind = self.providers.get(model.provider).map(|provider| provider.spec.kind);
-        requested
-            .or(model.max_output_tokens)
-            .or(kind.and_then(ProviderKind::injected_max_tokens))
+        let limit = match (requested, model.max_output_tokens) {
+            (Some(requested), Some(most)) => Some(requested.min(most)),
+            (requested, most) => requested.or(most),
+        };
+        limit.or(kind.and_then(ProviderKind::injected_max_tokens))
     }
 
     pub fn tier_named(&self, name: &str) -> Option<TierId> {

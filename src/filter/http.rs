@@ -160,6 +160,10 @@ impl ChatFilter {
 
     fn apply(&mut self, mut plan: RequestPlan) -> Action {
         plan.attempts.request = self.context_id;
+        if let (false, Some(state)) = (plan.attempts.stream, &self.state) {
+            // Envoy's route timeout (sent as x-envoy-upstream-rq-timeout-ms) starts about now.
+            plan.attempts.deadline_at_ms = host::now_ms().saturating_add(state.config.resilience.deadline_ms);
+        }
         shared::register(self.context_id);
         host::apply_request_edits(&plan.request_headers, &self.headers);
         host::set_filter_state(attempts::PLAN_STATE, &plan.attempts.encode());

@@ -112,6 +112,11 @@ pub struct AttemptFilter {
     relayed_output_tokens: u64,
 }
 
+/// An attempt without an answer that ends this close to its request's
+/// deadline was cut by it (the router's clock starts slightly before Envoy's
+/// route timer).
+const DEADLINE_SLACK_MS: u64 = 250;
+
 /// Share of the per-try timeout after which a whole success's headers are
 /// released rather than held for its body.
 const HOLD_SHARE_PERCENT: u64 = 80;
@@ -324,6 +329,9 @@ impl Context for AttemptFilter {
             failure: self.failure,
             complete: self.response_complete,
             client_gone,
+            deadline_passed: !self.response_complete
+                && attempt.plan.deadline_at_ms != 0
+                && now.saturating_add(DEADLINE_SLACK_MS) >= attempt.plan.deadline_at_ms,
             never_sent: attempt.never_sent,
             elapsed_ms: elapsed,
         };

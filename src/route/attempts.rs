@@ -22,7 +22,7 @@ pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "5";
+const PLAN_VERSION: &str = "6";
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,10 @@ pub struct AttemptPlan {
     pub choices: u64,
     /// This request's per-try timeout (see [`per_try_timeout_ms`]).
     pub per_try_timeout_ms: u64,
+    /// When the request's deadline ends any attempt still running (epoch
+    /// ms; 0: none, a stream): such an attempt was cut by the gateway, not
+    /// failed by its provider.
+    pub deadline_at_ms: u64,
     /// The router's id of this request in its VM, which its attempts share.
     pub request: u32,
     /// The client's `:authority`, restored for providers without a host.
@@ -54,7 +58,7 @@ pub struct AttemptPlan {
 }
 
 impl AttemptPlan {
-    /// `5;<stream>;<usage>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
+    /// `6;<stream>;<usage>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -75,13 +79,14 @@ impl AttemptPlan {
         };
         let optional = |tokens: Option<u64>| tokens.map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
         format!(
-            "{PLAN_VERSION};{};{};{operation};{};{};{};{};{};{};{};{trials};{}",
+            "{PLAN_VERSION};{};{};{operation};{};{};{};{};{};{};{};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
             optional(self.max_tokens),
             optional(self.output_limit),
             self.choices,
             self.per_try_timeout_ms,
+            self.deadline_at_ms,
             self.prompt_tokens,
             self.request,
             chain.join(","),
@@ -90,7 +95,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(13, ';');
+        let mut fields = text.splitn(14, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -114,6 +119,7 @@ impl AttemptPlan {
         let output_limit = optional()?;
         let choices = fields.next()?.parse().ok()?;
         let per_try_timeout_ms = fields.next()?.parse().ok()?;
+        let deadline_at_ms = fields.next()?.parse().ok()?;
         let prompt_tokens = fields.next()?.parse().ok()?;
         let request = fields.next()?.parse().ok()?;
         let chain = fields
@@ -143,6 +149,7 @@ impl AttemptPlan {
             output_limit,
             choices,
             per_try_timeout_ms,
+            deadline_at_ms,
             request,
             authority,
         })
@@ -178,7 +185,9 @@ impl AttemptPlan {
 /// The per-try timeout of a request: the configured one, plus, for a whole
 /// (non-streamed) chat answer, `output_token_ms` per token its longest link
 /// may generate — its headers come only when it is done, so a long answer is
-/// not a silent provider. Kept below the deadline, or Envoy ignores it.
+/// not a silent provider. The stretch stops at an equal share of the
+/// deadline per link, so a hung provider still leaves the other links their
+/// turn (and Envoy ignores a per-try timeout that is not below the deadline).
 pub fn per_try_timeout_ms(config: &Config, chain: &[DeploymentId], output_limit: Option<u64>, stream: bool) -> u64 {
     let resilience = &config.resilience;
     if stream {
@@ -193,9 +202,9 @@ pub fn per_try_timeout_ms(config: &Config, chain: &[DeploymentId], output_limit:
     let scaled = resilience
         .per_try_timeout_ms
         .saturating_add(longest.saturating_mul(resilience.output_token_ms));
-    scaled
-        .min(resilience.deadline_ms.saturating_sub(1))
-        .max(resilience.per_try_timeout_ms)
+    let links = u64::try_from(chain.len().max(1)).unwrap_or(u64::MAX);
+    let share = (resilience.deadline_ms / links).min(resilience.deadline_ms.saturating_sub(1));
+    scaled.min(share).max(resilience.per_try_timeout_ms)
 }
 
 /// One attempt's result: an HTTP status, or none when no response came.
@@ -403,6 +412,7 @@ mod tests {
             output_limit: None,
             choices: 1,
             per_try_timeout_ms: 30_000,
+            deadline_at_ms: 0,
             request: 7,
             authority: "gw.example:10000".into(),
         }
@@ -443,7 +453,7 @@ mod tests {
         let mut config = sample_config();
         config.resilience.per_try_timeout_ms = 1_000;
         config.resilience.output_token_ms = 20;
-        config.resilience.deadline_ms = 120_000;
+        config.resilience.deadline_ms = 200_000;
         let deployment = |name| config.models[config.model_named(name).unwrap()].deployments[0];
         let (small, medium) = (deployment("small"), deployment("medium"));
         let medium_provider = config.models[config.model_named("medium").unwrap()].provider;
@@ -461,7 +471,20 @@ mod tests {
             1_000 + 4_096 * 20
         );
         // Envoy ignores a per-try timeout not below the deadline.
-        assert_eq!(per_try_timeout_ms(&config, &[small], Some(100_000), false), 119_999);
+        assert_eq!(per_try_timeout_ms(&config, &[small], Some(300_000), false), 199_999);
+        // A link's stretch stops at its share of the deadline: a hung primary
+        // leaves the fallback its turn.
+        assert_eq!(
+            per_try_timeout_ms(&config, &[small, small], Some(300_000), false),
+            100_000
+        );
+        // The client's max_tokens is held to the model's own limit.
+        let small_model = config.model_named("small").unwrap();
+        config.models[small_model].max_output_tokens = Some(50);
+        assert_eq!(
+            per_try_timeout_ms(&config, &[small], Some(300_000), false),
+            1_000 + 50 * 20
+        );
     }
 
     #[test]

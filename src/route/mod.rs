@@ -287,6 +287,7 @@ pub fn plan_chat(
         output_limit: decision.max_output_tokens,
         choices: decision.choices,
         per_try_timeout_ms: attempts::per_try_timeout_ms(config, &decision.chain, decision.max_output_tokens, stream),
+        deadline_at_ms: 0,
         request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
@@ -329,10 +330,24 @@ pub fn plan_embeddings(
             message: format!("Model `{requested}` is not allowed for this key."),
         });
     }
+    // A model in a tier's pool is held to the tenant's `max_tier` as in
+    // chat; embedding models usually sit in no pool (tiers order chat
+    // models), and `allowed_models` governs those.
+    let max_tier = situation.max_tier(config);
+    let within_max_tier = |candidate: ModelId| {
+        !config.tiers.iter().any(|tier| tier.models.contains(&candidate)) || select::rank(config, candidate) <= max_tier
+    };
+    if !within_max_tier(model) {
+        return Err(GatewayError::Forbidden {
+            message: format!("Model `{requested}` is above this key's maximum tier."),
+        });
+    }
     let expressible = Expressibility::new(body, Operation::Embeddings, false);
     let models: Vec<ModelId> = std::iter::once(model)
         .chain(config.models[model].fallbacks.iter().copied())
-        .filter(|candidate| situation.allows(*candidate) && expressible.allows(config, *candidate))
+        .filter(|candidate| {
+            situation.allows(*candidate) && within_max_tier(*candidate) && expressible.allows(config, *candidate)
+        })
         .collect();
     if models.is_empty() {
         return Err(expressible.refusal().unwrap_or_else(|| GatewayError::NoUsableModel {
@@ -373,6 +388,7 @@ pub fn plan_embeddings(
         output_limit: None,
         choices: 1,
         per_try_timeout_ms: config.resilience.per_try_timeout_ms,
+        deadline_at_ms: 0,
         request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);

@@ -39,6 +39,8 @@ pub struct AttemptEnd {
     pub complete: bool,
     /// The client went away first.
     pub client_gone: bool,
+    /// The request's deadline ended it (see [`AttemptPlan::deadline_at_ms`]).
+    pub deadline_passed: bool,
     /// The attempt was answered by the gateway itself and never sent.
     pub never_sent: bool,
     pub elapsed_ms: u64,
@@ -66,7 +68,9 @@ pub fn verdict(end: &AttemptEnd, per_try_timeout_ms: u64) -> Verdict {
         return Verdict::Failed(health_failure(failure.kind));
     }
     let Some(status) = end.status else {
-        if end.client_gone {
+        // Cut by the client, or by the deadline after earlier links used
+        // most of it: nothing said about this provider.
+        if end.client_gone || end.deadline_passed {
             return Verdict::Silent;
         }
         // No response: refused or reset, or nothing before the per-try timeout.
@@ -256,6 +260,7 @@ mod tests {
             output_limit: None,
             choices: 1,
             per_try_timeout_ms: 30_000,
+            deadline_at_ms: 0,
             request: 0,
             authority: "gw".into(),
         }
@@ -427,6 +432,12 @@ mod tests {
             AttemptEnd {
                 status: Some(200),
                 client_gone: true,
+                ..AttemptEnd::default()
+            },
+            // Cut by the request's deadline before its own per-try timeout.
+            AttemptEnd {
+                deadline_passed: true,
+                elapsed_ms: 900,
                 ..AttemptEnd::default()
             },
         ] {

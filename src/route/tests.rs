@@ -397,6 +397,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         output_limit: None,
         choices: 1,
         per_try_timeout_ms: 30_000,
+        deadline_at_ms: 0,
         request: 0,
         authority: String::new(),
     };
