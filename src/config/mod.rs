@@ -1061,4 +1061,6 @@ fn resolve_languages(path: &str, codes: &[String]) -> Result<LanguageSet, Config
 }
 
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;
