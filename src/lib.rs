@@ -21,6 +21,7 @@ pub mod probe;
 pub mod providers;
 pub mod request;
 pub mod route;
+pub mod secret;
 pub mod state;
 pub mod status;
 pub mod telemetry;

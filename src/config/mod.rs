@@ -7,7 +7,6 @@ pub mod governance;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 
@@ -16,6 +15,7 @@ use crate::error::ConfigError;
 use crate::govern::keys::AdminKey;
 use crate::health::{BreakerSettings, HealthSettings};
 use crate::providers::{Credential, ProviderKind, ProviderSpec, Quirks};
+use crate::secret::Secret;
 pub use raw::{Capability, ExplainMode, Strategy};
 use raw::{RawAction, RawConfig, RawKey, RawModel, RawProvider, RawResilience, RawRule, RawTier};
 
@@ -31,26 +31,6 @@ pub const STATE_PREFIX: &str = "signalbox/v1/";
 /// Compiled regexes are capped so a pathological rule cannot eat the VM's memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const MAX_CONTEXT_WINDOW: u64 = 100_000_000;
-
-/// A credential: usable by the request path, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 #[derive(Debug)]
 pub struct Provider {
@@ -551,7 +531,7 @@ fn secret_from(
             "must be a non-empty string of visible ASCII characters",
         ));
     }
-    Ok(Some(Secret(value)))
+    Ok(Some(Secret::new(value)))
 }
 
 fn resolve_keys(

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::compose;
 use super::dates;
 use super::{Call, Credential, Failure, FailureKind, TranslatedResponse};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Longest wait a provider can ask for; anything longer is treated as this.
 const MAX_RETRY_AFTER_MS: u64 = 24 * 3600 * 1000;

@@ -37,8 +37,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
 use crate::error::GatewayError;
+use crate::secret::Secret;
 
 pub use openai::Quirks;
 pub use usage::TokenUsage;

@@ -2,7 +2,7 @@
 //! running a recorded stream through a translator, and the check that a
 //! translation does not depend on where the stream was cut.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 use serde_json::Value;
 
