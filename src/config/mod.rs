@@ -363,12 +363,17 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         })
         .transpose()?;
     let observability = resolve_observability(&raw.observability)?;
-    if let Some(path) = &raw.health_path {
-        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
-            return Err(ConfigError::new(
-                "health_path",
-                "must be an absolute path such as `/signalbox/health`, or null",
-            ));
+    for (field, path, example) in [
+        ("health_path", &raw.health_path, "/signalbox/health"),
+        ("spend_path", &raw.spend_path, "/signalbox/spend"),
+    ] {
+        if let Some(path) = path {
+            if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be an absolute path such as `{example}`, or null"),
+                ));
+            }
         }
     }
     let mut admin_keys: Vec<AdminKey> = Vec::with_capacity(raw.admin_keys.len());

@@ -259,6 +259,7 @@ fn resilience_and_strategy_settings_are_validated() {
             "providers.openai.api_keys",
         ),
         (sample_with("/health_path", serde_json::json!("health")), "health_path"),
+        (sample_with("/spend_path", serde_json::json!("spend")), "spend_path"),
     ];
     for (json, path) in cases {
         let err = error_at(&json);
