@@ -17,6 +17,8 @@ pub mod headers;
 pub mod health;
 pub mod ingress;
 pub mod json_edit;
+pub mod keys;
+pub mod policy;
 pub mod probe;
 pub mod providers;
 pub mod request;

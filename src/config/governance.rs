@@ -8,9 +8,8 @@ use serde::Deserialize;
 
 use super::{check_name, ModelId, TierId};
 use crate::error::ConfigError;
-use crate::govern::keys::{parse_digest, KeyRing, VirtualKey};
-use crate::govern::quota::{Caps, Period, Quota};
-use crate::govern::window::RateLimits;
+use crate::keys::{parse_digest, KeyRing, VirtualKey};
+use crate::policy::{Caps, Period, Quota, RateLimits};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,8 +12,8 @@ use regex::{Regex, RegexBuilder};
 
 use crate::classify::{Classifier, Language};
 use crate::error::ConfigError;
-use crate::govern::keys::AdminKey;
 use crate::health::{BreakerSettings, HealthSettings};
+use crate::keys::AdminKey;
 use crate::providers::{Credential, ProviderKind, ProviderSpec, Quirks};
 use crate::secret::Secret;
 pub use raw::{Capability, ExplainMode, Strategy};
@@ -92,7 +92,7 @@ pub struct Model {
     pub price: Price,
     pub capabilities: Capabilities,
     /// Per deployment of this model.
-    pub limits: crate::govern::window::RateLimits,
+    pub limits: crate::policy::RateLimits,
     /// This model reached with each of its provider's keys, in key order.
     pub deployments: Vec<DeploymentId>,
     /// Tried next when a client names this model and it fails.

@@ -39,7 +39,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn digest(key: &str) -> String {
-    crate::testing::hex(&crate::govern::keys::digest_of(key))
+    crate::testing::hex(&crate::keys::digest_of(key))
 }
 
 /// A valid configuration in which every key the plugin accepts appears at

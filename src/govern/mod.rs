@@ -1,9 +1,10 @@
-//! Spend governance: virtual keys mapped to tenants ([`keys`]), rate limits
-//! over a sliding minute ([`window`]), daily and monthly quotas and budgets
-//! with reservations ([`quota`]).
+//! Spend governance: virtual keys mapped to tenants ([`keys`], a leaf module
+//! the configuration also uses), rate limits over a sliding minute
+//! ([`window`]), daily and monthly quotas and budgets with reservations
+//! ([`quota`]), admission and settlement, the cost ledger.
 
 pub mod admission;
-pub mod keys;
+pub use crate::keys;
 pub mod ledger;
 pub mod quota;
 pub mod window;

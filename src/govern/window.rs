@@ -8,24 +8,12 @@
 //! Admission adds the request and its estimated tokens at once; settlement
 //! corrects the tokens by the difference between actual and estimate.
 
+pub use crate::policy::RateLimits;
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
 
 const MINUTE_MS: u64 = 60_000;
 const VERSION: u8 = 1;
-
-/// Limits of one scope (tenant, user or deployment); `None` = unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RateLimits {
-    pub requests_per_minute: Option<u64>,
-    pub tokens_per_minute: Option<u64>,
-}
-
-impl RateLimits {
-    pub fn is_unlimited(&self) -> bool {
-        self.requests_per_minute.is_none() && self.tokens_per_minute.is_none()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Buckets {
