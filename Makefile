@@ -59,6 +59,8 @@ test: unit integration
 
 unit:
 	cargo test --workspace --quiet
+	# The fuzz targets are their own workspace: keep them compiling with the core.
+	cargo check --manifest-path fuzz/Cargo.toml --all-targets --quiet
 
 integration: build build-test-clock fleet-deps $(VENV)/.installed
 	$(PYTHON) -m pytest tests -q -n $(TEST_WORKERS)

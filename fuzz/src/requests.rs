@@ -97,6 +97,7 @@ pub fn check_classify(data: &[u8]) {
         user_turns: u32::from(context & 0x07),
         context_tokens: u32::from(context) * 97,
         has_tools: context & 0x08 != 0,
+        tool_results: u32::from(context >> 4 & 0x01),
         images: u32::from(context >> 7),
         response_format: match context >> 5 & 0x03 {
             0 => ResponseFormatKind::None,
