@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 
-from tests.gateway import DEMO_KEY, REQUEST_TIMEOUT_S
+from tests.gateway import DEMO_KEY, REQUEST_TIMEOUT_S, demo_plugin_config
 
 # model name -> (mock instance, model id the provider receives, path it is called on)
 MODELS = {
@@ -233,3 +233,61 @@ def test_the_demo_governs_agents_with_virtual_keys(gateway):
     assert raised.value.body["error"]["type"] == "authentication_error"
     answer = openai_client(gateway, DEMO_KEY).responses.create(model="auto", input="Say hello")
     assert answer.output_text
+
+
+def test_messages_to_an_anthropic_provider_pass_through_natively(agents):
+    client = claude_client(agents)
+    system = [{"type": "text", "text": "You are a careful assistant.", "cache_control": {"type": "ephemeral"}}]
+    raw = client.messages.with_raw_response.create(
+        model="claude",
+        max_tokens=100,
+        extra_body={"top_k": 5},
+        system=system,
+        messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    message = raw.parse()
+    assert message.content[0].text == "[anthropic/claude-sonnet-4-5] Say hello"
+    assert message.usage.output_tokens > 0
+    received = agents.last_request("anthropic")
+    assert received.path == "/v1/messages"
+    # The client's own body, with only the model replaced: what chat cannot express survives.
+    assert received.json["model"] == "claude-sonnet-4-5"
+    assert received.json["top_k"] == 5
+    assert received.json["system"] == system
+    assert received.header("anthropic-beta") == "prompt-caching-2024-07-31"
+    assert received.header("x-api-key") == "sk-ant"
+    assert "unused" not in json.dumps(received.headers)
+    assert raw.headers["x-signalbox-provider"] == "anthropic"
+    with client.messages.stream(
+        model="claude",
+        max_tokens=100,
+        extra_body={"top_k": 5},
+        messages=[{"role": "user", "content": "Stream me a short answer please"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "[anthropic/claude-sonnet-4-5] Stream me a short answer please"
+    assert final.usage.output_tokens > 0
+    assert agents.last_request("anthropic").json["top_k"] == 5
+
+
+def test_native_usage_is_billed(start_gateway):
+    # The agents config, governed as the demo is (usage shown in headers).
+    config = agents_config()
+    governance = demo_plugin_config()["governance"]
+    config["governance"] = {
+        "tenants": {"team": governance["tenants"]["team"]},
+        "keys": [key for key in governance["keys"] if key["tenant"] == "team"],
+    }
+    config["models"]["claude"]["price"] = {"input": 3, "output": 15}
+    gateway = start_gateway(config)
+    raw = claude_client(gateway, DEMO_KEY).messages.with_raw_response.create(
+        model="claude", max_tokens=50, extra_body={"top_k": 5}, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    message = raw.parse()
+    assert gateway.last_request("anthropic").json["top_k"] == 5
+    assert raw.headers["x-signalbox-provider"] == "anthropic"
+    assert int(raw.headers["x-signalbox-output-tokens"]) == message.usage.output_tokens > 0
+    assert int(raw.headers["x-signalbox-input-tokens"]) == message.usage.input_tokens > 0
+    assert float(raw.headers["x-signalbox-cost-usd"]) > 0

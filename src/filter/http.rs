@@ -109,6 +109,8 @@ pub struct ChatFilter {
     replacement: Option<Vec<u8>>,
     /// A translated request's answer on its way back in the client's format.
     relay: Option<Relay>,
+    /// The client's Messages body, kept for native attempts until routed.
+    native_body: Option<Vec<u8>>,
     /// When the request arrived (epoch ms).
     started_ms: u64,
     /// Time spent in this filter's request callbacks.
@@ -138,6 +140,7 @@ impl ChatFilter {
             spend_view: None,
             replacement: None,
             relay: None,
+            native_body: None,
             started_ms: 0,
             routing_us: 0,
             request_id: None,
@@ -173,6 +176,13 @@ impl ChatFilter {
     fn apply(&mut self, mut plan: RequestPlan) -> Action {
         plan.attempts.request = self.context_id;
         shared::register(self.context_id);
+        if let Some(body) = self.native_body.take() {
+            let headers = messages::NATIVE_HEADERS
+                .iter()
+                .filter_map(|name| Some((*name, self.headers.get(name)?)))
+                .collect();
+            shared::set_native(self.context_id, shared::NativeRequest { body, headers });
+        }
         host::apply_request_edits(&plan.request_headers, &self.headers);
         host::set_filter_state(attempts::PLAN_STATE, &plan.attempts.encode());
         if let Some(state) = &self.state {
@@ -439,7 +449,10 @@ impl ChatFilter {
                         }
                         host::replace_request_body(body_size, &translated.chat_body);
                         host::remove_request_header("content-length");
-                        body = translated.chat_body;
+                        let client_body = std::mem::replace(&mut body, translated.chat_body);
+                        if translated.plan.attempts.native_messages {
+                            self.native_body = Some(client_body);
+                        }
                         translated.plan
                     },
                 )
@@ -797,6 +810,13 @@ impl HttpContext for ChatFilter {
             } else {
                 self.replacement = Some(self.error_body(&error));
             }
+            return Action::Continue;
+        }
+        // An Anthropic answer to an Anthropic client goes back as it came.
+        let native = trail
+            .last()
+            .is_some_and(|record| attempts::is_native(config, &routed.attempts, record.deployment));
+        if native {
             return Action::Continue;
         }
         self.relay_answer(status, end_of_stream)

@@ -319,6 +319,7 @@ pub fn plan_chat(
         chain: decision.chain.clone(),
         stream,
         client_wants_usage: request.wants_stream_usage(),
+        native_messages: false,
         operation: Operation::ChatCompletions,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         // A tenant's output cap is also a default the provider must honour,
@@ -348,7 +349,9 @@ pub fn plan_chat(
 /// A Messages or Responses request planned as the chat request it
 /// translates to: the router replaces the client's body with `chat_body`,
 /// and the chat pipeline (governance, failover, provider adapters, usage)
-/// takes it from there.
+/// takes it from there. A Messages request whose chain has an Anthropic
+/// link is marked `native_messages`: the router keeps the client's body
+/// for those attempts ([`attempts::prepare_native_attempt`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranslatedPlan {
     pub plan: RequestPlan,
@@ -385,7 +388,17 @@ pub fn plan_translated(
             ))
         }
     };
-    let plan = plan_chat(config, &chat_body, headers, hints, situation)?;
+    let mut plan = plan_chat(config, &chat_body, headers, hints, situation)?;
+    // Attempts on an Anthropic provider take the client's own body: the
+    // router keeps it only when the chain has such a link.
+    if ingress == Ingress::Messages {
+        plan.attempts.native_messages = true;
+        plan.attempts.native_messages = plan
+            .attempts
+            .chain
+            .iter()
+            .any(|deployment| attempts::is_native(config, &plan.attempts, *deployment));
+    }
     Ok(TranslatedPlan {
         plan,
         chat_body,
@@ -457,6 +470,7 @@ pub fn plan_embeddings(
         chain: decision.chain.clone(),
         stream: false,
         client_wants_usage: false,
+        native_messages: false,
         operation: Operation::Embeddings,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         max_tokens: None,

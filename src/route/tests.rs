@@ -396,6 +396,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         chain: vec![2, 1],
         stream: false,
         client_wants_usage: false,
+        native_messages: false,
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),
@@ -658,7 +659,7 @@ fn a_provider_that_cannot_express_the_request_is_left_out_of_the_chain() {
 
 fn plan_ingress(ingress: Ingress, body: serde_json::Value) -> Result<TranslatedPlan, GatewayError> {
     let body = body.to_string().into_bytes();
-    let config = sample_config();
+    let config = crate::testing::anthropic_kind_config();
     let situation = Situation::open(&ALL_HEALTHY, 0);
     plan_translated(
         &config,
@@ -684,10 +685,23 @@ fn messages_and_responses_requests_are_planned_as_the_chat_they_translate_to() {
     assert_eq!(chat["messages"][0]["role"], "system");
     assert_eq!(chat["max_completion_tokens"], 100);
 
+    // The chain (small, then medium at Anthropic) has a native link.
+    assert!(translated.plan.attempts.native_messages);
+    let config = crate::testing::anthropic_kind_config();
+    let native: Vec<bool> = translated
+        .plan
+        .attempts
+        .chain
+        .iter()
+        .map(|deployment| attempts::is_native(&config, &translated.plan.attempts, *deployment))
+        .collect();
+    assert!(native.contains(&true) && native.contains(&false), "{native:?}");
+
     let responses = serde_json::json!({"model": "large", "input": "hi", "max_output_tokens": 50});
     let translated = plan_ingress(Ingress::Responses, responses).unwrap();
     assert_eq!(chain_models(&translated.plan)[0], "large");
     assert!(!translated.plan.attempts.stream);
+    assert!(!translated.plan.attempts.native_messages);
 }
 
 #[test]
