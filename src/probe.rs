@@ -34,6 +34,7 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         chain: vec![deployment],
         stream: false,
         client_wants_usage: false,
+        native_messages: false,
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),

@@ -33,6 +33,16 @@ pub fn sample_config() -> Config {
     Config::parse(SAMPLE_CONFIG.as_bytes(), &env).expect("sample config is valid")
 }
 
+/// The sample config with its `anthropic` provider speaking Anthropic's
+/// own API (`kind: anthropic`).
+pub fn anthropic_kind_config() -> Config {
+    let text = SAMPLE_CONFIG.replace(
+        r#""anthropic": {"cluster""#,
+        r#""anthropic": {"kind": "anthropic", "cluster""#,
+    );
+    Config::parse(text.as_bytes(), &env).expect("sample config is valid")
+}
+
 /// Every deployment healthy, every trial slot free.
 pub const ALL_HEALTHY: crate::route::chain::NoHistory = crate::route::chain::NoHistory { now_ms: 1_000 };
 

@@ -25,6 +25,8 @@ use crate::govern::keys::TenantId;
 use crate::govern::quota::Amounts;
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
+use crate::ingress::messages;
+use crate::ingress::relay::{self, Relay};
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
 use crate::route::chain::StoreHealth;
 use crate::route::response::{self, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
@@ -105,6 +107,10 @@ pub struct ChatFilter {
     spend_view: Option<FleetSpendView>,
     /// Every attempt failed: the response body becomes this error.
     replacement: Option<Vec<u8>>,
+    /// A translated request's answer on its way back in the client's format.
+    relay: Option<Relay>,
+    /// The client's Messages body, kept for native attempts until routed.
+    native_body: Option<Vec<u8>>,
     /// When the request arrived (epoch ms).
     started_ms: u64,
     /// Time spent in this filter's request callbacks.
@@ -133,6 +139,8 @@ impl ChatFilter {
             pending: None,
             spend_view: None,
             replacement: None,
+            relay: None,
+            native_body: None,
             started_ms: 0,
             routing_us: 0,
             request_id: None,
@@ -147,9 +155,16 @@ impl ChatFilter {
         self.outcome = Some(Outcome::of_error(error));
         // Before the reply ends the request (and its tracing span).
         self.write_request_fields();
-        host::send_error(error);
+        host::send_json(error.status(), &error.headers(), &self.error_body(error));
         self.phase = Phase::Replied;
         Action::Pause
+    }
+
+    /// A gateway error's body in the shape of the API the client calls.
+    fn error_body(&self, error: &GatewayError) -> Vec<u8> {
+        self.endpoint
+            .ingress()
+            .map_or_else(|| error.to_json(), |ingress| ingress.error_body(error))
     }
 
     fn reply_json(&mut self, body: &[u8]) -> Action {
@@ -165,6 +180,13 @@ impl ChatFilter {
             plan.attempts.deadline_at_ms = host::now_ms().saturating_add(state.config.resilience.deadline_ms);
         }
         shared::register(self.context_id);
+        if let Some(body) = self.native_body.take() {
+            let headers = messages::NATIVE_HEADERS
+                .iter()
+                .filter_map(|name| Some((*name, self.headers.get(name)?)))
+                .collect();
+            shared::set_native(self.context_id, shared::NativeRequest { body, headers });
+        }
         host::apply_request_edits(&plan.request_headers, &self.headers);
         host::set_filter_state(attempts::PLAN_STATE, &plan.attempts.encode());
         if let Some(state) = &self.state {
@@ -201,10 +223,7 @@ impl ChatFilter {
             tenant: identity.map(|identity| identity.tenant),
             user: identity.and_then(|identity| identity.user.as_deref()),
             key_name: identity.map(|identity| identity.key_name.as_str()),
-            endpoint: match self.endpoint {
-                Endpoint::Embeddings => "embeddings",
-                _ => "chat.completions",
-            },
+            endpoint: self.endpoint.name(),
             requested_model: self.routed.as_ref().map(|routed| routed.requested_model.as_str()),
             decision: self.routed.as_ref().map(|routed| &routed.decision),
             trail,
@@ -219,8 +238,7 @@ impl ChatFilter {
     /// `on_log`) see them too.
     fn write_request_fields(&mut self) {
         let Some(state) = self.state.clone() else { return };
-        let chat_or_embeddings = matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings);
-        if !chat_or_embeddings || !state.config.observability.access_log || self.request_fields_written {
+        if !self.endpoint.is_routed() || !state.config.observability.access_log || self.request_fields_written {
             return;
         }
         for (field, value) in access_log::request_fields(&state.config, &self.report(AttemptTrail::default())) {
@@ -258,6 +276,38 @@ impl ChatFilter {
                 log::warn!("cannot give back a trial slot of {}: {err:?}", target.name);
             }
         }
+    }
+
+    /// A translated request's answer came (headers): its body will be the
+    /// client format's, so its length and type change; a whole answer's
+    /// headers wait for its body (its status may change with it).
+    fn relay_answer(&mut self, status: u16, end_of_stream: bool) -> Action {
+        let (Some(ingress), Some(routed)) = (self.endpoint.ingress(), self.routed.as_ref()) else {
+            return Action::Continue;
+        };
+        if end_of_stream {
+            // Nothing to translate (an answer without a body).
+            return Action::Continue;
+        }
+        let event_stream = routed.attempts.stream
+            && host::response_headers()
+                .get("content-type")
+                .is_some_and(|value| value.trim().starts_with(relay::EVENT_STREAM));
+        let relay = Relay::for_answer(
+            ingress,
+            status,
+            event_stream,
+            &routed.requested_model,
+            host::now_ms() / 1000,
+        );
+        host::set_response_header("content-type", relay.content_type());
+        host::remove_response_header("content-length");
+        let action = match relay {
+            Relay::Whole { .. } => Action::Pause,
+            Relay::Stream(_) => Action::Continue,
+        };
+        self.relay = Some(relay);
+        action
     }
 
     /// Answers Signalbox's own paths, authenticates, holds chat and
@@ -298,10 +348,14 @@ impl ChatFilter {
             Endpoint::Other => return Action::Continue,
             Endpoint::Models if method == "GET" => return self.reply_json(&state.models_json),
             Endpoint::Models => return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "GET" }),
-            Endpoint::ChatCompletions | Endpoint::Embeddings if method != "POST" => {
+            _ if method != "POST" => {
                 return self.reply_error(&GatewayError::MethodNotAllowed { allowed: "POST" });
             }
-            Endpoint::ChatCompletions | Endpoint::Embeddings => {}
+            Endpoint::ChatCompletions
+            | Endpoint::Embeddings
+            | Endpoint::Messages
+            | Endpoint::CountTokens
+            | Endpoint::Responses => {}
         }
         if let Some(governance) = &config.governance {
             match Spend::authenticate(governance, &headers) {
@@ -356,11 +410,17 @@ impl ChatFilter {
         if !end_of_stream {
             return Action::Pause;
         }
-        let Some(body) = host::request_body(body_size) else {
+        let Some(mut body) = host::request_body(body_size) else {
             return self.reply_error(&GatewayError::Internal {
                 message: "The gateway could not read the request body.".into(),
             });
         };
+        if self.endpoint == Endpoint::CountTokens {
+            return match messages::count_tokens(&body) {
+                Ok(count) => self.reply_json(&count),
+                Err(error) => self.reply_error(&error),
+            };
+        }
         let health = StoreHealth {
             store: &HostStore,
             config,
@@ -377,8 +437,30 @@ impl ChatFilter {
             },
             _ => Situation::open(&health, draw),
         };
-        let planned = match self.endpoint {
-            Endpoint::Embeddings => route::plan_embeddings(config, &body, &self.headers, &situation),
+        let planned = match (self.endpoint, self.endpoint.ingress()) {
+            (Endpoint::Embeddings, _) => route::plan_embeddings(config, &body, &self.headers, &situation),
+            (_, Some(ingress)) => {
+                route::plan_translated(config, ingress, &body, &self.headers, &self.hints, &situation).map(
+                    |translated| {
+                        // The chat pipeline takes it from here: the body the
+                        // attempts see is the chat request.
+                        if !translated.dropped.is_empty() {
+                            log::info!(
+                                "a {} request drops what chat cannot express: {}",
+                                self.endpoint.name(),
+                                translated.dropped.join(", ")
+                            );
+                        }
+                        host::replace_request_body(body_size, &translated.chat_body);
+                        host::remove_request_header("content-length");
+                        let client_body = std::mem::replace(&mut body, translated.chat_body);
+                        if translated.plan.attempts.native_messages {
+                            self.native_body = Some(client_body);
+                        }
+                        translated.plan
+                    },
+                )
+            }
             _ => route::plan_chat(config, &body, &self.headers, &self.hints, &situation),
         };
         let plan = match planned {
@@ -730,10 +812,18 @@ impl HttpContext for ChatFilter {
             if end_of_stream {
                 log::warn!("an exhausted request's response has no body to replace");
             } else {
-                self.replacement = Some(error.to_json());
+                self.replacement = Some(self.error_body(&error));
             }
+            return Action::Continue;
         }
-        Action::Continue
+        // An Anthropic answer to an Anthropic client goes back as it came.
+        let native = trail
+            .last()
+            .is_some_and(|record| attempts::is_native(config, &routed.attempts, record.deployment));
+        if native {
+            return Action::Continue;
+        }
+        self.relay_answer(status, end_of_stream)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -741,17 +831,44 @@ impl HttpContext for ChatFilter {
         if let Some(replacement) = &self.replacement {
             let value: &[u8] = if end_of_stream { replacement } else { b"" };
             host::replace_response_body(body_size, value);
-        } else if let Some(audit) = self
+            return Action::Continue;
+        }
+        let audited = self
             .audit
-            .as_mut()
-            .filter(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES)
-        {
-            if let Some(chunk) = host::response_body(body_size) {
-                let room = AUDIT_CAPTURE_BYTES - audit.answer.len();
-                audit.answer.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
+            .as_ref()
+            .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
+        match self.relay.as_mut() {
+            // A whole answer is translated once complete: Envoy buffers it.
+            Some(Relay::Whole { .. }) if !end_of_stream => Action::Pause,
+            Some(Relay::Whole { ingress, status }) => {
+                let chat = host::response_body(body_size).unwrap_or_default();
+                let (status, body) = relay::whole_answer(*ingress, *status, &chat);
+                host::set_response_header(":status", &status.to_string());
+                host::set_response_header("content-length", &body.len().to_string());
+                host::replace_response_body(body_size, &body);
+                capture(self.audit.as_mut(), &chat);
+                Action::Continue
+            }
+            Some(Relay::Stream(encoder)) => {
+                let chat = host::response_body(body_size).unwrap_or_default();
+                let mut events = Vec::with_capacity(chat.len() + 256);
+                encoder.push(&chat, &mut events);
+                if end_of_stream {
+                    encoder.finish(&mut events);
+                }
+                host::replace_response_body(body_size, &events);
+                capture(self.audit.as_mut(), &chat);
+                Action::Continue
+            }
+            None => {
+                if audited {
+                    if let Some(chunk) = host::response_body(body_size) {
+                        capture(self.audit.as_mut(), &chunk);
+                    }
+                }
+                Action::Continue
             }
         }
-        Action::Continue
     }
 
     fn on_log(&mut self) {
@@ -765,7 +882,7 @@ impl HttpContext for ChatFilter {
         ) {
             Spend::release_unanswered(&state.config, governance, identity, pending.reservation_id);
         }
-        if !matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings) {
+        if !self.endpoint.is_routed() {
             return;
         }
         let config = &state.config;
@@ -821,6 +938,13 @@ impl HttpContext for ChatFilter {
             host::set_filter_state(&format!("signalbox.{field}"), &value);
         }
     }
+}
+
+/// Keeps what fits of an answer's (chat-format) bytes for the audit line.
+fn capture(audit: Option<&mut Audit>, chunk: &[u8]) {
+    let Some(audit) = audit else { return };
+    let room = AUDIT_CAPTURE_BYTES.saturating_sub(audit.answer.len());
+    audit.answer.extend_from_slice(chunk.get(..room).unwrap_or(chunk));
 }
 
 /// The attempts the upstream role recorded for this request, keeping only

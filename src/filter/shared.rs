@@ -14,9 +14,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use super::spend::Spend;
 use crate::govern::ledger::{Consumed, Consumption};
+use crate::headers::HeaderMap;
 use crate::providers::TokenUsage;
 
 #[derive(Default)]
@@ -28,6 +30,10 @@ struct SharedRequest {
     /// The router's spend control, handed over because the request ended
     /// while an attempt was still running.
     orphan: Option<Spend>,
+    /// The client's Anthropic Messages body and headers, for native
+    /// attempts (the request's body is the chat translation, and an earlier
+    /// translated attempt removes the Anthropic headers).
+    native: Option<Rc<NativeRequest>>,
 }
 
 thread_local! {
@@ -87,6 +93,22 @@ pub fn attempt_began(request: u32) -> bool {
         shared.live_attempts = shared.live_attempts.saturating_add(1)
     })
     .is_some()
+}
+
+/// What a native attempt sends: the client's own Messages request.
+pub struct NativeRequest {
+    pub body: Vec<u8>,
+    pub headers: HeaderMap,
+}
+
+/// Keeps the client's Messages request of routed request `request` for
+/// its native attempts.
+pub fn set_native(request: u32, native: NativeRequest) {
+    with(request, |shared| shared.native = Some(Rc::new(native)));
+}
+
+pub fn native(request: u32) -> Option<Rc<NativeRequest>> {
+    with(request, |shared| shared.native.clone()).flatten()
 }
 
 /// The answering attempt's reported usage.

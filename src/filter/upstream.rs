@@ -32,6 +32,7 @@ use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
 use super::shared;
 use crate::config::{Config, DeploymentId, ModelId};
+use crate::error::GatewayError;
 use crate::govern::admission;
 use crate::govern::ledger::Consumed;
 use crate::govern::window::RateWindow;
@@ -66,6 +67,9 @@ struct Attempt {
     /// The router of this request is in this VM (it always is when both
     /// roles share one `vm_config`).
     linked: bool,
+    /// The attempt sends the client's own Messages body to an Anthropic
+    /// provider and relays its answer as it came (usage is still read).
+    native: bool,
 }
 
 /// How the answer is being handled.
@@ -207,18 +211,20 @@ impl AttemptFilter {
             host::now_ms() / 1000,
         );
         self.translate_us = Some(elapsed_us(started));
-        // An OpenAI-shaped success whose body came in one piece passes
-        // through as it came: leave Envoy's copy alone rather than writing
-        // the same bytes and headers back.
+        let native = attempt.native.then(|| finished.native_body(status, body));
+        let client_body = native.as_deref().unwrap_or(&finished.body);
+        // An answer already in the client's format whose body came in one
+        // piece passes through as it came: leave Envoy's copy alone rather
+        // than writing the same bytes and headers back.
         let in_buffer = body.len() == body_size;
-        if finished.status != status || finished.body != body || !in_buffer {
+        if finished.status != status || client_body != body || !in_buffer {
             if !released {
                 host::set_response_header(":status", &finished.status.to_string());
                 host::set_response_header("content-type", "application/json");
-                host::set_response_header("content-length", &finished.body.len().to_string());
+                host::set_response_header("content-length", &client_body.len().to_string());
                 host::remove_response_header("content-encoding");
             }
-            host::replace_response_body(body_size, &finished.body);
+            host::replace_response_body(body_size, client_body);
         }
         self.failure = finished.failure;
         self.record_usage(finished.usage);
@@ -231,6 +237,7 @@ impl AttemptFilter {
         let Some(buffer) = host::response_body(body_size) else {
             return Action::Continue;
         };
+        let native = self.attempt.as_ref().is_some_and(|attempt| attempt.native);
         let Answer::Streaming {
             translator,
             held_output,
@@ -248,6 +255,10 @@ impl AttemptFilter {
         }
         if end_of_stream {
             translator.finish(&mut translated);
+        }
+        if native {
+            // Read for usage and failures only: the client gets the provider's events.
+            translated = raw.to_vec();
         }
         let (saw_content, failure, usage) = (translator.saw_content(), translator.failure(), translator.usage());
         self.relayed_output_tokens = translator.relayed_output_tokens();
@@ -454,6 +465,7 @@ impl HttpContext for AttemptFilter {
         }
         count_in_deployment_window(config, deployment, now, 1, 0);
         let linked = shared::attempt_began(plan.request);
+        let native = attempts::is_native(config, &plan, deployment);
         if !linked {
             log::warn!("attempt {number} has no router in this VM: give both Signalbox filters one vm_config");
         }
@@ -468,6 +480,7 @@ impl HttpContext for AttemptFilter {
             lease: AttemptLease { in_flight, trial },
             never_sent: false,
             linked,
+            native,
         });
         if end_of_stream {
             Action::Continue
@@ -487,13 +500,26 @@ impl HttpContext for AttemptFilter {
             return Action::Continue;
         };
         let started = Instant::now();
-        match attempts::prepare_attempt(
-            &state.config,
-            &attempt.plan,
-            attempt.number,
-            &body,
-            host::now_ms() / 1000,
-        ) {
+        let now_s = host::now_ms() / 1000;
+        let prepared = if attempt.native {
+            match shared::native(attempt.plan.request) {
+                Some(native) => attempts::prepare_native_attempt(
+                    &state.config,
+                    &attempt.plan,
+                    attempt.number,
+                    &body,
+                    &native.body,
+                    &native.headers,
+                    now_s,
+                ),
+                None => Err(GatewayError::Internal {
+                    message: "The client's Messages body is not in this VM.".into(),
+                }),
+            }
+        } else {
+            attempts::prepare_attempt(&state.config, &attempt.plan, attempt.number, &body, now_s)
+        };
+        match prepared {
             Ok(prepared) => {
                 if !prepared.dropped.is_empty() {
                     log::info!(

@@ -25,8 +25,11 @@
 //!   error, or an OpenAI-shaped error body, in the client format's shape.
 //! - [`messages::count_tokens`]: the local estimate for
 //!   `/v1/messages/count_tokens`.
+//! - [`relay`]: the router's way back, a chat answer (whole or streamed)
+//!   in the client's format.
 
 pub mod messages;
+pub mod relay;
 pub mod responses;
 
 mod chat_body;

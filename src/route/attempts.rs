@@ -10,7 +10,8 @@ use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::health::LeaseToken;
-use crate::providers::{self, Call, Operation, ADAPTER_HEADERS, CREDENTIAL_HEADERS};
+use crate::ingress::{self, messages};
+use crate::providers::{self, Call, Operation, ProviderKind, ADAPTER_HEADERS, CREDENTIAL_HEADERS};
 
 use super::HeaderEdit;
 
@@ -22,7 +23,7 @@ pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "6";
+const PLAN_VERSION: &str = "7";
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct AttemptPlan {
     pub stream: bool,
     /// The client asked for usage in its stream (`stream_options.include_usage`).
     pub client_wants_usage: bool,
+    /// The client speaks Anthropic's Messages API (the router kept its
+    /// body): attempts on an Anthropic provider send it natively.
+    pub native_messages: bool,
     pub operation: Operation,
     /// `max_tokens` to add when the client sent none (a tenant's cap).
     pub max_tokens: Option<u64>,
@@ -58,7 +62,7 @@ pub struct AttemptPlan {
 }
 
 impl AttemptPlan {
-    /// `6;<stream>;<usage>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
+    /// `7;<stream>;<usage>;<native messages>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -79,9 +83,10 @@ impl AttemptPlan {
         };
         let optional = |tokens: Option<u64>| tokens.map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
         format!(
-            "{PLAN_VERSION};{};{};{operation};{};{};{};{};{};{};{};{};{trials};{}",
+            "{PLAN_VERSION};{};{};{};{operation};{};{};{};{};{};{};{};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
+            u8::from(self.native_messages),
             optional(self.max_tokens),
             optional(self.output_limit),
             self.choices,
@@ -95,7 +100,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(14, ';');
+        let mut fields = text.splitn(15, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -106,6 +111,7 @@ impl AttemptPlan {
         };
         let stream = flag(fields.next())?;
         let client_wants_usage = flag(fields.next())?;
+        let native_messages = flag(fields.next())?;
         let operation = match fields.next()? {
             "c" => Operation::ChatCompletions,
             "e" => Operation::Embeddings,
@@ -142,6 +148,7 @@ impl AttemptPlan {
             chain,
             stream,
             client_wants_usage,
+            native_messages,
             operation,
             max_tokens,
             trials,
@@ -395,6 +402,55 @@ pub fn prepare_attempt(
     })
 }
 
+/// Whether the attempt on `deployment` sends the client's own Messages
+/// body: the client speaks Anthropic's API and so does the provider.
+pub fn is_native(config: &Config, plan: &AttemptPlan, deployment: DeploymentId) -> bool {
+    plan.native_messages
+        && plan.operation == Operation::ChatCompletions
+        && config.deployments.get(deployment).is_some_and(|target| {
+            let model = &config.models[target.model];
+            config.providers[model.provider].spec.kind == ProviderKind::Anthropic
+        })
+}
+
+/// Rewrites attempt `attempt` of a Messages request for an Anthropic
+/// deployment: the adapter's path, authority and credentials (as
+/// [`prepare_attempt`] gives them for the chat body), but the client's own
+/// `messages_body` with only `model` replaced, and the client's
+/// `anthropic-version` / `anthropic-beta` (the provider's version when the
+/// client sent none).
+pub fn prepare_native_attempt(
+    config: &Config,
+    plan: &AttemptPlan,
+    attempt: usize,
+    chat_body: &[u8],
+    messages_body: &[u8],
+    client: &HeaderMap,
+    now_unix_seconds: u64,
+) -> Result<PreparedAttempt, GatewayError> {
+    let mut prepared = prepare_attempt(config, plan, attempt, chat_body, now_unix_seconds)?;
+    let model = &config.models[config.deployments[prepared.deployment].model];
+    let body = ingress::with_model(messages_body, &model.upstream_id).ok_or_else(|| GatewayError::Internal {
+        message: "The Messages body is not a JSON object.".into(),
+    })?;
+    let version = &config.providers[model.provider].spec.anthropic_version;
+    let native = messages::native_headers(client, version);
+    // The client's headers replace the adapter's; one it did not send stays removed.
+    let replaced = |name: &str| name == "content-length" || native.iter().any(|(set, _)| set == name);
+    prepared
+        .request_headers
+        .retain(|edit| !matches!(edit, HeaderEdit::Set(name, _) | HeaderEdit::Remove(name) if replaced(name)));
+    for (name, value) in native {
+        prepared.request_headers.push(HeaderEdit::Set(Cow::Owned(name), value));
+    }
+    prepared
+        .request_headers
+        .push(HeaderEdit::Set(Cow::Borrowed("content-length"), body.len().to_string()));
+    prepared.body = body;
+    prepared.dropped = Vec::new();
+    Ok(prepared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +461,7 @@ mod tests {
             chain,
             stream: true,
             client_wants_usage: false,
+            native_messages: false,
             operation: Operation::ChatCompletions,
             max_tokens: None,
             trials: Vec::new(),
@@ -430,6 +487,11 @@ mod tests {
             ..plan
         };
         assert_eq!(AttemptPlan::decode(&with_trials.encode()), Some(with_trials.clone()));
+        let native = AttemptPlan {
+            native_messages: true,
+            ..with_trials.clone()
+        };
+        assert_eq!(AttemptPlan::decode(&native.encode()), Some(native));
         assert_eq!(with_trials.trial_for(2), Some(587_000_123));
         assert_eq!(with_trials.trial_for(1), None);
         assert_eq!(with_trials.unbegun_trials("1").collect::<Vec<_>>(), vec![(7, 9)]);
@@ -598,5 +660,61 @@ mod tests {
         assert_eq!(next_cluster(&config, &plan, 1), Some("anthropic"));
         assert_eq!(next_cluster(&config, &plan, 2), None);
         assert!(prepare_attempt(&config, &plan, 3, body, 0).is_err());
+    }
+
+    #[test]
+    fn a_native_messages_attempt_sends_the_clients_body_and_headers() {
+        let config = crate::testing::anthropic_kind_config();
+        let small = config.models[config.model_named("small").unwrap()].deployments[0];
+        let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
+        let plan = AttemptPlan {
+            native_messages: true,
+            ..plan(vec![small, medium])
+        };
+        assert!(!is_native(&config, &plan, small));
+        assert!(is_native(&config, &plan, medium));
+        let translated_only = AttemptPlan {
+            native_messages: false,
+            ..plan.clone()
+        };
+        assert!(!is_native(&config, &translated_only, medium));
+
+        let chat = br#"{"model":"auto","max_completion_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#;
+        let messages = br#"{"model":"auto","max_tokens":9,"top_k":3,"messages":[{"role":"user","content":"hi"}]}"#;
+        let client: HeaderMap = [("anthropic-beta", "tools-2024"), ("anthropic-version", "2023-06-01")]
+            .into_iter()
+            .collect();
+        let native = prepare_native_attempt(&config, &plan, 2, chat, messages, &client, 0).unwrap();
+        assert_eq!(native.deployment, medium);
+        assert_eq!(
+            native.body,
+            br#"{"model":"claude-haiku","max_tokens":9,"top_k":3,"messages":[{"role":"user","content":"hi"}]}"#
+                .to_vec()
+        );
+        let set = |name: &str| {
+            native.request_headers.iter().find_map(|edit| match edit {
+                HeaderEdit::Set(key, value) if key == name => Some(value.as_str()),
+                _ => None,
+            })
+        };
+        assert_eq!(set("x-api-key"), Some("sk-ant-from-env"));
+        assert_eq!(set(":path"), Some("/v1/messages"));
+        assert_eq!(set("anthropic-beta"), Some("tools-2024"));
+        assert_eq!(set("content-length"), Some(native.body.len().to_string().as_str()));
+        let lengths = native
+            .request_headers
+            .iter()
+            .filter(|edit| matches!(edit, HeaderEdit::Set(key, _) if key == "content-length"))
+            .count();
+        assert_eq!(lengths, 1);
+        // Without the client's version, the provider's.
+        let bare = prepare_native_attempt(&config, &plan, 2, chat, messages, &HeaderMap::default(), 0).unwrap();
+        assert!(bare.request_headers.contains(&HeaderEdit::Set(
+            Cow::Borrowed("anthropic-version"),
+            "2023-06-01".into()
+        )));
+        assert!(bare
+            .request_headers
+            .contains(&HeaderEdit::Remove(Cow::Borrowed("anthropic-beta"))));
     }
 }

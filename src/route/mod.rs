@@ -24,6 +24,7 @@ use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, Tier
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::health::Availability;
+use crate::ingress::{messages, responses, Ingress, Translated};
 use crate::providers::{Operation, CREDENTIAL_HEADERS};
 use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
 pub use attempts::{AttemptPlan, AttemptTrail};
@@ -126,8 +127,46 @@ pub enum Endpoint {
     ChatCompletions,
     Embeddings,
     Models,
+    /// Anthropic's `POST /v1/messages`, translated to chat.
+    Messages,
+    /// `POST /v1/messages/count_tokens`, answered by the gateway.
+    CountTokens,
+    /// OpenAI's `POST /v1/responses`, translated to chat.
+    Responses,
     /// Not Signalbox's: passed through to the Envoy route table untouched.
     Other,
+}
+
+impl Endpoint {
+    /// The client format of a request that is translated to chat (and its
+    /// answer back), or answered in that format's shape.
+    pub fn ingress(self) -> Option<Ingress> {
+        match self {
+            Endpoint::Messages => Some(Ingress::Messages),
+            Endpoint::CountTokens => Some(Ingress::CountTokens),
+            Endpoint::Responses => Some(Ingress::Responses),
+            Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Models | Endpoint::Other => None,
+        }
+    }
+
+    /// A request planned and sent to a provider (metrics, access log).
+    pub fn is_routed(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages | Endpoint::Responses
+        )
+    }
+
+    /// The endpoint's name in reports and the access log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
+            Endpoint::Responses => "responses",
+            Endpoint::ChatCompletions | Endpoint::Models | Endpoint::Other => "chat.completions",
+        }
+    }
 }
 
 pub fn endpoint(path: &str) -> Endpoint {
@@ -136,7 +175,12 @@ pub fn endpoint(path: &str) -> Endpoint {
         "/v1/chat/completions" | "/chat/completions" => Endpoint::ChatCompletions,
         "/v1/embeddings" | "/embeddings" => Endpoint::Embeddings,
         "/v1/models" | "/models" => Endpoint::Models,
-        _ => Endpoint::Other,
+        _ => match Ingress::for_path(path) {
+            Some(Ingress::Messages) => Endpoint::Messages,
+            Some(Ingress::CountTokens) => Endpoint::CountTokens,
+            Some(Ingress::Responses) => Endpoint::Responses,
+            Some(Ingress::Chat) | None => Endpoint::Other,
+        },
     }
 }
 
@@ -275,6 +319,7 @@ pub fn plan_chat(
         chain: decision.chain.clone(),
         stream,
         client_wants_usage: request.wants_stream_usage(),
+        native_messages: false,
         operation: Operation::ChatCompletions,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         // A tenant's output cap is also a default the provider must honour,
@@ -299,6 +344,66 @@ pub fn plan_chat(
         response_headers,
         explain,
         requested_model: request.model.as_str().to_string(),
+    })
+}
+
+/// A Messages or Responses request planned as the chat request it
+/// translates to: the router replaces the client's body with `chat_body`,
+/// and the chat pipeline (governance, failover, provider adapters, usage)
+/// takes it from there. A Messages request whose chain has an Anthropic
+/// link is marked `native_messages`: the router keeps the client's body
+/// for those attempts ([`attempts::prepare_native_attempt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranslatedPlan {
+    pub plan: RequestPlan,
+    pub chat_body: Vec<u8>,
+    /// What the client sent that chat cannot express (see [`Translated`]).
+    pub dropped: Vec<&'static str>,
+}
+
+/// Plans a request in another ingress format: validated once (a 400 names
+/// the field), translated to a chat body, then planned exactly as chat
+/// (model names, aliases and `auto` included). A request only the native
+/// API can take is refused here, before any provider sees it.
+pub fn plan_translated(
+    config: &Config,
+    ingress: Ingress,
+    body: &[u8],
+    headers: &HeaderMap,
+    hints: &ClientHints,
+    situation: &Situation<'_>,
+) -> Result<TranslatedPlan, GatewayError> {
+    let Translated {
+        body: chat_body,
+        dropped,
+    } = match ingress {
+        Ingress::Messages => messages::Request::parse(body)?.to_chat_body()?,
+        Ingress::Responses => responses::Request::parse(body)?.to_chat_body()?,
+        Ingress::Chat => Translated {
+            body: body.to_vec(),
+            dropped: Vec::new(),
+        },
+        Ingress::CountTokens => {
+            return Err(GatewayError::invalid(
+                "Token counts are answered by the gateway, not routed.",
+            ))
+        }
+    };
+    let mut plan = plan_chat(config, &chat_body, headers, hints, situation)?;
+    // Attempts on an Anthropic provider take the client's own body: the
+    // router keeps it only when the chain has such a link.
+    if ingress == Ingress::Messages {
+        plan.attempts.native_messages = true;
+        plan.attempts.native_messages = plan
+            .attempts
+            .chain
+            .iter()
+            .any(|deployment| attempts::is_native(config, &plan.attempts, *deployment));
+    }
+    Ok(TranslatedPlan {
+        plan,
+        chat_body,
+        dropped,
     })
 }
 
@@ -380,6 +485,7 @@ pub fn plan_embeddings(
         chain: decision.chain.clone(),
         stream: false,
         client_wants_usage: false,
+        native_messages: false,
         operation: Operation::Embeddings,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         max_tokens: None,

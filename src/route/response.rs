@@ -226,6 +226,21 @@ pub fn finish_buffered(
     finished
 }
 
+impl Finished {
+    /// A native attempt's body for its client (see
+    /// [`super::attempts::is_native`]): the provider's answer as it came,
+    /// already in the client's format, unless the gateway judged the attempt
+    /// otherwise (its status changed): then that judgement's error, in
+    /// Anthropic's shape.
+    pub fn native_body(&self, status: u16, body: &[u8]) -> Vec<u8> {
+        if self.status == status {
+            body.to_vec()
+        } else {
+            crate::ingress::messages::error_from_chat(self.status, &self.body)
+        }
+    }
+}
+
 fn next_has_larger_window(config: &Config, plan: &AttemptPlan, attempt: usize, deployment: DeploymentId) -> bool {
     let window = |deployment: DeploymentId| config.models[config.deployments[deployment].model].context_window;
     plan.deployment_for(attempt + 1)
@@ -253,6 +268,7 @@ mod tests {
                 .collect(),
             stream: false,
             client_wants_usage: false,
+            native_messages: false,
             operation: Operation::ChatCompletions,
             max_tokens: None,
             trials: Vec::new(),
@@ -541,5 +557,26 @@ mod tests {
             })),
             None
         );
+    }
+
+    #[test]
+    fn a_native_answer_passes_as_it_came_unless_judged_otherwise() {
+        let finished = Finished {
+            status: 200,
+            body: b"{\"object\":\"chat.completion\"}".to_vec(),
+            usage: None,
+            failure: None,
+        };
+        let native = br#"{"type":"message","content":[]}"#;
+        assert_eq!(finished.native_body(200, native), native.to_vec());
+        let judged = Finished {
+            status: RETRY_STATUS,
+            body:
+                br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#
+                    .to_vec(),
+            ..finished
+        };
+        let error: serde_json::Value = serde_json::from_slice(&judged.native_body(400, native)).unwrap();
+        assert_eq!(error["type"], "error");
     }
 }

@@ -303,6 +303,12 @@ fn endpoints_are_recognised_with_or_without_query_and_prefix() {
     assert_eq!(endpoint("/chat/completions/"), Endpoint::ChatCompletions);
     assert_eq!(endpoint("/v1/models"), Endpoint::Models);
     assert_eq!(endpoint("/healthz"), Endpoint::Other);
+    assert_eq!(endpoint("/v1/messages?beta=true"), Endpoint::Messages);
+    assert_eq!(endpoint("/v1/messages/count_tokens"), Endpoint::CountTokens);
+    assert_eq!(endpoint("/v1/responses"), Endpoint::Responses);
+    assert_eq!(endpoint("/v1/responses/resp_1"), Endpoint::Other);
+    assert_eq!(Endpoint::Messages.ingress(), Some(crate::ingress::Ingress::Messages));
+    assert_eq!(Endpoint::ChatCompletions.ingress(), None);
     assert_eq!(endpoint(""), Endpoint::Other);
 }
 
@@ -390,6 +396,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         chain: vec![2, 1],
         stream: false,
         client_wants_usage: false,
+        native_messages: false,
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),
@@ -649,4 +656,65 @@ fn a_provider_that_cannot_express_the_request_is_left_out_of_the_chain() {
     let refused = plan_with(&config, named, &client_headers(), &ClientHints::default()).unwrap_err();
     assert_eq!(refused.status(), 400);
     assert!(refused.to_string().contains("web_search"), "{refused}");
+}
+
+fn plan_ingress(ingress: Ingress, body: serde_json::Value) -> Result<TranslatedPlan, GatewayError> {
+    let body = body.to_string().into_bytes();
+    let config = crate::testing::anthropic_kind_config();
+    let situation = Situation::open(&ALL_HEALTHY, 0);
+    plan_translated(
+        &config,
+        ingress,
+        &body,
+        &client_headers(),
+        &ClientHints::default(),
+        &situation,
+    )
+}
+
+#[test]
+fn messages_and_responses_requests_are_planned_as_the_chat_they_translate_to() {
+    let messages = serde_json::json!({"model": "auto", "max_tokens": 100, "stream": true,
+        "system": "Be brief.", "messages": [{"role": "user", "content": "hi, thanks!"}]});
+    let translated = plan_ingress(Ingress::Messages, messages).unwrap();
+    assert_eq!(chain_models(&translated.plan)[0], "small");
+    assert_eq!(translated.plan.requested_model, "auto");
+    assert!(translated.plan.attempts.stream);
+    // The answer's usage is needed for the format's closing events.
+    assert!(translated.plan.attempts.client_wants_usage);
+    let chat: serde_json::Value = serde_json::from_slice(&translated.chat_body).unwrap();
+    assert_eq!(chat["messages"][0]["role"], "system");
+    assert_eq!(chat["max_completion_tokens"], 100);
+
+    // The chain (small, then medium at Anthropic) has a native link.
+    assert!(translated.plan.attempts.native_messages);
+    let config = crate::testing::anthropic_kind_config();
+    let native: Vec<bool> = translated
+        .plan
+        .attempts
+        .chain
+        .iter()
+        .map(|deployment| attempts::is_native(&config, &translated.plan.attempts, *deployment))
+        .collect();
+    assert!(native.contains(&true) && native.contains(&false), "{native:?}");
+
+    let responses = serde_json::json!({"model": "large", "input": "hi", "max_output_tokens": 50});
+    let translated = plan_ingress(Ingress::Responses, responses).unwrap();
+    assert_eq!(chain_models(&translated.plan)[0], "large");
+    assert!(!translated.plan.attempts.stream);
+    assert!(!translated.plan.attempts.native_messages);
+}
+
+#[test]
+fn ingress_requests_chat_cannot_express_get_no_plan() {
+    let missing_max_tokens = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+    let error = plan_ingress(Ingress::Messages, missing_max_tokens).unwrap_err();
+    assert_eq!(error.status(), 400);
+    let stateful = serde_json::json!({"model": "auto", "input": "hi", "previous_response_id": "resp_1"});
+    assert_eq!(plan_ingress(Ingress::Responses, stateful).unwrap_err().status(), 400);
+    let unknown =
+        serde_json::json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(plan_ingress(Ingress::Messages, unknown).unwrap_err().status(), 404);
+    let count = serde_json::json!({"model": "auto", "messages": []});
+    assert!(plan_ingress(Ingress::CountTokens, count).is_err());
 }

@@ -1,0 +1,293 @@
+"""Coding agents through the gateway: Anthropic's Messages API (Claude Code)
+and OpenAI's Responses API (Codex), driven with the official SDKs through the
+real Envoy. Both are translated to chat, routed and governed like chat, sent
+to OpenAI- and Anthropic-kind mocks, and answered in the client's format."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import openai
+import pytest
+import requests
+
+from tests.gateway import DEMO_KEY, REQUEST_TIMEOUT_S, demo_plugin_config
+
+# model name -> (mock instance, model id the provider receives, path it is called on)
+MODELS = {
+    "gpt": ("openai", "gpt-4o-mini", "/v1/chat/completions"),
+    "claude": ("anthropic", "claude-sonnet-4-5", "/v1/messages"),
+}
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather of a city",
+    "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}
+
+
+def agents_config() -> dict:
+    return {
+        "explain": "always",
+        # Claude Code asks for its own model names: one of them routes by complexity.
+        "auto_models": ["auto", "claude-sonnet-4-6"],
+        "providers": {
+            "openai": {"cluster": "openai", "api_key": "sk-openai"},
+            "anthropic": {"kind": "anthropic", "cluster": "anthropic", "api_key": "sk-ant"},
+        },
+        "models": {
+            "gpt": {"provider": "openai", "id": "gpt-4o-mini"},
+            "claude": {"provider": "anthropic", "id": "claude-sonnet-4-5", "fallbacks": ["gpt"]},
+        },
+        "tiers": [{"name": "all", "models": ["gpt"]}],
+    }
+
+
+@pytest.fixture
+def agents(start_gateway):
+    return start_gateway(agents_config())
+
+
+def claude_client(gateway, key: str = "unused") -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=REQUEST_TIMEOUT_S)
+
+
+def openai_client(gateway, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=REQUEST_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_anthropic_sdk_messages_create(agents, model):
+    instance, model_id, path = MODELS[model]
+    raw = claude_client(agents).messages.with_raw_response.create(
+        model=model, max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "Say hello"}]
+    )
+    message = raw.parse()
+    assert message.type == "message" and message.role == "assistant"
+    assert message.content[0].text == f"[{instance}/{model_id}] Say hello"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert raw.headers["x-signalbox-provider"] == instance
+    assert raw.headers["x-signalbox-model"] == model
+    received = agents.last_request(instance)
+    assert received.path == path
+    assert received.json["model"] == model_id
+    # The client's key never reaches the provider; the gateway's does.
+    assert "unused" not in json.dumps(received.headers)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_anthropic_sdk_tool_round_trip(agents, model):
+    instance, model_id, _ = MODELS[model]
+    client = claude_client(agents)
+    question = {"role": "user", "content": "Weather in Paris"}
+    first = client.messages.create(model=model, max_tokens=100, tools=[WEATHER_TOOL], messages=[question])
+    assert first.stop_reason == "tool_use"
+    call = next(block for block in first.content if block.type == "tool_use")
+    assert call.name == "get_weather"
+    assert call.input == {"query": "Weather in Paris"}
+    second = client.messages.create(
+        model=model,
+        max_tokens=100,
+        tools=[WEATHER_TOOL],
+        messages=[
+            question,
+            {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21C"}]},
+        ],
+    )
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].text == f"[{instance}/{model_id}] tool result: Sunny, 21C"
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_anthropic_sdk_stream(agents, model):
+    instance, model_id, _ = MODELS[model]
+    with claude_client(agents).messages.stream(
+        model=model, max_tokens=100, messages=[{"role": "user", "content": "Stream me a short answer please"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+        headers = stream.response.headers
+    assert text == f"[{instance}/{model_id}] Stream me a short answer please"
+    assert final.content[0].text == text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["x-signalbox-provider"] == instance
+
+
+def test_anthropic_sdk_streams_tool_calls(agents):
+    with claude_client(agents).messages.stream(
+        model="gpt", max_tokens=100, tools=[WEATHER_TOOL], messages=[{"role": "user", "content": "Weather in Oslo"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    call = next(block for block in final.content if block.type == "tool_use")
+    assert call.input == {"query": "Weather in Oslo"}
+
+
+def test_claude_codes_model_names_route_by_complexity(agents):
+    raw = claude_client(agents).messages.with_raw_response.create(
+        model="claude-sonnet-4-6", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.parse().content[0].text.startswith("[openai/gpt-4o-mini] ")
+    assert raw.headers["x-signalbox-tier"] == "all"
+
+
+def test_count_tokens_is_answered_by_the_gateway(agents):
+    count = claude_client(agents).messages.count_tokens(
+        model="claude", system="Be brief.", messages=[{"role": "user", "content": "Count the tokens of this prompt"}]
+    )
+    assert count.input_tokens > 0
+    assert agents.mocks.requests() == []
+
+
+def test_openai_sdk_responses_create(agents):
+    for model, (instance, model_id, path) in MODELS.items():
+        response = openai_client(agents).responses.create(model=model, instructions="Be brief.", input="Say hello")
+        assert response.status == "completed"
+        assert response.output_text == f"[{instance}/{model_id}] Say hello"
+        assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+        assert agents.last_request(instance).path == path
+
+
+def test_openai_sdk_responses_stream(agents):
+    for model, (instance, model_id, _) in MODELS.items():
+        stream = openai_client(agents).responses.create(model=model, input="Stream me a short answer please", stream=True)
+        events = list(stream)
+        text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+        assert text == f"[{instance}/{model_id}] Stream me a short answer please"
+        assert events[0].type == "response.created"
+        completed = events[-1]
+        assert completed.type == "response.completed"
+        assert completed.response.output_text == text
+        assert completed.response.usage.output_tokens > 0
+
+
+def test_a_malformed_messages_body_gets_anthropics_error_and_reaches_no_provider(agents):
+    # max_tokens is required by the Messages API.
+    response = agents.post("/v1/messages", {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError):
+        claude_client(agents).messages.create(model="gpt", max_tokens=10, messages=[{"role": "robot", "content": "hi"}])
+    with pytest.raises(anthropic.NotFoundError):
+        claude_client(agents).messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        openai_client(agents).responses.create(model="gpt", input="hi", previous_response_id="resp_1")
+    assert agents.mocks.requests() == []
+
+
+def test_provider_errors_come_back_in_the_clients_shape(agents):
+    agents.mocks.set_behavior("openai", {"status": 400, "message": "bad things"})
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        claude_client(agents).messages.create(model="gpt", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.body["type"] == "error"
+    assert raised.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_an_exhausted_chain_is_an_anthropic_overloaded_or_api_error(agents):
+    agents.mocks.set_behavior("openai", {"status": 503})
+    response = agents.post(
+        "/v1/messages", {"model": "gpt", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert response.status_code >= 500
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] in ("overloaded_error", "api_error")
+
+
+def test_messages_fail_over_from_anthropic_to_openai(agents):
+    agents.mocks.set_behavior("anthropic", {"status": 500})
+    raw = claude_client(agents).messages.with_raw_response.create(
+        model="claude", max_tokens=50, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert raw.parse().content[0].text == "[openai/gpt-4o-mini] Say hello"
+    assert raw.headers["x-signalbox-provider"] == "openai"
+    assert "2" in raw.headers["x-signalbox-attempts"]
+
+
+def test_the_demo_governs_agents_with_virtual_keys(gateway):
+    raw = claude_client(gateway, DEMO_KEY).messages.with_raw_response.create(
+        model="auto", max_tokens=50, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert raw.parse().content[0].text
+    assert any(name.startswith("x-signalbox-") for name in raw.headers)
+    # Older Anthropic clients send the key as x-api-key.
+    response = requests.post(
+        gateway.url + "/v1/messages",
+        json={"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "content": "Say hello"}]},
+        headers={"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "message"
+    with pytest.raises(anthropic.AuthenticationError) as raised:
+        claude_client(gateway, "sk-wrong-key").messages.create(
+            model="auto", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.body["error"]["type"] == "authentication_error"
+    answer = openai_client(gateway, DEMO_KEY).responses.create(model="auto", input="Say hello")
+    assert answer.output_text
+
+
+def test_messages_to_an_anthropic_provider_pass_through_natively(agents):
+    client = claude_client(agents)
+    system = [{"type": "text", "text": "You are a careful assistant.", "cache_control": {"type": "ephemeral"}}]
+    raw = client.messages.with_raw_response.create(
+        model="claude",
+        max_tokens=100,
+        extra_body={"top_k": 5},
+        system=system,
+        messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    message = raw.parse()
+    assert message.content[0].text == "[anthropic/claude-sonnet-4-5] Say hello"
+    assert message.usage.output_tokens > 0
+    received = agents.last_request("anthropic")
+    assert received.path == "/v1/messages"
+    # The client's own body, with only the model replaced: what chat cannot express survives.
+    assert received.json["model"] == "claude-sonnet-4-5"
+    assert received.json["top_k"] == 5
+    assert received.json["system"] == system
+    assert received.header("anthropic-beta") == "prompt-caching-2024-07-31"
+    assert received.header("x-api-key") == "sk-ant"
+    assert "unused" not in json.dumps(received.headers)
+    assert raw.headers["x-signalbox-provider"] == "anthropic"
+    with client.messages.stream(
+        model="claude",
+        max_tokens=100,
+        extra_body={"top_k": 5},
+        messages=[{"role": "user", "content": "Stream me a short answer please"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "[anthropic/claude-sonnet-4-5] Stream me a short answer please"
+    assert final.usage.output_tokens > 0
+    assert agents.last_request("anthropic").json["top_k"] == 5
+
+
+def test_native_usage_is_billed(start_gateway):
+    # The agents config, governed as the demo is (usage shown in headers).
+    config = agents_config()
+    governance = demo_plugin_config()["governance"]
+    config["governance"] = {
+        "tenants": {"team": governance["tenants"]["team"]},
+        "keys": [key for key in governance["keys"] if key["tenant"] == "team"],
+    }
+    config["models"]["claude"]["price"] = {"input": 3, "output": 15}
+    gateway = start_gateway(config)
+    raw = claude_client(gateway, DEMO_KEY).messages.with_raw_response.create(
+        model="claude", max_tokens=50, extra_body={"top_k": 5}, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    message = raw.parse()
+    assert gateway.last_request("anthropic").json["top_k"] == 5
+    assert raw.headers["x-signalbox-provider"] == "anthropic"
+    assert int(raw.headers["x-signalbox-output-tokens"]) == message.usage.output_tokens > 0
+    assert int(raw.headers["x-signalbox-input-tokens"]) == message.usage.input_tokens > 0
+    assert float(raw.headers["x-signalbox-cost-usd"]) > 0
