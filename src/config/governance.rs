@@ -537,7 +537,15 @@ pub fn resolve(
                 cluster: alerts.cluster.clone(),
                 path: alerts.path.clone(),
                 authority: alerts.authority.clone().unwrap_or_else(|| alerts.cluster.clone()),
-                timeout_ms: alerts.timeout_ms.unwrap_or(5_000).max(1),
+                timeout_ms: match alerts.timeout_ms.unwrap_or(5_000) {
+                    timeout @ 1..=60_000 => timeout,
+                    _ => {
+                        return Err(ConfigError::new(
+                            "governance.alerts.timeout_ms",
+                            "must be between 1 and 60000",
+                        ))
+                    }
+                },
             })
         }
     };
@@ -566,7 +574,15 @@ pub fn resolve(
         store,
         keys: KeyRing::new(keys),
         alerts,
-        default_output_reservation: raw.default_output_reservation.unwrap_or(1_024).max(1),
+        default_output_reservation: match raw.default_output_reservation.unwrap_or(1_024) {
+            0 => {
+                return Err(ConfigError::new(
+                    "governance.default_output_reservation",
+                    "must be greater than 0",
+                ))
+            }
+            tokens => tokens,
+        },
         test_clock_header,
     })
 }

@@ -670,22 +670,33 @@ fn resolve_resilience(raw: &RawResilience) -> Result<Resilience, ConfigError> {
             "must be at least open_ms",
         ));
     }
+    let consecutive_failures = positive(
+        "resilience.breaker.consecutive_failures",
+        breaker.consecutive_failures.map(u64::from),
+        u64::from(breaker_defaults.consecutive_failures),
+    )?;
+    let half_open_trials = positive(
+        "resilience.breaker.half_open_trials",
+        breaker.half_open_trials.map(u64::from),
+        u64::from(breaker_defaults.half_open_trials),
+    )?;
+    let min_requests = match breaker.min_requests {
+        None => breaker_defaults.min_requests,
+        Some(value) if value.is_finite() && value >= 1.0 => value,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "resilience.breaker.min_requests",
+                "must be a number of at least 1",
+            ))
+        }
+    };
     let breaker = BreakerSettings {
-        consecutive_failures: breaker
-            .consecutive_failures
-            .unwrap_or(breaker_defaults.consecutive_failures)
-            .max(1),
+        consecutive_failures: u16::try_from(consecutive_failures).unwrap_or(u16::MAX),
         failure_rate,
-        min_requests: breaker
-            .min_requests
-            .filter(|value| value.is_finite() && *value >= 1.0)
-            .unwrap_or(breaker_defaults.min_requests),
+        min_requests,
         open_ms,
         max_open_ms,
-        half_open_trials: breaker
-            .half_open_trials
-            .unwrap_or(breaker_defaults.half_open_trials)
-            .max(1),
+        half_open_trials: u8::try_from(half_open_trials).unwrap_or(u8::MAX),
     };
     let probes = match &raw.probes {
         None => None,

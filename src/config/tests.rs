@@ -224,6 +224,21 @@ fn resilience_and_strategy_settings_are_validated() {
             "resilience.probes.interval_ms",
         ),
         (
+            sample_with(
+                "/resilience",
+                serde_json::json!({"breaker": {"consecutive_failures": 0}}),
+            ),
+            "resilience.breaker.consecutive_failures",
+        ),
+        (
+            sample_with("/resilience", serde_json::json!({"breaker": {"half_open_trials": 0}})),
+            "resilience.breaker.half_open_trials",
+        ),
+        (
+            sample_with("/resilience", serde_json::json!({"breaker": {"min_requests": 0.5}})),
+            "resilience.breaker.min_requests",
+        ),
+        (
             sample_with("/tiers/2/strategy", serde_json::json!("weighted")),
             "tiers[2].weights",
         ),
@@ -292,6 +307,32 @@ fn the_shipped_module_refuses_a_test_clock() {
         let err = parsed.unwrap_err();
         assert_eq!(err.path, "governance.test_clock_header");
     }
+}
+
+#[test]
+fn governance_numbers_out_of_range_are_refused_not_raised() {
+    let with = |governance: serde_json::Value| {
+        let config = serde_json::json!({
+            "providers": {"p": {"cluster": "c"}},
+            "models": {"m": {"provider": "p"}},
+            "tiers": [{"name": "all", "models": ["m"]}],
+            "governance": governance,
+        });
+        Config::parse(config.to_string().as_bytes(), &|_| None)
+            .map(|_| ())
+            .unwrap_err()
+            .path
+    };
+    assert_eq!(
+        with(serde_json::json!({"tenants": {"t": {}}, "keys": [], "default_output_reservation": 0})),
+        "governance.default_output_reservation"
+    );
+    let alerts = |timeout_ms: u64| {
+        serde_json::json!({"tenants": {"t": {}}, "keys": [],
+            "alerts": {"cluster": "a", "path": "/hook", "timeout_ms": timeout_ms}})
+    };
+    assert_eq!(with(alerts(0)), "governance.alerts.timeout_ms");
+    assert_eq!(with(alerts(600_000)), "governance.alerts.timeout_ms");
 }
 
 #[test]
