@@ -10,6 +10,7 @@ import time
 import requests
 
 from tests.gateway import chat_body, retry_policy
+from tests.test_billing import wait_for
 from tests.test_governance import governed, spend
 
 KEY = "sk-bounds-team-1"
@@ -23,16 +24,6 @@ PROMPT = " ".join(["abc"] * WORDS)
 
 def team(**tenant) -> dict:
     return governed({"team": tenant}, {KEY: ("team", "ann")})
-
-
-def wait_for(condition, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    return condition()
 
 
 def settled_quota(gateway) -> dict | None:
