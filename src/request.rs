@@ -244,6 +244,12 @@ pub struct ChatRequest<'a> {
     pub frequency_penalty: Option<f64>,
     #[serde(default, borrow)]
     pub stop: Option<&'a RawValue>,
+    /// Who the end user is (raw JSON): a conversation key for affinity.
+    #[serde(default, borrow)]
+    pub user: Option<&'a RawValue>,
+    /// OpenAI's key for its prompt cache (raw JSON): also one for affinity.
+    #[serde(default, borrow)]
+    pub prompt_cache_key: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]

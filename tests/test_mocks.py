@@ -290,6 +290,28 @@ def test_anthropic_prompt_cache_usage(mocks):
     assert first["input_tokens"] == second["input_tokens"] == 10
 
 
+def test_anthropic_prompt_cache_reads_the_earlier_turns_prefix_per_key(mocks):
+    def turn(texts: list[str]) -> dict:
+        messages = []
+        for index, text in enumerate(texts):
+            block = {"type": "text", "text": text}
+            if index == len(texts) - 1:
+                block["cache_control"] = {"type": "ephemeral"}  # as Claude Code marks the newest turn
+            messages.append({"role": "user" if index % 2 == 0 else "assistant", "content": [block]})
+        return {**CLAUDE, "messages": messages}
+
+    def usage(texts: list[str], key: str) -> tuple[int, int]:
+        reply = post(mocks, "anthropic", "/v1/messages", turn(texts), headers={"x-api-key": key}).json()["usage"]
+        return reply["cache_read_input_tokens"], reply["cache_creation_input_tokens"]
+
+    first_read, first_written = usage(["one two three"], "k1")
+    assert first_read == 0 and first_written > 0
+    read, written = usage(["one two three", "four", "five six"], "k1")
+    assert read == first_written, "the second turn reads the first turn's prefix"
+    assert written > 0, "and writes its own new blocks"
+    assert usage(["one two three", "four", "five six"], "k2")[0] == 0, "another key has its own cache"
+
+
 # --- Gemini ---------------------------------------------------------------------------
 
 GEMINI = {

@@ -3,6 +3,7 @@
 //! indexes, regexes and the classifier compiled, secrets wrapped so they
 //! cannot be printed. Every problem is a [`ConfigError`] naming the field.
 
+pub mod affinity;
 pub mod governance;
 pub mod raw;
 
@@ -191,6 +192,7 @@ pub struct Config {
     pub admin_keys: Vec<AdminKey>,
     pub governance: Option<governance::Governance>,
     pub observability: Observability,
+    pub affinity: Option<affinity::Affinity>,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
@@ -363,6 +365,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         })
         .transpose()?;
     let observability = resolve_observability(&raw.observability)?;
+    let affinity = affinity::resolve(raw.affinity.as_ref())?;
     for (field, path, example) in [
         ("health_path", &raw.health_path, "/signalbox/health"),
         ("spend_path", &raw.spend_path, "/signalbox/spend"),
@@ -409,6 +412,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         admin_keys,
         governance,
         observability,
+        affinity,
         model_by_name,
         tier_by_name,
     })

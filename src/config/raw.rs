@@ -51,6 +51,9 @@ pub struct RawConfig {
     pub admin_keys: Vec<RawAdminKey>,
     #[serde(default)]
     pub observability: RawObservability,
+    /// Keep a conversation's turns on one deployment (prompt caches).
+    #[serde(default)]
+    pub affinity: Option<super::affinity::RawAffinity>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -158,7 +158,8 @@ fn maximal_sample() -> Value {
         "health_path": "/signalbox/health",
         "spend_path": "/signalbox/spend",
         "admin_keys": [{"name": "ops", "sha256": digest("sk-admin-ops")}],
-        "observability": {"metrics": true, "access_log": true, "gauge_interval_ms": 5_000, "audit_max_chars": 2_000}
+        "observability": {"metrics": true, "access_log": true, "gauge_interval_ms": 5_000, "audit_max_chars": 2_000},
+        "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id"}
     });
     #[cfg(feature = "test-clock")]
     {

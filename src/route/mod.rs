@@ -8,6 +8,7 @@
 //! tier caps: above its `max_tier` it is refused, above its downgrade tier
 //! in force that tier serves it (see [`select::named_model`]).
 
+pub mod affinity;
 pub mod attempts;
 pub mod chain;
 pub mod response;
@@ -19,6 +20,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::classify::{Classification, Language};
+use crate::config::affinity::AffinitySource;
 use crate::config::governance::Tenant;
 use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
@@ -38,6 +40,8 @@ pub const HEADER_TIER: &str = "x-signalbox-tier";
 pub const HEADER_SCORE: &str = "x-signalbox-score";
 pub const HEADER_SIGNALS: &str = "x-signalbox-signals";
 pub const HEADER_REASON: &str = "x-signalbox-reason";
+/// With explanations: what named the conversation the deployment was kept for.
+pub const HEADER_AFFINITY: &str = "x-signalbox-affinity";
 pub const HEADER_EXPLAIN: &str = "x-signalbox-explain";
 pub const HEADER_ROUTE: &str = "x-signalbox-route";
 pub const HEADER_ATTEMPTS: &str = "x-signalbox-attempts";
@@ -98,6 +102,8 @@ pub struct RoutingDecision {
     pub max_output_tokens: Option<u64>,
     /// Answers asked for (`n`): each may use the output budget.
     pub choices: u64,
+    /// What named the conversation this request's draw came from.
+    pub affinity: Option<AffinitySource>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -475,6 +481,7 @@ pub fn plan_embeddings(
         prompt_tokens: estimated_tokens,
         max_output_tokens: Some(0),
         choices: 1,
+        affinity: None,
     };
     if decision.chain.is_empty() {
         return Err(GatewayError::NoUsableModel {
@@ -536,17 +543,32 @@ fn downstream_edits(config: &Config, attempts: &AttemptPlan, headers: &HeaderMap
     edits
 }
 
-/// The draw for this request: the sticky header's hash when the tier names
-/// one and the client sent it (one user, one model), else the random draw.
-fn draw_for(config: &Config, tier: Option<TierId>, headers: &HeaderMap, random: u64) -> u64 {
+/// The draw for this request, and the affinity source that fixed it: the
+/// tier's sticky header (one user, one model) first, then the request's
+/// conversation ([`affinity`]), else the random draw.
+fn draw_for(
+    config: &Config,
+    tier: Option<TierId>,
+    request: &ChatRequest<'_>,
+    headers: &HeaderMap,
+    random: u64,
+) -> (u64, Option<AffinitySource>) {
     let sticky = tier
         .and_then(|tier| config.tiers[tier].sticky_header.as_deref())
         .and_then(|name| headers.get(name));
-    match sticky {
-        Some(value) => value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+    if let Some(value) = sticky {
+        let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
-        }),
-        None => random,
+        });
+        return (hash, None);
+    }
+    match config
+        .affinity
+        .as_ref()
+        .and_then(|affinity| affinity::draw(affinity, request, headers))
+    {
+        Some((draw, source)) => (draw, Some(source)),
+        None => (random, None),
     }
 }
 
@@ -734,7 +756,7 @@ fn decide(
         Primary::Tier(tier) => Some(tier),
         Primary::Model(_) => None,
     };
-    let draw = draw_for(config, tier, headers, situation.draw);
+    let (draw, affinity) = draw_for(config, tier, request, headers, situation.draw);
     let basis = CostBasis {
         prompt_tokens: requirements.tokens,
         output_tokens: max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
@@ -761,6 +783,7 @@ fn decide(
         prompt_tokens: requirements.tokens.saturating_sub(max_output_tokens.unwrap_or(0)),
         max_output_tokens,
         choices: request.choices(),
+        affinity,
     })
 }
 
@@ -804,6 +827,9 @@ fn decision_headers(config: &Config, decision: &RoutingDecision, explain: bool) 
         headers.push((HEADER_SIGNALS, classification.explain()));
     }
     headers.push((HEADER_REASON, decision_reason(config, decision)));
+    if let Some(source) = decision.affinity {
+        headers.push((HEADER_AFFINITY, source.name().to_string()));
+    }
     headers
 }
 
@@ -911,3 +937,6 @@ mod tests;
 
 #[cfg(test)]
 mod credential_tests;
+
+#[cfg(test)]
+mod affinity_tests;

@@ -1,9 +1,13 @@
 """Anthropic Messages API: POST {prefix}/v1/messages, whole JSON or SSE stream.
 
-Prompt caching is modelled so cache usage fields carry real numbers: the prompt
-up to the last block marked with cache_control is "written" to a per-instance
-cache the first time and "read" from it on later identical prefixes (no
-minimum length, unlike the real service).
+Prompt caching is modelled so cache usage fields carry real numbers, as the
+service does it: each block marked with cache_control ends a prefix that is
+"written" to a cache of this instance and API key; a later request "reads" the
+longest cached prefix its own blocks start with (looking back at most 20 blocks
+from its last breakpoint) and writes the rest up to that breakpoint. A
+conversation that grows turn by turn therefore reads what the previous turn
+wrote, but only on the instance and key that saw it. No minimum length,
+unlike the real service.
 """
 
 from __future__ import annotations
@@ -92,18 +96,31 @@ def _parse(body: dict) -> tuple[Prompt, list[tuple[int, bool, dict]]]:
     return prompt, cache_units
 
 
+# How many blocks before a breakpoint the service checks for an earlier cached prefix.
+CACHE_LOOKBACK_BLOCKS = 20
+
+
 def _cache_usage(call: Call, model: str, units: list[tuple[int, bool, dict]]) -> tuple[int, int]:
     """(cache_read_input_tokens, cache_creation_input_tokens) for this request."""
     marked = [i for i, (_, is_marked, _) in enumerate(units) if is_marked]
     if not marked:
         return 0, 0
-    prefix = units[: marked[-1] + 1]
-    tokens = sum(t for t, _, _ in prefix)
-    key = hashlib.sha256(compact_json([model, [block for _, _, block in prefix]]).encode()).hexdigest()
-    if key in call.prompt_cache:
-        return tokens, 0
-    call.prompt_cache.add(key)
-    return 0, tokens
+    key = call.request.header("x-api-key") or ""
+    digests, running = [], hashlib.sha256(compact_json([model, key]).encode())
+    for _, _, block in units[: marked[-1] + 1]:
+        # The marker is not content: a block cached once marked matches it unmarked.
+        running.update(compact_json({k: v for k, v in block.items() if k != "cache_control"}).encode())
+        digests.append(running.copy().hexdigest())
+    end = marked[-1]
+    hit = next(
+        (i for i in range(end, max(-1, end - CACHE_LOOKBACK_BLOCKS), -1) if digests[i] in call.prompt_cache),
+        None,
+    )
+    read = sum(t for t, _, _ in units[: hit + 1]) if hit is not None else 0
+    for i in marked:
+        call.prompt_cache.add(digests[i])
+    total = sum(t for t, _, _ in units[: end + 1])
+    return read, total - read
 
 
 def messages(call: Call) -> Answer:
