@@ -7,7 +7,7 @@ use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
 use crate::health::{AttemptOutcome, FailureKind};
 use crate::providers::{self, Operation};
-use crate::route::attempts::{call_for, AttemptPlan};
+use crate::route::attempts::{call_for, AttemptPlan, NativeApi};
 
 /// Shared-data key of the lease that elects the probing VM.
 pub const LEASE_KEY: &str = "signalbox/v1/lease/probes";
@@ -34,7 +34,7 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         chain: vec![deployment],
         stream: false,
         client_wants_usage: false,
-        native_messages: false,
+        native: NativeApi::None,
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),

@@ -143,13 +143,17 @@ def test_count_tokens_is_answered_by_the_gateway(agents):
     assert agents.mocks.requests() == []
 
 
+# OpenAI itself takes a Responses request as it came; other providers get chat.
+RESPONSES_PATHS = {"gpt": "/v1/responses", "claude": "/v1/messages"}
+
+
 def test_openai_sdk_responses_create(agents):
-    for model, (instance, model_id, path) in MODELS.items():
+    for model, (instance, model_id, _) in MODELS.items():
         response = openai_client(agents).responses.create(model=model, instructions="Be brief.", input="Say hello")
         assert response.status == "completed"
         assert response.output_text == f"[{instance}/{model_id}] Say hello"
         assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
-        assert agents.last_request(instance).path == path
+        assert agents.last_request(instance).path == RESPONSES_PATHS[model]
 
 
 def test_openai_sdk_responses_stream(agents):
@@ -177,8 +181,6 @@ def test_a_malformed_messages_body_gets_anthropics_error_and_reaches_no_provider
         claude_client(agents).messages.create(model="gpt", max_tokens=10, messages=[{"role": "robot", "content": "hi"}])
     with pytest.raises(anthropic.NotFoundError):
         claude_client(agents).messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError):
-        openai_client(agents).responses.create(model="gpt", input="hi", previous_response_id="resp_1")
     assert agents.mocks.requests() == []
 
 
@@ -273,13 +275,7 @@ def test_messages_to_an_anthropic_provider_pass_through_natively(agents):
 
 
 def test_native_usage_is_billed(start_gateway):
-    # The agents config, governed as the demo is (usage shown in headers).
-    config = agents_config()
-    governance = demo_plugin_config()["governance"]
-    config["governance"] = {
-        "tenants": {"team": governance["tenants"]["team"]},
-        "keys": [key for key in governance["keys"] if key["tenant"] == "team"],
-    }
+    config = governed(agents_config())
     config["models"]["claude"]["price"] = {"input": 3, "output": 15}
     gateway = start_gateway(config)
     raw = claude_client(gateway, DEMO_KEY).messages.with_raw_response.create(
@@ -291,3 +287,88 @@ def test_native_usage_is_billed(start_gateway):
     assert int(raw.headers["x-signalbox-output-tokens"]) == message.usage.output_tokens > 0
     assert int(raw.headers["x-signalbox-input-tokens"]) == message.usage.input_tokens > 0
     assert float(raw.headers["x-signalbox-cost-usd"]) > 0
+
+
+def governed(config: dict) -> dict:
+    """`config` governed as the demo is (the team tenant, usage in headers)."""
+    governance = demo_plugin_config()["governance"]
+    return {
+        **config,
+        "governance": {
+            "tenants": {"team": governance["tenants"]["team"]},
+            "keys": [key for key in governance["keys"] if key["tenant"] == "team"],
+        },
+    }
+
+
+def test_responses_to_openai_pass_through_natively_and_are_billed(start_gateway):
+    config = governed(agents_config())
+    config["models"]["gpt"]["price"] = {"input": 0.15, "output": 0.6}
+    gateway = start_gateway(config)
+    raw = openai_client(gateway, DEMO_KEY).responses.with_raw_response.create(
+        model="gpt", input="Say hello", reasoning={"effort": "low"}, store=False, include=["reasoning.encrypted_content"]
+    )
+    response = raw.parse()
+    assert response.output_text == "[openai/gpt-4o-mini] Say hello"
+    received = gateway.last_request("openai")
+    assert received.path == "/v1/responses"
+    # The client's own body, model replaced: what chat cannot express reaches OpenAI.
+    assert received.json["model"] == "gpt-4o-mini"
+    assert received.json["reasoning"] == {"effort": "low"}
+    assert received.json["include"] == ["reasoning.encrypted_content"]
+    assert received.header("authorization") == "Bearer sk-openai"
+    assert raw.headers["x-signalbox-provider"] == "openai"
+    assert int(raw.headers["x-signalbox-output-tokens"]) == response.usage.output_tokens > 0
+    assert int(raw.headers["x-signalbox-input-tokens"]) == response.usage.input_tokens > 0
+    assert float(raw.headers["x-signalbox-cost-usd"]) > 0
+
+
+def test_a_stateful_responses_request_goes_only_to_openai(agents):
+    # `claude` falls back to `gpt`: only that OpenAI link can load a stored response.
+    response = openai_client(agents).responses.create(model="claude", input="And then?", previous_response_id="resp_1")
+    assert response.output_text == "[openai/gpt-4o-mini] And then?"
+    assert response.previous_response_id == "resp_1"
+    assert agents.last_request("openai").json["previous_response_id"] == "resp_1"
+    assert agents.mocks.requests("anthropic") == []
+
+
+def test_a_stateful_responses_request_without_an_openai_link_is_refused(start_gateway):
+    config = agents_config()
+    config["models"]["claude"]["fallbacks"] = []
+    gateway = start_gateway(config)
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_client(gateway).responses.create(model="claude", input="hi", previous_response_id="resp_1")
+    assert "previous_response_id" in raised.value.message
+    with pytest.raises(openai.BadRequestError):
+        openai_client(gateway).responses.create(model="claude", input="news?", tools=[{"type": "web_search"}])
+    assert gateway.mocks.requests() == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_fail_over_from_openai_to_anthropic_and_come_back_translated(start_gateway, stream):
+    config = agents_config()
+    config["models"]["gpt"]["fallbacks"] = ["claude"]
+    gateway = start_gateway(config)
+    gateway.mocks.set_behavior("openai", {"status": 500})
+    raw = openai_client(gateway).responses.with_raw_response.create(model="gpt", input="Say hello", stream=stream)
+    assert raw.headers["x-signalbox-provider"] == "anthropic"
+    if stream:
+        events = list(raw.parse())
+        assert events[-1].type == "response.completed"
+        text = events[-1].response.output_text
+    else:
+        text = raw.parse().output_text
+    assert text == "[anthropic/claude-sonnet-4-5] Say hello"
+    assert gateway.last_request("openai").path == "/v1/responses"
+    assert gateway.last_request("anthropic").path == "/v1/messages"
+
+
+def test_a_native_responses_stream_cut_before_content_fails_over(start_gateway):
+    config = agents_config()
+    config["models"]["gpt"]["fallbacks"] = ["claude"]
+    gateway = start_gateway(config)
+    # OpenAI sends its opening events, then resets: nothing the client could use yet.
+    gateway.mocks.set_behavior("openai", {"reset_after_events": 2})
+    events = list(openai_client(gateway).responses.create(model="gpt", input="Say hello", stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "[anthropic/claude-sonnet-4-5] Say hello"

@@ -27,7 +27,7 @@ use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::ingress::messages;
 use crate::ingress::relay::{self, Relay};
-use crate::route::attempts::{self, AttemptPlan, AttemptTrail};
+use crate::route::attempts::{self, AttemptPlan, AttemptTrail, NativeApi};
 use crate::route::chain::StoreHealth;
 use crate::route::response::{self, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
@@ -454,7 +454,7 @@ impl ChatFilter {
                         host::replace_request_body(body_size, &translated.chat_body);
                         host::remove_request_header("content-length");
                         let client_body = std::mem::replace(&mut body, translated.chat_body);
-                        if translated.plan.attempts.native_messages {
+                        if translated.plan.attempts.native != NativeApi::None {
                             self.native_body = Some(client_body);
                         }
                         translated.plan

@@ -211,7 +211,9 @@ impl AttemptFilter {
             host::now_ms() / 1000,
         );
         self.translate_us = Some(elapsed_us(started));
-        let native = attempt.native.then(|| finished.native_body(status, body));
+        let native = attempt
+            .native
+            .then(|| finished.native_body(attempt.plan.native, status, body));
         let client_body = native.as_deref().unwrap_or(&finished.body);
         // An answer already in the client's format whose body came in one
         // piece passes through as it came: leave Envoy's copy alone rather
@@ -513,7 +515,7 @@ impl HttpContext for AttemptFilter {
                     now_s,
                 ),
                 None => Err(GatewayError::Internal {
-                    message: "The client's Messages body is not in this VM.".into(),
+                    message: "The client's own body is not in this VM.".into(),
                 }),
             }
         } else {
@@ -569,7 +571,7 @@ impl HttpContext for AttemptFilter {
         if response::is_stream(&attempt.plan, status) && !end_of_stream {
             let call = attempts::call_for(&state.config, &attempt.plan, attempt.deployment, host::now_ms() / 1000);
             self.answer = Answer::Streaming {
-                translator: providers::stream_translator(&call),
+                translator: response::stream_reader(&state.config, &attempt.plan, attempt.deployment, &call),
                 held_output: Some(Vec::new()),
             };
             host::set_response_header("content-type", "text/event-stream");

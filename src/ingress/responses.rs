@@ -564,6 +564,90 @@ impl<'a> Request<'a> {
         view
     }
 
+    fn chat_tools(&self) -> Vec<ChatTool<'_>> {
+        self.functions
+            .iter()
+            .map(|function| {
+                ChatTool::function(FunctionTool {
+                    name: &function.name,
+                    description: function.description.as_deref(),
+                    parameters: function.parameters,
+                    strict: function.strict,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether only OpenAI's own Responses API can take the request: stored
+    /// state, a built-in tool, a part or item chat has no form for.
+    pub fn needs_openai(&self) -> bool {
+        let openai_only = |part: &Part<'_>| matches!(part, Part::OpenAiOnly { .. });
+        self.stateful.is_some()
+            || self.other_tool.is_some()
+            || self.tool_choice == Some(ToolChoice::OpenAiOnly)
+            || self.items.iter().any(|item| match item {
+                Item::Message { parts, .. } | Item::FunctionCallOutput { output: parts, .. } => {
+                    parts.iter().any(openai_only)
+                }
+                Item::OpenAiOnly { .. } => true,
+                Item::FunctionCall { .. } | Item::Reasoning => false,
+            })
+    }
+
+    /// A chat body to *plan* a request only OpenAI can take (see
+    /// [`Request::needs_openai`]): its texts as messages and its function
+    /// tools, so routing, rules and the spend estimate read what the
+    /// client sent. No provider is sent it: the attempts send the client's
+    /// own body.
+    pub fn to_planning_body(&self) -> Result<Vec<u8>, GatewayError> {
+        let mut chat = ChatBody {
+            model: &self.model,
+            max_completion_tokens: self.max_output_tokens,
+            stream: self.stream,
+            stream_options: self.stream.then_some(StreamOptions { include_usage: true }),
+            user: self.user.as_deref(),
+            ..ChatBody::default()
+        };
+        if let Some(instructions) = &self.instructions {
+            chat.push(ChatMessage::text("system", Cow::Borrowed(instructions)));
+        }
+        let texts = |parts: &[Part<'_>]| -> String {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|part| match part {
+                    Part::Text(text) => Some(text.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            texts.join("\n")
+        };
+        for item in &self.items {
+            let (role, text) = match item {
+                Item::Message {
+                    role: Role::User,
+                    parts,
+                } => ("user", texts(parts)),
+                Item::Message {
+                    role: Role::Assistant,
+                    parts,
+                } => ("assistant", texts(parts)),
+                Item::Message {
+                    role: Role::System,
+                    parts,
+                } => ("system", texts(parts)),
+                // What a tool returned is what the model reads next.
+                Item::FunctionCallOutput { output, .. } => ("user", texts(output)),
+                _ => continue,
+            };
+            chat.messages.push(ChatMessage::text(role, Cow::Owned(text)));
+        }
+        if !chat.messages.iter().any(|message| message.role == "user") {
+            chat.messages.push(ChatMessage::text("user", Cow::Borrowed("")));
+        }
+        chat.tools = self.chat_tools();
+        chat.to_bytes("input")
+    }
+
     /// The request as an OpenAI chat body, or the error saying why only
     /// OpenAI's own Responses API can take it (stored state, built-in
     /// tools, file URLs): the router should then keep other providers out
@@ -621,18 +705,7 @@ impl<'a> Request<'a> {
             }
         }
         flush_user_parts(&mut returned, &mut chat);
-        chat.tools = self
-            .functions
-            .iter()
-            .map(|function| {
-                ChatTool::function(FunctionTool {
-                    name: &function.name,
-                    description: function.description.as_deref(),
-                    parameters: function.parameters,
-                    strict: function.strict,
-                })
-            })
-            .collect();
+        chat.tools = self.chat_tools();
         if !chat.tools.is_empty() {
             chat.tool_choice = match &self.tool_choice {
                 None => None,

@@ -15,6 +15,7 @@ pub mod bedrock;
 pub mod eventstream;
 pub mod gemini;
 pub mod openai;
+pub(crate) mod responses;
 pub mod sigv4;
 pub mod sse;
 
@@ -417,6 +418,28 @@ pub fn translate_response(
         ProviderKind::Gemini => gemini::translate_response(call, body),
         ProviderKind::Bedrock => bedrock::translate_response(call, headers, body),
     }
+}
+
+/// Reads a whole answer of OpenAI's Responses API, sent to a Responses
+/// client as it came: usage and failures for the gateway; errors are
+/// OpenAI's, as for chat.
+pub fn read_responses_answer(
+    call: &Call<'_>,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> TranslatedResponse {
+    if (200..300).contains(&status) {
+        responses::read_answer(call, body)
+    } else {
+        failure::translate_error(call, status, headers, body)
+    }
+}
+
+/// Reads a Responses API event stream for usage, content and failures (the
+/// client gets the provider's events; what this writes is not sent).
+pub fn responses_stream_reader(call: &Call<'_>) -> Box<dyn StreamTranslator> {
+    responses::stream_reader(call)
 }
 
 /// Translates an embeddings answer. The client's request body is needed

@@ -34,16 +34,26 @@ pub struct Quirks {
     /// Knows `max_completion_tokens`; without it the field is renamed
     /// `max_tokens` (Mistral rejects the newer name).
     pub max_completion_tokens: bool,
+    /// Serves OpenAI's Responses API (`/responses`): a Responses client's
+    /// own body goes there as it came. OpenAI itself (no `vendor`, or
+    /// `openai`); other vendors' support varies, so they get chat.
+    pub responses_api: bool,
 }
 
 impl Quirks {
     pub const STANDARD: Quirks = Quirks {
         stream_options: true,
         max_completion_tokens: true,
+        responses_api: false,
+    };
+    pub const OPENAI: Quirks = Quirks {
+        responses_api: true,
+        ..Quirks::STANDARD
     };
     pub const MISTRAL: Quirks = Quirks {
         stream_options: false,
         max_completion_tokens: false,
+        responses_api: false,
     };
 
     /// The quirks of a vendor by name (`"mistral"`, `"groq"`, ...), for
@@ -51,7 +61,8 @@ impl Quirks {
     pub fn for_vendor(name: &str) -> Option<Quirks> {
         match name.to_ascii_lowercase().as_str() {
             "mistral" => Some(Quirks::MISTRAL),
-            "openai" | "azure" | "groq" | "deepseek" | "together" | "cerebras" | "openrouter" | "vllm" | "ollama" => {
+            "openai" => Some(Quirks::OPENAI),
+            "azure" | "groq" | "deepseek" | "together" | "cerebras" | "openrouter" | "vllm" | "ollama" => {
                 Some(Quirks::STANDARD)
             }
             _ => None,

@@ -64,13 +64,14 @@ impl TokenUsage {
 /// translated ones.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OpenAiUsage {
-    #[serde(default)]
+    /// `input_tokens` in the Responses API's answers, read alike.
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "input_tokens_details", skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptDetails>,
 }
 

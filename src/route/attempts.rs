@@ -11,7 +11,7 @@ use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::health::LeaseToken;
 use crate::ingress::{self, messages};
-use crate::providers::{self, Call, Operation, ProviderKind, ADAPTER_HEADERS, CREDENTIAL_HEADERS};
+use crate::providers::{self, Call, Operation, ProviderKind, ProviderSpec, ADAPTER_HEADERS, CREDENTIAL_HEADERS};
 
 use super::HeaderEdit;
 
@@ -23,7 +23,20 @@ pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
-const PLAN_VERSION: &str = "7";
+const PLAN_VERSION: &str = "8";
+
+/// The client's own API, when the router kept the client's body because
+/// some links of the chain speak that API: attempts on those links send it
+/// as it came ([`is_native`]), the others the chat translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NativeApi {
+    #[default]
+    None,
+    /// Anthropic's Messages API, spoken by `anthropic` providers.
+    Messages,
+    /// OpenAI's Responses API, spoken by OpenAI itself.
+    Responses,
+}
 
 /// The router's decision, as the upstream filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +46,8 @@ pub struct AttemptPlan {
     pub stream: bool,
     /// The client asked for usage in its stream (`stream_options.include_usage`).
     pub client_wants_usage: bool,
-    /// The client speaks Anthropic's Messages API (the router kept its
-    /// body): attempts on an Anthropic provider send it natively.
-    pub native_messages: bool,
+    /// The client's API, when links speaking it get the client's body.
+    pub native: NativeApi,
     pub operation: Operation,
     /// `max_tokens` to add when the client sent none (a tenant's cap).
     pub max_tokens: Option<u64>,
@@ -62,7 +74,7 @@ pub struct AttemptPlan {
 }
 
 impl AttemptPlan {
-    /// `7;<stream>;<usage>;<native messages>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
+    /// `8;<stream>;<usage>;<native api: 0 none, 1 messages, 2 responses>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -86,7 +98,7 @@ impl AttemptPlan {
             "{PLAN_VERSION};{};{};{};{operation};{};{};{};{};{};{};{};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
-            u8::from(self.native_messages),
+            self.native as u8,
             optional(self.max_tokens),
             optional(self.output_limit),
             self.choices,
@@ -111,7 +123,12 @@ impl AttemptPlan {
         };
         let stream = flag(fields.next())?;
         let client_wants_usage = flag(fields.next())?;
-        let native_messages = flag(fields.next())?;
+        let native = match fields.next()? {
+            "0" => NativeApi::None,
+            "1" => NativeApi::Messages,
+            "2" => NativeApi::Responses,
+            _ => return None,
+        };
         let operation = match fields.next()? {
             "c" => Operation::ChatCompletions,
             "e" => Operation::Embeddings,
@@ -148,7 +165,7 @@ impl AttemptPlan {
             chain,
             stream,
             client_wants_usage,
-            native_messages,
+            native,
             operation,
             max_tokens,
             trials,
@@ -402,39 +419,60 @@ pub fn prepare_attempt(
     })
 }
 
-/// Whether the attempt on `deployment` sends the client's own Messages
-/// body: the client speaks Anthropic's API and so does the provider.
+/// Whether the attempt on `deployment` sends the client's own body: the
+/// client speaks Anthropic's Messages API and so does the provider, or
+/// OpenAI's Responses API and the provider is OpenAI.
 pub fn is_native(config: &Config, plan: &AttemptPlan, deployment: DeploymentId) -> bool {
-    plan.native_messages
-        && plan.operation == Operation::ChatCompletions
-        && config.deployments.get(deployment).is_some_and(|target| {
-            let model = &config.models[target.model];
-            config.providers[model.provider].spec.kind == ProviderKind::Anthropic
-        })
+    plan.operation == Operation::ChatCompletions
+        && config
+            .deployments
+            .get(deployment)
+            .is_some_and(|target| speaks(&config.provider_of(target.model).spec, plan.native))
 }
 
-/// Rewrites attempt `attempt` of a Messages request for an Anthropic
-/// deployment: the adapter's path, authority and credentials (as
+/// Whether a provider speaks a client's API natively.
+pub fn speaks(spec: &ProviderSpec, api: NativeApi) -> bool {
+    match api {
+        NativeApi::None => false,
+        NativeApi::Messages => spec.kind == ProviderKind::Anthropic,
+        NativeApi::Responses => spec.kind == ProviderKind::Openai && spec.quirks.responses_api,
+    }
+}
+
+/// Rewrites attempt `attempt` for a deployment that speaks the client's
+/// API ([`is_native`]): the adapter's authority and credentials (as
 /// [`prepare_attempt`] gives them for the chat body), but the client's own
-/// `messages_body` with only `model` replaced, and the client's
-/// `anthropic-version` / `anthropic-beta` (the provider's version when the
-/// client sent none).
+/// `native_body` with only `model` replaced. A Messages body keeps the
+/// client's `anthropic-version` / `anthropic-beta` (the provider's version
+/// when the client sent none); a Responses body goes to the provider's
+/// `/responses`.
 pub fn prepare_native_attempt(
     config: &Config,
     plan: &AttemptPlan,
     attempt: usize,
     chat_body: &[u8],
-    messages_body: &[u8],
+    native_body: &[u8],
     client: &HeaderMap,
     now_unix_seconds: u64,
 ) -> Result<PreparedAttempt, GatewayError> {
     let mut prepared = prepare_attempt(config, plan, attempt, chat_body, now_unix_seconds)?;
     let model = &config.models[config.deployments[prepared.deployment].model];
-    let body = ingress::with_model(messages_body, &model.upstream_id).ok_or_else(|| GatewayError::Internal {
-        message: "The Messages body is not a JSON object.".into(),
-    })?;
-    let version = &config.providers[model.provider].spec.anthropic_version;
-    let native = messages::native_headers(client, version);
+    let spec = &config.providers[model.provider].spec;
+    let not_an_object = || GatewayError::Internal {
+        message: "The client's body is not a JSON object.".into(),
+    };
+    let mut body = ingress::with_model(native_body, &model.upstream_id).ok_or_else(not_an_object)?;
+    // A tenant's output cap the client did not ask for is sent, as for chat
+    // (Messages bodies always carry their `max_tokens`).
+    if let (NativeApi::Responses, Some(cap)) = (plan.native, plan.max_tokens) {
+        body =
+            providers::set_member(&body, "max_output_tokens", cap.to_string().as_bytes()).ok_or_else(not_an_object)?;
+    }
+    let native = match plan.native {
+        NativeApi::Messages => messages::native_headers(client, &spec.anthropic_version),
+        NativeApi::Responses => vec![(":path".to_string(), format!("{}/responses", spec.base_path))],
+        NativeApi::None => Vec::new(),
+    };
     // The client's headers replace the adapter's; one it did not send stays removed.
     let replaced = |name: &str| name == "content-length" || native.iter().any(|(set, _)| set == name);
     prepared
@@ -461,7 +499,7 @@ mod tests {
             chain,
             stream: true,
             client_wants_usage: false,
-            native_messages: false,
+            native: NativeApi::None,
             operation: Operation::ChatCompletions,
             max_tokens: None,
             trials: Vec::new(),
@@ -488,7 +526,7 @@ mod tests {
         };
         assert_eq!(AttemptPlan::decode(&with_trials.encode()), Some(with_trials.clone()));
         let native = AttemptPlan {
-            native_messages: true,
+            native: NativeApi::Messages,
             ..with_trials.clone()
         };
         assert_eq!(AttemptPlan::decode(&native.encode()), Some(native));
@@ -668,13 +706,13 @@ mod tests {
         let small = config.models[config.model_named("small").unwrap()].deployments[0];
         let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
         let plan = AttemptPlan {
-            native_messages: true,
+            native: NativeApi::Messages,
             ..plan(vec![small, medium])
         };
         assert!(!is_native(&config, &plan, small));
         assert!(is_native(&config, &plan, medium));
         let translated_only = AttemptPlan {
-            native_messages: false,
+            native: NativeApi::None,
             ..plan.clone()
         };
         assert!(!is_native(&config, &translated_only, medium));
@@ -716,5 +754,34 @@ mod tests {
         assert!(bare
             .request_headers
             .contains(&HeaderEdit::Remove(Cow::Borrowed("anthropic-beta"))));
+    }
+
+    #[test]
+    fn a_native_responses_attempt_goes_to_openais_responses_path_with_the_tenants_cap() {
+        let config = crate::testing::anthropic_kind_config();
+        let small = config.models[config.model_named("small").unwrap()].deployments[0];
+        let medium = config.models[config.model_named("medium").unwrap()].deployments[0];
+        let plan = AttemptPlan {
+            native: NativeApi::Responses,
+            max_tokens: Some(64),
+            ..plan(vec![medium, small])
+        };
+        assert!(is_native(&config, &plan, small));
+        assert!(!is_native(&config, &plan, medium), "Anthropic does not speak Responses");
+        let chat = br#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
+        let responses = br#"{"model":"auto","input":"hi","reasoning":{"effort":"low"}}"#;
+        let native = prepare_native_attempt(&config, &plan, 2, chat, responses, &HeaderMap::default(), 0).unwrap();
+        assert_eq!(native.deployment, small);
+        let body: serde_json::Value = serde_json::from_slice(&native.body).unwrap();
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["reasoning"]["effort"], "low", "what chat would drop survives");
+        assert_eq!(body["max_output_tokens"], 64);
+        assert!(native
+            .request_headers
+            .contains(&HeaderEdit::Set(Cow::Borrowed(":path"), "/v1/responses".into())));
+        assert!(native.request_headers.contains(&HeaderEdit::Set(
+            Cow::Borrowed("authorization"),
+            "Bearer sk-test-openai".into()
+        )));
     }
 }

@@ -29,6 +29,7 @@ use crate::health::Availability;
 use crate::ingress::{messages, responses, Ingress, Translated};
 use crate::providers::{Operation, CREDENTIAL_HEADERS};
 use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
+use attempts::NativeApi;
 pub use attempts::{AttemptPlan, AttemptTrail};
 pub use chain::HealthView;
 use select::{Expressibility, NamedModel, Pick, Requirements};
@@ -311,9 +312,24 @@ pub fn plan_chat(
     hints: &ClientHints,
     situation: &Situation<'_>,
 ) -> Result<RequestPlan, GatewayError> {
+    plan_chat_for(config, body, headers, hints, situation, None)
+}
+
+/// [`plan_chat`], with the chain kept to providers that speak a client's
+/// API natively when `native_only` says so (and why, for the 400 when
+/// none of the request's candidates does).
+fn plan_chat_for(
+    config: &Config,
+    body: &[u8],
+    headers: &HeaderMap,
+    hints: &ClientHints,
+    situation: &Situation<'_>,
+    native_only: Option<(NativeApi, GatewayError)>,
+) -> Result<RequestPlan, GatewayError> {
     let request = parse_chat(body)?;
     let view = request.prompt_view();
-    let expressible = Expressibility::new(body, Operation::ChatCompletions, request.stream.unwrap_or(false));
+    let expressible =
+        Expressibility::new(body, Operation::ChatCompletions, request.stream.unwrap_or(false)).native_only(native_only);
     let decision = decide(config, &request, &view, &expressible, headers, hints, situation)?;
     let explain = match config.explain {
         ExplainMode::Never => false,
@@ -325,7 +341,7 @@ pub fn plan_chat(
         chain: decision.chain.clone(),
         stream,
         client_wants_usage: request.wants_stream_usage(),
-        native_messages: false,
+        native: NativeApi::None,
         operation: Operation::ChatCompletions,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         // A tenant's output cap is also a default the provider must honour,
@@ -356,9 +372,12 @@ pub fn plan_chat(
 /// A Messages or Responses request planned as the chat request it
 /// translates to: the router replaces the client's body with `chat_body`,
 /// and the chat pipeline (governance, failover, provider adapters, usage)
-/// takes it from there. A Messages request whose chain has an Anthropic
-/// link is marked `native_messages`: the router keeps the client's body
-/// for those attempts ([`attempts::prepare_native_attempt`]).
+/// takes it from there. A request whose chain has a link that speaks the
+/// client's API (Anthropic for Messages, OpenAI for Responses) is marked
+/// `native`: the router keeps the client's body for those attempts
+/// ([`attempts::prepare_native_attempt`]). A Responses request only OpenAI
+/// can take (stored state, built-in tools) is planned from its texts with
+/// only OpenAI links in its chain, or refused when there is none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranslatedPlan {
     pub plan: RequestPlan,
@@ -369,8 +388,7 @@ pub struct TranslatedPlan {
 
 /// Plans a request in another ingress format: validated once (a 400 names
 /// the field), translated to a chat body, then planned exactly as chat
-/// (model names, aliases and `auto` included). A request only the native
-/// API can take is refused here, before any provider sees it.
+/// (model names, aliases and `auto` included).
 pub fn plan_translated(
     config: &Config,
     ingress: Ingress,
@@ -379,32 +397,55 @@ pub fn plan_translated(
     hints: &ClientHints,
     situation: &Situation<'_>,
 ) -> Result<TranslatedPlan, GatewayError> {
-    let Translated {
-        body: chat_body,
-        dropped,
-    } = match ingress {
-        Ingress::Messages => messages::Request::parse(body)?.to_chat_body()?,
-        Ingress::Responses => responses::Request::parse(body)?.to_chat_body()?,
-        Ingress::Chat => Translated {
-            body: body.to_vec(),
-            dropped: Vec::new(),
+    let mut native_only = None;
+    let (
+        native,
+        Translated {
+            body: chat_body,
+            dropped,
         },
+    ) = match ingress {
+        Ingress::Messages => (NativeApi::Messages, messages::Request::parse(body)?.to_chat_body()?),
+        Ingress::Responses => {
+            let request = responses::Request::parse(body)?;
+            match request.to_chat_body() {
+                Ok(translated) => (NativeApi::Responses, translated),
+                // Only OpenAI can take it: planned from its texts, sent as it came.
+                Err(refusal) if request.needs_openai() => {
+                    native_only = Some((NativeApi::Responses, refusal));
+                    let planning = Translated {
+                        body: request.to_planning_body()?,
+                        dropped: Vec::new(),
+                    };
+                    (NativeApi::Responses, planning)
+                }
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        Ingress::Chat => (
+            NativeApi::None,
+            Translated {
+                body: body.to_vec(),
+                dropped: Vec::new(),
+            },
+        ),
         Ingress::CountTokens => {
             return Err(GatewayError::invalid(
                 "Token counts are answered by the gateway, not routed.",
             ))
         }
     };
-    let mut plan = plan_chat(config, &chat_body, headers, hints, situation)?;
-    // Attempts on an Anthropic provider take the client's own body: the
-    // router keeps it only when the chain has such a link.
-    if ingress == Ingress::Messages {
-        plan.attempts.native_messages = true;
-        plan.attempts.native_messages = plan
-            .attempts
-            .chain
-            .iter()
-            .any(|deployment| attempts::is_native(config, &plan.attempts, *deployment));
+    let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only)?;
+    // Attempts on a provider that speaks the client's API take the client's
+    // own body: the router keeps it only when the chain has such a link.
+    plan.attempts.native = native;
+    if !plan
+        .attempts
+        .chain
+        .iter()
+        .any(|deployment| attempts::is_native(config, &plan.attempts, *deployment))
+    {
+        plan.attempts.native = NativeApi::None;
     }
     Ok(TranslatedPlan {
         plan,
@@ -492,7 +533,7 @@ pub fn plan_embeddings(
         chain: decision.chain.clone(),
         stream: false,
         client_wants_usage: false,
-        native_messages: false,
+        native: NativeApi::None,
         operation: Operation::Embeddings,
         authority: headers.get(":authority").unwrap_or_default().to_string(),
         max_tokens: None,

@@ -5,9 +5,10 @@
 
 use crate::config::{Config, DeploymentId};
 use crate::health;
-use crate::providers::{self, Failure, FailureKind, Operation, TokenUsage};
+use crate::ingress::Ingress;
+use crate::providers::{self, Call, Failure, FailureKind, Operation, StreamTranslator, TokenUsage};
 
-use super::attempts::{call_for, AttemptPlan};
+use super::attempts::{call_for, AttemptPlan, NativeApi};
 
 /// Filter state with the time (epoch ms) a successful attempt's first
 /// content arrived, for the request's time to first token.
@@ -205,6 +206,9 @@ pub fn finish_buffered(
 ) -> Finished {
     let call = call_for(config, plan, deployment, now_unix_seconds);
     let translated = match plan.operation {
+        Operation::ChatCompletions if reads_responses_api(config, plan, deployment) => {
+            providers::read_responses_answer(&call, status, headers, body)
+        }
         Operation::ChatCompletions => providers::translate_response(&call, status, headers, body),
         Operation::Embeddings => providers::translate_embeddings(&call, request_body, status, headers, body),
     };
@@ -226,17 +230,43 @@ pub fn finish_buffered(
     finished
 }
 
+/// Whether the attempt's answer is in OpenAI's Responses API: a native
+/// attempt of a Responses client.
+pub fn reads_responses_api(config: &Config, plan: &AttemptPlan, deployment: DeploymentId) -> bool {
+    plan.native == NativeApi::Responses && super::attempts::is_native(config, plan, deployment)
+}
+
+/// The reader of a streamed answer: the provider's translator to chat, or
+/// for a native Responses attempt a reader of its events.
+pub fn stream_reader(
+    config: &Config,
+    plan: &AttemptPlan,
+    deployment: DeploymentId,
+    call: &Call<'_>,
+) -> Box<dyn StreamTranslator> {
+    if reads_responses_api(config, plan, deployment) {
+        providers::responses_stream_reader(call)
+    } else {
+        providers::stream_translator(call)
+    }
+}
+
 impl Finished {
     /// A native attempt's body for its client (see
     /// [`super::attempts::is_native`]): the provider's answer as it came,
     /// already in the client's format, unless the gateway judged the attempt
-    /// otherwise (its status changed): then that judgement's error, in
-    /// Anthropic's shape.
-    pub fn native_body(&self, status: u16, body: &[u8]) -> Vec<u8> {
+    /// otherwise (its status changed): then that judgement's error, in the
+    /// client's API's shape.
+    pub fn native_body(&self, api: NativeApi, status: u16, body: &[u8]) -> Vec<u8> {
+        let ingress = match api {
+            NativeApi::Messages => Ingress::Messages,
+            NativeApi::Responses => Ingress::Responses,
+            NativeApi::None => Ingress::Chat,
+        };
         if self.status == status {
             body.to_vec()
         } else {
-            crate::ingress::messages::error_from_chat(self.status, &self.body)
+            ingress.error_from_chat(self.status, &self.body)
         }
     }
 }
@@ -268,7 +298,7 @@ mod tests {
                 .collect(),
             stream: false,
             client_wants_usage: false,
-            native_messages: false,
+            native: NativeApi::None,
             operation: Operation::ChatCompletions,
             max_tokens: None,
             trials: Vec::new(),
@@ -568,7 +598,7 @@ mod tests {
             failure: None,
         };
         let native = br#"{"type":"message","content":[]}"#;
-        assert_eq!(finished.native_body(200, native), native.to_vec());
+        assert_eq!(finished.native_body(NativeApi::Messages, 200, native), native.to_vec());
         let judged = Finished {
             status: RETRY_STATUS,
             body:
@@ -576,7 +606,8 @@ mod tests {
                     .to_vec(),
             ..finished
         };
-        let error: serde_json::Value = serde_json::from_slice(&judged.native_body(400, native)).unwrap();
+        let error: serde_json::Value =
+            serde_json::from_slice(&judged.native_body(NativeApi::Messages, 400, native)).unwrap();
         assert_eq!(error["type"], "error");
     }
 }

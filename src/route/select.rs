@@ -10,6 +10,8 @@ use crate::error::GatewayError;
 use crate::providers::{self, Operation, ProviderKind};
 use crate::request::{PromptView, ResponseFormatKind};
 
+use super::attempts::NativeApi;
+
 /// What a model must offer to take a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Requirements {
@@ -55,6 +57,9 @@ pub struct Expressibility<'b> {
     operation: Operation,
     stream: bool,
     answers: RefCell<Vec<(ProviderKind, Result<(), GatewayError>)>>,
+    /// Only providers speaking this API natively may take the request, and
+    /// why (the client's 400 when none can).
+    native_only: Option<(NativeApi, GatewayError)>,
 }
 
 impl<'b> Expressibility<'b> {
@@ -64,11 +69,19 @@ impl<'b> Expressibility<'b> {
             operation,
             stream,
             answers: RefCell::new(Vec::new()),
+            native_only: None,
         }
+    }
+
+    pub fn native_only(self, native_only: Option<(NativeApi, GatewayError)>) -> Self {
+        Expressibility { native_only, ..self }
     }
 
     pub fn allows(&self, config: &Config, model: ModelId) -> bool {
         let spec = &config.providers[config.models[model].provider].spec;
+        if let Some((api, _)) = &self.native_only {
+            return super::attempts::speaks(spec, *api);
+        }
         if let Some((_, answer)) = self.answers.borrow().iter().find(|(kind, _)| *kind == spec.kind) {
             return answer.is_ok();
         }
@@ -81,6 +94,9 @@ impl<'b> Expressibility<'b> {
     /// Why a provider could not take the request, for the client's 400
     /// when no provider can.
     pub fn refusal(&self) -> Option<GatewayError> {
+        if let Some((_, refusal)) = &self.native_only {
+            return Some(refusal.clone());
+        }
         let answers = self.answers.borrow();
         let (_, refusal) = answers.iter().find(|(_, answer)| answer.is_err())?;
         let refusal = refusal.clone().err()?;

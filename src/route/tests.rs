@@ -396,7 +396,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         chain: vec![2, 1],
         stream: false,
         client_wants_usage: false,
-        native_messages: false,
+        native: NativeApi::None,
         operation: Operation::ChatCompletions,
         max_tokens: None,
         trials: Vec::new(),
@@ -659,11 +659,18 @@ fn a_provider_that_cannot_express_the_request_is_left_out_of_the_chain() {
 }
 
 fn plan_ingress(ingress: Ingress, body: serde_json::Value) -> Result<TranslatedPlan, GatewayError> {
+    plan_ingress_with(&crate::testing::anthropic_kind_config(), ingress, body)
+}
+
+fn plan_ingress_with(
+    config: &Config,
+    ingress: Ingress,
+    body: serde_json::Value,
+) -> Result<TranslatedPlan, GatewayError> {
     let body = body.to_string().into_bytes();
-    let config = crate::testing::anthropic_kind_config();
     let situation = Situation::open(&ALL_HEALTHY, 0);
     plan_translated(
-        &config,
+        config,
         ingress,
         &body,
         &client_headers(),
@@ -687,7 +694,7 @@ fn messages_and_responses_requests_are_planned_as_the_chat_they_translate_to() {
     assert_eq!(chat["max_completion_tokens"], 100);
 
     // The chain (small, then medium at Anthropic) has a native link.
-    assert!(translated.plan.attempts.native_messages);
+    assert_eq!(translated.plan.attempts.native, NativeApi::Messages);
     let config = crate::testing::anthropic_kind_config();
     let native: Vec<bool> = translated
         .plan
@@ -698,11 +705,44 @@ fn messages_and_responses_requests_are_planned_as_the_chat_they_translate_to() {
         .collect();
     assert!(native.contains(&true) && native.contains(&false), "{native:?}");
 
+    // OpenAI itself speaks Responses: its links send the client's body.
     let responses = serde_json::json!({"model": "large", "input": "hi", "max_output_tokens": 50});
-    let translated = plan_ingress(Ingress::Responses, responses).unwrap();
+    let translated = plan_ingress(Ingress::Responses, responses.clone()).unwrap();
     assert_eq!(chain_models(&translated.plan)[0], "large");
     assert!(!translated.plan.attempts.stream);
-    assert!(!translated.plan.attempts.native_messages);
+    assert_eq!(translated.plan.attempts.native, NativeApi::Responses);
+    // An OpenAI-compatible vendor gets the chat translation.
+    let mut vendor = crate::testing::anthropic_kind_config();
+    for provider in &mut vendor.providers {
+        provider.spec.quirks = crate::providers::Quirks::STANDARD;
+    }
+    let translated = plan_ingress_with(&vendor, Ingress::Responses, responses).unwrap();
+    assert_eq!(translated.plan.attempts.native, NativeApi::None);
+}
+
+#[test]
+fn a_responses_request_only_openai_can_take_goes_only_to_openai() {
+    let stateful = serde_json::json!({"model": "auto", "input": "hi, thanks!", "previous_response_id": "resp_1"});
+    let translated = plan_ingress(Ingress::Responses, stateful.clone()).unwrap();
+    assert_eq!(translated.plan.attempts.native, NativeApi::Responses);
+    let config = crate::testing::anthropic_kind_config();
+    assert!(!translated.plan.attempts.chain.is_empty());
+    for deployment in &translated.plan.attempts.chain {
+        assert!(attempts::is_native(&config, &translated.plan.attempts, *deployment));
+    }
+    // Planned from its texts: the simple prompt scores into the cheap tier.
+    assert_eq!(chain_models(&translated.plan)[0], "small");
+    let web_search = serde_json::json!({"model": "large", "input": "news?", "tools": [{"type": "web_search"}]});
+    assert!(plan_ingress(Ingress::Responses, web_search).is_ok());
+
+    // No OpenAI link to take it: the 400 names the field.
+    let mut anthropic_only = crate::testing::anthropic_kind_config();
+    let medium = anthropic_only.model_named("medium").unwrap();
+    anthropic_only.models[medium].fallbacks.clear();
+    let named = serde_json::json!({"model": "medium", "input": "hi", "previous_response_id": "resp_1"});
+    let refused = plan_ingress_with(&anthropic_only, Ingress::Responses, named).unwrap_err();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.to_string().contains("previous_response_id"), "{refused}");
 }
 
 #[test]
@@ -710,8 +750,6 @@ fn ingress_requests_chat_cannot_express_get_no_plan() {
     let missing_max_tokens = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
     let error = plan_ingress(Ingress::Messages, missing_max_tokens).unwrap_err();
     assert_eq!(error.status(), 400);
-    let stateful = serde_json::json!({"model": "auto", "input": "hi", "previous_response_id": "resp_1"});
-    assert_eq!(plan_ingress(Ingress::Responses, stateful).unwrap_err().status(), 400);
     let unknown =
         serde_json::json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(plan_ingress(Ingress::Messages, unknown).unwrap_err().status(), 404);

@@ -28,12 +28,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from . import anthropic, bedrock, gemini, openai
+from . import anthropic, bedrock, gemini, openai, openai_responses
 from .behaviors import SPLIT_GAP_S, Behavior, BehaviorBook, applies_to, cut, validate
 from .http11 import MAX_HEAD_BYTES, BadRequest, Request, ResponseWriter, read_request, reset_connection
 from .replies import Answer, Call, ClientError, Route, default_error_message, json_answer
 
-ROUTES: list[Route] = [*openai.ROUTES, *anthropic.ROUTES, *gemini.ROUTES, *bedrock.ROUTES]
+ROUTES: list[Route] = [*openai.ROUTES, *openai_responses.ROUTES, *anthropic.ROUTES, *gemini.ROUTES, *bedrock.ROUTES]
 CONTROL_PREFIX = "/__mock/"
 FAULT_HEADER = "x-mock-fault"
 HANG_LIMIT_S = 120.0
