@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.gateway import chat_body, retry_policy
+from tests.gateway import REPO, chat_body, retry_policy
 from tests.harness import config as envoy_config
 
 TENANTS = {
@@ -333,8 +333,17 @@ def test_attempts_that_got_no_answer_are_logged_and_counted(start_gateway, tmp_p
                  model="backup", route="fallback", outcome="unavailable") == 1
 
 
-# The custom tags the tracing snippet of docs/observability.md adds to each request's span.
-SPAN_TAGS = ("tenant", "key", "model_requested", "tier", "score", "reason")
+# The custom tags the tracing snippet of docs/observability.md adds to each request's span:
+# OpenTelemetry's GenAI attributes, then Signalbox's own under `signalbox.`.
+GEN_AI_TAGS = {
+    "gen_ai.operation.name": "operation",
+    "gen_ai.request.model": "model_requested",
+    "gen_ai.response.model": "response_model",
+    "gen_ai.provider.name": "provider_name",
+    "gen_ai.usage.input_tokens": "input_tokens",
+    "gen_ai.usage.output_tokens": "output_tokens",
+}
+SPAN_TAGS = ("tenant", "key", "tier", "score", "reason")
 
 
 def add_zipkin_tracing(config: dict) -> None:
@@ -344,8 +353,8 @@ def add_zipkin_tracing(config: dict) -> None:
             hcm["tracing"] = {
                 "random_sampling": {"value": 100},
                 "custom_tags": [
-                    {"tag": f"signalbox.{field}", "value": f"%FILTER_STATE(wasm.signalbox.{field}:PLAIN)%"}
-                    for field in SPAN_TAGS
+                    {"tag": tag, "value": f"%FILTER_STATE(wasm.signalbox.{field}:PLAIN)%"}
+                    for tag, field in [*GEN_AI_TAGS.items(), *((f"signalbox.{field}", field) for field in SPAN_TAGS)]
                 ],
                 "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
                     "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
@@ -383,7 +392,12 @@ def test_spans_carry_the_routing_decision_as_tags(start_gateway, mocks):
     [served] = [tags for tags in found["200"] if tags.get("signalbox.tier") == "complex"]
     assert served["signalbox.tenant"] == "team"
     assert served["signalbox.key"] == "team-key"
-    assert served["signalbox.model_requested"] == "auto"
+    assert served["gen_ai.operation.name"] == "chat"
+    assert served["gen_ai.request.model"] == "auto"
+    # Written when the answer completed, before the span ended.
+    assert served["gen_ai.response.model"] == "strong-model"
+    assert served["gen_ai.provider.name"] == "openai"  # the anthropic mock cluster speaks OpenAI's API here
+    assert int(served["gen_ai.usage.input_tokens"]) > 0 and int(served["gen_ai.usage.output_tokens"]) > 0
     assert served["signalbox.tier"] == "complex"
     assert 0.4 <= float(served["signalbox.score"]) <= 1
     assert served["signalbox.reason"] == "score"
@@ -391,8 +405,21 @@ def test_spans_carry_the_routing_decision_as_tags(start_gateway, mocks):
     # Refused at the key: nothing known, and the key a client sent is never a tag.
     [unknown] = found["401"]
     assert not any(unknown.get(f"signalbox.{field}") for field in SPAN_TAGS), unknown
+    # Only the operation (the endpoint's) is known.
+    assert unknown["gen_ai.operation.name"] == "chat"
+    assert not any(unknown.get(tag) for tag in GEN_AI_TAGS if tag != "gen_ai.operation.name"), unknown
     assert "sk-obs-wrong" not in json.dumps(unknown)
     # Refused over quota: who it was, by the key's name only; no decision was applied.
     [over_quota] = found["429"]
     assert (over_quota["signalbox.tenant"], over_quota["signalbox.key"]) == ("tiny", "tiny-key"), over_quota
     assert "sk-obs-tiny" not in json.dumps(over_quota)
+
+
+def test_every_audit_field_is_in_each_shipped_access_log():
+    """The fields the filter writes (access_log::FIELDS) and the shipped configs' access logs agree."""
+    source = (REPO / "src/telemetry/access_log.rs").read_text()
+    declared = re.search(r"pub const FIELDS: \[&str; \d+\] = \[(.*?)\];", source, re.S)
+    fields = set(re.findall(r'"([a-z_]+)"', declared.group(1)))
+    for name in ("demo.yaml", "live.yaml", "production.yaml"):
+        logged = set(re.findall(r"wasm\.signalbox\.([a-z_]+):PLAIN", (REPO / "envoy" / name).read_text()))
+        assert logged == fields, (name, sorted(fields ^ logged))

@@ -247,6 +247,21 @@ impl ChatFilter {
         self.request_fields_written = true;
     }
 
+    /// Writes what the complete answer gives (served model, provider,
+    /// usage) before the span ends, for tracing's GenAI tags.
+    fn write_answer_fields(&self) {
+        let Some(state) = self.state.as_ref() else { return };
+        let config = &state.config;
+        if !self.endpoint.is_routed() || !config.observability.access_log {
+            return;
+        }
+        let served = read_trail(config).last().map(|record| record.deployment);
+        let usage = shared::answer_usage(self.context_id);
+        for (field, value) in access_log::answer_fields(config, served, usage) {
+            host::set_filter_state(&format!("signalbox.{field}"), &value);
+        }
+    }
+
     /// When the request ends before its response did because the client
     /// left, the attempt still in flight (its end comes after this) must not
     /// blame its provider: say so in filter state.
@@ -827,6 +842,9 @@ impl HttpContext for ChatFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if end_of_stream && !self.response_complete {
+            self.write_answer_fields();
+        }
         self.response_complete |= end_of_stream;
         if let Some(replacement) = &self.replacement {
             let value: &[u8] = if end_of_stream { replacement } else { b"" };

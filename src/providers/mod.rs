@@ -73,6 +73,18 @@ impl ProviderKind {
         }
     }
 
+    /// The provider as OpenTelemetry's GenAI conventions name it
+    /// (`gen_ai.provider.name`).
+    pub fn semconv_name(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Azure => "azure.ai.openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gcp.gemini",
+            ProviderKind::Bedrock => "aws.bedrock",
+        }
+    }
+
     /// The API prefix when the configuration gives none.
     pub fn default_base_path(self) -> &'static str {
         match self {

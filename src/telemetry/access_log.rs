@@ -12,7 +12,8 @@
 //! replaced by their category (`[EMAIL]`, [`crate::guard::redact_for_audit`]).
 
 use super::report::RequestReport;
-use crate::config::Config;
+use crate::config::{Config, DeploymentId};
+use crate::providers::TokenUsage;
 use std::borrow::Cow;
 
 use crate::guard::redact_for_audit;
@@ -20,9 +21,10 @@ use crate::request::parse_chat;
 use crate::route::decision_reason;
 
 /// Every field, in the order written; each is `wasm.signalbox.<field>`.
-pub const FIELDS: [&str; 26] = [
+pub const FIELDS: [&str; 29] = [
     "request_id",
     "endpoint",
+    "operation",
     "tenant",
     "user",
     "key",
@@ -33,6 +35,8 @@ pub const FIELDS: [&str; 26] = [
     "reason",
     "model",
     "provider",
+    "provider_name",
+    "response_model",
     "deployment",
     "route",
     "attempts",
@@ -78,6 +82,13 @@ pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'sta
     let classification = decision.and_then(|decision| decision.classification.as_ref());
     fields.put("request_id", report.request_id.map(str::to_string));
     fields.put("endpoint", Some(report.endpoint.to_string()));
+    // OpenTelemetry's `gen_ai.operation.name`: every ingress but embeddings is a chat.
+    let operation = if report.endpoint == "embeddings" {
+        "embeddings"
+    } else {
+        "chat"
+    };
+    fields.put("operation", Some(operation.to_string()));
     fields.put("tenant", tenant.map(|tenant| tenant.name.clone()));
     fields.put("user", report.user.map(str::to_string));
     fields.put("key", report.key_name.map(str::to_string));
@@ -102,16 +113,8 @@ pub fn result_fields(
     content: Option<&AuditContent>,
 ) -> Vec<(&'static str, String)> {
     let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 10));
-    let served = report
-        .served_deployment()
-        .and_then(|deployment| config.deployments.get(deployment));
-    let model = served.map(|deployment| &config.models[deployment.model]);
-    fields.put("model", model.map(|model| model.name.clone()));
-    fields.put(
-        "provider",
-        model.map(|model| config.providers[model.provider].name.clone()),
-    );
-    fields.put("deployment", served.map(|deployment| deployment.name.clone()));
+    let served = report.served_deployment();
+    fields.0.extend(answer_fields(config, served, None));
     fields.put(
         "route",
         (!report.trail.0.is_empty()).then(|| report.route().to_string()),
@@ -122,9 +125,7 @@ pub fn result_fields(
     );
     fields.put("outcome", Some(report.outcome().name().to_string()));
     if let Some(usage) = report.consumption.usage() {
-        fields.put("input_tokens", Some(usage.prompt_total().to_string()));
-        fields.put("cached_tokens", Some(usage.cached_input.to_string()));
-        fields.put("output_tokens", Some(usage.output.to_string()));
+        fields.0.extend(answer_fields(config, None, Some(usage)));
         // The provider never reported (part of) it: prompt estimate plus relayed output.
         fields.put("usage_estimated", Some(report.consumption.estimated().to_string()));
     }
@@ -140,6 +141,36 @@ pub fn result_fields(
     if let Some(content) = content {
         fields.put("prompt", content.prompt.clone());
         fields.put("answer", content.answer.clone());
+    }
+    fields.0
+}
+
+/// What the answer gives (the deployment that served it, its usage), as
+/// soon as it is complete: written then, they reach tracing's custom tags
+/// (OpenTelemetry's `gen_ai.response.model`, `gen_ai.provider.name`,
+/// `gen_ai.usage.*`), and `on_log` writes them again with everything the
+/// request consumed.
+pub fn answer_fields(
+    config: &Config,
+    served: Option<DeploymentId>,
+    usage: Option<TokenUsage>,
+) -> Vec<(&'static str, String)> {
+    let mut fields = Fields(Vec::with_capacity(8));
+    let served = served.and_then(|deployment| config.deployments.get(deployment));
+    let model = served.map(|deployment| &config.models[deployment.model]);
+    let provider = model.map(|model| &config.providers[model.provider]);
+    fields.put("model", model.map(|model| model.name.clone()));
+    fields.put("provider", provider.map(|provider| provider.name.clone()));
+    fields.put(
+        "provider_name",
+        provider.map(|provider| provider.spec.kind.semconv_name().to_string()),
+    );
+    fields.put("response_model", model.map(|model| model.upstream_id.clone()));
+    fields.put("deployment", served.map(|deployment| deployment.name.clone()));
+    if let Some(usage) = usage {
+        fields.put("input_tokens", Some(usage.prompt_total().to_string()));
+        fields.put("cached_tokens", Some(usage.cached_input.to_string()));
+        fields.put("output_tokens", Some(usage.output.to_string()));
     }
     fields.0
 }
@@ -246,6 +277,10 @@ mod tests {
             Some(format!("{:.6}", report.cost_micros(&config).unwrap() as f64 / 1e6).as_str())
         );
         assert_eq!(get("ttft_ms"), Some("12"));
+        // OpenTelemetry GenAI values for the tracing tags.
+        assert_eq!(get("operation"), Some("chat"));
+        assert_eq!(get("provider_name"), Some("openai"));
+        assert_eq!(get("response_model"), Some("gpt-4o-mini"));
         assert_eq!(get("tier"), None);
         assert_eq!(get("prompt"), None);
         for (field, _) in &fields {
