@@ -756,3 +756,54 @@ fn ingress_requests_chat_cannot_express_get_no_plan() {
     let count = serde_json::json!({"model": "auto", "messages": []});
     assert!(plan_ingress(Ingress::CountTokens, count).is_err());
 }
+
+// ---- Red-team findings (Responses native pass-through, affinity) ----
+
+/// The providers block of `docs/providers.md`, as an operator copies it:
+/// Groq and a local vLLM are OpenAI-compatible vendors configured without
+/// `vendor` (before the Responses pass-through, `vendor` only mattered for
+/// Mistral).
+fn docs_providers_config() -> Config {
+    let text = r#"{
+      "providers": {
+        "groq":  {"cluster": "groq", "base_path": "/openai/v1", "host": "api.groq.com", "api_key": "gsk-test"},
+        "local": {"cluster": "vllm", "base_path": "/v1"}
+      },
+      "models": {
+        "llama": {"provider": "groq", "id": "llama-3.3-70b-versatile"},
+        "qwen":  {"provider": "local", "id": "qwen2.5-coder"}
+      },
+      "tiers": [{"name": "only", "models": ["llama", "qwen"]}]
+    }"#;
+    Config::parse(text.as_bytes(), &crate::testing::env).expect("the documented providers are valid")
+}
+
+#[test]
+fn redteam_a_vendorless_openai_compatible_provider_is_not_taken_for_openai_itself() {
+    // A request only OpenAI can take (stored state at OpenAI) must not go
+    // to Groq or a local vLLM: with no OpenAI link it is the client's 400.
+    let config = docs_providers_config();
+    let stateful = serde_json::json!({"model": "auto", "input": "continue", "previous_response_id": "resp_abc"});
+    let planned = plan_ingress_with(&config, Ingress::Responses, stateful);
+    let routed_to: Vec<String> = planned
+        .as_ref()
+        .map(|translated| {
+            translated
+                .plan
+                .attempts
+                .chain
+                .iter()
+                .map(|deployment| config.deployments[*deployment].name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        planned.is_err(),
+        "an OpenAI-only Responses request (previous_response_id) was planned natively to non-OpenAI vendors: {routed_to:?}"
+    );
+    // And a plain Responses request is translated to chat for them, not
+    // sent as a Responses body to `/openai/v1/responses` on Groq.
+    let plain = serde_json::json!({"model": "auto", "input": "hi"});
+    let translated = plan_ingress_with(&config, Ingress::Responses, plain).unwrap();
+    assert_eq!(translated.plan.attempts.native, NativeApi::None);
+}
