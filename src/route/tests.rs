@@ -807,3 +807,33 @@ fn redteam_a_vendorless_openai_compatible_provider_is_not_taken_for_openai_itsel
     let translated = plan_ingress_with(&config, Ingress::Responses, plain).unwrap();
     assert_eq!(translated.plan.attempts.native, NativeApi::None);
 }
+
+/// A plan whose one link is OpenAI's `small`, native for a Responses client.
+fn native_responses_plan(config: &Config) -> AttemptPlan {
+    let body = serde_json::json!({"model": "small", "input": "hi"});
+    let translated = plan_ingress_with(config, Ingress::Responses, body).unwrap();
+    assert_eq!(translated.plan.attempts.native, NativeApi::Responses);
+    translated.plan.attempts
+}
+
+#[test]
+fn redteam_a_native_responses_error_quoting_the_provider_key_is_scrubbed_as_on_chat() {
+    let config = crate::testing::anthropic_kind_config();
+    let plan = native_responses_plan(&config);
+    let deployment = plan.chain[0];
+    assert!(attempts::is_native(&config, &plan, deployment));
+    // A 400 whose message quotes the gateway's key (some backends echo the
+    // request's credentials in validation errors).
+    let provider_body = br#"{"error":{"message":"Invalid request for key sk-test-openai: unsupported parameter","type":"invalid_request_error","param":null,"code":null}}"#;
+    let finished = response::finish_buffered(&config, &plan, 1, deployment, b"{}", 400, &[], provider_body, 0);
+    // On the chat path the message is quoted with our secret redacted.
+    let chat_view = String::from_utf8_lossy(&finished.body).to_string();
+    assert!(!chat_view.contains("sk-test-openai"), "{chat_view}");
+    // What a Responses client gets on the native path:
+    let client = finished.native_body(NativeApi::Responses, 400, provider_body);
+    let client = String::from_utf8_lossy(&client);
+    assert!(
+        !client.contains("sk-test-openai"),
+        "the provider key reaches the client unscrubbed on the native path: {client}"
+    );
+}
