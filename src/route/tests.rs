@@ -837,3 +837,54 @@ fn redteam_a_native_responses_error_quoting_the_provider_key_is_scrubbed_as_on_c
         "the provider key reaches the client unscrubbed on the native path: {client}"
     );
 }
+
+#[test]
+fn redteam_a_client_caused_404_on_a_native_responses_attempt_is_not_the_deployments_failure() {
+    // Any tenant can name a stored object that does not exist
+    // (previous_response_id, conversation, prompt, file_id): OpenAI answers
+    // an `invalid_request_error` naming the param, possibly as a 404. Counted
+    // as a Server failure, a handful of such requests open the circuit of
+    // the shared deployment for every tenant (and fail over to the next key,
+    // marking it too).
+    let config = crate::testing::anthropic_kind_config();
+    let plan = native_responses_plan(&config);
+    let deployment = plan.chain[0];
+    let provider_body = br#"{"error":{"message":"Previous response with id 'resp_nope' not found.","type":"invalid_request_error","param":"previous_response_id","code":"previous_response_not_found"}}"#;
+    let finished = response::finish_buffered(&config, &plan, 1, deployment, b"{}", 404, &[], provider_body, 0);
+    let end = response::AttemptEnd {
+        status: Some(404),
+        failure: finished.failure,
+        complete: true,
+        elapsed_ms: 20,
+        ..response::AttemptEnd::default()
+    };
+    let verdict = response::verdict(&end, plan.per_try_timeout_ms);
+    // Replay what the upstream filter records for ten such requests.
+    let settings = &config.resilience.health;
+    let mut health = DeploymentHealth::default();
+    let failure = match verdict {
+        response::Verdict::Failed(kind) => Some(kind),
+        _ => None,
+    };
+    for step in 0..10u64 {
+        let now = 1_000 + step;
+        let lease = crate::health::AttemptLease {
+            in_flight: health.begin_attempt(now, settings),
+            trial: None,
+        };
+        let outcome = crate::health::AttemptOutcome {
+            failure,
+            retry_after_ms: None,
+            latency_ms: 20,
+            first_token_ms: None,
+        };
+        health.finish_attempt(now, lease, Some(&outcome), settings);
+    }
+    assert!(
+        health.availability(1_100, settings).is_available(),
+        "ten requests naming an unknown previous_response_id opened the shared deployment's circuit \
+         (verdict {verdict:?}; the client was told {} `{}`)",
+        finished.status,
+        String::from_utf8_lossy(&finished.body)
+    );
+}
