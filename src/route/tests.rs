@@ -888,3 +888,34 @@ fn redteam_a_client_caused_404_on_a_native_responses_attempt_is_not_the_deployme
         String::from_utf8_lossy(&finished.body)
     );
 }
+
+#[test]
+fn redteam_a_stateful_responses_request_reserves_no_more_than_its_visible_text() {
+    // `previous_response_id` (likewise `conversation`, a stored `prompt`, a
+    // file by id, `file_search`) makes OpenAI read input the gateway never
+    // sees: the stored conversation can fill the model's context window.
+    // The reservation (admission::estimate, "an upper bound of what it can
+    // consume … for budgets in money must hold") is made from the visible
+    // text only, so N concurrent stateful requests are each admitted on a
+    // few tokens and each billed up to a whole window afterwards; a stream
+    // the client cuts before `response.completed` is even settled at that
+    // tiny estimate (attempt_consumption falls back to `prompt_tokens`).
+    let config = crate::testing::anthropic_kind_config();
+    let stateful = serde_json::json!({"model": "auto", "input": "go on", "previous_response_id": "resp_long_history"});
+    let translated = plan_ingress_with(&config, Ingress::Responses, stateful).unwrap();
+    let decision = &translated.plan.decision;
+    let smallest_window = decision
+        .chain
+        .iter()
+        .map(|deployment| config.models[config.deployments[*deployment].model].context_window)
+        .min()
+        .unwrap();
+    assert!(
+        decision.prompt_tokens >= u64::from(smallest_window),
+        "a request continuing an unseen stored conversation is reserved and, when its usage is not \
+         reported, billed {} prompt tokens (attempt plan: {}); the stored context may be up to {} tokens",
+        decision.prompt_tokens,
+        translated.plan.attempts.prompt_tokens,
+        smallest_window
+    );
+}
