@@ -919,3 +919,44 @@ fn redteam_a_stateful_responses_request_reserves_no_more_than_its_visible_text()
         smallest_window
     );
 }
+
+#[test]
+fn redteam_a_built_in_tool_naming_its_own_model_escapes_the_tenants_allowed_models() {
+    // The interns may use only `small` (gpt-4o-mini) and at most 256 output
+    // tokens. Native pass-through sends built-in tools as they came; the
+    // image_generation tool names the model OpenAI runs for it, billed
+    // outside the main model's usage (so outside the tenant's quota too).
+    let config = crate::testing::governed_config();
+    let interns = policy_situation(&config, "interns", false);
+    let body = serde_json::json!({"model": "small", "input": "draw a cat",
+        "tools": [{"type": "image_generation", "model": "gpt-image-1", "quality": "high", "size": "1536x1024"}]})
+    .to_string()
+    .into_bytes();
+    let planned = plan_translated(
+        &config,
+        Ingress::Responses,
+        &body,
+        &client_headers(),
+        &ClientHints::default(),
+        &interns,
+    );
+    let Ok(translated) = planned else {
+        return; // refused: the tenant's policy held
+    };
+    let attempts = &translated.plan.attempts;
+    let sent = attempts::prepare_native_attempt(
+        &config,
+        attempts,
+        1,
+        &translated.chat_body,
+        &body,
+        &HeaderMap::default(),
+        0,
+    )
+    .unwrap();
+    let sent = String::from_utf8_lossy(&sent.body);
+    assert!(
+        !sent.contains("gpt-image-1"),
+        "a tenant allowed only `small` had OpenAI run gpt-image-1 for it: {sent}"
+    );
+}
