@@ -960,3 +960,61 @@ fn redteam_a_built_in_tool_naming_its_own_model_escapes_the_tenants_allowed_mode
         "a tenant allowed only `small` had OpenAI run gpt-image-1 for it: {sent}"
     );
 }
+
+#[test]
+fn redteam_a_native_stream_echoing_long_instructions_is_read_to_its_usage() {
+    // OpenAI's response.created / in_progress / completed events carry the
+    // whole response object, which echoes the request's `instructions` (and
+    // tools). A client sending 1.2 MB of instructions (the body limit is 4 MiB)
+    // makes every such event larger than the SSE framer's 1 MiB cap: the
+    // reader breaks at the first event, never sees content or usage, and
+    // judges a complete 200 stream a provider failure.
+    let config = crate::testing::anthropic_kind_config();
+    let mut plan = native_responses_plan(&config);
+    plan.stream = true;
+    let deployment = plan.chain[0];
+    let call = attempts::call_for(&config, &plan, deployment, 0);
+    let mut reader = response::stream_reader(&config, &plan, deployment, &call);
+    let instructions = "You are a careful assistant. ".repeat(43_000); // ~1.2 MB
+    let opening = serde_json::json!({"id": "resp_1", "object": "response", "status": "in_progress",
+        "instructions": instructions, "output": [], "usage": null});
+    let mut done = opening.clone();
+    done["status"] = "completed".into();
+    done["usage"] = serde_json::json!({"input_tokens": 300_000, "output_tokens": 2, "total_tokens": 300_002});
+    let events = [
+        ("response.created", serde_json::json!({"type": "response.created", "response": opening})),
+        ("response.output_text.delta", serde_json::json!({"type": "response.output_text.delta", "delta": "Hi"})),
+        ("response.completed", serde_json::json!({"type": "response.completed", "response": done})),
+    ];
+    let stream: String = events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect();
+    let mut out = Vec::new();
+    for chunk in stream.as_bytes().chunks(16 * 1024) {
+        let _ = reader.push(chunk, &mut out);
+    }
+    reader.finish(&mut out);
+    let end = response::AttemptEnd {
+        status: Some(200),
+        failure: reader.failure(),
+        complete: true,
+        elapsed_ms: 900,
+        ..response::AttemptEnd::default()
+    };
+    let unreported = response::Unreported {
+        prompt_tokens: plan.prompt_tokens,
+        relayed_output_tokens: reader.relayed_output_tokens(),
+        unseen_output_tokens: 0,
+    };
+    let billed = response::attempt_consumption(&end, reader.usage(), &unreported, plan.per_try_timeout_ms);
+    assert!(
+        reader.failure().is_none() && reader.saw_content(),
+        "a complete native stream was judged {:?} (content seen: {}): its deployment is blamed, \
+         the held 200 becomes a 503 retried on the next link, and the attempt is billed {:?} \
+         (its prompt estimate, no output) although OpenAI generated and reported the answer",
+        reader.failure(),
+        reader.saw_content(),
+        billed.map(|(usage, _)| (usage.input, usage.output))
+    );
+}
