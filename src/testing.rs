@@ -5,7 +5,7 @@ use crate::config::Config;
 /// A small but complete configuration: two providers, three tiers, a rule.
 pub const SAMPLE_CONFIG: &str = r#"{
   "providers": {
-    "openai": {"cluster": "openai", "api_key": "sk-test-openai"},
+    "openai": {"cluster": "openai", "vendor": "openai", "api_key": "sk-test-openai"},
     "anthropic": {"cluster": "anthropic", "base_path": "/v1/", "api_key_env": "ANTHROPIC_KEY"}
   },
   "models": {

@@ -32,7 +32,7 @@ def agents_config() -> dict:
         # Claude Code asks for its own model names: one of them routes by complexity.
         "auto_models": ["auto", "claude-sonnet-4-6"],
         "providers": {
-            "openai": {"cluster": "openai", "api_key": "sk-openai"},
+            "openai": {"cluster": "openai", "vendor": "openai", "api_key": "sk-openai"},
             "anthropic": {"kind": "anthropic", "cluster": "anthropic", "api_key": "sk-ant"},
         },
         "models": {
@@ -372,3 +372,28 @@ def test_a_native_responses_stream_cut_before_content_fails_over(start_gateway):
     events = list(openai_client(gateway).responses.create(model="gpt", input="Say hello", stream=True))
     assert events[-1].type == "response.completed"
     assert events[-1].response.output_text == "[anthropic/claude-sonnet-4-5] Say hello"
+
+
+def test_governed_responses_may_use_only_the_built_in_tools_their_tenant_lists(start_gateway):
+    config = governed(agents_config())
+    gateway = start_gateway(config)
+    client = openai_client(gateway, DEMO_KEY)
+    with pytest.raises(openai.PermissionDeniedError) as raised:
+        client.responses.create(model="gpt", input="draw a cat", tools=[{"type": "image_generation", "model": "gpt-image-1"}])
+    assert "image_generation" in raised.value.message
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="gpt", input="later", background=True)
+    assert "background" in raised.value.message
+    assert gateway.mocks.requests() == []
+    config["governance"]["tenants"]["team"]["allowed_builtin_tools"] = ["web_search"]
+    allowed = start_gateway(config)
+    answer = openai_client(allowed, DEMO_KEY).responses.create(model="gpt", input="news?", tools=[{"type": "web_search"}])
+    assert answer.output_text == "[openai/gpt-4o-mini] news?"
+
+
+def test_a_native_error_quoting_the_provider_key_reaches_the_client_scrubbed(agents):
+    agents.mocks.set_behavior("openai", {"status": 400, "message": "bad parameter for key sk-openai"})
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_client(agents).responses.create(model="gpt", input="hi")
+    assert "sk-openai" not in json.dumps(raised.value.body)
+    assert agents.last_request("openai").path == "/v1/responses"

@@ -70,6 +70,11 @@ pub struct RawTenant {
     /// What the tenant's requests get while the fleet store cannot answer.
     #[serde(default)]
     pub on_store_failure: RawStoreFailure,
+    /// OpenAI built-in tools (`web_search`, `image_generation`, ...) the
+    /// tenant's Responses requests may use; their own charges and models are
+    /// outside the gateway's price table and `allowed_models`.
+    #[serde(default)]
+    pub allowed_builtin_tools: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +211,8 @@ pub struct Tenant {
     pub audit_content: bool,
     /// While the fleet store is down: (budgets, rate limits).
     pub on_store_failure: (FailMode, FailMode),
+    /// OpenAI built-in tool types the tenant may use (none unless listed).
+    pub allowed_builtin_tools: Vec<String>,
 }
 
 impl Tenant {
@@ -436,7 +443,19 @@ fn resolve_tenant(
         show_usage: raw.show_usage,
         audit_content: raw.audit_content,
         on_store_failure: (raw.on_store_failure.budgets, raw.on_store_failure.rate_limits),
+        allowed_builtin_tools: builtin_tools(&path, &raw.allowed_builtin_tools)?,
     })
+}
+
+fn builtin_tools(path: &str, names: &[String]) -> Result<Vec<String>, ConfigError> {
+    for (position, name) in names.iter().enumerate() {
+        let field = format!("{path}.allowed_builtin_tools[{position}]");
+        check_name(field.clone(), name)?;
+        if names[..position].contains(name) {
+            return Err(ConfigError::new(field, format!("`{name}` is listed twice")));
+        }
+    }
+    Ok(names.to_vec())
 }
 
 /// Longest a store call may take (a request waits for it).

@@ -487,7 +487,7 @@ fn resolve_provider(
         check_name(format!("{path}.host"), host)?;
     }
     let quirks = match &raw.vendor {
-        None => Quirks::OPENAI,
+        None => Quirks::STANDARD,
         Some(vendor) => Quirks::for_vendor(vendor)
             .ok_or_else(|| ConfigError::new(format!("{path}.vendor"), format!("unknown vendor `{vendor}`")))?,
     };

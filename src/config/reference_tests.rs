@@ -141,7 +141,7 @@ fn maximal_sample() -> Value {
                     "user_limits": {"rpm": 10, "tpm": 20_000},
                     "quotas": [{"window": "day", "requests": 1_000, "tokens": 1_000_000, "cost_usd": 20.0}],
                     "alert_at": 0.8, "downgrade_tier": "simple",
-                    "show_usage": true, "audit_content": false,
+                    "show_usage": true, "audit_content": false, "allowed_builtin_tools": ["web_search"],
                     "on_store_failure": {"budgets": "closed", "rate_limits": "local"}
                 }
             },

@@ -437,6 +437,7 @@ mod tests {
             downgrade_tier: None,
             show_usage: false,
             audit_content: false,
+            allowed_builtin_tools: Vec::new(),
             on_store_failure: (
                 crate::config::governance::FailMode::Closed,
                 crate::config::governance::FailMode::Local,

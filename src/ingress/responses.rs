@@ -5,11 +5,12 @@
 //! back as a `response` object, [`stream`] as Responses streaming events.
 //! Errors are OpenAI's own shape already ([`crate::error::GatewayError::to_json`]).
 //!
-//! Nothing is stored: `store` is treated as false. What needs OpenAI's own
-//! state or tools (`previous_response_id`, `conversation`, stored
-//! `prompt`s, built-in tools, `background`) makes
+//! Nothing is stored on translation: `store` is treated as false. What
+//! needs OpenAI's own state or tools (`previous_response_id`,
+//! `conversation`, stored `prompt`s, built-in tools) makes
 //! [`Request::to_chat_body`] fail: such a request can only go natively to
-//! OpenAI's `/v1/responses`.
+//! OpenAI's `/v1/responses`. `background` is refused outright: its answer
+//! is fetched later, past the gateway, so it could not be metered.
 
 mod answer;
 mod stream;
@@ -262,8 +263,8 @@ pub struct Request<'a> {
     instructions: Option<Cow<'a, str>>,
     items: Vec<Item<'a>>,
     functions: Vec<FunctionDef<'a>>,
-    /// The first tool chat cannot express: (param, its type).
-    other_tool: Option<(String, Cow<'a, str>)>,
+    /// OpenAI's built-in tools (what chat cannot express): (param, type).
+    builtin_tools: Vec<(String, Cow<'a, str>)>,
     tool_choice: Option<ToolChoice<'a>>,
     parallel_tool_calls: Option<bool>,
     format: Option<Format<'a>>,
@@ -410,11 +411,16 @@ impl<'a> Request<'a> {
         };
         check_range("temperature", wire.temperature, 0.0, 2.0)?;
         check_range("top_p", wire.top_p, 0.0, 1.0)?;
+        if wire.background == Some(true) {
+            return Err(invalid(
+                "background",
+                "is not supported through the gateway: a background response is fetched later, where it could not be metered.",
+            ));
+        }
         let stateful = [
             ("previous_response_id", wire.previous_response_id.is_some()),
             ("conversation", wire.conversation.is_some()),
             ("prompt", wire.prompt.is_some()),
-            ("background", wire.background == Some(true)),
         ]
         .into_iter()
         .find_map(|(name, set)| set.then_some(name));
@@ -432,7 +438,7 @@ impl<'a> Request<'a> {
             None => return Err(invalid("input", "is required.")),
         };
         let mut functions = Vec::new();
-        let mut other_tool = None;
+        let mut builtin_tools = Vec::new();
         for (index, tool) in wire.tools.into_iter().flatten().enumerate() {
             if tool.kind.as_str() == "function" {
                 let param = format!("tools[{index}].name");
@@ -446,8 +452,8 @@ impl<'a> Request<'a> {
                     parameters: tool.parameters,
                     strict: tool.strict,
                 });
-            } else if other_tool.is_none() {
-                other_tool = Some((format!("tools[{index}].type"), tool.kind.0));
+            } else {
+                builtin_tools.push((format!("tools[{index}].type"), tool.kind.0));
             }
         }
         let mut dropped = Vec::new();
@@ -474,7 +480,7 @@ impl<'a> Request<'a> {
             instructions: wire.instructions.map(|text| text.0),
             items,
             functions,
-            other_tool,
+            builtin_tools,
             tool_choice: wire.tool_choice.map(tool_choice).transpose()?,
             parallel_tool_calls: wire.parallel_tool_calls,
             format: text.and_then(|(format, _)| format).map(format).transpose()?.flatten(),
@@ -510,7 +516,7 @@ impl<'a> Request<'a> {
             .rposition(|item| matches!(item, Item::Message { role: Role::User, .. }));
         let mut view = IngressView {
             prompt: PromptView {
-                has_tools: !self.functions.is_empty() || self.other_tool.is_some(),
+                has_tools: !self.functions.is_empty() || !self.builtin_tools.is_empty(),
                 response_format: match self.format {
                     None => ResponseFormatKind::None,
                     Some(Format::JsonObject) => ResponseFormatKind::JsonObject,
@@ -578,12 +584,25 @@ impl<'a> Request<'a> {
             .collect()
     }
 
+    /// OpenAI's built-in tools the request offers, as (param, type).
+    pub fn builtin_tools(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.builtin_tools
+            .iter()
+            .map(|(param, kind)| (param.as_str(), kind.as_ref()))
+    }
+
+    /// Whether OpenAI adds stored input the gateway never sees (an earlier
+    /// response, a conversation, a stored prompt): its size is unknown.
+    pub fn reads_stored_input(&self) -> bool {
+        self.stateful.is_some()
+    }
+
     /// Whether only OpenAI's own Responses API can take the request: stored
     /// state, a built-in tool, a part or item chat has no form for.
     pub fn needs_openai(&self) -> bool {
         let openai_only = |part: &Part<'_>| matches!(part, Part::OpenAiOnly { .. });
         self.stateful.is_some()
-            || self.other_tool.is_some()
+            || !self.builtin_tools.is_empty()
             || self.tool_choice == Some(ToolChoice::OpenAiOnly)
             || self.items.iter().any(|item| match item {
                 Item::Message { parts, .. } | Item::FunctionCallOutput { output: parts, .. } => {
@@ -656,7 +675,7 @@ impl<'a> Request<'a> {
         if let Some(field) = self.stateful {
             return Err(openai_only(field, &format!("`{field}`")));
         }
-        if let Some((param, kind)) = &self.other_tool {
+        if let Some((param, kind)) = self.builtin_tools.first() {
             return Err(openai_only(param, &format!("the built-in `{kind}` tool")));
         }
         let mut chat = ChatBody {

@@ -444,7 +444,7 @@ pub fn read_responses_answer(
     if (200..300).contains(&status) {
         responses::read_answer(call, body)
     } else {
-        failure::translate_error(call, status, headers, body)
+        responses::read_error(call, status, headers, body)
     }
 }
 

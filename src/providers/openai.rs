@@ -35,8 +35,9 @@ pub struct Quirks {
     /// `max_tokens` (Mistral rejects the newer name).
     pub max_completion_tokens: bool,
     /// Serves OpenAI's Responses API (`/responses`): a Responses client's
-    /// own body goes there as it came. OpenAI itself (no `vendor`, or
-    /// `openai`); other vendors' support varies, so they get chat.
+    /// own body goes there as it came. Only `vendor: openai` says the
+    /// provider is OpenAI itself; a provider without a vendor may be any
+    /// OpenAI-compatible API, whose Responses support varies, so it gets chat.
     pub responses_api: bool,
 }
 

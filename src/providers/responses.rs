@@ -49,6 +49,26 @@ pub(crate) fn read_answer(call: &Call<'_>, body: &[u8]) -> TranslatedResponse {
     }
 }
 
+/// An error answer, as on chat, but for a 404: on chat it means the
+/// provider does not serve the model (the deployment's fault); here a
+/// client can name a stored object that does not exist (a response, a
+/// conversation, a file), which is its own mistake and must not count
+/// against a deployment every tenant shares.
+pub(crate) fn read_error(
+    call: &Call<'_>,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> TranslatedResponse {
+    let names_the_model = || ErrorInfo::parse(body, headers).code.as_deref() == Some("model_not_found");
+    if status != 404 || names_the_model() {
+        return failure::translate_error(call, status, headers, body);
+    }
+    let mut refused = failure::translate_error(call, 400, headers, body);
+    refused.status = 404;
+    refused
+}
+
 #[derive(Deserialize)]
 struct EventView<'a> {
     #[serde(rename = "type", borrow)]
@@ -105,11 +125,18 @@ impl Handler<SseFramer> for ResponsesStream {
     }
 }
 
+/// Longest Responses event read. `response.created`, `in_progress` and
+/// `completed` carry the whole response object, which repeats the
+/// request's `instructions` and tools (a client may send megabytes of
+/// them) and, at the end, the whole output: chat's 1 MiB bound would take
+/// a complete answer for a broken stream.
+const MAX_EVENT_BYTES: usize = 32 << 20;
+
 /// Reads a Responses event stream for usage, content and failures. What it
 /// writes is not the client's: the filter relays the provider's events.
 pub(crate) fn stream_reader(call: &Call<'_>) -> Box<dyn StreamTranslator> {
     Box::new(Translator::new(
-        SseFramer::default(),
+        SseFramer::new(MAX_EVENT_BYTES),
         ResponsesStream,
         Output::new(call, false),
     ))
@@ -132,6 +159,18 @@ mod tests {
         let usage = read.usage.unwrap();
         assert_eq!((usage.input, usage.cached_input, usage.output), (20, 100, 9));
         assert!(read.failure.is_none());
+    }
+
+    #[test]
+    fn a_404_is_the_clients_unless_it_names_the_model() {
+        let spec = spec(ProviderKind::Openai);
+        let unknown_response = br#"{"error":{"message":"Response 'resp_x' not found","type":"invalid_request_error","param":"previous_response_id","code":null}}"#;
+        let read = read_error(&call_for(&spec), 404, &[], unknown_response);
+        assert_eq!(read.status, 404);
+        assert_eq!(read.failure.map(|failure| failure.kind), Some(FailureKind::Client));
+        let unknown_model = br#"{"error":{"message":"The model does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
+        let read = read_error(&call_for(&spec), 404, &[], unknown_model);
+        assert_eq!(read.failure.map(|failure| failure.kind), Some(FailureKind::Server));
     }
 
     #[test]

@@ -283,6 +283,21 @@ impl<'a> Situation<'a> {
         self.policy.is_none_or(|tenant| tenant.allows(model))
     }
 
+    /// OpenAI's built-in tools run their own models and bill outside the
+    /// price table: a governed tenant uses only those its policy lists.
+    fn allows_builtin_tools<'t>(
+        &self,
+        mut tools: impl Iterator<Item = (&'t str, &'t str)>,
+    ) -> Result<(), GatewayError> {
+        let Some(tenant) = self.policy else { return Ok(()) };
+        match tools.find(|(_, kind)| !tenant.allowed_builtin_tools.iter().any(|allowed| allowed == kind)) {
+            Some((param, kind)) => Err(GatewayError::Forbidden {
+                message: format!("The built-in tool `{kind}` (`{param}`) is not allowed for this key."),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The tenant's hard cap: its `max_tier`, else the strongest tier.
     fn max_tier(&self, config: &Config) -> TierId {
         let top = config.tiers.len().saturating_sub(1);
@@ -398,6 +413,7 @@ pub fn plan_translated(
     situation: &Situation<'_>,
 ) -> Result<TranslatedPlan, GatewayError> {
     let mut native_only = None;
+    let mut stored_input = false;
     let (
         native,
         Translated {
@@ -408,6 +424,8 @@ pub fn plan_translated(
         Ingress::Messages => (NativeApi::Messages, messages::Request::parse(body)?.to_chat_body()?),
         Ingress::Responses => {
             let request = responses::Request::parse(body)?;
+            situation.allows_builtin_tools(request.builtin_tools())?;
+            stored_input = request.reads_stored_input();
             match request.to_chat_body() {
                 Ok(translated) => (NativeApi::Responses, translated),
                 // Only OpenAI can take it: planned from its texts, sent as it came.
@@ -436,6 +454,9 @@ pub fn plan_translated(
         }
     };
     let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only)?;
+    if stored_input {
+        reserve_whole_windows(config, &mut plan);
+    }
     // Attempts on a provider that speaks the client's API take the client's
     // own body: the router keeps it only when the chain has such a link.
     plan.attempts.native = native;
@@ -452,6 +473,26 @@ pub fn plan_translated(
         chat_body,
         dropped,
     })
+}
+
+/// A request whose provider adds stored input (an earlier response, a
+/// conversation) may fill its model's whole context window: its prompt
+/// is taken at the largest window of its chain, so the reservation stays an
+/// upper bound and an attempt without a usage report is billed that much.
+fn reserve_whole_windows(config: &Config, plan: &mut RequestPlan) {
+    let window = plan
+        .decision
+        .chain
+        .iter()
+        .filter_map(|deployment| config.deployments.get(*deployment))
+        .map(|deployment| config.models[deployment.model].context_window)
+        .max()
+        .unwrap_or(0);
+    let output = plan.decision.max_output_tokens.unwrap_or(0);
+    let prompt = window.saturating_sub(output).max(plan.decision.prompt_tokens);
+    plan.decision.prompt_tokens = prompt;
+    plan.decision.estimated_tokens = plan.decision.estimated_tokens.max(prompt.saturating_add(output));
+    plan.attempts.prompt_tokens = prompt;
 }
 
 /// Plans an embeddings request: the client must name a configured model;

@@ -253,17 +253,18 @@ pub fn stream_reader(
 
 impl Finished {
     /// A native attempt's body for its client (see
-    /// [`super::attempts::is_native`]): the provider's answer as it came,
-    /// already in the client's format, unless the gateway judged the attempt
-    /// otherwise (its status changed): then that judgement's error, in the
-    /// client's API's shape.
+    /// [`super::attempts::is_native`]): a successful answer as it came,
+    /// already in the client's format. An error is the gateway's own, in the
+    /// client's API's shape: the provider's message quoted with secrets
+    /// scrubbed and cut as on chat, or the gateway's judgement when it
+    /// changed the status.
     pub fn native_body(&self, api: NativeApi, status: u16, body: &[u8]) -> Vec<u8> {
         let ingress = match api {
             NativeApi::Messages => Ingress::Messages,
             NativeApi::Responses => Ingress::Responses,
             NativeApi::None => Ingress::Chat,
         };
-        if self.status == status {
+        if self.status == status && (200..300).contains(&status) {
             body.to_vec()
         } else {
             ingress.error_from_chat(self.status, &self.body)

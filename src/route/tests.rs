@@ -779,7 +779,7 @@ fn docs_providers_config() -> Config {
 }
 
 #[test]
-fn redteam_a_vendorless_openai_compatible_provider_is_not_taken_for_openai_itself() {
+fn a_vendorless_openai_compatible_provider_is_not_taken_for_openai_itself() {
     // A request only OpenAI can take (stored state at OpenAI) must not go
     // to Groq or a local vLLM: with no OpenAI link it is the client's 400.
     let config = docs_providers_config();
@@ -817,7 +817,7 @@ fn native_responses_plan(config: &Config) -> AttemptPlan {
 }
 
 #[test]
-fn redteam_a_native_responses_error_quoting_the_provider_key_is_scrubbed_as_on_chat() {
+fn a_native_responses_error_quoting_the_provider_key_is_scrubbed_as_on_chat() {
     let config = crate::testing::anthropic_kind_config();
     let plan = native_responses_plan(&config);
     let deployment = plan.chain[0];
@@ -839,7 +839,7 @@ fn redteam_a_native_responses_error_quoting_the_provider_key_is_scrubbed_as_on_c
 }
 
 #[test]
-fn redteam_a_client_caused_404_on_a_native_responses_attempt_is_not_the_deployments_failure() {
+fn a_client_caused_404_on_a_native_responses_attempt_is_not_the_deployments_failure() {
     // Any tenant can name a stored object that does not exist
     // (previous_response_id, conversation, prompt, file_id): OpenAI answers
     // an `invalid_request_error` naming the param, possibly as a 404. Counted
@@ -890,7 +890,7 @@ fn redteam_a_client_caused_404_on_a_native_responses_attempt_is_not_the_deployme
 }
 
 #[test]
-fn redteam_a_stateful_responses_request_reserves_no_more_than_its_visible_text() {
+fn a_stateful_responses_request_reserves_no_more_than_its_visible_text() {
     // `previous_response_id` (likewise `conversation`, a stored `prompt`, a
     // file by id, `file_search`) makes OpenAI read input the gateway never
     // sees: the stored conversation can fill the model's context window.
@@ -921,7 +921,7 @@ fn redteam_a_stateful_responses_request_reserves_no_more_than_its_visible_text()
 }
 
 #[test]
-fn redteam_a_built_in_tool_naming_its_own_model_escapes_the_tenants_allowed_models() {
+fn a_built_in_tool_naming_its_own_model_escapes_the_tenants_allowed_models() {
     // The interns may use only `small` (gpt-4o-mini) and at most 256 output
     // tokens. Native pass-through sends built-in tools as they came; the
     // image_generation tool names the model OpenAI runs for it, billed
@@ -962,7 +962,7 @@ fn redteam_a_built_in_tool_naming_its_own_model_escapes_the_tenants_allowed_mode
 }
 
 #[test]
-fn redteam_a_native_stream_echoing_long_instructions_is_read_to_its_usage() {
+fn a_native_stream_echoing_long_instructions_is_read_to_its_usage() {
     // OpenAI's response.created / in_progress / completed events carry the
     // whole response object, which echoes the request's `instructions` (and
     // tools). A client sending 1.2 MB of instructions (the body limit is 4 MiB)
@@ -982,9 +982,18 @@ fn redteam_a_native_stream_echoing_long_instructions_is_read_to_its_usage() {
     done["status"] = "completed".into();
     done["usage"] = serde_json::json!({"input_tokens": 300_000, "output_tokens": 2, "total_tokens": 300_002});
     let events = [
-        ("response.created", serde_json::json!({"type": "response.created", "response": opening})),
-        ("response.output_text.delta", serde_json::json!({"type": "response.output_text.delta", "delta": "Hi"})),
-        ("response.completed", serde_json::json!({"type": "response.completed", "response": done})),
+        (
+            "response.created",
+            serde_json::json!({"type": "response.created", "response": opening}),
+        ),
+        (
+            "response.output_text.delta",
+            serde_json::json!({"type": "response.output_text.delta", "delta": "Hi"}),
+        ),
+        (
+            "response.completed",
+            serde_json::json!({"type": "response.completed", "response": done}),
+        ),
     ];
     let stream: String = events
         .iter()

@@ -135,7 +135,6 @@ fn what_needs_openais_own_state_or_tools_is_refused_for_other_providers() {
     for (extra, param) in [
         (json!({"previous_response_id": "resp_1"}), "previous_response_id"),
         (json!({"conversation": "conv_1"}), "conversation"),
-        (json!({"background": true}), "background"),
         (json!({"tools": [{"type": "web_search"}]}), "tools[0].type"),
         (
             json!({"input": [{"type": "item_reference", "id": "msg_1"}]}),
@@ -156,6 +155,10 @@ fn what_needs_openais_own_state_or_tools_is_refused_for_other_providers() {
         assert_eq!(param_of(&error), param, "{body}");
         assert!(error.to_string().contains("OpenAI's own Responses API"), "{error}");
     }
+    // A background response is fetched past the gateway: refused for every provider.
+    let background = minimal(json!({"background": true})).to_string();
+    let error = Request::parse(background.as_bytes()).unwrap_err();
+    assert_eq!(param_of(&error), "background");
     // Without `input`, a stateful request still parses (for OpenAI).
     assert!(Request::parse(br#"{"model":"m","previous_response_id":"resp_1"}"#).is_ok());
 }
