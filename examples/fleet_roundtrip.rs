@@ -43,6 +43,7 @@ fn tenant() -> Tenant {
         show_usage: false,
         audit_content: false,
         on_store_failure: (FailMode::Closed, FailMode::Local),
+        allowed_builtin_tools: Vec::new(),
     }
 }
 

@@ -911,7 +911,7 @@ fn a_stateful_responses_request_reserves_no_more_than_its_visible_text() {
         .min()
         .unwrap();
     assert!(
-        decision.prompt_tokens >= u64::from(smallest_window),
+        decision.prompt_tokens >= smallest_window,
         "a request continuing an unseen stored conversation is reserved and, when its usage is not \
          reported, billed {} prompt tokens (attempt plan: {}); the stored context may be up to {} tokens",
         decision.prompt_tokens,
