@@ -20,10 +20,19 @@ use crate::request::{ChatRequest, Role};
 const PREFIX_TEXT_BYTES: usize = 16 * 1024;
 
 /// The conversation's draw and what named it, or `None` when the request
-/// carries none of the configured sources.
-pub fn draw(affinity: &Affinity, request: &ChatRequest<'_>, headers: &HeaderMap) -> Option<(u64, AffinitySource)> {
+/// carries none of the configured sources. `tenant` (governed requests)
+/// is hashed too: two tenants sending the same opening do not share a
+/// deployment and key by construction, which would make the provider's
+/// prompt cache a reliable channel between them.
+pub fn draw(
+    affinity: &Affinity,
+    request: &ChatRequest<'_>,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+) -> Option<(u64, AffinitySource)> {
     affinity.sources.iter().find_map(|&source| {
         let mut hasher = hasher(source);
+        tenant.hash(&mut hasher);
         let named = match source {
             AffinitySource::SessionHeader => hash_text(&mut hasher, headers.get(&affinity.session_header)),
             AffinitySource::PromptCacheKey => hash_text(&mut hasher, request.prompt_cache_key.map(|raw| raw.get())),
@@ -97,7 +106,7 @@ mod tests {
 
     fn draw_of(affinity: &Affinity, body: &str, pairs: &[(&str, &str)]) -> Option<(u64, AffinitySource)> {
         let request = parse_chat(body.as_bytes()).unwrap();
-        draw(affinity, &request, &headers(pairs))
+        draw(affinity, &request, &headers(pairs), None)
     }
 
     fn turn(system: &str, first: &str, later: &[&str]) -> String {
@@ -148,6 +157,17 @@ mod tests {
             draw_of(&affinity, null_user, &[]).map(|(_, source)| source),
             Some(AffinitySource::Prefix)
         );
+    }
+
+    #[test]
+    fn tenants_sending_the_same_opening_draw_apart() {
+        let affinity = affinity("{}");
+        let body = turn("You code.", "Fix the parser", &[]);
+        let request = parse_chat(body.as_bytes()).unwrap();
+        let none = HeaderMap::default();
+        let acme = draw(&affinity, &request, &none, Some("acme"));
+        assert_eq!(acme, draw(&affinity, &request, &none, Some("acme")));
+        assert_ne!(acme, draw(&affinity, &request, &none, Some("globex")));
     }
 
     #[test]

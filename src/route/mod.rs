@@ -633,7 +633,7 @@ fn draw_for(
     tier: Option<TierId>,
     request: &ChatRequest<'_>,
     headers: &HeaderMap,
-    random: u64,
+    situation: &Situation<'_>,
 ) -> (u64, Option<AffinitySource>) {
     let sticky = tier
         .and_then(|tier| config.tiers[tier].sticky_header.as_deref())
@@ -644,13 +644,14 @@ fn draw_for(
         });
         return (hash, None);
     }
+    let tenant = situation.policy.map(|tenant| tenant.name.as_str());
     match config
         .affinity
         .as_ref()
-        .and_then(|affinity| affinity::draw(affinity, request, headers))
+        .and_then(|affinity| affinity::draw(affinity, request, headers, tenant))
     {
         Some((draw, source)) => (draw, Some(source)),
-        None => (random, None),
+        None => (situation.draw, None),
     }
 }
 
@@ -838,7 +839,7 @@ fn decide(
         Primary::Tier(tier) => Some(tier),
         Primary::Model(_) => None,
     };
-    let (draw, affinity) = draw_for(config, tier, request, headers, situation.draw);
+    let (draw, affinity) = draw_for(config, tier, request, headers, situation);
     let basis = CostBasis {
         prompt_tokens: requirements.tokens,
         output_tokens: max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
