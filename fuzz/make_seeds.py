@@ -180,6 +180,14 @@ def main() -> None:
                         write("eventstream", "framed", bytes([FRAMED, len(CUTS)]) + CUTS + records)
                     else:
                         write("sse_framer", provider, bytes([64, len(CUTS)]) + CUTS + body)
+        # OpenAI's Responses API, read natively: `[flags][cuts][status byte] body`.
+        responses = {"model": "gpt-4o-mini", "instructions": "be brief", "input": "Hi there!"}
+        for stream in (False, True):
+            for fault in (None, {"status": 404}, {"status": 429, "retry_after": 1}):
+                status, _, body = mock.post("/v1/responses", {**responses, "stream": stream}, fault)
+                label = f"{'stream' if stream else 'whole'}-{status}"
+                selector = STATUS_INDEX.get(status, 0)
+                write("responses_native", label, bytes([BYTEWISE, len(CUTS)]) + CUTS + bytes([selector]) + body)
         embeddings = {
             "openai": ("/v1/embeddings", EMBEDDING_REQUESTS[1]),
             "gemini": ("/v1beta/models/emb:batchEmbedContents", {"requests": [{"content": {"parts": [{"text": "a"}]}}, {"content": {"parts": [{"text": "b"}]}}]}),

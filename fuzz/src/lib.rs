@@ -279,7 +279,10 @@ pub struct StreamRun {
 }
 
 pub fn run_stream(call: &Call<'_>, pieces: &[&[u8]]) -> StreamRun {
-    let mut translator = providers::stream_translator(call);
+    run_reader(providers::stream_translator(call), pieces)
+}
+
+fn run_reader(mut translator: Box<dyn providers::StreamTranslator>, pieces: &[&[u8]]) -> StreamRun {
     let mut text = Vec::new();
     for piece in pieces {
         // An error is recorded by the translator and ends the client's stream.
@@ -329,6 +332,35 @@ pub fn check_stream(kind: ProviderKind, data: &[u8]) {
     if input.has(flag::BYTEWISE) {
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(run_stream(&call, &bytes), whole, "fed one byte at a time");
+    }
+}
+
+/// An OpenAI Responses API answer relayed natively: the whole body (first
+/// byte picks the status) is read without panicking, a success passes as it
+/// came; as a stream, what the reader learns (usage, content, failure) is
+/// the same however it is cut.
+pub fn check_responses_native(data: &[u8]) {
+    let Some(input) = Input::parse(data) else { return };
+    let Some((&status, payload)) = input.payload.split_first() else {
+        return;
+    };
+    let status = STATUSES[usize::from(status) % STATUSES.len()];
+    let spec = spec(ProviderKind::Openai, input.flags);
+    let mut call = call(&spec, input.flags);
+    call.operation = Operation::ChatCompletions;
+    let read = providers::read_responses_answer(&call, status, &[], payload);
+    if read.failure.is_none() {
+        assert_eq!(read.body, payload, "a successful native answer passes as it came");
+    }
+    call.stream = true;
+    let whole = run_reader(providers::responses_stream_reader(&call), &[payload]);
+    let cut = run_reader(providers::responses_stream_reader(&call), &input.pieces(payload));
+    let learned = |run: &StreamRun| (run.usage, run.saw_content, run.failure);
+    assert_eq!(learned(&cut), learned(&whole), "a native stream reads the same however it is cut");
+    if input.has(flag::BYTEWISE) {
+        let bytes: Vec<&[u8]> = payload.chunks(1).collect();
+        let bytewise = run_reader(providers::responses_stream_reader(&call), &bytes);
+        assert_eq!(learned(&bytewise), learned(&whole), "fed one byte at a time");
     }
 }
 
