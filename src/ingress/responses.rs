@@ -570,6 +570,25 @@ impl<'a> Request<'a> {
         view
     }
 
+    /// The chat body's settings and its system message (`instructions`),
+    /// before the conversation's items.
+    fn chat_opening(&self) -> ChatBody<'_> {
+        let mut chat = ChatBody {
+            model: &self.model,
+            max_completion_tokens: self.max_output_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stream: self.stream,
+            stream_options: self.stream.then_some(StreamOptions { include_usage: true }),
+            user: self.user.as_deref(),
+            ..ChatBody::default()
+        };
+        if let Some(instructions) = &self.instructions {
+            chat.push(ChatMessage::text("system", Cow::Borrowed(instructions)));
+        }
+        chat
+    }
+
     fn chat_tools(&self) -> Vec<ChatTool<'_>> {
         self.functions
             .iter()
@@ -619,17 +638,7 @@ impl<'a> Request<'a> {
     /// client sent. No provider is sent it: the attempts send the client's
     /// own body.
     pub fn to_planning_body(&self) -> Result<Vec<u8>, GatewayError> {
-        let mut chat = ChatBody {
-            model: &self.model,
-            max_completion_tokens: self.max_output_tokens,
-            stream: self.stream,
-            stream_options: self.stream.then_some(StreamOptions { include_usage: true }),
-            user: self.user.as_deref(),
-            ..ChatBody::default()
-        };
-        if let Some(instructions) = &self.instructions {
-            chat.push(ChatMessage::text("system", Cow::Borrowed(instructions)));
-        }
+        let mut chat = self.chat_opening();
         let texts = |parts: &[Part<'_>]| -> String {
             let texts: Vec<&str> = parts
                 .iter()
@@ -678,19 +687,7 @@ impl<'a> Request<'a> {
         if let Some((param, kind)) = self.builtin_tools.first() {
             return Err(openai_only(param, &format!("the built-in `{kind}` tool")));
         }
-        let mut chat = ChatBody {
-            model: &self.model,
-            max_completion_tokens: self.max_output_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            stream: self.stream,
-            stream_options: self.stream.then_some(StreamOptions { include_usage: true }),
-            user: self.user.as_deref(),
-            ..ChatBody::default()
-        };
-        if let Some(instructions) = &self.instructions {
-            chat.push(ChatMessage::text("system", Cow::Borrowed(instructions)));
-        }
+        let mut chat = self.chat_opening();
         // Images and files a function's output returned: a chat `tool`
         // message cannot carry them, so a user message right after does.
         let mut returned: Vec<ChatPart<'_>> = Vec::new();
