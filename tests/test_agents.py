@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 
-from tests.gateway import DEMO_KEY, REQUEST_TIMEOUT_S, demo_plugin_config
+from tests.gateway import DEMO_KEY, REQUEST_TIMEOUT_S, add_cluster, demo_plugin_config
 
 # model name -> (mock instance, model id the provider receives, path it is called on)
 MODELS = {
@@ -397,3 +397,26 @@ def test_a_native_error_quoting_the_provider_key_reaches_the_client_scrubbed(age
         openai_client(agents).responses.create(model="gpt", input="hi")
     assert "sk-openai" not in json.dumps(raised.value.body)
     assert agents.last_request("openai").path == "/v1/responses"
+
+
+def test_cache_breakpoints_reach_bedrock_as_cache_points_and_leave_openai_alone(start_gateway):
+    config = agents_config()
+    config["providers"]["bedrock"] = {
+        "kind": "bedrock", "cluster": "bedrock", "region": "us-east-1",
+        "aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    }
+    config["models"]["nova"] = {"provider": "bedrock", "id": "amazon.nova-pro-v1:0"}
+    gateway = start_gateway(config, tweak=lambda envoy: add_cluster(envoy, "bedrock"))
+    marked = {"type": "ephemeral"}
+    for model in ("nova", "gpt"):
+        answer = claude_client(gateway).messages.create(
+            model=model,
+            max_tokens=50,
+            system=[{"type": "text", "text": "You are a coding agent.", "cache_control": marked}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Read the repo", "cache_control": marked}]}],
+        )
+        assert answer.content[0].text.endswith("Read the repo")
+    sent = gateway.last_request("bedrock").json
+    assert sent["system"] == [{"text": "You are a coding agent."}, {"cachePoint": {"type": "default"}}]
+    assert sent["messages"][0]["content"] == [{"text": "Read the repo"}, {"cachePoint": {"type": "default"}}]
+    assert "cache_control" not in gateway.last_request("openai").body.decode()

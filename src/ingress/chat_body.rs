@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
+pub(crate) use crate::providers::chat::{CacheBreakpoint, EPHEMERAL};
 
 use super::wire::invalid;
 
@@ -101,6 +102,11 @@ pub(crate) struct ChatMessage<'r> {
     pub tool_calls: Vec<ChatToolCall<'r>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<&'r str>,
+    /// A prompt-cache breakpoint after this message (the client marked a
+    /// block of it with `cache_control`): an extension of chat that the
+    /// Anthropic and Bedrock adapters honour and the OpenAI one removes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheBreakpoint>,
 }
 
 impl<'r> ChatMessage<'r> {
@@ -110,6 +116,7 @@ impl<'r> ChatMessage<'r> {
             content: Some(ChatContent::Text(text)),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            cache_control: None,
         }
     }
 

@@ -28,7 +28,7 @@ use crate::tokens;
 
 use super::chat_body::{
     ChatBody, ChatContent, ChatMessage, ChatPart, ChatTool, ChatToolCall, ChatToolChoice, FilePart, FunctionTool,
-    ImageUrl, JsonSchema, ResponseFormat, StreamOptions,
+    ImageUrl, JsonSchema, ResponseFormat, StreamOptions, EPHEMERAL,
 };
 use super::wire::{check_range, invalid, parse_body, TextOr};
 use super::{IngressView, Translated, DOCUMENT_TOKENS, IMAGE_TOKENS};
@@ -244,6 +244,8 @@ enum Block<'a> {
 struct Message<'a> {
     speaker: Speaker,
     blocks: Vec<Block<'a>>,
+    /// A block carries `cache_control`: a prompt-cache breakpoint after it.
+    cached: bool,
 }
 
 #[derive(Debug)]
@@ -273,6 +275,8 @@ pub struct Request<'a> {
     model: Cow<'a, str>,
     max_tokens: Option<u64>,
     system: Vec<Cow<'a, str>>,
+    /// A system block carries `cache_control`.
+    system_cached: bool,
     messages: Vec<Message<'a>>,
     tools: Vec<Tool<'a>>,
     tool_choice: Option<ToolChoice<'a>>,
@@ -347,9 +351,6 @@ fn source<'a>(source: Option<WireSource<'a>>, param: &str, document: bool) -> Re
 
 /// Reads one content block; `dropped` collects features chat loses.
 fn block<'a>(wire: WireBlock<'a>, param: &str, dropped: &mut Vec<&'static str>) -> Result<Block<'a>, GatewayError> {
-    if wire.cache_control.is_some() {
-        drop_once(dropped, "cache_control");
-    }
     let field = |name: &str| format!("{param}.{name}");
     Ok(match wire.kind.as_str() {
         "text" => Block::Text(text_of(wire.text, &field("text"))?),
@@ -432,6 +433,13 @@ fn message<'a>(
             ))
         }
     };
+    // A breakpoint on any of the message's blocks (or inside a tool
+    // result): chat marks the message, so the cache ends after it.
+    let marked = |block: &WireBlock<'_>| {
+        block.cache_control.is_some()
+            || matches!(&block.content, Some(TextOr::List(inner)) if inner.iter().any(|inner| inner.cache_control.is_some()))
+    };
+    let cached = matches!(&wire.content, TextOr::List(blocks) if blocks.iter().any(marked));
     let blocks: Vec<Block<'a>> = match wire.content {
         TextOr::Text(text) => vec![Block::Text(text.0)],
         TextOr::List(blocks) => blocks
@@ -450,7 +458,11 @@ fn message<'a>(
             return Err(invalid(format!("messages[{index}].content[{position}]"), problem));
         }
     }
-    Ok(Message { speaker, blocks })
+    Ok(Message {
+        speaker,
+        blocks,
+        cached,
+    })
 }
 
 fn tool<'a>(wire: WireTool<'a>, index: usize, dropped: &mut Vec<&'static str>) -> Result<Tool<'a>, GatewayError> {
@@ -538,6 +550,7 @@ impl<'a> Request<'a> {
                 drop_once(&mut dropped, name);
             }
         }
+        let mut system_cached = false;
         let system = match wire.system {
             None => Vec::new(),
             Some(TextOr::Text(text)) => vec![text.0],
@@ -549,9 +562,7 @@ impl<'a> Request<'a> {
                     if block.kind.as_str() != "text" {
                         return Err(invalid(format!("{param}.type"), "system blocks must be text."));
                     }
-                    if block.cache_control.is_some() {
-                        drop_once(&mut dropped, "cache_control");
-                    }
+                    system_cached |= block.cache_control.is_some();
                     text_of(block.text, &format!("{param}.text"))
                 })
                 .collect::<Result<_, _>>()?,
@@ -607,6 +618,7 @@ impl<'a> Request<'a> {
             model: wire.model.0,
             max_tokens,
             system,
+            system_cached,
             messages,
             tools,
             tool_choice,
@@ -710,9 +722,13 @@ impl<'a> Request<'a> {
             ..ChatBody::default()
         };
         if !self.system.is_empty() {
-            chat.push(ChatMessage::text("system", Cow::Owned(self.system.join("\n\n"))));
+            chat.push(ChatMessage {
+                cache_control: self.system_cached.then_some(EPHEMERAL),
+                ..ChatMessage::text("system", Cow::Owned(self.system.join("\n\n")))
+            });
         }
         for message in &self.messages {
+            let before = chat.messages.len();
             match message.speaker {
                 Speaker::User => user_messages(&message.blocks, &mut chat)?,
                 Speaker::Assistant => {
@@ -720,6 +736,11 @@ impl<'a> Request<'a> {
                     if let Some(message) = assistant_message(&message.blocks)? {
                         chat.push(message);
                     }
+                }
+            }
+            if message.cached && chat.messages.len() > before {
+                if let Some(last) = chat.messages.last_mut() {
+                    last.cache_control = Some(EPHEMERAL);
                 }
             }
         }
@@ -893,5 +914,6 @@ fn assistant_message<'r>(blocks: &'r [Block<'_>]) -> Result<Option<ChatMessage<'
         content: (!texts.is_empty()).then(|| ChatContent::Text(Cow::Owned(texts.join("\n")))),
         tool_calls,
         tool_call_id: None,
+        cache_control: None,
     }))
 }

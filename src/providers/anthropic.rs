@@ -19,7 +19,9 @@ use serde_json::Value;
 use crate::error::GatewayError;
 use crate::request::Text;
 
-use super::chat::{portable_tool_id, Block, Conversation, ImageSource, Schema, Speaker, ToolChoice};
+use super::chat::{
+    portable_tool_id, Block, CacheBreakpoint, Conversation, ImageSource, Schema, Speaker, ToolChoice, EPHEMERAL,
+};
 use super::compose::{Completion, ToolCall};
 use super::failure::{self, ErrorInfo};
 use super::sse::{SseEvent, SseFramer};
@@ -60,12 +62,23 @@ struct TextBlock<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<CacheBreakpoint>,
 }
 
 #[derive(Serialize)]
 struct MessageOut<'a> {
     role: &'static str,
-    content: Vec<BlockOut<'a>>,
+    content: Vec<MarkedBlock<'a>>,
+}
+
+/// A content block, with the prompt-cache breakpoint the client put after it.
+#[derive(Serialize)]
+struct MarkedBlock<'a> {
+    #[serde(flatten)]
+    block: BlockOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<CacheBreakpoint>,
 }
 
 #[derive(Serialize)]
@@ -121,9 +134,15 @@ struct Metadata<'a> {
 fn blocks<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>>, GatewayError> {
     let mut messages = Vec::with_capacity(conversation.turns.len());
     for turn in &conversation.turns {
-        let mut content = Vec::with_capacity(turn.blocks.len());
+        let mut content: Vec<MarkedBlock<'c>> = Vec::with_capacity(turn.blocks.len());
         for block in &turn.blocks {
-            content.push(match block {
+            let block = match block {
+                Block::CachePoint => {
+                    if let Some(last) = content.last_mut() {
+                        last.cache_control = Some(EPHEMERAL);
+                    }
+                    continue;
+                }
                 Block::Text(text) => BlockOut::Text { text },
                 Block::Image(image) => BlockOut::Image {
                     source: match image.source()? {
@@ -140,6 +159,10 @@ fn blocks<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>>,
                     tool_use_id: portable_tool_id(&result.id),
                     content: &result.content,
                 },
+            };
+            content.push(MarkedBlock {
+                block,
+                cache_control: None,
             });
         }
         messages.push(MessageOut {
@@ -151,6 +174,22 @@ fn blocks<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>>,
         });
     }
     Ok(messages)
+}
+
+/// The system prompt as text blocks, the last one marked when the client
+/// put a cache breakpoint on it.
+fn system_blocks<'c>(conversation: &'c Conversation<'_>) -> Vec<TextBlock<'c>> {
+    let last = conversation.system.len().saturating_sub(1);
+    conversation
+        .system
+        .iter()
+        .enumerate()
+        .map(|(position, text)| TextBlock {
+            kind: "text",
+            text,
+            cache_control: (conversation.system_cached && position == last).then_some(EPHEMERAL),
+        })
+        .collect()
 }
 
 fn tool_choice<'c>(conversation: &'c Conversation<'_>) -> Option<ToolChoiceOut<'c>> {
@@ -189,11 +228,7 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
     let request = MessagesRequest {
         model: call.model_id,
         max_tokens: conversation.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        system: conversation
-            .system
-            .iter()
-            .map(|text| TextBlock { kind: "text", text })
-            .collect(),
+        system: system_blocks(&conversation),
         messages: blocks(&conversation)?,
         // OpenAI's temperature runs to 2, Anthropic's to 1.
         temperature: conversation.temperature.map(|value| value.clamp(0.0, 1.0)),
@@ -480,6 +515,23 @@ mod tests {
 
     fn answer(body: &str) -> (TranslatedResponse, Value) {
         answer_from(ProviderKind::Anthropic, body)
+    }
+
+    #[test]
+    fn cache_breakpoints_mark_the_block_before_them() {
+        let (_, body) = request(
+            r#"{"model":"auto","messages":[
+                {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
+                {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b","cache_control":{"type":"ephemeral"}}]}]}"#,
+        );
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}])
+        );
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}])
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, U
 struct ConverseRequest<'a> {
     messages: Vec<MessageOut<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    system: Vec<SystemText<'a>>,
+    system: Vec<SystemOut<'a>>,
     #[serde(skip_serializing_if = "InferenceConfig::is_empty")]
     inference_config: InferenceConfig<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +41,22 @@ struct ConverseRequest<'a> {
 struct SystemText<'a> {
     text: &'a str,
 }
+
+/// A system entry: text, or a prompt-cache point after the text before it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum SystemOut<'a> {
+    Text(&'a str),
+    CachePoint(CachePointOut),
+}
+
+#[derive(Serialize)]
+struct CachePointOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const CACHE_POINT: CachePointOut = CachePointOut { kind: "default" };
 
 #[derive(Serialize)]
 struct MessageOut<'a> {
@@ -56,6 +72,7 @@ enum BlockOut<'a> {
     Image(ImageOut<'a>),
     ToolUse(ToolUseOut<'a>),
     ToolResult(ToolResultOut<'a>),
+    CachePoint(CachePointOut),
 }
 
 #[derive(Serialize)]
@@ -171,6 +188,9 @@ fn messages<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>
         let mut content = Vec::with_capacity(turn.blocks.len());
         for block in &turn.blocks {
             content.push(match block {
+                // Bedrock refuses a message that opens with its cache point.
+                Block::CachePoint if content.is_empty() => continue,
+                Block::CachePoint => BlockOut::CachePoint(CACHE_POINT),
                 Block::Text(text) => BlockOut::Text(text),
                 Block::Image(image) => match image.source()? {
                     ImageSource::Base64 { media_type, data } => BlockOut::Image(ImageOut {
@@ -204,6 +224,16 @@ fn messages<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>
         });
     }
     Ok(messages)
+}
+
+/// The system prompt, with a cache point after it when the client put a
+/// breakpoint there.
+fn system<'c>(conversation: &'c Conversation<'_>) -> Vec<SystemOut<'c>> {
+    let mut system: Vec<SystemOut<'c>> = conversation.system.iter().map(|text| SystemOut::Text(text)).collect();
+    if conversation.system_cached && !system.is_empty() {
+        system.push(SystemOut::CachePoint(CACHE_POINT));
+    }
+    system
 }
 
 /// The tool configuration, and whether `tool_choice` had to be dropped.
@@ -255,7 +285,7 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
     let (tool_config, dropped_choice) = tool_config(&conversation);
     let request = ConverseRequest {
         messages: messages(&conversation)?,
-        system: conversation.system.iter().map(|text| SystemText { text }).collect(),
+        system: system(&conversation),
         inference_config: InferenceConfig {
             max_tokens: conversation.max_tokens,
             // OpenAI's temperature runs to 2, the Bedrock models' to 1.
@@ -583,6 +613,26 @@ mod tests {
         assert!(upstream
             .headers
             .contains(&(":authority".into(), "bedrock-runtime.us-east-1.amazonaws.com".into())));
+    }
+
+    #[test]
+    fn cache_breakpoints_become_cache_points() {
+        let (_, body) = request(
+            r#"{"model":"m","messages":[
+                {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
+                {"role":"user","content":[{"type":"text","text":"long context","cache_control":{"type":"ephemeral"}}]},
+                {"role":"assistant","content":"ok"},
+                {"role":"user","content":"go on"}]}"#,
+        );
+        assert_eq!(
+            body["system"],
+            json!([{"text": "rules"}, {"cachePoint": {"type": "default"}}])
+        );
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([{"text": "long context"}, {"cachePoint": {"type": "default"}}])
+        );
+        assert_eq!(body["messages"][2]["content"], json!([{"text": "go on"}]));
     }
 
     #[test]

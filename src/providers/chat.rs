@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -36,7 +37,20 @@ pub(crate) enum Block<'a> {
     Image(Image<'a>),
     ToolCall(ToolCall<'a>),
     ToolResult(ToolResult<'a>),
+    /// A prompt-cache breakpoint after the blocks before it (the client's
+    /// `cache_control` on a message or part): Anthropic marks the block
+    /// before it, Bedrock writes a `cachePoint`, the others skip it.
+    CachePoint,
 }
+
+/// A prompt-cache breakpoint as Anthropic writes it: `{"type": "ephemeral"}`.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheBreakpoint {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+pub(crate) const EPHEMERAL: CacheBreakpoint = CacheBreakpoint { kind: "ephemeral" };
 
 #[derive(Debug)]
 pub(crate) struct ToolCall<'a> {
@@ -149,6 +163,8 @@ pub(crate) enum ResponseFormat<'a> {
 #[derive(Debug)]
 pub(crate) struct Conversation<'a> {
     pub system: Vec<Cow<'a, str>>,
+    /// A system message carried `cache_control`: a breakpoint after the system prompt.
+    pub system_cached: bool,
     pub turns: Vec<Turn<'a>>,
     pub tools: Vec<Tool<'a>>,
     pub tool_choice: Option<ToolChoice<'a>>,
@@ -262,6 +278,10 @@ struct WireMessage<'a> {
     tool_call_id: Option<Text<'a>>,
     #[serde(default, borrow)]
     function_call: Option<WireFunctionCall<'a>>,
+    /// Signalbox's extension (and LiteLLM's): a prompt-cache breakpoint
+    /// (`null` asks for none). Its value is not read.
+    #[serde(default)]
+    cache_control: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +301,8 @@ struct WirePart<'a> {
     refusal: Option<Text<'a>>,
     #[serde(default, borrow)]
     image_url: Option<WireImageUrl<'a>>,
+    #[serde(default)]
+    cache_control: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -513,6 +535,7 @@ impl<'a> Conversation<'a> {
 
         let mut conversation = Conversation {
             system: Vec::new(),
+            system_cached: false,
             turns: Vec::new(),
             tools,
             tool_choice,
@@ -536,10 +559,14 @@ impl<'a> Conversation<'a> {
         // Every call made so far, (id, name), to link results to calls.
         let mut calls: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for message in messages {
+            let cached = message.cache_control.is_some()
+                || matches!(&message.content, Some(WireContent::Parts(parts)) if parts.iter().any(|part| part.cache_control.is_some()));
+            let turns_before = (self.turns.len(), self.turns.last().map_or(0, |turn| turn.blocks.len()));
             match message.role {
                 Role::System | Role::Developer => {
                     let pieces = text_pieces(message.content, "system")?;
                     self.system.extend(pieces.into_iter().filter(|text| !text.is_empty()));
+                    self.system_cached |= cached;
                 }
                 Role::User => {
                     let blocks = user_blocks(message.content)?;
@@ -608,6 +635,12 @@ impl<'a> Conversation<'a> {
                         })?;
                     let content = join(text_pieces(message.content, "function")?);
                     self.push(Speaker::User, vec![Block::ToolResult(ToolResult { id, name, content })]);
+                }
+            }
+            let turns_after = (self.turns.len(), self.turns.last().map_or(0, |turn| turn.blocks.len()));
+            if cached && turns_after != turns_before {
+                if let Some(turn) = self.turns.last_mut() {
+                    turn.blocks.push(Block::CachePoint);
                 }
             }
         }
@@ -700,8 +733,24 @@ mod tests {
                 Block::Image(image) => format!("image:{:?}", image.source().unwrap()),
                 Block::ToolCall(call) => format!("call:{}:{}:{}", call.id, call.name, call.arguments.get()),
                 Block::ToolResult(result) => format!("result:{}:{}:{}", result.id, result.name, result.content),
+                Block::CachePoint => "cache".to_string(),
             })
             .collect()
+    }
+
+    #[test]
+    fn cache_breakpoints_on_messages_or_parts_end_their_blocks() {
+        let conversation = parse(
+            r#"{"model":"m","messages":[
+                {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
+                {"role":"user","content":[{"type":"text","text":"a","cache_control":{"type":"ephemeral"}}]},
+                {"role":"assistant","content":"b","cache_control":null},
+                {"role":"user","content":"c"}]}"#,
+        );
+        assert!(conversation.system_cached);
+        assert_eq!(texts(&conversation.turns[0]), ["text:a", "cache"]);
+        assert_eq!(texts(&conversation.turns[1]), ["text:b"], "null asks for nothing");
+        assert_eq!(texts(&conversation.turns[2]), ["text:c"]);
     }
 
     #[test]

@@ -192,6 +192,8 @@ fn contents<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<ContentOut<'c>
         let mut signed = false;
         for block in &turn.blocks {
             parts.push(match block {
+                // Gemini caches through its own API, not by breakpoints.
+                Block::CachePoint => continue,
                 Block::Text(text) => PartOut {
                     text: Some(text),
                     ..PartOut::default()

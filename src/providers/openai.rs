@@ -132,6 +132,10 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
                 dropped.push("stream_options");
             }
         }
+        if let Some(stripped) = without_cache_breakpoints(&body) {
+            body = stripped;
+            dropped.push("cache_control");
+        }
         if !quirks.max_completion_tokens && json_edit::member_value_span(&body, "max_completion_tokens").is_some() {
             // The newer name wins when a client sent both.
             body = body_edit::remove_member(&body, "max_tokens").unwrap_or(body);
@@ -144,6 +148,33 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
         body,
         dropped,
     })
+}
+
+/// The body without the prompt-cache breakpoints (`cache_control` on
+/// messages or content parts) that Anthropic-bound chat may carry: OpenAI
+/// caches by itself and refuses fields it does not know. `None` when there
+/// are none (the common case costs one search).
+fn without_cache_breakpoints(body: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(body, b"\"cache_control\"")?;
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let mut removed = false;
+    for message in value.get_mut("messages")?.as_array_mut()? {
+        let Some(message) = message.as_object_mut() else {
+            continue;
+        };
+        removed |= message.remove("cache_control").is_some();
+        for part in message
+            .get_mut("content")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(part) = part.as_object_mut() {
+                removed |= part.remove("cache_control").is_some();
+            }
+        }
+    }
+    removed.then(|| serde_json::to_vec(&value).ok()).flatten()
 }
 
 /// The parts of an OpenAI answer the gateway reads.
@@ -290,6 +321,26 @@ mod tests {
     fn chat(call: &Call<'_>, body: &str) -> (String, String) {
         let upstream = build(call, body.as_bytes()).unwrap();
         (upstream.path, String::from_utf8(upstream.body).unwrap())
+    }
+
+    #[test]
+    fn cache_breakpoints_are_removed_for_openai() {
+        let spec = spec(ProviderKind::Openai);
+        let call = call_for(&spec);
+        let body = r#"{"model":"auto","messages":[{"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
+        let upstream = build(&call, body.as_bytes()).unwrap();
+        let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&upstream.body).contains("cache_control"),
+            "{sent}"
+        );
+        assert_eq!(sent["messages"][1]["content"][0]["text"], "hi");
+        assert_eq!(upstream.dropped, vec!["cache_control"]);
+        let plain = r#"{"model":"auto","messages":[{"role":"user","content":"cache_control"}]}"#;
+        assert!(
+            build(&call, plain.as_bytes()).unwrap().dropped.is_empty(),
+            "text that names it is left alone"
+        );
     }
 
     #[test]

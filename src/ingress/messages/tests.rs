@@ -32,7 +32,8 @@ fn a_claude_code_request_becomes_an_equivalent_chat_body() {
         "messages/claude_code_request.chat.json",
         &pretty(chat.to_string().as_bytes()),
     );
-    assert_eq!(dropped, vec!["thinking", "cache_control", "is_error"]);
+    // Only the tool definition's breakpoint is lost: chat marks messages.
+    assert_eq!(dropped, vec!["thinking", "is_error", "cache_control"]);
     // What the router will read from it is a valid chat request.
     let chat = chat.to_string();
     let parsed = crate::request::parse_chat(chat.as_bytes()).unwrap();
@@ -315,7 +316,11 @@ fn a_messages_request_survives_the_round_trip_through_chat_and_the_anthropic_ada
         original["system"][0]["text"].as_str().unwrap(),
         original["system"][1]["text"].as_str().unwrap()
     );
-    assert_eq!(back["system"], json!([{"type": "text", "text": system}]));
+    // The system prompt's breakpoint survives (after the joined text).
+    assert_eq!(
+        back["system"],
+        json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}])
+    );
     for (tool, original) in back["tools"]
         .as_array()
         .unwrap()
@@ -326,8 +331,9 @@ fn a_messages_request_survives_the_round_trip_through_chat_and_the_anthropic_ada
             assert_eq!(tool[key], original[key]);
         }
     }
-    // Messages: the same turns and blocks, without thinking, cache_control
-    // and is_error, and tool results as text.
+    // Messages: the same turns and blocks, without thinking and is_error,
+    // tool results as text, and each message's cache breakpoint after its
+    // last block (chat marks messages, not blocks).
     assert_eq!(
         back["messages"],
         json!([
@@ -340,7 +346,7 @@ fn a_messages_request_survives_the_round_trip_through_chat_and_the_anthropic_ada
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
                  "content": original["messages"][2]["content"][0]["content"][0]["text"]},
-                {"type": "text", "text": "It fails with KeyError: 'PORT'."}]},
+                {"type": "text", "text": "It fails with KeyError: 'PORT'.", "cache_control": {"type": "ephemeral"}}]},
             {"role": "assistant", "content": [
                 {"type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": "Bash", "input": {"command": "env | grep PORT"}}]},
             {"role": "user", "content": [
