@@ -182,14 +182,14 @@ fn image_format(media_type: &str) -> Result<&'static str, GatewayError> {
     }
 }
 
-fn messages<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>>, GatewayError> {
+fn messages<'c>(conversation: &'c Conversation<'_>, caches: bool) -> Result<Vec<MessageOut<'c>>, GatewayError> {
     let mut messages = Vec::with_capacity(conversation.turns.len());
     for turn in &conversation.turns {
         let mut content = Vec::with_capacity(turn.blocks.len());
         for block in &turn.blocks {
             content.push(match block {
                 // Bedrock refuses a message that opens with its cache point.
-                Block::CachePoint if content.is_empty() => continue,
+                Block::CachePoint if content.is_empty() || !caches => continue,
                 Block::CachePoint => BlockOut::CachePoint(CACHE_POINT),
                 Block::Text(text) => BlockOut::Text(text),
                 Block::Image(image) => match image.source()? {
@@ -226,11 +226,18 @@ fn messages<'c>(conversation: &'c Conversation<'_>) -> Result<Vec<MessageOut<'c>
     Ok(messages)
 }
 
+/// Whether the model takes cache points: Bedrock's Claude and Nova models
+/// (also through cross-region profiles, `us.anthropic.claude-…`); others
+/// refuse them, so their breakpoints are left out.
+fn caches_prompts(model_id: &str) -> bool {
+    model_id.contains("anthropic.claude") || model_id.contains("amazon.nova")
+}
+
 /// The system prompt, with a cache point after it when the client put a
 /// breakpoint there.
-fn system<'c>(conversation: &'c Conversation<'_>) -> Vec<SystemOut<'c>> {
+fn system<'c>(conversation: &'c Conversation<'_>, caches: bool) -> Vec<SystemOut<'c>> {
     let mut system: Vec<SystemOut<'c>> = conversation.system.iter().map(|text| SystemOut::Text(text)).collect();
-    if conversation.system_cached && !system.is_empty() {
+    if caches && conversation.system_cached && !system.is_empty() {
         system.push(SystemOut::CachePoint(CACHE_POINT));
     }
     system
@@ -282,10 +289,11 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
         ));
     }
     let conversation = Conversation::parse(body)?;
+    let caches = caches_prompts(call.model_id);
     let (tool_config, dropped_choice) = tool_config(&conversation);
     let request = ConverseRequest {
-        messages: messages(&conversation)?,
-        system: system(&conversation),
+        messages: messages(&conversation, caches)?,
+        system: system(&conversation, caches),
         inference_config: InferenceConfig {
             max_tokens: conversation.max_tokens,
             // OpenAI's temperature runs to 2, the Bedrock models' to 1.
@@ -633,6 +641,15 @@ mod tests {
             json!([{"text": "long context"}, {"cachePoint": {"type": "default"}}])
         );
         assert_eq!(body["messages"][2]["content"], json!([{"text": "go on"}]));
+        // A model that takes no cache points gets none.
+        let (_, llama) = request_for(
+            ProviderKind::Bedrock,
+            "meta.llama3-70b-instruct-v1:0",
+            r#"{"model":"m","messages":[{"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
+                {"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#,
+        );
+        assert_eq!(llama["system"], json!([{"text": "rules"}]));
+        assert_eq!(llama["messages"][0]["content"], json!([{"text": "hi"}]));
     }
 
     #[test]
