@@ -419,4 +419,5 @@ def test_cache_breakpoints_reach_bedrock_as_cache_points_and_leave_openai_alone(
     sent = gateway.last_request("bedrock").json
     assert sent["system"] == [{"text": "You are a coding agent."}, {"cachePoint": {"type": "default"}}]
     assert sent["messages"][0]["content"] == [{"text": "Read the repo"}, {"cachePoint": {"type": "default"}}]
-    assert "cache_control" not in gateway.last_request("openai").body.decode()
+    to_openai = gateway.last_request("openai").body.decode()
+    assert "cache_control" not in to_openai and "signalbox_cache_breakpoint" not in to_openai

@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
-pub(crate) use crate::providers::chat::{CacheBreakpoint, EPHEMERAL};
 
 use super::wire::invalid;
 
@@ -103,10 +102,11 @@ pub(crate) struct ChatMessage<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<&'r str>,
     /// A prompt-cache breakpoint after this message (the client marked a
-    /// block of it with `cache_control`): an extension of chat that the
-    /// Anthropic and Bedrock adapters honour and the OpenAI one removes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_control: Option<CacheBreakpoint>,
+    /// block of it with `cache_control`), under a name of the gateway's
+    /// own: the Anthropic and Bedrock adapters honour it, the OpenAI one
+    /// removes it. A chat client's own `cache_control` is left as it sent it.
+    #[serde(rename = "signalbox_cache_breakpoint", skip_serializing_if = "std::ops::Not::not")]
+    pub cache_breakpoint: bool,
 }
 
 impl<'r> ChatMessage<'r> {
@@ -116,7 +116,7 @@ impl<'r> ChatMessage<'r> {
             content: Some(ChatContent::Text(text)),
             tool_calls: Vec::new(),
             tool_call_id: None,
-            cache_control: None,
+            cache_breakpoint: false,
         }
     }
 

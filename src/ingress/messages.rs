@@ -28,7 +28,7 @@ use crate::tokens;
 
 use super::chat_body::{
     ChatBody, ChatContent, ChatMessage, ChatPart, ChatTool, ChatToolCall, ChatToolChoice, FilePart, FunctionTool,
-    ImageUrl, JsonSchema, ResponseFormat, StreamOptions, EPHEMERAL,
+    ImageUrl, JsonSchema, ResponseFormat, StreamOptions,
 };
 use super::wire::{check_range, invalid, parse_body, TextOr};
 use super::{IngressView, Translated, DOCUMENT_TOKENS, IMAGE_TOKENS};
@@ -723,7 +723,7 @@ impl<'a> Request<'a> {
         };
         if !self.system.is_empty() {
             chat.push(ChatMessage {
-                cache_control: self.system_cached.then_some(EPHEMERAL),
+                cache_breakpoint: self.system_cached,
                 ..ChatMessage::text("system", Cow::Owned(self.system.join("\n\n")))
             });
         }
@@ -740,7 +740,7 @@ impl<'a> Request<'a> {
             }
             if message.cached && chat.messages.len() > before {
                 if let Some(last) = chat.messages.last_mut() {
-                    last.cache_control = Some(EPHEMERAL);
+                    last.cache_breakpoint = true;
                 }
             }
         }
@@ -914,6 +914,6 @@ fn assistant_message<'r>(blocks: &'r [Block<'_>]) -> Result<Option<ChatMessage<'
         content: (!texts.is_empty()).then(|| ChatContent::Text(Cow::Owned(texts.join("\n")))),
         tool_calls,
         tool_call_id: None,
-        cache_control: None,
+        cache_breakpoint: false,
     }))
 }

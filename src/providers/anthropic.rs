@@ -521,8 +521,8 @@ mod tests {
     fn cache_breakpoints_mark_the_block_before_them() {
         let (_, body) = request(
             r#"{"model":"auto","messages":[
-                {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
-                {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b","cache_control":{"type":"ephemeral"}}]}]}"#,
+                {"role":"system","content":"rules","signalbox_cache_breakpoint":true},
+                {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"signalbox_cache_breakpoint":true}]}"#,
         );
         assert_eq!(
             body["system"],

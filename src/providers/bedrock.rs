@@ -182,14 +182,19 @@ fn image_format(media_type: &str) -> Result<&'static str, GatewayError> {
     }
 }
 
-fn messages<'c>(conversation: &'c Conversation<'_>, caches: bool) -> Result<Vec<MessageOut<'c>>, GatewayError> {
+fn messages<'c>(conversation: &'c Conversation<'_>, caches: CachePoints) -> Result<Vec<MessageOut<'c>>, GatewayError> {
     let mut messages = Vec::with_capacity(conversation.turns.len());
     for turn in &conversation.turns {
         let mut content = Vec::with_capacity(turn.blocks.len());
         for block in &turn.blocks {
             content.push(match block {
                 // Bedrock refuses a message that opens with its cache point.
-                Block::CachePoint if content.is_empty() || !caches => continue,
+                Block::CachePoint if content.is_empty() || caches == CachePoints::None => continue,
+                Block::CachePoint
+                    if caches == CachePoints::Nova && matches!(content.last(), Some(BlockOut::ToolResult(_))) =>
+                {
+                    continue
+                }
                 Block::CachePoint => BlockOut::CachePoint(CACHE_POINT),
                 Block::Text(text) => BlockOut::Text(text),
                 Block::Image(image) => match image.source()? {
@@ -226,18 +231,42 @@ fn messages<'c>(conversation: &'c Conversation<'_>, caches: bool) -> Result<Vec<
     Ok(messages)
 }
 
-/// Whether the model takes cache points: Bedrock's Claude and Nova models
-/// (also through cross-region profiles, `us.anthropic.claude-…`); others
-/// refuse them, so their breakpoints are left out.
-fn caches_prompts(model_id: &str) -> bool {
-    model_id.contains("anthropic.claude") || model_id.contains("amazon.nova")
+/// Which models take cache points (also through cross-region profiles,
+/// `us.anthropic.claude-…`): Bedrock refuses them from any other model, so
+/// their breakpoints are left out rather than failing a request that
+/// worked without them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CachePoints {
+    None,
+    /// Claude 3.7 Sonnet, 3.5 Haiku and the 4.x family.
+    Claude,
+    /// Nova, which refuses a cache point right after a tool result.
+    Nova,
+}
+
+fn cache_points(model_id: &str) -> CachePoints {
+    const CLAUDE: [&str; 5] = [
+        "claude-3-7-sonnet",
+        "claude-3-5-haiku",
+        "claude-sonnet-4",
+        "claude-opus-4",
+        "claude-haiku-4",
+    ];
+    const NOVA: [&str; 5] = ["nova-micro", "nova-lite", "nova-pro", "nova-premier", "nova-2-"];
+    if CLAUDE.iter().any(|family| model_id.contains(family)) {
+        CachePoints::Claude
+    } else if NOVA.iter().any(|family| model_id.contains(family)) {
+        CachePoints::Nova
+    } else {
+        CachePoints::None
+    }
 }
 
 /// The system prompt, with a cache point after it when the client put a
 /// breakpoint there.
-fn system<'c>(conversation: &'c Conversation<'_>, caches: bool) -> Vec<SystemOut<'c>> {
+fn system<'c>(conversation: &'c Conversation<'_>, caches: CachePoints) -> Vec<SystemOut<'c>> {
     let mut system: Vec<SystemOut<'c>> = conversation.system.iter().map(|text| SystemOut::Text(text)).collect();
-    if caches && conversation.system_cached && !system.is_empty() {
+    if caches != CachePoints::None && conversation.system_cached && !system.is_empty() {
         system.push(SystemOut::CachePoint(CACHE_POINT));
     }
     system
@@ -289,7 +318,7 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
         ));
     }
     let conversation = Conversation::parse(body)?;
-    let caches = caches_prompts(call.model_id);
+    let caches = cache_points(call.model_id);
     let (tool_config, dropped_choice) = tool_config(&conversation);
     let request = ConverseRequest {
         messages: messages(&conversation, caches)?,
@@ -623,33 +652,40 @@ mod tests {
             .contains(&(":authority".into(), "bedrock-runtime.us-east-1.amazonaws.com".into())));
     }
 
+    const MARKED: &str = r#"{"model":"m","tools":[{"type":"function","function":{"name":"Bash","parameters":{"type":"object"}}}],"messages":[
+        {"role":"system","content":"rules","signalbox_cache_breakpoint":true},
+        {"role":"user","content":[{"type":"text","text":"long context"}],"signalbox_cache_breakpoint":true},
+        {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"Bash","arguments":"{}"}}]},
+        {"role":"tool","tool_call_id":"c1","content":"out","signalbox_cache_breakpoint":true}]}"#;
+    const CACHE_POINT_JSON: &str = r#"{"cachePoint":{"type":"default"}}"#;
+
     #[test]
-    fn cache_breakpoints_become_cache_points() {
-        let (_, body) = request(
-            r#"{"model":"m","messages":[
-                {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
-                {"role":"user","content":[{"type":"text","text":"long context","cache_control":{"type":"ephemeral"}}]},
-                {"role":"assistant","content":"ok"},
-                {"role":"user","content":"go on"}]}"#,
-        );
-        assert_eq!(
-            body["system"],
-            json!([{"text": "rules"}, {"cachePoint": {"type": "default"}}])
-        );
-        assert_eq!(
-            body["messages"][0]["content"],
-            json!([{"text": "long context"}, {"cachePoint": {"type": "default"}}])
-        );
-        assert_eq!(body["messages"][2]["content"], json!([{"text": "go on"}]));
-        // A model that takes no cache points gets none.
-        let (_, llama) = request_for(
+    fn cache_breakpoints_become_cache_points_where_the_model_takes_them() {
+        let point: Value = serde_json::from_str(CACHE_POINT_JSON).unwrap();
+        let (_, claude) = request_for(
             ProviderKind::Bedrock,
-            "meta.llama3-70b-instruct-v1:0",
-            r#"{"model":"m","messages":[{"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
-                {"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#,
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            MARKED,
         );
-        assert_eq!(llama["system"], json!([{"text": "rules"}]));
-        assert_eq!(llama["messages"][0]["content"], json!([{"text": "hi"}]));
+        assert_eq!(claude["system"], json!([{"text": "rules"}, point]));
+        assert_eq!(
+            claude["messages"][0]["content"],
+            json!([{"text": "long context"}, point])
+        );
+        assert_eq!(claude["messages"][2]["content"][1], point, "after a tool result too");
+        // Nova refuses one right after a tool result; keeps the others.
+        let (_, nova) = request_for(ProviderKind::Bedrock, "amazon.nova-pro-v1:0", MARKED);
+        assert_eq!(nova["messages"][0]["content"][1], point);
+        assert_eq!(nova["messages"][2]["content"].as_array().unwrap().len(), 1);
+        // Models without prompt caching (the older Claude ones too) get none.
+        for model in [
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "meta.llama3-70b-instruct-v1:0",
+        ] {
+            let (_, body) = request_for(ProviderKind::Bedrock, model, MARKED);
+            assert!(!body.to_string().contains("cachePoint"), "{model}: {body}");
+        }
     }
 
     #[test]

@@ -37,9 +37,10 @@ pub(crate) enum Block<'a> {
     Image(Image<'a>),
     ToolCall(ToolCall<'a>),
     ToolResult(ToolResult<'a>),
-    /// A prompt-cache breakpoint after the blocks before it (the client's
-    /// `cache_control` on a message or part): Anthropic marks the block
-    /// before it, Bedrock writes a `cachePoint`, the others skip it.
+    /// A prompt-cache breakpoint after the blocks before it (a translated
+    /// request's `cache_control`): Anthropic marks the block before it,
+    /// Bedrock writes a `cachePoint` where the model takes one, the others
+    /// skip it.
     CachePoint,
 }
 
@@ -163,7 +164,7 @@ pub(crate) enum ResponseFormat<'a> {
 #[derive(Debug)]
 pub(crate) struct Conversation<'a> {
     pub system: Vec<Cow<'a, str>>,
-    /// A system message carried `cache_control`: a breakpoint after the system prompt.
+    /// A breakpoint after the system prompt.
     pub system_cached: bool,
     pub turns: Vec<Turn<'a>>,
     pub tools: Vec<Tool<'a>>,
@@ -278,10 +279,10 @@ struct WireMessage<'a> {
     tool_call_id: Option<Text<'a>>,
     #[serde(default, borrow)]
     function_call: Option<WireFunctionCall<'a>>,
-    /// Signalbox's extension (and LiteLLM's): a prompt-cache breakpoint
-    /// (`null` asks for none). Its value is not read.
-    #[serde(default)]
-    cache_control: Option<IgnoredAny>,
+    /// The gateway's own prompt-cache breakpoint, written when it
+    /// translates a request that marked one (`null` asks for none).
+    #[serde(default, rename = "signalbox_cache_breakpoint")]
+    cache_breakpoint: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -301,8 +302,6 @@ struct WirePart<'a> {
     refusal: Option<Text<'a>>,
     #[serde(default, borrow)]
     image_url: Option<WireImageUrl<'a>>,
-    #[serde(default)]
-    cache_control: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -559,8 +558,7 @@ impl<'a> Conversation<'a> {
         // Every call made so far, (id, name), to link results to calls.
         let mut calls: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for message in messages {
-            let cached = message.cache_control.is_some()
-                || matches!(&message.content, Some(WireContent::Parts(parts)) if parts.iter().any(|part| part.cache_control.is_some()));
+            let cached = message.cache_breakpoint.is_some();
             let turns_before = (self.turns.len(), self.turns.last().map_or(0, |turn| turn.blocks.len()));
             match message.role {
                 Role::System | Role::Developer => {
@@ -739,18 +737,22 @@ mod tests {
     }
 
     #[test]
-    fn cache_breakpoints_on_messages_or_parts_end_their_blocks() {
+    fn the_gateways_cache_breakpoints_end_their_messages_blocks() {
         let conversation = parse(
             r#"{"model":"m","messages":[
-                {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
-                {"role":"user","content":[{"type":"text","text":"a","cache_control":{"type":"ephemeral"}}]},
-                {"role":"assistant","content":"b","cache_control":null},
-                {"role":"user","content":"c"}]}"#,
+                {"role":"system","content":"rules","signalbox_cache_breakpoint":true},
+                {"role":"user","content":[{"type":"text","text":"a"}],"signalbox_cache_breakpoint":true},
+                {"role":"assistant","content":"b","signalbox_cache_breakpoint":null},
+                {"role":"user","content":[{"type":"text","text":"c","cache_control":{"type":"ephemeral"}}]}]}"#,
         );
         assert!(conversation.system_cached);
         assert_eq!(texts(&conversation.turns[0]), ["text:a", "cache"]);
         assert_eq!(texts(&conversation.turns[1]), ["text:b"], "null asks for nothing");
-        assert_eq!(texts(&conversation.turns[2]), ["text:c"]);
+        assert_eq!(
+            texts(&conversation.turns[2]),
+            ["text:c"],
+            "a chat client's own marker is not read"
+        );
     }
 
     #[test]

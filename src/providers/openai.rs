@@ -150,28 +150,17 @@ pub(crate) fn build_request(call: &Call<'_>, body: &[u8]) -> Result<UpstreamRequ
     })
 }
 
-/// The body without the prompt-cache breakpoints (`cache_control` on
-/// messages or content parts) that Anthropic-bound chat may carry: OpenAI
-/// caches by itself and refuses fields it does not know. `None` when there
-/// are none (the common case costs one search).
+/// The body without the gateway's own prompt-cache breakpoints (see
+/// `ingress::chat_body`), which only Anthropic and Bedrock read; a chat
+/// client's `cache_control` passes as it sent it (OpenRouter reads it).
+/// `None` when there are none (the common case costs one search).
 fn without_cache_breakpoints(body: &[u8]) -> Option<Vec<u8>> {
-    memchr::memmem::find(body, b"\"cache_control\"")?;
+    memchr::memmem::find(body, b"\"signalbox_cache_breakpoint\"")?;
     let mut value: Value = serde_json::from_slice(body).ok()?;
     let mut removed = false;
     for message in value.get_mut("messages")?.as_array_mut()? {
-        let Some(message) = message.as_object_mut() else {
-            continue;
-        };
-        removed |= message.remove("cache_control").is_some();
-        for part in message
-            .get_mut("content")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(part) = part.as_object_mut() {
-                removed |= part.remove("cache_control").is_some();
-            }
+        if let Some(message) = message.as_object_mut() {
+            removed |= message.remove("signalbox_cache_breakpoint").is_some();
         }
     }
     removed.then(|| serde_json::to_vec(&value).ok()).flatten()
@@ -324,19 +313,19 @@ mod tests {
     }
 
     #[test]
-    fn cache_breakpoints_are_removed_for_openai() {
+    fn the_gateways_cache_breakpoints_are_removed_and_a_clients_kept() {
         let spec = spec(ProviderKind::Openai);
         let call = call_for(&spec);
-        let body = r#"{"model":"auto","messages":[{"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
+        let body = r#"{"model":"auto","messages":[{"role":"system","content":"rules","signalbox_cache_breakpoint":true},{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
         let upstream = build(&call, body.as_bytes()).unwrap();
         let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
         assert!(
-            !String::from_utf8_lossy(&upstream.body).contains("cache_control"),
+            sent["messages"][0].get("signalbox_cache_breakpoint").is_none(),
             "{sent}"
         );
-        assert_eq!(sent["messages"][1]["content"][0]["text"], "hi");
+        assert_eq!(sent["messages"][1]["content"][0]["cache_control"]["type"], "ephemeral");
         assert_eq!(upstream.dropped, vec!["cache_control"]);
-        let plain = r#"{"model":"auto","messages":[{"role":"user","content":"cache_control"}]}"#;
+        let plain = r#"{"model":"auto","messages":[{"role":"user","content":"signalbox_cache_breakpoint"}]}"#;
         assert!(
             build(&call, plain.as_bytes()).unwrap().dropped.is_empty(),
             "text that names it is left alone"
