@@ -113,8 +113,10 @@ pub fn result_fields(
     content: Option<&AuditContent>,
 ) -> Vec<(&'static str, String)> {
     let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 10));
-    let served = report.served_deployment();
-    fields.0.extend(answer_fields(config, served, None));
+    let usage = report.consumption.usage();
+    fields
+        .0
+        .extend(answer_fields(config, report.served_deployment(), usage));
     fields.put(
         "route",
         (!report.trail.0.is_empty()).then(|| report.route().to_string()),
@@ -124,11 +126,11 @@ pub fn result_fields(
         (!report.trail.0.is_empty()).then(|| report.trail.describe(config)),
     );
     fields.put("outcome", Some(report.outcome().name().to_string()));
-    if let Some(usage) = report.consumption.usage() {
-        fields.0.extend(answer_fields(config, None, Some(usage)));
-        // The provider never reported (part of) it: prompt estimate plus relayed output.
-        fields.put("usage_estimated", Some(report.consumption.estimated().to_string()));
-    }
+    // The provider never reported (part of) it: prompt estimate plus relayed output.
+    fields.put(
+        "usage_estimated",
+        usage.map(|_| report.consumption.estimated().to_string()),
+    );
     fields.put(
         "cost_usd",
         report
