@@ -44,6 +44,7 @@ fn tenant() -> Tenant {
         audit_content: false,
         on_store_failure: (FailMode::Closed, FailMode::Local),
         allowed_builtin_tools: Vec::new(),
+        guardrails: None,
     }
 }
 

@@ -29,6 +29,10 @@ pub enum GatewayError {
     Unauthorized { reason: &'static str },
     /// The tenant's policy does not allow what was asked.
     Forbidden { message: String },
+    /// The guardrails refuse the prompt: it carries data that may not
+    /// leave (`sensitive_data`) or an injection attempt (`prompt_injection`).
+    /// The message names categories or rules, never the text.
+    ContentRefused { code: &'static str, message: String },
     /// Over a tenant's or user's per-minute limit.
     RateLimited {
         message: String,
@@ -68,7 +72,9 @@ impl GatewayError {
 
     pub fn status(&self) -> u32 {
         match self {
-            GatewayError::InvalidRequest { .. } | GatewayError::NoUsableModel { .. } => 400,
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::NoUsableModel { .. }
+            | GatewayError::ContentRefused { .. } => 400,
             GatewayError::UnknownModel { .. } => 404,
             GatewayError::Unauthorized { .. } => 401,
             GatewayError::Forbidden { .. } => 403,
@@ -117,6 +123,7 @@ impl GatewayError {
             GatewayError::Unauthorized { .. } => "invalid_api_key",
             GatewayError::Forbidden { .. } => "model_not_allowed",
             GatewayError::ProvidersUnavailable { .. } => "providers_unavailable",
+            GatewayError::ContentRefused { code, .. } => code,
         }
     }
 
@@ -188,6 +195,7 @@ impl fmt::Display for GatewayError {
             GatewayError::NoUsableModel { message }
             | GatewayError::Internal { message }
             | GatewayError::Forbidden { message }
+            | GatewayError::ContentRefused { message, .. }
             | GatewayError::RateLimited { message, .. }
             | GatewayError::QuotaExceeded { message, .. } => f.write_str(message),
             GatewayError::Unauthorized { reason } => write!(f, "Invalid API key: {reason}."),

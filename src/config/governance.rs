@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
+use super::guardrails::{self, Guardrails};
 use super::{check_name, ModelId, TierId};
 use crate::error::ConfigError;
 use crate::keys::{parse_digest, KeyRing, VirtualKey};
@@ -75,6 +76,9 @@ pub struct RawTenant {
     /// outside the gateway's price table and `allowed_models`.
     #[serde(default)]
     pub allowed_builtin_tools: Vec<String>,
+    /// The tenant's own guardrails, in place of the top-level ones.
+    #[serde(default)]
+    pub guardrails: Option<super::guardrails::RawGuardrails>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +217,8 @@ pub struct Tenant {
     pub on_store_failure: (FailMode, FailMode),
     /// OpenAI built-in tool types the tenant may use (none unless listed).
     pub allowed_builtin_tools: Vec<String>,
+    /// The tenant's own guardrails (`None`: the top-level ones).
+    pub guardrails: Option<Guardrails>,
 }
 
 impl Tenant {
@@ -444,6 +450,11 @@ fn resolve_tenant(
         audit_content: raw.audit_content,
         on_store_failure: (raw.on_store_failure.budgets, raw.on_store_failure.rate_limits),
         allowed_builtin_tools: builtin_tools(&path, &raw.allowed_builtin_tools)?,
+        guardrails: raw
+            .guardrails
+            .as_ref()
+            .map(|raw| guardrails::resolve(&format!("{path}.guardrails"), raw, model_by_name))
+            .transpose()?,
     })
 }
 

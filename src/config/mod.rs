@@ -5,6 +5,7 @@
 
 pub mod affinity;
 pub mod governance;
+pub mod guardrails;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -193,6 +194,8 @@ pub struct Config {
     pub governance: Option<governance::Governance>,
     pub observability: Observability,
     pub affinity: Option<affinity::Affinity>,
+    /// Every request's guardrails (a tenant may have its own).
+    pub guardrails: guardrails::Guardrails,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
@@ -366,6 +369,12 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         .transpose()?;
     let observability = resolve_observability(&raw.observability)?;
     let affinity = affinity::resolve(raw.affinity.as_ref())?;
+    let guardrails = raw
+        .guardrails
+        .as_ref()
+        .map(|raw| guardrails::resolve("guardrails", raw, &model_by_name))
+        .transpose()?
+        .unwrap_or_default();
     for (field, path, example) in [
         ("health_path", &raw.health_path, "/signalbox/health"),
         ("spend_path", &raw.spend_path, "/signalbox/spend"),
@@ -413,6 +422,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         governance,
         observability,
         affinity,
+        guardrails,
         model_by_name,
         tier_by_name,
     })

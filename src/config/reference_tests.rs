@@ -142,7 +142,11 @@ fn maximal_sample() -> Value {
                     "quotas": [{"window": "day", "requests": 1_000, "tokens": 1_000_000, "cost_usd": 20.0}],
                     "alert_at": 0.8, "downgrade_tier": "simple",
                     "show_usage": true, "audit_content": false, "allowed_builtin_tools": ["web_search"],
-                    "on_store_failure": {"budgets": "closed", "rate_limits": "local"}
+                    "on_store_failure": {"budgets": "closed", "rate_limits": "local"},
+                    "guardrails": {
+                        "pii": {"email": "log", "ssn": "route"}, "private_model": "small",
+                        "injection": {"mode": "block", "threshold": 0.8}
+                    }
                 }
             },
             "keys": [
@@ -159,7 +163,11 @@ fn maximal_sample() -> Value {
         "spend_path": "/signalbox/spend",
         "admin_keys": [{"name": "ops", "sha256": digest("sk-admin-ops")}],
         "observability": {"metrics": true, "access_log": true, "gauge_interval_ms": 5_000, "audit_max_chars": 2_000},
-        "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id"}
+        "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id"},
+        "guardrails": {
+            "pii": {"all": "mask", "card": "block", "ssn": "route"}, "private_model": "nova-eu",
+            "injection": {"mode": "flag", "threshold": 0.6}
+        }
     });
     #[cfg(feature = "test-clock")]
     {

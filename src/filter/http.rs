@@ -23,6 +23,7 @@ use crate::fleet::{AdmitOutcome, Invocation, ScriptCall, SpendCall};
 use crate::govern::keys::Identity;
 use crate::govern::keys::TenantId;
 use crate::govern::quota::Amounts;
+use crate::guard::{AnswerRestorer, Vault};
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::ingress::messages;
@@ -30,6 +31,7 @@ use crate::ingress::relay::{self, Relay};
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail, NativeApi};
 use crate::route::chain::StoreHealth;
 use crate::route::response::{self, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
+use crate::route::screen::Screening;
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
 use crate::state;
 use crate::status::{self, TenantSpend, View, Viewer};
@@ -111,6 +113,12 @@ pub struct ChatFilter {
     relay: Option<Relay>,
     /// The client's Messages body, kept for native attempts until routed.
     native_body: Option<Vec<u8>>,
+    /// What the guardrails found and did (without the masked body).
+    screening: Option<Screening>,
+    /// The masked request's placeholders, until its answer comes.
+    vault: Option<Vault>,
+    /// Puts the placeholders back into the answer.
+    restorer: Option<AnswerRestorer>,
     /// When the request arrived (epoch ms).
     started_ms: u64,
     /// Time spent in this filter's request callbacks.
@@ -141,6 +149,9 @@ impl ChatFilter {
             replacement: None,
             relay: None,
             native_body: None,
+            screening: None,
+            vault: None,
+            restorer: None,
             started_ms: 0,
             routing_us: 0,
             request_id: None,
@@ -153,6 +164,9 @@ impl ChatFilter {
 
     fn reply_error(&mut self, error: &GatewayError) -> Action {
         self.outcome = Some(Outcome::of_error(error));
+        if self.screening.is_none() {
+            self.screening = Screening::of_refusal(error);
+        }
         // Before the reply ends the request (and its tracing span).
         self.write_request_fields();
         host::send_json(error.status(), &error.headers(), &self.error_body(error));
@@ -229,6 +243,7 @@ impl ChatFilter {
             trail,
             outcome: self.outcome,
             routing_us: Some(self.routing_us),
+            screening: self.screening.as_ref(),
             ..Default::default()
         }
     }
@@ -296,7 +311,7 @@ impl ChatFilter {
     /// A translated request's answer came (headers): its body will be the
     /// client format's, so its length and type change; a whole answer's
     /// headers wait for its body (its status may change with it).
-    fn relay_answer(&mut self, status: u16, end_of_stream: bool) -> Action {
+    fn relay_answer(&mut self, status: u16, end_of_stream: bool, event_stream: bool) -> Action {
         let (Some(ingress), Some(routed)) = (self.endpoint.ingress(), self.routed.as_ref()) else {
             return Action::Continue;
         };
@@ -304,10 +319,6 @@ impl ChatFilter {
             // Nothing to translate (an answer without a body).
             return Action::Continue;
         }
-        let event_stream = routed.attempts.stream
-            && host::response_headers()
-                .get("content-type")
-                .is_some_and(|value| value.trim().starts_with(relay::EVENT_STREAM));
         let relay = Relay::for_answer(
             ingress,
             status,
@@ -449,6 +460,7 @@ impl ChatFilter {
                 draw,
                 policy: Some(spend.policy(governance)),
                 downgrade: spend.downgrade(governance),
+                ..Situation::open(&health, draw)
             },
             _ => Situation::open(&health, draw),
         };
@@ -478,10 +490,17 @@ impl ChatFilter {
             }
             _ => route::plan_chat(config, &body, &self.headers, &self.hints, &situation),
         };
-        let plan = match planned {
+        let mut plan = match planned {
             Ok(plan) => plan,
             Err(error) => return self.reply_error(&error),
         };
+        // Translated requests come with their (masked) chat body in place.
+        if let Some(masked) = plan.screening.masked_body.take() {
+            host::replace_request_body(body_size, &masked);
+            host::remove_request_header("content-length");
+        }
+        self.vault = plan.screening.vault.take();
+        self.screening = Some(std::mem::take(&mut plan.screening));
         if let (Some(governance), Some(spend)) = (governance, self.spend.as_ref()) {
             let audited = spend.policy(governance).audit_content;
             if audited && state.audits_content {
@@ -838,7 +857,25 @@ impl HttpContext for ChatFilter {
         if native {
             return Action::Continue;
         }
-        self.relay_answer(status, end_of_stream)
+        let event_stream = routed.attempts.stream
+            && host::response_headers()
+                .get("content-type")
+                .is_some_and(|value| value.trim().starts_with(relay::EVENT_STREAM));
+        // Only a served answer carries the model's words back.
+        let vault = self
+            .vault
+            .take()
+            .filter(|_| (200..300).contains(&status) && !end_of_stream);
+        if let Some(vault) = vault {
+            host::remove_response_header("content-length");
+            self.restorer = Some(AnswerRestorer::new(vault, event_stream));
+        }
+        let action = self.relay_answer(status, end_of_stream, event_stream);
+        if self.restorer.as_ref().is_some_and(AnswerRestorer::wants_whole_body) {
+            // Its length is known once the whole answer is restored.
+            return Action::Pause;
+        }
+        action
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -851,42 +888,51 @@ impl HttpContext for ChatFilter {
             host::replace_response_body(body_size, value);
             return Action::Continue;
         }
-        let audited = self
-            .audit
-            .as_ref()
-            .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
-        match self.relay.as_mut() {
-            // A whole answer is translated once complete: Envoy buffers it.
-            Some(Relay::Whole { .. }) if !end_of_stream => Action::Pause,
+        let whole = matches!(self.relay, Some(Relay::Whole { .. }))
+            || self.restorer.as_ref().is_some_and(AnswerRestorer::wants_whole_body);
+        // A whole answer is restored and translated once complete: Envoy buffers it.
+        if whole && !end_of_stream {
+            return Action::Pause;
+        }
+        if self.relay.is_none() && self.restorer.is_none() {
+            let audited = self
+                .audit
+                .as_ref()
+                .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
+            if audited {
+                if let Some(chunk) = host::response_body(body_size) {
+                    capture(self.audit.as_mut(), &chunk);
+                }
+            }
+            return Action::Continue;
+        }
+        let received = host::response_body(body_size).unwrap_or_default();
+        let chat = match self.restorer.as_mut() {
+            Some(restorer) => restorer.feed(&received, end_of_stream),
+            None => received,
+        };
+        capture(self.audit.as_mut(), &chat);
+        let body = match self.relay.as_mut() {
             Some(Relay::Whole { ingress, status }) => {
-                let chat = host::response_body(body_size).unwrap_or_default();
                 let (status, body) = relay::whole_answer(*ingress, *status, &chat);
                 host::set_response_header(":status", &status.to_string());
-                host::set_response_header("content-length", &body.len().to_string());
-                host::replace_response_body(body_size, &body);
-                capture(self.audit.as_mut(), &chat);
-                Action::Continue
+                body
             }
             Some(Relay::Stream(encoder)) => {
-                let chat = host::response_body(body_size).unwrap_or_default();
                 let mut events = Vec::with_capacity(chat.len() + 256);
                 encoder.push(&chat, &mut events);
                 if end_of_stream {
                     encoder.finish(&mut events);
                 }
-                host::replace_response_body(body_size, &events);
-                capture(self.audit.as_mut(), &chat);
-                Action::Continue
+                events
             }
-            None => {
-                if audited {
-                    if let Some(chunk) = host::response_body(body_size) {
-                        capture(self.audit.as_mut(), &chunk);
-                    }
-                }
-                Action::Continue
-            }
+            None => chat,
+        };
+        if whole {
+            host::set_response_header("content-length", &body.len().to_string());
         }
+        host::replace_response_body(body_size, &body);
+        Action::Continue
     }
 
     fn on_log(&mut self) {

@@ -296,6 +296,7 @@ mod tests {
             show_usage: false,
             audit_content: false,
             allowed_builtin_tools: Vec::new(),
+            guardrails: None,
             on_store_failure: (
                 crate::config::governance::FailMode::Closed,
                 crate::config::governance::FailMode::Local,

@@ -12,12 +12,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::chat_json::{apply_edits, decode_string, member_items, message_strings, Slot};
+use super::chat_json::{apply_edits, decode_string, member, member_items, message_strings, Slot};
 use super::{replace_findings, scan, Category, CategorySet, FindingCounts};
 use crate::json_edit::quote;
 
 /// Placeholder ↔ original for one request.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Vault {
     /// Originals per category: `<CARD_3>` is `originals[Card][2]`.
     originals: [Vec<String>; Category::ALL.len()],
@@ -44,6 +44,14 @@ impl Vault {
     pub fn original(&self, category: Category, number: u32) -> Option<&str> {
         let index = usize::try_from(number).ok()?.checked_sub(1)?;
         self.originals[category as usize].get(index).map(String::as_str)
+    }
+
+    /// The categories that have a placeholder.
+    pub fn categories(&self) -> CategorySet {
+        Category::ALL
+            .into_iter()
+            .filter(|category| !self.originals[*category as usize].is_empty())
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,12 +104,22 @@ impl Masker {
     }
 }
 
-/// The chat request `body` with every text the model will read masked, or
+/// Which texts of a request body a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyShape {
+    /// Chat completions: every text of `messages[]`.
+    Chat,
+    /// Embeddings: `input`, a string or an array of strings (token ids
+    /// carry no text).
+    Embeddings,
+}
+
+/// The request `body` with every text the model will read masked, or
 /// `None` when nothing was found (forward the body untouched). `body` must
 /// be valid JSON (the request parser has read it).
-pub fn mask_chat_body(body: &[u8], masker: &mut Masker) -> Option<Vec<u8>> {
+pub fn mask_body(body: &[u8], shape: BodyShape, masker: &mut Masker) -> Option<Vec<u8>> {
     let mut edits = Vec::new();
-    for span in request_strings(body) {
+    for span in request_strings(body, shape) {
         let Some(text) = decode_string(body, span.clone()) else {
             continue;
         };
@@ -112,11 +130,11 @@ pub fn mask_chat_body(body: &[u8], masker: &mut Masker) -> Option<Vec<u8>> {
     (!edits.is_empty()).then(|| apply_edits(body, &edits))
 }
 
-/// Findings of the `wanted` categories in the texts of a chat request,
-/// counted: what a policy decides on before anything is masked.
-pub fn scan_chat_body(body: &[u8], wanted: CategorySet) -> FindingCounts {
+/// Findings of the `wanted` categories in the texts of a request, counted:
+/// what a policy decides on before anything is masked.
+pub fn scan_body(body: &[u8], shape: BodyShape, wanted: CategorySet) -> FindingCounts {
     let mut counts = FindingCounts::default();
-    for span in request_strings(body) {
+    for span in request_strings(body, shape) {
         if let Some(text) = decode_string(body, span) {
             counts.add_all(&scan(&text, wanted));
         }
@@ -124,13 +142,23 @@ pub fn scan_chat_body(body: &[u8], wanted: CategorySet) -> FindingCounts {
     counts
 }
 
-/// Every text string of `messages[]`, in order.
-fn request_strings(body: &[u8]) -> Vec<std::ops::Range<usize>> {
-    member_items(body, 0..body.len(), "messages")
-        .into_iter()
-        .flat_map(|message| message_strings(body, message))
-        .map(|(_, span): (Slot, _)| span)
-        .collect()
+/// Every text string the model reads, in order.
+fn request_strings(body: &[u8], shape: BodyShape) -> Vec<std::ops::Range<usize>> {
+    let whole = 0..body.len();
+    match shape {
+        BodyShape::Chat => member_items(body, whole, "messages")
+            .into_iter()
+            .flat_map(|message| message_strings(body, message))
+            .map(|(_, span): (Slot, _)| span)
+            .collect(),
+        BodyShape::Embeddings => match member(body, whole.clone(), "input") {
+            Some(input) if body.get(input.start) == Some(&b'"') => vec![input],
+            _ => member_items(body, whole, "input")
+                .into_iter()
+                .filter(|item| body.get(item.start) == Some(&b'"'))
+                .collect(),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -168,7 +196,7 @@ mod tests {
             {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"mail","arguments":"{\"to\":\"a@x.io\"}"}}]},
             {"role":"tool","tool_call_id":"c1","content":"sent to a@x.io"}]}"#;
         let mut masker = Masker::new(CategorySet::all());
-        let masked = String::from_utf8(mask_chat_body(body, &mut masker).unwrap()).unwrap();
+        let masked = String::from_utf8(mask_body(body, BodyShape::Chat, &mut masker).unwrap()).unwrap();
         let expected = String::from_utf8(body.to_vec())
             .unwrap()
             .replace("Reply to a@x.io", "Reply to <EMAIL_1>")
@@ -185,17 +213,44 @@ mod tests {
     fn a_body_without_findings_or_not_a_chat_is_left_alone() {
         let mut masker = Masker::new(CategorySet::all());
         assert_eq!(
-            mask_chat_body(br#"{"messages":[{"role":"user","content":"hi"}]}"#, &mut masker),
+            mask_body(
+                br#"{"messages":[{"role":"user","content":"hi"}]}"#,
+                BodyShape::Chat,
+                &mut masker
+            ),
             None
         );
-        assert_eq!(mask_chat_body(b"not json", &mut masker), None);
-        assert_eq!(mask_chat_body(br#"{"messages":"a@x.io"}"#, &mut masker), None);
+        assert_eq!(mask_body(b"not json", BodyShape::Chat, &mut masker), None);
+        assert_eq!(
+            mask_body(br#"{"messages":"a@x.io"}"#, BodyShape::Chat, &mut masker),
+            None
+        );
         assert!(masker.vault().is_empty());
     }
 
     #[test]
     fn a_chat_body_can_be_counted_without_masking() {
         let body = br#"{"messages":[{"role":"user","content":"a@x.io and b@x.io"}]}"#;
-        assert_eq!(scan_chat_body(body, CategorySet::all()).to_string(), "email=2");
+        assert_eq!(
+            scan_body(body, BodyShape::Chat, CategorySet::all()).to_string(),
+            "email=2"
+        );
+    }
+
+    #[test]
+    fn an_embeddings_input_is_masked_whether_one_string_or_many() {
+        let mut masker = Masker::new(CategorySet::all());
+        let one = br#"{"model":"e","input":"mail a@x.io"}"#;
+        let masked = mask_body(one, BodyShape::Embeddings, &mut masker).unwrap();
+        assert_eq!(masked, br#"{"model":"e","input":"mail <EMAIL_1>"}"#);
+        let many = br#"{"model":"e","input":["a@x.io",[1,2],"card 4111 1111 1111 1111"]}"#;
+        assert_eq!(
+            scan_body(many, BodyShape::Embeddings, CategorySet::all()).to_string(),
+            "card=1 email=1"
+        );
+        assert_eq!(
+            scan_body(br#"{"input":[[1,2]]}"#, BodyShape::Embeddings, CategorySet::all()).to_string(),
+            ""
+        );
     }
 }

@@ -35,9 +35,9 @@ pub mod restore;
 mod scan;
 mod secrets;
 
-pub use mask::{mask_chat_body, scan_chat_body, Masker, Vault};
+pub use mask::{mask_body, scan_body, BodyShape, Masker, Vault};
 pub use policy::{Decision, Mode, Policy};
-pub use restore::{restore_body, restore_text, StreamRestorer, TextRestorer};
+pub use restore::{restore_body, restore_text, AnswerRestorer, StreamRestorer, TextRestorer};
 pub use scan::scan;
 
 /// A kind of personal data or secret.

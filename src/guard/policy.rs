@@ -1,5 +1,5 @@
 //! What to do about a request's findings. Each category may have a
-//! [`Mode`]; a request's findings are counted first ([`super::scan_chat_body`])
+//! [`Mode`]; a request's findings are counted first ([`super::scan_body`])
 //! and one [`Decision`] comes back, the strictest that applies:
 //! `block` before `route` before `mask`; `log` only counts. A routed request
 //! goes unmasked to the private model: that model is trusted with the data.
@@ -91,7 +91,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::scan_chat_body;
+    use crate::guard::{scan_body, BodyShape};
 
     fn policy(modes: &[(Category, Mode)]) -> Policy {
         let mut policy = Policy::default();
@@ -103,7 +103,7 @@ mod tests {
 
     fn decide(policy: &Policy, text: &str) -> Decision {
         let body = serde_json::json!({"messages":[{"role":"user","content":text}]}).to_string();
-        policy.decide(&scan_chat_body(body.as_bytes(), policy.watched()))
+        policy.decide(&scan_body(body.as_bytes(), BodyShape::Chat, policy.watched()))
     }
 
     #[test]

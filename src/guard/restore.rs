@@ -177,6 +177,58 @@ pub fn restore_body(body: &[u8], vault: &Vault) -> Option<Vec<u8>> {
     (!edits.is_empty()).then(|| apply_edits(body, &edits))
 }
 
+/// Restoring one answer as the filter receives it: a whole answer once
+/// complete (the caller buffers until then), a stream chunk by chunk.
+#[derive(Debug)]
+pub enum AnswerRestorer {
+    Whole(Vault),
+    Stream(StreamRestorer),
+    /// The stream could not be framed: an error event was sent and the
+    /// rest is dropped (placeholders are never passed off as the answer).
+    Failed,
+}
+
+impl AnswerRestorer {
+    pub fn new(vault: Vault, stream: bool) -> AnswerRestorer {
+        if stream {
+            AnswerRestorer::Stream(StreamRestorer::new(vault))
+        } else {
+            AnswerRestorer::Whole(vault)
+        }
+    }
+
+    /// Whether the caller must hold the body until its end.
+    pub fn wants_whole_body(&self) -> bool {
+        matches!(self, AnswerRestorer::Whole(_))
+    }
+
+    /// The restored bytes for `chunk` (the whole body for a whole answer).
+    pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let restored = match self {
+            AnswerRestorer::Whole(vault) => return restore_body(chunk, vault).unwrap_or_else(|| chunk.to_vec()),
+            AnswerRestorer::Failed => return Vec::new(),
+            AnswerRestorer::Stream(restorer) => {
+                let mut restored = restorer.feed(chunk);
+                if end_of_stream {
+                    restored = restored.and_then(|mut out| {
+                        out.extend(restorer.finish()?);
+                        Ok(out)
+                    });
+                }
+                restored
+            }
+        };
+        restored.unwrap_or_else(|error| {
+            log::warn!("a masked answer's stream cannot be restored: {error}");
+            *self = AnswerRestorer::Failed;
+            let mut event = b"data: ".to_vec();
+            event.extend(error.to_json());
+            event.extend(b"\n\n");
+            event
+        })
+    }
+}
+
 /// Restores an OpenAI chat-completions SSE stream chunk by chunk.
 #[derive(Debug)]
 pub struct StreamRestorer {
@@ -487,5 +539,31 @@ mod tests {
             String::from_utf8(out).unwrap(),
             format!("{}{}data: {{\"choices\":[]}}\n\n", chunk("hello"), chunk("world"))
         );
+    }
+
+    #[test]
+    fn an_answer_restorer_restores_whole_answers_and_streams_split_anywhere() {
+        let whole = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"paid with <CARD_1>"}}]}"#;
+        let mut restorer = AnswerRestorer::new(vault(), false);
+        assert!(restorer.wants_whole_body());
+        let restored = String::from_utf8(restorer.feed(whole, true)).unwrap();
+        assert!(restored.contains("paid with 4111 1111 1111 1111"), "{restored}");
+        let stream = format!("{}{}data: [DONE]\n\n", chunk("paid with <CA"), chunk("RD_1>."));
+        let mut restorer = AnswerRestorer::new(vault(), true);
+        let (head, tail) = stream.as_bytes().split_at(17);
+        let mut out = restorer.feed(head, false);
+        out.extend(restorer.feed(tail, true));
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("4111 1111 1111 1111") && !out.contains("<CA"), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+    }
+
+    #[test]
+    fn a_stream_that_cannot_be_framed_ends_in_an_error_event_and_nothing_more() {
+        let mut restorer = AnswerRestorer::new(vault(), true);
+        let huge = format!("data: {}", "x".repeat(crate::providers::sse::MAX_FRAME_BYTES + 1));
+        let out = String::from_utf8(restorer.feed(huge.as_bytes(), false)).unwrap();
+        assert!(out.starts_with("data: {\"error\""), "{out}");
+        assert!(restorer.feed(chunk("<CARD_1>").as_bytes(), true).is_empty());
     }
 }

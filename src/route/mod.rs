@@ -13,6 +13,7 @@ pub mod attempts;
 pub mod chain;
 pub mod response;
 pub mod rules;
+pub mod screen;
 pub mod select;
 pub mod strategy;
 
@@ -22,6 +23,7 @@ use std::fmt::Write as _;
 use crate::classify::{Classification, Language};
 use crate::config::affinity::AffinitySource;
 use crate::config::governance::Tenant;
+use crate::config::guardrails::Guardrails;
 use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
@@ -71,6 +73,8 @@ pub enum DecisionSource {
     ClientHeader,
     /// Operator rule, by index.
     Rule(usize),
+    /// The guardrails confined the request to the private model.
+    Guardrails,
     /// The classifier's score.
     Score,
 }
@@ -126,6 +130,8 @@ pub struct RequestPlan {
     pub explain: bool,
     /// The `model` the client sent.
     pub requested_model: String,
+    /// What the guardrails found and did (the masked body, the vault).
+    pub screening: screen::Screening,
 }
 
 /// The API paths Signalbox answers or routes.
@@ -266,6 +272,8 @@ pub struct Situation<'a> {
     pub policy: Option<&'a Tenant>,
     /// The tenant is past its soft threshold: route to its downgrade tier.
     pub downgrade: bool,
+    /// The guardrails let the request reach this (private) model only.
+    pub confined_to: Option<ModelId>,
 }
 
 impl<'a> Situation<'a> {
@@ -276,11 +284,27 @@ impl<'a> Situation<'a> {
             draw,
             policy: None,
             downgrade: false,
+            confined_to: None,
         }
     }
 
+    /// A confined request goes to its private model whatever the tenant's
+    /// model list says: the operator named that model for the data.
     fn allows(&self, model: ModelId) -> bool {
-        self.policy.is_none_or(|tenant| tenant.allows(model))
+        match self.confined_to {
+            Some(private) => model == private,
+            None => self.policy.is_none_or(|tenant| tenant.allows(model)),
+        }
+    }
+
+    /// The tenant's own guardrails, else every request's.
+    pub fn guardrails<'c>(&self, config: &'c Config) -> &'c Guardrails
+    where
+        'a: 'c,
+    {
+        self.policy
+            .and_then(|tenant| tenant.guardrails.as_ref())
+            .unwrap_or(&config.guardrails)
     }
 
     /// OpenAI's built-in tools run their own models and bill outside the
@@ -342,6 +366,11 @@ fn plan_chat_for(
     native_only: Option<(NativeApi, GatewayError)>,
 ) -> Result<RequestPlan, GatewayError> {
     let request = parse_chat(body)?;
+    let screening = screen::screen(situation.guardrails(config), body, &request)?;
+    let situation = &Situation {
+        confined_to: screening.private_model,
+        ..*situation
+    };
     let view = request.prompt_view();
     let expressible =
         Expressibility::new(body, Operation::ChatCompletions, request.stream.unwrap_or(false)).native_only(native_only);
@@ -373,7 +402,8 @@ fn plan_chat_for(
         request: 0,
     };
     let request_headers = downstream_edits(config, &attempts, headers);
-    let response_headers = decision_headers(config, &decision, explain);
+    let mut response_headers = decision_headers(config, &decision, explain);
+    response_headers.extend(screening.headers());
     Ok(RequestPlan {
         decision,
         attempts,
@@ -381,6 +411,7 @@ fn plan_chat_for(
         response_headers,
         explain,
         requested_model: request.model.as_str().to_string(),
+        screening,
     })
 }
 
@@ -453,13 +484,30 @@ pub fn plan_translated(
             ))
         }
     };
+    let sent_as_it_came = native_only.is_some();
     let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only)?;
+    if let Some(vault) = &plan.screening.vault {
+        // Masked text exists only in the chat body: the client's own body
+        // cannot go out, so no attempt is native.
+        if sent_as_it_came {
+            return Err(GatewayError::ContentRefused {
+                code: screen::PII_REFUSAL,
+                message: format!(
+                    "The request carries data the gateway masks ({}), but it can only be sent to OpenAI as it came.",
+                    vault.categories().names()
+                ),
+            });
+        }
+    }
+    let chat_body = plan.screening.masked_body.take().unwrap_or(chat_body);
     if stored_input {
         reserve_whole_windows(config, &mut plan);
     }
     // Attempts on a provider that speaks the client's API take the client's
     // own body: the router keeps it only when the chain has such a link.
-    plan.attempts.native = native;
+    if plan.screening.vault.is_none() {
+        plan.attempts.native = native;
+    }
     if !plan
         .attempts
         .chain
@@ -586,14 +634,16 @@ pub fn plan_embeddings(
         deadline_at_ms: 0,
         request: 0,
     };
+    let screening = screen::screen_embeddings(situation.guardrails(config), body)?;
     let request_headers = downstream_edits(config, &attempts, headers);
     Ok(RequestPlan {
         decision,
         attempts,
         request_headers,
-        response_headers: Vec::new(),
+        response_headers: screening.headers(),
         explain: false,
         requested_model: requested.to_string(),
+        screening,
     })
 }
 
@@ -672,6 +722,8 @@ fn candidates(
     let mut ordered: Vec<ModelId> = match primary {
         // A fallback ranked above the ceiling is left out, as a stronger
         // tier is for tier routing.
+        // Confined: the private model's own deployments, no fallbacks.
+        Primary::Model(model) if situation.confined_to == Some(model) => std::iter::once(model).filter(fits).collect(),
         Primary::Model(model) => std::iter::once(model)
             .chain(config.models[model].fallbacks.iter().copied())
             .filter(|candidate| fits(candidate) && select::rank(config, *candidate) <= ceiling)
@@ -761,7 +813,7 @@ fn decide(
     let score = classification.as_ref().map_or(0.0, |c| c.score);
     let (ceiling, downgraded) = situation.ceiling(config);
 
-    let (primary, source, scored_tier) = match named.filter(|_| explicit) {
+    let (primary, source, scored_tier) = match named.filter(|_| explicit && situation.confined_to.is_none()) {
         Some(model) => {
             if !situation.allows(model) {
                 return Err(GatewayError::Forbidden {
@@ -793,6 +845,18 @@ fn decide(
                     (Primary::Model(model), DecisionSource::Explicit, None)
                 }
             }
+        }
+        // Whatever was asked, the guardrails' private model serves it.
+        None if let Some(private) = situation.confined_to => {
+            if let Some(reason) = requirements.unmet_by(&config.models[private]) {
+                return Err(GatewayError::NoUsableModel {
+                    message: format!(
+                        "This request's data may only reach model `{}`, which cannot take it ({reason}).",
+                        config.models[private].name
+                    ),
+                });
+            }
+            (Primary::Model(private), DecisionSource::Guardrails, None)
         }
         None => match forced_choice(config, request, view, classification.as_ref(), headers, hints)? {
             // A forced model that cannot (or may not) take the request, or
@@ -924,6 +988,7 @@ pub fn decision_reason(config: &Config, decision: &RoutingDecision) -> String {
         DecisionSource::ClientHeader => "client-header".to_string(),
         DecisionSource::Rule(index) => format!("rule:{}", config.rules[index].name),
         DecisionSource::Score => "score".to_string(),
+        DecisionSource::Guardrails => "guardrails".to_string(),
     };
     if let Some(from) = decision.escalated_from {
         let _ = write!(reason, ";escalated-from:{}", config.tiers[from].name);

@@ -451,6 +451,7 @@ fn policy_situation<'a>(config: &'a Config, tenant: &str, downgrade: bool) -> Si
         draw: 0,
         policy: Some(policy),
         downgrade,
+        confined_to: None,
     }
 }
 

@@ -19,9 +19,10 @@ use std::borrow::Cow;
 use crate::guard::redact_for_audit;
 use crate::request::parse_chat;
 use crate::route::decision_reason;
+use crate::route::screen::Screening;
 
 /// Every field, in the order written; each is `wasm.signalbox.<field>`.
-pub const FIELDS: [&str; 29] = [
+pub const FIELDS: [&str; 31] = [
     "request_id",
     "endpoint",
     "operation",
@@ -33,6 +34,8 @@ pub const FIELDS: [&str; 29] = [
     "score",
     "signals",
     "reason",
+    "pii",
+    "injection",
     "model",
     "provider",
     "provider_name",
@@ -74,7 +77,7 @@ impl Fields {
 /// `(field, value)` for each field the request and its routing decision
 /// give (request id to reason in [`FIELDS`]).
 pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(10));
+    let mut fields = Fields(Vec::with_capacity(12));
     let tenant = report
         .tenant
         .and_then(|tenant| config.governance.as_ref()?.tenants.get(tenant));
@@ -102,6 +105,8 @@ pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'sta
     fields.put("score", classification.map(|c| format!("{:.3}", c.score)));
     fields.put("signals", classification.map(|c| c.explain()));
     fields.put("reason", decision.map(|decision| decision_reason(config, decision)));
+    fields.put("pii", report.screening.and_then(Screening::pii_field));
+    fields.put("injection", report.screening.and_then(Screening::injection_field));
     fields.0
 }
 
@@ -112,7 +117,7 @@ pub fn result_fields(
     report: &RequestReport<'_>,
     content: Option<&AuditContent>,
 ) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 10));
+    let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 12));
     let usage = report.consumption.usage();
     fields
         .0

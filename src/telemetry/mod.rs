@@ -73,10 +73,15 @@ pub enum Family {
     /// Decisions made without the fleet ledger, by tenant and result
     /// (`refused`: it failed closed; `local`: counted here at the replica's share).
     StoreFallbacks,
+    /// Requests a guardrail acted on, by tenant, check (`kind`: pii,
+    /// injection) and action (`result`: log, mask, route, block, flag).
+    GuardrailActions,
+    /// Personal data and secrets found in prompts, by tenant and category (`kind`).
+    PiiFindings,
 }
 
 impl Family {
-    pub const ALL: [Family; 20] = [
+    pub const ALL: [Family; 22] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -97,6 +102,8 @@ impl Family {
         Family::StoreCalls,
         Family::StoreDuration,
         Family::StoreFallbacks,
+        Family::GuardrailActions,
+        Family::PiiFindings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -121,6 +128,8 @@ impl Family {
             Family::StoreCalls => "signalbox_store_calls_total",
             Family::StoreDuration => "signalbox_store_duration_ms",
             Family::StoreFallbacks => "signalbox_store_fallbacks_total",
+            Family::GuardrailActions => "signalbox_guardrail_actions_total",
+            Family::PiiFindings => "signalbox_pii_findings_total",
         }
     }
 
@@ -291,6 +300,8 @@ pub enum Outcome {
     Aborted,
     /// Signalbox could not handle the request.
     InternalError,
+    /// The guardrails refused the prompt.
+    Refused,
 }
 
 impl Outcome {
@@ -306,6 +317,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::Aborted => "aborted",
             Outcome::InternalError => "internal_error",
+            Outcome::Refused => "refused",
         }
     }
 
@@ -323,6 +335,7 @@ impl Outcome {
             GatewayError::QuotaExceeded { .. } => Outcome::QuotaExceeded,
             GatewayError::ProvidersUnavailable { .. } | GatewayError::LedgerUnavailable => Outcome::Unavailable,
             GatewayError::Internal { .. } => Outcome::InternalError,
+            GatewayError::ContentRefused { .. } => Outcome::Refused,
         }
     }
 

@@ -5,6 +5,7 @@ use super::{attempt_result, Family, Label, Outcome, Sample, TenantId};
 use crate::config::{Config, DeploymentId, ModelId};
 use crate::govern::ledger::Consumption;
 use crate::health::FailureKind;
+use crate::route::screen::{PiiAction, Screening};
 use crate::route::{AttemptTrail, RoutingDecision};
 
 /// Everything known about a finished request (the access-log fields are
@@ -31,6 +32,8 @@ pub struct RequestReport<'a> {
     pub duration_ms: u64,
     /// Time the router spent reading and planning the request.
     pub routing_us: Option<u64>,
+    /// What the guardrails found and did.
+    pub screening: Option<&'a Screening>,
 }
 
 impl RequestReport<'_> {
@@ -116,6 +119,9 @@ impl RequestReport<'_> {
         if outcome == Outcome::Ok {
             samples.push(Sample::new(Family::RequestDuration, &[model], self.duration_ms));
         }
+        if let Some(screening) = self.screening {
+            guardrail_samples(screening, tenant, &mut samples);
+        }
         if let Some(routing_us) = self.routing_us {
             samples.push(Sample::new(
                 Family::FilterDuration,
@@ -124,6 +130,41 @@ impl RequestReport<'_> {
             ));
         }
         samples
+    }
+}
+
+/// One count per guardrail that acted (`kind` is the check, `result` the
+/// action) and the findings per category (`kind` is the category).
+fn guardrail_samples(screening: &Screening, tenant: Label, samples: &mut Vec<Sample>) {
+    let actions = [
+        (
+            "pii",
+            (screening.action != PiiAction::None).then(|| screening.action.name()),
+        ),
+        (
+            "injection",
+            if screening.injection_blocked {
+                Some("block")
+            } else {
+                screening.injection.as_ref().map(|_| "flag")
+            },
+        ),
+    ];
+    for (check, action) in actions {
+        if let Some(action) = action {
+            samples.push(Sample::new(
+                Family::GuardrailActions,
+                &[tenant, Label::Fixed("kind", check), Label::Fixed("result", action)],
+                1,
+            ));
+        }
+    }
+    for category in screening.found.categories().iter() {
+        samples.push(Sample::new(
+            Family::PiiFindings,
+            &[tenant, Label::Fixed("kind", category.name())],
+            u64::from(screening.found.get(category)),
+        ));
     }
 }
 
