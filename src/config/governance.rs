@@ -75,6 +75,9 @@ pub struct RawTenant {
     /// outside the gateway's price table and `allowed_models`.
     #[serde(default)]
     pub allowed_builtin_tools: Vec<String>,
+    /// The tenant's own response-cache settings (see `cache`).
+    #[serde(default)]
+    pub cache: Option<super::cache::RawTenantCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,6 +54,9 @@ pub struct RawConfig {
     /// Keep a conversation's turns on one deployment (prompt caches).
     #[serde(default)]
     pub affinity: Option<super::affinity::RawAffinity>,
+    /// The exact response cache (off unless enabled here or per tenant).
+    #[serde(default)]
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -142,7 +142,8 @@ fn maximal_sample() -> Value {
                     "quotas": [{"window": "day", "requests": 1_000, "tokens": 1_000_000, "cost_usd": 20.0}],
                     "alert_at": 0.8, "downgrade_tier": "simple",
                     "show_usage": true, "audit_content": false, "allowed_builtin_tools": ["web_search"],
-                    "on_store_failure": {"budgets": "closed", "rate_limits": "local"}
+                    "on_store_failure": {"budgets": "closed", "rate_limits": "local"},
+                    "cache": {"enabled": true, "ttl_seconds": 900, "max_temperature": 0.2, "max_entry_bytes": 65_536}
                 }
             },
             "keys": [
@@ -159,7 +160,11 @@ fn maximal_sample() -> Value {
         "spend_path": "/signalbox/spend",
         "admin_keys": [{"name": "ops", "sha256": digest("sk-admin-ops")}],
         "observability": {"metrics": true, "access_log": true, "gauge_interval_ms": 5_000, "audit_max_chars": 2_000},
-        "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id"}
+        "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id"},
+        "cache": {
+            "enabled": false, "ttl_seconds": 300, "max_temperature": 0.0, "max_entry_bytes": 262_144,
+            "max_request_bytes": 1_048_576, "max_bytes": 67_108_864
+        }
     });
     #[cfg(feature = "test-clock")]
     {
