@@ -17,13 +17,30 @@ use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
 /// 128 bits of SHA-256 over the tenant, the target and the canonical request.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct CacheKey(pub [u8; 16]);
 
 impl CacheKey {
     /// Lowercase hex, 32 characters.
     pub fn to_hex(&self) -> String {
         self.to_string()
+    }
+
+    /// The key as two numbers (its bytes in order, little-endian halves):
+    /// how records store it and how the store places it.
+    pub fn halves(&self) -> (u64, u64) {
+        let mut high = [0u8; 8];
+        let mut low = [0u8; 8];
+        high.copy_from_slice(&self.0[..8]);
+        low.copy_from_slice(&self.0[8..]);
+        (u64::from_le_bytes(high), u64::from_le_bytes(low))
+    }
+
+    pub fn from_halves(high: u64, low: u64) -> CacheKey {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&high.to_le_bytes());
+        key[8..].copy_from_slice(&low.to_le_bytes());
+        CacheKey(key)
     }
 }
 
@@ -242,6 +259,13 @@ mod tests {
     #[test]
     fn the_key_is_fixed_across_builds() {
         assert_eq!(key_of(BODY).to_hex(), GOLDEN_KEY);
+    }
+
+    #[test]
+    fn a_key_splits_into_halves_and_back() {
+        let key = key_of(BODY);
+        let (high, low) = key.halves();
+        assert_eq!(CacheKey::from_halves(high, low), key);
     }
 
     #[test]
