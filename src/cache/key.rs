@@ -8,8 +8,9 @@
 //! 128 bits are the key. SHA-256 rather than a fast hash because the key
 //! must be the same in every build and on every replica (entries may live
 //! in Redis), and because a tenant must not be able to craft a request
-//! whose key collides with another tenant's entry. It costs a few µs per
-//! KiB, paid only by requests a cache policy admits.
+//! whose key collides with another tenant's entry. Parsing and hashing
+//! grow with the body (not yet measured in Wasm); only requests a cache
+//! policy admits pay, and `max_request_bytes` bounds them.
 
 use std::fmt;
 
