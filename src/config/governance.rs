@@ -79,6 +79,9 @@ pub struct RawTenant {
     /// The tenant's own guardrails, in place of the top-level ones.
     #[serde(default)]
     pub guardrails: Option<super::guardrails::RawGuardrails>,
+    /// The tenant's own response-cache settings (see `cache`).
+    #[serde(default)]
+    pub cache: Option<super::cache::RawTenantCache>,
 }
 
 #[derive(Debug, Deserialize)]

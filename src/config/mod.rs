@@ -4,6 +4,7 @@
 //! cannot be printed. Every problem is a [`ConfigError`] naming the field.
 
 pub mod affinity;
+pub mod cache;
 pub mod governance;
 pub mod guardrails;
 pub mod raw;
@@ -196,6 +197,7 @@ pub struct Config {
     pub affinity: Option<affinity::Affinity>,
     /// Every request's guardrails (a tenant may have its own).
     pub guardrails: guardrails::Guardrails,
+    pub cache: cache::Cache,
     model_by_name: HashMap<String, ModelId, ahash::RandomState>,
     tier_by_name: HashMap<String, TierId, ahash::RandomState>,
 }
@@ -375,6 +377,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         .map(|raw| guardrails::resolve("guardrails", raw, &model_by_name))
         .transpose()?
         .unwrap_or_default();
+    let cache = resolve_cache(&raw, governance.as_ref())?;
     for (field, path, example) in [
         ("health_path", &raw.health_path, "/signalbox/health"),
         ("spend_path", &raw.spend_path, "/signalbox/spend"),
@@ -423,9 +426,26 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         observability,
         affinity,
         guardrails,
+        cache,
         model_by_name,
         tier_by_name,
     })
+}
+
+/// The cache section with each tenant's override, in tenant-id order.
+fn resolve_cache(raw: &RawConfig, governance: Option<&governance::Governance>) -> Result<cache::Cache, ConfigError> {
+    let tenants: Vec<(&str, Option<&cache::RawTenantCache>)> = match (&raw.governance, governance) {
+        (Some(raw_governance), Some(governance)) => governance
+            .tenants
+            .iter()
+            .map(|tenant| {
+                let raw_tenant = raw_governance.tenants.get(&tenant.name);
+                (tenant.name.as_str(), raw_tenant.and_then(|raw| raw.cache.as_ref()))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    cache::resolve(raw.cache.as_ref(), &tenants)
 }
 
 /// Metrics and access-log settings (see [`raw::RawObservability`]).

@@ -57,6 +57,9 @@ pub struct RawConfig {
     /// Personal data, secrets and prompt injection (every request's default).
     #[serde(default)]
     pub guardrails: Option<super::guardrails::RawGuardrails>,
+    /// The exact response cache (off unless enabled here or per tenant).
+    #[serde(default)]
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -146,7 +146,8 @@ fn maximal_sample() -> Value {
                     "guardrails": {
                         "pii": {"email": "log", "ssn": "route"}, "private_model": "small",
                         "injection": {"mode": "block", "threshold": 0.8}
-                    }
+                    },
+                    "cache": {"enabled": true, "ttl_seconds": 900, "max_temperature": 0.2, "max_entry_bytes": 65_536}
                 }
             },
             "keys": [
@@ -167,6 +168,10 @@ fn maximal_sample() -> Value {
         "guardrails": {
             "pii": {"all": "mask", "card": "block", "ssn": "route"}, "private_model": "nova-eu",
             "injection": {"mode": "flag", "threshold": 0.6}
+        },
+        "cache": {
+            "enabled": false, "ttl_seconds": 300, "max_temperature": 0.0, "max_entry_bytes": 262_144,
+            "max_request_bytes": 1_048_576, "max_bytes": 67_108_864
         }
     });
     #[cfg(feature = "test-clock")]

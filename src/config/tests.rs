@@ -358,3 +358,34 @@ fn a_rule_on_language_takes_codes_or_non_en_and_names_an_unknown_code() {
     assert!(err.message.contains("non_en"), "{}", err.message);
     assert_eq!(error_at(&rule(serde_json::json!([]))).path, "rules[0].when.language");
 }
+
+#[test]
+fn each_tenant_gets_its_own_cache_policy_by_tenant_id() {
+    let json = sample_with("/cache", serde_json::json!({"enabled": true, "ttl_seconds": 60}));
+    let json = {
+        let mut document: serde_json::Value = serde_json::from_str(&json).unwrap();
+        document["governance"] = serde_json::json!({
+            "tenants": {
+                "zeta": {"cache": {"ttl_seconds": 600}},
+                "alpha": {"cache": {"enabled": false}},
+                "mid": {}
+            },
+            "keys": []
+        });
+        document.to_string()
+    };
+    let config = parse(&json).unwrap();
+    let tenants = &config.governance.as_ref().unwrap().tenants;
+    let id = |name: &str| tenants.iter().position(|tenant| tenant.name == name);
+    let ttl = |name: &str| config.cache.policy(id(name)).map(|policy| policy.ttl_ms);
+    assert_eq!(ttl("zeta"), Some(600_000));
+    assert_eq!(ttl("alpha"), None);
+    assert_eq!(ttl("mid"), Some(60_000));
+    let error = error_at(&json.replace("600}", "0}"));
+    assert_eq!(error.path, "governance.tenants.zeta.cache.ttl_seconds");
+}
+
+#[test]
+fn the_cache_is_off_unless_configured() {
+    assert!(!sample_config().cache.is_used());
+}

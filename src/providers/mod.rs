@@ -22,7 +22,7 @@ pub mod sse;
 pub mod body_edit;
 pub(crate) use body_edit::set_member;
 pub(crate) mod chat;
-mod compose;
+pub(crate) mod compose;
 mod dates;
 mod embeddings;
 mod failure;

@@ -1,6 +1,8 @@
 //! Little-endian byte writer and reader for the records kept in shared data.
-//! Records are small fixed layouts behind a version byte; a reader that runs
-//! out of bytes yields `None`, so a truncated or foreign value reads as absent.
+//! Records are small layouts behind a version byte (fixed-size numbers, and
+//! length-prefixed byte strings for the few that carry text); a reader that
+//! runs out of bytes yields `None`, so a truncated or foreign value reads as
+//! absent.
 
 #[derive(Default)]
 pub struct Writer(Vec<u8>);
@@ -20,8 +22,23 @@ impl Writer {
         self
     }
 
+    pub fn u32(&mut self, value: u32) -> &mut Self {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
     pub fn u64(&mut self, value: u64) -> &mut Self {
         self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    /// A byte string behind its `u32` length. Callers bound what they store
+    /// far below 4 GiB; a longer value is cut at `u32::MAX` bytes rather
+    /// than written with a length that lies.
+    pub fn bytes(&mut self, value: &[u8]) -> &mut Self {
+        let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        self.u32(length);
+        self.0.extend_from_slice(&value[..length as usize]);
         self
     }
 
@@ -60,8 +77,20 @@ impl<'a> Reader<'a> {
         self.take().map(u16::from_le_bytes)
     }
 
+    pub fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+
     pub fn u64(&mut self) -> Option<u64> {
         self.take().map(u64::from_le_bytes)
+    }
+
+    /// A byte string written by [`Writer::bytes`], borrowed from the value.
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let length = usize::try_from(self.u32()?).ok()?;
+        let (head, rest) = self.0.split_at_checked(length)?;
+        self.0 = rest;
+        Some(head)
     }
 
     /// Non-finite values (never written) read as absent.
@@ -82,13 +111,14 @@ mod tests {
     #[test]
     fn values_round_trip() {
         let mut writer = Writer::with_version(3);
-        writer.u8(1).u16(2).u64(3).f32(4.5);
+        writer.u8(1).u16(2).u64(3).f32(4.5).u32(6).bytes(b"seven");
         let bytes = writer.finish();
         let mut reader = Reader::with_version(&bytes, 3).unwrap();
         assert_eq!(
             (reader.u8(), reader.u16(), reader.u64(), reader.f32()),
             (Some(1), Some(2), Some(3), Some(4.5))
         );
+        assert_eq!((reader.u32(), reader.bytes()), (Some(6), Some(&b"seven"[..])));
         assert!(reader.is_done());
     }
 
@@ -97,6 +127,8 @@ mod tests {
         assert!(Reader::with_version(&[2, 0], 3).is_none());
         let mut reader = Reader::with_version(&[3, 1], 3).unwrap();
         assert_eq!(reader.u16(), None);
+        let mut reader = Reader::with_version(&[3, 9, 0, 0, 0, b'a'], 3).unwrap();
+        assert_eq!(reader.bytes(), None, "a length past the end");
         let nan = f32::NAN.to_le_bytes();
         assert_eq!(
             Reader::with_version(&[3, nan[0], nan[1], nan[2], nan[3]], 3)
