@@ -15,6 +15,7 @@ pub mod answer;
 pub mod entry;
 pub mod index;
 pub mod key;
+pub mod plan;
 pub mod store;
 
 pub use admit::{admit_answer, admit_request, Uncacheable};

@@ -150,7 +150,12 @@ pub fn replace_response_body(size: usize, value: &[u8]) -> bool {
 
 /// Answers the client directly with a JSON body.
 pub fn send_json(status: u32, extra_headers: &[(&str, String)], body: &[u8]) {
-    let mut headers = vec![("content-type", "application/json")];
+    send_reply(status, "application/json", extra_headers, body);
+}
+
+/// Answers the client directly.
+pub fn send_reply(status: u32, content_type: &str, extra_headers: &[(&str, String)], body: &[u8]) {
+    let mut headers = vec![("content-type", content_type)];
     headers.extend(extra_headers.iter().map(|(name, value)| (*name, value.as_str())));
     record(Crossing::LocalReply);
     if let Err(status) = hostcalls::send_http_response(status, headers, Some(body)) {

@@ -17,11 +17,14 @@ use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
 use super::shared;
 use super::spend::Spend;
+use crate::cache::plan::{CacheResult, CacheTicket, HEADER_CACHE};
+use crate::cache::{self, Entry, Lookup};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::fleet::{AdmitOutcome, Invocation, ScriptCall, SpendCall};
 use crate::govern::keys::Identity;
 use crate::govern::keys::TenantId;
+use crate::govern::ledger;
 use crate::govern::quota::Amounts;
 use crate::guard::{AnswerRestorer, Vault};
 use crate::headers::HeaderMap;
@@ -36,7 +39,7 @@ use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Si
 use crate::state;
 use crate::status::{self, TenantSpend, View, Viewer};
 use crate::telemetry::access_log::{self, AuditContent};
-use crate::telemetry::report::RequestReport;
+use crate::telemetry::report::{CacheReport, RequestReport};
 use crate::telemetry::Outcome;
 use crate::telemetry::{Family, Label, Sample};
 
@@ -57,6 +60,12 @@ struct Routed {
     attempts: AttemptPlan,
     explain: bool,
     decision_headers: Vec<(&'static str, String)>,
+    decision: RoutingDecision,
+    requested_model: String,
+}
+
+/// What the reports need of a request answered from the cache.
+struct Replayed {
     decision: RoutingDecision,
     requested_model: String,
 }
@@ -119,6 +128,13 @@ pub struct ChatFilter {
     vault: Option<Vault>,
     /// Puts the placeholders back into the answer.
     restorer: Option<AnswerRestorer>,
+    /// The response cache's part: the ticket whose answer may be kept, the
+    /// answer's bytes so far, and what the cache did.
+    cache_ticket: Option<CacheTicket>,
+    cache_capture: Option<Vec<u8>>,
+    cache_report: Option<CacheReport>,
+    /// A request answered from the cache: its plan, for reports.
+    replayed: Option<Replayed>,
     /// When the request arrived (epoch ms).
     started_ms: u64,
     /// Time spent in this filter's request callbacks.
@@ -152,6 +168,10 @@ impl ChatFilter {
             screening: None,
             vault: None,
             restorer: None,
+            cache_ticket: None,
+            cache_capture: None,
+            cache_report: None,
+            replayed: None,
             started_ms: 0,
             routing_us: 0,
             request_id: None,
@@ -238,12 +258,21 @@ impl ChatFilter {
             user: identity.and_then(|identity| identity.user.as_deref()),
             key_name: identity.map(|identity| identity.key_name.as_str()),
             endpoint: self.endpoint.name(),
-            requested_model: self.routed.as_ref().map(|routed| routed.requested_model.as_str()),
-            decision: self.routed.as_ref().map(|routed| &routed.decision),
+            requested_model: self
+                .routed
+                .as_ref()
+                .map(|routed| routed.requested_model.as_str())
+                .or(self.replayed.as_ref().map(|replayed| replayed.requested_model.as_str())),
+            decision: self
+                .routed
+                .as_ref()
+                .map(|routed| &routed.decision)
+                .or(self.replayed.as_ref().map(|replayed| &replayed.decision)),
             trail,
             outcome: self.outcome,
             routing_us: Some(self.routing_us),
             screening: self.screening.as_ref(),
+            cache: self.cache_report,
             ..Default::default()
         }
     }
@@ -499,6 +528,8 @@ impl ChatFilter {
             host::replace_request_body(body_size, &masked);
             host::remove_request_header("content-length");
         }
+        let tenant = self.identity.as_ref().map(|identity| identity.tenant);
+        let cache_step = cache::plan::plan(config, tenant, self.endpoint, &plan, &body, &self.headers);
         self.vault = plan.screening.vault.take();
         self.screening = Some(std::mem::take(&mut plan.screening));
         if let (Some(governance), Some(spend)) = (governance, self.spend.as_ref()) {
@@ -511,7 +542,149 @@ impl ChatFilter {
                 });
             }
         }
+        if let Some(action) = self.consult_cache(&state, &mut plan, cache_step) {
+            return action;
+        }
         self.admit(&state, plan)
+    }
+
+    /// Looks the request up in the response cache. A hit is answered here
+    /// (nothing admitted, nothing spent); otherwise the ticket waits for an
+    /// answer to keep, and the response says what the cache did.
+    fn consult_cache(
+        &mut self,
+        state: &Loaded,
+        plan: &mut RequestPlan,
+        step: Option<Result<CacheTicket, CacheResult>>,
+    ) -> Option<Action> {
+        let (Some(step), Some(layout)) = (step, &state.cache_layout) else {
+            return None;
+        };
+        let now = host::now_ms();
+        let result = match step {
+            Err(result) => result,
+            Ok(ticket) => {
+                let found = if ticket.look_up {
+                    cache::lookup(&HostStore, layout, &ticket.key, now)
+                } else {
+                    Lookup::Miss
+                };
+                let result = match found {
+                    Lookup::Hit(entry) => match self.answer_from_cache(state, plan, &ticket, &entry, now) {
+                        Some(action) => return Some(action),
+                        None => CacheResult::Miss,
+                    },
+                    Lookup::Stale(_) => CacheResult::Stale,
+                    Lookup::Miss if ticket.look_up => CacheResult::Miss,
+                    Lookup::Miss => CacheResult::Bypass,
+                };
+                self.cache_ticket = Some(ticket);
+                result
+            }
+        };
+        self.cache_report = Some(CacheReport { result, hit: None });
+        plan.response_headers.push((HEADER_CACHE, result.name().to_string()));
+        None
+    }
+
+    /// Replays a kept answer in the client's format and shape (whole or
+    /// streamed); `None` when the entry cannot be replayed (a miss).
+    fn answer_from_cache(
+        &mut self,
+        state: &Loaded,
+        plan: &RequestPlan,
+        ticket: &CacheTicket,
+        entry: &Entry,
+        now: u64,
+    ) -> Option<Action> {
+        let config = &state.config;
+        let id = format!("chatcmpl-{:016x}", state.rng.borrow_mut().next());
+        let created = now / 1000;
+        let chat = if ticket.stream {
+            entry.replay_stream(&id, created, ticket.include_usage)?
+        } else {
+            entry.replay_whole(&id, created)
+        };
+        let (content_type, body) = match self.endpoint.ingress() {
+            None if ticket.stream => (relay::EVENT_STREAM, chat),
+            None => ("application/json", chat),
+            Some(ingress) => match Relay::for_answer(ingress, 200, ticket.stream, &plan.requested_model, created) {
+                Relay::Whole { .. } => ("application/json", relay::whole_answer(ingress, 200, &chat).1),
+                Relay::Stream(mut encoder) => {
+                    let mut events = Vec::with_capacity(chat.len() + 256);
+                    encoder.push(&chat, &mut events);
+                    encoder.finish(&mut events);
+                    (relay::EVENT_STREAM, events)
+                }
+            },
+        };
+        let model = config.model_named(&entry.model);
+        let saved = model.map_or(0, |model| {
+            ledger::cost_micros(&config.models[model].price, &entry.usage)
+        });
+        self.cache_report = Some(CacheReport {
+            result: CacheResult::Hit,
+            hit: model.map(|model| (model, saved)),
+        });
+        self.replayed = Some(Replayed {
+            decision: plan.decision.clone(),
+            requested_model: plan.requested_model.clone(),
+        });
+        self.outcome = Some(Outcome::Ok);
+        self.write_request_fields();
+        let mut headers = plan.response_headers.clone();
+        headers.push((HEADER_CACHE, CacheResult::Hit.name().to_string()));
+        headers.push((route::HEADER_MODEL, entry.model.clone()));
+        host::send_reply(200, content_type, &headers, &body);
+        self.phase = Phase::Replied;
+        Some(Action::Pause)
+    }
+
+    /// Gathers a cacheable answer's (chat-format) bytes; an answer over the
+    /// policy's entry size is dropped at once. Kept when complete.
+    fn capture_for_cache(&mut self, chunk: &[u8], end_of_stream: bool) {
+        let (Some(captured), Some(ticket)) = (self.cache_capture.as_mut(), self.cache_ticket.as_ref()) else {
+            return;
+        };
+        if captured.len() + chunk.len() > ticket.policy.max_entry_bytes {
+            self.cache_capture = None;
+            return;
+        }
+        captured.extend_from_slice(chunk);
+        if end_of_stream {
+            if let Some(state) = self.state.clone() {
+                self.keep_answer(&state);
+            }
+        }
+    }
+
+    /// Keeps a complete answer for the cache ticket's key.
+    fn keep_answer(&mut self, state: &Loaded) {
+        let (Some(ticket), Some(answer), Some(layout)) =
+            (self.cache_ticket.take(), self.cache_capture.take(), &state.cache_layout)
+        else {
+            return;
+        };
+        let Ok(stored) = cache::admit_answer(&ticket.policy, 200, &answer) else {
+            return;
+        };
+        let config = &state.config;
+        let Some(deployment) = read_trail(config).last().map(|record| record.deployment) else {
+            return;
+        };
+        let model = &config.models[config.deployments[deployment].model].name;
+        let now = host::now_ms();
+        let entry = Entry::new(
+            ticket.key,
+            model,
+            stored.usage.unwrap_or_default(),
+            answer,
+            now,
+            ticket.policy.ttl_ms,
+        );
+        if let Err(error) = cache::insert(&HostStore, layout, &entry, now) {
+            log::debug!("an answer was not cached: {error:?}");
+        }
     }
 
     /// Admits a planned request (when governed) and sends it on. With a
@@ -861,6 +1034,9 @@ impl HttpContext for ChatFilter {
             && host::response_headers()
                 .get("content-type")
                 .is_some_and(|value| value.trim().starts_with(relay::EVENT_STREAM));
+        if self.cache_ticket.is_some() && status == 200 && !routed.attempts.stream {
+            self.cache_capture = Some(Vec::new());
+        }
         // Only a served answer carries the model's words back.
         let vault = self
             .vault
@@ -899,10 +1075,11 @@ impl HttpContext for ChatFilter {
                 .audit
                 .as_ref()
                 .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
-            if audited {
-                if let Some(chunk) = host::response_body(body_size) {
-                    capture(self.audit.as_mut(), &chunk);
-                }
+            if audited || self.cache_capture.is_some() {
+                // The last call may bring no bytes, only the end.
+                let chunk = host::response_body(body_size).unwrap_or_default();
+                capture(self.audit.as_mut(), &chunk);
+                self.capture_for_cache(&chunk, end_of_stream);
             }
             return Action::Continue;
         }
@@ -912,6 +1089,7 @@ impl HttpContext for ChatFilter {
             None => received,
         };
         capture(self.audit.as_mut(), &chat);
+        self.capture_for_cache(&chat, end_of_stream);
         let body = match self.relay.as_mut() {
             Some(Relay::Whole { ingress, status }) => {
                 let (status, body) = relay::whole_answer(*ingress, *status, &chat);

@@ -30,7 +30,7 @@ use crate::health::{DeploymentHealth, Transition};
 use crate::route::chain::{deployment_window_key, StoreHealth};
 use crate::route::models_listing;
 use crate::telemetry::gauges;
-use crate::{probe, state};
+use crate::{cache, probe, state};
 
 pub const UPSTREAM_ROOT_ID: &str = "signalbox_upstream";
 
@@ -47,6 +47,8 @@ pub struct Loaded {
     pub audits_content: bool,
     /// The fleet ledger's script names, when the ledger is configured.
     pub script_names: Option<ScriptNames>,
+    /// Where the response cache lives in shared data, when some tenant uses it.
+    pub cache_layout: Option<cache::Layout>,
 }
 
 /// SplitMix64: small, fast, and good enough to spread traffic; seeded per VM.
@@ -98,6 +100,9 @@ pub struct SignalboxRoot {
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
+    next_cache_sweep_ms: u64,
+    /// The cache shard the next sweep frees dead entries in.
+    cache_sweep_shard: u32,
 }
 
 impl SignalboxRoot {
@@ -111,6 +116,8 @@ impl SignalboxRoot {
             settlements: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
+            next_cache_sweep_ms: 0,
+            cache_sweep_shard: 0,
         }
     }
 }
@@ -142,6 +149,9 @@ fn release_check_ms(per_try_timeout_ms: u64) -> u64 {
 
 /// Whether a job run every `interval_ms` is due, and if so schedules the
 /// next run. Ticks may come a little early, so 10% early counts as on time.
+const CACHE_SWEEP_MS: u64 = 1000;
+const CACHE_SWEEP_LEASE: &str = "signalbox/v1/lease/cache-sweep";
+
 fn due(next_ms: &mut u64, now: u64, interval_ms: u64) -> bool {
     if now.saturating_add(interval_ms / 10) < *next_ms {
         return false;
@@ -320,8 +330,24 @@ impl SignalboxRoot {
             config: &state.config,
             now_ms: now,
         };
-        let samples = gauges::state_gauges(&state.config, &HostStore, &health);
+        let mut samples = gauges::state_gauges(&state.config, &HostStore, &health);
+        if let Some(layout) = &state.cache_layout {
+            samples.extend(gauges::cache_gauges(cache::store::occupancy(&HostStore, layout)));
+        }
         state.metrics.emit(&state.config, &samples);
+    }
+
+    /// Frees the dead and orphaned entries of one cache shard a second, in
+    /// one VM per process (a lease): a full pass takes a minute at most.
+    fn sweep_cache(&mut self, state: &Loaded, now: u64) {
+        let Some(layout) = &state.cache_layout else { return };
+        if !due(&mut self.next_cache_sweep_ms, now, CACHE_SWEEP_MS)
+            || !state::lease::try_acquire(&HostStore, CACHE_SWEEP_LEASE, self.vm_owner_id, now, CACHE_SWEEP_MS * 3)
+        {
+            return;
+        }
+        self.cache_sweep_shard = (self.cache_sweep_shard + 1) % layout.shards().max(1);
+        cache::sweep(&HostStore, layout, self.cache_sweep_shard, now);
     }
 }
 
@@ -406,6 +432,10 @@ impl RootContext for SignalboxRoot {
                 host::set_tick_period(Duration::from_millis(period));
             }
         }
+        let cache_layout = config.cache.is_used().then(|| cache::Layout::of(&config.cache));
+        if let Some(layout) = &cache_layout {
+            cache::store::ensure(&HostStore, layout);
+        }
         let models_json = models_listing(&config);
         let audited = config
             .governance
@@ -424,6 +454,7 @@ impl RootContext for SignalboxRoot {
             models_json,
             rng: RefCell::new(SplitMix::seeded()),
             audits_content,
+            cache_layout,
         }));
         true
     }
@@ -435,6 +466,7 @@ impl RootContext for SignalboxRoot {
             self.send_settlements(&state, now);
             self.send_probes(&state, now);
             self.publish_gauges(&state, now);
+            self.sweep_cache(&state, now);
         }
     }
 

@@ -22,7 +22,7 @@ use crate::route::decision_reason;
 use crate::route::screen::Screening;
 
 /// Every field, in the order written; each is `wasm.signalbox.<field>`.
-pub const FIELDS: [&str; 31] = [
+pub const FIELDS: [&str; 32] = [
     "request_id",
     "endpoint",
     "operation",
@@ -36,6 +36,7 @@ pub const FIELDS: [&str; 31] = [
     "reason",
     "pii",
     "injection",
+    "cache",
     "model",
     "provider",
     "provider_name",
@@ -77,7 +78,7 @@ impl Fields {
 /// `(field, value)` for each field the request and its routing decision
 /// give (request id to reason in [`FIELDS`]).
 pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(12));
+    let mut fields = Fields(Vec::with_capacity(13));
     let tenant = report
         .tenant
         .and_then(|tenant| config.governance.as_ref()?.tenants.get(tenant));
@@ -107,6 +108,7 @@ pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'sta
     fields.put("reason", decision.map(|decision| decision_reason(config, decision)));
     fields.put("pii", report.screening.and_then(Screening::pii_field));
     fields.put("injection", report.screening.and_then(Screening::injection_field));
+    fields.put("cache", report.cache.map(|cache| cache.result.name().to_string()));
     fields.0
 }
 
@@ -117,7 +119,7 @@ pub fn result_fields(
     report: &RequestReport<'_>,
     content: Option<&AuditContent>,
 ) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 12));
+    let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 13));
     let usage = report.consumption.usage();
     fields
         .0

@@ -6,6 +6,7 @@
 //! the same lazy reset admission applies.
 
 use super::{window_label, Family, Label, Sample};
+use crate::cache::store::Occupancy;
 use crate::config::Config;
 use crate::govern::admission::quota_key;
 use crate::govern::quota::QuotaRecord;
@@ -15,6 +16,14 @@ use crate::state::{read, Store};
 
 /// Shared-data lease naming the VM that publishes the gauges.
 pub const LEASE_KEY: &str = "signalbox/v1/lease/gauges";
+
+/// The response cache's size, as its shard indexes account for it.
+pub fn cache_gauges(occupancy: Occupancy) -> [Sample; 2] {
+    [
+        Sample::new(Family::CacheBytes, &[], occupancy.bytes),
+        Sample::new(Family::CacheEntries, &[], occupancy.entries as u64),
+    ]
+}
 
 pub fn state_gauges(config: &Config, store: &dyn Store, health: &dyn HealthView) -> Vec<Sample> {
     let now = health.now_ms();

@@ -78,10 +78,19 @@ pub enum Family {
     GuardrailActions,
     /// Personal data and secrets found in prompts, by tenant and category (`kind`).
     PiiFindings,
+    /// Chat requests the response cache took part in, by tenant and result
+    /// (hit, miss, stale, bypass).
+    CacheRequests,
+    /// What cache hits would have cost at the models' prices, in micro-USD.
+    CacheSavedMicroUsd,
+    /// Bytes of entries the cache holds (gauge).
+    CacheBytes,
+    /// Entries the cache holds (gauge).
+    CacheEntries,
 }
 
 impl Family {
-    pub const ALL: [Family; 22] = [
+    pub const ALL: [Family; 26] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -104,6 +113,10 @@ impl Family {
         Family::StoreFallbacks,
         Family::GuardrailActions,
         Family::PiiFindings,
+        Family::CacheRequests,
+        Family::CacheSavedMicroUsd,
+        Family::CacheBytes,
+        Family::CacheEntries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,14 +143,22 @@ impl Family {
             Family::StoreFallbacks => "signalbox_store_fallbacks_total",
             Family::GuardrailActions => "signalbox_guardrail_actions_total",
             Family::PiiFindings => "signalbox_pii_findings_total",
+            Family::CacheRequests => "signalbox_cache_requests_total",
+            Family::CacheSavedMicroUsd => "signalbox_cache_saved_micro_usd_total",
+            Family::CacheBytes => "signalbox_cache_bytes",
+            Family::CacheEntries => "signalbox_cache_entries",
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
-            Family::QuotaUsed | Family::QuotaLimit | Family::HealthScore | Family::CircuitState | Family::InFlight => {
-                Kind::Gauge
-            }
+            Family::QuotaUsed
+            | Family::QuotaLimit
+            | Family::HealthScore
+            | Family::CircuitState
+            | Family::InFlight
+            | Family::CacheBytes
+            | Family::CacheEntries => Kind::Gauge,
             Family::FilterDuration
             | Family::FirstToken
             | Family::UpstreamDuration

@@ -2,6 +2,7 @@
 //! metric samples a request and each of its upstream attempts make.
 
 use super::{attempt_result, Family, Label, Outcome, Sample, TenantId};
+use crate::cache::plan::CacheResult;
 use crate::config::{Config, DeploymentId, ModelId};
 use crate::govern::ledger::Consumption;
 use crate::health::FailureKind;
@@ -34,6 +35,16 @@ pub struct RequestReport<'a> {
     pub routing_us: Option<u64>,
     /// What the guardrails found and did.
     pub screening: Option<&'a Screening>,
+    /// What the response cache did.
+    pub cache: Option<CacheReport>,
+}
+
+/// The response cache's part in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheReport {
+    pub result: CacheResult,
+    /// The model whose answer a hit replayed, and what that answer cost.
+    pub hit: Option<(ModelId, u64)>,
 }
 
 impl RequestReport<'_> {
@@ -43,6 +54,9 @@ impl RequestReport<'_> {
     }
 
     pub fn served_by(&self, config: &Config) -> Option<ModelId> {
+        if let Some((model, _)) = self.cache.and_then(|cache| cache.hit) {
+            return Some(model);
+        }
         self.served_deployment()
             .and_then(|deployment| config.deployments.get(deployment))
             .map(|deployment| deployment.model)
@@ -50,6 +64,9 @@ impl RequestReport<'_> {
 
     /// `none` (no attempt), `primary` or `fallback`.
     pub fn route(&self) -> &'static str {
+        if self.cache.is_some_and(|cache| cache.result == CacheResult::Hit) {
+            return "cache";
+        }
         match self.trail.0.len() {
             0 => "none",
             1 => "primary",
@@ -121,6 +138,20 @@ impl RequestReport<'_> {
         }
         if let Some(screening) = self.screening {
             guardrail_samples(screening, tenant, &mut samples);
+        }
+        if let Some(cache) = self.cache {
+            samples.push(Sample::new(
+                Family::CacheRequests,
+                &[tenant, Label::Fixed("result", cache.result.name())],
+                1,
+            ));
+            if let Some((model, saved)) = cache.hit.filter(|(_, saved)| *saved > 0) {
+                samples.push(Sample::new(
+                    Family::CacheSavedMicroUsd,
+                    &[tenant, Label::Model(Some(model))],
+                    saved,
+                ));
+            }
         }
         if let Some(routing_us) = self.routing_us {
             samples.push(Sample::new(

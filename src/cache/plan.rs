@@ -1,0 +1,179 @@
+//! The cache's part in one planned request: whether it is looked up, under
+//! which key, and whether its answer may be kept. Decided once the request
+//! is planned (the key names the routed tier or model) and before it is
+//! admitted (a hit spends nothing).
+//!
+//! Not cached: embeddings and Responses requests (a Responses request may
+//! create or read state at OpenAI that a replay would skip), requests whose
+//! prompt the guardrails found personal data in (an entry would keep it at
+//! rest in shared data), and what the policy refuses ([`admit_request`]).
+//! A client's `cache-control: no-cache` skips the lookup but keeps the new
+//! answer; `no-store` skips both.
+
+use super::admit::admit_request;
+use super::key::CacheKey;
+use crate::config::cache::CachePolicy;
+use crate::config::Config;
+use crate::headers::HeaderMap;
+use crate::route::screen::PiiAction;
+use crate::route::{Endpoint, RequestPlan};
+
+/// Says what the cache did: `hit`, `miss`, `stale` (an expired entry, replaced
+/// by this answer) or `bypass`.
+pub const HEADER_CACHE: &str = "x-signalbox-cache";
+
+/// What the cache did for a request (the header, metric and log value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Stale,
+    Bypass,
+}
+
+impl CacheResult {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+}
+
+/// A request the cache takes part in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheTicket {
+    pub key: CacheKey,
+    pub policy: CachePolicy,
+    /// Look the key up (not when the client said `no-cache`); the answer
+    /// is kept either way.
+    pub look_up: bool,
+    /// A hit is replayed as a stream, with a usage chunk when asked.
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// The cache's part: none (`None`: the tenant has no cache, or the
+/// endpoint is not cached), bypassed, or a ticket.
+pub fn plan(
+    config: &Config,
+    tenant: Option<usize>,
+    endpoint: Endpoint,
+    plan: &RequestPlan,
+    chat_body: &[u8],
+    headers: &HeaderMap,
+) -> Option<Result<CacheTicket, CacheResult>> {
+    let policy = config.cache.policy(tenant)?;
+    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
+        return None;
+    }
+    let directives = headers.get("cache-control").unwrap_or_default().to_ascii_lowercase();
+    let has = |directive: &str| directives.split(',').any(|item| item.trim() == directive);
+    let no_store = has("no-store");
+    if no_store || plan.screening.action != PiiAction::None {
+        return Some(Err(CacheResult::Bypass));
+    }
+    let Ok(request) = admit_request(policy, chat_body) else {
+        return Some(Err(CacheResult::Bypass));
+    };
+    let tenant_name = tenant
+        .and_then(|id| config.governance.as_ref()?.tenants.get(id))
+        .map(|tenant| tenant.name.as_str());
+    Some(Ok(CacheTicket {
+        key: request.key(tenant_name, &target(config, plan)),
+        policy: *policy,
+        look_up: !has("no-cache"),
+        stream: plan.attempts.stream,
+        include_usage: plan.attempts.client_wants_usage,
+    }))
+}
+
+/// What the answer is asked of: the tier a scored or forced request was
+/// routed to (its models answer alike for the cache's purpose), else the
+/// model named.
+fn target(config: &Config, plan: &RequestPlan) -> String {
+    let decision = &plan.decision;
+    match (decision.tier, decision.models.first()) {
+        (Some(tier), _) => format!("tier:{}", config.tiers[tier].name),
+        (None, Some(model)) => format!("model:{}", config.models[*model].name),
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{plan_chat, ClientHints, Situation};
+    use crate::testing::{governed_config, ALL_HEALTHY};
+
+    fn config() -> Config {
+        let mut config = governed_config();
+        config.cache = crate::config::cache::resolve(
+            Some(&serde_json::from_str(r#"{"enabled": true}"#).unwrap()),
+            &[("research", None), ("interns", None)],
+        )
+        .unwrap();
+        config
+    }
+
+    fn step(
+        config: &Config,
+        tenant: Option<usize>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Result<CacheTicket, CacheResult>> {
+        let headers: HeaderMap = headers.iter().copied().collect();
+        let planned = plan_chat(
+            config,
+            body.as_bytes(),
+            &headers,
+            &ClientHints::default(),
+            &Situation::open(&ALL_HEALTHY, 0),
+        )
+        .expect("planned");
+        plan(
+            config,
+            tenant,
+            Endpoint::ChatCompletions,
+            &planned,
+            body.as_bytes(),
+            &headers,
+        )
+    }
+
+    const COLD: &str = r#"{"model":"auto","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    #[test]
+    fn a_cold_request_gets_a_ticket_keyed_by_tenant() {
+        let config = config();
+        let research = step(&config, Some(0), COLD, &[]).unwrap().unwrap();
+        let interns = step(&config, Some(1), COLD, &[]).unwrap().unwrap();
+        assert!(research.look_up && !research.stream);
+        assert_ne!(research.key, interns.key);
+        let again = step(&config, Some(0), COLD, &[]).unwrap().unwrap();
+        assert_eq!(research.key, again.key);
+    }
+
+    #[test]
+    fn client_directives_and_hot_sampling_bypass() {
+        let config = config();
+        let no_cache = step(&config, Some(0), COLD, &[("cache-control", "max-age=0, No-Cache")])
+            .unwrap()
+            .unwrap();
+        assert!(!no_cache.look_up);
+        assert_eq!(
+            step(&config, Some(0), COLD, &[("cache-control", "no-store")]),
+            Some(Err(CacheResult::Bypass))
+        );
+        let hot = COLD.replace(r#""temperature":0"#, r#""temperature":0.9"#);
+        assert_eq!(step(&config, Some(0), &hot, &[]), Some(Err(CacheResult::Bypass)));
+    }
+
+    #[test]
+    fn without_a_policy_the_cache_takes_no_part() {
+        let config = governed_config();
+        assert_eq!(step(&config, Some(0), COLD, &[]), None);
+    }
+}

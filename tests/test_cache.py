@@ -1,0 +1,170 @@
+"""The exact response cache through the real Envoy: a repeated request (member
+order and whitespace aside) is answered from shared data, whole or replayed as
+a stream, in the client's format, without calling a provider or spending;
+tenants never share entries; hot sampling, `cache-control` and personal data
+bypass it; entries expire; metrics and the access log say what happened."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+
+from tests.gateway import chat_body
+from tests.harness import config as envoy_config
+from tests.test_observability import access_lines, answer_text, eventually, scrape, total, value
+
+KEYS = {"sk-cache-team": "team", "sk-cache-lab": "lab"}
+QUESTION = "What is the boiling point of water at sea level?"
+
+
+def cached(ttl_seconds: int = 300, **extra) -> dict:
+    return {
+        "providers": {
+            "openai": {"cluster": "openai", "vendor": "openai", "api_key": "sk-provider-openai"},
+            "anthropic": {"kind": "anthropic", "cluster": "anthropic", "api_key": "sk-provider-anthropic"},
+        },
+        "models": {
+            "cheap": {"provider": "openai", "id": "cheap-model", "price": {"input": 1, "output": 2}},
+            "claude": {"provider": "anthropic", "id": "claude-sonnet-4-5", "price": {"input": 3, "output": 15}},
+        },
+        "tiers": [{"name": "simple", "models": ["cheap"]}],
+        "cache": {"enabled": True, "ttl_seconds": ttl_seconds},
+        "governance": {
+            "tenants": {"team": {}, "lab": {}},
+            "keys": [
+                {"sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": tenant, "name": f"{tenant}-key"}
+                for key, tenant in KEYS.items()
+            ],
+        },
+        **extra,
+    }
+
+
+@pytest.fixture
+def start_cached(start_gateway, tmp_path):
+    log_path = tmp_path / "access.log"
+
+    def start(plugin: dict):
+        def tweak(config):
+            envoy_config.set_access_log_path(config, log_path)
+            envoy_config.set_stats_flush_interval(config, 0.5)
+
+        gateway = start_gateway(plugin, tweak=tweak)
+        gateway.access_log = log_path
+        gateway.key = "sk-cache-team"
+        return gateway
+
+    return start
+
+
+def ask(gateway, body, key: str = "sk-cache-team", request_id: str | None = None, **headers):
+    headers = {"authorization": f"Bearer {key}", **headers}
+    if request_id:
+        headers["x-request-id"] = request_id
+    stream = isinstance(body, dict) and body.get("stream", False)
+    return gateway.chat(body, headers=headers, stream=stream)
+
+
+def test_a_repeated_request_is_answered_from_the_cache_whole_and_streamed(start_cached, mocks):
+    gateway = start_cached(cached())
+    first = ask(gateway, chat_body(QUESTION, temperature=0))
+    assert first.status_code == 200 and first.headers["x-signalbox-cache"] == "miss"
+    # The same request with members reordered and other whitespace is the same entry.
+    same = json.dumps({"temperature": 0.0, "messages": [{"content": QUESTION, "role": "user"}], "model": "auto"}, indent=2)
+    again = ask(gateway, same)
+    assert again.status_code == 200, again.text
+    assert again.headers["x-signalbox-cache"] == "hit"
+    assert again.headers["x-signalbox-model"] == "cheap"
+    assert again.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert again.json()["id"] != first.json()["id"]
+    streamed = ask(gateway, chat_body(QUESTION, temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert streamed.headers["x-signalbox-cache"] == "hit"
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    lines = [line for line in streamed.iter_lines() if line.startswith(b"data: ")]
+    assert lines[-1] == b"data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == first.json()["choices"][0]["message"]["content"]
+    assert events[-1]["usage"]["completion_tokens"] == first.json()["usage"]["completion_tokens"]
+    assert len(mocks.requests("openai")) == 1
+
+
+def test_an_anthropic_client_gets_a_hit_in_its_own_format(start_cached, mocks):
+    gateway = start_cached(cached())
+    body = {"model": "cheap", "max_tokens": 64, "temperature": 0, "messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"x-api-key": "sk-cache-team"}
+    first = gateway.post("/v1/messages", body, headers=headers)
+    assert first.status_code == 200 and first.headers["x-signalbox-cache"] == "miss"
+    again = gateway.post("/v1/messages", body, headers=headers)
+    assert again.headers["x-signalbox-cache"] == "hit"
+    assert again.json()["type"] == "message" and again.json()["content"] == first.json()["content"]
+    streamed = gateway.post("/v1/messages", {**body, "stream": True}, headers=headers, stream=True)
+    assert streamed.headers["x-signalbox-cache"] == "hit"
+    events = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith(b"data: {")]
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text == first.json()["content"][0]["text"]
+    assert events[-1]["type"] == "message_stop"
+    assert len(mocks.requests("openai")) == 1
+
+
+def test_tenants_never_share_an_entry(start_cached, mocks):
+    gateway = start_cached(cached())
+    assert ask(gateway, chat_body(QUESTION, temperature=0)).headers["x-signalbox-cache"] == "miss"
+    assert ask(gateway, chat_body(QUESTION, temperature=0), key="sk-cache-lab").headers["x-signalbox-cache"] == "miss"
+    assert ask(gateway, chat_body(QUESTION, temperature=0), key="sk-cache-lab").headers["x-signalbox-cache"] == "hit"
+    assert len(mocks.requests("openai")) == 2
+
+
+def test_hot_sampling_cache_control_and_personal_data_bypass_the_cache(start_cached, mocks):
+    plugin = cached(guardrails={"pii": {"email": "mask"}})
+    gateway = start_cached(plugin)
+    for _ in range(2):
+        assert ask(gateway, chat_body(QUESTION, temperature=0.7)).headers["x-signalbox-cache"] == "bypass"
+        assert ask(gateway, chat_body(QUESTION)).headers["x-signalbox-cache"] == "bypass"  # no temperature: 1.0
+        mail = chat_body(f"Write to jane@example.com: {QUESTION}", temperature=0)
+        assert ask(gateway, mail).headers["x-signalbox-cache"] == "bypass"
+    assert len(mocks.requests("openai")) == 6
+    # no-cache skips the lookup but keeps the answer; no-store skips both.
+    cold = chat_body("Name three noble gases.", temperature=0)
+    assert ask(gateway, cold, **{"cache-control": "no-store"}).headers["x-signalbox-cache"] == "bypass"
+    assert ask(gateway, cold, **{"cache-control": "no-cache"}).headers["x-signalbox-cache"] == "bypass"
+    assert ask(gateway, cold).headers["x-signalbox-cache"] == "hit"
+    assert ask(gateway, cold, **{"cache-control": "no-cache"}).headers["x-signalbox-cache"] == "bypass"
+    assert len(mocks.requests("openai")) == 9
+
+
+def test_an_entry_expires_after_its_ttl(start_cached, mocks):
+    gateway = start_cached(cached(ttl_seconds=1))
+    body = chat_body(QUESTION, temperature=0)
+    assert ask(gateway, body).headers["x-signalbox-cache"] == "miss"
+    assert ask(gateway, body).headers["x-signalbox-cache"] == "hit"
+    time.sleep(1.2)
+    assert ask(gateway, body).headers["x-signalbox-cache"] == "stale"
+    assert ask(gateway, body).headers["x-signalbox-cache"] == "hit"
+    assert len(mocks.requests("openai")) == 2
+
+
+def test_a_hit_costs_nothing_and_is_counted_with_its_saving(start_cached):
+    gateway = start_cached(cached())
+    body = chat_body(QUESTION, temperature=0)
+    assert ask(gateway, body, request_id="first").status_code == 200
+    assert ask(gateway, body, request_id="second").headers["x-signalbox-cache"] == "hit"
+    by_id = {line["request_id"]: line for line in access_lines(gateway, 2)}
+    assert by_id["first"]["cache"] == "miss" and by_id["first"]["cost_usd"] not in (None, "0.000000")
+    assert by_id["second"]["cache"] == "hit" and by_id["second"]["route"] is None
+    assert by_id["second"]["cost_usd"] is None
+
+    def read():
+        return scrape(gateway)
+
+    samples = eventually(read, lambda s: total(s, "signalbox_cache_requests_total") >= 2 and total(s, "signalbox_cache_bytes") > 0)
+    assert value(samples, "signalbox_cache_requests_total", tenant="team", result="hit") == 1
+    assert value(samples, "signalbox_cache_requests_total", tenant="team", result="miss") == 1
+    assert total(samples, "signalbox_cache_saved_micro_usd_total", tenant="team", model="cheap") > 0
+    assert total(samples, "signalbox_requests_total", tenant="team", route="cache", outcome="ok") == 1
+    cost = total(samples, "signalbox_cost_micro_usd_total", tenant="team")
+    assert 0 < cost == total(samples, "signalbox_cache_saved_micro_usd_total", tenant="team")
+    assert value(samples, "signalbox_cache_entries") == 1
