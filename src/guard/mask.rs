@@ -112,6 +112,10 @@ pub enum BodyShape {
     /// Embeddings: `input`, a string or an array of strings (token ids
     /// carry no text).
     Embeddings,
+    /// Every string value, whatever the format: a body a provider may be
+    /// sent as the client wrote it (a native Messages or Responses request
+    /// carries texts its chat translation drops).
+    Any,
 }
 
 /// The request `body` with every text the model will read masked, or
@@ -158,6 +162,7 @@ fn request_strings(body: &[u8], shape: BodyShape) -> Vec<std::ops::Range<usize>>
                 .filter(|item| body.get(item.start) == Some(&b'"'))
                 .collect(),
         },
+        BodyShape::Any => crate::json_edit::string_values(body),
     }
 }
 

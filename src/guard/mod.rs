@@ -190,6 +190,15 @@ impl FindingCounts {
         }
     }
 
+    /// Per category, the larger count: two readings of the same texts
+    /// (a body and its translation) count each finding once.
+    pub fn per_category_max(mut self, other: FindingCounts) -> FindingCounts {
+        for (count, theirs) in self.0.iter_mut().zip(other.0) {
+            *count = (*count).max(theirs);
+        }
+        self
+    }
+
     pub fn get(&self, category: Category) -> u32 {
         self.0[category as usize]
     }

@@ -125,8 +125,16 @@ fn injection_summary(assessment: &Assessment) -> String {
 }
 
 /// Applies `guardrails` to the chat request `body` (already parsed as
-/// `request`). An error is the request refused.
-pub fn screen(guardrails: &Guardrails, body: &[u8], request: &ChatRequest<'_>) -> Result<Screening, GatewayError> {
+/// `request`). `client_body` is the body a translated request came in,
+/// which native attempts send as it is: its texts count too, since the
+/// translation may drop some (thinking, function calls of stored state).
+/// An error is the request refused.
+pub fn screen(
+    guardrails: &Guardrails,
+    body: &[u8],
+    request: &ChatRequest<'_>,
+    client_body: Option<&[u8]>,
+) -> Result<Screening, GatewayError> {
     let mut screening = Screening::default();
     if let Some(policy) = guardrails.injection {
         let assessment = injection::assess_chat(request);
@@ -143,7 +151,7 @@ pub fn screen(guardrails: &Guardrails, body: &[u8], request: &ChatRequest<'_>) -
             screening.injection = Some(assessment);
         }
     }
-    screen_pii(guardrails, body, BodyShape::Chat, &mut screening)?;
+    screen_pii(guardrails, body, BodyShape::Chat, client_body, &mut screening)?;
     Ok(screening)
 }
 
@@ -152,7 +160,7 @@ pub fn screen(guardrails: &Guardrails, body: &[u8], request: &ChatRequest<'_>) -
 /// no private embeddings model: what must go only to one is refused.
 pub fn screen_embeddings(guardrails: &Guardrails, body: &[u8]) -> Result<Screening, GatewayError> {
     let mut screening = Screening::default();
-    screen_pii(guardrails, body, BodyShape::Embeddings, &mut screening)?;
+    screen_pii(guardrails, body, BodyShape::Embeddings, None, &mut screening)?;
     if screening.action == PiiAction::Routed {
         return Err(refusal(guardrails.pii.decide(&screening.found)));
     }
@@ -163,6 +171,7 @@ fn screen_pii(
     guardrails: &Guardrails,
     body: &[u8],
     shape: BodyShape,
+    client_body: Option<&[u8]>,
     screening: &mut Screening,
 ) -> Result<(), GatewayError> {
     let watched = guardrails.pii.watched();
@@ -170,6 +179,11 @@ fn screen_pii(
         return Ok(());
     }
     screening.found = scan_body(body, shape, watched);
+    if let Some(client_body) = client_body {
+        screening.found = screening
+            .found
+            .per_category_max(scan_body(client_body, BodyShape::Any, watched));
+    }
     match guardrails.pii.decide(&screening.found) {
         Decision::Forward if screening.found.is_empty() => {}
         Decision::Forward => screening.action = PiiAction::Logged,
@@ -219,7 +233,7 @@ mod tests {
     fn run(json: &str, text: &str) -> Result<Screening, GatewayError> {
         let body = serde_json::json!({"model":"auto","messages":[{"role":"user","content":text}]}).to_string();
         let request = parse_chat(body.as_bytes()).unwrap();
-        screen(&guardrails(json), body.as_bytes(), &request)
+        screen(&guardrails(json), body.as_bytes(), &request, None)
     }
 
     #[test]
