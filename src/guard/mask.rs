@@ -162,8 +162,26 @@ fn request_strings(body: &[u8], shape: BodyShape) -> Vec<std::ops::Range<usize>>
                 .filter(|item| body.get(item.start) == Some(&b'"'))
                 .collect(),
         },
-        BodyShape::Any => crate::json_edit::string_values(body),
+        BodyShape::Any => crate::json_edit::string_values(body)
+            .into_iter()
+            .filter(|span| !is_blob(body.get(span.clone()).unwrap_or_default()))
+            .collect(),
     }
+}
+
+/// Shortest string value taken for encoded data rather than text.
+const MIN_BLOB_BYTES: usize = 256;
+
+/// Whether the string literal `quoted` is encoded data (base64 images and
+/// documents, signatures, data URLs): nothing the scanner could read, and
+/// megabytes it would spend time and false findings on.
+fn is_blob(quoted: &[u8]) -> bool {
+    let inner = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default();
+    inner.starts_with(b"data:")
+        || (inner.len() >= MIN_BLOB_BYTES
+            && inner
+                .iter()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=')))
 }
 
 #[cfg(test)]
@@ -240,6 +258,21 @@ mod tests {
             scan_body(body, BodyShape::Chat, CategorySet::all()).to_string(),
             "email=2"
         );
+    }
+
+    #[test]
+    fn any_body_is_read_in_every_string_but_encoded_data() {
+        let blob = format!("{}4111111111111111", "QUJD".repeat(100));
+        let body = serde_json::json!({"x": [{"y": "mail a@x.io"}, {"data": blob},
+            {"url": "data:text/plain,a@x.io 4111 1111 1111 1111"}], "a@x.io": 1});
+        let body = body.to_string();
+        assert_eq!(
+            scan_body(body.as_bytes(), BodyShape::Any, CategorySet::all()).to_string(),
+            "email=1"
+        );
+        assert!(is_blob(format!("\"{}\"", "QUJD".repeat(64)).as_bytes()));
+        assert!(!is_blob(format!("\"{}\"", "QUJD ".repeat(64)).as_bytes()));
+        assert!(!is_blob(br#""a@x.io""#));
     }
 
     #[test]
