@@ -5,14 +5,17 @@
 //! (the model sees that two mentions are one card); numbering is per
 //! category, in order of first appearance.
 //!
-//! [`mask_chat_body`] masks every string an OpenAI chat request carries to
-//! the model (`messages[].content`, text parts, tool-call arguments) and
-//! leaves every other byte as it was; [`scan_chat_body`] only counts.
+//! [`mask_body`] masks every string value of a request body: the provider
+//! is sent all of them, and the model reads far more than `messages`
+//! (tool definitions, `prediction`, response-format schemas, names), so no
+//! list of fields could be trusted to be complete. Encoded data (base64,
+//! data URLs) is left alone, and every other byte stays as it was;
+//! [`scan_body`] only counts.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::chat_json::{apply_edits, decode_string, member, member_items, message_strings, Slot};
+use super::chat_json::{apply_edits, decode_string};
 use super::{replace_findings, scan, Category, CategorySet, FindingCounts};
 use crate::json_edit::quote;
 
@@ -104,26 +107,12 @@ impl Masker {
     }
 }
 
-/// Which texts of a request body a model reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyShape {
-    /// Chat completions: every text of `messages[]`.
-    Chat,
-    /// Embeddings: `input`, a string or an array of strings (token ids
-    /// carry no text).
-    Embeddings,
-    /// Every string value, whatever the format: a body a provider may be
-    /// sent as the client wrote it (a native Messages or Responses request
-    /// carries texts its chat translation drops).
-    Any,
-}
-
-/// The request `body` with every text the model will read masked, or
-/// `None` when nothing was found (forward the body untouched). `body` must
-/// be valid JSON (the request parser has read it).
-pub fn mask_body(body: &[u8], shape: BodyShape, masker: &mut Masker) -> Option<Vec<u8>> {
+/// The request `body` with every string value masked, or `None` when
+/// nothing was found (forward the body untouched). `body` must be valid
+/// JSON (the request parser has read it).
+pub fn mask_body(body: &[u8], masker: &mut Masker) -> Option<Vec<u8>> {
     let mut edits = Vec::new();
-    for span in request_strings(body, shape) {
+    for span in request_strings(body) {
         let Some(text) = decode_string(body, span.clone()) else {
             continue;
         };
@@ -136,9 +125,9 @@ pub fn mask_body(body: &[u8], shape: BodyShape, masker: &mut Masker) -> Option<V
 
 /// Findings of the `wanted` categories in the texts of a request, counted:
 /// what a policy decides on before anything is masked.
-pub fn scan_body(body: &[u8], shape: BodyShape, wanted: CategorySet) -> FindingCounts {
+pub fn scan_body(body: &[u8], wanted: CategorySet) -> FindingCounts {
     let mut counts = FindingCounts::default();
-    for span in request_strings(body, shape) {
+    for span in request_strings(body) {
         if let Some(text) = decode_string(body, span) {
             counts.add_all(&scan(&text, wanted));
         }
@@ -146,27 +135,12 @@ pub fn scan_body(body: &[u8], shape: BodyShape, wanted: CategorySet) -> FindingC
     counts
 }
 
-/// Every text string the model reads, in order.
-fn request_strings(body: &[u8], shape: BodyShape) -> Vec<std::ops::Range<usize>> {
-    let whole = 0..body.len();
-    match shape {
-        BodyShape::Chat => member_items(body, whole, "messages")
-            .into_iter()
-            .flat_map(|message| message_strings(body, message))
-            .map(|(_, span): (Slot, _)| span)
-            .collect(),
-        BodyShape::Embeddings => match member(body, whole.clone(), "input") {
-            Some(input) if body.get(input.start) == Some(&b'"') => vec![input],
-            _ => member_items(body, whole, "input")
-                .into_iter()
-                .filter(|item| body.get(item.start) == Some(&b'"'))
-                .collect(),
-        },
-        BodyShape::Any => crate::json_edit::string_values(body)
-            .into_iter()
-            .filter(|span| !is_blob(body.get(span.clone()).unwrap_or_default()))
-            .collect(),
-    }
+/// Every string value a provider is sent but encoded data, in order.
+fn request_strings(body: &[u8]) -> Vec<std::ops::Range<usize>> {
+    crate::json_edit::string_values(body)
+        .into_iter()
+        .filter(|span| !is_blob(body.get(span.clone()).unwrap_or_default()))
+        .collect()
 }
 
 /// Shortest string value taken for encoded data rather than text.
@@ -212,52 +186,43 @@ mod tests {
     }
 
     #[test]
-    fn a_chat_body_is_masked_in_every_text_and_nowhere_else() {
+    fn a_chat_body_is_masked_in_every_string_value_and_nowhere_else() {
         let body = br#"{"model":"auto","user":"a@x.io","messages":[
             {"role":"system","content":"Reply to a@x.io"},
-            {"role":"user","content":[{"type":"text","text":"card \"4111 1111 1111 1111\"\n"},{"type":"image_url","image_url":{"url":"https://a@x.io"}}]},
+            {"role":"user","content":[{"type":"text","text":"card \"4111 1111 1111 1111\"\n"},{"type":"image_url","image_url":{"url":"data:image/png;base64,a@x.io"}}]},
             {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"mail","arguments":"{\"to\":\"a@x.io\"}"}}]},
-            {"role":"tool","tool_call_id":"c1","content":"sent to a@x.io"}]}"#;
+            {"role":"tool","tool_call_id":"c1","content":"sent to a@x.io"}],
+            "tools":[{"type":"function","function":{"name":"mail","description":"Mails a@x.io"}}]}"#;
         let mut masker = Masker::new(CategorySet::all());
-        let masked = String::from_utf8(mask_body(body, BodyShape::Chat, &mut masker).unwrap()).unwrap();
+        let masked = String::from_utf8(mask_body(body, &mut masker).unwrap()).unwrap();
         let expected = String::from_utf8(body.to_vec())
             .unwrap()
+            .replace(r#""user":"a@x.io""#, r#""user":"<EMAIL_1>""#)
             .replace("Reply to a@x.io", "Reply to <EMAIL_1>")
             .replace("4111 1111 1111 1111", "<CARD_1>")
             .replace(r#"{\"to\":\"a@x.io\"}"#, r#"{\"to\":\"<EMAIL_1>\"}"#)
-            .replace("sent to a@x.io", "sent to <EMAIL_1>");
+            .replace("sent to a@x.io", "sent to <EMAIL_1>")
+            .replace("Mails a@x.io", "Mails <EMAIL_1>");
         assert_eq!(masked, expected);
-        let parsed: serde_json::Value = serde_json::from_str(&masked).unwrap();
-        assert_eq!(parsed["user"], "a@x.io");
-        assert_eq!(masker.counts().to_string(), "card=1 email=3");
+        assert!(masked.contains("base64,a@x.io"), "encoded data is left alone");
+        assert_eq!(masker.counts().to_string(), "card=1 email=5");
     }
 
     #[test]
-    fn a_body_without_findings_or_not_a_chat_is_left_alone() {
+    fn a_body_without_findings_or_not_json_is_left_alone() {
         let mut masker = Masker::new(CategorySet::all());
         assert_eq!(
-            mask_body(
-                br#"{"messages":[{"role":"user","content":"hi"}]}"#,
-                BodyShape::Chat,
-                &mut masker
-            ),
+            mask_body(br#"{"messages":[{"role":"user","content":"hi"}]}"#, &mut masker),
             None
         );
-        assert_eq!(mask_body(b"not json", BodyShape::Chat, &mut masker), None);
-        assert_eq!(
-            mask_body(br#"{"messages":"a@x.io"}"#, BodyShape::Chat, &mut masker),
-            None
-        );
+        assert_eq!(mask_body(b"not json", &mut masker), None);
         assert!(masker.vault().is_empty());
     }
 
     #[test]
     fn a_chat_body_can_be_counted_without_masking() {
         let body = br#"{"messages":[{"role":"user","content":"a@x.io and b@x.io"}]}"#;
-        assert_eq!(
-            scan_body(body, BodyShape::Chat, CategorySet::all()).to_string(),
-            "email=2"
-        );
+        assert_eq!(scan_body(body, CategorySet::all()).to_string(), "email=2");
     }
 
     #[test]
@@ -266,10 +231,7 @@ mod tests {
         let body = serde_json::json!({"x": [{"y": "mail a@x.io"}, {"data": blob},
             {"url": "data:text/plain,a@x.io 4111 1111 1111 1111"}], "a@x.io": 1});
         let body = body.to_string();
-        assert_eq!(
-            scan_body(body.as_bytes(), BodyShape::Any, CategorySet::all()).to_string(),
-            "email=1"
-        );
+        assert_eq!(scan_body(body.as_bytes(), CategorySet::all()).to_string(), "email=1");
         assert!(is_blob(format!("\"{}\"", "QUJD".repeat(64)).as_bytes()));
         assert!(!is_blob(format!("\"{}\"", "QUJD ".repeat(64)).as_bytes()));
         assert!(!is_blob(br#""a@x.io""#));
@@ -279,16 +241,10 @@ mod tests {
     fn an_embeddings_input_is_masked_whether_one_string_or_many() {
         let mut masker = Masker::new(CategorySet::all());
         let one = br#"{"model":"e","input":"mail a@x.io"}"#;
-        let masked = mask_body(one, BodyShape::Embeddings, &mut masker).unwrap();
+        let masked = mask_body(one, &mut masker).unwrap();
         assert_eq!(masked, br#"{"model":"e","input":"mail <EMAIL_1>"}"#);
         let many = br#"{"model":"e","input":["a@x.io",[1,2],"card 4111 1111 1111 1111"]}"#;
-        assert_eq!(
-            scan_body(many, BodyShape::Embeddings, CategorySet::all()).to_string(),
-            "card=1 email=1"
-        );
-        assert_eq!(
-            scan_body(br#"{"input":[[1,2]]}"#, BodyShape::Embeddings, CategorySet::all()).to_string(),
-            ""
-        );
+        assert_eq!(scan_body(many, CategorySet::all()).to_string(), "card=1 email=1");
+        assert_eq!(scan_body(br#"{"input":[[1,2]]}"#, CategorySet::all()).to_string(), "");
     }
 }

@@ -35,7 +35,7 @@ pub mod restore;
 mod scan;
 mod secrets;
 
-pub use mask::{mask_body, scan_body, BodyShape, Masker, Vault};
+pub use mask::{mask_body, scan_body, Masker, Vault};
 pub use policy::{Decision, Mode, Policy};
 pub use restore::{restore_body, restore_text, AnswerRestorer, StreamRestorer, TextRestorer};
 pub use scan::scan;
