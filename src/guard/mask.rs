@@ -13,18 +13,23 @@
 //! [`scan_body`] only counts.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::chat_json::{apply_edits, decode_string};
-use super::{replace_findings, scan, Category, CategorySet, FindingCounts};
+use super::{replace_findings, restore, scan, Category, CategorySet, FindingCounts};
 use crate::json_edit::quote;
 
 /// Placeholder ↔ original for one request.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Vault {
-    /// Originals per category: `<CARD_3>` is `originals[Card][2]`.
-    originals: [Vec<String>; Category::ALL.len()],
+    /// Originals per category: `<CARD_3>` is `originals[Card][2]`; `None`
+    /// for a number the client's own text already uses.
+    originals: [Vec<Option<String>>; Category::ALL.len()],
     numbers: [HashMap<String, u32>; Category::ALL.len()],
+    /// Placeholders the client wrote itself (`<EMAIL_1>` in a template):
+    /// a value numbered the same would be restored where the client meant
+    /// its own text.
+    reserved: [HashSet<u32>; Category::ALL.len()],
 }
 
 impl Vault {
@@ -34,8 +39,12 @@ impl Vault {
         let number = match self.numbers[slot].get(value) {
             Some(&number) => number,
             None => {
-                self.originals[slot].push(value.to_string());
-                let number = self.originals[slot].len() as u32;
+                let originals = &mut self.originals[slot];
+                while self.reserved[slot].contains(&(originals.len() as u32 + 1)) {
+                    originals.push(None);
+                }
+                originals.push(Some(value.to_string()));
+                let number = originals.len() as u32;
                 self.numbers[slot].insert(value.to_string(), number);
                 number
             }
@@ -43,22 +52,29 @@ impl Vault {
         format!("<{}_{number}>", category.tag())
     }
 
+    /// Keeps the placeholders written in `text` from being given to values.
+    pub fn reserve_written(&mut self, text: &str) {
+        for (category, number) in restore::placeholders_in(text) {
+            self.reserved[category as usize].insert(number);
+        }
+    }
+
     /// The value behind `<TAG_number>`.
     pub fn original(&self, category: Category, number: u32) -> Option<&str> {
         let index = usize::try_from(number).ok()?.checked_sub(1)?;
-        self.originals[category as usize].get(index).map(String::as_str)
+        self.originals[category as usize].get(index)?.as_deref()
     }
 
     /// The categories that have a placeholder.
     pub fn categories(&self) -> CategorySet {
         Category::ALL
             .into_iter()
-            .filter(|category| !self.originals[*category as usize].is_empty())
+            .filter(|category| !self.numbers[*category as usize].is_empty())
             .collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.originals.iter().all(Vec::is_empty)
+        self.numbers.iter().all(HashMap::is_empty)
     }
 }
 
@@ -81,6 +97,7 @@ impl Masker {
     /// `text` with each finding of the wanted categories replaced by its
     /// placeholder; borrowed when there was none.
     pub fn mask<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
+        self.vault.reserve_written(text);
         let findings = scan(text, self.wanted);
         if findings.is_empty() {
             return Cow::Borrowed(text);
@@ -111,8 +128,15 @@ impl Masker {
 /// nothing was found (forward the body untouched). `body` must be valid
 /// JSON (the request parser has read it).
 pub fn mask_body(body: &[u8], masker: &mut Masker) -> Option<Vec<u8>> {
+    let strings = request_strings(body);
+    // A placeholder the client wrote in a later text is no value's either.
+    for span in &strings {
+        if let Some(text) = decode_string(body, span.clone()) {
+            masker.vault.reserve_written(&text);
+        }
+    }
     let mut edits = Vec::new();
-    for span in request_strings(body) {
+    for span in strings {
         let Some(text) = decode_string(body, span.clone()) else {
             continue;
         };
@@ -173,6 +197,20 @@ mod tests {
         assert_eq!(masker.vault().original(Category::Email, 2), Some("b@x.io"));
         assert_eq!(masker.vault().original(Category::Email, 3), None);
         assert_eq!(masker.vault().original(Category::Email, 0), None);
+    }
+
+    #[test]
+    fn placeholders_the_client_wrote_itself_are_never_reused() {
+        let body = br#"{"messages":[{"role":"user","content":"mail a@x.io"},{"role":"user","content":"template: <EMAIL_1>, <EMAIL_3>"}]}"#;
+        let mut masker = Masker::new(CategorySet::all());
+        let masked = String::from_utf8(mask_body(body, &mut masker).unwrap()).unwrap();
+        assert!(masked.contains("mail <EMAIL_2>"), "{masked}");
+        let vault = masker.into_vault();
+        assert_eq!(
+            super::super::restore_text(&vault, "<EMAIL_1> <EMAIL_2> <EMAIL_3>"),
+            "<EMAIL_1> a@x.io <EMAIL_3>"
+        );
+        assert_eq!(vault.categories().names(), "email");
     }
 
     #[test]

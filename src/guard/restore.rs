@@ -80,6 +80,27 @@ fn parse_placeholder(text: &[u8]) -> Parsed {
     }
 }
 
+/// Every complete placeholder written in `text`, as (category, number).
+pub(super) fn placeholders_in(text: &str) -> Vec<(Category, u32)> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = bytes.get(from..).and_then(|rest| memchr::memchr(b'<', rest)) {
+        let at = from + offset;
+        from = at + 1;
+        if let Parsed::Placeholder {
+            category,
+            number,
+            length,
+        } = parse_placeholder(bytes.get(at..).unwrap_or_default())
+        {
+            found.push((category, number));
+            from = at + length;
+        }
+    }
+    found
+}
+
 /// Appends `text` to `out` with known placeholders restored. Unless
 /// `at_end`, stops before a trailing placeholder prefix and returns where.
 fn restore_into(vault: &Vault, text: &str, out: &mut String, at_end: bool) -> usize {
