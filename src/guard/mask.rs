@@ -171,11 +171,16 @@ fn request_strings(body: &[u8]) -> Vec<std::ops::Range<usize>> {
 const MIN_BLOB_BYTES: usize = 256;
 
 /// Whether the string literal `quoted` is encoded data (base64 images and
-/// documents, signatures, data URLs): nothing the scanner could read, and
-/// megabytes it would spend time and false findings on.
+/// documents, signatures, base64 data URLs): nothing the scanner could
+/// read, and megabytes it would spend time and false findings on. A data
+/// URL of plain text is text.
 fn is_blob(quoted: &[u8]) -> bool {
     let inner = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default();
-    inner.starts_with(b"data:")
+    let base64_url = inner.strip_prefix(b"data:").is_some_and(|url| {
+        let header = url.split(|byte| *byte == b',').next().unwrap_or_default();
+        header.ends_with(b";base64")
+    });
+    base64_url
         || (inner.len() >= MIN_BLOB_BYTES
             && inner
                 .iter()
@@ -267,12 +272,13 @@ mod tests {
     fn any_body_is_read_in_every_string_but_encoded_data() {
         let blob = format!("{}4111111111111111", "QUJD".repeat(100));
         let body = serde_json::json!({"x": [{"y": "mail a@x.io"}, {"data": blob},
-            {"url": "data:text/plain,a@x.io 4111 1111 1111 1111"}], "a@x.io": 1});
+            {"url": "data:text/plain;base64,a@x.io 4111 1111 1111 1111"}], "a@x.io": 1});
         let body = body.to_string();
         assert_eq!(scan_body(body.as_bytes(), CategorySet::all()).to_string(), "email=1");
         assert!(is_blob(format!("\"{}\"", "QUJD".repeat(64)).as_bytes()));
         assert!(!is_blob(format!("\"{}\"", "QUJD ".repeat(64)).as_bytes()));
         assert!(!is_blob(br#""a@x.io""#));
+        assert!(!is_blob(br#""data:text/plain,mail a@x.io""#));
     }
 
     #[test]
