@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{measure, micros, text_of_size, PARAGRAPH};
 use signalbox::guard::injection::assess;
-use signalbox::guard::{mask_body, restore_body, scan, BodyShape, CategorySet, Masker, StreamRestorer};
+use signalbox::guard::{mask_body, restore_body, scan, CategorySet, Masker, StreamRestorer};
 
 /// Personal data as it turns up in prompts: five values in one line.
 const PERSONAL: &str = "Please reply to Jane Doe (jane.doe@example.com, +1 415-555-0132) and refund \
@@ -55,7 +55,7 @@ fn main() {
     let text = prompt(8 * 1024, 1024);
     let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": text}]}).to_string();
     let mut masker = Masker::new(CategorySet::all());
-    let masked = mask_body(body.as_bytes(), BodyShape::Chat, &mut masker).expect("the prompt holds personal data");
+    let masked = mask_body(body.as_bytes(), &mut masker).expect("the prompt holds personal data");
     let vault = masker.into_vault();
     let masked_text: String = serde_json::from_slice::<serde_json::Value>(&masked).expect("masked JSON")["messages"][0]
         ["content"]
@@ -80,7 +80,6 @@ fn main() {
         || {
             drop(black_box(mask_body(
                 black_box(body.as_bytes()),
-                BodyShape::Chat,
                 &mut Masker::new(CategorySet::all()),
             )))
         },
@@ -117,7 +116,7 @@ fn main() {
 
 fn masker_findings(body: &[u8]) -> u32 {
     let mut masker = Masker::new(CategorySet::all());
-    let _ = mask_body(body, BodyShape::Chat, &mut masker);
+    let _ = mask_body(body, &mut masker);
     let counts = masker.counts();
     counts.categories().iter().map(|category| counts.get(category)).sum()
 }

@@ -68,6 +68,25 @@ pub fn depth_exceeds(body: &[u8], max: usize) -> bool {
     false
 }
 
+/// Byte ranges of every string value in `body` (valid JSON), at any depth,
+/// object keys left out. One pass, without recursion: outside a string, a
+/// `"` always opens one.
+pub fn string_values(body: &[u8]) -> Vec<Range<usize>> {
+    let mut values = Vec::new();
+    let mut cursor = 0;
+    while let Some(offset) = body.get(cursor..).and_then(|rest| memchr::memchr(b'"', rest)) {
+        let start = cursor + offset;
+        let Some(end) = string_end(body, start) else {
+            break;
+        };
+        cursor = end;
+        if body.get(skip_whitespace(body, end)) != Some(&b':') {
+            values.push(start..end);
+        }
+    }
+    values
+}
+
 /// Byte ranges (absolute in `body`) of the elements of the JSON array at
 /// `array`, which must be syntactically valid.
 pub fn array_items(body: &[u8], array: Range<usize>) -> Option<Vec<Range<usize>>> {
@@ -177,6 +196,13 @@ fn value_end(body: &[u8], start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_string_value_is_found_and_no_key() {
+        let body = br#"{"a":"x","b":[1,"y\"z",{"c" : "w"}],"d":{"e":null}}"#;
+        let values: Vec<&[u8]> = string_values(body).into_iter().map(|span| &body[span]).collect();
+        assert_eq!(values, [&br#""x""#[..], br#""y\"z""#, br#""w""#]);
+    }
 
     #[test]
     fn nesting_depth_is_counted_outside_strings() {

@@ -144,6 +144,29 @@ def test_a_blocked_category_is_refused_naming_it_and_nothing_leaves(start_guarde
     assert mocks.requests() == []
 
 
+def test_texts_outside_the_messages_and_in_native_bodies_are_screened_too(start_guarded, mocks):
+    gateway = start_guarded({"pii": {"card": "block", "email": "mask"}})
+    # The model reads tool definitions too, and the provider gets `user`.
+    tool = {"type": "function", "function": {"name": "mail", "description": f"Mails {EMAIL}"}}
+    response = gateway.chat(chat_body("hi", model="cheap", tools=[tool], user=EMAIL))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-signalbox-pii"] == "mask; email=2"
+    sent = sent_text(gateway, "openai")
+    assert EMAIL not in sent and "Mails <EMAIL_1>" in sent, sent
+    # A thinking block is dropped from the chat translation, but Anthropic
+    # would be sent the client's own body with it.
+    thinking = {"type": "thinking", "thinking": f"card {CARD}", "signature": "sig"}
+    turns = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [thinking, {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "thanks"},
+    ]
+    sent_before = len(mocks.requests())
+    response = gateway.post("/v1/messages", {"model": "claude", "max_tokens": 64, "messages": turns})
+    assert response.status_code == 400 and "card" in response.json()["error"]["message"], response.text
+    assert len(mocks.requests()) == sent_before
+
+
 def test_route_sends_the_request_unmasked_to_the_private_model_and_never_elsewhere(start_guarded, mocks):
     gateway = start_guarded({"pii": {"ssn": "route", "email": "mask"}, "private_model": "local"})
     text = f"My SSN is {SSN}, mail {EMAIL}"

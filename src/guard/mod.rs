@@ -35,7 +35,7 @@ pub mod restore;
 mod scan;
 mod secrets;
 
-pub use mask::{mask_body, scan_body, BodyShape, Masker, Vault};
+pub use mask::{mask_body, scan_body, Masker, Vault};
 pub use policy::{Decision, Mode, Policy};
 pub use restore::{restore_body, restore_text, AnswerRestorer, StreamRestorer, TextRestorer};
 pub use scan::scan;
@@ -188,6 +188,15 @@ impl FindingCounts {
             let count = &mut self.0[finding.category as usize];
             *count = count.saturating_add(1);
         }
+    }
+
+    /// Per category, the larger count: two readings of the same texts
+    /// (a body and its translation) count each finding once.
+    pub fn per_category_max(mut self, other: FindingCounts) -> FindingCounts {
+        for (count, theirs) in self.0.iter_mut().zip(other.0) {
+            *count = (*count).max(theirs);
+        }
+        self
     }
 
     pub fn get(&self, category: Category) -> u32 {

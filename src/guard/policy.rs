@@ -91,7 +91,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::{scan_body, BodyShape};
+    use crate::guard::scan_body;
 
     fn policy(modes: &[(Category, Mode)]) -> Policy {
         let mut policy = Policy::default();
@@ -103,7 +103,7 @@ mod tests {
 
     fn decide(policy: &Policy, text: &str) -> Decision {
         let body = serde_json::json!({"messages":[{"role":"user","content":text}]}).to_string();
-        policy.decide(&scan_body(body.as_bytes(), BodyShape::Chat, policy.watched()))
+        policy.decide(&scan_body(body.as_bytes(), policy.watched()))
     }
 
     #[test]

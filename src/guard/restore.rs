@@ -80,6 +80,27 @@ fn parse_placeholder(text: &[u8]) -> Parsed {
     }
 }
 
+/// Every complete placeholder written in `text`, as (category, number).
+pub(super) fn placeholders_in(text: &str) -> Vec<(Category, u32)> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = bytes.get(from..).and_then(|rest| memchr::memchr(b'<', rest)) {
+        let at = from + offset;
+        from = at + 1;
+        if let Parsed::Placeholder {
+            category,
+            number,
+            length,
+        } = parse_placeholder(bytes.get(at..).unwrap_or_default())
+        {
+            found.push((category, number));
+            from = at + length;
+        }
+    }
+    found
+}
+
 /// Appends `text` to `out` with known placeholders restored. Unless
 /// `at_end`, stops before a trailing placeholder prefix and returns where.
 fn restore_into(vault: &Vault, text: &str, out: &mut String, at_end: bool) -> usize {
@@ -295,12 +316,17 @@ fn rewrite(vault: &Vault, pending: &mut Pending, event: &str, data: &[u8], out: 
     let mut finished = Vec::new();
     for (position, choice) in member_items(data, 0..data.len(), "choices").into_iter().enumerate() {
         let index = number_member(data, choice.clone(), "index").unwrap_or(position as u64);
-        if let Some(delta) = member(data, choice.clone(), "delta") {
+        let finishing =
+            member(data, choice.clone(), "finish_reason").is_some_and(|span| data.get(span) != Some(b"null"));
+        if let Some(delta) = member(data, choice, "delta") {
             for (slot, span) in message_strings(data, delta) {
                 let Some(text) = decode_string(data, span.clone()) else {
                     continue;
                 };
                 let restored = match restorer(pending, index, slot) {
+                    // The choice ends with this event: nothing more can
+                    // complete a held piece, and it must follow this text.
+                    Some(restorer) if finishing => restorer.feed(vault, &text) + &restorer.finish(),
                     Some(restorer) => restorer.feed(vault, &text),
                     None => restore_text(vault, &text).into_owned(),
                 };
@@ -309,8 +335,7 @@ fn rewrite(vault: &Vault, pending: &mut Pending, event: &str, data: &[u8], out: 
                 }
             }
         }
-        let finish_reason = member(data, choice, "finish_reason");
-        if finish_reason.is_some_and(|span| data.get(span) != Some(b"null")) {
+        if finishing {
             finished.push(index);
         }
     }
@@ -477,6 +502,20 @@ mod tests {
                 "held text precedes the finish"
             );
         }
+    }
+
+    #[test]
+    fn text_held_in_the_finishing_event_follows_that_event_s_own_text() {
+        let last = serde_json::json!({"choices":[{"index":0,"delta":{"content":"ok <CA"},"finish_reason":"stop"}]});
+        let stream = format!(
+            "{}{}data: {last}\n\ndata: [DONE]\n\n",
+            chunk("Card <CARD_1>, "),
+            chunk("then ")
+        );
+        let mut restorer = StreamRestorer::new(vault());
+        let mut out = restorer.feed(stream.as_bytes()).unwrap();
+        out.extend(restorer.finish().unwrap());
+        assert_eq!(assembled(&out), "Card 4111 1111 1111 1111, then ok <CA");
     }
 
     #[test]

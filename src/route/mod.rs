@@ -26,6 +26,7 @@ use crate::config::governance::Tenant;
 use crate::config::guardrails::Guardrails;
 use crate::config::{Config, DeploymentId, ExplainMode, ModelId, RuleAction, TierId};
 use crate::error::GatewayError;
+use crate::guard::Decision;
 use crate::headers::HeaderMap;
 use crate::health::Availability;
 use crate::ingress::{messages, responses, Ingress, Translated};
@@ -351,12 +352,13 @@ pub fn plan_chat(
     hints: &ClientHints,
     situation: &Situation<'_>,
 ) -> Result<RequestPlan, GatewayError> {
-    plan_chat_for(config, body, headers, hints, situation, None)
+    plan_chat_for(config, body, headers, hints, situation, None, None)
 }
 
 /// [`plan_chat`], with the chain kept to providers that speak a client's
 /// API natively when `native_only` says so (and why, for the 400 when
-/// none of the request's candidates does).
+/// none of the request's candidates does). `client_body` is the body a
+/// translated request came in (screened too: native attempts send it).
 fn plan_chat_for(
     config: &Config,
     body: &[u8],
@@ -364,9 +366,10 @@ fn plan_chat_for(
     hints: &ClientHints,
     situation: &Situation<'_>,
     native_only: Option<(NativeApi, GatewayError)>,
+    client_body: Option<&[u8]>,
 ) -> Result<RequestPlan, GatewayError> {
     let request = parse_chat(body)?;
-    let screening = screen::screen(situation.guardrails(config), body, &request)?;
+    let screening = screen::screen(situation.guardrails(config), body, &request, client_body)?;
     let situation = &Situation {
         confined_to: screening.private_model,
         ..*situation
@@ -485,19 +488,19 @@ pub fn plan_translated(
         }
     };
     let sent_as_it_came = native_only.is_some();
-    let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only)?;
-    if let Some(vault) = &plan.screening.vault {
-        // Masked text exists only in the chat body: the client's own body
-        // cannot go out, so no attempt is native.
-        if sent_as_it_came {
-            return Err(GatewayError::ContentRefused {
-                code: screen::PII_REFUSAL,
-                message: format!(
-                    "The request carries data the gateway masks ({}), but it can only be sent to OpenAI as it came.",
-                    vault.categories().names()
-                ),
-            });
-        }
+    let client_body = (ingress != Ingress::Chat).then_some(body);
+    let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only, client_body)?;
+    // Masked text exists only in the chat body: the client's own body
+    // cannot go out, so no attempt is native.
+    let decision = situation.guardrails(config).pii.decide(&plan.screening.found);
+    if let (Decision::Mask(masked), true) = (decision, sent_as_it_came) {
+        return Err(GatewayError::ContentRefused {
+            code: screen::PII_REFUSAL,
+            message: format!(
+                "The request carries data the gateway masks ({}), but it can only be sent to OpenAI as it came.",
+                masked.names()
+            ),
+        });
     }
     let chat_body = plan.screening.masked_body.take().unwrap_or(chat_body);
     if stored_input {

@@ -11,7 +11,7 @@ use crate::config::guardrails::{Guardrails, InjectionMode};
 use crate::config::ModelId;
 use crate::error::GatewayError;
 use crate::guard::injection::{self, Assessment};
-use crate::guard::{mask_body, scan_body, BodyShape, CategorySet, Decision, FindingCounts, Masker, Vault};
+use crate::guard::{mask_body, scan_body, CategorySet, Decision, FindingCounts, Masker, Vault};
 use crate::request::ChatRequest;
 
 /// Reports what the guardrails did (`mask; card=1 email=2`).
@@ -125,8 +125,16 @@ fn injection_summary(assessment: &Assessment) -> String {
 }
 
 /// Applies `guardrails` to the chat request `body` (already parsed as
-/// `request`). An error is the request refused.
-pub fn screen(guardrails: &Guardrails, body: &[u8], request: &ChatRequest<'_>) -> Result<Screening, GatewayError> {
+/// `request`). `client_body` is the body a translated request came in,
+/// which native attempts send as it is: its texts count too, since the
+/// translation may drop some (thinking, function calls of stored state).
+/// An error is the request refused.
+pub fn screen(
+    guardrails: &Guardrails,
+    body: &[u8],
+    request: &ChatRequest<'_>,
+    client_body: Option<&[u8]>,
+) -> Result<Screening, GatewayError> {
     let mut screening = Screening::default();
     if let Some(policy) = guardrails.injection {
         let assessment = injection::assess_chat(request);
@@ -143,7 +151,7 @@ pub fn screen(guardrails: &Guardrails, body: &[u8], request: &ChatRequest<'_>) -
             screening.injection = Some(assessment);
         }
     }
-    screen_pii(guardrails, body, BodyShape::Chat, &mut screening)?;
+    screen_pii(guardrails, body, client_body, &mut screening)?;
     Ok(screening)
 }
 
@@ -152,7 +160,7 @@ pub fn screen(guardrails: &Guardrails, body: &[u8], request: &ChatRequest<'_>) -
 /// no private embeddings model: what must go only to one is refused.
 pub fn screen_embeddings(guardrails: &Guardrails, body: &[u8]) -> Result<Screening, GatewayError> {
     let mut screening = Screening::default();
-    screen_pii(guardrails, body, BodyShape::Embeddings, &mut screening)?;
+    screen_pii(guardrails, body, None, &mut screening)?;
     if screening.action == PiiAction::Routed {
         return Err(refusal(guardrails.pii.decide(&screening.found)));
     }
@@ -162,14 +170,17 @@ pub fn screen_embeddings(guardrails: &Guardrails, body: &[u8]) -> Result<Screeni
 fn screen_pii(
     guardrails: &Guardrails,
     body: &[u8],
-    shape: BodyShape,
+    client_body: Option<&[u8]>,
     screening: &mut Screening,
 ) -> Result<(), GatewayError> {
     let watched = guardrails.pii.watched();
     if watched.is_empty() {
         return Ok(());
     }
-    screening.found = scan_body(body, shape, watched);
+    screening.found = scan_body(body, watched);
+    if let Some(client_body) = client_body {
+        screening.found = screening.found.per_category_max(scan_body(client_body, watched));
+    }
     match guardrails.pii.decide(&screening.found) {
         Decision::Forward if screening.found.is_empty() => {}
         Decision::Forward => screening.action = PiiAction::Logged,
@@ -180,7 +191,7 @@ fn screen_pii(
         }
         Decision::Mask(categories) => {
             let mut masker = Masker::new(categories);
-            screening.masked_body = mask_body(body, shape, &mut masker);
+            screening.masked_body = mask_body(body, &mut masker);
             screening.vault = Some(masker.into_vault());
             screening.action = PiiAction::Masked;
         }
@@ -219,7 +230,7 @@ mod tests {
     fn run(json: &str, text: &str) -> Result<Screening, GatewayError> {
         let body = serde_json::json!({"model":"auto","messages":[{"role":"user","content":text}]}).to_string();
         let request = parse_chat(body.as_bytes()).unwrap();
-        screen(&guardrails(json), body.as_bytes(), &request)
+        screen(&guardrails(json), body.as_bytes(), &request, None)
     }
 
     #[test]
@@ -282,6 +293,36 @@ mod tests {
         assert!(!error.to_string().contains("reveal your"), "{error}");
         let benign = run(r#"{"injection":{"mode":"block"}}"#, "How do I ignore a file in git?").unwrap();
         assert!(benign.injection.is_none());
+    }
+
+    #[test]
+    fn texts_outside_the_messages_are_screened_and_masked_too() {
+        let body = serde_json::json!({"model": "auto", "user": "ann@example.com",
+            "messages": [{"role": "user", "name": "ann@example.com", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "pay", "description": "Bills ann@example.com",
+                "parameters": {"type": "object", "properties": {"to": {"enum": ["ann@example.com"]}}}}}],
+            "prediction": {"type": "content", "content": "Dear ann@example.com"}})
+        .to_string();
+        let request = parse_chat(body.as_bytes()).unwrap();
+        let screening = screen(
+            &guardrails(r#"{"pii":{"email":"mask"}}"#),
+            body.as_bytes(),
+            &request,
+            None,
+        )
+        .unwrap();
+        let masked = String::from_utf8(screening.masked_body.unwrap()).unwrap();
+        assert!(!masked.contains("ann@example.com"), "{masked}");
+        assert_eq!(masked.matches("<EMAIL_1>").count(), 5, "{masked}");
+        let carded = body.replace("ann@example.com", "4111 1111 1111 1111");
+        let request = parse_chat(carded.as_bytes()).unwrap();
+        let refused = screen(
+            &guardrails(r#"{"pii":{"card":"block"}}"#),
+            carded.as_bytes(),
+            &request,
+            None,
+        );
+        assert_eq!(refused.unwrap_err().code(), "sensitive_data");
     }
 
     #[test]

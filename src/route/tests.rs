@@ -1028,3 +1028,42 @@ fn a_native_stream_echoing_long_instructions_is_read_to_its_usage() {
         billed.map(|(usage, _)| (usage.input, usage.output))
     );
 }
+
+fn with_guardrails(json: &str) -> Config {
+    let mut config = crate::testing::anthropic_kind_config();
+    let raw = serde_json::from_str(json).unwrap();
+    config.guardrails =
+        crate::config::guardrails::resolve("guardrails", &raw, &std::collections::HashMap::default()).unwrap();
+    config
+}
+
+#[test]
+fn data_only_a_native_body_carries_is_still_screened() {
+    let config = with_guardrails(r#"{"pii":{"card":"block","email":"mask"}}"#);
+    // A thinking block is dropped from the chat translation, but an
+    // Anthropic link would send the client's body with it.
+    let thinking = serde_json::json!({"model": "auto", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "card 4111 1111 1111 1111", "signature": "s"},
+            {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "thanks"}]});
+    let refused = plan_ingress_with(&config, Ingress::Messages, thinking).unwrap_err();
+    assert_eq!(refused.code(), "sensitive_data", "{refused}");
+    // A Responses request only OpenAI can take goes as it came: its
+    // function-call arguments are read too.
+    let stored = serde_json::json!({"model": "large", "previous_response_id": "resp_1", "input": [
+        {"type": "function_call", "call_id": "c1", "name": "pay", "arguments": "{\"card\":\"4111 1111 1111 1111\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "done"}]});
+    let refused = plan_ingress_with(&config, Ingress::Responses, stored).unwrap_err();
+    assert_eq!(refused.code(), "sensitive_data", "{refused}");
+    // A masked value the translation drops keeps the request off the
+    // native path (the translation, without it, goes instead).
+    let mailed = serde_json::json!({"model": "auto", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "mail a@x.io", "signature": "s"},
+            {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "thanks"}]});
+    let translated = plan_ingress_with(&config, Ingress::Messages, mailed).unwrap();
+    assert_eq!(translated.plan.attempts.native, NativeApi::None);
+    assert!(!String::from_utf8(translated.chat_body).unwrap().contains("a@x.io"));
+}
