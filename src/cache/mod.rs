@@ -12,6 +12,7 @@
 
 pub mod admit;
 pub mod answer;
+pub mod assemble;
 pub mod entry;
 pub mod index;
 pub mod key;
