@@ -168,3 +168,18 @@ def test_a_hit_costs_nothing_and_is_counted_with_its_saving(start_cached):
     cost = total(samples, "signalbox_cost_micro_usd_total", tenant="team")
     assert 0 < cost == total(samples, "signalbox_cache_saved_micro_usd_total", tenant="team")
     assert value(samples, "signalbox_cache_entries") == 1
+
+
+def test_a_fallback_answer_is_not_kept_for_the_model_that_failed(start_cached, mocks):
+    plugin = cached()
+    plugin["models"]["cheap"]["fallbacks"] = ["claude"]
+    gateway = start_cached(plugin)
+    body = chat_body(QUESTION, model="cheap", temperature=0)
+    mocks.set_behavior("openai", {"status": 500})
+    served = ask(gateway, body)
+    assert served.status_code == 200 and served.headers["x-signalbox-model"] == "claude"
+    mocks.reset_behavior("openai")
+    # cheap is back: it answers, not the cached fallback.
+    again = ask(gateway, body)
+    assert again.headers["x-signalbox-cache"] == "miss" and again.headers["x-signalbox-model"] == "cheap"
+    assert ask(gateway, body).headers["x-signalbox-cache"] == "hit"

@@ -672,7 +672,11 @@ impl ChatFilter {
         let Some(deployment) = read_trail(config).last().map(|record| record.deployment) else {
             return;
         };
-        let model = &config.models[config.deployments[deployment].model].name;
+        let answered_by = config.deployments[deployment].model;
+        if !ticket.kept_from(config, answered_by) {
+            return;
+        }
+        let model = &config.models[answered_by].name;
         let now = host::now_ms();
         let entry = Entry::new(
             ticket.key,
