@@ -168,3 +168,46 @@ def test_a_hit_costs_nothing_and_is_counted_with_its_saving(start_cached):
     cost = total(samples, "signalbox_cost_micro_usd_total", tenant="team")
     assert 0 < cost == total(samples, "signalbox_cache_saved_micro_usd_total", tenant="team")
     assert value(samples, "signalbox_cache_entries") == 1
+
+
+def test_a_fallback_answer_is_not_kept_for_the_model_that_failed(start_cached, mocks):
+    plugin = cached()
+    plugin["models"]["cheap"]["fallbacks"] = ["claude"]
+    gateway = start_cached(plugin)
+    body = chat_body(QUESTION, model="cheap", temperature=0)
+    mocks.set_behavior("openai", {"status": 500})
+    served = ask(gateway, body)
+    assert served.status_code == 200 and served.headers["x-signalbox-model"] == "claude"
+    mocks.reset_behavior("openai")
+    # cheap is back: it answers, not the cached fallback.
+    again = ask(gateway, body)
+    assert again.headers["x-signalbox-cache"] == "miss" and again.headers["x-signalbox-model"] == "cheap"
+    assert ask(gateway, body).headers["x-signalbox-cache"] == "hit"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_audited_tenant_s_hit_logs_the_answer_it_sent(start_cached, stream):
+    plugin = cached()
+    plugin["governance"]["tenants"]["team"] = {"audit_content": True}
+    gateway = start_cached(plugin)
+    body = chat_body(QUESTION, temperature=0)
+    assert ask(gateway, body, request_id="first").status_code == 200
+    hit = ask(gateway, {**body, "stream": stream}, request_id="second")
+    assert hit.headers["x-signalbox-cache"] == "hit"
+    by_id = {line["request_id"]: line for line in access_lines(gateway, 2)}
+    assert by_id["first"]["answer"]
+    assert by_id["second"]["prompt"] == by_id["first"]["prompt"]
+    assert by_id["second"]["answer"] == by_id["first"]["answer"]
+
+
+def test_an_audited_tenant_s_anthropic_hit_logs_the_answer_it_sent(start_cached):
+    plugin = cached()
+    plugin["governance"]["tenants"]["team"] = {"audit_content": True}
+    gateway = start_cached(plugin)
+    body = {"model": "cheap", "max_tokens": 64, "temperature": 0, "messages": [{"role": "user", "content": QUESTION}]}
+    for request_id, stream in [("first", False), ("whole", False), ("streamed", True)]:
+        headers = {"x-api-key": "sk-cache-team", "x-request-id": request_id}
+        gateway.post("/v1/messages", {**body, "stream": stream}, headers=headers, stream=stream).content
+    by_id = {line["request_id"]: line for line in access_lines(gateway, 3)}
+    assert by_id["first"]["answer"]
+    assert by_id["whole"]["answer"] == by_id["streamed"]["answer"] == by_id["first"]["answer"]

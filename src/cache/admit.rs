@@ -26,7 +26,8 @@ pub enum Uncacheable {
     /// Not a whole chat completion that can be replayed both whole and as
     /// a stream (see [`read_answer`]).
     UnreplayableAnswer,
-    /// The answer stopped for `length`, `content_filter` or no reason.
+    /// The answer stopped for `length`, `content_filter` or no reason, or
+    /// says nothing.
     Unfinished,
     /// The answer is over the policy's `max_entry_bytes`.
     AnswerTooLarge,

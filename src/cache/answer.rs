@@ -95,7 +95,10 @@ pub struct StoredAnswer {
 pub enum AnswerProblem {
     /// Not a chat completion with one choice the replay can reproduce.
     Unreplayable,
-    /// It did not finish on its own (`length`, `content_filter`, none).
+    /// It did not finish on its own (`length`, `content_filter`, none), or
+    /// it says nothing: an empty `stop` is how the adapters report Gemini's
+    /// MALFORMED_FUNCTION_CALL or an answer without candidates, and
+    /// Bedrock's malformed outputs.
     Unfinished,
 }
 
@@ -111,7 +114,7 @@ fn is_empty(value: &Value) -> bool {
 
 /// Reads a whole chat completion that can be replayed both ways: one
 /// choice, an assistant message of text and function calls only, no
-/// logprobs, finished with `stop` or `tool_calls`.
+/// logprobs, finished with `stop` or `tool_calls`, not empty.
 pub fn read_answer(body: &[u8]) -> Result<StoredAnswer, AnswerProblem> {
     let completion: CompletionIn = serde_json::from_slice(body).map_err(|_| AnswerProblem::Unreplayable)?;
     let replayable = completion
@@ -135,12 +138,13 @@ pub fn read_answer(body: &[u8]) -> Result<StoredAnswer, AnswerProblem> {
         return Err(AnswerProblem::Unreplayable);
     }
     let finish_reason = choice.finish_reason.unwrap_or_default();
-    if !matches!(finish_reason.as_str(), "stop" | "tool_calls") {
+    let text = message.content.unwrap_or_default();
+    if !matches!(finish_reason.as_str(), "stop" | "tool_calls") || (text.is_empty() && calls.is_empty()) {
         return Err(AnswerProblem::Unfinished);
     }
     Ok(StoredAnswer {
         model: completion.model.filter(|model| !model.is_empty()),
-        text: message.content.unwrap_or_default(),
+        text,
         tool_calls: calls
             .into_iter()
             .map(|call| StoredCall {

@@ -181,6 +181,13 @@ fn only_finished_replayable_answers_are_read() {
     for body in unfinished {
         assert_eq!(read(body), Err(AnswerProblem::Unfinished));
     }
+    // An answer that says nothing is a failure the adapters report as `stop`
+    // (Gemini's MALFORMED_FUNCTION_CALL or no candidates, Bedrock's
+    // malformed outputs): replayed, it would fail every repeat for the TTL.
+    for empty in [json!(""), json!(null)] {
+        let body = completion(json!({"role": "assistant", "content": empty}), "stop");
+        assert_eq!(read(body), Err(AnswerProblem::Unfinished), "{empty}");
+    }
     let mut two_choices: Value = serde_json::from_slice(&text_answer("a")).unwrap();
     let choice = two_choices["choices"][0].clone();
     two_choices["choices"].as_array_mut().unwrap().push(choice);

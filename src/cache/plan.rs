@@ -13,7 +13,7 @@
 use super::admit::admit_request;
 use super::key::CacheKey;
 use crate::config::cache::CachePolicy;
-use crate::config::Config;
+use crate::config::{Config, ModelId, TierId};
 use crate::headers::HeaderMap;
 use crate::route::screen::PiiAction;
 use crate::route::{Endpoint, RequestPlan};
@@ -42,10 +42,19 @@ impl CacheResult {
     }
 }
 
+/// What a key says answers it: a tier (any of its own models) or a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Tier(TierId),
+    Model(ModelId),
+}
+
 /// A request the cache takes part in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheTicket {
     pub key: CacheKey,
+    /// What the key names; `None` only for a decision without models.
+    pub target: Option<Target>,
     pub policy: CachePolicy,
     /// Look the key up (not when the client said `no-cache`); the answer
     /// is kept either way.
@@ -53,6 +62,20 @@ pub struct CacheTicket {
     /// A hit is replayed as a stream, with a usage chunk when asked.
     pub stream: bool,
     pub include_usage: bool,
+}
+
+impl CacheTicket {
+    /// Whether an answer by `model` may be kept under this key: only one by
+    /// the target itself. A fallback model, or a stronger tier backing the
+    /// tier up, answered because the target failed; kept, it would go on
+    /// answering for the target after it recovered.
+    pub fn kept_from(&self, config: &Config, model: ModelId) -> bool {
+        match self.target {
+            Some(Target::Tier(tier)) => config.tiers.get(tier).is_some_and(|tier| tier.models.contains(&model)),
+            Some(Target::Model(named)) => named == model,
+            None => false,
+        }
+    }
 }
 
 /// The cache's part: none (`None`: the tenant has no cache, or the
@@ -81,8 +104,10 @@ pub fn plan(
     let tenant_name = tenant
         .and_then(|id| config.governance.as_ref()?.tenants.get(id))
         .map(|tenant| tenant.name.as_str());
+    let target = target(plan);
     Some(Ok(CacheTicket {
-        key: request.key(tenant_name, &target(config, plan)),
+        key: request.key(tenant_name, &target_name(config, target)),
+        target,
         policy: *policy,
         look_up: !has("no-cache"),
         stream: plan.attempts.stream,
@@ -93,12 +118,20 @@ pub fn plan(
 /// What the answer is asked of: the tier a scored or forced request was
 /// routed to (its models answer alike for the cache's purpose), else the
 /// model named.
-fn target(config: &Config, plan: &RequestPlan) -> String {
+fn target(plan: &RequestPlan) -> Option<Target> {
     let decision = &plan.decision;
     match (decision.tier, decision.models.first()) {
-        (Some(tier), _) => format!("tier:{}", config.tiers[tier].name),
-        (None, Some(model)) => format!("model:{}", config.models[*model].name),
-        (None, None) => String::new(),
+        (Some(tier), _) => Some(Target::Tier(tier)),
+        (None, Some(model)) => Some(Target::Model(*model)),
+        (None, None) => None,
+    }
+}
+
+fn target_name(config: &Config, target: Option<Target>) -> String {
+    match target {
+        Some(Target::Tier(tier)) => format!("tier:{}", config.tiers[tier].name),
+        Some(Target::Model(model)) => format!("model:{}", config.models[model].name),
+        None => String::new(),
     }
 }
 
@@ -169,6 +202,23 @@ mod tests {
         );
         let hot = COLD.replace(r#""temperature":0"#, r#""temperature":0.9"#);
         assert_eq!(step(&config, Some(0), &hot, &[]), Some(Err(CacheResult::Bypass)));
+    }
+
+    #[test]
+    fn only_the_target_s_own_answers_are_kept() {
+        let config = config();
+        let model = |name: &str| config.model_named(name).expect("a sample model");
+        // `auto` is routed to the simple tier (small, medium); the stronger
+        // tiers (large) back it up only while its models fail.
+        let tiered = step(&config, Some(0), COLD, &[]).unwrap().unwrap();
+        assert!(tiered.kept_from(&config, model("small")) && tiered.kept_from(&config, model("medium")));
+        assert!(!tiered.kept_from(&config, model("large")));
+        // A named model's fallbacks answer only while it fails.
+        let named = step(&config, Some(0), &COLD.replace(r#""auto""#, r#""small""#), &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(named.target, Some(Target::Model(model("small"))));
+        assert!(named.kept_from(&config, model("small")) && !named.kept_from(&config, model("medium")));
     }
 
     #[test]

@@ -630,6 +630,9 @@ impl ChatFilter {
             decision: plan.decision.clone(),
             requested_model: plan.requested_model.clone(),
         });
+        // Audited as the whole chat answer it is, whatever shape it goes
+        // out in (the reply's own body is not captured again).
+        capture(self.audit.as_mut(), &entry.body);
         self.outcome = Some(Outcome::Ok);
         self.write_request_fields();
         let mut headers = plan.response_headers.clone();
@@ -672,7 +675,11 @@ impl ChatFilter {
         let Some(deployment) = read_trail(config).last().map(|record| record.deployment) else {
             return;
         };
-        let model = &config.models[config.deployments[deployment].model].name;
+        let answered_by = config.deployments[deployment].model;
+        if !ticket.kept_from(config, answered_by) {
+            return;
+        }
+        let model = &config.models[answered_by].name;
         let now = host::now_ms();
         let entry = Entry::new(
             ticket.key,
@@ -1071,10 +1078,11 @@ impl HttpContext for ChatFilter {
             return Action::Pause;
         }
         if self.relay.is_none() && self.restorer.is_none() {
-            let audited = self
-                .audit
-                .as_ref()
-                .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
+            let audited = self.replayed.is_none()
+                && self
+                    .audit
+                    .as_ref()
+                    .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
             if audited || self.cache_capture.is_some() {
                 // The last call may bring no bytes, only the end.
                 let chunk = host::response_body(body_size).unwrap_or_default();
