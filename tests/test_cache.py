@@ -211,3 +211,22 @@ def test_an_audited_tenant_s_anthropic_hit_logs_the_answer_it_sent(start_cached)
     by_id = {line["request_id"]: line for line in access_lines(gateway, 3)}
     assert by_id["first"]["answer"]
     assert by_id["whole"]["answer"] == by_id["streamed"]["answer"] == by_id["first"]["answer"]
+
+
+@pytest.mark.parametrize("provider,model", [("openai", "cheap"), ("anthropic", "claude")])
+def test_a_streamed_answer_is_kept_and_answers_whole_and_streamed_repeats(start_cached, mocks, provider, model):
+    gateway = start_cached(cached())
+    mocks.set_behavior(provider, {"split": "random"})
+    body = chat_body(QUESTION, model=model, temperature=0, stream=True)
+    first = ask(gateway, body)
+    assert first.headers["x-signalbox-cache"] == "miss"
+    streamed_text = answer_text(first, True)
+    assert streamed_text
+    again = ask(gateway, body)
+    assert again.headers["x-signalbox-cache"] == "hit"
+    assert answer_text(again, True) == streamed_text
+    whole = ask(gateway, {**body, "stream": False})
+    assert whole.headers["x-signalbox-cache"] == "hit"
+    assert whole.json()["choices"][0]["message"]["content"] == streamed_text
+    assert whole.json()["usage"]["completion_tokens"] > 0  # the provider's report, kept with the entry
+    assert len(mocks.requests(provider)) == 1

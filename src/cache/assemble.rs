@@ -67,6 +67,47 @@ struct FunctionDeltaIn {
 /// stream may name).
 const MAX_TOOL_CALLS: usize = 128;
 
+/// A cacheable answer's bytes gathered as they pass, whole or streamed,
+/// within the policy's entry size.
+#[derive(Debug)]
+pub enum AnswerCapture {
+    Whole(Vec<u8>),
+    Stream(StreamAssembler),
+}
+
+impl AnswerCapture {
+    pub fn new(stream: bool) -> AnswerCapture {
+        if stream {
+            AnswerCapture::Stream(StreamAssembler::default())
+        } else {
+            AnswerCapture::Whole(Vec::new())
+        }
+    }
+
+    /// Takes the next piece; `false` once the answer outgrew `max_bytes`
+    /// (give up: it cannot be kept).
+    pub fn feed(&mut self, chunk: &[u8], max_bytes: usize) -> bool {
+        match self {
+            AnswerCapture::Whole(bytes) => {
+                bytes.extend_from_slice(chunk);
+                bytes.len() <= max_bytes
+            }
+            AnswerCapture::Stream(assembler) => {
+                assembler.feed(chunk);
+                assembler.gathered() <= max_bytes
+            }
+        }
+    }
+
+    /// The whole completion to keep (a stream's with `usage` when known).
+    pub fn finish(self, usage: Option<TokenUsage>) -> Option<Vec<u8>> {
+        match self {
+            AnswerCapture::Whole(bytes) => Some(bytes),
+            AnswerCapture::Stream(assembler) => assembler.finish(usage),
+        }
+    }
+}
+
 /// Gathers a `chat.completion.chunk` stream, fed as it arrives.
 #[derive(Debug, Default)]
 pub struct StreamAssembler {
@@ -88,6 +129,15 @@ impl StreamAssembler {
         }
         self.framer.feed(chunk);
         self.drain();
+    }
+
+    /// Bytes of text and function calls gathered so far.
+    pub fn gathered(&self) -> usize {
+        self.tool_calls
+            .iter()
+            .map(|call| call.id.len() + call.name.len() + call.arguments.len())
+            .sum::<usize>()
+            + self.text.len()
     }
 
     /// The whole completion (with `usage` when known), or `None` when the

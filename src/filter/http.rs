@@ -17,6 +17,7 @@ use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
 use super::shared;
 use super::spend::Spend;
+use crate::cache::assemble::AnswerCapture;
 use crate::cache::plan::{CacheResult, CacheTicket, HEADER_CACHE};
 use crate::cache::{self, Entry, Lookup};
 use crate::config::Config;
@@ -131,7 +132,7 @@ pub struct ChatFilter {
     /// The response cache's part: the ticket whose answer may be kept, the
     /// answer's bytes so far, and what the cache did.
     cache_ticket: Option<CacheTicket>,
-    cache_capture: Option<Vec<u8>>,
+    cache_capture: Option<AnswerCapture>,
     cache_report: Option<CacheReport>,
     /// A request answered from the cache: its plan, for reports.
     replayed: Option<Replayed>,
@@ -649,11 +650,10 @@ impl ChatFilter {
         let (Some(captured), Some(ticket)) = (self.cache_capture.as_mut(), self.cache_ticket.as_ref()) else {
             return;
         };
-        if captured.len() + chunk.len() > ticket.policy.max_entry_bytes {
+        if !captured.feed(chunk, ticket.policy.max_entry_bytes) {
             self.cache_capture = None;
             return;
         }
-        captured.extend_from_slice(chunk);
         if end_of_stream {
             if let Some(state) = self.state.clone() {
                 self.keep_answer(&state);
@@ -663,9 +663,14 @@ impl ChatFilter {
 
     /// Keeps a complete answer for the cache ticket's key.
     fn keep_answer(&mut self, state: &Loaded) {
-        let (Some(ticket), Some(answer), Some(layout)) =
+        let (Some(ticket), Some(captured), Some(layout)) =
             (self.cache_ticket.take(), self.cache_capture.take(), &state.cache_layout)
         else {
+            return;
+        };
+        // What the provider reported, whatever the client asked to see.
+        let usage = shared::answer_usage(self.context_id);
+        let Some(answer) = captured.finish(usage) else {
             return;
         };
         let Ok(stored) = cache::admit_answer(&ticket.policy, 200, &answer) else {
@@ -684,7 +689,7 @@ impl ChatFilter {
         let entry = Entry::new(
             ticket.key,
             model,
-            stored.usage.unwrap_or_default(),
+            stored.usage.or(usage).unwrap_or_default(),
             answer,
             now,
             ticket.policy.ttl_ms,
@@ -1041,8 +1046,8 @@ impl HttpContext for ChatFilter {
             && host::response_headers()
                 .get("content-type")
                 .is_some_and(|value| value.trim().starts_with(relay::EVENT_STREAM));
-        if self.cache_ticket.is_some() && status == 200 && !routed.attempts.stream {
-            self.cache_capture = Some(Vec::new());
+        if self.cache_ticket.is_some() && status == 200 && routed.attempts.stream == event_stream {
+            self.cache_capture = Some(AnswerCapture::new(event_stream));
         }
         // Only a served answer carries the model's words back.
         let vault = self
