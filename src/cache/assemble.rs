@@ -72,13 +72,13 @@ const MAX_TOOL_CALLS: usize = 128;
 #[derive(Debug)]
 pub enum AnswerCapture {
     Whole(Vec<u8>),
-    Stream(StreamAssembler),
+    Stream(Box<StreamAssembler>),
 }
 
 impl AnswerCapture {
     pub fn new(stream: bool) -> AnswerCapture {
         if stream {
-            AnswerCapture::Stream(StreamAssembler::default())
+            AnswerCapture::Stream(Box::default())
         } else {
             AnswerCapture::Whole(Vec::new())
         }
