@@ -113,6 +113,7 @@ mod tests {
         config.cache = crate::config::cache::resolve(
             Some(&serde_json::from_str(r#"{"enabled": true}"#).unwrap()),
             &[("research", None), ("interns", None)],
+            &|_| None,
         )
         .unwrap();
         config
