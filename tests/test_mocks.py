@@ -217,6 +217,33 @@ def test_embeddings_and_models(mocks):
     assert models["object"] == "list" and {m["object"] for m in models["data"]} == {"model"}
 
 
+def test_bag_of_words_embeddings_put_shared_words_close(mocks):
+    def embed(texts, model="bow-mini"):
+        reply = post(mocks, "openai", "/v1/embeddings", {"model": model, "input": texts}).json()
+        return [d["embedding"] for d in reply["data"]]
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b))
+
+    same, paraphrase, reordered, unrelated = embed(
+        ["How many miles is 5 km?", "how MANY miles is 5 km", "How many km is 5 miles?", "Capital of Peru?"]
+    )
+    assert len(same) == 256 and cosine(same, same) == pytest.approx(1.0)
+    assert cosine(same, paraphrase) == pytest.approx(1.0), "case, punctuation and stop words do not count"
+    assert 0.8 < cosine(same, reordered) < 0.95, "same words in another order: close, the documented risk"
+    assert abs(cosine(same, unrelated)) < 0.3
+    # Other model ids keep the vectors only equal texts share.
+    first, second = embed(["How many miles is 5 km?", "how MANY miles is 5 km"], model="e3")
+    assert len(first) == 1536 and abs(cosine(first, second)) < 0.2
+
+
+def test_the_paraphrase_set_is_well_formed():
+    path = REPO_ROOT / "tests/data/paraphrases.jsonl"
+    pairs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(pairs) >= 40 and all(set(p) == {"a", "b", "same"} for p in pairs)
+    assert {p["same"] for p in pairs} == {True, False}
+
+
 # --- Anthropic ------------------------------------------------------------------------
 
 CLAUDE = {

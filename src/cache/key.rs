@@ -121,11 +121,7 @@ impl CacheRequest {
             }
         }
         encoder.text(target);
-        let keyed = self
-            .members
-            .iter()
-            .filter(|(name, value)| !value.is_null() && is_keyed(name) && !UNKEYED_MEMBERS.contains(&name.as_str()));
-        encoder.object(keyed, |encoder, name, value| match (name, value) {
+        encoder.object(self.keyed_members(), |encoder, name, value| match (name, value) {
             ("messages", Value::Array(messages)) => encoder.messages(messages),
             _ => encoder.value(value),
         });
@@ -136,23 +132,35 @@ impl CacheRequest {
     }
 }
 
+impl CacheRequest {
+    /// The members that shape the answer: not null, not [`UNKEYED_MEMBERS`],
+    /// not the gateway's private ones.
+    pub(super) fn keyed_members(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.members
+            .iter()
+            .filter(|(name, value)| !value.is_null() && is_keyed(name) && !UNKEYED_MEMBERS.contains(&name.as_str()))
+    }
+}
+
 /// The key of `body` from `tenant` routed to `target`; `None` when the body
 /// is not a JSON object. See [`CacheRequest::key`].
 pub fn cache_key(tenant: Option<&str>, target: &str, body: &[u8]) -> Option<CacheKey> {
     CacheRequest::parse(body).map(|request| request.key(tenant, target))
 }
 
-fn is_keyed(name: &str) -> bool {
+pub(super) fn is_keyed(name: &str) -> bool {
     !name.starts_with(PRIVATE_PREFIX)
 }
 
 /// A typed, length-prefixed encoding: every value starts with a tag byte,
 /// strings and containers with their length, so no two different values
 /// encode alike and no separator can be forged from inside a string.
-struct Canonical(Sha256);
+/// Shared with the semantic cache's context key, which starts from its
+/// own domain string.
+pub(super) struct Canonical(pub(super) Sha256);
 
 impl Canonical {
-    fn tag(&mut self, tag: u8) {
+    pub(super) fn tag(&mut self, tag: u8) {
         self.0.update([tag]);
     }
 
@@ -160,13 +168,13 @@ impl Canonical {
         self.0.update((length as u64).to_le_bytes());
     }
 
-    fn text(&mut self, text: &str) {
+    pub(super) fn text(&mut self, text: &str) {
         self.tag(b's');
         self.length(text.len());
         self.0.update(text.as_bytes());
     }
 
-    fn value(&mut self, value: &Value) {
+    pub(super) fn value(&mut self, value: &Value) {
         match value {
             Value::Null => self.tag(b'n'),
             Value::Bool(flag) => self.tag(if *flag { b't' } else { b'f' }),
@@ -183,7 +191,7 @@ impl Canonical {
 
     /// Members sorted by name (whatever order the client sent, and whether
     /// or not serde_json's map keeps insertion order).
-    fn object<'a>(
+    pub(super) fn object<'a>(
         &mut self,
         members: impl Iterator<Item = (&'a String, &'a Value)>,
         mut encode: impl FnMut(&mut Self, &str, &'a Value),
@@ -199,7 +207,7 @@ impl Canonical {
     }
 
     /// Messages without the gateway's private members.
-    fn messages(&mut self, messages: &[Value]) {
+    pub(super) fn messages(&mut self, messages: &[Value]) {
         self.tag(b'[');
         self.length(messages.len());
         for message in messages {

@@ -5,7 +5,8 @@
 //! ([`crate::config::cache::CachePolicy`]); [`answer`] reads a kept answer
 //! and replays it whole or as a stream; [`entry`] is the stored record and
 //! [`store`] keeps entries in shared data within `max_bytes` (each shard's
-//! [`index`] evicting the oldest), readable in one lookup.
+//! [`index`] evicting the oldest), readable in one lookup. [`semantic`]
+//! finds a near-duplicate question's exact key (off by default).
 //!
 //! The filter glue decides when to look up and store; everything it needs
 //! to decide with is here.
@@ -17,6 +18,7 @@ pub mod entry;
 pub mod index;
 pub mod key;
 pub mod plan;
+pub mod semantic;
 pub mod store;
 
 pub use admit::{admit_answer, admit_request, Uncacheable};

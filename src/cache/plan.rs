@@ -146,6 +146,7 @@ mod tests {
         config.cache = crate::config::cache::resolve(
             Some(&serde_json::from_str(r#"{"enabled": true}"#).unwrap()),
             &[("research", None), ("interns", None)],
+            &|_| None,
         )
         .unwrap();
         config

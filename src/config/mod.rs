@@ -377,7 +377,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         .map(|raw| guardrails::resolve("guardrails", raw, &model_by_name))
         .transpose()?
         .unwrap_or_default();
-    let cache = resolve_cache(&raw, governance.as_ref())?;
+    let cache = resolve_cache(&raw, governance.as_ref(), &model_by_name)?;
     for (field, path, example) in [
         ("health_path", &raw.health_path, "/signalbox/health"),
         ("spend_path", &raw.spend_path, "/signalbox/spend"),
@@ -433,7 +433,11 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
 }
 
 /// The cache section with each tenant's override, in tenant-id order.
-fn resolve_cache(raw: &RawConfig, governance: Option<&governance::Governance>) -> Result<cache::Cache, ConfigError> {
+fn resolve_cache(
+    raw: &RawConfig,
+    governance: Option<&governance::Governance>,
+    model_by_name: &HashMap<String, ModelId, ahash::RandomState>,
+) -> Result<cache::Cache, ConfigError> {
     let tenants: Vec<(&str, Option<&cache::RawTenantCache>)> = match (&raw.governance, governance) {
         (Some(raw_governance), Some(governance)) => governance
             .tenants
@@ -445,7 +449,7 @@ fn resolve_cache(raw: &RawConfig, governance: Option<&governance::Governance>) -
             .collect(),
         _ => Vec::new(),
     };
-    cache::resolve(raw.cache.as_ref(), &tenants)
+    cache::resolve(raw.cache.as_ref(), &tenants, &|name| model_by_name.get(name).copied())
 }
 
 /// Metrics and access-log settings (see [`raw::RawObservability`]).

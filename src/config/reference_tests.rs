@@ -94,7 +94,8 @@ fn maximal_sample() -> Value {
             "large": {"provider": "anthropic", "id": "claude-sonnet"},
             "azure-large": {"provider": "azure", "id": "gpt-4o"},
             "nova": {"provider": "bedrock", "id": "amazon.nova-pro-v1:0"},
-            "nova-eu": {"provider": "bedrock-env", "id": "amazon.nova-pro-v1:0"}
+            "nova-eu": {"provider": "bedrock-env", "id": "amazon.nova-pro-v1:0"},
+            "embed": {"provider": "openai", "id": "text-embedding-3-small"}
         },
         "tiers": [
             {
@@ -147,7 +148,10 @@ fn maximal_sample() -> Value {
                         "pii": {"email": "log", "ssn": "route"}, "private_model": "small",
                         "injection": {"mode": "block", "threshold": 0.8}
                     },
-                    "cache": {"enabled": true, "ttl_seconds": 900, "max_temperature": 0.2, "max_entry_bytes": 65_536}
+                    "cache": {
+                        "enabled": true, "ttl_seconds": 900, "max_temperature": 0.2, "max_entry_bytes": 65_536,
+                        "semantic": {"enabled": true, "threshold": 0.97}
+                    }
                 }
             },
             "keys": [
@@ -171,7 +175,8 @@ fn maximal_sample() -> Value {
         },
         "cache": {
             "enabled": false, "ttl_seconds": 300, "max_temperature": 0.0, "max_entry_bytes": 262_144,
-            "max_request_bytes": 1_048_576, "max_bytes": 67_108_864
+            "max_request_bytes": 1_048_576, "max_bytes": 67_108_864,
+            "semantic": {"enabled": false, "model": "embed", "threshold": 0.95, "max_entries": 1_000}
         }
     });
     #[cfg(feature = "test-clock")]

@@ -18,6 +18,7 @@ from .replies import (
     Reply,
     Route,
     Turn,
+    embed,
     error_kind,
     flatten_text,
     json_answer,
@@ -26,12 +27,10 @@ from .replies import (
     require,
     retry_after_headers,
     sse_event,
-    unit_vector,
     word_count,
 )
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "tool": "tool_calls"}
-_DEFAULT_EMBEDDING_DIMENSIONS = 1536
 _LISTED_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
 _AZURE_PREFIX = r"(?:.*/openai/deployments/(?P<deployment>[^/]+)|.*)"
 
@@ -156,13 +155,12 @@ def embeddings(call: Call) -> Answer:
     require(isinstance(raw, (str, list)) and raw not in ("", []), "'input' must be a non-empty string or array")
     # A list of ints is one tokenized input; any other list holds one input per element.
     inputs = [raw] if isinstance(raw, str) or all(isinstance(x, int) for x in raw) else raw
-    dimensions = body.get("dimensions") or _DEFAULT_EMBEDDING_DIMENSIONS
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for index, item in enumerate(inputs):
-        vector = unit_vector(f"{model}\0{item}", dimensions)
+        vector = embed(model, item, body.get("dimensions"))
         if as_base64:
-            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
     tokens = sum(word_count(item) if isinstance(item, str) else len(item) for item in inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}

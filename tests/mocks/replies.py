@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,3 +219,49 @@ def unit_vector(key: str, dimensions: int) -> list[float]:
     values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
     norm = sum(v * v for v in values) ** 0.5 or 1.0
     return [v / norm for v in values]
+
+
+DEFAULT_EMBEDDING_DIMENSIONS = 1536  # text-embedding-3-small
+BAG_OF_WORDS_PREFIX = "bow-"  # embedding model ids that select bag_of_words_vector
+BAG_OF_WORDS_DIMENSIONS = 256
+BIGRAM_WEIGHT = 0.5
+# Question filler only: "not", "no", numbers and units stay, they change answers.
+STOP_WORDS = frozenset(
+    "a an the is are was were be been to of in on for and or what whats how do does did i me my "
+    "you your please can could would will tell it its this that with by at from as into about "
+    "much many there here some any just".split()
+)
+
+
+def content_words(text: str) -> list[str]:
+    """Lowercased words and numbers without stop words, a plural "s" dropped."""
+    words = re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", text.lower())
+    kept = [w for w in words if w not in STOP_WORDS]
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in kept]
+
+
+def bag_of_words_vector(text: str, dimensions: int = BAG_OF_WORDS_DIMENSIONS) -> list[float]:
+    """A crude but deterministic embedding: each content word (weight 1) and each pair of
+    neighbouring content words (weight BIGRAM_WEIGHT) hashed to a signed dimension, normalised.
+    Paraphrases sharing content words land close; so do questions whose words only swap
+    places ("5 km to miles" / "5 miles to km"), which is the risk a semantic cache runs."""
+    values = [0.0] * dimensions
+    words = content_words(text)
+    features = [(w, 1.0) for w in words] + [(f"{a} {b}", BIGRAM_WEIGHT) for a, b in zip(words, words[1:])]
+    for feature, weight in features:
+        digest = hashlib.sha256(feature.encode()).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        values[index] += weight if digest[4] & 1 else -weight
+    norm = sum(v * v for v in values) ** 0.5
+    if norm == 0.0:  # nothing but stop words: fall back to an unrelated direction
+        return unit_vector(text, dimensions)
+    return [v / norm for v in values]
+
+
+def embed(model: str, item: Any, dimensions: int | None) -> list[float]:
+    """The mock embedding of one input: bag of words for `bow-` models, else a vector that
+    only equal inputs share."""
+    if model.startswith(BAG_OF_WORDS_PREFIX) and isinstance(item, str):
+        return bag_of_words_vector(item, dimensions or BAG_OF_WORDS_DIMENSIONS)
+    return unit_vector(f"{model}\0{item}", dimensions or DEFAULT_EMBEDDING_DIMENSIONS)
+
