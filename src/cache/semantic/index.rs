@@ -23,7 +23,7 @@
 //! the same context: at most `max_entries` (≤ 4096, config-bounded) ×
 //! [`MAX_DIMENSIONS`] (4096) multiply-adds, about 1.5 million at the
 //! default 1000 records of a 1536-dimension model. One shard record is at
-//! most `max_entries / SHARDS` × (dimensions + 51) bytes (about 200 KiB at
+//! most `max_entries / SHARDS` × (dimensions + 44) bytes (about 200 KiB at
 //! the defaults with 1536 dimensions), rewritten whole by every add.
 //!
 //! Races: an add is a compare-and-swap update of one shard, retried
