@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.gateway import chat_body
 from tests.harness import config as envoy_config
+from tests.mocks.replies import bag_of_words_vector
 from tests.test_observability import access_lines, answer_text, eventually, scrape, total, value
 
 KEYS = {"sk-cache-team": "team", "sk-cache-lab": "lab"}
@@ -230,3 +232,69 @@ def test_a_streamed_answer_is_kept_and_answers_whole_and_streamed_repeats(start_
     assert whole.json()["choices"][0]["message"]["content"] == streamed_text
     assert whole.json()["usage"]["completion_tokens"] > 0  # the provider's report, kept with the entry
     assert len(mocks.requests(provider)) == 1
+
+
+# ---- semantic cache ----
+
+PAIRS = Path(__file__).resolve().parent / "data" / "paraphrases.jsonl"
+
+
+def semantic(threshold: float) -> dict:
+    plugin = cached()
+    plugin["models"]["embed"] = {"provider": "openai", "id": "bow-embed"}
+    plugin["cache"]["semantic"] = {"enabled": True, "model": "embed", "threshold": threshold}
+    return plugin
+
+
+def asked(text: str, context: str = "You answer briefly.") -> dict:
+    return {"model": "auto", "temperature": 0, "messages": [
+        {"role": "system", "content": context}, {"role": "user", "content": text}]}
+
+
+def chat_calls(mocks) -> list:
+    return [r for r in mocks.requests("openai") if r.path.endswith("/chat/completions")]
+
+
+def test_a_near_duplicate_is_answered_from_the_cache_within_its_tenant_and_conversation(start_cached, mocks):
+    gateway = start_cached(semantic(0.8))
+    first = ask(gateway, asked("What is the capital city of France?"))
+    assert first.headers["x-signalbox-cache"] == "miss"
+    near = ask(gateway, asked("Capital city of France, what is it?"))
+    assert near.headers["x-signalbox-cache"] == "hit", near.headers
+    assert float(near.headers["x-signalbox-cache-similarity"]) >= 0.8
+    assert near.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert len(chat_calls(mocks)) == 1
+    embedded = [r.json["input"] for r in mocks.requests("openai") if r.path.endswith("/embeddings")]
+    assert embedded == ["What is the capital city of France?", "Capital city of France, what is it?"]
+    # Another tenant, or another conversation, never gets it.
+    assert ask(gateway, asked("Capital city of France, what is it?"), key="sk-cache-lab").headers["x-signalbox-cache"] == "miss"
+    other = asked("Capital city of France, what is it?", context="You answer in French.")
+    assert ask(gateway, other).headers["x-signalbox-cache"] == "miss"
+    assert len(chat_calls(mocks)) == 3
+
+
+def test_an_embedding_that_fails_is_a_miss_not_an_error(start_cached, mocks):
+    gateway = start_cached(semantic(0.8))
+    mocks.set_behavior("openai", {"status": 500, "when_header": {"user-agent": "signalbox-semantic-cache"}})
+    response = ask(gateway, asked("What is the capital city of Spain?"))
+    assert response.status_code == 200 and response.headers["x-signalbox-cache"] == "miss"
+
+
+def test_the_false_hit_rate_on_labelled_paraphrases_is_what_the_embedder_predicts(start_cached, mocks):
+    threshold = 0.85
+    gateway = start_cached(semantic(threshold))
+    pairs = [json.loads(line) for line in PAIRS.read_text().splitlines() if line.strip()]
+    counts = {True: [0, 0], False: [0, 0]}  # same → [hits, pairs]
+    for number, pair in enumerate(pairs):
+        cosine = sum(x * y for x, y in zip(bag_of_words_vector(pair["a"]), bag_of_words_vector(pair["b"])))
+        context = f"Pair {number}: answer briefly."  # one conversation per pair: no pair can match another
+        assert ask(gateway, asked(pair["a"], context)).headers["x-signalbox-cache"] == "miss"
+        hit = ask(gateway, asked(pair["b"], context)).headers["x-signalbox-cache"] == "hit"
+        if abs(cosine - threshold) > 0.02:  # quantisation moves a cosine by at most 0.01
+            assert hit == (cosine >= threshold), (pair, cosine)
+        counts[pair["same"]][0] += hit
+        counts[pair["same"]][1] += 1
+    false_hits, different = counts[False]
+    true_hits, same = counts[True]
+    print(f"\nthreshold {threshold}: false hits {false_hits}/{different}, true hits {true_hits}/{same}")
+    assert different >= 20 and same >= 20

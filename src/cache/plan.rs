@@ -12,6 +12,7 @@
 
 use super::admit::admit_request;
 use super::key::CacheKey;
+use super::semantic::context::{request_context, ContextKey};
 use crate::config::cache::CachePolicy;
 use crate::config::{Config, ModelId, TierId};
 use crate::headers::HeaderMap;
@@ -21,6 +22,8 @@ use crate::route::{Endpoint, RequestPlan};
 /// Says what the cache did: `hit`, `miss`, `stale` (an expired entry, replaced
 /// by this answer) or `bypass`.
 pub const HEADER_CACHE: &str = "x-signalbox-cache";
+/// A semantic hit's cosine similarity to the question it answered.
+pub const HEADER_CACHE_SIMILARITY: &str = "x-signalbox-cache-similarity";
 
 /// What the cache did for a request (the header, metric and log value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,16 @@ pub struct CacheTicket {
     /// A hit is replayed as a stream, with a usage chunk when asked.
     pub stream: bool,
     pub include_usage: bool,
+    /// On an exact miss, look for a near-duplicate: the conversation's
+    /// context, its last user text, and the similarity a match needs.
+    pub semantic: Option<SemanticProbe>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticProbe {
+    pub context: ContextKey,
+    pub text: String,
+    pub threshold: f32,
 }
 
 impl CacheTicket {
@@ -105,13 +118,23 @@ pub fn plan(
         .and_then(|id| config.governance.as_ref()?.tenants.get(id))
         .map(|tenant| tenant.name.as_str());
     let target = target(plan);
+    let name = target_name(config, target);
+    let semantic = config.cache.semantic_threshold(tenant).and_then(|threshold| {
+        let (context, text) = request_context(&request, tenant_name, &name)?;
+        Some(SemanticProbe {
+            context,
+            text,
+            threshold,
+        })
+    });
     Some(Ok(CacheTicket {
-        key: request.key(tenant_name, &target_name(config, target)),
+        key: request.key(tenant_name, &name),
         target,
         policy: *policy,
         look_up: !has("no-cache"),
         stream: plan.attempts.stream,
         include_usage: plan.attempts.client_wants_usage,
+        semantic,
     }))
 }
 

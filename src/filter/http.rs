@@ -7,7 +7,7 @@
 //! gets one local reply.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -18,7 +18,8 @@ use super::root::Loaded;
 use super::shared;
 use super::spend::Spend;
 use crate::cache::assemble::AnswerCapture;
-use crate::cache::plan::{CacheResult, CacheTicket, HEADER_CACHE};
+use crate::cache::plan::{CacheResult, CacheTicket, HEADER_CACHE, HEADER_CACHE_SIMILARITY};
+use crate::cache::semantic::{self, ContextKey, EmbeddingCall, Quantised};
 use crate::cache::{self, Entry, Lookup};
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -65,11 +66,34 @@ struct Routed {
     requested_model: String,
 }
 
+/// Where the response cache left a request.
+enum CacheStep {
+    /// Answered from the cache, or held for a semantic lookup.
+    Answered(Action),
+    /// On to admission and a provider.
+    Proceed(Box<RequestPlan>),
+}
+
 /// What the reports need of a request answered from the cache.
 struct Replayed {
     decision: RoutingDecision,
     requested_model: String,
 }
+
+/// A planned request that missed the exact cache, waiting for the vector
+/// of its last user text.
+struct SemanticWait {
+    token: u32,
+    call: EmbeddingCall,
+    plan: RequestPlan,
+    ticket: CacheTicket,
+    /// What the exact lookup found (`miss` or `stale`).
+    result: CacheResult,
+}
+
+/// The longest a request waits for its semantic lookup's embedding; past
+/// it the request goes on as a miss.
+const EMBEDDING_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// A planned request waiting for the fleet ledger's admission.
 struct PendingAdmission {
@@ -136,6 +160,10 @@ pub struct ChatFilter {
     cache_report: Option<CacheReport>,
     /// A request answered from the cache: its plan, for reports.
     replayed: Option<Replayed>,
+    /// The embeddings call of a semantic lookup, awaited.
+    semantic_wait: Option<SemanticWait>,
+    /// What to index the kept answer under for later near-duplicates.
+    semantic_fill: Option<(ContextKey, Quantised)>,
     /// When the request arrived (epoch ms).
     started_ms: u64,
     /// Time spent in this filter's request callbacks.
@@ -173,6 +201,8 @@ impl ChatFilter {
             cache_capture: None,
             cache_report: None,
             replayed: None,
+            semantic_wait: None,
+            semantic_fill: None,
             started_ms: 0,
             routing_us: 0,
             request_id: None,
@@ -543,23 +573,24 @@ impl ChatFilter {
                 });
             }
         }
-        if let Some(action) = self.consult_cache(&state, &mut plan, cache_step) {
-            return action;
+        match self.consult_cache(&state, plan, cache_step) {
+            CacheStep::Answered(action) => action,
+            CacheStep::Proceed(plan) => self.admit(&state, *plan),
         }
-        self.admit(&state, plan)
     }
 
     /// Looks the request up in the response cache. A hit is answered here
-    /// (nothing admitted, nothing spent); otherwise the ticket waits for an
-    /// answer to keep, and the response says what the cache did.
+    /// (nothing admitted, nothing spent); an exact miss of a tenant with a
+    /// semantic cache waits for its embedding; otherwise the ticket waits
+    /// for an answer to keep, and the response says what the cache did.
     fn consult_cache(
         &mut self,
         state: &Loaded,
-        plan: &mut RequestPlan,
+        mut plan: RequestPlan,
         step: Option<Result<CacheTicket, CacheResult>>,
-    ) -> Option<Action> {
+    ) -> CacheStep {
         let (Some(step), Some(layout)) = (step, &state.cache_layout) else {
-            return None;
+            return CacheStep::Proceed(Box::new(plan));
         };
         let now = host::now_ms();
         let result = match step {
@@ -571,21 +602,130 @@ impl ChatFilter {
                     Lookup::Miss
                 };
                 let result = match found {
-                    Lookup::Hit(entry) => match self.answer_from_cache(state, plan, &ticket, &entry, now) {
-                        Some(action) => return Some(action),
+                    Lookup::Hit(entry) => match self.answer_from_cache(state, &plan, &ticket, &entry, None, now) {
+                        Some(action) => return CacheStep::Answered(action),
                         None => CacheResult::Miss,
                     },
                     Lookup::Stale(_) => CacheResult::Stale,
                     Lookup::Miss if ticket.look_up => CacheResult::Miss,
                     Lookup::Miss => CacheResult::Bypass,
                 };
+                if ticket.look_up && ticket.semantic.is_some() {
+                    return self.ask_for_embedding(state, plan, ticket, result);
+                }
                 self.cache_ticket = Some(ticket);
                 result
             }
         };
-        self.cache_report = Some(CacheReport { result, hit: None });
+        self.cache_proceeds(&mut plan, result);
+        CacheStep::Proceed(Box::new(plan))
+    }
+
+    /// The request goes to a provider: the response says what the cache did.
+    fn cache_proceeds(&mut self, plan: &mut RequestPlan, result: CacheResult) {
+        self.cache_report = Some(CacheReport {
+            result,
+            hit: None,
+            semantic: false,
+        });
         plan.response_headers.push((HEADER_CACHE, result.name().to_string()));
-        None
+    }
+
+    /// Sends the embeddings call of a semantic lookup and holds the request
+    /// for it; a call that cannot be sent is a miss.
+    fn ask_for_embedding(
+        &mut self,
+        state: &Loaded,
+        mut plan: RequestPlan,
+        ticket: CacheTicket,
+        result: CacheResult,
+    ) -> CacheStep {
+        let config = &state.config;
+        let (Some(semantic), Some(probe)) = (config.cache.semantic.as_ref(), ticket.semantic.as_ref()) else {
+            self.cache_ticket = Some(ticket);
+            self.cache_proceeds(&mut plan, result);
+            return CacheStep::Proceed(Box::new(plan));
+        };
+        let sent = semantic::embedding_call(config, semantic.model, &probe.text, host::now_ms() / 1000)
+            .ok()
+            .and_then(|call| {
+                let headers = call
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+                    .collect();
+                host::dispatch(&call.cluster, headers, &call.body, EMBEDDING_TIMEOUT).map(|token| (token, call))
+            });
+        let Some((token, call)) = sent else {
+            self.cache_ticket = Some(ticket);
+            self.cache_proceeds(&mut plan, result);
+            return CacheStep::Proceed(Box::new(plan));
+        };
+        self.semantic_wait = Some(SemanticWait {
+            token,
+            call,
+            plan,
+            ticket,
+            result,
+        });
+        CacheStep::Answered(Action::Pause)
+    }
+
+    /// The embedding came (or not): a near-duplicate's entry answers, or the
+    /// request goes on as a miss, to be indexed once its answer is kept.
+    fn embedding_answered(&mut self, state: &Loaded, status: u16, body: &[u8]) -> Action {
+        let Some(SemanticWait {
+            call,
+            mut plan,
+            ticket,
+            result,
+            ..
+        }) = self.semantic_wait.take()
+        else {
+            return Action::Pause;
+        };
+        let config = &state.config;
+        let now = host::now_ms();
+        let vector =
+            semantic::read_answer(config, &call, status, &[], body).and_then(|floats| Quantised::from_floats(&floats));
+        if vector.is_none() {
+            log::info!("the semantic cache's embedding call failed (status {status}); the request goes on as a miss");
+        }
+        let tenant = self.tenant_name(config);
+        if let (Some(vector), Some(probe), Some(layout), Some(exact)) = (
+            vector,
+            ticket.semantic.as_ref(),
+            &state.semantic_layout,
+            &state.cache_layout,
+        ) {
+            let found = semantic::search(
+                &HostStore,
+                layout,
+                tenant.as_deref(),
+                &probe.context,
+                &vector,
+                probe.threshold,
+                now,
+            );
+            if let Some((key, similarity)) = found {
+                if let Lookup::Hit(entry) = cache::lookup(&HostStore, exact, &key, now) {
+                    if let Some(action) = self.answer_from_cache(state, &plan, &ticket, &entry, Some(similarity), now) {
+                        return action;
+                    }
+                }
+            }
+            self.semantic_fill = Some((probe.context, vector));
+        }
+        self.cache_ticket = Some(ticket);
+        self.cache_proceeds(&mut plan, result);
+        self.admit(state, plan)
+    }
+
+    /// The calling tenant's configured name (tenants are keyed by name in
+    /// the caches).
+    fn tenant_name(&self, config: &Config) -> Option<String> {
+        let tenant = self.identity.as_ref()?.tenant;
+        Some(config.governance.as_ref()?.tenants.get(tenant)?.name.clone())
     }
 
     /// Replays a kept answer in the client's format and shape (whole or
@@ -596,6 +736,7 @@ impl ChatFilter {
         plan: &RequestPlan,
         ticket: &CacheTicket,
         entry: &Entry,
+        similarity: Option<f32>,
         now: u64,
     ) -> Option<Action> {
         let config = &state.config;
@@ -626,6 +767,7 @@ impl ChatFilter {
         self.cache_report = Some(CacheReport {
             result: CacheResult::Hit,
             hit: model.map(|model| (model, saved)),
+            semantic: similarity.is_some(),
         });
         self.replayed = Some(Replayed {
             decision: plan.decision.clone(),
@@ -638,6 +780,9 @@ impl ChatFilter {
         self.write_request_fields();
         let mut headers = plan.response_headers.clone();
         headers.push((HEADER_CACHE, CacheResult::Hit.name().to_string()));
+        if let Some(similarity) = similarity {
+            headers.push((HEADER_CACHE_SIMILARITY, format!("{similarity:.3}")));
+        }
         headers.push((route::HEADER_MODEL, entry.model.clone()));
         host::send_reply(200, content_type, &headers, &body);
         self.phase = Phase::Replied;
@@ -696,6 +841,23 @@ impl ChatFilter {
         );
         if let Err(error) = cache::insert(&HostStore, layout, &entry, now) {
             log::debug!("an answer was not cached: {error:?}");
+            return;
+        }
+        if let (Some((context, vector)), Some(semantic)) = (self.semantic_fill.take(), &state.semantic_layout) {
+            let tenant = self.tenant_name(config);
+            let added = semantic::add(
+                &HostStore,
+                semantic,
+                tenant.as_deref(),
+                context,
+                vector,
+                entry.key,
+                entry.expires_ms,
+                now,
+            );
+            if let Err(error) = added {
+                log::debug!("an answer was not indexed for near-duplicates: {error:?}");
+            }
         }
     }
 
@@ -949,7 +1111,11 @@ impl Context for ChatFilter {
         let Some(state) = self.state.clone() else { return };
         let status = u32::from(host::call_response_status());
         let body = host::call_response_body(body_size).unwrap_or_default();
-        if self.pending.as_ref().is_some_and(|pending| pending.token == token_id) {
+        if self.semantic_wait.as_ref().is_some_and(|wait| wait.token == token_id) {
+            if self.embedding_answered(&state, status as u16, &body) == Action::Continue {
+                host::resume_request();
+            }
+        } else if self.pending.as_ref().is_some_and(|pending| pending.token == token_id) {
             if self.admission_answered(&state, status, &body) == Action::Continue {
                 host::resume_request();
             }

@@ -49,6 +49,8 @@ pub struct Loaded {
     pub script_names: Option<ScriptNames>,
     /// Where the response cache lives in shared data, when some tenant uses it.
     pub cache_layout: Option<cache::Layout>,
+    /// Where the semantic cache's indexes live, when it is configured.
+    pub semantic_layout: Option<cache::semantic::SemanticLayout>,
 }
 
 /// SplitMix64: small, fast, and good enough to spread traffic; seeded per VM.
@@ -436,6 +438,19 @@ impl RootContext for SignalboxRoot {
         if let Some(layout) = &cache_layout {
             cache::store::ensure(&HostStore, layout);
         }
+        let semantic_layout = config.cache.semantic.as_ref().map(|semantic| {
+            let model = &config.models[semantic.model];
+            let provider = &config.providers[model.provider].name;
+            let layout = cache::semantic::SemanticLayout::new(
+                &format!("{provider}/{}", model.upstream_id),
+                semantic.max_entries,
+            );
+            let tenants = config.governance.iter().flat_map(|governance| &governance.tenants);
+            for tenant in std::iter::once(None).chain(tenants.map(|tenant| Some(tenant.name.as_str()))) {
+                cache::semantic::index::ensure(&HostStore, &layout, tenant);
+            }
+            layout
+        });
         let models_json = models_listing(&config);
         let audited = config
             .governance
@@ -455,6 +470,7 @@ impl RootContext for SignalboxRoot {
             rng: RefCell::new(SplitMix::seeded()),
             audits_content,
             cache_layout,
+            semantic_layout,
         }));
         true
     }

@@ -108,7 +108,7 @@ pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'sta
     fields.put("reason", decision.map(|decision| decision_reason(config, decision)));
     fields.put("pii", report.screening.and_then(Screening::pii_field));
     fields.put("injection", report.screening.and_then(Screening::injection_field));
-    fields.put("cache", report.cache.map(|cache| cache.result.name().to_string()));
+    fields.put("cache", report.cache.map(|cache| cache.name().to_string()));
     fields.0
 }
 

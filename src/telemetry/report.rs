@@ -45,6 +45,20 @@ pub struct CacheReport {
     pub result: CacheResult,
     /// The model whose answer a hit replayed, and what that answer cost.
     pub hit: Option<(ModelId, u64)>,
+    /// The hit answered a near-duplicate (the semantic cache).
+    pub semantic: bool,
+}
+
+impl CacheReport {
+    /// The metric and access-log value: the result, `semantic_hit` for a
+    /// near-duplicate's.
+    pub fn name(&self) -> &'static str {
+        if self.semantic {
+            "semantic_hit"
+        } else {
+            self.result.name()
+        }
+    }
 }
 
 impl RequestReport<'_> {
@@ -142,7 +156,7 @@ impl RequestReport<'_> {
         if let Some(cache) = self.cache {
             samples.push(Sample::new(
                 Family::CacheRequests,
-                &[tenant, Label::Fixed("result", cache.result.name())],
+                &[tenant, Label::Fixed("result", cache.name())],
                 1,
             ));
             if let Some((model, saved)) = cache.hit.filter(|(_, saved)| *saved > 0) {
