@@ -298,3 +298,20 @@ def test_the_false_hit_rate_on_labelled_paraphrases_is_what_the_embedder_predict
     true_hits, same = counts[True]
     print(f"\nthreshold {threshold}: false hits {false_hits}/{different}, true hits {true_hits}/{same}")
     assert different >= 20 and same >= 20
+
+
+def test_the_openai_client_reads_a_streamed_hit(start_cached):
+    import openai
+
+    gateway = start_cached(cached())
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-cache-team", max_retries=0, timeout=15)
+    messages = [{"role": "user", "content": QUESTION}]
+    first = client.chat.completions.create(model="auto", messages=messages, temperature=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=messages, temperature=0, stream=True, stream_options={"include_usage": True})
+    assert raw.headers["x-signalbox-cache"] == "hit"
+    chunks = list(raw.parse())
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == first.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == first.usage.completion_tokens
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "stop"

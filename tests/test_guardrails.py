@@ -239,3 +239,20 @@ def test_a_tenants_own_guardrails_replace_the_defaults_and_metrics_and_logs_keep
     assert total(samples, actions, tenant="lab") == 0
     assert value(samples, "signalbox_pii_findings_total", tenant="team", kind="email") == 2
     assert total(samples, "signalbox_requests_total", tenant="team", outcome="refused") == 1
+
+
+def test_valid_card_iban_and_email_are_masked_and_failed_checksums_left_alone(start_guarded):
+    gateway = start_guarded({"pii": {"card": "mask", "iban": "mask", "email": "mask"}})
+    iban = "GB82 WEST 1234 5698 7654 32"
+    not_a_card = "4111 1111 1111 1112"  # fails Luhn
+    not_an_iban = "GB83 WEST 1234 5698 7654 32"  # fails mod 97
+    text = f"{CARD} {iban} {EMAIL} vs {not_a_card} and {not_an_iban}"
+    response = gateway.chat(chat_body(text))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-signalbox-pii"] == "mask; card=1 iban=1 email=1"
+    sent = sent_text(gateway, "openai")
+    assert "<CARD_1> <IBAN_1> <EMAIL_1>" in sent
+    assert CARD not in sent and iban not in sent and EMAIL not in sent
+    assert not_a_card in sent and not_an_iban in sent
+    answer = answer_text(response, False)
+    assert f"{CARD} {iban} {EMAIL}" in answer and "<CARD_1>" not in answer
