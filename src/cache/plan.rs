@@ -100,6 +100,7 @@ pub fn plan(
     plan: &RequestPlan,
     chat_body: &[u8],
     headers: &HeaderMap,
+    dropped: &[&'static str],
 ) -> Option<Result<CacheTicket, CacheResult>> {
     let policy = config.cache.policy(tenant)?;
     if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
@@ -108,7 +109,11 @@ pub fn plan(
     let directives = headers.get("cache-control").unwrap_or_default().to_ascii_lowercase();
     let has = |directive: &str| directives.split(',').any(|item| item.trim() == directive);
     let no_store = has("no-store");
-    if no_store || plan.screening.action != PiiAction::None {
+    // A translated request that lost something the answer depends on
+    // (`thinking`, `top_k`, …) is not described by its chat body: its key
+    // would match a request without it. Cache breakpoints change no answer.
+    let lossy = dropped.iter().any(|feature| *feature != "cache_control");
+    if no_store || lossy || plan.screening.action != PiiAction::None {
         return Some(Err(CacheResult::Bypass));
     }
     let Ok(request) = admit_request(policy, chat_body) else {
@@ -118,6 +123,17 @@ pub fn plan(
         .and_then(|id| config.governance.as_ref()?.tenants.get(id))
         .map(|tenant| tenant.name.as_str());
     let target = target(plan);
+    let mut policy = *policy;
+    let tier_setting = match target {
+        Some(Target::Tier(tier)) => config.cache.tiers.get(tier).copied().flatten(),
+        _ => None,
+    };
+    if let Some(setting) = tier_setting {
+        if !setting.enabled {
+            return Some(Err(CacheResult::Bypass));
+        }
+        policy.ttl_ms = setting.ttl_ms.unwrap_or(policy.ttl_ms);
+    }
     let name = target_name(config, target);
     let semantic = config.cache.semantic_threshold(tenant).and_then(|threshold| {
         let (context, text) = request_context(&request, tenant_name, &name)?;
@@ -130,7 +146,7 @@ pub fn plan(
     Some(Ok(CacheTicket {
         key: request.key(tenant_name, &name),
         target,
-        policy: *policy,
+        policy,
         look_up: !has("no-cache"),
         stream: plan.attempts.stream,
         include_usage: plan.attempts.client_wants_usage,
@@ -197,6 +213,7 @@ mod tests {
             &planned,
             body.as_bytes(),
             &headers,
+            &[],
         )
     }
 
@@ -249,5 +266,50 @@ mod tests {
     fn without_a_policy_the_cache_takes_no_part() {
         let config = governed_config();
         assert_eq!(step(&config, Some(0), COLD, &[]), None);
+    }
+
+    #[test]
+    fn a_tier_can_turn_the_cache_off_or_keep_answers_longer() {
+        let mut config = config();
+        let simple = config.tier_named("simple").unwrap();
+        config.cache.tiers = vec![None; config.tiers.len()];
+        config.cache.tiers[simple] = Some(crate::config::cache::TierCache {
+            enabled: true,
+            ttl_ms: Some(3_600_000),
+        });
+        let longer = step(&config, Some(0), COLD, &[]).unwrap().unwrap();
+        assert_eq!(longer.policy.ttl_ms, 3_600_000);
+        config.cache.tiers[simple] = Some(crate::config::cache::TierCache {
+            enabled: false,
+            ttl_ms: None,
+        });
+        assert_eq!(step(&config, Some(0), COLD, &[]), Some(Err(CacheResult::Bypass)));
+    }
+
+    #[test]
+    fn a_translation_that_lost_what_the_answer_depends_on_bypasses() {
+        let config = config();
+        let headers = HeaderMap::default();
+        let planned = plan_chat(
+            &config,
+            COLD.as_bytes(),
+            &headers,
+            &ClientHints::default(),
+            &Situation::open(&ALL_HEALTHY, 0),
+        )
+        .expect("planned");
+        let with = |dropped: &[&'static str]| {
+            plan(
+                &config,
+                Some(0),
+                Endpoint::Messages,
+                &planned,
+                COLD.as_bytes(),
+                &headers,
+                dropped,
+            )
+        };
+        assert_eq!(with(&["thinking"]), Some(Err(CacheResult::Bypass)));
+        assert!(matches!(with(&["cache_control"]), Some(Ok(_))));
     }
 }

@@ -6,6 +6,8 @@
 //! The semantic cache (`cache.semantic`, off by default) resolves into
 //! [`Semantic`]: the embedding model and each tenant's threshold.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::ModelId;
@@ -30,6 +32,51 @@ pub struct RawCache {
     pub max_bytes: Option<u64>,
     #[serde(default)]
     pub semantic: Option<RawSemantic>,
+    /// Per tier (by name): whether its answers are cached, and for how long.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTierCache>,
+}
+
+/// `cache.tiers.<name>`: a tier's own setting, over every tenant's policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTierCache {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A tier's own cache setting: off (its answers are never cached, such as
+/// a tier of fast-changing data), or another TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierCache {
+    pub enabled: bool,
+    pub ttl_ms: Option<u64>,
+}
+
+/// Resolves `cache.tiers` by tier id (`tier_named` finds a configured tier).
+pub fn resolve_tiers(
+    raw: Option<&RawCache>,
+    tier_count: usize,
+    tier_named: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Vec<Option<TierCache>>, ConfigError> {
+    let mut tiers = vec![None; tier_count];
+    for (name, tier) in raw.iter().flat_map(|raw| &raw.tiers) {
+        let path = format!("cache.tiers.{name}");
+        let id = tier_named(name).ok_or_else(|| ConfigError::new(path.clone(), format!("unknown tier `{name}`")))?;
+        let ttl_ms = tier
+            .ttl_seconds
+            .map(|seconds| ttl_ms(format!("{path}.ttl_seconds"), seconds))
+            .transpose()?;
+        if let Some(slot) = tiers.get_mut(id) {
+            *slot = Some(TierCache {
+                enabled: tier.enabled.unwrap_or(true),
+                ttl_ms,
+            });
+        }
+    }
+    Ok(tiers)
 }
 
 /// `cache.semantic`: near-duplicate questions answered from the cache.
@@ -101,6 +148,8 @@ pub struct Cache {
     tenants: Vec<Option<CachePolicy>>,
     /// `None`: no tenant has a semantic cache.
     pub semantic: Option<Semantic>,
+    /// By tier id: the tier's own setting, if it has one.
+    pub tiers: Vec<Option<TierCache>>,
 }
 
 /// The resolved semantic cache.
@@ -255,6 +304,7 @@ pub fn resolve(
         untenanted,
         tenants: policies,
         semantic,
+        tiers: Vec::new(),
     })
 }
 

@@ -377,7 +377,8 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         .map(|raw| guardrails::resolve("guardrails", raw, &model_by_name))
         .transpose()?
         .unwrap_or_default();
-    let cache = resolve_cache(&raw, governance.as_ref(), &model_by_name)?;
+    let mut cache = resolve_cache(&raw, governance.as_ref(), &model_by_name)?;
+    cache.tiers = cache::resolve_tiers(raw.cache.as_ref(), tiers.len(), &|name| tier_by_name.get(name).copied())?;
     for (field, path, example) in [
         ("health_path", &raw.health_path, "/signalbox/health"),
         ("spend_path", &raw.spend_path, "/signalbox/spend"),

@@ -176,7 +176,8 @@ fn maximal_sample() -> Value {
         "cache": {
             "enabled": false, "ttl_seconds": 300, "max_temperature": 0.0, "max_entry_bytes": 262_144,
             "max_request_bytes": 1_048_576, "max_bytes": 67_108_864,
-            "semantic": {"enabled": false, "model": "embed", "threshold": 0.95, "max_entries": 1_000}
+            "semantic": {"enabled": false, "model": "embed", "threshold": 0.95, "max_entries": 1_000},
+            "tiers": {"simple": {"enabled": true, "ttl_seconds": 60}, "complex": {"enabled": false}}
         }
     });
     #[cfg(feature = "test-clock")]

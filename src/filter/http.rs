@@ -524,6 +524,9 @@ impl ChatFilter {
             },
             _ => Situation::open(&health, draw),
         };
+        // What a translated request lost: its chat body alone does not say
+        // what the answer depends on.
+        let mut dropped: Vec<&'static str> = Vec::new();
         let planned = match (self.endpoint, self.endpoint.ingress()) {
             (Endpoint::Embeddings, _) => route::plan_embeddings(config, &body, &self.headers, &situation),
             (_, Some(ingress)) => {
@@ -538,6 +541,7 @@ impl ChatFilter {
                                 translated.dropped.join(", ")
                             );
                         }
+                        dropped = translated.dropped;
                         host::replace_request_body(body_size, &translated.chat_body);
                         host::remove_request_header("content-length");
                         let client_body = std::mem::replace(&mut body, translated.chat_body);
@@ -560,7 +564,7 @@ impl ChatFilter {
             host::remove_request_header("content-length");
         }
         let tenant = self.identity.as_ref().map(|identity| identity.tenant);
-        let cache_step = cache::plan::plan(config, tenant, self.endpoint, &plan, &body, &self.headers);
+        let cache_step = cache::plan::plan(config, tenant, self.endpoint, &plan, &body, &self.headers, &dropped);
         self.vault = plan.screening.vault.take();
         self.screening = Some(std::mem::take(&mut plan.screening));
         if let (Some(governance), Some(spend)) = (governance, self.spend.as_ref()) {
@@ -657,6 +661,7 @@ impl ChatFilter {
                 host::dispatch(&call.cluster, headers, &call.body, EMBEDDING_TIMEOUT).map(|token| (token, call))
             });
         let Some((token, call)) = sent else {
+            count_embedding(state, false);
             self.cache_ticket = Some(ticket);
             self.cache_proceeds(&mut plan, result);
             return CacheStep::Proceed(Box::new(plan));
@@ -688,6 +693,7 @@ impl ChatFilter {
         let now = host::now_ms();
         let vector =
             semantic::read_answer(config, &call, status, &[], body).and_then(|floats| Quantised::from_floats(&floats));
+        count_embedding(state, vector.is_some());
         if vector.is_none() {
             log::info!("the semantic cache's embedding call failed (status {status}); the request goes on as a miss");
         }
@@ -1091,6 +1097,14 @@ pub fn count_store_calls(state: &Loaded, op: &'static str, result: &'static str,
 }
 
 /// Counts one fleet ledger call and its duration.
+/// Counts a semantic lookup's embeddings call (an outage of the embedding
+/// model shows as `failed`, each costing its request up to the timeout).
+fn count_embedding(state: &Loaded, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    let sample = Sample::new(Family::CacheEmbeddings, &[Label::Fixed("result", result)], 1);
+    state.metrics.emit(&state.config, &[sample]);
+}
+
 pub fn count_store_call(state: &Loaded, op: &'static str, result: &'static str, duration_ms: u64) {
     let config = &state.config;
     state.metrics.emit(

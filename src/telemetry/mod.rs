@@ -87,10 +87,12 @@ pub enum Family {
     CacheBytes,
     /// Entries the cache holds (gauge).
     CacheEntries,
+    /// Embeddings calls of semantic lookups, by result (ok, failed).
+    CacheEmbeddings,
 }
 
 impl Family {
-    pub const ALL: [Family; 26] = [
+    pub const ALL: [Family; 27] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -117,6 +119,7 @@ impl Family {
         Family::CacheSavedMicroUsd,
         Family::CacheBytes,
         Family::CacheEntries,
+        Family::CacheEmbeddings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +150,7 @@ impl Family {
             Family::CacheSavedMicroUsd => "signalbox_cache_saved_micro_usd_total",
             Family::CacheBytes => "signalbox_cache_bytes",
             Family::CacheEntries => "signalbox_cache_entries",
+            Family::CacheEmbeddings => "signalbox_cache_embeddings_total",
         }
     }
 
