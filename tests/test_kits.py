@@ -852,6 +852,13 @@ FAMILY_LABELS = {
     "signalbox_store_calls_total": {"op", "result"},
     "signalbox_store_duration_ms": {"op"},
     "signalbox_store_fallbacks_total": {"tenant", "result"},
+    "signalbox_guardrail_actions_total": {"tenant", "kind", "result"},
+    "signalbox_pii_findings_total": {"tenant", "kind"},
+    "signalbox_cache_requests_total": {"tenant", "result"},
+    "signalbox_cache_saved_micro_usd_total": {"tenant", "provider", "model"},
+    "signalbox_cache_bytes": set(),
+    "signalbox_cache_entries": set(),
+    "signalbox_cache_embeddings_total": {"result"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -868,7 +875,7 @@ def rust_source_names() -> tuple[set[str], set[str], dict[str, set[str]]]:
         "window": set(re.findall(r'Period::\w+ => "([a-z_]+)"', source)),
         "reason": set(re.findall(r'=> "((?:tenant|user|day|month)_[a-z]+|busy)"', source)),
         "result": {"ok", "rejected"} | failure_kinds,
-        "route": {"none", "primary", "fallback"},
+        "route": {"none", "primary", "fallback", "cache"},
         "kind": {"input", "cached_input", "output"},
         "resource": {"requests", "tokens", "cost_micro_usd"},
         "phase": {"route", "prepare", "translate"},
