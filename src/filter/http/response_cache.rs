@@ -225,7 +225,11 @@ impl ChatFilter {
             None if ticket.stream => (relay::EVENT_STREAM, chat),
             None => ("application/json", chat),
             Some(ingress) => match Relay::for_answer(ingress, 200, ticket.stream, &plan.requested_model, created) {
-                Relay::Whole { .. } => ("application/json", relay::whole_answer(ingress, 200, &chat).1),
+                // A kept answer the client's format cannot take is a miss.
+                Relay::Whole { .. } => match relay::whole_answer(ingress, 200, &chat) {
+                    (200, body) => ("application/json", body),
+                    _ => return None,
+                },
                 Relay::Stream(mut encoder) => {
                     let mut events = Vec::with_capacity(chat.len() + 256);
                     encoder.push(&chat, &mut events);
