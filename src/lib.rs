@@ -7,6 +7,7 @@
 //! provider. [`filter`] is the only code that talks to Envoy: it moves bytes
 //! between the host and that core.
 
+pub mod assess;
 pub mod cache;
 pub mod classify;
 pub mod config;

@@ -5,6 +5,7 @@
 
 pub mod affinity;
 pub mod cache;
+pub mod cascade;
 pub mod governance;
 pub mod guardrails;
 pub mod raw;
@@ -113,6 +114,8 @@ pub struct Tier {
     pub weights: Vec<u32>,
     pub canary: Option<Canary>,
     pub sticky_header: Option<String>,
+    /// Weak whole answers escalate to a stronger tier.
+    pub cascade: Option<cascade::Cascade>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -971,6 +974,7 @@ fn resolve_tiers(
         if let Some(header) = &tier.sticky_header {
             check_header_name(&format!("{path}.sticky_header"), header)?;
         }
+        let cascade = cascade::resolve(&path, tier.cascade.as_ref(), is_last)?;
         tiers.push(Tier {
             name: tier.name.clone(),
             max_score,
@@ -979,6 +983,7 @@ fn resolve_tiers(
             weights,
             canary,
             sticky_header: tier.sticky_header.clone(),
+            cascade,
         });
     }
     Ok(tiers)

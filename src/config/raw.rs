@@ -260,6 +260,9 @@ pub struct RawTier {
     /// canary choice (e.g. a user id); random otherwise.
     #[serde(default)]
     pub sticky_header: Option<String>,
+    /// Assess this tier's whole answers and escalate weak ones.
+    #[serde(default)]
+    pub cascade: Option<super::cascade::RawCascade>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -102,7 +102,8 @@ fn maximal_sample() -> Value {
                 "name": "simple", "max_score": 0.3, "models": ["small", "azure-large"],
                 "strategy": "weighted", "weights": {"small": 3, "azure-large": 1},
                 "canary": {"model": "nova", "share": 0.05},
-                "sticky_header": "x-user-id"
+                "sticky_header": "x-user-id",
+                "cascade": {"threshold": 0.4, "min_mean_logprob": -1.5}
             },
             {"name": "complex", "models": ["large", "nova-eu"]}
         ],
