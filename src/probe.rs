@@ -44,6 +44,7 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         per_try_timeout_ms: 30_000,
         deadline_at_ms: 0,
         request: 0,
+        escalation: None,
         authority: model.cluster.clone(),
     };
     let upstream = providers::build_request(

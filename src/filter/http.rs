@@ -852,11 +852,16 @@ impl HttpContext for ChatFilter {
         let config = &state.config;
         let trail = read_trail(config);
         let status = host::response_status();
+        let cascade = trail
+            .escalated()
+            .then(|| host::filter_state(response::CASCADE_STATE))
+            .flatten();
         for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
             config,
             &routed.attempts,
             &trail,
             routed.explain,
+            cascade.as_deref(),
         )) {
             host::set_response_header(name, value);
         }

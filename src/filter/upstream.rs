@@ -42,15 +42,17 @@ use crate::providers::{self, Failure, Operation, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
 use crate::route::response::{
-    self, AttemptEnd, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE,
+    self, AttemptEnd, CascadeCheck, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE,
 };
 use crate::state;
-use crate::telemetry::report::AttemptReport;
+use crate::telemetry::report::{AttemptReport, CascadeReport};
 
-/// A request Signalbox planned, at attempt `number` (1-based).
+/// A request Signalbox planned, at attempt `number` (1-based chain position).
 struct Attempt {
     plan: AttemptPlan,
     number: usize,
+    /// Links a cascade skipped before this attempt (see [`attempts::LINK_SHIFT_STATE`]).
+    link_shift: usize,
     deployment: DeploymentId,
     /// Request headers as this attempt received them (earlier attempts' edits included).
     headers: HeaderMap,
@@ -114,6 +116,8 @@ pub struct AttemptFilter {
     response_complete: bool,
     /// Output relayed to the client by a stream (what a cut stream is billed).
     relayed_output_tokens: u64,
+    /// A cascade judged the answer weak: Envoy retries on a stronger link.
+    escalated: bool,
 }
 
 /// An attempt without an answer that ends this close to its request's
@@ -139,6 +143,7 @@ impl AttemptFilter {
             translate_us: None,
             response_complete: false,
             relayed_output_tokens: 0,
+            escalated: false,
         }
     }
 
@@ -163,7 +168,7 @@ impl AttemptFilter {
         released: bool,
     ) -> Action {
         let action = self.finish_buffered(body_size, status, headers, body, released);
-        let delivered = (200..300).contains(&status) && self.failure.is_none();
+        let delivered = (200..300).contains(&status) && self.failure.is_none() && !self.escalated;
         self.mark_first_content(delivered);
         action
     }
@@ -173,6 +178,7 @@ impl AttemptFilter {
         let record = AttemptRecord {
             deployment: attempt.deployment,
             status,
+            escalated: false,
         };
         host::set_filter_state(attempts::TRAIL_STATE, &AttemptTrail::append(&existing, record));
     }
@@ -199,7 +205,7 @@ impl AttemptFilter {
             return Action::Continue;
         };
         let started = Instant::now();
-        let finished = response::finish_buffered(
+        let mut finished = response::finish_buffered(
             &state.config,
             &attempt.plan,
             attempt.number,
@@ -210,7 +216,20 @@ impl AttemptFilter {
             body,
             host::now_ms() / 1000,
         );
+        let cascade = response::check_cascade(
+            &state.config,
+            &attempt.plan,
+            attempt.number,
+            attempt.deployment,
+            &attempt.request_body,
+            &mut finished,
+            !released,
+        );
         self.translate_us = Some(elapsed_us(started));
+        if let Some(check) = &cascade {
+            escalate(&state, attempt, check);
+            self.escalated = check.escalated;
+        }
         let native = attempt
             .native
             .then(|| finished.native_body(attempt.plan.native, status, body));
@@ -294,6 +313,37 @@ impl AttemptFilter {
         }
         Action::Pause
     }
+}
+
+/// Meters a cascade's judgement and, for a weak answer, points Envoy's next
+/// attempt at the escalation link and tells the router why.
+fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
+    let config = &state.config;
+    let report = CascadeReport {
+        tier: check.escalation.tier,
+        model: config.deployments[attempt.deployment].model,
+        assessment: &check.assessment,
+        escalated: check.escalated,
+    };
+    state.metrics.emit(config, &report.samples());
+    if !check.escalated {
+        return;
+    }
+    let to_link = check.escalation.to_link;
+    if let Some(cluster) = attempts::next_cluster(config, &attempt.plan, to_link) {
+        host::set_filter_state(attempts::NEXT_CLUSTER_STATE, cluster);
+    }
+    let shift = attempts::shift_to(attempt.number, attempt.link_shift, to_link);
+    host::set_filter_state(attempts::LINK_SHIFT_STATE, &shift.to_string());
+    let trail = host::filter_state(attempts::TRAIL_STATE).unwrap_or_default();
+    host::set_filter_state(attempts::TRAIL_STATE, &AttemptTrail::mark_last_escalated(&trail));
+    let weaknesses = check.assessment.describe();
+    log::info!(
+        "cascade: {} answered weakly ({weaknesses}); escalating to link {}",
+        config.deployments[attempt.deployment].name,
+        to_link + 1
+    );
+    host::set_filter_state(response::CASCADE_STATE, &weaknesses);
 }
 
 /// The output a whole (non-streamed) chat answer may have had, billed when
@@ -428,10 +478,14 @@ impl HttpContext for AttemptFilter {
             return Action::Continue;
         };
         let headers = host::request_headers();
-        let number = headers
+        let envoy_attempt = headers
             .get(attempts::ATTEMPT_COUNT_HEADER)
             .and_then(|count| count.trim().parse().ok())
             .unwrap_or(1);
+        let link_shift = host::filter_state(attempts::LINK_SHIFT_STATE)
+            .and_then(|shift| shift.parse().ok())
+            .unwrap_or(0);
+        let number = attempts::link_of_attempt(envoy_attempt, link_shift);
         let Some(deployment) = plan
             .deployment_for(number)
             .filter(|deployment| *deployment < config.deployments.len())
@@ -474,6 +528,7 @@ impl HttpContext for AttemptFilter {
         self.attempt = Some(Attempt {
             plan,
             number,
+            link_shift,
             deployment,
             headers,
             request_body: Vec::new(),

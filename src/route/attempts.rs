@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::{Config, DeploymentId};
+use crate::config::{Config, DeploymentId, TierId};
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::health::LeaseToken;
@@ -22,8 +22,23 @@ pub const PLAN_STATE: &str = "signalbox.plan";
 pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Set by Envoy on every attempt (`include_request_attempt_count`).
 pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
+/// Filter state with how many chain links a cascade skipped: Envoy counts
+/// attempts, and an escalation jumps past the rest of its tier's links.
+pub const LINK_SHIFT_STATE: &str = "signalbox.link_shift";
 
-const PLAN_VERSION: &str = "8";
+/// The 1-based chain position of Envoy's attempt `envoy_attempt`, after
+/// `shift` links were skipped.
+pub fn link_of_attempt(envoy_attempt: usize, shift: usize) -> usize {
+    envoy_attempt.saturating_add(shift)
+}
+
+/// The link shift that makes Envoy's next attempt after `attempt` (a
+/// chain position reached with `shift`) the 0-based link `to_link`.
+pub fn shift_to(attempt: usize, shift: usize, to_link: usize) -> usize {
+    to_link.saturating_sub(attempt.saturating_sub(shift))
+}
+
+const PLAN_VERSION: &str = "9";
 
 /// The client's own API, when the router kept the client's body because
 /// some links of the chain speak that API: attempts on those links send it
@@ -69,12 +84,24 @@ pub struct AttemptPlan {
     pub deadline_at_ms: u64,
     /// The router's id of this request in its VM, which its attempts share.
     pub request: u32,
+    /// Where a weak whole answer of the decided tier's links goes (its tier cascades).
+    pub escalation: Option<Escalation>,
     /// The client's `:authority`, restored for providers without a host.
     pub authority: String,
 }
 
+/// A tier's cascade in one request: answers of the links before `to_link`
+/// (the first link outside `tier`) are assessed, and a weak one is
+/// replaced by attempting `to_link`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escalation {
+    pub tier: TierId,
+    /// 0-based chain position.
+    pub to_link: usize,
+}
+
 impl AttemptPlan {
-    /// `8;<stream>;<usage>;<native api: 0 none, 1 messages, 2 responses>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<chain>;<trials or ->;<authority>`
+    /// `9;<stream>;<usage>;<native api: 0 none, 1 messages, 2 responses>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<escalation: tier@link or ->;<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -94,8 +121,12 @@ impl AttemptPlan {
             Operation::Embeddings => "e",
         };
         let optional = |tokens: Option<u64>| tokens.map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
+        let escalation = self.escalation.map_or_else(
+            || "-".to_string(),
+            |escalation| format!("{}@{}", escalation.tier, escalation.to_link),
+        );
         format!(
-            "{PLAN_VERSION};{};{};{};{operation};{};{};{};{};{};{};{};{};{trials};{}",
+            "{PLAN_VERSION};{};{};{};{operation};{};{};{};{};{};{};{};{escalation};{};{trials};{}",
             u8::from(self.stream),
             u8::from(self.client_wants_usage),
             self.native as u8,
@@ -112,7 +143,7 @@ impl AttemptPlan {
     }
 
     pub fn decode(text: &str) -> Option<AttemptPlan> {
-        let mut fields = text.splitn(15, ';');
+        let mut fields = text.splitn(16, ';');
         if fields.next()? != PLAN_VERSION {
             return None;
         }
@@ -145,6 +176,16 @@ impl AttemptPlan {
         let deadline_at_ms = fields.next()?.parse().ok()?;
         let prompt_tokens = fields.next()?.parse().ok()?;
         let request = fields.next()?.parse().ok()?;
+        let escalation = match fields.next()? {
+            "-" => None,
+            escalation => {
+                let (tier, to_link) = escalation.split_once('@')?;
+                Some(Escalation {
+                    tier: tier.parse().ok()?,
+                    to_link: to_link.parse().ok()?,
+                })
+            }
+        };
         let chain = fields
             .next()?
             .split(',')
@@ -175,6 +216,7 @@ impl AttemptPlan {
             per_try_timeout_ms,
             deadline_at_ms,
             request,
+            escalation,
             authority,
         })
     }
@@ -198,6 +240,12 @@ impl AttemptPlan {
                 .any(|entry| entry.parse::<usize>().ok() == Some(*position));
             (!began).then_some((*self.chain.get(*position)?, *lease))
         })
+    }
+
+    /// The escalation of attempt `attempt` (1-based), when its answer is
+    /// assessed: it is on a link before the escalation's.
+    pub fn escalation_for(&self, attempt: usize) -> Option<Escalation> {
+        self.escalation.filter(|escalation| attempt <= escalation.to_link)
     }
 
     /// The deployment of attempt `attempt` (1-based), if the chain has one.
@@ -237,9 +285,14 @@ pub struct AttemptRecord {
     pub deployment: DeploymentId,
     /// 0 when the attempt got no response (reset, timeout, refused).
     pub status: u16,
+    /// A tier's cascade judged the answer weak and escalated the request.
+    pub escalated: bool,
 }
 
-/// The attempts so far: `3:429,7:0,1:200`.
+/// Marks an escalated record in the trail: `3:200^`.
+const ESCALATED_MARK: char = '^';
+
+/// The attempts so far: `3:429,7:0,1:200^,4:200`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttemptTrail(pub Vec<AttemptRecord>);
 
@@ -249,9 +302,11 @@ impl AttemptTrail {
             .split(',')
             .filter_map(|entry| {
                 let (deployment, status) = entry.split_once(':')?;
+                let unmarked = status.strip_suffix(ESCALATED_MARK);
                 Some(AttemptRecord {
                     deployment: deployment.parse().ok()?,
-                    status: status.parse().ok()?,
+                    status: unmarked.unwrap_or(status).parse().ok()?,
+                    escalated: unmarked.is_some(),
                 })
             })
             .collect();
@@ -260,14 +315,32 @@ impl AttemptTrail {
 
     /// `existing` (as stored) with one more record.
     pub fn append(existing: &str, record: AttemptRecord) -> String {
-        append_entry(existing, &format!("{}:{}", record.deployment, record.status))
+        let mark = if record.escalated { "^" } else { "" };
+        append_entry(existing, &format!("{}:{}{mark}", record.deployment, record.status))
+    }
+
+    /// `existing` (as stored) with its last record marked escalated.
+    pub fn mark_last_escalated(existing: &str) -> String {
+        if existing.is_empty() || existing.ends_with(ESCALATED_MARK) {
+            return existing.to_string();
+        }
+        let mut marked = String::with_capacity(existing.len() + 1);
+        marked.push_str(existing);
+        marked.push(ESCALATED_MARK);
+        marked
     }
 
     pub fn last(&self) -> Option<AttemptRecord> {
         self.0.last().copied()
     }
 
-    /// `claude-sonnet:429,gpt-4o:200` (`none` for no response).
+    /// A cascade escalated one of the attempts.
+    pub fn escalated(&self) -> bool {
+        self.0.iter().any(|record| record.escalated)
+    }
+
+    /// `claude-sonnet:429,gpt-4o:200` (`none` for no response, `weak` for
+    /// an answer a cascade escalated).
     pub fn describe(&self, config: &Config) -> String {
         let entries: Vec<String> = self
             .0
@@ -275,6 +348,7 @@ impl AttemptTrail {
             .filter_map(|record| {
                 let name = &config.deployments.get(record.deployment)?.name;
                 Some(match record.status {
+                    _ if record.escalated => format!("{name}:weak"),
                     0 => format!("{name}:none"),
                     status => format!("{name}:{status}"),
                 })
@@ -509,8 +583,23 @@ mod tests {
             per_try_timeout_ms: 30_000,
             deadline_at_ms: 0,
             request: 7,
+            escalation: None,
             authority: "gw.example:10000".into(),
         }
+    }
+
+    #[test]
+    fn an_escalation_makes_envoys_next_attempt_its_link() {
+        // Chain [small key 1, small key 2, big]: a weak answer at attempt 1
+        // goes to link 2 (0-based), skipping the tier's second key.
+        let shift = shift_to(1, 0, 2);
+        assert_eq!(link_of_attempt(2, shift), 3, "Envoy's second attempt is the third link");
+        // After a failover (Envoy's attempt 2 is link 2, no shift) a weak
+        // answer escalates to link 3.
+        let shift = shift_to(link_of_attempt(2, 0), 0, 3);
+        assert_eq!(link_of_attempt(3, shift), 4);
+        // A shift already in force is kept in the count.
+        assert_eq!(link_of_attempt(3, shift_to(link_of_attempt(2, 1), 1, 4)), 5);
     }
 
     #[test]
@@ -525,6 +614,16 @@ mod tests {
             ..plan
         };
         assert_eq!(AttemptPlan::decode(&with_trials.encode()), Some(with_trials.clone()));
+        let cascading = AttemptPlan {
+            escalation: Some(Escalation { tier: 1, to_link: 2 }),
+            ..with_trials.clone()
+        };
+        assert_eq!(AttemptPlan::decode(&cascading.encode()), Some(cascading.clone()));
+        assert_eq!(
+            cascading.escalation_for(2).map(|escalation| escalation.to_link),
+            Some(2)
+        );
+        assert_eq!(cascading.escalation_for(3), None, "the escalation link's answer stands");
         let native = AttemptPlan {
             native: NativeApi::Messages,
             ..with_trials.clone()
@@ -641,6 +740,7 @@ mod tests {
             AttemptRecord {
                 deployment: 1,
                 status: 429,
+                escalated: false,
             },
         );
         let text = AttemptTrail::append(
@@ -648,6 +748,7 @@ mod tests {
             AttemptRecord {
                 deployment: 2,
                 status: 0,
+                escalated: false,
             },
         );
         assert_eq!(text, "1:429,2:0");
@@ -656,7 +757,8 @@ mod tests {
             trail.last(),
             Some(AttemptRecord {
                 deployment: 2,
-                status: 0
+                status: 0,
+                escalated: false,
             })
         );
         let config = sample_config();
@@ -668,7 +770,8 @@ mod tests {
             AttemptTrail::decode("junk,5:200,x:y").0,
             vec![AttemptRecord {
                 deployment: 5,
-                status: 200
+                status: 200,
+                escalated: false,
             }]
         );
     }

@@ -32,8 +32,8 @@ use crate::health::Availability;
 use crate::ingress::{messages, responses, Ingress, Translated};
 use crate::providers::{Operation, CREDENTIAL_HEADERS};
 use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
-use attempts::NativeApi;
 pub use attempts::{AttemptPlan, AttemptTrail};
+use attempts::{Escalation, NativeApi};
 pub use chain::HealthView;
 use select::{Expressibility, NamedModel, Pick, Requirements};
 use strategy::{CostBasis, ModelStats};
@@ -49,6 +49,8 @@ pub const HEADER_AFFINITY: &str = "x-signalbox-affinity";
 pub const HEADER_EXPLAIN: &str = "x-signalbox-explain";
 pub const HEADER_ROUTE: &str = "x-signalbox-route";
 pub const HEADER_ATTEMPTS: &str = "x-signalbox-attempts";
+/// After a cascade: the weaknesses that escalated the cheaper answer.
+pub const HEADER_CASCADE: &str = "x-signalbox-cascade";
 /// Output tokens assumed for cost ordering when the request sets no limit.
 const DEFAULT_OUTPUT_TOKENS: u64 = 512;
 /// Client steering headers, honoured only with `trust_client_headers`.
@@ -403,6 +405,7 @@ fn plan_chat_for(
         per_try_timeout_ms: attempts::per_try_timeout_ms(config, &decision.chain, decision.max_output_tokens, stream),
         deadline_at_ms: 0,
         request: 0,
+        escalation: escalation_for(config, &decision, stream),
     };
     let request_headers = downstream_edits(config, &attempts, headers);
     let mut response_headers = decision_headers(config, &decision, explain);
@@ -416,6 +419,21 @@ fn plan_chat_for(
         requested_model: request.model.as_str().to_string(),
         screening,
     })
+}
+
+/// Where weak answers of the decided tier go, when that tier cascades: the
+/// first link of the chain outside the tier (a stronger tier's, as
+/// [`candidates`] orders them). Streams are not assessed; a chain that
+/// never leaves the tier (`max_attempts` too small, stronger tiers above
+/// the tenant's ceiling) has nowhere to escalate.
+fn escalation_for(config: &Config, decision: &RoutingDecision, stream: bool) -> Option<Escalation> {
+    let tier = decision.tier.filter(|_| !stream)?;
+    let cascading = config.tiers.get(tier).filter(|cascading| cascading.cascade.is_some())?;
+    let to_link = decision
+        .chain
+        .iter()
+        .position(|deployment| !cascading.models.contains(&config.deployments[*deployment].model))?;
+    (to_link > 0).then_some(Escalation { tier, to_link })
 }
 
 /// A Messages or Responses request planned as the chat request it
@@ -636,6 +654,7 @@ pub fn plan_embeddings(
         per_try_timeout_ms: config.resilience.per_try_timeout_ms,
         deadline_at_ms: 0,
         request: 0,
+        escalation: None,
     };
     let screening = screen::screen_embeddings(situation.guardrails(config), body)?;
     let request_headers = downstream_edits(config, &attempts, headers);
@@ -1053,14 +1072,16 @@ pub fn exhausted_error(
 }
 
 /// Response headers that depend on which attempt answered: the model and
-/// provider that served it, `primary` / `fallback-N`, and with explain the
-/// attempted chain. With no trail (no attempt reached a provider) the plan's
+/// provider that served it, `primary` / `fallback-N` / `cascade`, and with
+/// explain (or after a cascade) the attempted chain; after a cascade, the
+/// weaknesses it found (`cascade`, as the upstream filter recorded them). With no trail (no attempt reached a provider) the plan's
 /// primary stands in.
 pub fn attempt_headers(
     config: &Config,
     plan: &AttemptPlan,
     trail: &AttemptTrail,
     explain: bool,
+    cascade: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let served_by = trail
         .last()
@@ -1072,13 +1093,18 @@ pub fn attempt_headers(
         headers.push((HEADER_MODEL, model.name.clone()));
         headers.push((HEADER_PROVIDER, config.providers[model.provider].name.clone()));
     }
+    let escalated = trail.escalated();
     let route = match trail.0.len() {
+        _ if escalated => "cascade".to_string(),
         0 | 1 => "primary".to_string(),
         attempts => format!("fallback-{}", attempts - 1),
     };
     headers.push((HEADER_ROUTE, route));
-    if explain && !trail.0.is_empty() {
+    if (explain || escalated) && !trail.0.is_empty() {
         headers.push((HEADER_ATTEMPTS, trail.describe(config)));
+    }
+    if let Some(weaknesses) = cascade.filter(|_| escalated) {
+        headers.push((HEADER_CASCADE, weaknesses.to_string()));
     }
     headers
 }

@@ -3,12 +3,13 @@
 //! (non-streamed answers, every error) is translated whole. Token usage is
 //! handed to the router through filter state, for accounting.
 
+use crate::assess::{assess, Assessment, Expectations};
 use crate::config::{Config, DeploymentId};
 use crate::health;
 use crate::ingress::Ingress;
 use crate::providers::{self, Call, Failure, FailureKind, Operation, StreamTranslator, TokenUsage};
 
-use super::attempts::{call_for, AttemptPlan, NativeApi};
+use super::attempts::{call_for, is_native, AttemptPlan, Escalation, NativeApi};
 
 /// Filter state with the time (epoch ms) a successful attempt's first
 /// content arrived, for the request's time to first token.
@@ -230,6 +231,56 @@ pub fn finish_buffered(
     finished
 }
 
+/// Filter state with the weaknesses of the answer a cascade escalated
+/// (`truncated,refusal`), for the client's `x-signalbox-cascade` header.
+pub const CASCADE_STATE: &str = "signalbox.cascade";
+
+/// A tier's cascade judged one whole answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CascadeCheck {
+    pub escalation: Escalation,
+    pub assessment: Assessment,
+    /// The answer was weak: Envoy retries on the escalation link.
+    pub escalated: bool,
+}
+
+/// Assesses the whole answer of attempt `attempt` when its plan cascades
+/// from that link: a chat success, translated (a native answer passes as
+/// it came, unassessed), whose headers are still `held` (a released one
+/// is the client's already). A weak answer becomes a retry: the caller
+/// sends the next attempt to the escalation link.
+pub fn check_cascade(
+    config: &Config,
+    plan: &AttemptPlan,
+    attempt: usize,
+    deployment: DeploymentId,
+    request_body: &[u8],
+    finished: &mut Finished,
+    held: bool,
+) -> Option<CascadeCheck> {
+    let escalation = plan.escalation_for(attempt)?;
+    let cascade = config.tiers.get(escalation.tier)?.cascade?;
+    let assessable = held
+        && plan.operation == Operation::ChatCompletions
+        && (200..300).contains(&finished.status)
+        && finished.failure.is_none()
+        && !is_native(config, plan, deployment);
+    if !assessable {
+        return None;
+    }
+    let expectations = Expectations::of_request(request_body, plan.prompt_tokens);
+    let assessment = assess(&expectations, &finished.body, &cascade);
+    let escalated = assessment.is_weak(&cascade);
+    if escalated {
+        finished.status = RETRY_STATUS;
+    }
+    Some(CascadeCheck {
+        escalation,
+        assessment,
+        escalated,
+    })
+}
+
 /// Whether the attempt's answer is in OpenAI's Responses API: a native
 /// attempt of a Responses client.
 pub fn reads_responses_api(config: &Config, plan: &AttemptPlan, deployment: DeploymentId) -> bool {
@@ -309,6 +360,7 @@ mod tests {
             per_try_timeout_ms: 30_000,
             deadline_at_ms: 0,
             request: 0,
+            escalation: None,
             authority: "gw".into(),
         }
     }
@@ -560,6 +612,50 @@ mod tests {
             0,
         );
         assert_eq!(smaller_next.status, 400, "a smaller window would not help");
+    }
+
+    #[test]
+    fn a_cascade_turns_a_weak_held_answer_before_its_escalation_link_into_a_retry() {
+        let mut config = sample_config();
+        config.tiers[0].cascade = Some(crate::config::cascade::Cascade {
+            threshold: 0.5,
+            min_mean_logprob: -1.0,
+        });
+        let mut cascading = plan(&config, &["small", "large"]);
+        cascading.escalation = Some(Escalation { tier: 0, to_link: 1 });
+        let answer = |finish: &str| {
+            format!(
+                r#"{{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"The first step is to"}},"finish_reason":"{finish}"}}]}}"#
+            )
+        };
+        let check = |plan: &AttemptPlan, attempt: usize, body: &str, held: bool| {
+            let deployment = plan.chain[attempt - 1];
+            let mut finished = finish_buffered(&config, plan, attempt, deployment, b"{}", 200, &[], body.as_bytes(), 0);
+            let check = check_cascade(&config, plan, attempt, deployment, b"{}", &mut finished, held);
+            (finished.status, check)
+        };
+        let (status, weak) = check(&cascading, 1, &answer("length"), true);
+        assert_eq!(status, RETRY_STATUS);
+        let weak = weak.expect("assessed");
+        assert!(weak.escalated);
+        assert_eq!(weak.assessment.describe(), "truncated");
+        let (status, good) = check(&cascading, 1, &answer("stop"), true);
+        assert_eq!(status, 200);
+        assert!(!good.expect("assessed").escalated);
+        assert_eq!(
+            check(&cascading, 1, &answer("length"), false),
+            (200, None),
+            "its headers went out"
+        );
+        assert_eq!(
+            check(&cascading, 2, &answer("length"), true),
+            (200, None),
+            "the escalation link's answer stands"
+        );
+        assert_eq!(
+            check(&plan(&config, &["small", "large"]), 1, &answer("length"), true),
+            (200, None)
+        );
     }
 
     #[test]

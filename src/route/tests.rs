@@ -273,15 +273,23 @@ fn an_unhealthy_primary_moves_down_the_chain() {
 fn attempt_headers_name_the_deployment_that_answered() {
     let config = sample_config();
     let plan = plan(&chat("auto", "hi"), &ClientHints::default()).unwrap().attempts;
-    let primary_only = attempt_headers(&config, &plan, &AttemptTrail::default(), false);
+    let primary_only = attempt_headers(&config, &plan, &AttemptTrail::default(), false, None);
     assert!(primary_only.contains(&(HEADER_MODEL, "small".to_string())));
     assert!(primary_only.contains(&(HEADER_ROUTE, "primary".to_string())));
     let trail = AttemptTrail::decode(&format!("{}:429,{}:200", plan.chain[0], plan.chain[1]));
-    let after_failover = attempt_headers(&config, &plan, &trail, true);
+    let after_failover = attempt_headers(&config, &plan, &trail, true, None);
     assert!(after_failover.contains(&(HEADER_MODEL, "medium".to_string())));
     assert!(after_failover.contains(&(HEADER_PROVIDER, "anthropic".to_string())));
     assert!(after_failover.contains(&(HEADER_ROUTE, "fallback-1".to_string())));
     assert!(after_failover.contains(&(HEADER_ATTEMPTS, "small:429,medium:200".to_string())));
+    let trail = AttemptTrail::decode(&format!("{}:200^,{}:200", plan.chain[0], plan.chain[1]));
+    let after_cascade = attempt_headers(&config, &plan, &trail, false, Some("truncated"));
+    assert!(after_cascade.contains(&(HEADER_ROUTE, "cascade".to_string())));
+    assert!(
+        after_cascade.contains(&(HEADER_ATTEMPTS, "small:weak,medium:200".to_string())),
+        "a cascade always says what happened"
+    );
+    assert!(after_cascade.contains(&(HEADER_CASCADE, "truncated".to_string())));
 }
 
 #[test]
@@ -406,6 +414,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         per_try_timeout_ms: 30_000,
         deadline_at_ms: 0,
         request: 0,
+        escalation: None,
         authority: String::new(),
     };
     let last = FinalResponse {
@@ -1066,4 +1075,50 @@ fn data_only_a_native_body_carries_is_still_screened() {
     let translated = plan_ingress_with(&config, Ingress::Messages, mailed).unwrap();
     assert_eq!(translated.plan.attempts.native, NativeApi::None);
     assert!(!String::from_utf8(translated.chat_body).unwrap().contains("a@x.io"));
+}
+
+#[test]
+fn a_cascading_tier_escalates_to_the_first_link_outside_it() {
+    let text = crate::testing::SAMPLE_CONFIG.replace(
+        r#""models": ["small", "medium"]}"#,
+        r#""models": ["small", "medium"], "cascade": {}}"#,
+    );
+    let config = Config::parse(text.as_bytes(), &crate::testing::env).unwrap();
+    let planned = plan_with(&config, &chat("auto", "hi"), &client_headers(), &ClientHints::default()).unwrap();
+    let escalation = planned.attempts.escalation.expect("the simple tier cascades");
+    assert_eq!(escalation.tier, 0);
+    let escalation_model = config.deployments[planned.attempts.chain[escalation.to_link]].model;
+    assert_eq!(config.models[escalation_model].name, "large");
+    assert!(planned.attempts.chain[..escalation.to_link]
+        .iter()
+        .all(|link| config.tiers[0].models.contains(&config.deployments[*link].model)));
+    let decoded = AttemptPlan::decode(&planned.attempts.encode()).unwrap();
+    assert_eq!(decoded.escalation, Some(escalation));
+
+    let streamed =
+        serde_json::json!({"model": "auto", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let streamed = plan_with(
+        &config,
+        streamed.to_string().as_bytes(),
+        &client_headers(),
+        &ClientHints::default(),
+    )
+    .unwrap();
+    assert_eq!(streamed.attempts.escalation, None, "streams are not assessed");
+    let without = plan_with(
+        &sample_config(),
+        &chat("auto", "hi"),
+        &client_headers(),
+        &ClientHints::default(),
+    )
+    .unwrap();
+    assert_eq!(without.attempts.escalation, None);
+    let capped = Config::parse(
+        text.replace(r#""tiers""#, r#""resilience": {"max_attempts": 2}, "tiers""#)
+            .as_bytes(),
+        &crate::testing::env,
+    )
+    .unwrap();
+    let capped = plan_with(&capped, &chat("auto", "hi"), &client_headers(), &ClientHints::default()).unwrap();
+    assert_eq!(capped.attempts.escalation, None, "the chain never leaves the tier");
 }

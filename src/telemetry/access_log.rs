@@ -253,6 +253,7 @@ mod tests {
             trail: AttemptTrail(vec![AttemptRecord {
                 deployment,
                 status: 200,
+                escalated: false,
             }]),
             outcome: Some(Outcome::Ok),
             consumption: crate::govern::ledger::Consumption(vec![crate::govern::ledger::Consumed {

@@ -89,10 +89,16 @@ pub enum Family {
     CacheEntries,
     /// Embeddings calls of semantic lookups, by result (ok, failed).
     CacheEmbeddings,
+    /// Whole answers a tier's cascade assessed, by tier, model and result
+    /// (escalated, accepted).
+    CascadeAssessments,
+    /// Escalated answers by tier and weakness (`reason`); one answer may
+    /// count under several.
+    CascadeEscalations,
 }
 
 impl Family {
-    pub const ALL: [Family; 27] = [
+    pub const ALL: [Family; 29] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -120,6 +126,8 @@ impl Family {
         Family::CacheBytes,
         Family::CacheEntries,
         Family::CacheEmbeddings,
+        Family::CascadeAssessments,
+        Family::CascadeEscalations,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +159,8 @@ impl Family {
             Family::CacheBytes => "signalbox_cache_bytes",
             Family::CacheEntries => "signalbox_cache_entries",
             Family::CacheEmbeddings => "signalbox_cache_embeddings_total",
+            Family::CascadeAssessments => "signalbox_cascade_assessments_total",
+            Family::CascadeEscalations => "signalbox_cascade_escalations_total",
         }
     }
 

@@ -2,8 +2,9 @@
 //! metric samples a request and each of its upstream attempts make.
 
 use super::{attempt_result, Family, Label, Outcome, Sample, TenantId};
+use crate::assess::Assessment;
 use crate::cache::plan::CacheResult;
-use crate::config::{Config, DeploymentId, ModelId};
+use crate::config::{Config, DeploymentId, ModelId, TierId};
 use crate::govern::ledger::Consumption;
 use crate::health::FailureKind;
 use crate::route::screen::{PiiAction, Screening};
@@ -76,10 +77,14 @@ impl RequestReport<'_> {
             .map(|deployment| deployment.model)
     }
 
-    /// `none` (no attempt), `primary` or `fallback`.
+    /// `none` (no attempt), `primary`, `fallback`, or `cascade` when a
+    /// weak answer was escalated.
     pub fn route(&self) -> &'static str {
         if self.cache.is_some_and(|cache| cache.result == CacheResult::Hit) {
             return "cache";
+        }
+        if self.trail.escalated() {
+            return "cascade";
         }
         match self.trail.0.len() {
             0 => "none",
@@ -311,10 +316,12 @@ mod tests {
                 AttemptRecord {
                     deployment: deployment_of(large),
                     status: 503,
+                    escalated: false,
                 },
                 AttemptRecord {
                     deployment: deployment_of(small),
                     status: 200,
+                    escalated: false,
                 },
             ]),
             outcome: Some(Outcome::Ok),
@@ -419,10 +426,12 @@ mod tests {
                 AttemptRecord {
                     deployment: 0,
                     status: 0,
+                    escalated: false,
                 },
                 AttemptRecord {
                     deployment: 1,
                     status: 200,
+                    escalated: false,
                 },
             ]),
             outcome: Some(Outcome::Ok),
@@ -447,5 +456,36 @@ mod tests {
                 assert!(LABEL_NAMES.contains(&label), "{label} in {name}");
             }
         }
+    }
+}
+
+/// A tier's cascade judged one whole answer.
+#[derive(Debug, Clone, Copy)]
+pub struct CascadeReport<'a> {
+    pub tier: TierId,
+    pub model: ModelId,
+    pub assessment: &'a Assessment,
+    pub escalated: bool,
+}
+
+impl CascadeReport<'_> {
+    pub fn samples(&self) -> Vec<Sample> {
+        let tier = Label::Tier(Some(self.tier));
+        let result = if self.escalated { "escalated" } else { "accepted" };
+        let mut samples = vec![Sample::new(
+            Family::CascadeAssessments,
+            &[tier, Label::Model(Some(self.model)), Label::Fixed("result", result)],
+            1,
+        )];
+        if self.escalated {
+            samples.extend(self.assessment.weaknesses.iter().map(|weakness| {
+                Sample::new(
+                    Family::CascadeEscalations,
+                    &[tier, Label::Fixed("reason", weakness.name())],
+                    1,
+                )
+            }));
+        }
+        samples
     }
 }

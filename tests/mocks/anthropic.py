@@ -126,7 +126,7 @@ def _cache_usage(call: Call, model: str, units: list[tuple[int, bool, dict]]) ->
 def messages(call: Call) -> Answer:
     body = call.json_body()
     prompt, cache_units = _parse(body)
-    reply = make_reply(call.instance, prompt)
+    reply = make_reply(call.instance, prompt, call.say)
     cache_read, cache_creation = _cache_usage(call, prompt.model, cache_units)
     usage = {
         "input_tokens": reply.input_tokens - cache_read - cache_creation,

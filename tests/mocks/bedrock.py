@@ -169,7 +169,7 @@ def _usage(reply: Reply) -> dict:
 
 
 def converse(call: Call) -> Answer:
-    reply = make_reply(call.instance, _prompt(call, call.json_body()))
+    reply = make_reply(call.instance, _prompt(call, call.json_body()), call.say)
     tool_use_id = f"tooluse_mock{call.seq}"
     if call.params.get("stream"):
         return Answer(

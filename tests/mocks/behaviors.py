@@ -20,6 +20,8 @@ from POST /__mock/behavior and from the x-mock-fault header); None or {} means
   spend_allowance: true   report usage as a provider that honours `n` and uses
                           every answer's whole `max_tokens` (OpenAI format; 4096
                           per answer without one): what the gateway must bill
+  say: str                the model's answer is this text instead of the tagged echo
+                          (still cut at the request's max_tokens, words counted as tokens)
   when_header: {name: value}
                           apply the rest only to requests carrying these exact
                           header values (e.g. one API key of several); others
@@ -46,6 +48,7 @@ KNOWN_KEYS = frozenset(
         "reset_after_events",
         "spend_allowance",
         "when_header",
+        "say",
         *_NON_NEGATIVE_NUMBERS,
     }
 )
@@ -73,6 +76,8 @@ def validate(behavior: Behavior | None) -> Behavior:
         value = behavior.get(key)
         if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
             raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+    if not isinstance(behavior.get("say", ""), str):
+        raise ValueError(f"say must be a string, got {behavior['say']!r}")
     events = behavior.get("reset_after_events")
     if events is not None and not (_is_int(events) and events >= 0):
         raise ValueError(f"reset_after_events must be a non-negative int, got {events!r}")

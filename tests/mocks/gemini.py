@@ -110,7 +110,7 @@ def _response(call: Call, reply: Reply, parts: list[dict], last: bool) -> dict:
 
 
 def generate(call: Call) -> Answer:
-    reply = make_reply(call.instance, _prompt(call, call.json_body()))
+    reply = make_reply(call.instance, _prompt(call, call.json_body()), call.say)
     if reply.tool_name:  # Gemini sends a function call whole, never as argument deltas
         whole = [{"functionCall": {"name": reply.tool_name, "args": reply.tool_input}}]
         part_lists = [whole]

@@ -197,7 +197,13 @@ class ProviderInstance:
             answer = error(404, f"the mock has no route for {request.method} {request.path}", None)
         else:
             call = Call(
-                self.name, request, params, seq, self._prompt_cache, spend_allowance=bool(behavior.get("spend_allowance"))
+                self.name,
+                request,
+                params,
+                seq,
+                self._prompt_cache,
+                spend_allowance=bool(behavior.get("spend_allowance")),
+                say=behavior.get("say"),
             )
             answer = self._answer(route, call)
         return await self._deliver(writer, answer, behavior, request.keep_alive, seq)

@@ -87,7 +87,7 @@ def chat_completions(call: Call) -> Answer:
     body = call.json_body()
     model = _model(call, body)
     prompt = _prompt(body, model)
-    reply = make_reply(call.instance, prompt)
+    reply = make_reply(call.instance, prompt, call.say)
     if call.spend_allowance:
         answers = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
         reply.output_tokens = (prompt.max_tokens or UNBOUNDED_OUTPUT_TOKENS) * answers

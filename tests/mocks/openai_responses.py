@@ -61,7 +61,7 @@ def responses(call: Call) -> Answer:
     body = call.json_body()
     model = body.get("model")
     require(isinstance(model, str) and model != "", "you must provide a model parameter")
-    reply = make_reply(call.instance, _prompt(body, model))
+    reply = make_reply(call.instance, _prompt(body, model), call.say)
     if call.spend_allowance:
         reply.output_tokens = body.get("max_output_tokens") or UNBOUNDED_OUTPUT_TOKENS
     incomplete = reply.finish == "length"

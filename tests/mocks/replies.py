@@ -45,6 +45,7 @@ class Call:
     seq: int  # 1-based request number on this instance; makes ids deterministic
     prompt_cache: set[str]  # per-instance memory of cached prompt prefixes (Anthropic)
     spend_allowance: bool = False  # bill every answer's whole max_tokens, n answers (behavior)
+    say: str | None = None  # the answer's text, instead of the tagged echo (behavior)
 
     def json_body(self) -> dict:
         try:
@@ -128,15 +129,17 @@ class Reply:
         return compact_json(self.tool_input)
 
 
-def make_reply(instance: str, prompt: Prompt) -> Reply:
-    """Decide the answer: a tool call, an echo of the tool result, or the tagged echo."""
-    if prompt.tool_name and prompt.tool_result is None:
+def make_reply(instance: str, prompt: Prompt, say: str | None = None) -> Reply:
+    """Decide the answer: the text the behavior says, a tool call, an echo of the tool result, or the tagged echo."""
+    if prompt.tool_name and prompt.tool_result is None and say is None:
         tool_input = {"query": prompt.last_user_text[:TOOL_QUERY_CHARS]}
         reply = Reply(tool_name=prompt.tool_name, tool_input=tool_input, finish="tool")
         reply.output_tokens = word_count(reply.tool_arguments)
     else:
         tag = f"[{instance}/{prompt.model}] "
-        if prompt.tool_result is not None:
+        if say is not None:
+            text = say
+        elif prompt.tool_result is not None:
             text = tag + "tool result: " + prompt.tool_result
         else:
             text = tag + prompt.last_user_text[:REPLY_PREFIX_CHARS]
