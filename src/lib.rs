@@ -9,6 +9,7 @@
 
 pub mod assess;
 pub mod cache;
+pub mod canary;
 pub mod classify;
 pub mod config;
 pub mod error;

@@ -11,8 +11,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::canary::{self, CanaryRecord, Phase, Side};
+use crate::config::canary::Rollout;
 use crate::config::governance::Tenant;
-use crate::config::Config;
+use crate::config::{Config, ModelId};
 use crate::error::GatewayError;
 use crate::govern::admission::{ledger_key, quota_key};
 use crate::govern::auth_error;
@@ -120,9 +122,65 @@ pub fn health_report(config: &Config, health: &dyn HealthView) -> Vec<u8> {
             })
         })
         .collect();
-    json!({"time_ms": now, "deployments": deployments})
+    let canaries: Vec<Value> = config
+        .tiers
+        .iter()
+        .enumerate()
+        .filter_map(|(id, tier)| {
+            let canary = tier.canary.as_ref()?;
+            let rollout = canary.rollout.as_ref()?;
+            let record = health.canary_record(id).unwrap_or_default();
+            Some(canary_view(config, &tier.name, canary.model, rollout, &record, now))
+        })
+        .collect();
+    json!({"time_ms": now, "deployments": deployments, "canaries": canaries})
         .to_string()
         .into_bytes()
+}
+
+/// A canary rollout as the health view shows it: where it stands, what
+/// this window saw on each side, and its last move.
+fn canary_view(
+    config: &Config,
+    tier: &str,
+    model: ModelId,
+    rollout: &Rollout,
+    record: &CanaryRecord,
+    now: u64,
+) -> Value {
+    let fresh = record.fingerprint != canary::fingerprint(rollout);
+    let phase = if fresh { Phase::Observing(0) } else { record.phase };
+    let (state, step, breach) = match phase {
+        Phase::Observing(step) => ("observing", Some(step), None),
+        Phase::RolledBack(breach) => ("rolled_back", None, Some(breach.name())),
+        Phase::Promoted => ("promoted", None, None),
+    };
+    let side = |side: &Side| {
+        json!({
+            "attempts": side.attempts,
+            "failures": side.failures,
+            "error_rate": (side.error_rate() * 1000.0).round() / 1000.0,
+            "p95_ms": side.p95_ms(),
+            "assessed": side.assessed,
+            "escalated": side.escalated,
+        })
+    };
+    let started = (!fresh && record.window_started_ms != 0).then_some(record.window_started_ms);
+    json!({
+        "tier": tier,
+        "model": config.models[model].name,
+        "state": state,
+        "step": step,
+        "steps": rollout.steps,
+        "share": record.share(rollout),
+        "breach": breach,
+        "window_started_ms": started,
+        "window_ends_in_ms": started.map(|started| started.saturating_add(rollout.window_ms).saturating_sub(now)),
+        "canary": side(&record.canary),
+        "baseline": side(&record.baseline),
+        "moves": record.moves,
+        "last_move_ms": (record.moves > 0).then_some(record.last_move_ms),
+    })
 }
 
 /// One quota of a tenant as the spend view shows it, in its current period.

@@ -861,6 +861,8 @@ FAMILY_LABELS = {
     "signalbox_cache_embeddings_total": {"result"},
     "signalbox_cascade_assessments_total": {"tier", "provider", "model", "result"},
     "signalbox_cascade_escalations_total": {"tier", "reason"},
+    "signalbox_canary_moves_total": {"tier", "provider", "model", "result"},
+    "signalbox_canary_share_percent": {"tier", "provider", "model"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -876,7 +878,7 @@ def rust_source_names() -> tuple[set[str], set[str], dict[str, set[str]]]:
         "outcome": set(re.findall(r'Outcome::\w+ => "([a-z_]+)"', source)),
         "window": set(re.findall(r'Period::\w+ => "([a-z_]+)"', source)),
         "reason": set(re.findall(r'=> "((?:tenant|user|day|month)_[a-z]+|busy)"', source)),
-        "result": {"ok", "rejected", "escalated", "accepted"} | failure_kinds,
+        "result": {"ok", "rejected", "escalated", "accepted", "advanced", "promoted", "rolled_back"} | failure_kinds,
         "route": {"none", "primary", "fallback", "cache", "cascade"},
         "kind": {"input", "cached_input", "output"},
         "resource": {"requests", "tokens", "cost_micro_usd"},

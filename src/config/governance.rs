@@ -310,6 +310,17 @@ pub struct Governance {
     pub test_clock_header: Option<String>,
 }
 
+impl Governance {
+    /// The time (epoch ms) a test sets in `test_clock_header`, in modules
+    /// built for tests; `None` everywhere else.
+    pub fn test_now(&self, headers: &crate::headers::HeaderMap) -> Option<u64> {
+        self.test_clock_header
+            .as_deref()
+            .and_then(|name| headers.get(name))
+            .and_then(|value| value.trim().parse().ok())
+    }
+}
+
 impl PartialEq for Governance {
     fn eq(&self, other: &Self) -> bool {
         self.tenants == other.tenants && self.alerts == other.alerts && self.store == other.store

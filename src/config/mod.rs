@@ -5,6 +5,7 @@
 
 pub mod affinity;
 pub mod cache;
+pub mod canary;
 pub mod cascade;
 pub mod governance;
 pub mod guardrails;
@@ -118,11 +119,7 @@ pub struct Tier {
     pub cascade: Option<cascade::Cascade>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Canary {
-    pub model: ModelId,
-    pub share: f64,
-}
+pub use canary::Canary;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeSettings {
@@ -950,27 +947,11 @@ fn resolve_tiers(
                 "strategy `weighted` needs a weight above 0",
             ));
         }
-        let canary = match &tier.canary {
-            None => None,
-            Some(canary) => {
-                let model = *model_by_name.get(&canary.model).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{path}.canary.model"),
-                        format!("unknown model `{}`", canary.model),
-                    )
-                })?;
-                if !(canary.share > 0.0 && canary.share < 1.0) {
-                    return Err(ConfigError::new(
-                        format!("{path}.canary.share"),
-                        "must be between 0 and 1 (exclusive)",
-                    ));
-                }
-                Some(Canary {
-                    model,
-                    share: canary.share,
-                })
-            }
-        };
+        let canary = tier
+            .canary
+            .as_ref()
+            .map(|canary| canary::resolve(&path, canary, model_by_name))
+            .transpose()?;
         if let Some(header) = &tier.sticky_header {
             check_header_name(&format!("{path}.sticky_header"), header)?;
         }

@@ -255,7 +255,7 @@ pub struct RawTier {
     pub weights: std::collections::BTreeMap<String, u32>,
     /// A model taking a small share of the tier's traffic, whatever the strategy.
     #[serde(default)]
-    pub canary: Option<RawCanary>,
+    pub canary: Option<super::canary::RawCanary>,
     /// Request header whose value pins a client to the same weighted or
     /// canary choice (e.g. a user id); random otherwise.
     #[serde(default)]
@@ -279,14 +279,6 @@ pub enum Strategy {
     Cost,
     /// Fewest attempts in flight.
     LeastBusy,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCanary {
-    pub model: String,
-    /// Share of requests, between 0 and 1.
-    pub share: f64,
 }
 
 /// Failover, health and circuit-breaker tuning.

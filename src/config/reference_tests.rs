@@ -105,7 +105,13 @@ fn maximal_sample() -> Value {
                 "sticky_header": "x-user-id",
                 "cascade": {"threshold": 0.4, "min_mean_logprob": -1.5}
             },
-            {"name": "complex", "models": ["large", "nova-eu"]}
+            {
+                "name": "complex", "models": ["large", "nova-eu"],
+                "canary": {
+                    "model": "nova-eu", "steps": [0.05, 0.25, 1.0], "window_s": 600, "min_requests": 50,
+                    "max_error_rate_increase": 0.01, "max_latency_ratio": 1.3, "max_cascade_rate_increase": 0.05
+                }
+            }
         ],
         "classifier": {
             "learned": true,

@@ -59,11 +59,7 @@ impl Spend {
     /// Checks the virtual key of a request.
     pub fn authenticate(governance: &Governance, headers: &HeaderMap) -> Result<Spend, GatewayError> {
         let identity = governance.keys.authenticate(headers).map_err(auth_error)?;
-        let now_override = governance
-            .test_clock_header
-            .as_deref()
-            .and_then(|name| headers.get(name))
-            .and_then(|value| value.trim().parse().ok());
+        let now_override = governance.test_now(headers);
         Ok(Spend {
             identity,
             booked: None,

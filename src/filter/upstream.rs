@@ -31,6 +31,7 @@ use proxy_wasm::types::Action;
 use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
 use super::shared;
+use crate::canary::{self, CanaryRecord, Observation};
 use crate::config::{Config, DeploymentId, ModelId};
 use crate::error::GatewayError;
 use crate::govern::admission;
@@ -45,7 +46,7 @@ use crate::route::response::{
     self, AttemptEnd, CascadeCheck, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE,
 };
 use crate::state;
-use crate::telemetry::report::{AttemptReport, CascadeReport};
+use crate::telemetry::report::{AttemptReport, CanaryMoveReport, CascadeReport};
 
 /// A request Signalbox planned, at attempt `number` (1-based chain position).
 struct Attempt {
@@ -315,6 +316,49 @@ impl AttemptFilter {
     }
 }
 
+/// Counts what a model of a canary rollout's tier did in that rollout's
+/// record, and logs and meters any move it made.
+fn observe_canaries(state: &Loaded, model: ModelId, now: u64, observation: Observation) {
+    let config = &state.config;
+    for (tier, rollout, canary, side) in canary::rollouts_of(config, model) {
+        let key = canary::record_key(config, tier, canary);
+        match state::update::<CanaryRecord, _>(&HostStore, &key, |record| {
+            record.observe(now, rollout, side, observation)
+        }) {
+            Ok((record, Some(made))) => {
+                let share = record.share(rollout);
+                log::warn!(
+                    "canary {} of tier {}: {} to {:.0}% ({:?})",
+                    config.models[canary].name,
+                    config.tiers[tier].name,
+                    made.name(),
+                    share * 100.0,
+                    made
+                );
+                let report = CanaryMoveReport {
+                    tier,
+                    model: canary,
+                    made,
+                    share,
+                };
+                state.metrics.emit(config, &report.samples());
+            }
+            Ok((_, None)) => {}
+            Err(err) => log::warn!("cannot observe canary {key}: {err:?}"),
+        }
+    }
+}
+
+/// The time canary windows are judged on: a test's clock in modules built
+/// for tests, the host's otherwise.
+fn rollout_now(config: &Config, attempt: &Attempt, host_now: u64) -> u64 {
+    config
+        .governance
+        .as_ref()
+        .and_then(|governance| governance.test_now(&attempt.headers))
+        .unwrap_or(host_now)
+}
+
 /// Meters a cascade's judgement and, for a weak answer, points Envoy's next
 /// attempt at the escalation link and tells the router why.
 fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
@@ -326,6 +370,15 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
         escalated: check.escalated,
     };
     state.metrics.emit(config, &report.samples());
+    let observed = Observation::Assessed {
+        escalated: check.escalated,
+    };
+    observe_canaries(
+        state,
+        report.model,
+        rollout_now(config, attempt, host::now_ms()),
+        observed,
+    );
     if !check.escalated {
         return;
     }
@@ -430,6 +483,14 @@ impl Context for AttemptFilter {
         let settings = &config.resilience.health;
         let key = &config.deployments[attempt.deployment].health_key;
         let recorded = (verdict != Verdict::Silent).then_some(&outcome);
+        if verdict != Verdict::Silent {
+            let observed = Observation::Attempt {
+                failed: failure.is_some(),
+                latency_ms: first_token_ms.unwrap_or(elapsed),
+            };
+            let model = config.deployments[attempt.deployment].model;
+            observe_canaries(&state, model, rollout_now(config, &attempt, now), observed);
+        }
         match state::update::<DeploymentHealth, _>(&HostStore, key, |health| {
             health.finish_attempt(now, attempt.lease, recorded, settings)
         }) {

@@ -756,7 +756,13 @@ fn candidates(
                 .iter()
                 .map(|model| model_stats(config, *model, health, stream))
                 .collect();
-            let mut ordered = strategy::order(config, &config.tiers[tier], &fitting, &stats, basis, draw);
+            let canary_share = config.tiers[tier].canary.as_ref().map_or(0.0, |canary| {
+                match (&canary.rollout, health.canary_record(tier)) {
+                    (Some(rollout), Some(record)) => record.share(rollout),
+                    _ => canary.share,
+                }
+            });
+            let mut ordered = strategy::order(config, &config.tiers[tier], &fitting, &stats, basis, draw, canary_share);
             // Stronger tiers (up to the ceiling) back the tier up when its own models fail.
             for stronger in config.tiers.iter().take(ceiling + 1).skip(tier + 1) {
                 ordered.extend(stronger.models.iter().copied().filter(fits));

@@ -5,7 +5,7 @@
 //! or a hash of the sticky header so one user keeps one model. Everything
 //! else is deterministic, so tests pin draws instead of mocking randomness.
 
-use crate::config::{Canary, Config, ModelId, Strategy, Tier};
+use crate::config::{Config, ModelId, Strategy, Tier};
 
 /// What the strategies read about a model, summarised over its deployments.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -53,7 +53,8 @@ pub fn weighted_index(weights: &[u32], draw: u64) -> usize {
 }
 
 /// `candidates` (a subset of the tier's models, in the tier's order) ordered
-/// for this request. `stats` is indexed like `candidates`.
+/// for this request. `stats` is indexed like `candidates`; `canary_share` is
+/// the tier's canary's share now (its rollout's step, see [`crate::canary`]).
 pub fn order(
     config: &Config,
     tier: &Tier,
@@ -61,6 +62,7 @@ pub fn order(
     stats: &[ModelStats],
     basis: CostBasis,
     draw: u64,
+    canary_share: f64,
 ) -> Vec<ModelId> {
     let mut positions: Vec<usize> = (0..candidates.len()).collect();
     match tier.strategy {
@@ -80,8 +82,8 @@ pub fn order(
         Strategy::LeastBusy => positions.sort_by_key(|&position| stats[position].in_flight),
     }
     let mut ordered: Vec<ModelId> = positions.into_iter().map(|position| candidates[position]).collect();
-    if let Some(canary) = tier.canary {
-        apply_canary(&mut ordered, canary, derive(draw, 2));
+    if let Some(canary) = &tier.canary {
+        apply_canary(&mut ordered, canary.model, canary_share, derive(draw, 2));
     }
     ordered
 }
@@ -101,12 +103,12 @@ pub fn estimated_cost(config: &Config, model: ModelId, basis: CostBasis) -> f64 
 
 /// The canary goes first for its share of draws, and last otherwise (it
 /// stays a fallback of last resort).
-fn apply_canary(ordered: &mut Vec<ModelId>, canary: Canary, draw: u64) {
-    let Some(position) = ordered.iter().position(|model| *model == canary.model) else {
+fn apply_canary(ordered: &mut Vec<ModelId>, canary: ModelId, share: f64, draw: u64) {
+    let Some(position) = ordered.iter().position(|model| *model == canary) else {
         return;
     };
     let model = ordered.remove(position);
-    if unit(draw) < canary.share {
+    if unit(draw) < share {
         ordered.insert(0, model);
     } else {
         ordered.push(model);
@@ -158,7 +160,8 @@ mod tests {
             prompt_tokens: 1_000,
             output_tokens: 500,
         };
-        names(config, &order(config, tier, &candidates, &stats, basis, draw))
+        let share = tier.canary.as_ref().map_or(0.0, |canary| canary.share);
+        names(config, &order(config, tier, &candidates, &stats, basis, draw, share))
     }
 
     #[test]

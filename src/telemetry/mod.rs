@@ -95,10 +95,15 @@ pub enum Family {
     /// Escalated answers by tier and weakness (`reason`); one answer may
     /// count under several.
     CascadeEscalations,
+    /// Canary rollout moves by tier, canary model and result (advanced,
+    /// promoted, rolled_back).
+    CanaryMoves,
+    /// A canary rollout's share of its tier, in percent, after its last move (gauge).
+    CanaryShare,
 }
 
 impl Family {
-    pub const ALL: [Family; 29] = [
+    pub const ALL: [Family; 31] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -128,6 +133,8 @@ impl Family {
         Family::CacheEmbeddings,
         Family::CascadeAssessments,
         Family::CascadeEscalations,
+        Family::CanaryMoves,
+        Family::CanaryShare,
     ];
 
     pub fn name(self) -> &'static str {
@@ -161,6 +168,8 @@ impl Family {
             Family::CacheEmbeddings => "signalbox_cache_embeddings_total",
             Family::CascadeAssessments => "signalbox_cascade_assessments_total",
             Family::CascadeEscalations => "signalbox_cascade_escalations_total",
+            Family::CanaryMoves => "signalbox_canary_moves_total",
+            Family::CanaryShare => "signalbox_canary_share_percent",
         }
     }
 
@@ -172,7 +181,8 @@ impl Family {
             | Family::CircuitState
             | Family::InFlight
             | Family::CacheBytes
-            | Family::CacheEntries => Kind::Gauge,
+            | Family::CacheEntries
+            | Family::CanaryShare => Kind::Gauge,
             Family::FilterDuration
             | Family::FirstToken
             | Family::UpstreamDuration

@@ -489,3 +489,27 @@ impl CascadeReport<'_> {
         samples
     }
 }
+
+/// A canary rollout moved.
+#[derive(Debug, Clone, Copy)]
+pub struct CanaryMoveReport {
+    pub tier: TierId,
+    pub model: ModelId,
+    pub made: crate::canary::Move,
+    /// The share after the move, in [0, 1].
+    pub share: f64,
+}
+
+impl CanaryMoveReport {
+    pub fn samples(&self) -> [Sample; 2] {
+        let labels = [Label::Tier(Some(self.tier)), Label::Model(Some(self.model))];
+        [
+            Sample::new(
+                Family::CanaryMoves,
+                &[labels[0], labels[1], Label::Fixed("result", self.made.name())],
+                1,
+            ),
+            Sample::new(Family::CanaryShare, &labels, (self.share * 100.0).round() as u64),
+        ]
+    }
+}

@@ -9,7 +9,8 @@
 //! it wins a half-open trial slot. When nothing is available the least-bad
 //! deployment (the one ready soonest) is tried rather than failing blind.
 
-use crate::config::{Config, DeploymentId, ModelId, STATE_PREFIX};
+use crate::canary::CanaryRecord;
+use crate::config::{Config, DeploymentId, ModelId, TierId, STATE_PREFIX};
 use crate::govern::window::RateWindow;
 use crate::health::{Availability, DeploymentHealth, LeaseToken};
 use crate::state::{read, update, Store};
@@ -26,6 +27,11 @@ pub trait HealthView {
     /// unhealthy deployment, so traffic spills over to the others.
     fn at_rate_limit(&self, _deployment: DeploymentId) -> bool {
         false
+    }
+    /// The record of `tier`'s canary rollout; `None` for a fixed share
+    /// (or nothing to read).
+    fn canary_record(&self, _tier: TierId) -> Option<CanaryRecord> {
+        None
     }
 }
 
@@ -57,6 +63,13 @@ impl HealthView for StoreHealth<'_> {
 
     fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    fn canary_record(&self, tier: TierId) -> Option<CanaryRecord> {
+        let canary = self.config.tiers.get(tier)?.canary.as_ref()?;
+        canary.rollout.as_ref()?;
+        let key = crate::canary::record_key(self.config, tier, canary.model);
+        Some(read::<CanaryRecord>(self.store, &key).unwrap_or_default())
     }
 
     fn at_rate_limit(&self, deployment: DeploymentId) -> bool {

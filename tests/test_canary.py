@@ -1,0 +1,125 @@
+"""Canary rollouts through the real Envoy (two workers sharing one record):
+a healthy canary climbs its steps window by window to 100%, one whose
+provider fails is rolled back to zero as soon as it has enough attempts to
+judge; every move shows in /signalbox/health and the metrics. Windows run
+on the test clock (a header only the test-clock module honours)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_governance import CLOCK, governed
+from tests.test_observability import eventually, scrape, total
+
+KEY = "sk-canary-team"
+AUTH = {"authorization": f"Bearer {KEY}"}
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, in ms
+WINDOW_S = 60
+MIN_REQUESTS = 4
+# Bounds the requests one step may take (10% of traffic needs ~40 for 4).
+MAX_REQUESTS_PER_STEP = 300
+
+
+def rollout(**settings) -> dict:
+    """One tier: `cheap` (openai mock) and the canary `fresh` (anthropic mock)."""
+    config = governed({"team": {}}, {KEY: ("team", "ann")})
+    config["models"]["fresh"] = {"provider": "anthropic", "id": "fresh-model", "price": {"input": 1, "output": 2}}
+    config["tiers"] = [
+        {
+            "name": "simple",
+            "models": ["cheap", "fresh"],
+            "canary": {
+                "model": "fresh",
+                "steps": [0.1, 0.5, 1.0],
+                "window_s": WINDOW_S,
+                "min_requests": MIN_REQUESTS,
+                **settings,
+            },
+        }
+    ]
+    config["resilience"] = {"max_attempts": 2}
+    return config
+
+
+def ask(gateway, now_ms: int):
+    response = gateway.chat(
+        {"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        headers={**AUTH, CLOCK: str(now_ms)},
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def until_canary_attempts(gateway, now_ms: int, attempts: int) -> int:
+    """Sends requests at `now_ms` until the canary's provider saw `attempts` more; returns how many were sent."""
+    seen = len(gateway.mocks.requests("anthropic"))
+    for sent in range(1, MAX_REQUESTS_PER_STEP + 1):
+        ask(gateway, now_ms)
+        if len(gateway.mocks.requests("anthropic")) >= seen + attempts:
+            return sent
+    pytest.fail(f"the canary got fewer than {attempts} attempts in {MAX_REQUESTS_PER_STEP} requests")
+
+
+def canary_view(gateway) -> dict:
+    (canary,) = gateway.view("/signalbox/health")["canaries"]
+    return canary
+
+
+def test_a_healthy_canary_climbs_each_step_after_a_clean_window_to_100_percent(start_gateway):
+    gateway = start_gateway(rollout())
+    assert canary_view(gateway)["share"] == 0.1
+    now = T0
+    sent = until_canary_attempts(gateway, now, MIN_REQUESTS)
+    assert sent > MIN_REQUESTS, "at 10% most requests go to the baseline"
+    view = canary_view(gateway)
+    assert (view["state"], view["step"], view["share"]) == ("observing", 0, 0.1)
+    assert view["canary"]["attempts"] >= MIN_REQUESTS and view["window_started_ms"] == T0
+
+    for step, share in [(1, 0.5), (2, 1.0)]:
+        now += WINDOW_S * 1000
+        ask(gateway, now)  # the first observation after the window ends moves it
+        view = canary_view(gateway)
+        assert (view["state"], view["step"], view["share"]) == ("observing", step, share), view
+        until_canary_attempts(gateway, now, MIN_REQUESTS)
+
+    # At 100% every request goes to the canary first.
+    before = len(gateway.mocks.requests("openai"))
+    for _ in range(5):
+        assert ask(gateway, now).headers["x-signalbox-model"] == "fresh"
+    assert len(gateway.mocks.requests("openai")) == before
+    now += WINDOW_S * 1000
+    ask(gateway, now)
+    view = canary_view(gateway)
+    assert (view["state"], view["share"], view["moves"]) == ("promoted", 1.0, 3), view
+
+    samples = eventually(
+        lambda: scrape(gateway),
+        lambda samples: total(samples, "signalbox_canary_moves_total", result="promoted") == 1,
+    )
+    assert total(samples, "signalbox_canary_moves_total", tier="simple", model="fresh", result="advanced") == 2
+    assert total(samples, "signalbox_canary_moves_total", result="rolled_back") == 0
+    assert total(samples, "signalbox_canary_share_percent", tier="simple", model="fresh") == 100
+
+
+def test_a_failing_canary_rolls_back_to_zero_and_the_baseline_takes_everything(start_gateway):
+    gateway = start_gateway(rollout())
+    gateway.mocks.set_behavior("anthropic", {"status": 500})
+    # The canary's failures fail over to the baseline: clients still get answers.
+    until_canary_attempts(gateway, T0, MIN_REQUESTS)
+    view = canary_view(gateway)
+    assert (view["state"], view["breach"], view["share"]) == ("rolled_back", "error_rate", 0.0), view
+
+    gateway.mocks.clear()
+    for _ in range(40):
+        assert ask(gateway, T0 + 1_000).headers["x-signalbox-model"] == "cheap"
+    assert gateway.mocks.requests("anthropic") == [], "a rolled-back canary gets no first attempts"
+    # Later windows do not bring it back.
+    ask(gateway, T0 + 10 * WINDOW_S * 1000)
+    assert canary_view(gateway)["share"] == 0.0
+
+    samples = eventually(
+        lambda: scrape(gateway),
+        lambda samples: total(samples, "signalbox_canary_moves_total", result="rolled_back") == 1,
+    )
+    assert total(samples, "signalbox_canary_share_percent", tier="simple", model="fresh") == 0
+    assert total(samples, "signalbox_canary_moves_total", result="advanced") == 0
