@@ -7,7 +7,6 @@
 //! answer's quality is the lowest, and a tier's cascade escalates below its
 //! threshold.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::cascade::Cascade;
@@ -120,10 +119,13 @@ impl Assessment {
     }
 }
 
-/// A prompt at least this long (estimated tokens) deserves more than a
-/// [`SHORT_ANSWER_CHARS`] answer.
-const LONG_PROMPT_TOKENS: u64 = 300;
+/// A question at least this long (characters of the last user message)
+/// deserves more than a [`SHORT_ANSWER_CHARS`] answer.
+const LONG_QUESTION_CHARS: usize = 1200;
 const SHORT_ANSWER_CHARS: usize = 24;
+/// An answer cut at a limit this small was cut by the client's choice: a
+/// stronger model would be cut there too.
+const MIN_USEFUL_OUTPUT_TOKENS: u64 = 32;
 /// Refusals open the answer: only its start is searched.
 const REFUSAL_SCAN_CHARS: usize = 200;
 /// Hedges are counted in the answer's first few kilobytes.
@@ -169,46 +171,10 @@ pub struct Expectations {
     pub tools: Vec<(String, Vec<String>)>,
     /// `tool_choice` makes a tool call mandatory (`required` or a named function).
     pub tool_call_required: bool,
-    /// The prompt's estimated size.
-    pub prompt_tokens: u64,
-}
-
-#[derive(Deserialize, Default)]
-struct RequestShape {
-    #[serde(default)]
-    response_format: Option<ResponseFormat>,
-    #[serde(default)]
-    tools: Option<Vec<ToolShape>>,
-    #[serde(default)]
-    tool_choice: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ResponseFormat {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    json_schema: Option<JsonSchemaFormat>,
-}
-
-#[derive(Deserialize)]
-struct JsonSchemaFormat {
-    #[serde(default)]
-    schema: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ToolShape {
-    #[serde(default)]
-    function: Option<FunctionShape>,
-}
-
-#[derive(Deserialize)]
-struct FunctionShape {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    parameters: Option<Value>,
+    /// Characters of the last user message.
+    pub question_chars: usize,
+    /// The output limit the answer was held to, if any.
+    pub output_limit: Option<u64>,
 }
 
 /// The names a JSON schema object lists as `required`.
@@ -220,127 +186,116 @@ fn required_keys(schema: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The text of a message's `content`: a string, or the `text` of its parts.
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
 impl Expectations {
     /// Read from a chat request body; a body that does not parse expects nothing.
-    pub fn of_request(body: &[u8], prompt_tokens: u64) -> Expectations {
-        let shape: RequestShape = serde_json::from_slice(body).unwrap_or_default();
-        let json = shape.response_format.and_then(|format| match format.kind.as_str() {
-            "json_object" => Some(Vec::new()),
-            "json_schema" => Some(required_keys(
-                format.json_schema.as_ref().and_then(|format| format.schema.as_ref()),
+    pub fn of_request(body: &[u8], output_limit: Option<u64>) -> Expectations {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let format = request.get("response_format");
+        let json = match format.and_then(|format| format.get("type")).and_then(Value::as_str) {
+            Some("json_object") => Some(Vec::new()),
+            Some("json_schema") => Some(required_keys(
+                format
+                    .and_then(|format| format.get("json_schema"))
+                    .and_then(|schema| schema.get("schema")),
             )),
             _ => None,
-        });
-        let tools = shape
-            .tools
+        };
+        let tools = request
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
             .unwrap_or_default()
-            .into_iter()
-            .filter_map(|tool| tool.function)
-            .map(|function| {
-                let required = required_keys(function.parameters.as_ref());
-                (function.name, required)
+            .iter()
+            .filter_map(|tool| tool.get("function"))
+            .filter_map(|function| {
+                let name = function.get("name")?.as_str()?.to_string();
+                Some((name, required_keys(function.get("parameters"))))
             })
             .collect();
-        let tool_call_required = match &shape.tool_choice {
+        let tool_call_required = match request.get("tool_choice") {
             Some(Value::String(choice)) => choice == "required",
             Some(Value::Object(choice)) => choice.get("type").and_then(Value::as_str) == Some("function"),
             _ => false,
         };
+        let question_chars = request
+            .get("messages")
+            .and_then(Value::as_array)
+            .and_then(|messages| {
+                messages
+                    .iter()
+                    .rev()
+                    .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
+            })
+            .map_or(0, |message| text_of(message.get("content")).chars().count());
         Expectations {
             json,
             tools,
             tool_call_required,
-            prompt_tokens,
+            question_chars,
+            output_limit,
         }
     }
 }
 
-#[derive(Deserialize)]
-struct AnswerShape {
-    #[serde(default)]
-    choices: Vec<ChoiceShape>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceShape {
-    #[serde(default)]
-    finish_reason: Option<String>,
-    #[serde(default)]
-    message: Option<MessageShape>,
-    #[serde(default)]
-    logprobs: Option<LogprobsShape>,
-}
-
-#[derive(Deserialize, Default)]
-struct MessageShape {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallShape>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallShape {
-    #[serde(default)]
-    function: Option<CalledFunction>,
-}
-
-#[derive(Deserialize)]
-struct CalledFunction {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
-#[derive(Deserialize)]
-struct LogprobsShape {
-    #[serde(default)]
-    content: Option<Vec<TokenLogprob>>,
-}
-
-#[derive(Deserialize)]
-struct TokenLogprob {
-    logprob: f64,
-}
-
-/// Assesses a whole OpenAI-format chat answer. An answer that does not
-/// parse, or has no choice, is [`Weakness::Empty`].
+/// Assesses a whole OpenAI-format chat answer. An answer that is not JSON,
+/// or has no choice, is [`Weakness::Empty`]; fields of unexpected shapes
+/// count as absent.
 pub fn assess(expectations: &Expectations, answer: &[u8], cascade: &Cascade) -> Assessment {
     let mut assessment = Assessment::default();
-    let choices = serde_json::from_slice::<AnswerShape>(answer)
-        .map(|answer| answer.choices)
+    let answer: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
+    let choices = answer
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
         .unwrap_or_default();
     if choices.is_empty() {
         assessment.note(Weakness::Empty);
     }
-    for choice in &choices {
+    for choice in choices {
         assess_choice(expectations, choice, cascade, &mut assessment);
     }
     assessment
 }
 
-fn assess_choice(expectations: &Expectations, choice: &ChoiceShape, cascade: &Cascade, assessment: &mut Assessment) {
-    match choice.finish_reason.as_deref() {
-        Some("length") => assessment.note(Weakness::Truncated),
+fn assess_choice(expectations: &Expectations, choice: &Value, cascade: &Cascade, assessment: &mut Assessment) {
+    let client_cut = expectations
+        .output_limit
+        .is_some_and(|limit| limit < MIN_USEFUL_OUTPUT_TOKENS);
+    match choice.get("finish_reason").and_then(Value::as_str) {
+        Some("length") if !client_cut => assessment.note(Weakness::Truncated),
         Some("content_filter") => assessment.note(Weakness::Filtered),
         _ => {}
     }
-    let empty_message = MessageShape::default();
-    let message = choice.message.as_ref().unwrap_or(&empty_message);
-    let content = message.content.as_deref().unwrap_or("").trim();
-    let tool_calls = message.tool_calls.as_deref().unwrap_or(&[]);
-    if message
-        .refusal
-        .as_deref()
-        .is_some_and(|refusal| !refusal.trim().is_empty())
-    {
+    let message = choice.get("message");
+    let content = text_of(message.and_then(|message| message.get("content")));
+    let content = content.trim();
+    let tool_calls = message
+        .and_then(|message| message.get("tool_calls"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let refused = message
+        .and_then(|message| message.get("refusal"))
+        .and_then(Value::as_str)
+        .is_some_and(|refusal| !refusal.trim().is_empty());
+    if refused {
         assessment.note(Weakness::Refusal);
     }
     if content.is_empty() && tool_calls.is_empty() {
-        if !assessment.weaknesses.contains(&Weakness::Refusal) {
+        if !refused {
             assessment.note(Weakness::Empty);
         }
         return;
@@ -370,7 +325,7 @@ fn assess_choice(expectations: &Expectations, choice: &ChoiceShape, cascade: &Ca
         _ => assessment.note(Weakness::Hedging),
     }
     if tool_calls.is_empty()
-        && expectations.prompt_tokens >= LONG_PROMPT_TOKENS
+        && expectations.question_chars >= LONG_QUESTION_CHARS
         && content.chars().filter(|c| !c.is_whitespace()).count() < SHORT_ANSWER_CHARS
     {
         assessment.note(Weakness::Short);
@@ -382,21 +337,26 @@ fn assess_choice(expectations: &Expectations, choice: &ChoiceShape, cascade: &Ca
     }
 }
 
-fn check_tool_calls(expectations: &Expectations, tool_calls: &[ToolCallShape], assessment: &mut Assessment) {
+fn check_tool_calls(expectations: &Expectations, tool_calls: &[Value], assessment: &mut Assessment) {
     if tool_calls.is_empty() {
         if expectations.tool_call_required && !expectations.tools.is_empty() {
             assessment.note(Weakness::ToolMismatch);
         }
         return;
     }
-    let matches = |call: &ToolCallShape| {
-        let Some(function) = &call.function else {
+    let matches = |call: &Value| {
+        let Some(function) = call.get("function") else {
             return false;
         };
-        let Some((_, required)) = expectations.tools.iter().find(|(name, _)| *name == function.name) else {
+        let name = function.get("name").and_then(Value::as_str).unwrap_or_default();
+        let Some((_, required)) = expectations.tools.iter().find(|(declared, _)| declared == name) else {
             return false;
         };
-        is_json_with(&function.arguments, required)
+        match function.get("arguments") {
+            Some(Value::String(arguments)) => is_json_with(arguments, required),
+            Some(Value::Object(arguments)) => required.iter().all(|key| arguments.contains_key(key)),
+            _ => required.is_empty(),
+        }
     };
     if !tool_calls.iter().all(matches) {
         assessment.note(Weakness::ToolMismatch);
@@ -428,13 +388,17 @@ fn lowercase_prefix(text: &str, limit: usize) -> String {
     text[..end].to_lowercase().replace('\u{2019}', "'")
 }
 
-fn mean_logprob(choice: &ChoiceShape) -> Option<f64> {
-    let tokens = choice.logprobs.as_ref()?.content.as_deref()?;
-    if tokens.is_empty() {
-        return None;
-    }
-    let sum: f64 = tokens.iter().map(|token| token.logprob).sum();
-    Some(sum / tokens.len() as f64).filter(|mean| mean.is_finite())
+/// The mean of the answer's token log-probabilities (entries without a
+/// number are skipped).
+fn mean_logprob(choice: &Value) -> Option<f64> {
+    let tokens = choice.get("logprobs")?.get("content")?.as_array()?;
+    let (sum, count) = tokens
+        .iter()
+        .filter_map(|token| token.get("logprob").and_then(Value::as_f64))
+        .fold((0.0, 0u32), |(sum, count), logprob| (sum + logprob, count + 1));
+    (count > 0)
+        .then(|| sum / f64::from(count))
+        .filter(|mean| mean.is_finite())
 }
 
 #[cfg(test)]
@@ -464,7 +428,7 @@ mod tests {
     }
 
     fn plain() -> Expectations {
-        Expectations::of_request(br#"{"messages":[]}"#, 20)
+        Expectations::of_request(br#"{"messages":[]}"#, None)
     }
 
     #[test]
@@ -537,18 +501,65 @@ mod tests {
     }
 
     #[test]
-    fn a_few_words_are_short_only_for_a_long_prompt() {
-        let long_prompt = Expectations {
-            prompt_tokens: 800,
-            ..plain()
-        };
-        assert_eq!(weaknesses(&long_prompt, &text("Yes.")), vec![Weakness::Short]);
+    fn a_few_words_are_short_only_for_a_long_question() {
+        let question = "Explain, with examples, how the borrow checker treats two-phase borrows. ".repeat(20);
+        let request = serde_json::json!({"messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [{"type": "text", "text": question}]},
+            {"role": "assistant", "content": "Sure."},
+            {"role": "user", "content": question}
+        ]});
+        let long_question = Expectations::of_request(request.to_string().as_bytes(), None);
+        assert_eq!(long_question.question_chars, question.chars().count());
+        assert_eq!(weaknesses(&long_question, &text("Yes.")), vec![Weakness::Short]);
         assert_eq!(weaknesses(&plain(), &text("Yes.")), vec![]);
+        // A long system prompt (an agent's) does not make a short question long.
+        let agent = serde_json::json!({"messages": [
+            {"role": "system", "content": question},
+            {"role": "user", "content": "Is the build green?"}
+        ]});
+        let agent = Expectations::of_request(agent.to_string().as_bytes(), None);
+        assert_eq!(weaknesses(&agent, &text("Yes.")), vec![]);
+    }
+
+    #[test]
+    fn a_cut_at_a_tiny_limit_the_client_chose_is_not_the_models_weakness() {
+        let cut = answer(json!({"role": "assistant", "content": "The"}), "length");
+        let tiny = Expectations::of_request(br#"{"max_tokens":1}"#, Some(1));
+        assert_eq!(weaknesses(&tiny, &cut), vec![]);
+        let roomy = Expectations::of_request(br#"{"max_tokens":400}"#, Some(400));
+        assert_eq!(weaknesses(&roomy, &cut), vec![Weakness::Truncated]);
+    }
+
+    #[test]
+    fn fields_in_other_valid_shapes_are_read_not_mistaken_for_an_empty_answer() {
+        let parts = answer(
+            json!({"role": "assistant", "content": [{"type": "text", "text": "Paris is the capital of France."}]}),
+            "stop",
+        );
+        assert_eq!(weaknesses(&plain(), &parts), vec![]);
+        let request =
+            br#"{"tools":[{"type":"function","function":{"name":"weather","parameters":{"required":["city"]}}}]}"#;
+        let expectations = Expectations::of_request(request, None);
+        let object_arguments = answer(
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}
+            ]}),
+            "tool_calls",
+        );
+        assert_eq!(weaknesses(&expectations, &object_arguments), vec![]);
+        let null_logprobs = serde_json::to_vec(&json!({"choices": [{
+            "message": {"role": "assistant", "content": "Paris is the capital of France."},
+            "logprobs": {"content": [{"token": "x", "logprob": null}, {"token": "y", "logprob": -0.1}]},
+            "finish_reason": "stop"
+        }]}))
+        .unwrap();
+        assert_eq!(weaknesses(&plain(), &null_logprobs), vec![]);
     }
 
     #[test]
     fn json_output_must_parse_and_hold_the_schemas_required_keys() {
-        let object = Expectations::of_request(br#"{"response_format":{"type":"json_object"}}"#, 10);
+        let object = Expectations::of_request(br#"{"response_format":{"type":"json_object"}}"#, None);
         assert_eq!(object.json, Some(vec![]));
         assert_eq!(weaknesses(&object, &text(r#"{"city":"Paris"}"#)), vec![]);
         assert_eq!(weaknesses(&object, &text("```json\n{\"city\":\"Paris\"}\n```")), vec![]);
@@ -561,7 +572,7 @@ mod tests {
         }
         let schema = Expectations::of_request(
             br#"{"response_format":{"type":"json_schema","json_schema":{"name":"c","schema":{"type":"object","required":["city","country"]}}}}"#,
-            10,
+            None,
         );
         assert_eq!(schema.json, Some(vec!["city".to_string(), "country".to_string()]));
         assert_eq!(
@@ -569,14 +580,14 @@ mod tests {
             vec![Weakness::InvalidJson]
         );
         assert_eq!(weaknesses(&schema, &text(r#"{"city":"Paris","country":"FR"}"#)), vec![]);
-        let plain_text = Expectations::of_request(br#"{"response_format":{"type":"text"}}"#, 10);
+        let plain_text = Expectations::of_request(br#"{"response_format":{"type":"text"}}"#, None);
         assert_eq!(plain_text.json, None);
     }
 
     #[test]
     fn tool_calls_must_name_a_declared_tool_with_its_required_arguments() {
         let request = br#"{"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}],"tool_choice":"required"}"#;
-        let expectations = Expectations::of_request(request, 10);
+        let expectations = Expectations::of_request(request, None);
         assert!(expectations.tool_call_required);
         let call = |name: &str, arguments: &str| {
             answer(
@@ -606,8 +617,10 @@ mod tests {
             vec![Weakness::ToolMismatch],
             "a tool call was required"
         );
-        let optional =
-            Expectations::of_request(br#"{"tools":[{"type":"function","function":{"name":"weather"}}]}"#, 10);
+        let optional = Expectations::of_request(
+            br#"{"tools":[{"type":"function","function":{"name":"weather"}}]}"#,
+            None,
+        );
         assert!(!optional.tool_call_required);
         assert_eq!(weaknesses(&optional, &text("It is sunny in Oslo today.")), vec![]);
     }
@@ -668,7 +681,7 @@ mod tests {
         ] {
             let _ = assess(&plain(), &body, &CASCADE);
         }
-        let json = Expectations::of_request(br#"{"response_format":{"type":"json_object"}}"#, 0);
+        let json = Expectations::of_request(br#"{"response_format":{"type":"json_object"}}"#, None);
         assert_eq!(weaknesses(&json, &text(&nested)), vec![Weakness::InvalidJson]);
     }
 }

@@ -130,3 +130,29 @@ def test_when_the_escalation_link_fails_the_client_gets_an_error_naming_both_att
     # The weak answer was generated and is billed; the failed call is not.
     assert billed(gateway, "cheap")["requests"] == 1
     assert billed(gateway, "strong").get("requests", 0) == 0
+
+
+def test_an_escalation_skips_the_tiers_other_keys_and_ends_with_the_chain(start_gateway):
+    config = cascading()
+    config["providers"]["openai"] = {
+        "cluster": "openai",
+        "api_keys": [{"name": "k1", "key": "sk-provider-1"}, {"name": "k2", "key": "sk-provider-2"}],
+    }
+    config["resilience"] = {"max_attempts": 3}
+    gateway = start_gateway(config)
+    gateway.mocks.set_behavior("openai", {"say": "I'm sorry, but I can't help with that."})
+    response, cheap_calls, strong_calls = ask(gateway)
+    assert response.status_code == 200, response.text
+    assert (cheap_calls, strong_calls) == (1, 1), "the tier's second key is not asked again"
+    first, second = response.headers["x-signalbox-attempts"].split(",")
+    assert first.endswith(":weak") and first.startswith("cheap@") and second == "strong:200"
+
+    # The strong link fails after the escalation: Envoy still has a retry
+    # (the chain had three links) but the chain is over. The client gets
+    # the error at once, not after a per-try timeout.
+    gateway.mocks.set_behavior("anthropic", {"status": 500})
+    gateway.mocks.clear()
+    response = gateway.chat(chat_body(QUESTION), headers=AUTH)  # a 15 s bound: a hang fails here
+    assert response.status_code == 503, response.text
+    assert response.headers["x-signalbox-attempts"].endswith(",strong:500")
+    assert len(gateway.mocks.requests("anthropic")) == 1

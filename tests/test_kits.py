@@ -878,7 +878,7 @@ def rust_source_names() -> tuple[set[str], set[str], dict[str, set[str]]]:
         "outcome": set(re.findall(r'Outcome::\w+ => "([a-z_]+)"', source)),
         "window": set(re.findall(r'Period::\w+ => "([a-z_]+)"', source)),
         "reason": set(re.findall(r'=> "((?:tenant|user|day|month)_[a-z]+|busy)"', source)),
-        "result": {"ok", "rejected", "escalated", "accepted", "advanced", "promoted", "rolled_back"} | failure_kinds,
+        "result": {"ok", "rejected", "escalated", "accepted", "kept", "advanced", "promoted", "rolled_back"} | failure_kinds,
         "route": {"none", "primary", "fallback", "cache", "cascade"},
         "kind": {"input", "cached_input", "output"},
         "resource": {"requests", "tokens", "cost_micro_usd"},

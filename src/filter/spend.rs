@@ -108,6 +108,7 @@ impl Spend {
             output_limit: decision.max_output_tokens,
             choices: decision.choices,
             stream: plan.attempts.stream,
+            escalation_link: plan.attempts.escalation.map(|escalation| escalation.to_link),
         };
         admission::estimate(config, &bounds, governance.default_output_reservation)
     }

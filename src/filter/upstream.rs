@@ -43,7 +43,8 @@ use crate::providers::{self, Failure, Operation, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
 use crate::route::response::{
-    self, AttemptEnd, CascadeCheck, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE,
+    self, AttemptClock, AttemptEnd, CascadeCheck, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE,
+    TRIALS_BEGUN_STATE,
 };
 use crate::state;
 use crate::telemetry::report::{AttemptReport, CanaryMoveReport, CascadeReport};
@@ -225,6 +226,10 @@ impl AttemptFilter {
             &attempt.request_body,
             &mut finished,
             !released,
+            AttemptClock {
+                started_ms: attempt.started_ms,
+                now_ms: host::now_ms(),
+            },
         );
         self.translate_us = Some(elapsed_us(started));
         if let Some(check) = &cascade {
@@ -367,7 +372,7 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
         tier: check.escalation.tier,
         model: config.deployments[attempt.deployment].model,
         assessment: &check.assessment,
-        escalated: check.escalated,
+        result: check.result(),
     };
     state.metrics.emit(config, &report.samples());
     let observed = Observation::Assessed {
@@ -551,8 +556,15 @@ impl HttpContext for AttemptFilter {
             .deployment_for(number)
             .filter(|deployment| *deployment < config.deployments.len())
         else {
-            log::warn!("attempt {number} has no planned deployment");
-            return Action::Continue;
+            // Envoy has a retry left but the chain does not (a cascade
+            // skipped links): answer here rather than send a request no
+            // deployment was prepared for. The router turns it into the
+            // error naming the attempts made.
+            log::warn!("attempt {number} has no planned deployment: the chain is over");
+            host::send_error(&GatewayError::Internal {
+                message: "The failover chain is exhausted.".into(),
+            });
+            return Action::Pause;
         };
         if let Some(next) = attempts::next_cluster(config, &plan, number) {
             host::set_filter_state(attempts::NEXT_CLUSTER_STATE, next);

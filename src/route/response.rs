@@ -240,15 +240,39 @@ pub const CASCADE_STATE: &str = "signalbox.cascade";
 pub struct CascadeCheck {
     pub escalation: Escalation,
     pub assessment: Assessment,
-    /// The answer was weak: Envoy retries on the escalation link.
+    /// The assessment fell below the tier's threshold.
+    pub weak: bool,
+    /// The answer was weak and there is time for the stronger link: Envoy
+    /// retries there. A weak answer without that time is kept.
     pub escalated: bool,
+}
+
+impl CascadeCheck {
+    /// The metric's `result`: escalated, kept (weak, but no time left) or accepted.
+    pub fn result(&self) -> &'static str {
+        match (self.weak, self.escalated) {
+            (_, true) => "escalated",
+            (true, false) => "kept",
+            (false, false) => "accepted",
+        }
+    }
+}
+
+/// When a cascade may escalate: what one attempt takes to answer, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptClock {
+    pub started_ms: u64,
+    pub now_ms: u64,
 }
 
 /// Assesses the whole answer of attempt `attempt` when its plan cascades
 /// from that link: a chat success, translated (a native answer passes as
 /// it came, unassessed), whose headers are still `held` (a released one
-/// is the client's already). A weak answer becomes a retry: the caller
-/// sends the next attempt to the escalation link.
+/// is the client's already). A weak answer becomes a retry — the caller
+/// sends the next attempt to the escalation link — unless the request's
+/// deadline leaves less time than this attempt took: then the weak answer
+/// beats an error.
+#[allow(clippy::too_many_arguments)]
 pub fn check_cascade(
     config: &Config,
     plan: &AttemptPlan,
@@ -257,6 +281,7 @@ pub fn check_cascade(
     request_body: &[u8],
     finished: &mut Finished,
     held: bool,
+    clock: AttemptClock,
 ) -> Option<CascadeCheck> {
     let escalation = plan.escalation_for(attempt)?;
     let cascade = config.tiers.get(escalation.tier)?.cascade?;
@@ -268,15 +293,19 @@ pub fn check_cascade(
     if !assessable {
         return None;
     }
-    let expectations = Expectations::of_request(request_body, plan.prompt_tokens);
+    let expectations = Expectations::of_request(request_body, plan.output_limit);
     let assessment = assess(&expectations, &finished.body, &cascade);
-    let escalated = assessment.is_weak(&cascade);
+    let weak = assessment.is_weak(&cascade);
+    let took = clock.now_ms.saturating_sub(clock.started_ms);
+    let out_of_time = plan.deadline_at_ms != 0 && clock.now_ms.saturating_add(took) >= plan.deadline_at_ms;
+    let escalated = weak && !out_of_time;
     if escalated {
         finished.status = RETRY_STATUS;
     }
     Some(CascadeCheck {
         escalation,
         assessment,
+        weak,
         escalated,
     })
 }
@@ -631,7 +660,11 @@ mod tests {
         let check = |plan: &AttemptPlan, attempt: usize, body: &str, held: bool| {
             let deployment = plan.chain[attempt - 1];
             let mut finished = finish_buffered(&config, plan, attempt, deployment, b"{}", 200, &[], body.as_bytes(), 0);
-            let check = check_cascade(&config, plan, attempt, deployment, b"{}", &mut finished, held);
+            let clock = AttemptClock {
+                started_ms: 1_000,
+                now_ms: 2_000,
+            };
+            let check = check_cascade(&config, plan, attempt, deployment, b"{}", &mut finished, held, clock);
             (finished.status, check)
         };
         let (status, weak) = check(&cascading, 1, &answer("length"), true);

@@ -121,7 +121,8 @@ impl RequestReport<'_> {
         ));
         // Every attempt but the last handed the request on.
         let handed_on = self.trail.0.len().saturating_sub(1);
-        for record in self.trail.0.iter().take(handed_on) {
+        // An escalated answer did not fail: the cascade metrics count it.
+        for record in self.trail.0.iter().take(handed_on).filter(|record| !record.escalated) {
             let failed = config.deployments.get(record.deployment).map(|d| d.model);
             samples.push(Sample::new(
                 Family::Failovers,
@@ -465,19 +466,23 @@ pub struct CascadeReport<'a> {
     pub tier: TierId,
     pub model: ModelId,
     pub assessment: &'a Assessment,
-    pub escalated: bool,
+    /// `escalated`, `kept` (weak, but no time left) or `accepted`.
+    pub result: &'static str,
 }
 
 impl CascadeReport<'_> {
     pub fn samples(&self) -> Vec<Sample> {
         let tier = Label::Tier(Some(self.tier));
-        let result = if self.escalated { "escalated" } else { "accepted" };
         let mut samples = vec![Sample::new(
             Family::CascadeAssessments,
-            &[tier, Label::Model(Some(self.model)), Label::Fixed("result", result)],
+            &[
+                tier,
+                Label::Model(Some(self.model)),
+                Label::Fixed("result", self.result),
+            ],
             1,
         )];
-        if self.escalated {
+        if self.result == "escalated" {
             samples.extend(self.assessment.weaknesses.iter().map(|weakness| {
                 Sample::new(
                     Family::CascadeEscalations,

@@ -114,6 +114,9 @@ pub struct Bounds<'a> {
     /// Answers asked for (`n`).
     pub choices: u64,
     pub stream: bool,
+    /// The link a cascade escalates weak answers to: that request may
+    /// consume two answers by design, the cheap one and this link's.
+    pub escalation_link: Option<usize>,
 }
 
 /// The most output tokens `model` can produce for the request: its
@@ -144,14 +147,17 @@ pub fn output_bound(
 /// whose content reached the client produces output. Costs are each link's
 /// own prices. Its tokens bound one attempt (the largest link): rate limits
 /// and token quotas measure volume, and reserving every link's prompt would
-/// refuse a large prompt that fits the tokens-per-minute limit once.
+/// refuse a large prompt that fits the tokens-per-minute limit once — but a
+/// cascading request adds its escalation link's, for it answers twice when
+/// it works as designed.
 pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Amounts {
     let mut estimate = Amounts {
         requests: 1,
         ..Amounts::default()
     };
     let mut dearest_output = 0u64;
-    for &model in bounds.links {
+    let mut escalation_tokens = 0u64;
+    for (position, &model) in bounds.links.iter().enumerate() {
         let Some(price) = config.models.get(model).map(|model| &model.price) else {
             continue;
         };
@@ -170,7 +176,12 @@ pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Am
                 ..TokenUsage::default()
             },
         );
-        estimate.tokens = estimate.tokens.max(bounds.prompt_tokens.saturating_add(output));
+        let attempt_tokens = bounds.prompt_tokens.saturating_add(output);
+        if bounds.escalation_link == Some(position) {
+            escalation_tokens = attempt_tokens;
+        } else {
+            estimate.tokens = estimate.tokens.max(attempt_tokens);
+        }
         estimate.cost_micros = estimate.cost_micros.saturating_add(prompt_cost);
         if bounds.stream {
             dearest_output = dearest_output.max(output_cost);
@@ -179,6 +190,7 @@ pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Am
         }
     }
     estimate.cost_micros = estimate.cost_micros.saturating_add(dearest_output);
+    estimate.tokens = estimate.tokens.saturating_add(escalation_tokens);
     estimate
 }
 

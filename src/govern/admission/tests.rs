@@ -266,6 +266,7 @@ fn bounds(links: &[ModelId], output_limit: Option<u64>, choices: u64, stream: bo
         output_limit,
         choices,
         stream,
+        escalation_link: None,
     }
 }
 
@@ -282,6 +283,28 @@ fn the_cost_of_a_whole_answer_is_reserved_on_every_link_of_its_chain() {
     assert_eq!(amounts.tokens, 1_000 + 1_000, "tokens bound one attempt");
     // small: 1000 × 0.15 + 1000 × 0.6; large: 1000 × 2.5 + 1000 × 10.
     assert_eq!(amounts.cost_micros, 150 + 600 + 2_500 + 10_000);
+}
+
+#[test]
+fn a_cascading_request_reserves_the_tokens_of_both_its_answers() {
+    let config = governed_config();
+    let links = [
+        config.model_named("small").unwrap(),
+        config.model_named("small").unwrap(),
+        config.model_named("large").unwrap(),
+    ];
+    let cascading = Bounds {
+        escalation_link: Some(2),
+        ..bounds(&links, Some(1_000), 1, false)
+    };
+    let amounts = estimate(&config, &cascading, 512);
+    assert_eq!(
+        amounts.tokens,
+        2 * (1_000 + 1_000),
+        "the cheap answer and the strong one"
+    );
+    let plain = estimate(&config, &bounds(&links, Some(1_000), 1, false), 512);
+    assert_eq!(amounts.cost_micros, plain.cost_micros, "cost already bounds every link");
 }
 
 #[test]
