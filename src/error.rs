@@ -44,6 +44,11 @@ pub enum GatewayError {
     /// The fleet ledger cannot answer and the tenant's budgets (or limits)
     /// fail closed: nothing is spent without the ledger.
     LedgerUnavailable,
+    /// Feedback names a request id this gateway does not remember for the
+    /// caller's key (unknown, pushed out by newer answers, another tenant's).
+    RequestNotFound,
+    /// Feedback for an answer that was rated already.
+    AlreadyRated,
     /// Every deployment tried failed (rate limits, errors, timeouts).
     ProvidersUnavailable {
         /// `model:status` per attempt, `none` where no response came; empty
@@ -80,6 +85,8 @@ impl GatewayError {
             GatewayError::Forbidden { .. } => 403,
             GatewayError::RateLimited { .. } | GatewayError::QuotaExceeded { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::RequestNotFound => 404,
+            GatewayError::AlreadyRated => 409,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Internal { .. } => 500,
             GatewayError::LedgerUnavailable => 503,
@@ -116,6 +123,8 @@ impl GatewayError {
             GatewayError::NoUsableModel { .. } => "context_length_exceeded",
             GatewayError::Internal { .. } => "internal_error",
             GatewayError::LedgerUnavailable => "ledger_unavailable",
+            GatewayError::RequestNotFound => "request_not_found",
+            GatewayError::AlreadyRated => "already_rated",
             GatewayError::ProvidersUnavailable { rate_limited: true, .. } | GatewayError::RateLimited { .. } => {
                 "rate_limit_exceeded"
             }
@@ -202,6 +211,10 @@ impl fmt::Display for GatewayError {
             GatewayError::LedgerUnavailable => f.write_str(
                 "The spend ledger is unavailable and this key's budget cannot be checked; retry shortly.",
             ),
+            GatewayError::RequestNotFound => f.write_str(
+                "No answer with this request id is remembered for this key (unknown, too old, or another tenant's).",
+            ),
+            GatewayError::AlreadyRated => f.write_str("This answer was rated already."),
             GatewayError::ProvidersUnavailable { attempts, rate_limited, retry_after_secs } => {
                 let what = if *rate_limited { "rate-limited" } else { "unavailable" };
                 if attempts.is_empty() {

@@ -863,6 +863,8 @@ FAMILY_LABELS = {
     "signalbox_cascade_escalations_total": {"tier", "reason"},
     "signalbox_canary_moves_total": {"tier", "provider", "model", "result"},
     "signalbox_canary_share_percent": {"tier", "provider", "model"},
+    "signalbox_feedback_total": {"tier", "provider", "model", "kind", "result"},
+    "signalbox_feedback_rating_milli_total": {"tier", "provider", "model", "kind"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -878,7 +880,7 @@ def rust_source_names() -> tuple[set[str], set[str], dict[str, set[str]]]:
         "outcome": set(re.findall(r'Outcome::\w+ => "([a-z_]+)"', source)),
         "window": set(re.findall(r'Period::\w+ => "([a-z_]+)"', source)),
         "reason": set(re.findall(r'=> "((?:tenant|user|day|month)_[a-z]+|busy)"', source)),
-        "result": {"ok", "rejected", "escalated", "accepted", "kept", "advanced", "promoted", "rolled_back"} | failure_kinds,
+        "result": {"ok", "rejected", "escalated", "accepted", "kept", "advanced", "promoted", "rolled_back", "positive", "negative"} | failure_kinds,
         "route": {"none", "primary", "fallback", "cache", "cascade"},
         "kind": {"input", "cached_input", "output"},
         "resource": {"requests", "tokens", "cost_micro_usd"},

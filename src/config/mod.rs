@@ -7,6 +7,7 @@ pub mod affinity;
 pub mod cache;
 pub mod canary;
 pub mod cascade;
+pub mod feedback;
 pub mod governance;
 pub mod guardrails;
 pub mod raw;
@@ -195,6 +196,7 @@ pub struct Config {
     pub governance: Option<governance::Governance>,
     pub observability: Observability,
     pub affinity: Option<affinity::Affinity>,
+    pub feedback: Option<feedback::Feedback>,
     /// Every request's guardrails (a tenant may have its own).
     pub guardrails: guardrails::Guardrails,
     pub cache: cache::Cache,
@@ -371,6 +373,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         .transpose()?;
     let observability = resolve_observability(&raw.observability)?;
     let affinity = affinity::resolve(raw.affinity.as_ref())?;
+    let feedback = feedback::resolve(raw.feedback.as_ref())?;
     let guardrails = raw
         .guardrails
         .as_ref()
@@ -426,6 +429,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         governance,
         observability,
         affinity,
+        feedback,
         guardrails,
         cache,
         model_by_name,

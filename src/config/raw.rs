@@ -54,6 +54,9 @@ pub struct RawConfig {
     /// Keep a conversation's turns on one deployment (prompt caches).
     #[serde(default)]
     pub affinity: Option<super::affinity::RawAffinity>,
+    /// Clients rate answers by request id.
+    #[serde(default)]
+    pub feedback: Option<super::feedback::RawFeedback>,
     /// Personal data, secrets and prompt injection (every request's default).
     #[serde(default)]
     pub guardrails: Option<super::guardrails::RawGuardrails>,

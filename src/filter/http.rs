@@ -6,6 +6,7 @@
 //! in exactly one outcome: the request continues upstream, or the client
 //! gets one local reply.
 
+mod feedback;
 mod response_cache;
 
 use std::rc::Rc;
@@ -148,6 +149,8 @@ pub struct ChatFilter {
     request_fields_written: bool,
     /// The response reached its end (or a local reply was sent).
     response_complete: bool,
+    /// A rating posted to the feedback path, by this tenant (none without governance).
+    feedback_from: Option<Option<TenantId>>,
 }
 
 impl ChatFilter {
@@ -183,6 +186,7 @@ impl ChatFilter {
             audit: None,
             request_fields_written: false,
             response_complete: false,
+            feedback_from: None,
         }
     }
 
@@ -393,6 +397,13 @@ impl ChatFilter {
             };
             return self.reply_json(&status::health_report(config, &health));
         }
+        if config
+            .feedback
+            .as_ref()
+            .is_some_and(|feedback| feedback.path == bare_path)
+        {
+            return self.feedback_headers(&state, &headers, end_of_stream);
+        }
         if method == "GET" && config.spend_path.as_deref() == Some(bare_path) {
             return match status::viewer(config, &headers, View::Spend) {
                 Ok(viewer) => self.spend_view(&state, viewer),
@@ -474,6 +485,9 @@ impl ChatFilter {
                 message: "The gateway could not read the request body.".into(),
             });
         };
+        if let Some(tenant) = self.feedback_from {
+            return self.take_feedback(&state, tenant, &body);
+        }
         if self.endpoint == Endpoint::CountTokens {
             return match messages::count_tokens(&body) {
                 Ok(count) => self.reply_json(&count),
@@ -846,6 +860,10 @@ impl HttpContext for ChatFilter {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.response_complete |= end_of_stream;
+        // The id a client rates the answer by (`feedback`), on every answer.
+        if let Some(request_id) = self.request_id.as_deref().filter(|_| self.endpoint.is_routed()) {
+            host::set_response_header("x-request-id", request_id);
+        }
         let (Some(state), Some(routed)) = (self.state.clone(), self.routed.as_ref()) else {
             return Action::Continue;
         };
@@ -1024,7 +1042,7 @@ impl HttpContext for ChatFilter {
             shared::RequestEnd::Settle(None, consumption) | shared::RequestEnd::HandedOver(consumption) => consumption,
         };
         let observability = config.observability;
-        if !observability.metrics && !observability.access_log {
+        if !observability.metrics && !observability.access_log && config.feedback.is_none() {
             return;
         }
         let content = if observability.access_log {
@@ -1052,6 +1070,7 @@ impl HttpContext for ChatFilter {
             ..self.report(trail)
         };
         state.metrics.emit(config, &report.samples(config));
+        feedback::remember_answer(&state, &report, host::now_ms());
         if !observability.access_log {
             return;
         }

@@ -100,10 +100,14 @@ pub enum Family {
     CanaryMoves,
     /// A canary rollout's share of its tier, in percent, after its last move (gauge).
     CanaryShare,
+    /// User ratings by tier, serving model, prompt kind and result (positive, negative).
+    FeedbackRatings,
+    /// The sum of those ratings, in thousandths (divide by the count for the mean).
+    FeedbackRatingMilli,
 }
 
 impl Family {
-    pub const ALL: [Family; 31] = [
+    pub const ALL: [Family; 33] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -135,6 +139,8 @@ impl Family {
         Family::CascadeEscalations,
         Family::CanaryMoves,
         Family::CanaryShare,
+        Family::FeedbackRatings,
+        Family::FeedbackRatingMilli,
     ];
 
     pub fn name(self) -> &'static str {
@@ -170,6 +176,8 @@ impl Family {
             Family::CascadeEscalations => "signalbox_cascade_escalations_total",
             Family::CanaryMoves => "signalbox_canary_moves_total",
             Family::CanaryShare => "signalbox_canary_share_percent",
+            Family::FeedbackRatings => "signalbox_feedback_total",
+            Family::FeedbackRatingMilli => "signalbox_feedback_rating_milli_total",
         }
     }
 
@@ -373,7 +381,9 @@ impl Outcome {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::UnknownModel { .. }
-            | GatewayError::NoUsableModel { .. } => Outcome::Invalid,
+            | GatewayError::NoUsableModel { .. }
+            | GatewayError::RequestNotFound
+            | GatewayError::AlreadyRated => Outcome::Invalid,
             GatewayError::Unauthorized { .. } => Outcome::Unauthorized,
             GatewayError::Forbidden { .. } => Outcome::Forbidden,
             GatewayError::RateLimited { .. } => Outcome::RateLimited,

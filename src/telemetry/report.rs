@@ -518,3 +518,30 @@ impl CanaryMoveReport {
         ]
     }
 }
+
+/// A user's rating of an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedbackReport<'a> {
+    pub served: &'a crate::feedback::Served,
+    pub rating: &'a crate::feedback::Rating,
+}
+
+impl FeedbackReport<'_> {
+    pub fn samples(&self) -> [Sample; 2] {
+        let tier = Label::Tier(self.served.tier);
+        let model = Label::Model(Some(self.served.model));
+        let kind = Label::Fixed("kind", self.served.kind.map_or("none", |kind| kind.name()));
+        [
+            Sample::new(
+                Family::FeedbackRatings,
+                &[tier, model, kind, Label::Fixed("result", self.rating.result())],
+                1,
+            ),
+            Sample::new(
+                Family::FeedbackRatingMilli,
+                &[tier, model, kind],
+                (self.rating.rating * 1000.0).round() as u64,
+            ),
+        ]
+    }
+}

@@ -1,0 +1,84 @@
+//! The `feedback` section: clients rate answers by their request id (see
+//! [`crate::feedback`]). Absent means off: no endpoint, and nothing is
+//! remembered per request.
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeedback {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub remember: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    /// Where ratings are posted.
+    pub path: String,
+    /// How many recent answers can be rated: each Envoy remembers this
+    /// many in shared data, a newer answer taking an older one's slot.
+    pub remember: u32,
+}
+
+const DEFAULT_PATH: &str = "/signalbox/feedback";
+const DEFAULT_REMEMBER: u32 = 4096;
+const MAX_REMEMBER: u32 = 1 << 20;
+
+pub fn resolve(raw: Option<&RawFeedback>) -> Result<Option<Feedback>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let path = raw.path.as_deref().unwrap_or(DEFAULT_PATH);
+    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
+        return Err(ConfigError::new(
+            "feedback.path",
+            format!("must be an absolute path such as `{DEFAULT_PATH}`"),
+        ));
+    }
+    let remember = raw.remember.unwrap_or(DEFAULT_REMEMBER);
+    if !(1..=MAX_REMEMBER).contains(&remember) {
+        return Err(ConfigError::new(
+            "feedback.remember",
+            format!("must be between 1 and {MAX_REMEMBER}"),
+        ));
+    }
+    Ok(Some(Feedback {
+        path: path.to_string(),
+        remember,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let empty = RawFeedback {
+            path: None,
+            remember: None,
+        };
+        assert_eq!(
+            resolve(Some(&empty)).unwrap(),
+            Some(Feedback {
+                path: DEFAULT_PATH.into(),
+                remember: DEFAULT_REMEMBER
+            })
+        );
+        assert_eq!(resolve(None).unwrap(), None);
+        let relative = RawFeedback {
+            path: Some("feedback".into()),
+            remember: None,
+        };
+        assert_eq!(resolve(Some(&relative)).unwrap_err().path, "feedback.path");
+        let none = RawFeedback {
+            path: None,
+            remember: Some(0),
+        };
+        assert_eq!(resolve(Some(&none)).unwrap_err().path, "feedback.remember");
+    }
+}
