@@ -73,6 +73,7 @@ BENCH_FLAGS ?= --duration 5 --warmup 1
 bench: build fleet-deps $(VENV)/.installed
 	cargo bench --bench classify
 	cargo bench --bench guard
+	cargo bench --bench assess
 	$(PYTHON) bench/run.py $(BENCH_FLAGS)
 
 # Host calls per request by kind and role, from the hostcall-stats build of the module.

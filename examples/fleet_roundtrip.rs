@@ -45,6 +45,7 @@ fn tenant() -> Tenant {
         on_store_failure: (FailMode::Closed, FailMode::Local),
         allowed_builtin_tools: Vec::new(),
         guardrails: None,
+        shadow: None,
     }
 }
 

@@ -354,20 +354,22 @@ pub fn record_key(config: &Config, tier: TierId, model: ModelId) -> String {
     )
 }
 
-/// The rollouts `model` takes part in: (tier, its rollout, its canary model, side).
-pub fn rollouts_of(config: &Config, model: ModelId) -> impl Iterator<Item = (TierId, &Rollout, ModelId, SideOf)> + '_ {
-    config.tiers.iter().enumerate().filter_map(move |(tier_id, tier)| {
-        let canary = tier.canary.as_ref()?;
-        let rollout = canary.rollout.as_ref()?;
-        let side = if canary.model == model {
-            SideOf::Canary
-        } else if tier.models.contains(&model) {
-            SideOf::Baseline
-        } else {
-            return None;
-        };
-        Some((tier_id, rollout, canary.model, side))
-    })
+/// The rollout of `tier`, when an attempt of one of its requests ran on
+/// `model`: its settings, its canary and the side `model` is on. Attempts
+/// of requests another tier (or a client's named model) routed never
+/// count: a client cannot push a rollout by naming the canary.
+pub fn rollout_of(config: &Config, tier: TierId, model: ModelId) -> Option<(&Rollout, ModelId, SideOf)> {
+    let routed_by = config.tiers.get(tier)?;
+    let canary = routed_by.canary.as_ref()?;
+    let rollout = canary.rollout.as_ref()?;
+    let side = if canary.model == model {
+        SideOf::Canary
+    } else if routed_by.models.contains(&model) {
+        SideOf::Baseline
+    } else {
+        return None;
+    };
+    Some((rollout, canary.model, side))
 }
 
 const VERSION: u8 = 1;

@@ -9,22 +9,24 @@
 use serde::Deserialize;
 
 use crate::classify::PromptKind;
-use crate::config::{Config, ModelId, TierId, STATE_PREFIX};
+use crate::config::STATE_PREFIX;
 use crate::error::GatewayError;
-use crate::keys::TenantId;
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
 
 /// Request ids longer than this are not remembered (Envoy's are 36).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// One answered request, as a rating needs it.
+/// One answered request, as a rating needs it. Tenant, model and tier are
+/// kept by name: shared data outlives a configuration, and a reloaded one
+/// may number them differently.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Served {
     pub request_id: String,
-    pub tenant: Option<TenantId>,
-    pub model: ModelId,
-    pub tier: Option<TierId>,
+    /// The tenant's name (empty without governance).
+    pub tenant: String,
+    pub model: String,
+    pub tier: Option<String>,
     pub kind: Option<PromptKind>,
     /// The classifier's score, in thousandths.
     pub score_milli: Option<u16>,
@@ -33,12 +35,18 @@ pub struct Served {
     pub rated: bool,
 }
 
-/// The shared-data key of the slot a request id lands in.
-pub fn slot_key(request_id: &str, slots: u32) -> String {
+/// The shared-data key of the slot a tenant's request id lands in. The
+/// tenant is part of the hash: a client-chosen id that another tenant also
+/// uses lands elsewhere (but for ring collisions) and never takes its slot.
+pub fn slot_key(tenant: &str, request_id: &str, slots: u32) -> String {
     // FNV-1a: stable across workers and restarts, cheap, good enough spread.
-    let hash = request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = tenant
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(request_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
     format!("{STATE_PREFIX}feedback/{}", hash % u64::from(slots.max(1)))
 }
 
@@ -96,8 +104,9 @@ pub enum Rated {
     Again,
 }
 
-/// Marks `slot` rated by `tenant` for `request_id` if it holds that answer.
-pub fn rate(slot: &mut Served, request_id: &str, tenant: Option<TenantId>) -> Rated {
+/// Marks `slot` rated by `tenant` (its name, empty without governance) for
+/// `request_id` if it holds that answer.
+pub fn rate(slot: &mut Served, request_id: &str, tenant: &str) -> Rated {
     if slot.request_id != request_id || slot.tenant != tenant {
         return Rated::Unknown;
     }
@@ -110,16 +119,12 @@ pub fn rate(slot: &mut Served, request_id: &str, tenant: Option<TenantId>) -> Ra
 
 /// The feedback line for the log (one JSON object): what the evaluation
 /// tool joins with the access log by request id.
-pub fn log_line(config: &Config, served: &Served, rating: &Rating) -> String {
-    let tenant = served
-        .tenant
-        .and_then(|tenant| config.governance.as_ref()?.tenants.get(tenant))
-        .map(|tenant| tenant.name.as_str());
+pub fn log_line(served: &Served, rating: &Rating) -> String {
     serde_json::json!({
         "request_id": served.request_id,
-        "tenant": tenant,
-        "model": config.models.get(served.model).map(|model| model.name.as_str()),
-        "tier": served.tier.and_then(|tier| config.tiers.get(tier)).map(|tier| tier.name.as_str()),
+        "tenant": Some(served.tenant.as_str()).filter(|tenant| !tenant.is_empty()),
+        "model": served.model,
+        "tier": served.tier,
         "kind": served.kind.map(PromptKind::name),
         "score": served.score_milli.map(|score| f64::from(score) / 1000.0),
         "rating": rating.rating,
@@ -129,7 +134,7 @@ pub fn log_line(config: &Config, served: &Served, rating: &Rating) -> String {
     .to_string()
 }
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const NONE_U8: u8 = u8::MAX;
 
 impl Record for Served {
@@ -137,12 +142,10 @@ impl Record for Served {
         let mut writer = Writer::with_version(VERSION);
         writer
             .bytes(self.request_id.as_bytes())
-            .u32(
-                self.tenant
-                    .map_or(u32::MAX, |tenant| u32::try_from(tenant).unwrap_or(u32::MAX)),
-            )
-            .u32(u32::try_from(self.model).unwrap_or(u32::MAX))
-            .u8(self.tier.map_or(NONE_U8, |tier| u8::try_from(tier).unwrap_or(NONE_U8)))
+            .bytes(self.tenant.as_bytes())
+            .bytes(self.model.as_bytes())
+            .u8(u8::from(self.tier.is_some()))
+            .bytes(self.tier.as_deref().unwrap_or_default().as_bytes())
             .u8(self.kind.map_or(NONE_U8, |kind| kind.index() as u8))
             .u16(self.score_milli.unwrap_or(u16::MAX))
             .u64(self.at_ms)
@@ -152,17 +155,19 @@ impl Record for Served {
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         let mut reader = Reader::with_version(bytes, VERSION)?;
-        let request_id = String::from_utf8(reader.bytes()?.to_vec()).ok()?;
-        let tenant = reader.u32()?;
-        let model = usize::try_from(reader.u32()?).ok()?;
-        let tier = reader.u8()?;
+        let mut text = || String::from_utf8(reader.bytes()?.to_vec()).ok();
+        let request_id = text()?;
+        let tenant = text()?;
+        let model = text()?;
+        let has_tier = reader.u8()? != 0;
+        let tier = String::from_utf8(reader.bytes()?.to_vec()).ok()?;
         let kind = reader.u8()?;
         let score = reader.u16()?;
         let served = Served {
             request_id,
-            tenant: (tenant != u32::MAX).then_some(tenant as usize),
+            tenant,
             model,
-            tier: (tier != NONE_U8).then_some(usize::from(tier)),
+            tier: has_tier.then_some(tier),
             kind: PromptKind::ALL.get(usize::from(kind)).copied(),
             score_milli: (score != u16::MAX).then_some(score),
             at_ms: reader.u64()?,
@@ -179,9 +184,9 @@ mod tests {
     fn served() -> Served {
         Served {
             request_id: "7352194e-83e3-4042-a763-40af24e8b740".into(),
-            tenant: Some(1),
-            model: 2,
-            tier: Some(0),
+            tenant: "acme".into(),
+            model: "small".into(),
+            tier: Some("simple".into()),
             kind: Some(PromptKind::Math),
             score_milli: Some(412),
             at_ms: 1_000,
@@ -193,10 +198,10 @@ mod tests {
     fn a_rating_counts_once_and_only_for_the_tenant_that_asked() {
         let mut slot = served();
         let id = slot.request_id.clone();
-        assert_eq!(rate(&mut slot, &id, Some(0)), Rated::Unknown, "another tenant");
-        assert_eq!(rate(&mut slot, "other-id", Some(1)), Rated::Unknown);
-        assert!(matches!(rate(&mut slot, &id, Some(1)), Rated::Counted(counted) if counted.model == 2));
-        assert_eq!(rate(&mut slot, &id, Some(1)), Rated::Again);
+        assert_eq!(rate(&mut slot, &id, "globex"), Rated::Unknown, "another tenant");
+        assert_eq!(rate(&mut slot, "other-id", "acme"), Rated::Unknown);
+        assert!(matches!(rate(&mut slot, &id, "acme"), Rated::Counted(counted) if counted.model == "small"));
+        assert_eq!(rate(&mut slot, &id, "acme"), Rated::Again);
     }
 
     #[test]
@@ -231,7 +236,7 @@ mod tests {
         let record = served();
         assert_eq!(Served::decode(&record.encode()), Some(record));
         let anonymous = Served {
-            tenant: None,
+            tenant: String::new(),
             tier: None,
             kind: None,
             score_milli: None,
@@ -241,9 +246,14 @@ mod tests {
         assert_eq!(Served::decode(&anonymous.encode()), Some(anonymous));
         assert_eq!(Served::decode(b"\x01\xff"), None);
         let keys: std::collections::HashSet<String> = (0..64)
-            .map(|index| slot_key(&format!("request-{index}"), 4096))
+            .map(|index| slot_key("acme", &format!("request-{index}"), 4096))
             .collect();
         assert!(keys.len() > 60, "{} distinct slots", keys.len());
-        assert_eq!(slot_key("same", 16), slot_key("same", 16));
+        assert_eq!(slot_key("acme", "same", 16), slot_key("acme", "same", 16));
+        assert_ne!(
+            slot_key("acme", "shared-id", 1 << 20),
+            slot_key("globex", "shared-id", 1 << 20),
+            "one id, two tenants, two slots"
+        );
     }
 }

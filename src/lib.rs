@@ -28,6 +28,7 @@ pub mod providers;
 pub mod request;
 pub mod route;
 pub mod secret;
+pub mod shadow;
 pub mod state;
 pub mod status;
 pub mod telemetry;

@@ -12,25 +12,19 @@ use crate::route::attempts::{call_for, AttemptPlan, NativeApi};
 /// Shared-data key of the lease that elects the probing VM.
 pub const LEASE_KEY: &str = "signalbox/v1/lease/probes";
 
-/// One probe, ready to dispatch to its cluster.
+/// A request the gateway sends itself (a probe, a shadow call), ready to
+/// dispatch to its deployment's cluster.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProbeRequest {
+pub struct OwnRequest {
     pub cluster: String,
     /// Pseudo-headers included (`:method`, `:path`, `:authority`).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
-/// The probe for `deployment`: one short user message, one output token,
-/// in the provider's own format.
-pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64) -> Result<ProbeRequest, GatewayError> {
-    let model = &config.models[config.deployments[deployment].model];
-    let body = serde_json::json!({
-        "model": model.name,
-        "messages": [{"role": "user", "content": "ping"}],
-        "max_tokens": 1,
-    });
-    let plan = AttemptPlan {
+/// The one-link plan of a request the gateway sends itself.
+pub fn own_plan(config: &Config, deployment: DeploymentId) -> AttemptPlan {
+    AttemptPlan {
         chain: vec![deployment],
         stream: false,
         client_wants_usage: false,
@@ -41,30 +35,57 @@ pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64)
         prompt_tokens: 0,
         output_limit: None,
         choices: 1,
-        per_try_timeout_ms: 30_000,
+        per_try_timeout_ms: config.resilience.per_try_timeout_ms,
         deadline_at_ms: 0,
         request: 0,
+        tier: None,
         escalation: None,
-        authority: model.cluster.clone(),
-    };
-    let upstream = providers::build_request(
-        &call_for(config, &plan, deployment, now_unix_seconds),
-        body.to_string().as_bytes(),
-    )?;
+        authority: config.models[config.deployments[deployment].model].cluster.clone(),
+    }
+}
+
+/// A whole (non-streamed) chat request rewritten for `deployment`'s provider.
+pub fn own_request(
+    config: &Config,
+    deployment: DeploymentId,
+    chat_body: &[u8],
+    user_agent: &str,
+    now_unix_seconds: u64,
+) -> Result<OwnRequest, GatewayError> {
+    let plan = own_plan(config, deployment);
+    let upstream = providers::build_request(&call_for(config, &plan, deployment, now_unix_seconds), chat_body)?;
     let mut headers = vec![
         (":method".to_string(), "POST".to_string()),
         (":path".to_string(), upstream.path),
-        ("user-agent".to_string(), "signalbox-probe".to_string()),
+        ("user-agent".to_string(), user_agent.to_string()),
     ];
     if !upstream.headers.iter().any(|(name, _)| name == ":authority") {
         headers.push((":authority".to_string(), plan.authority));
     }
     headers.extend(upstream.headers);
-    Ok(ProbeRequest {
-        cluster: model.cluster.clone(),
+    Ok(OwnRequest {
+        cluster: config.models[config.deployments[deployment].model].cluster.clone(),
         headers,
         body: upstream.body,
     })
+}
+
+/// The probe for `deployment`: one short user message, one output token,
+/// in the provider's own format.
+pub fn request(config: &Config, deployment: DeploymentId, now_unix_seconds: u64) -> Result<OwnRequest, GatewayError> {
+    let model = &config.models[config.deployments[deployment].model];
+    let body = serde_json::json!({
+        "model": model.name,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+    });
+    own_request(
+        config,
+        deployment,
+        body.to_string().as_bytes(),
+        "signalbox-probe",
+        now_unix_seconds,
+    )
 }
 
 /// What a probe's answer means for health (status 0: no answer).

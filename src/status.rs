@@ -232,10 +232,19 @@ pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Ten
             }
         })
         .collect();
+    // Shadow calls are kept apart, under `shadow:<reference model>`.
+    let shadow = tenant
+        .shadow
+        .map(|shadow| crate::shadow::ledger_name(config, shadow.reference));
     let ledger = config
         .models
         .iter()
-        .filter_map(|model| Some((model.name.clone(), read(store, &ledger_key(tenant, &model.name))?)))
+        .map(|model| model.name.clone())
+        .chain(shadow)
+        .filter_map(|name| {
+            let record = read(store, &ledger_key(tenant, &name))?;
+            Some((name, record))
+        })
         // Records exist from configuration on: list the models that were used.
         .filter(|(_, record): &(String, LedgerRecord)| *record != LedgerRecord::default())
         .collect();

@@ -123,3 +123,31 @@ def test_a_failing_canary_rolls_back_to_zero_and_the_baseline_takes_everything(s
     )
     assert total(samples, "signalbox_canary_share_percent", tier="simple", model="fresh") == 0
     assert total(samples, "signalbox_canary_moves_total", result="advanced") == 0
+
+
+def test_requests_that_name_the_canary_or_fail_by_the_clients_fault_do_not_move_it(start_gateway):
+    gateway = start_gateway(rollout())
+    # The canary refuses the tier's requests as malformed: the client's fault.
+    gateway.mocks.set_behavior("anthropic", {"status": 400, "message": "bad request"})
+    for _ in range(MAX_REQUESTS_PER_STEP):
+        if len(gateway.mocks.requests("anthropic")) >= MIN_REQUESTS:
+            break
+        response = gateway.chat(
+            {"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+            headers={**AUTH, CLOCK: str(T0)},
+        )
+        assert response.status_code in (200, 400), response.text
+    assert len(gateway.mocks.requests("anthropic")) >= MIN_REQUESTS
+    # Clients name the canary and it fails them: not the tier's traffic.
+    gateway.mocks.set_behavior("anthropic", {"status": 500})
+    seen = len(gateway.mocks.requests("anthropic"))
+    for _ in range(MIN_REQUESTS):
+        named = gateway.chat(
+            {"model": "fresh", "messages": [{"role": "user", "content": "hi"}]},
+            headers={**AUTH, CLOCK: str(T0)},
+        )
+        assert named.status_code >= 500, named.text
+    assert len(gateway.mocks.requests("anthropic")) >= seen + MIN_REQUESTS
+    view = canary_view(gateway)
+    assert (view["state"], view["share"]) == ("observing", 0.1), view
+    assert view["canary"]["attempts"] == 0, "neither named requests nor client errors count"

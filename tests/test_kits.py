@@ -865,6 +865,8 @@ FAMILY_LABELS = {
     "signalbox_canary_share_percent": {"tier", "provider", "model"},
     "signalbox_feedback_total": {"tier", "provider", "model", "kind", "result"},
     "signalbox_feedback_rating_milli_total": {"tier", "provider", "model", "kind"},
+    "signalbox_shadow_total": {"tier", "kind", "result"},
+    "signalbox_shadow_agreement_milli_total": {"tier", "kind"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -880,7 +882,7 @@ def rust_source_names() -> tuple[set[str], set[str], dict[str, set[str]]]:
         "outcome": set(re.findall(r'Outcome::\w+ => "([a-z_]+)"', source)),
         "window": set(re.findall(r'Period::\w+ => "([a-z_]+)"', source)),
         "reason": set(re.findall(r'=> "((?:tenant|user|day|month)_[a-z]+|busy)"', source)),
-        "result": {"ok", "rejected", "escalated", "accepted", "kept", "advanced", "promoted", "rolled_back", "positive", "negative"} | failure_kinds,
+        "result": {"ok", "rejected", "escalated", "accepted", "kept", "advanced", "promoted", "rolled_back", "positive", "negative", "agree", "disagree", "failed"} | failure_kinds,
         "route": {"none", "primary", "fallback", "cache", "cascade"},
         "kind": {"input", "cached_input", "output"},
         "resource": {"requests", "tokens", "cost_micro_usd"},

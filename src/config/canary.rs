@@ -1,7 +1,7 @@
 //! A tier's `canary`: a model taking a share of the tier's traffic first. The
 //! share is fixed (`share`), or a rollout (`steps`) that moves up one step
 //! after each clean observation window and back to zero on a breach of its
-//! limits against the tier's other models (see [`crate::canary`]).
+//! limits against the tier's other models (see `src/canary.rs`).
 
 use std::collections::HashMap;
 
@@ -63,6 +63,8 @@ const DEFAULT_WINDOW_S: u64 = 300;
 const DEFAULT_MIN_REQUESTS: u32 = 20;
 const DEFAULT_MAX_ERROR_RATE_INCREASE: f64 = 0.02;
 const DEFAULT_MAX_LATENCY_RATIO: f64 = 1.5;
+/// More steps than this is not a rollout anyone waits for.
+const MAX_STEPS: usize = 32;
 /// A window longer than a week is a typo, not a rollout.
 const MAX_WINDOW_S: u64 = 7 * 24 * 3600;
 
@@ -117,8 +119,11 @@ pub fn resolve(
             "set either a fixed `share` or rollout `steps`, not both",
         ));
     }
-    if steps.is_empty() {
-        return Err(ConfigError::new(format!("{path}.steps"), "needs at least one share"));
+    if steps.is_empty() || steps.len() > MAX_STEPS {
+        return Err(ConfigError::new(
+            format!("{path}.steps"),
+            format!("needs 1 to {MAX_STEPS} shares"),
+        ));
     }
     for (index, step) in steps.iter().enumerate() {
         if !(*step > 0.0 && *step <= 1.0) {
@@ -215,6 +220,10 @@ mod tests {
                 "tiers[0].canary.steps",
             ),
             (r#"{"model": "b", "steps": []}"#, "tiers[0].canary.steps"),
+            (
+                &format!(r#"{{"model": "b", "steps": [{}]}}"#, vec!["1.0"; 33].join(",")),
+                "tiers[0].canary.steps",
+            ),
             (r#"{"model": "b", "steps": [0.5, 0.25]}"#, "tiers[0].canary.steps[1]"),
             (r#"{"model": "b", "steps": [0.5, 1.5]}"#, "tiers[0].canary.steps[1]"),
             (

@@ -1,5 +1,5 @@
 //! A tier's `cascade`: its whole (non-streamed) chat answers are assessed
-//! (see [`crate::assess`]), and one judged weak is not returned but re-sent
+//! (see `src/assess.rs`), and one judged weak is not returned but re-sent
 //! to the first link of a stronger tier in the request's chain. Absent means
 //! the tier's answers go to the client as they come.
 

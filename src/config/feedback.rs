@@ -1,5 +1,5 @@
 //! The `feedback` section: clients rate answers by their request id (see
-//! [`crate::feedback`]). Absent means off: no endpoint, and nothing is
+//! `src/feedback.rs`). Absent means off: no endpoint, and nothing is
 //! remembered per request.
 
 use serde::Deserialize;

@@ -82,6 +82,9 @@ pub struct RawTenant {
     /// The tenant's own response-cache settings (see `cache`).
     #[serde(default)]
     pub cache: Option<super::cache::RawTenantCache>,
+    /// Compare a sample of its cheaper answers with a reference model's.
+    #[serde(default)]
+    pub shadow: Option<super::shadow::RawShadow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +225,8 @@ pub struct Tenant {
     pub allowed_builtin_tools: Vec<String>,
     /// The tenant's own guardrails (`None`: the top-level ones).
     pub guardrails: Option<Guardrails>,
+    /// Shadow evaluation of its answers.
+    pub shadow: Option<super::shadow::Shadow>,
 }
 
 impl Tenant {
@@ -464,6 +469,7 @@ fn resolve_tenant(
         audit_content: raw.audit_content,
         on_store_failure: (raw.on_store_failure.budgets, raw.on_store_failure.rate_limits),
         allowed_builtin_tools: builtin_tools(&path, &raw.allowed_builtin_tools)?,
+        shadow: super::shadow::resolve(&path, raw.shadow.as_ref(), model_by_name)?,
         guardrails: raw
             .guardrails
             .as_ref()

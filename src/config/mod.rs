@@ -11,6 +11,7 @@ pub mod feedback;
 pub mod governance;
 pub mod guardrails;
 pub mod raw;
+pub mod shadow;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -374,6 +375,15 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     let observability = resolve_observability(&raw.observability)?;
     let affinity = affinity::resolve(raw.affinity.as_ref())?;
     let feedback = feedback::resolve(raw.feedback.as_ref())?;
+    if let Some(feedback) = &feedback {
+        let taken = [raw.health_path.as_deref(), raw.spend_path.as_deref()].contains(&Some(feedback.path.as_str()));
+        if taken || feedback.path.starts_with("/v1/") {
+            return Err(ConfigError::new(
+                "feedback.path",
+                "must differ from the API paths (/v1/…) and the health and spend paths",
+            ));
+        }
+    }
     let guardrails = raw
         .guardrails
         .as_ref()
@@ -956,6 +966,12 @@ fn resolve_tiers(
             .as_ref()
             .map(|canary| canary::resolve(&path, canary, model_by_name))
             .transpose()?;
+        if canary.as_ref().is_some_and(|canary| !models.contains(&canary.model)) {
+            return Err(ConfigError::new(
+                format!("{path}.canary.model"),
+                "must be one of the tier's models (the canary takes a share of the tier's traffic)",
+            ));
+        }
         if let Some(header) = &tier.sticky_header {
             check_header_name(&format!("{path}.sticky_header"), header)?;
         }

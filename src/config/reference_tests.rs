@@ -99,7 +99,7 @@ fn maximal_sample() -> Value {
         },
         "tiers": [
             {
-                "name": "simple", "max_score": 0.3, "models": ["small", "azure-large"],
+                "name": "simple", "max_score": 0.3, "models": ["small", "azure-large", "nova"],
                 "strategy": "weighted", "weights": {"small": 3, "azure-large": 1},
                 "canary": {"model": "nova", "share": 0.05},
                 "sticky_header": "x-user-id",
@@ -150,6 +150,7 @@ fn maximal_sample() -> Value {
                     "quotas": [{"window": "day", "requests": 1_000, "tokens": 1_000_000, "cost_usd": 20.0}],
                     "alert_at": 0.8, "downgrade_tier": "simple",
                     "show_usage": true, "audit_content": false, "allowed_builtin_tools": ["web_search"],
+                    "shadow": {"reference": "large", "share": 0.05, "max_per_minute": 30},
                     "on_store_failure": {"budgets": "closed", "rate_limits": "local"},
                     "guardrails": {
                         "pii": {"email": "log", "ssn": "route"}, "private_model": "small",

@@ -89,6 +89,22 @@ fn unknown_fields_are_rejected_with_their_path() {
 fn every_invalid_field_is_named() {
     let cases: Vec<(String, &str)> = vec![
         (
+            sample_with("/tiers/1/canary", serde_json::json!({"model": "large", "share": 0.1})),
+            "tiers[1].canary.model",
+        ),
+        (
+            sample_with("/tiers/0/cascade", serde_json::json!({"threshold": 2})),
+            "tiers[0].cascade.threshold",
+        ),
+        (
+            sample_with("/feedback", serde_json::json!({"path": "/signalbox/health"})),
+            "feedback.path",
+        ),
+        (
+            sample_with("/feedback", serde_json::json!({"path": "/v1/chat/completions"})),
+            "feedback.path",
+        ),
+        (
             sample_with("/tiers/1/max_score", serde_json::json!(0.2)),
             "tiers[1].max_score",
         ),

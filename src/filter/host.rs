@@ -277,6 +277,16 @@ pub fn dispatch(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout:
     }
 }
 
+/// Dispatches a request the gateway sends itself (a probe, a shadow call).
+pub fn dispatch_own(request: &crate::probe::OwnRequest, timeout: Duration) -> Option<u32> {
+    let headers = request
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    dispatch(&request.cluster, headers, &request.body, timeout)
+}
+
 /// The body of a dispatched call's response.
 pub fn call_response_body(size: usize) -> Option<Vec<u8>> {
     body(BufferType::HttpCallResponseBody, size)

@@ -8,6 +8,7 @@
 
 mod feedback;
 mod response_cache;
+mod shadow;
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -151,6 +152,8 @@ pub struct ChatFilter {
     response_complete: bool,
     /// A rating posted to the feedback path, by this tenant (none without governance).
     feedback_from: Option<Option<TenantId>>,
+    /// A request sampled for shadow evaluation, and its answer so far.
+    shadow: Option<shadow::ShadowCapture>,
 }
 
 impl ChatFilter {
@@ -187,6 +190,7 @@ impl ChatFilter {
             request_fields_written: false,
             response_complete: false,
             feedback_from: None,
+            shadow: None,
         }
     }
 
@@ -546,10 +550,12 @@ impl ChatFilter {
             Err(error) => return self.reply_error(&error),
         };
         // Translated requests come with their (masked) chat body in place.
-        if let Some(masked) = plan.screening.masked_body.take() {
-            host::replace_request_body(body_size, &masked);
+        let masked = plan.screening.masked_body.take();
+        if let Some(masked) = &masked {
+            host::replace_request_body(body_size, masked);
             host::remove_request_header("content-length");
         }
+        self.shadow = self.sample_shadow(&state, &plan, masked.as_deref().unwrap_or(&body));
         let tenant = self.identity.as_ref().map(|identity| identity.tenant);
         let cache_step = cache::plan::plan(config, tenant, self.endpoint, &plan, &body, &self.headers, &dropped);
         self.vault = plan.screening.vault.take();
@@ -960,6 +966,7 @@ impl HttpContext for ChatFilter {
             host::replace_response_body(body_size, value);
             return Action::Continue;
         }
+        self.capture_shadow(body_size);
         let whole = matches!(self.relay, Some(Relay::Whole { .. }))
             || self.restorer.as_ref().is_some_and(AnswerRestorer::wants_whole_body);
         // A whole answer is restored and translated once complete: Envoy buffers it.
@@ -1042,7 +1049,7 @@ impl HttpContext for ChatFilter {
             shared::RequestEnd::Settle(None, consumption) | shared::RequestEnd::HandedOver(consumption) => consumption,
         };
         let observability = config.observability;
-        if !observability.metrics && !observability.access_log && config.feedback.is_none() {
+        if !observability.metrics && !observability.access_log && config.feedback.is_none() && self.shadow.is_none() {
             return;
         }
         let content = if observability.access_log {
@@ -1063,6 +1070,7 @@ impl HttpContext for ChatFilter {
         let first_token_ms = host::filter_state(FIRST_CONTENT_STATE)
             .and_then(|at| at.parse::<u64>().ok())
             .map(|at| at.saturating_sub(self.started_ms));
+        let shadowed = self.shadow.take();
         let report = RequestReport {
             consumption,
             first_token_ms,
@@ -1071,6 +1079,9 @@ impl HttpContext for ChatFilter {
         };
         state.metrics.emit(config, &report.samples(config));
         feedback::remember_answer(&state, &report, host::now_ms());
+        if let Some(capture) = shadowed {
+            shadow::queue_shadow(&state, capture, &report, host::now_ms());
+        }
         if !observability.access_log {
             return;
         }

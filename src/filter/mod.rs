@@ -8,6 +8,7 @@ mod hostcall_stats;
 mod http;
 mod metrics;
 mod root;
+mod shadow;
 mod shared;
 mod spend;
 mod upstream;

@@ -17,6 +17,7 @@ use super::fleet::{self, SettleJob, SettleKind};
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
 use super::metrics::{count_config_load, Metrics};
+use super::shadow;
 use super::shared;
 use super::spend::raise_alert;
 use super::upstream::AttemptFilter;
@@ -24,11 +25,13 @@ use crate::config::{Config, DeploymentId};
 use crate::fleet::{ScriptNames, SettleOutcome};
 use crate::govern::admission;
 use crate::govern::admission::CrossedAlert;
+use crate::govern::ledger::LedgerRecord;
 use crate::govern::quota::SoftAlert;
 use crate::govern::window::RateWindow;
 use crate::health::{DeploymentHealth, Transition};
 use crate::route::chain::{deployment_window_key, StoreHealth};
 use crate::route::models_listing;
+use crate::shadow::ShadowJob;
 use crate::telemetry::gauges;
 use crate::{cache, probe, state};
 
@@ -99,6 +102,8 @@ pub struct SignalboxRoot {
     probes: HashMap<u32, (DeploymentId, u64)>,
     /// Settlements sent to the fleet ledger: call token → (job, sent at).
     settlements: HashMap<u32, (SettleJob, u64)>,
+    /// Shadow reference calls in flight: call token → (job, deployment).
+    shadows: HashMap<u32, (ShadowJob, DeploymentId)>,
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
@@ -116,6 +121,7 @@ impl SignalboxRoot {
             vm_owner_id: SplitMix::seeded().next().max(1),
             probes: HashMap::new(),
             settlements: HashMap::new(),
+            shadows: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
             next_cache_sweep_ms: 0,
@@ -142,6 +148,8 @@ pub fn log_transition(config: &Config, deployment: DeploymentId, transition: Opt
 /// How often queued settlements are sent to the fleet ledger: the delay a
 /// reservation stays open after its request ended.
 const SETTLEMENT_FLUSH_MS: u64 = 50;
+/// How soon a queued shadow call is sent (it never delays a client).
+const SHADOW_FLUSH_MS: u64 = 200;
 
 /// How often held successes are checked for release: often enough that one
 /// is released well before the per-try timeout it is held against.
@@ -305,13 +313,8 @@ impl SignalboxRoot {
                     continue;
                 }
             };
-            let headers = request
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str()))
-                .collect();
             let timeout = Duration::from_millis(settings.timeout_ms);
-            if let Some(token) = host::dispatch(&request.cluster, headers, &request.body, timeout) {
+            if let Some(token) = host::dispatch_own(&request, timeout) {
                 self.probes.insert(token, (deployment, now));
             }
         }
@@ -357,6 +360,10 @@ impl Context for SignalboxRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if let (Some((job, sent_at)), Some(state)) = (self.settlements.remove(&token_id), self.state.clone()) {
             self.settlement_answered(&state, job, sent_at, body_size);
+            return;
+        }
+        if let (Some((job, deployment)), Some(state)) = (self.shadows.remove(&token_id), self.state.clone()) {
+            shadow::answered(&state, &job, deployment, body_size, host::now_ms());
             return;
         }
         let (Some((deployment, sent_at)), Some(state)) = (self.probes.remove(&token_id), self.state.clone()) else {
@@ -411,6 +418,12 @@ impl RootContext for SignalboxRoot {
         }
         if let Some(governance) = &config.governance {
             admission::ensure_records(&config, governance, &HostStore);
+            for tenant in &governance.tenants {
+                if let Some(shadowed) = tenant.shadow {
+                    let name = crate::shadow::ledger_name(&config, shadowed.reference);
+                    state::ensure::<LedgerRecord>(&HostStore, &admission::ledger_key(tenant, &name));
+                }
+            }
         }
         if self.role == Role::Router {
             let probes = config.resilience.probes.map(|probes| probes.interval_ms);
@@ -424,11 +437,17 @@ impl RootContext for SignalboxRoot {
                 .as_ref()
                 .and_then(|governance| governance.store.as_ref())
                 .map(|_| SETTLEMENT_FLUSH_MS);
+            let shadows = config
+                .governance
+                .as_ref()
+                .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.shadow.is_some()))
+                .then_some(SHADOW_FLUSH_MS);
             if let Some(period) = probes
                 .into_iter()
                 .chain(gauges)
                 .chain(watchdog)
                 .chain(settlements)
+                .chain(shadows)
                 .min()
             {
                 host::set_tick_period(Duration::from_millis(period));
@@ -481,6 +500,10 @@ impl RootContext for SignalboxRoot {
             self.release_slow_answers(now);
             self.send_settlements(&state, now);
             self.send_probes(&state, now);
+            let draw = state.rng.borrow_mut().next();
+            for (token, job, deployment) in shadow::send_queued(&state, now, draw) {
+                self.shadows.insert(token, (job, deployment));
+            }
             self.publish_gauges(&state, now);
             self.sweep_cache(&state, now);
         }

@@ -32,7 +32,7 @@ use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
 use super::shared;
 use crate::canary::{self, CanaryRecord, Observation};
-use crate::config::{Config, DeploymentId, ModelId};
+use crate::config::{Config, DeploymentId, ModelId, TierId};
 use crate::error::GatewayError;
 use crate::govern::admission;
 use crate::govern::ledger::Consumed;
@@ -321,36 +321,39 @@ impl AttemptFilter {
     }
 }
 
-/// Counts what a model of a canary rollout's tier did in that rollout's
-/// record, and logs and meters any move it made.
-fn observe_canaries(state: &Loaded, model: ModelId, now: u64, observation: Observation) {
+/// Counts what a model did for a request its tier routed in that tier's
+/// rollout record, and logs and meters any move it made.
+fn observe_canary(state: &Loaded, tier: Option<TierId>, model: ModelId, now: u64, observation: Observation) {
     let config = &state.config;
-    for (tier, rollout, canary, side) in canary::rollouts_of(config, model) {
-        let key = canary::record_key(config, tier, canary);
-        match state::update::<CanaryRecord, _>(&HostStore, &key, |record| {
-            record.observe(now, rollout, side, observation)
-        }) {
-            Ok((record, Some(made))) => {
-                let share = record.share(rollout);
-                log::warn!(
-                    "canary {} of tier {}: {} to {:.0}% ({:?})",
-                    config.models[canary].name,
-                    config.tiers[tier].name,
-                    made.name(),
-                    share * 100.0,
-                    made
-                );
-                let report = CanaryMoveReport {
-                    tier,
-                    model: canary,
-                    made,
-                    share,
-                };
-                state.metrics.emit(config, &report.samples());
-            }
-            Ok((_, None)) => {}
-            Err(err) => log::warn!("cannot observe canary {key}: {err:?}"),
+    let Some((tier, (rollout, canary, side))) =
+        tier.and_then(|tier| Some((tier, canary::rollout_of(config, tier, model)?)))
+    else {
+        return;
+    };
+    let key = canary::record_key(config, tier, canary);
+    match state::update::<CanaryRecord, _>(&HostStore, &key, |record| {
+        record.observe(now, rollout, side, observation)
+    }) {
+        Ok((record, Some(made))) => {
+            let share = record.share(rollout);
+            log::warn!(
+                "canary {} of tier {}: {} to {:.0}% ({:?})",
+                config.models[canary].name,
+                config.tiers[tier].name,
+                made.name(),
+                share * 100.0,
+                made
+            );
+            let report = CanaryMoveReport {
+                tier,
+                model: canary,
+                made,
+                share,
+            };
+            state.metrics.emit(config, &report.samples());
         }
+        Ok((_, None)) => {}
+        Err(err) => log::warn!("cannot observe canary {key}: {err:?}"),
     }
 }
 
@@ -375,15 +378,9 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
         result: check.result(),
     };
     state.metrics.emit(config, &report.samples());
-    let observed = Observation::Assessed {
-        escalated: check.escalated,
-    };
-    observe_canaries(
-        state,
-        report.model,
-        rollout_now(config, attempt, host::now_ms()),
-        observed,
-    );
+    let observed = Observation::Assessed { escalated: check.weak };
+    let now = rollout_now(config, attempt, host::now_ms());
+    observe_canary(state, attempt.plan.tier, report.model, now, observed);
     if !check.escalated {
         return;
     }
@@ -488,13 +485,16 @@ impl Context for AttemptFilter {
         let settings = &config.resilience.health;
         let key = &config.deployments[attempt.deployment].health_key;
         let recorded = (verdict != Verdict::Silent).then_some(&outcome);
-        if verdict != Verdict::Silent {
+        // A failure the client caused (a bad request, a prompt too long) says
+        // nothing about the canary or the baseline.
+        if verdict != Verdict::Silent && failure.is_none_or(|kind| kind.blames_deployment()) {
             let observed = Observation::Attempt {
                 failed: failure.is_some(),
                 latency_ms: first_token_ms.unwrap_or(elapsed),
             };
             let model = config.deployments[attempt.deployment].model;
-            observe_canaries(&state, model, rollout_now(config, &attempt, now), observed);
+            let now = rollout_now(config, &attempt, now);
+            observe_canary(&state, attempt.plan.tier, model, now, observed);
         }
         match state::update::<DeploymentHealth, _>(&HostStore, key, |health| {
             health.finish_attempt(now, attempt.lease, recorded, settings)

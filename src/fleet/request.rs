@@ -297,6 +297,7 @@ mod tests {
             audit_content: false,
             allowed_builtin_tools: Vec::new(),
             guardrails: None,
+            shadow: None,
             on_store_failure: (
                 crate::config::governance::FailMode::Closed,
                 crate::config::governance::FailMode::Local,

@@ -84,7 +84,10 @@ pub struct AttemptPlan {
     pub deadline_at_ms: u64,
     /// The router's id of this request in its VM, which its attempts share.
     pub request: u32,
-    /// Where a weak whole answer of the decided tier's links goes (its tier cascades).
+    /// The tier the router chose (none for a named model outside the tiers).
+    pub tier: Option<TierId>,
+    /// Where a weak whole answer of the decided tier's links goes (its tier
+    /// cascades); its tier is `tier`.
     pub escalation: Option<Escalation>,
     /// The client's `:authority`, restored for providers without a host.
     pub authority: String,
@@ -101,7 +104,7 @@ pub struct Escalation {
 }
 
 impl AttemptPlan {
-    /// `9;<stream>;<usage>;<native api: 0 none, 1 messages, 2 responses>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<escalation: tier@link or ->;<chain>;<trials or ->;<authority>`
+    /// `9;<stream>;<usage>;<native api: 0 none, 1 messages, 2 responses>;<operation>;<max tokens or ->;<output limit or ->;<choices>;<per-try ms>;<deadline at>;<prompt tokens>;<request>;<tier or ->[@escalation link];<chain>;<trials or ->;<authority>`
     /// (trials as `position:lease,…`): the authority is last because it is
     /// the only free-form field.
     pub fn encode(&self) -> String {
@@ -121,10 +124,11 @@ impl AttemptPlan {
             Operation::Embeddings => "e",
         };
         let optional = |tokens: Option<u64>| tokens.map_or_else(|| "-".to_string(), |tokens| tokens.to_string());
-        let escalation = self.escalation.map_or_else(
-            || "-".to_string(),
-            |escalation| format!("{}@{}", escalation.tier, escalation.to_link),
-        );
+        let escalation = match (self.escalation, self.tier) {
+            (Some(escalation), _) => format!("{}@{}", escalation.tier, escalation.to_link),
+            (None, Some(tier)) => tier.to_string(),
+            (None, None) => "-".to_string(),
+        };
         format!(
             "{PLAN_VERSION};{};{};{};{operation};{};{};{};{};{};{};{};{escalation};{};{trials};{}",
             u8::from(self.stream),
@@ -176,15 +180,16 @@ impl AttemptPlan {
         let deadline_at_ms = fields.next()?.parse().ok()?;
         let prompt_tokens = fields.next()?.parse().ok()?;
         let request = fields.next()?.parse().ok()?;
-        let escalation = match fields.next()? {
-            "-" => None,
-            escalation => {
-                let (tier, to_link) = escalation.split_once('@')?;
-                Some(Escalation {
-                    tier: tier.parse().ok()?,
-                    to_link: to_link.parse().ok()?,
-                })
-            }
+        let (tier, escalation) = match fields.next()? {
+            "-" => (None, None),
+            field => match field.split_once('@') {
+                Some((tier, to_link)) => {
+                    let tier = tier.parse().ok()?;
+                    let to_link = to_link.parse().ok()?;
+                    (Some(tier), Some(Escalation { tier, to_link }))
+                }
+                None => (Some(field.parse().ok()?), None),
+            },
         };
         let chain = fields
             .next()?
@@ -216,6 +221,7 @@ impl AttemptPlan {
             per_try_timeout_ms,
             deadline_at_ms,
             request,
+            tier,
             escalation,
             authority,
         })
@@ -583,6 +589,7 @@ mod tests {
             per_try_timeout_ms: 30_000,
             deadline_at_ms: 0,
             request: 7,
+            tier: Some(0),
             escalation: None,
             authority: "gw.example:10000".into(),
         }
@@ -614,7 +621,13 @@ mod tests {
             ..plan
         };
         assert_eq!(AttemptPlan::decode(&with_trials.encode()), Some(with_trials.clone()));
+        let untiered = AttemptPlan {
+            tier: None,
+            ..with_trials.clone()
+        };
+        assert_eq!(AttemptPlan::decode(&untiered.encode()), Some(untiered));
         let cascading = AttemptPlan {
+            tier: Some(1),
             escalation: Some(Escalation { tier: 1, to_link: 2 }),
             ..with_trials.clone()
         };

@@ -405,6 +405,7 @@ fn plan_chat_for(
         per_try_timeout_ms: attempts::per_try_timeout_ms(config, &decision.chain, decision.max_output_tokens, stream),
         deadline_at_ms: 0,
         request: 0,
+        tier: decision.tier,
         escalation: escalation_for(config, &decision, stream),
     };
     let request_headers = downstream_edits(config, &attempts, headers);
@@ -654,6 +655,7 @@ pub fn plan_embeddings(
         per_try_timeout_ms: config.resilience.per_try_timeout_ms,
         deadline_at_ms: 0,
         request: 0,
+        tier: decision.tier,
         escalation: None,
     };
     let screening = screen::screen_embeddings(situation.guardrails(config), body)?;

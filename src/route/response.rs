@@ -389,6 +389,7 @@ mod tests {
             per_try_timeout_ms: 30_000,
             deadline_at_ms: 0,
             request: 0,
+            tier: None,
             escalation: None,
             authority: "gw".into(),
         }

@@ -414,6 +414,7 @@ fn retry_after_comes_from_the_soonest_cooldown() {
         per_try_timeout_ms: 30_000,
         deadline_at_ms: 0,
         request: 0,
+        tier: None,
         escalation: None,
         authority: String::new(),
     };

@@ -104,10 +104,15 @@ pub enum Family {
     FeedbackRatings,
     /// The sum of those ratings, in thousandths (divide by the count for the mean).
     FeedbackRatingMilli,
+    /// Shadow comparisons by tier, prompt kind and result (agree, disagree,
+    /// failed: the reference call gave no answer).
+    ShadowComparisons,
+    /// The sum of the comparisons' agreement, in thousandths.
+    ShadowAgreementMilli,
 }
 
 impl Family {
-    pub const ALL: [Family; 33] = [
+    pub const ALL: [Family; 35] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -141,6 +146,8 @@ impl Family {
         Family::CanaryShare,
         Family::FeedbackRatings,
         Family::FeedbackRatingMilli,
+        Family::ShadowComparisons,
+        Family::ShadowAgreementMilli,
     ];
 
     pub fn name(self) -> &'static str {
@@ -178,6 +185,8 @@ impl Family {
             Family::CanaryShare => "signalbox_canary_share_percent",
             Family::FeedbackRatings => "signalbox_feedback_total",
             Family::FeedbackRatingMilli => "signalbox_feedback_rating_milli_total",
+            Family::ShadowComparisons => "signalbox_shadow_total",
+            Family::ShadowAgreementMilli => "signalbox_shadow_agreement_milli_total",
         }
     }
 

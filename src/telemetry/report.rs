@@ -519,18 +519,21 @@ impl CanaryMoveReport {
     }
 }
 
-/// A user's rating of an answer.
+/// A user's rating of an answer (tier and model as the current config
+/// knows them: `none` for one that is gone).
 #[derive(Debug, Clone, Copy)]
 pub struct FeedbackReport<'a> {
-    pub served: &'a crate::feedback::Served,
+    pub tier: Option<TierId>,
+    pub model: Option<ModelId>,
+    pub kind: Option<crate::classify::PromptKind>,
     pub rating: &'a crate::feedback::Rating,
 }
 
 impl FeedbackReport<'_> {
     pub fn samples(&self) -> [Sample; 2] {
-        let tier = Label::Tier(self.served.tier);
-        let model = Label::Model(Some(self.served.model));
-        let kind = Label::Fixed("kind", self.served.kind.map_or("none", |kind| kind.name()));
+        let tier = Label::Tier(self.tier);
+        let model = Label::Model(self.model);
+        let kind = Label::Fixed("kind", self.kind.map_or("none", |kind| kind.name()));
         [
             Sample::new(
                 Family::FeedbackRatings,
@@ -543,5 +546,34 @@ impl FeedbackReport<'_> {
                 (self.rating.rating * 1000.0).round() as u64,
             ),
         ]
+    }
+}
+
+/// A shadow comparison of a served answer with the reference model's.
+#[derive(Debug, Clone, Copy)]
+pub struct ShadowReport<'a> {
+    pub job: &'a crate::shadow::ShadowJob,
+    /// `None`: the reference call gave no answer.
+    pub agreement: Option<f64>,
+}
+
+impl ShadowReport<'_> {
+    pub fn samples(&self) -> Vec<Sample> {
+        let tier = Label::Tier(Some(self.job.tier));
+        let kind = Label::Fixed("kind", self.job.kind.map_or("none", |kind| kind.name()));
+        let result = self.agreement.map_or("failed", crate::shadow::result);
+        let mut samples = vec![Sample::new(
+            Family::ShadowComparisons,
+            &[tier, kind, Label::Fixed("result", result)],
+            1,
+        )];
+        if let Some(agreement) = self.agreement {
+            samples.push(Sample::new(
+                Family::ShadowAgreementMilli,
+                &[tier, kind],
+                (agreement * 1000.0).round() as u64,
+            ));
+        }
+        samples
     }
 }

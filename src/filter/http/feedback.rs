@@ -49,27 +49,23 @@ impl ChatFilter {
             Ok(rating) => rating,
             Err(error) => return self.reply_error(&error),
         };
-        let key = feedback::slot_key(&rating.request_id, settings.remember);
+        let tenant = tenant_name(state, tenant);
+        let key = feedback::slot_key(tenant, &rating.request_id, settings.remember);
         let rated = state::update::<Served, _>(&HostStore, &key, |slot| {
             feedback::rate(slot, &rating.request_id, tenant)
         });
         match rated {
             Ok((_, Rated::Counted(served))) => {
-                state.metrics.emit(
-                    config,
-                    &FeedbackReport {
-                        served: &served,
-                        rating: &rating,
-                    }
-                    .samples(),
-                );
-                log::info!("feedback {}", feedback::log_line(config, &served, &rating));
-                let model = &config.models[served.model].name;
-                self.reply_json(
-                    &serde_json::json!({"counted": true, "model": model})
-                        .to_string()
-                        .into_bytes(),
-                )
+                let report = FeedbackReport {
+                    tier: served.tier.as_deref().and_then(|tier| config.tier_named(tier)),
+                    model: config.model_named(&served.model),
+                    kind: served.kind,
+                    rating: &rating,
+                };
+                state.metrics.emit(config, &report.samples());
+                log::info!("feedback {}", feedback::log_line(&served, &rating));
+                let body = serde_json::json!({"counted": true, "model": served.model});
+                self.reply_json(&body.to_string().into_bytes())
             }
             Ok((_, Rated::Unknown)) => self.reply_error(&GatewayError::RequestNotFound),
             Ok((_, Rated::Again)) => self.reply_error(&GatewayError::AlreadyRated),
@@ -95,18 +91,29 @@ pub(super) fn remember_answer(state: &Loaded, report: &RequestReport<'_>, now_ms
         return;
     }
     let classification = report.decision.and_then(|decision| decision.classification.as_ref());
+    let tenant = tenant_name(state, report.tenant);
     let served = Served {
         request_id: request_id.to_string(),
-        tenant: report.tenant,
-        model,
-        tier: report.decision.and_then(|decision| decision.tier),
+        tenant: tenant.to_string(),
+        model: config.models[model].name.clone(),
+        tier: report
+            .decision
+            .and_then(|decision| decision.tier)
+            .map(|tier| config.tiers[tier].name.clone()),
         kind: classification.map(|classification| classification.kind),
         score_milli: classification.map(|classification| (classification.score.clamp(0.0, 1.0) * 1000.0) as u16),
         at_ms: now_ms,
         rated: false,
     };
-    let key = feedback::slot_key(request_id, settings.remember);
+    let key = feedback::slot_key(tenant, request_id, settings.remember);
     if let Err(err) = HostStore.set(&key, &state::Record::encode(&served), None) {
         log::warn!("cannot remember an answer for feedback: {err:?}");
     }
+}
+
+/// The name a tenant is remembered by (empty without governance).
+fn tenant_name(state: &Loaded, tenant: Option<TenantId>) -> &str {
+    tenant
+        .and_then(|tenant| state.config.governance.as_ref()?.tenants.get(tenant))
+        .map_or("", |tenant| tenant.name.as_str())
 }

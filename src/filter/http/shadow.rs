@@ -1,0 +1,108 @@
+//! The router's part in shadow evaluation: sampling a request when it is
+//! planned, keeping its answer, and queueing the reference call when the
+//! request ended well (the root sends it: the client never waits). The
+//! rules are `crate::shadow`'s; this moves bytes.
+
+use super::ChatFilter;
+use crate::config::STATE_PREFIX;
+use crate::filter::host::{self, HostStore};
+use crate::filter::root::Loaded;
+use crate::filter::shadow as queue;
+use crate::govern::window::RateWindow;
+use crate::policy::RateLimits;
+use crate::providers::Operation;
+use crate::route::{select, RequestPlan};
+use crate::shadow::{self, ShadowJob};
+use crate::state;
+use crate::telemetry::report::RequestReport;
+use crate::telemetry::Outcome;
+
+/// A sampled request: what was sent, and its answer as it comes.
+pub(super) struct ShadowCapture {
+    request: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+impl ChatFilter {
+    /// Samples a planned request of a shadowed tenant: a whole chat answer
+    /// expected from a tier below the reference's. `request` is the chat
+    /// body the providers get (masked, translated).
+    pub(super) fn sample_shadow(&self, state: &Loaded, plan: &RequestPlan, request: &[u8]) -> Option<ShadowCapture> {
+        let config = &state.config;
+        let settings = self.spend.as_ref()?.policy(config.governance.as_ref()?).shadow?;
+        let planned = !plan.attempts.stream && plan.attempts.operation == Operation::ChatCompletions;
+        if !planned || !shadow::eligible(config, &settings, plan.decision.tier) {
+            return None;
+        }
+        let draw = crate::route::strategy::unit(state.rng.borrow_mut().next());
+        shadow::sampled(&settings, draw).then(|| ShadowCapture {
+            request: request.to_vec(),
+            answer: Vec::new(),
+        })
+    }
+
+    /// Keeps the next piece of a sampled request's (chat-format) answer.
+    pub(super) fn capture_shadow(&mut self, body_size: usize) {
+        let Some(capture) = self.shadow.as_mut() else { return };
+        let room = shadow::MAX_ANSWER_BYTES.saturating_sub(capture.answer.len());
+        if room == 0 {
+            return;
+        }
+        if let Some(chunk) = host::response_body(body_size) {
+            capture.answer.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
+        }
+    }
+}
+
+/// The request ended: queue its reference call if it was answered by a
+/// model below the reference's tier (not the reference itself after a
+/// failover or a cascade, not the cache) and the tenant's shadow budget
+/// for this minute has room.
+pub(super) fn queue_shadow(state: &Loaded, capture: ShadowCapture, report: &RequestReport<'_>, now_ms: u64) {
+    let config = &state.config;
+    let (Some(governance), Some(tenant)) = (config.governance.as_ref(), report.tenant) else {
+        return;
+    };
+    let Some(settings) = governance.tenants.get(tenant).and_then(|policy| policy.shadow) else {
+        return;
+    };
+    let (Some(decision), Some(served)) = (report.decision, report.served_by(config)) else {
+        return;
+    };
+    let below_reference = select::rank(config, served) < select::rank(config, settings.reference);
+    if report.outcome() != Outcome::Ok || report.route() == "cache" || !below_reference {
+        return;
+    }
+    let (Some(tier), Some(answer)) = (decision.tier, shadow::answer_text(&capture.answer)) else {
+        return;
+    };
+    let budget = RateLimits {
+        requests_per_minute: Some(u64::from(settings.max_per_minute)),
+        tokens_per_minute: None,
+    };
+    let key = format!("{STATE_PREFIX}shadow/{}", governance.tenants[tenant].name);
+    match state::update::<RateWindow, _>(&HostStore, &key, |window| window.try_admit(now_ms, 0, &budget)) {
+        Ok((_, Ok(()))) => {}
+        Ok((_, Err(_))) => return,
+        Err(err) => {
+            log::warn!("cannot count a shadow call: {err:?}");
+            return;
+        }
+    }
+    let job = ShadowJob {
+        tenant,
+        request_id: report.request_id.map(str::to_string),
+        tier,
+        kind: decision
+            .classification
+            .as_ref()
+            .map(|classification| classification.kind),
+        served,
+        reference: settings.reference,
+        request: capture.request,
+        answer,
+    };
+    if !queue::enqueue(job) {
+        log::warn!("shadow queue full: a sampled answer is not compared");
+    }
+}
