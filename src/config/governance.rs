@@ -455,6 +455,15 @@ fn resolve_tenant(
             },
         });
     }
+    let shadow = super::shadow::resolve(&path, raw.shadow.as_ref(), model_by_name)?;
+    if let (Some(shadow), Some(allowed)) = (shadow, &allowed) {
+        if !allowed.get(shadow.reference).copied().unwrap_or(false) {
+            return Err(ConfigError::new(
+                format!("{path}.shadow.reference"),
+                "must be one of the tenant's allowed_models: its prompts would go to a model it may not use",
+            ));
+        }
+    }
     Ok(Tenant {
         name: name.to_string(),
         allowed_models: allowed,
@@ -469,7 +478,7 @@ fn resolve_tenant(
         audit_content: raw.audit_content,
         on_store_failure: (raw.on_store_failure.budgets, raw.on_store_failure.rate_limits),
         allowed_builtin_tools: builtin_tools(&path, &raw.allowed_builtin_tools)?,
-        shadow: super::shadow::resolve(&path, raw.shadow.as_ref(), model_by_name)?,
+        shadow,
         guardrails: raw
             .guardrails
             .as_ref()

@@ -405,3 +405,18 @@ fn each_tenant_gets_its_own_cache_policy_by_tenant_id() {
 fn the_cache_is_off_unless_configured() {
     assert!(!sample_config().cache.is_used());
 }
+
+#[test]
+fn a_shadow_reference_must_be_a_model_the_tenant_may_use() {
+    let mut document: serde_json::Value = serde_json::from_str(SAMPLE_CONFIG).unwrap();
+    document["governance"] = serde_json::json!({
+        "tenants": {"interns": {"allowed_models": ["small"], "shadow": {"reference": "large", "share": 0.1}}},
+        "keys": []
+    });
+    assert_eq!(
+        parse(&document.to_string()).unwrap_err().path,
+        "governance.tenants.interns.shadow.reference"
+    );
+    document["governance"]["tenants"]["interns"]["allowed_models"] = serde_json::json!(["small", "large"]);
+    assert!(parse(&document.to_string()).is_ok());
+}

@@ -30,7 +30,10 @@ impl ChatFilter {
     pub(super) fn sample_shadow(&self, state: &Loaded, plan: &RequestPlan, request: &[u8]) -> Option<ShadowCapture> {
         let config = &state.config;
         let settings = self.spend.as_ref()?.policy(config.governance.as_ref()?).shadow?;
-        let planned = !plan.attempts.stream && plan.attempts.operation == Operation::ChatCompletions;
+        // A request the guardrails confined to a private model never goes elsewhere.
+        let planned = !plan.attempts.stream
+            && plan.attempts.operation == Operation::ChatCompletions
+            && plan.screening.private_model.is_none();
         if !planned || !shadow::eligible(config, &settings, plan.decision.tier) {
             return None;
         }
