@@ -16,6 +16,7 @@ fn main() {
     let cascade = Cascade {
         threshold: 0.5,
         min_mean_logprob: -1.0,
+        stream_tokens: 0,
     };
     let budget = Duration::from_millis(700);
     let request = serde_json::json!({

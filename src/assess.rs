@@ -401,6 +401,42 @@ fn mean_logprob(choice: &Value) -> Option<f64> {
         .filter(|mean| mean.is_finite())
 }
 
+/// What a chat stream (OpenAI's SSE chunks) said so far, as one whole
+/// answer: its choices' text joined and their finish reason, or `None` when
+/// it calls tools (a tool call's arguments are judged whole, not by prefix).
+pub fn answer_from_stream(sse: &[u8]) -> Option<Value> {
+    let mut text = String::new();
+    let mut finish: Option<String> = None;
+    for line in sse.split(|byte| *byte == b'\n') {
+        let Some(data) = line.strip_prefix(b"data:") else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_slice::<Value>(data.trim_ascii()) else {
+            continue;
+        };
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let delta = choice.get("delta");
+            if delta.and_then(|delta| delta.get("tool_calls")).is_some() {
+                return None;
+            }
+            if let Some(piece) = delta.and_then(|delta| delta.get("content")).and_then(Value::as_str) {
+                text.push_str(piece);
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                finish = Some(reason.to_string());
+            }
+        }
+    }
+    Some(serde_json::json!({
+        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}]
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +445,7 @@ mod tests {
     const CASCADE: Cascade = Cascade {
         threshold: 0.5,
         min_mean_logprob: -1.0,
+        stream_tokens: 0,
     };
 
     fn answer(message: Value, finish: &str) -> Vec<u8> {
@@ -666,6 +703,25 @@ mod tests {
         let assessment = assess(&plain(), &body, &CASCADE);
         assert_eq!(assessment.describe(), "truncated,hedge");
         assert_eq!(assessment.quality(), 0.0);
+    }
+
+    #[test]
+    fn a_stream_so_far_reads_as_one_answer() {
+        let sse = b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"I'm sorry, \"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"but I can't help with that.\"},\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let answer = answer_from_stream(sse).unwrap();
+        assert_eq!(
+            answer["choices"][0]["message"]["content"],
+            "I'm sorry, but I can't help with that."
+        );
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+        let body = serde_json::to_vec(&answer).unwrap();
+        assert_eq!(weaknesses(&plain(), &body), vec![Weakness::Refusal]);
+        let tools = b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n";
+        assert_eq!(answer_from_stream(tools), None);
+        let garbage = answer_from_stream(b"data: {not json\n\nevent: x\n\n").unwrap();
+        assert_eq!(garbage["choices"][0]["message"]["content"], "");
     }
 
     #[test]

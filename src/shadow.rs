@@ -49,18 +49,17 @@ pub struct ShadowJob {
     pub answer: String,
 }
 
-impl ShadowJob {
-    /// Whether the job's ids exist in `config`: a job queued under a
-    /// configuration that was since replaced may name others (it is dropped).
-    pub fn fits(&self, config: &Config) -> bool {
-        self.reference < config.models.len()
-            && self.served < config.models.len()
-            && self.tier < config.tiers.len()
-            && config
-                .governance
-                .as_ref()
-                .is_some_and(|governance| self.tenant < governance.tenants.len())
-    }
+/// The request the reference model gets: the one the providers got, held
+/// to the same output cap (a tenant's, when the client set none), and for
+/// one answer only (only the first is compared).
+pub fn reference_request(request: &[u8], output_cap: Option<u64>) -> Vec<u8> {
+    let capped = output_cap.and_then(|cap| crate::route::attempts::with_output_cap(request, cap));
+    let request = capped.as_deref().unwrap_or(request);
+    let asks_several = crate::json_edit::member_value_span(request, "n").is_some();
+    asks_several
+        .then(|| crate::providers::set_member(request, "n", b"1"))
+        .flatten()
+        .unwrap_or_else(|| request.to_vec())
 }
 
 /// The text of a whole OpenAI-format chat answer (its first choice).
@@ -85,32 +84,51 @@ const STOP_WORDS: [&str; 32] = [
     "as", "be", "by", "at", "from", "answer", "so", "which", "we", "you", "i", "its", "there", "then", "thus",
 ];
 
+/// An answer's words, lowercased; the guardrails' placeholders
+/// (`<EMAIL_1>`) are dropped: both answers saw them, they say nothing.
 fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '.' || c == ','))
+    text.split_whitespace()
+        .filter(|word| !(word.starts_with('<') && word.contains('>')))
+        .flat_map(|word| word.split(|c: char| !(c.is_alphanumeric() || c == '.' || c == ',')))
         .map(|word| word.trim_matches(['.', ',']).to_lowercase())
         .filter(|word| !word.is_empty())
         .collect()
 }
 
-/// The last number an answer states (its final result, in most math answers).
-fn last_number(words: &[String]) -> Option<f64> {
+/// The numbers an answer states: digits, with decimal points and
+/// thousands separators.
+fn numbers(words: &[String]) -> Vec<f64> {
     words
         .iter()
-        .rev()
-        .find_map(|word| word.replace(',', "").parse::<f64>().ok())
+        .filter(|word| {
+            word.bytes()
+                .all(|byte| byte.is_ascii_digit() || byte == b'.' || byte == b',')
+        })
+        .filter_map(|word| word.replace(',', "").parse::<f64>().ok())
+        .filter(|number| number.is_finite())
+        .collect()
 }
 
-/// How far two answers agree, in [0, 1]: when both state numbers, whether
-/// their last ones match (a math answer is right or wrong); otherwise the
-/// F1 overlap of their content words.
-pub fn agreement(served: &str, reference: &str) -> f64 {
+/// A short answer (a fact) this many words long at most.
+const SHORT_ANSWER_WORDS: usize = 12;
+
+/// How far two answers agree, in [0, 1]. Numbers decide when they are the
+/// answer: for a math prompt, whether the last numbers match (a math answer
+/// is right or wrong); for two short answers stating one number each,
+/// whether it is the same. Otherwise it is the F1 overlap of their content
+/// words.
+pub fn agreement(served: &str, reference: &str, kind: Option<PromptKind>) -> f64 {
     let (served, reference) = (words(served), words(reference));
-    if let (Some(ours), Some(theirs)) = (last_number(&served), last_number(&reference)) {
-        return if (ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0) {
-            1.0
-        } else {
-            0.0
-        };
+    let (ours, theirs) = (numbers(&served), numbers(&reference));
+    let short_facts = served.len().max(reference.len()) <= SHORT_ANSWER_WORDS && ours.len() == 1 && theirs.len() == 1;
+    if kind == Some(PromptKind::Math) || short_facts {
+        if let (Some(ours), Some(theirs)) = (ours.last(), theirs.last()) {
+            return if (ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0) {
+                1.0
+            } else {
+                0.0
+            };
+        }
     }
     let content = |words: &[String]| -> HashSet<String> {
         words
@@ -159,6 +177,11 @@ pub fn log_line(config: &Config, job: &ShadowJob, agreement: Option<f64>) -> Str
     .to_string()
 }
 
+/// Shared-data key of a tenant's shadow budget (a sliding minute of calls).
+pub fn budget_key(tenant: &str) -> String {
+    format!("{}shadow/{tenant}", crate::config::STATE_PREFIX)
+}
+
 /// The ledger's name for a reference model's shadow calls.
 pub fn ledger_name(config: &Config, reference: ModelId) -> String {
     format!("shadow:{}", config.models[reference].name)
@@ -171,24 +194,66 @@ mod tests {
 
     #[test]
     fn math_answers_agree_when_their_final_numbers_do() {
-        assert_eq!(agreement("12 × 7 = 84, so the total is 84.", "The result is 84"), 1.0);
-        assert_eq!(agreement("The total is 1,250 apples.", "1250"), 1.0);
-        assert_eq!(agreement("It comes to 83.", "The answer is 84."), 0.0);
+        let math = Some(PromptKind::Math);
+        assert_eq!(
+            agreement("12 × 7 = 84, so the total is 84.", "The result is 84", math),
+            1.0
+        );
+        assert_eq!(agreement("The total is 1,250 apples.", "1250", math), 1.0);
+        assert_eq!(agreement("It comes to 83.", "The answer is 84.", math), 0.0);
+        // Words that parse as numbers but are not digits do not decide.
+        let infinite = agreement("The limit is infinity.", "The limit is infinity.", math);
+        assert_eq!(infinite, 1.0);
     }
 
     #[test]
-    fn prose_agrees_by_its_content_words() {
+    fn prose_agrees_by_its_content_words_not_its_numbering() {
         let same = agreement(
             "Paris is the capital of France.",
             "The capital of France is Paris, on the Seine.",
+            None,
         );
         assert!(same >= AGREEMENT, "{same}");
-        let different = agreement("Lyon is the capital of France.", "Paris is the French capital city.");
+        let different = agreement(
+            "Lyon is the capital of France.",
+            "Paris is the French capital city.",
+            None,
+        );
         assert!(different < same);
-        assert_eq!(agreement("", ""), 1.0);
-        assert_eq!(agreement("Paris", ""), 0.0);
+        let lists = agreement(
+            "Steps: 1. Preheat oven 2. Bake bread",
+            "1. Buy a car 2. Drive to Paris",
+            None,
+        );
+        assert!(lists < AGREEMENT, "list numbers are not an answer: {lists}");
+        assert_eq!(
+            agreement("Spiders have 6 legs.", "A spider has 8 legs.", None),
+            0.0,
+            "a short fact"
+        );
+        assert_eq!(agreement("Spiders have 8 legs.", "A spider has 8 legs.", None), 1.0);
+        let masked = agreement("Write to <EMAIL_1> today.", "Call <PHONE_1> now.", None);
+        assert!(masked < AGREEMENT, "placeholders are not shared content: {masked}");
+        assert_eq!(agreement("", "", None), 1.0);
+        assert_eq!(agreement("Paris", "", None), 0.0);
         assert_eq!(result(0.5), "agree");
         assert_eq!(result(0.49), "disagree");
+    }
+
+    #[test]
+    fn the_reference_is_asked_what_the_providers_were_asked_once() {
+        let capped = reference_request(br#"{"model":"auto","messages":[],"n":3}"#, Some(50));
+        let capped: Value = serde_json::from_slice(&capped).unwrap();
+        assert_eq!(
+            (capped["max_tokens"].as_u64(), capped["n"].as_u64()),
+            (Some(50), Some(1))
+        );
+        let own_limit = reference_request(br#"{"messages":[],"max_tokens":20}"#, Some(50));
+        assert_eq!(serde_json::from_slice::<Value>(&own_limit).unwrap()["max_tokens"], 20);
+        assert_eq!(
+            reference_request(b"{\"messages\":[]}", None),
+            b"{\"messages\":[]}".to_vec()
+        );
     }
 
     #[test]

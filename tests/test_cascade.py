@@ -156,3 +156,35 @@ def test_an_escalation_skips_the_tiers_other_keys_and_ends_with_the_chain(start_
     assert response.status_code == 503, response.text
     assert response.headers["x-signalbox-attempts"].endswith(",strong:500")
     assert len(gateway.mocks.requests("anthropic")) == 1
+
+
+def streamed_text(response) -> str:
+    return "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in response.iter_lines()
+        if line.startswith(b"data: {") and b'"choices":[{' in line
+    )
+
+
+def test_a_cascade_holding_a_streams_first_tokens_escalates_a_weak_start(start_gateway):
+    gateway = start_gateway(cascading(stream_tokens=6))
+    gateway.mocks.set_behavior("anthropic", {"say": "Paris is the capital of France."})
+    gateway.mocks.set_behavior("openai", {"say": "I'm sorry, but I can't help with that request today."})
+    response = gateway.chat(chat_body(QUESTION, stream=True), headers=AUTH, stream=True)
+    assert response.status_code == 200
+    assert response.headers["x-signalbox-route"] == "cascade"
+    assert response.headers["x-signalbox-attempts"] == "cheap:weak,strong:200"
+    assert "refusal" in response.headers["x-signalbox-cascade"].split(",")
+    assert streamed_text(response) == "Paris is the capital of France.", "none of the weak start reached the client"
+    assert billed(gateway, "cheap")["requests"] == 1, "the weak start was generated: it is billed"
+    assert billed(gateway, "strong")["requests"] == 1
+
+    # A good start is released once the held tokens pass the check.
+    good = "Paris has been the capital of France since the tenth century, on the Seine."
+    gateway.mocks.set_behavior("openai", {"say": good})
+    gateway.mocks.clear()
+    response = gateway.chat(chat_body(QUESTION, stream=True), headers=AUTH, stream=True)
+    assert response.status_code == 200
+    assert response.headers["x-signalbox-route"] == "primary"
+    assert streamed_text(response) == good
+    assert gateway.mocks.requests("anthropic") == []

@@ -14,6 +14,8 @@ pub struct RawCascade {
     pub threshold: Option<f64>,
     #[serde(default)]
     pub min_mean_logprob: Option<f64>,
+    #[serde(default)]
+    pub stream_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,10 +25,14 @@ pub struct Cascade {
     /// An answer whose tokens' mean log-probability (when the provider
     /// returned logprobs) is below this is of low confidence.
     pub min_mean_logprob: f64,
+    /// Streams too: their first this many output tokens are held and
+    /// assessed before the client sees any (0: streams are not assessed).
+    pub stream_tokens: u32,
 }
 
 const DEFAULT_THRESHOLD: f64 = 0.5;
 const DEFAULT_MIN_MEAN_LOGPROB: f64 = -1.0;
+const MAX_STREAM_TOKENS: u32 = 512;
 
 /// The cascade of tier `path`; `is_last` tiers have nothing to escalate to.
 pub fn resolve(path: &str, raw: Option<&RawCascade>, is_last: bool) -> Result<Option<Cascade>, ConfigError> {
@@ -53,9 +59,17 @@ pub fn resolve(path: &str, raw: Option<&RawCascade>, is_last: bool) -> Result<Op
             "must be a negative number (a log-probability)",
         ));
     }
+    let stream_tokens = raw.stream_tokens.unwrap_or(0);
+    if stream_tokens > MAX_STREAM_TOKENS {
+        return Err(ConfigError::new(
+            format!("{path}.cascade.stream_tokens"),
+            format!("must be at most {MAX_STREAM_TOKENS}: the client waits for them"),
+        ));
+    }
     Ok(Some(Cascade {
         threshold,
         min_mean_logprob,
+        stream_tokens,
     }))
 }
 
@@ -67,6 +81,7 @@ mod tests {
         RawCascade {
             threshold,
             min_mean_logprob,
+            stream_tokens: None,
         }
     }
 
@@ -76,7 +91,8 @@ mod tests {
             resolve("tiers[0]", Some(&raw(None, None)), false).unwrap(),
             Some(Cascade {
                 threshold: DEFAULT_THRESHOLD,
-                min_mean_logprob: DEFAULT_MIN_MEAN_LOGPROB
+                min_mean_logprob: DEFAULT_MIN_MEAN_LOGPROB,
+                stream_tokens: 0,
             })
         );
         assert_eq!(resolve("tiers[0]", None, false).unwrap(), None);

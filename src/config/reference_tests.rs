@@ -103,7 +103,7 @@ fn maximal_sample() -> Value {
                 "strategy": "weighted", "weights": {"small": 3, "azure-large": 1},
                 "canary": {"model": "nova", "share": 0.05},
                 "sticky_header": "x-user-id",
-                "cascade": {"threshold": 0.4, "min_mean_logprob": -1.5}
+                "cascade": {"threshold": 0.4, "min_mean_logprob": -1.5, "stream_tokens": 16}
             },
             {
                 "name": "complex", "models": ["large", "nova-eu"],

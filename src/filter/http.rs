@@ -1080,7 +1080,7 @@ impl HttpContext for ChatFilter {
         state.metrics.emit(config, &report.samples(config));
         feedback::remember_answer(&state, &report, host::now_ms());
         if let Some(capture) = shadowed {
-            shadow::queue_shadow(&state, capture, &report, host::now_ms());
+            shadow::queue_shadow(&state, capture, &report);
         }
         if !observability.access_log {
             return;

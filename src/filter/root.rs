@@ -31,7 +31,6 @@ use crate::govern::window::RateWindow;
 use crate::health::{DeploymentHealth, Transition};
 use crate::route::chain::{deployment_window_key, StoreHealth};
 use crate::route::models_listing;
-use crate::shadow::ShadowJob;
 use crate::telemetry::gauges;
 use crate::{cache, probe, state};
 
@@ -103,7 +102,7 @@ pub struct SignalboxRoot {
     /// Settlements sent to the fleet ledger: call token → (job, sent at).
     settlements: HashMap<u32, (SettleJob, u64)>,
     /// Shadow reference calls in flight: call token → (job, deployment).
-    shadows: HashMap<u32, (ShadowJob, DeploymentId)>,
+    shadows: HashMap<u32, (shadow::Queued, DeploymentId)>,
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
@@ -362,8 +361,8 @@ impl Context for SignalboxRoot {
             self.settlement_answered(&state, job, sent_at, body_size);
             return;
         }
-        if let (Some((job, deployment)), Some(state)) = (self.shadows.remove(&token_id), self.state.clone()) {
-            shadow::answered(&state, &job, deployment, body_size, host::now_ms());
+        if let Some((queued, deployment)) = self.shadows.remove(&token_id) {
+            shadow::answered(&queued, deployment, body_size, host::now_ms());
             return;
         }
         let (Some((deployment, sent_at)), Some(state)) = (self.probes.remove(&token_id), self.state.clone()) else {
@@ -422,6 +421,7 @@ impl RootContext for SignalboxRoot {
                 if let Some(shadowed) = tenant.shadow {
                     let name = crate::shadow::ledger_name(&config, shadowed.reference);
                     state::ensure::<LedgerRecord>(&HostStore, &admission::ledger_key(tenant, &name));
+                    state::ensure::<RateWindow>(&HostStore, &crate::shadow::budget_key(&tenant.name));
                 }
             }
         }
@@ -501,8 +501,8 @@ impl RootContext for SignalboxRoot {
             self.send_settlements(&state, now);
             self.send_probes(&state, now);
             let draw = state.rng.borrow_mut().next();
-            for (token, job, deployment) in shadow::send_queued(&state, now, draw) {
-                self.shadows.insert(token, (job, deployment));
+            for (token, queued, deployment) in shadow::send_queued(now, draw) {
+                self.shadows.insert(token, (queued, deployment));
             }
             self.publish_gauges(&state, now);
             self.sweep_cache(&state, now);

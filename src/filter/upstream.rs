@@ -97,6 +97,9 @@ enum Answer {
     /// A streaming success, translated chunk by chunk.
     Streaming {
         translator: Box<dyn StreamTranslator>,
+        /// Output tokens held for a cascade's assessment before the headers
+        /// go (0: released at the first content).
+        hold_tokens: u64,
         /// Headers held until the first content; the translated output so
         /// far sits in Envoy's buffer, raw input is appended after it.
         held_output: Option<Vec<u8>>,
@@ -268,10 +271,12 @@ impl AttemptFilter {
         let Answer::Streaming {
             translator,
             held_output,
+            hold_tokens,
         } = &mut self.answer
         else {
             return Action::Continue;
         };
+        let hold_tokens = *hold_tokens;
         // While held, Envoy keeps appending raw input after our output.
         let raw = buffer
             .get(held_output.as_ref().map_or(0, Vec::len)..)
@@ -305,7 +310,11 @@ impl AttemptFilter {
             return Action::Continue;
         };
         host::replace_response_body(body_size, &output);
-        if saw_content || end_of_stream {
+        let held_enough = self.relayed_output_tokens >= hold_tokens;
+        if (saw_content && held_enough) || end_of_stream {
+            if saw_content && hold_tokens > 0 && self.escalate_stream(&output, end_of_stream) {
+                return Action::Continue;
+            }
             self.mark_first_content(saw_content);
             if !saw_content {
                 if let Some(status) = response::failed_stream_status(failure) {
@@ -318,6 +327,38 @@ impl AttemptFilter {
             *held_output = Some(output);
         }
         Action::Pause
+    }
+}
+
+impl AttemptFilter {
+    /// The held start of a stream is assessed by its tier's cascade; a weak
+    /// one becomes Envoy's retry on the escalation link (true).
+    fn escalate_stream(&mut self, sse: &[u8], ended: bool) -> bool {
+        let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
+            return false;
+        };
+        let clock = AttemptClock {
+            started_ms: attempt.started_ms,
+            now_ms: host::now_ms(),
+        };
+        let Some(check) = response::check_stream_cascade(
+            &state.config,
+            &attempt.plan,
+            attempt.number,
+            attempt.deployment,
+            &attempt.request_body,
+            sse,
+            ended,
+            clock,
+        ) else {
+            return false;
+        };
+        escalate(&state, attempt, &check);
+        if check.escalated {
+            host::set_response_header(":status", &response::RETRY_STATUS.to_string());
+            self.escalated = true;
+        }
+        check.escalated
     }
 }
 
@@ -445,7 +486,9 @@ impl Context for AttemptFilter {
         let end = AttemptEnd {
             status: self.status,
             failure: self.failure,
-            complete: self.response_complete,
+            // An escalated stream was cut by the gateway's own retry, not
+            // by its provider: it answered.
+            complete: self.response_complete || self.escalated,
             client_gone,
             deadline_passed: !self.response_complete
                 && attempt.plan.deadline_at_ms != 0
@@ -701,6 +744,12 @@ impl HttpContext for AttemptFilter {
             self.answer = Answer::Streaming {
                 translator: response::stream_reader(&state.config, &attempt.plan, attempt.deployment, &call),
                 held_output: Some(Vec::new()),
+                hold_tokens: response::stream_tokens_held(
+                    &state.config,
+                    &attempt.plan,
+                    attempt.number,
+                    attempt.deployment,
+                ),
             };
             host::set_response_header("content-type", "text/event-stream");
             host::remove_response_header("content-length");

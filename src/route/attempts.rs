@@ -432,7 +432,7 @@ const OUTPUT_LIMIT_KEYS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
 
 /// The body with a tenant's output cap as `max_tokens` when the client set
 /// no limit of its own (`null` counts as none: it is removed).
-fn with_output_cap(body: &[u8], cap: u64) -> Option<Vec<u8>> {
+pub fn with_output_cap(body: &[u8], cap: u64) -> Option<Vec<u8>> {
     let is_null = |body: &[u8], key: &str| {
         crate::json_edit::member_value_span(body, key).and_then(|span| body.get(span)) == Some(&b"null"[..])
     };

@@ -424,12 +424,17 @@ fn plan_chat_for(
 
 /// Where weak answers of the decided tier go, when that tier cascades: the
 /// first link of the chain outside the tier (a stronger tier's, as
-/// [`candidates`] orders them). Streams are not assessed; a chain that
+/// [`candidates`] orders them). Streams only when the cascade holds their
+/// first tokens (`stream_tokens`); a chain that
 /// never leaves the tier (`max_attempts` too small, stronger tiers above
 /// the tenant's ceiling) has nowhere to escalate.
 fn escalation_for(config: &Config, decision: &RoutingDecision, stream: bool) -> Option<Escalation> {
-    let tier = decision.tier.filter(|_| !stream)?;
-    let cascading = config.tiers.get(tier).filter(|cascading| cascading.cascade.is_some())?;
+    let tier = decision.tier?;
+    let cascading = config.tiers.get(tier)?;
+    let cascade = cascading.cascade?;
+    if stream && cascade.stream_tokens == 0 {
+        return None;
+    }
     let to_link = decision
         .chain
         .iter()

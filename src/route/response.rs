@@ -188,7 +188,7 @@ pub struct Finished {
 }
 
 /// Status that makes Envoy retry on the next link of the chain.
-const RETRY_STATUS: u16 = 503;
+pub const RETRY_STATUS: u16 = 503;
 
 /// Translates a non-streamed answer (or any error) of attempt `attempt`.
 /// With `context_length_fallback`, a prompt too long for this model becomes
@@ -307,6 +307,55 @@ pub fn check_cascade(
         assessment,
         weak,
         escalated,
+    })
+}
+
+/// How many output tokens of a stream attempt are held before the client
+/// sees any, when its plan cascades from its link (0: none held).
+pub fn stream_tokens_held(config: &Config, plan: &AttemptPlan, attempt: usize, deployment: DeploymentId) -> u64 {
+    plan.escalation_for(attempt)
+        .filter(|_| !is_native(config, plan, deployment))
+        .and_then(|escalation| config.tiers.get(escalation.tier)?.cascade)
+        .map_or(0, |cascade| u64::from(cascade.stream_tokens))
+}
+
+/// Assesses the held start of a streamed answer (`sse`: the chat chunks
+/// translated so far; `ended`: the whole stream). Until the stream ends,
+/// only what a start can show counts: a refusal, hedging, a filter; JSON
+/// and the answer's length wait for the end. A weak start becomes a retry
+/// on the escalation link, as a weak whole answer does.
+#[allow(clippy::too_many_arguments)]
+pub fn check_stream_cascade(
+    config: &Config,
+    plan: &AttemptPlan,
+    attempt: usize,
+    deployment: DeploymentId,
+    request_body: &[u8],
+    sse: &[u8],
+    ended: bool,
+    clock: AttemptClock,
+) -> Option<CascadeCheck> {
+    let escalation = plan.escalation_for(attempt)?;
+    let cascade = config.tiers.get(escalation.tier)?.cascade?;
+    if cascade.stream_tokens == 0 || is_native(config, plan, deployment) {
+        return None;
+    }
+    let answer = crate::assess::answer_from_stream(sse)?;
+    let mut expectations = Expectations::of_request(request_body, plan.output_limit);
+    if !ended {
+        expectations.json = None;
+        expectations.question_chars = 0;
+    }
+    let body = serde_json::to_vec(&answer).ok()?;
+    let assessment = assess(&expectations, &body, &cascade);
+    let weak = assessment.is_weak(&cascade);
+    let took = clock.now_ms.saturating_sub(clock.started_ms);
+    let out_of_time = plan.deadline_at_ms != 0 && clock.now_ms.saturating_add(took) >= plan.deadline_at_ms;
+    Some(CascadeCheck {
+        escalation,
+        assessment,
+        weak,
+        escalated: weak && !out_of_time,
     })
 }
 
@@ -650,6 +699,7 @@ mod tests {
         config.tiers[0].cascade = Some(crate::config::cascade::Cascade {
             threshold: 0.5,
             min_mean_logprob: -1.0,
+            stream_tokens: 0,
         });
         let mut cascading = plan(&config, &["small", "large"]);
         cascading.escalation = Some(Escalation { tier: 0, to_link: 1 });

@@ -3,12 +3,15 @@
 //! request ended well (the root sends it: the client never waits). The
 //! rules are `crate::shadow`'s; this moves bytes.
 
+use std::rc::Rc;
+
 use super::ChatFilter;
-use crate::config::STATE_PREFIX;
+use crate::config::shadow::Shadow;
 use crate::filter::host::{self, HostStore};
 use crate::filter::root::Loaded;
 use crate::filter::shadow as queue;
 use crate::govern::window::RateWindow;
+use crate::keys::TenantId;
 use crate::policy::RateLimits;
 use crate::providers::Operation;
 use crate::route::{select, RequestPlan};
@@ -17,7 +20,8 @@ use crate::state;
 use crate::telemetry::report::RequestReport;
 use crate::telemetry::Outcome;
 
-/// A sampled request: what was sent, and its answer as it comes.
+/// A sampled request: what the reference will be asked, and the served
+/// answer as it comes.
 pub(super) struct ShadowCapture {
     request: Vec<u8>,
     answer: Vec<u8>,
@@ -38,8 +42,11 @@ impl ChatFilter {
             return None;
         }
         let draw = crate::route::strategy::unit(state.rng.borrow_mut().next());
-        shadow::sampled(&settings, draw).then(|| ShadowCapture {
-            request: request.to_vec(),
+        if !shadow::sampled(&settings, draw) || !within_budget(state, self.identity.as_ref()?.tenant, settings) {
+            return None;
+        }
+        Some(ShadowCapture {
+            request: shadow::reference_request(request, plan.attempts.max_tokens),
             answer: Vec::new(),
         })
     }
@@ -59,9 +66,8 @@ impl ChatFilter {
 
 /// The request ended: queue its reference call if it was answered by a
 /// model below the reference's tier (not the reference itself after a
-/// failover or a cascade, not the cache) and the tenant's shadow budget
-/// for this minute has room.
-pub(super) fn queue_shadow(state: &Loaded, capture: ShadowCapture, report: &RequestReport<'_>, now_ms: u64) {
+/// failover or a cascade, not the cache).
+pub(super) fn queue_shadow(state: &Rc<Loaded>, capture: ShadowCapture, report: &RequestReport<'_>) {
     let config = &state.config;
     let (Some(governance), Some(tenant)) = (config.governance.as_ref(), report.tenant) else {
         return;
@@ -79,19 +85,6 @@ pub(super) fn queue_shadow(state: &Loaded, capture: ShadowCapture, report: &Requ
     let (Some(tier), Some(answer)) = (decision.tier, shadow::answer_text(&capture.answer)) else {
         return;
     };
-    let budget = RateLimits {
-        requests_per_minute: Some(u64::from(settings.max_per_minute)),
-        tokens_per_minute: None,
-    };
-    let key = format!("{STATE_PREFIX}shadow/{}", governance.tenants[tenant].name);
-    match state::update::<RateWindow, _>(&HostStore, &key, |window| window.try_admit(now_ms, 0, &budget)) {
-        Ok((_, Ok(()))) => {}
-        Ok((_, Err(_))) => return,
-        Err(err) => {
-            log::warn!("cannot count a shadow call: {err:?}");
-            return;
-        }
-    }
     let job = ShadowJob {
         tenant,
         request_id: report.request_id.map(str::to_string),
@@ -105,7 +98,36 @@ pub(super) fn queue_shadow(state: &Loaded, capture: ShadowCapture, report: &Requ
         request: capture.request,
         answer,
     };
-    if !queue::enqueue(job) {
+    let queued = queue::Queued {
+        state: Rc::clone(state),
+        job,
+    };
+    if !queue::enqueue(queued) {
         log::warn!("shadow queue full: a sampled answer is not compared");
+    }
+}
+
+/// Takes one call from the tenant's shadow budget for this minute (taken
+/// when sampling, so no request body is copied past the budget).
+fn within_budget(state: &Loaded, tenant: TenantId, settings: Shadow) -> bool {
+    let Some(policy) = state
+        .config
+        .governance
+        .as_ref()
+        .and_then(|governance| governance.tenants.get(tenant))
+    else {
+        return false;
+    };
+    let budget = RateLimits {
+        requests_per_minute: Some(u64::from(settings.max_per_minute)),
+        tokens_per_minute: None,
+    };
+    let key = shadow::budget_key(&policy.name);
+    match state::update::<RateWindow, _>(&HostStore, &key, |window| window.try_admit(host::now_ms(), 0, &budget)) {
+        Ok((_, admitted)) => admitted.is_ok(),
+        Err(err) => {
+            log::warn!("cannot count a shadow call: {err:?}");
+            false
+        }
     }
 }

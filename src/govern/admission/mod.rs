@@ -183,7 +183,9 @@ pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Am
             estimate.tokens = estimate.tokens.max(attempt_tokens);
         }
         estimate.cost_micros = estimate.cost_micros.saturating_add(prompt_cost);
-        if bounds.stream {
+        // A cascading stream may produce the start of a weak answer and
+        // then the stronger link's: reserved as whole answers are.
+        if bounds.stream && bounds.escalation_link.is_none() {
             dearest_output = dearest_output.max(output_cost);
         } else {
             estimate.cost_micros = estimate.cost_micros.saturating_add(output_cost);
