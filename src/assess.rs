@@ -7,6 +7,7 @@
 //! answer's quality is the lowest, and a tier's cascade escalates below its
 //! threshold.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::cascade::Cascade;
@@ -250,36 +251,121 @@ impl Expectations {
     }
 }
 
-/// Assesses a whole OpenAI-format chat answer. An answer that is not JSON,
-/// or has no choice, is [`Weakness::Empty`]; fields of unexpected shapes
-/// count as absent.
-pub fn assess(expectations: &Expectations, answer: &[u8], cascade: &Cascade) -> Assessment {
-    let mut assessment = Assessment::default();
+/// One choice as the assessment reads it.
+struct ChoiceView {
+    finish_reason: Option<String>,
+    message: Option<Value>,
+    mean_logprob: Option<f64>,
+}
+
+/// An answer's choices in the shape the assessment expects. Token
+/// log-probabilities (one object per token: the bulk of an answer that
+/// asked for them) are summed while parsing, never built as values.
+#[derive(Deserialize)]
+struct AnswerShape {
+    #[serde(default)]
+    choices: Vec<ChoiceShape>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceShape {
+    #[serde(default)]
+    finish_reason: Option<Value>,
+    #[serde(default)]
+    message: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<LogprobsShape>,
+}
+
+#[derive(Deserialize)]
+struct LogprobsShape {
+    #[serde(default)]
+    content: Option<Vec<TokenShape>>,
+}
+
+#[derive(Deserialize)]
+struct TokenShape {
+    #[serde(default)]
+    logprob: Option<Value>,
+}
+
+/// The mean of the numbers among `logprobs` (non-numbers are skipped).
+fn mean_of<'v>(logprobs: impl Iterator<Item = &'v Value>) -> Option<f64> {
+    let (sum, count) = logprobs
+        .filter_map(Value::as_f64)
+        .fold((0.0, 0u32), |(sum, count), logprob| (sum + logprob, count + 1));
+    (count > 0)
+        .then(|| sum / f64::from(count))
+        .filter(|mean| mean.is_finite())
+}
+
+/// The answer's choices: read in the expected shape, or, when some field
+/// has another, from a general JSON value (fields of unexpected shapes then
+/// count as absent). An answer that is not JSON has none.
+fn choices_of(answer: &[u8]) -> Vec<ChoiceView> {
+    if let Ok(shaped) = serde_json::from_slice::<AnswerShape>(answer) {
+        return shaped
+            .choices
+            .into_iter()
+            .map(|choice| ChoiceView {
+                finish_reason: choice
+                    .finish_reason
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                message: choice.message,
+                mean_logprob: choice
+                    .logprobs
+                    .and_then(|logprobs| logprobs.content)
+                    .and_then(|tokens| mean_of(tokens.iter().filter_map(|token| token.logprob.as_ref()))),
+            })
+            .collect();
+    }
     let answer: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
     let choices = answer
         .get("choices")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    choices
+        .iter()
+        .map(|choice| ChoiceView {
+            finish_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_string),
+            message: choice.get("message").cloned(),
+            mean_logprob: choice
+                .get("logprobs")
+                .and_then(|logprobs| logprobs.get("content"))
+                .and_then(Value::as_array)
+                .and_then(|tokens| mean_of(tokens.iter().filter_map(|token| token.get("logprob")))),
+        })
+        .collect()
+}
+
+/// Assesses a whole OpenAI-format chat answer. An answer that is not JSON,
+/// or has no choice, is [`Weakness::Empty`]; fields of unexpected shapes
+/// count as absent.
+pub fn assess(expectations: &Expectations, answer: &[u8], cascade: &Cascade) -> Assessment {
+    let mut assessment = Assessment::default();
+    let choices = choices_of(answer);
     if choices.is_empty() {
         assessment.note(Weakness::Empty);
     }
-    for choice in choices {
+    for choice in &choices {
         assess_choice(expectations, choice, cascade, &mut assessment);
     }
     assessment
 }
 
-fn assess_choice(expectations: &Expectations, choice: &Value, cascade: &Cascade, assessment: &mut Assessment) {
+fn assess_choice(expectations: &Expectations, choice: &ChoiceView, cascade: &Cascade, assessment: &mut Assessment) {
     let client_cut = expectations
         .output_limit
         .is_some_and(|limit| limit < MIN_USEFUL_OUTPUT_TOKENS);
-    match choice.get("finish_reason").and_then(Value::as_str) {
+    match choice.finish_reason.as_deref() {
         Some("length") if !client_cut => assessment.note(Weakness::Truncated),
         Some("content_filter") => assessment.note(Weakness::Filtered),
         _ => {}
     }
-    let message = choice.get("message");
+    let message = choice.message.as_ref();
     let content = text_of(message.and_then(|message| message.get("content")));
     let content = content.trim();
     let tool_calls = message
@@ -330,7 +416,7 @@ fn assess_choice(expectations: &Expectations, choice: &Value, cascade: &Cascade,
     {
         assessment.note(Weakness::Short);
     }
-    if let Some(mean) = mean_logprob(choice) {
+    if let Some(mean) = choice.mean_logprob {
         if mean < cascade.min_mean_logprob {
             assessment.note(Weakness::LowConfidence);
         }
@@ -386,19 +472,6 @@ fn lowercase_prefix(text: &str, limit: usize) -> String {
         end -= 1;
     }
     text[..end].to_lowercase().replace('\u{2019}', "'")
-}
-
-/// The mean of the answer's token log-probabilities (entries without a
-/// number are skipped).
-fn mean_logprob(choice: &Value) -> Option<f64> {
-    let tokens = choice.get("logprobs")?.get("content")?.as_array()?;
-    let (sum, count) = tokens
-        .iter()
-        .filter_map(|token| token.get("logprob").and_then(Value::as_f64))
-        .fold((0.0, 0u32), |(sum, count), logprob| (sum + logprob, count + 1));
-    (count > 0)
-        .then(|| sum / f64::from(count))
-        .filter(|mean| mean.is_finite())
 }
 
 /// What a chat stream (OpenAI's SSE chunks) said so far, as one whole
