@@ -167,7 +167,7 @@ def streamed_text(response) -> str:
 
 
 def test_a_cascade_holding_a_streams_first_tokens_escalates_a_weak_start(start_gateway):
-    gateway = start_gateway(cascading(stream_tokens=6))
+    gateway = start_gateway(cascading(stream_tokens=16))
     gateway.mocks.set_behavior("anthropic", {"say": "Paris is the capital of France."})
     gateway.mocks.set_behavior("openai", {"say": "I'm sorry, but I can't help with that request today."})
     response = gateway.chat(chat_body(QUESTION, stream=True), headers=AUTH, stream=True)
@@ -178,6 +178,11 @@ def test_a_cascade_holding_a_streams_first_tokens_escalates_a_weak_start(start_g
     assert streamed_text(response) == "Paris is the capital of France.", "none of the weak start reached the client"
     assert billed(gateway, "cheap")["requests"] == 1, "the weak start was generated: it is billed"
     assert billed(gateway, "strong")["requests"] == 1
+    # However the stream's bytes are cut, the same start gets the same verdict.
+    for _ in range(4):
+        again = gateway.chat(chat_body(QUESTION, stream=True), headers=AUTH, stream=True)
+        assert again.headers["x-signalbox-route"] == "cascade"
+        assert streamed_text(again) == "Paris is the capital of France."
 
     # A good start is released once the held tokens pass the check.
     good = "Paris has been the capital of France since the tenth century, on the Seine."

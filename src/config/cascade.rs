@@ -32,6 +32,9 @@ pub struct Cascade {
 
 const DEFAULT_THRESHOLD: f64 = 0.5;
 const DEFAULT_MIN_MEAN_LOGPROB: f64 = -1.0;
+/// Enough for the longest refusal opening to be whole in the held start,
+/// however the stream's bytes happen to be cut.
+const MIN_STREAM_TOKENS: u32 = 16;
 const MAX_STREAM_TOKENS: u32 = 512;
 
 /// The cascade of tier `path`; `is_last` tiers have nothing to escalate to.
@@ -60,10 +63,13 @@ pub fn resolve(path: &str, raw: Option<&RawCascade>, is_last: bool) -> Result<Op
         ));
     }
     let stream_tokens = raw.stream_tokens.unwrap_or(0);
-    if stream_tokens > MAX_STREAM_TOKENS {
+    if stream_tokens != 0 && !(MIN_STREAM_TOKENS..=MAX_STREAM_TOKENS).contains(&stream_tokens) {
         return Err(ConfigError::new(
             format!("{path}.cascade.stream_tokens"),
-            format!("must be at most {MAX_STREAM_TOKENS}: the client waits for them"),
+            format!(
+                "must be 0 (streams not assessed) or {MIN_STREAM_TOKENS} to {MAX_STREAM_TOKENS}: \
+                 a refusal's opening must fit, and the client waits for them"
+            ),
         ));
     }
     Ok(Some(Cascade {

@@ -310,7 +310,14 @@ impl AttemptFilter {
             return Action::Continue;
         };
         host::replace_response_body(body_size, &output);
-        let held_enough = self.relayed_output_tokens >= hold_tokens;
+        // A slow stream is judged on what it has before Envoy's per-try
+        // timeout (which runs until the headers go) would cut it.
+        let hold_until = self.attempt.as_ref().map_or(0, |attempt| {
+            attempt
+                .started_ms
+                .saturating_add(attempt.plan.per_try_timeout_ms.saturating_mul(HOLD_SHARE_PERCENT) / 100)
+        });
+        let held_enough = self.relayed_output_tokens >= hold_tokens || host::now_ms() >= hold_until;
         if (saw_content && held_enough) || end_of_stream {
             if saw_content && hold_tokens > 0 && self.escalate_stream(&output, end_of_stream) {
                 return Action::Continue;

@@ -340,9 +340,21 @@ pub fn check_stream_cascade(
     if cascade.stream_tokens == 0 || is_native(config, plan, deployment) {
         return None;
     }
-    let answer = crate::assess::answer_from_stream(sse)?;
+    let mut answer = crate::assess::answer_from_stream(sse)?;
     let mut expectations = Expectations::of_request(request_body, plan.output_limit);
     if !ended {
+        // A start is judged on its whole words; one with no answer text yet
+        // (a reasoning model still thinking) cannot be judged: it goes on.
+        let content = answer.pointer_mut("/choices/0/message/content")?;
+        let text = content.as_str().unwrap_or_default();
+        let whole_words = text
+            .rfind(char::is_whitespace)
+            .map_or("", |end| &text[..end])
+            .to_string();
+        if whole_words.trim().is_empty() {
+            return None;
+        }
+        *content = serde_json::Value::String(whole_words);
         expectations.json = None;
         expectations.question_chars = 0;
     }
@@ -739,6 +751,46 @@ mod tests {
         assert_eq!(
             check(&plan(&config, &["small", "large"]), 1, &answer("length"), true),
             (200, None)
+        );
+    }
+
+    #[test]
+    fn a_held_stream_start_is_judged_on_whole_words_and_only_with_answer_text() {
+        let mut config = sample_config();
+        config.tiers[0].cascade = Some(crate::config::cascade::Cascade {
+            threshold: 0.5,
+            min_mean_logprob: -1.0,
+            stream_tokens: 16,
+        });
+        let mut cascading = plan(&config, &["small", "large"]);
+        cascading.stream = true;
+        cascading.escalation = Some(Escalation { tier: 0, to_link: 1 });
+        let chunk = |delta: &str| format!("data: {{\"choices\":[{{\"delta\":{delta}}}]}}\n\n");
+        let clock = AttemptClock {
+            started_ms: 0,
+            now_ms: 1,
+        };
+        let check = |sse: &str, ended: bool| {
+            check_stream_cascade(
+                &config,
+                &cascading,
+                1,
+                cascading.chain[0],
+                b"{}",
+                sse.as_bytes(),
+                ended,
+                clock,
+            )
+        };
+        let refusal = chunk(r#"{"content":"I'm sorry, but I can't help with that. Really"}"#);
+        assert!(check(&refusal, false).unwrap().escalated);
+        let good = chunk(r#"{"content":"Paris is the capital of France and its larg"}"#);
+        assert!(!check(&good, false).unwrap().escalated);
+        let thinking = chunk(r#"{"reasoning_content":"Let me think about capitals"}"#);
+        assert_eq!(check(&thinking, false), None, "no answer text yet: not judged");
+        assert!(
+            check(&thinking, true).unwrap().escalated,
+            "a stream that ended with none is empty"
         );
     }
 
