@@ -5,6 +5,7 @@
 //! signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
 //! signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE [--output-tokens N]
 //! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
+//! signalbox-eval outcomes --log ACCESS.jsonl --events ENVOY.log [--strongest-tier NAME] [--out FILE]
 //! ```
 //!
 //! Scorers: `classifier` (shipped weights), `previous` (hand-set weights
@@ -14,6 +15,7 @@
 
 mod apgr;
 mod data;
+mod outcomes;
 mod replay;
 mod scorer;
 mod train;
@@ -31,7 +33,8 @@ const USAGE: &str = "usage:
   signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|oracle|classifier=FILE]... [--svg FILE] [--title TEXT]
   signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
   signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE [--output-tokens N]
-  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...";
+  signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
+  signalbox-eval outcomes --log ACCESS.jsonl --events ENVOY.log [--strongest-tier NAME] [--out FILE]";
 
 /// Output tokens assumed for a request whose log line has none.
 const DEFAULT_OUTPUT_TOKENS: u64 = 300;
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         "replay" => run_replay(&args),
         "calibrate" => run_calibrate(&args),
         "train" => run_train(&args),
+        "outcomes" => run_outcomes(&args),
         _ => Err(USAGE.to_string()),
     });
     match result {
@@ -95,6 +99,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Labelled JSONL from the gateway's shadow and feedback log lines, joined
+/// with the access log's audited prompts (see `outcomes.rs`).
+fn run_outcomes(args: &Args) -> Result<(), String> {
+    let read = |name: &str| {
+        let path = args.one(name).ok_or_else(|| format!("--{name} is required\n{USAGE}"))?;
+        std::fs::read_to_string(path).map_err(|err| format!("{path}: {err}"))
+    };
+    let outcomes = outcomes::label(&read("log")?, &read("events")?, args.one("strongest-tier"));
+    let text: String = outcomes.lines.iter().map(|line| format!("{line}\n")).collect();
+    match args.one("out") {
+        Some(path) => std::fs::write(path, &text).map_err(|err| format!("{path}: {err}"))?,
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "{} labelled prompts; {} outcomes without an audited prompt skipped",
+        outcomes.lines.len(),
+        outcomes.skipped
+    );
+    Ok(())
 }
 
 fn labelled(files: &[PathBuf]) -> Result<Vec<Labelled>, String> {
