@@ -188,7 +188,7 @@ fn required_keys(schema: Option<&Value>) -> Vec<String> {
 }
 
 /// The text of a message's `content`: a string, or the `text` of its parts.
-fn text_of(content: Option<&Value>) -> String {
+pub fn text_of(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => parts

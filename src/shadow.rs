@@ -66,16 +66,7 @@ pub fn reference_request(request: &[u8], output_cap: Option<u64>) -> Vec<u8> {
 pub fn answer_text(chat_answer: &[u8]) -> Option<String> {
     let answer: Value = serde_json::from_slice(chat_answer).ok()?;
     let content = answer.get("choices")?.get(0)?.get("message")?.get("content")?;
-    match content {
-        Value::String(text) => Some(text.clone()),
-        Value::Array(parts) => Some(
-            parts
-                .iter()
-                .filter_map(|part| part.get("text").and_then(Value::as_str))
-                .collect(),
-        ),
-        _ => None,
-    }
+    matches!(content, Value::String(_) | Value::Array(_)).then(|| crate::assess::text_of(Some(content)))
 }
 
 /// Words too common to say two answers agree.

@@ -33,7 +33,7 @@ pub fn resolve(raw: Option<&RawFeedback>) -> Result<Option<Feedback>, ConfigErro
         return Ok(None);
     };
     let path = raw.path.as_deref().unwrap_or(DEFAULT_PATH);
-    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
+    if !super::is_request_path(path) {
         return Err(ConfigError::new(
             "feedback.path",
             format!("must be an absolute path such as `{DEFAULT_PATH}`"),

@@ -397,7 +397,7 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
         ("spend_path", &raw.spend_path, "/signalbox/spend"),
     ] {
         if let Some(path) = path {
-            if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?') {
+            if !is_request_path(path) {
                 return Err(ConfigError::new(
                     field,
                     format!("must be an absolute path such as `{example}`, or null"),
@@ -988,6 +988,12 @@ fn resolve_tiers(
         });
     }
     Ok(tiers)
+}
+
+/// An absolute request path without a query, of printable ASCII: what a
+/// path Signalbox answers on may be.
+pub(crate) fn is_request_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b'?')
 }
 
 fn compile_regex(path: String, pattern: &str) -> Result<Regex, ConfigError> {

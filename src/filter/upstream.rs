@@ -76,6 +76,16 @@ struct Attempt {
     native: bool,
 }
 
+impl Attempt {
+    /// Until when response headers may be held (a whole answer's for its
+    /// body, a stream's for a cascade's look at its start): Envoy's per-try
+    /// timeout runs until they go.
+    fn hold_until(&self) -> u64 {
+        self.started_ms
+            .saturating_add(self.plan.per_try_timeout_ms.saturating_mul(HOLD_SHARE_PERCENT) / 100)
+    }
+}
+
 /// How the answer is being handled.
 enum Answer {
     /// No response headers yet.
@@ -312,11 +322,7 @@ impl AttemptFilter {
         host::replace_response_body(body_size, &output);
         // A slow stream is judged on what it has before Envoy's per-try
         // timeout (which runs until the headers go) would cut it.
-        let hold_until = self.attempt.as_ref().map_or(0, |attempt| {
-            attempt
-                .started_ms
-                .saturating_add(attempt.plan.per_try_timeout_ms.saturating_mul(HOLD_SHARE_PERCENT) / 100)
-        });
+        let hold_until = self.attempt.as_ref().map_or(0, Attempt::hold_until);
         let held_enough = self.relayed_output_tokens >= hold_tokens || host::now_ms() >= hold_until;
         if (saw_content && held_enough) || end_of_stream {
             if saw_content && hold_tokens > 0 && self.escalate_stream(&output, end_of_stream) {
@@ -766,9 +772,7 @@ impl HttpContext for AttemptFilter {
             return self.finish_and_mark(0, status, &pairs, &[], false);
         }
         let success = (200..300).contains(&status);
-        let hold_until = attempt
-            .started_ms
-            .saturating_add(attempt.plan.per_try_timeout_ms.saturating_mul(HOLD_SHARE_PERCENT) / 100);
+        let hold_until = attempt.hold_until();
         // The body may be rewritten whatever happens to the headers.
         if success {
             host::remove_response_header("content-length");

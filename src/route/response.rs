@@ -4,6 +4,7 @@
 //! handed to the router through filter state, for accounting.
 
 use crate::assess::{assess, Assessment, Expectations};
+use crate::config::cascade::Cascade;
 use crate::config::{Config, DeploymentId};
 use crate::health;
 use crate::ingress::Ingress;
@@ -294,20 +295,34 @@ pub fn check_cascade(
         return None;
     }
     let expectations = Expectations::of_request(request_body, plan.output_limit);
-    let assessment = assess(&expectations, &finished.body, &cascade);
-    let weak = assessment.is_weak(&cascade);
-    let took = clock.now_ms.saturating_sub(clock.started_ms);
-    let out_of_time = plan.deadline_at_ms != 0 && clock.now_ms.saturating_add(took) >= plan.deadline_at_ms;
-    let escalated = weak && !out_of_time;
-    if escalated {
+    let check = judge(plan, escalation, &cascade, &expectations, &finished.body, clock);
+    if check.escalated {
         finished.status = RETRY_STATUS;
     }
-    Some(CascadeCheck {
+    Some(check)
+}
+
+/// Assesses `answer` and decides: weak below the cascade's threshold,
+/// escalated when weak and the request's deadline leaves at least the time
+/// this attempt took.
+fn judge(
+    plan: &AttemptPlan,
+    escalation: Escalation,
+    cascade: &Cascade,
+    expectations: &Expectations,
+    answer: &[u8],
+    clock: AttemptClock,
+) -> CascadeCheck {
+    let assessment = assess(expectations, answer, cascade);
+    let weak = assessment.is_weak(cascade);
+    let took = clock.now_ms.saturating_sub(clock.started_ms);
+    let out_of_time = plan.deadline_at_ms != 0 && clock.now_ms.saturating_add(took) >= plan.deadline_at_ms;
+    CascadeCheck {
         escalation,
         assessment,
         weak,
-        escalated,
-    })
+        escalated: weak && !out_of_time,
+    }
 }
 
 /// How many output tokens of a stream attempt are held before the client
@@ -359,16 +374,7 @@ pub fn check_stream_cascade(
         expectations.question_chars = 0;
     }
     let body = serde_json::to_vec(&answer).ok()?;
-    let assessment = assess(&expectations, &body, &cascade);
-    let weak = assessment.is_weak(&cascade);
-    let took = clock.now_ms.saturating_sub(clock.started_ms);
-    let out_of_time = plan.deadline_at_ms != 0 && clock.now_ms.saturating_add(took) >= plan.deadline_at_ms;
-    Some(CascadeCheck {
-        escalation,
-        assessment,
-        weak,
-        escalated: weak && !out_of_time,
-    })
+    Some(judge(plan, escalation, &cascade, &expectations, &body, clock))
 }
 
 /// Whether the attempt's answer is in OpenAI's Responses API: a native
