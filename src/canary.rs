@@ -94,6 +94,35 @@ impl Side {
         None
     }
 
+    /// Adds what `other` counted (another Envoy's, or one observation).
+    fn add(&mut self, other: &Side) {
+        self.attempts = self.attempts.saturating_add(other.attempts);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.assessed = self.assessed.saturating_add(other.assessed);
+        self.escalated = self.escalated.saturating_add(other.escalated);
+        for (count, more) in self.latency.iter_mut().zip(other.latency) {
+            *count = count.saturating_add(more);
+        }
+    }
+
+    fn count(&mut self, observation: Observation) {
+        match observation {
+            Observation::Attempt { failed, latency_ms } => {
+                self.attempts = self.attempts.saturating_add(1);
+                if failed {
+                    self.failures = self.failures.saturating_add(1);
+                } else {
+                    let bucket = &mut self.latency[bucket_of(latency_ms)];
+                    *bucket = bucket.saturating_add(1);
+                }
+            }
+            Observation::Assessed { escalated } => {
+                self.assessed = self.assessed.saturating_add(1);
+                self.escalated = self.escalated.saturating_add(u32::from(escalated));
+            }
+        }
+    }
+
     fn summary(&self) -> Summary {
         Summary {
             error_rate: self.error_rate(),
@@ -190,6 +219,9 @@ pub struct CanaryRecord {
     /// Moves so far, and the time of the last.
     pub moves: u32,
     pub last_move_ms: u64,
+    /// In fleet mode, the version of the fleet's record this copy is (0:
+    /// never synced, or no fleet).
+    pub fleet_version: u64,
 }
 
 impl Default for CanaryRecord {
@@ -203,7 +235,50 @@ impl Default for CanaryRecord {
             reference: None,
             moves: 0,
             last_move_ms: 0,
+            fleet_version: 0,
         }
+    }
+}
+
+/// What one Envoy observed of a rollout since it last took its turn at the
+/// fleet's record (fleet mode only): added there, then judged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub canary: Side,
+    pub baseline: Side,
+    /// The oldest observation's time: a window with none yet starts then.
+    pub first_seen_ms: u64,
+    /// The newest observation's time: the fleet's record is judged at it.
+    pub last_seen_ms: u64,
+}
+
+impl Tally {
+    pub fn count(&mut self, now: u64, side: SideOf, observation: Observation) {
+        match side {
+            SideOf::Canary => self.canary.count(observation),
+            SideOf::Baseline => self.baseline.count(observation),
+        }
+        self.seen(now, now);
+    }
+
+    fn seen(&mut self, first_ms: u64, last_ms: u64) {
+        if self.is_empty() || first_ms < self.first_seen_ms {
+            self.first_seen_ms = first_ms;
+        }
+        self.last_seen_ms = self.last_seen_ms.max(last_ms);
+    }
+
+    /// Puts back a tally whose turn at the fleet's record failed.
+    pub fn add(&mut self, other: &Tally) {
+        self.canary.add(&other.canary);
+        self.baseline.add(&other.baseline);
+        if !other.is_empty() {
+            self.seen(other.first_seen_ms, other.last_seen_ms);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_seen_ms == 0
     }
 }
 
@@ -253,33 +328,26 @@ impl CanaryRecord {
     /// back at once; a window that ended clean with enough canary attempts
     /// moves up. Returns the move made, if any.
     pub fn observe(&mut self, now: u64, rollout: &Rollout, side: SideOf, observation: Observation) -> Option<Move> {
+        let mut tally = Tally::default();
+        tally.count(now, side, observation);
+        self.absorb(rollout, &tally)
+    }
+
+    /// Adds `tally` (one observation, or what an Envoy saw since its last
+    /// turn at the fleet's record), then judges at its newest observation.
+    pub fn absorb(&mut self, rollout: &Rollout, tally: &Tally) -> Option<Move> {
         self.current(rollout);
         let Phase::Observing(step) = self.phase else {
             return None;
         };
-        // A first observation, or a clock that went back: the window starts now.
-        if self.window_started_ms == 0 || now < self.window_started_ms {
-            self.window_started_ms = now;
+        let now = tally.last_seen_ms;
+        // A first observation, or a clock that went back: the window starts
+        // with the tally's oldest observation.
+        if self.window_started_ms == 0 || tally.first_seen_ms < self.window_started_ms {
+            self.window_started_ms = tally.first_seen_ms;
         }
-        let counted = match side {
-            SideOf::Canary => &mut self.canary,
-            SideOf::Baseline => &mut self.baseline,
-        };
-        match observation {
-            Observation::Attempt { failed, latency_ms } => {
-                counted.attempts = counted.attempts.saturating_add(1);
-                if failed {
-                    counted.failures = counted.failures.saturating_add(1);
-                } else {
-                    let bucket = &mut counted.latency[bucket_of(latency_ms)];
-                    *bucket = bucket.saturating_add(1);
-                }
-            }
-            Observation::Assessed { escalated } => {
-                counted.assessed = counted.assessed.saturating_add(1);
-                counted.escalated = counted.escalated.saturating_add(u32::from(escalated));
-            }
-        }
+        self.canary.add(&tally.canary);
+        self.baseline.add(&tally.baseline);
         if self.canary.attempts < rollout.min_requests {
             return None;
         }
@@ -352,6 +420,12 @@ pub fn record_key(config: &Config, tier: TierId, model: ModelId) -> String {
         "{STATE_PREFIX}canary/{}/{}",
         config.tiers[tier].name, config.models[model].name
     )
+}
+
+/// Shared-data key of what this Envoy observed of a rollout since its last
+/// turn at the fleet's record (fleet mode).
+pub fn tally_key(config: &Config, tier: TierId, model: ModelId) -> String {
+    format!("{}/tally", record_key(config, tier, model))
 }
 
 /// The rollout of `tier`, when an attempt of one of its requests ran on
@@ -428,6 +502,7 @@ impl Record for CanaryRecord {
                     .u64(reference.cascade_rate.unwrap_or(-1.0).to_bits());
             }
         }
+        writer.u64(self.fleet_version);
         writer.finish()
     }
 
@@ -461,6 +536,8 @@ impl Record for CanaryRecord {
                 })
             }
         };
+        // Records written before fleet mode end here.
+        let fleet_version = if reader.is_done() { 0 } else { reader.u64()? };
         reader.is_done().then_some(CanaryRecord {
             fingerprint,
             phase,
@@ -470,7 +547,29 @@ impl Record for CanaryRecord {
             reference,
             moves,
             last_move_ms,
+            fleet_version,
         })
+    }
+}
+
+impl Record for Tally {
+    fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::with_version(VERSION);
+        writer.u64(self.first_seen_ms).u64(self.last_seen_ms);
+        write_side(&mut writer, &self.canary);
+        write_side(&mut writer, &self.baseline);
+        writer.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut reader = Reader::with_version(bytes, VERSION)?;
+        let tally = Tally {
+            first_seen_ms: reader.u64()?,
+            last_seen_ms: reader.u64()?,
+            canary: read_side(&mut reader)?,
+            baseline: read_side(&mut reader)?,
+        };
+        reader.is_done().then_some(tally)
     }
 }
 
@@ -653,6 +752,57 @@ mod tests {
         assert_eq!(CanaryRecord::decode(&rolled_back.encode()), Some(rolled_back));
         assert_eq!(CanaryRecord::decode(b"\x01garbage"), None);
         assert_eq!(CanaryRecord::decode(&[]), None);
+    }
+
+    #[test]
+    fn a_record_from_before_fleet_mode_reads_with_no_fleet_version() {
+        let record = CanaryRecord {
+            fleet_version: 7,
+            ..CanaryRecord::default()
+        };
+        let bytes = record.encode();
+        assert_eq!(CanaryRecord::decode(&bytes), Some(record.clone()));
+        let legacy = &bytes[..bytes.len() - 8];
+        assert_eq!(
+            CanaryRecord::decode(legacy),
+            Some(CanaryRecord {
+                fleet_version: 0,
+                ..record
+            })
+        );
+    }
+
+    #[test]
+    fn tallies_of_several_envoys_move_the_record_as_one_envoy_seeing_everything_would() {
+        let rollout = rollout();
+        let (mut fleet, mut alone) = (CanaryRecord::default(), CanaryRecord::default());
+        // Two replicas each see 6 of each side: neither alone has the 10 a
+        // judgement needs; together they do, and the window has ended.
+        let (mut first, mut second) = (Tally::default(), Tally::default());
+        for index in 0..6 {
+            for (tally, now) in [(&mut first, 1_000 + index), (&mut second, 61_000 + index)] {
+                tally.count(now, SideOf::Canary, ok(100));
+                tally.count(now, SideOf::Baseline, ok(100));
+                alone.observe(now, &rollout, SideOf::Canary, ok(100));
+                alone.observe(now, &rollout, SideOf::Baseline, ok(100));
+            }
+        }
+        assert_eq!(fleet.absorb(&rollout, &first), None, "6 canary attempts are too few");
+        assert_eq!(fleet.absorb(&rollout, &second), Some(Move::Advanced(1)));
+        assert_eq!((fleet.phase, fleet.moves), (alone.phase, alone.moves));
+        assert_eq!(fleet.share(&rollout), 0.5);
+
+        // A tally put back after a lost turn adds up, and round-trips.
+        let mut failing = Tally::default();
+        for _ in 0..10 {
+            failing.count(200_000, SideOf::Canary, FAILED);
+        }
+        let mut kept = Tally::default();
+        kept.add(&failing);
+        kept.add(&Tally::default());
+        assert_eq!(Tally::decode(&kept.encode()), Some(kept.clone()));
+        assert_eq!(fleet.absorb(&rollout, &kept), Some(Move::RolledBack(Breach::ErrorRate)));
+        assert!(Tally::default().is_empty() && !kept.is_empty());
     }
 
     #[test]

@@ -1,13 +1,15 @@
 """Canary rollouts through the real Envoy (two workers sharing one record):
 a healthy canary climbs its steps window by window to 100%, one whose
 provider fails is rolled back to zero as soon as it has enough attempts to
-judge; every move shows in /signalbox/health and the metrics. Windows run
-on the test clock (a header only the test-clock module honours)."""
+judge; every move shows in /signalbox/health and the metrics. With the
+fleet store, two Envoys share one rollout through Redis. Windows run on
+the test clock (a header only the test-clock module honours)."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.test_fleet import replicas, wait_for
 from tests.test_governance import CLOCK, governed
 from tests.test_observability import eventually, scrape, total
 
@@ -151,3 +153,64 @@ def test_requests_that_name_the_canary_or_fail_by_the_clients_fault_do_not_move_
     view = canary_view(gateway)
     assert (view["state"], view["share"]) == ("observing", 0.1), view
     assert view["canary"]["attempts"] == 0, "neither named requests nor client errors count"
+
+
+def canary_attempts(gateway) -> int:
+    return canary_view(gateway)["canary"]["attempts"]
+
+
+def test_two_replicas_share_one_rollout_through_the_fleet_store(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, rollout())
+    half = MIN_REQUESTS // 2
+    # Each replica alone sees too few canary attempts to judge; together enough.
+    until_canary_attempts(first, T0, half)
+    until_canary_attempts(second, T0, half)
+    for gateway in (first, second):
+        assert wait_for(lambda: canary_attempts(gateway) >= MIN_REQUESTS), canary_view(gateway)
+        assert canary_view(gateway)["step"] == 0
+    # The window ends on the second replica's clock: the fleet's record moves once.
+    ask(second, T0 + WINDOW_S * 1000)
+    for gateway in (first, second):
+        view = wait_for(lambda: (view := canary_view(gateway))["step"] == 1 and view)
+        assert view and (view["state"], view["share"], view["moves"]) == ("observing", 0.5, 1), canary_view(gateway)
+    moves = [
+        total(scrape(gateway), "signalbox_canary_moves_total", tier="simple", model="fresh", result="advanced")
+        for gateway in (first, second)
+    ]
+    assert sorted(moves) == [0, 1], "one replica made the move and logged it"
+    assert all(
+        eventually(
+            lambda: scrape(gateway),
+            lambda samples: total(samples, "signalbox_canary_share_percent", tier="simple", model="fresh") == 50,
+        )
+        for gateway in (first, second)
+    )
+
+
+def test_a_rollback_seen_by_one_replica_stops_the_canary_on_the_other(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, rollout())
+    mocks.set_behavior("anthropic", {"status": 500})
+    until_canary_attempts(first, T0, MIN_REQUESTS)
+    view = wait_for(lambda: (view := canary_view(second))["state"] == "rolled_back" and view)
+    assert view and (view["breach"], view["share"]) == ("error_rate", 0.0), canary_view(second)
+    mocks.clear()
+    for _ in range(40):
+        assert ask(second, T0 + 1_000).headers["x-signalbox-model"] == "cheap"
+    assert mocks.requests("anthropic") == [], "the other replica routes by the fleet's record"
+
+
+def test_while_redis_is_down_a_rollout_holds_still_and_catches_up_when_it_returns(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, rollout())
+    fleet_store.stop_redis()
+    mocks.set_behavior("anthropic", {"status": 500})
+    until_canary_attempts(first, T0, MIN_REQUESTS)
+    assert wait_for(
+        lambda: total(scrape(first), "signalbox_store_calls_total", op="rollout", result="unavailable") >= 2
+    )
+    view = canary_view(first)
+    assert (view["state"], view["share"]) == ("observing", 0.1), "no move without the fleet's record"
+    fleet_store.start_redis()
+    # The failures counted meanwhile were kept, and judged once Redis is back.
+    for gateway in (first, second):
+        view = wait_for(lambda: (view := canary_view(gateway))["state"] == "rolled_back" and view)
+        assert view and view["breach"] == "error_rate", canary_view(gateway)

@@ -518,3 +518,29 @@ def test_the_rust_fleet_core_round_trips_through_webdis(fleet_store):
     assert "cost_micros: 900" in results["spend"], results
     with fleet_store.admin() as admin:
         assert admin.command("EXISTS", "sb:{re%7Bsearch%7D%3Ax%25}:user:a/b.c?+%25") == 1, "keys as keys.rs names them"
+
+
+def test_racing_rollout_proposals_from_one_version_store_exactly_one(fleet_store):
+    key = "sb:rollout:{simple/fresh}"
+    idle_ms = 30 * DAY_MS
+
+    def propose(index: int) -> list:
+        client = FleetClient(fleet_store.url, timeout=30)
+        try:
+            return client.run("rollout", [key], [0, f"{index:02x}", idle_ms])
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(propose, range(8)))
+    stored = [reply for reply in replies if reply[0] == 1]
+    assert len(stored) == 1 and stored[0][1] == 1, replies
+    winner = f"{replies.index(stored[0]):02x}"
+    assert all(reply == [0, 1, winner] for reply in replies if reply[0] == 0), replies
+    client = FleetClient(fleet_store.url)
+    # Reading (-1) changes nothing; a proposal from the current version is stored.
+    assert client.run("rollout", [key], [-1, "ff", idle_ms]) == [0, 1, winner]
+    assert client.run("rollout", [key], [1, "aa", idle_ms]) == [1, 2, ""]
+    assert client.run("rollout", [key], [1, "bb", idle_ms]) == [0, 2, "aa"]
+    with fleet_store.admin() as admin:
+        assert 0 < int(admin.command("PTTL", key)) <= idle_ms

@@ -7,6 +7,7 @@ mod host;
 mod hostcall_stats;
 mod http;
 mod metrics;
+mod rollouts;
 mod root;
 mod shadow;
 mod shared;

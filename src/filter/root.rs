@@ -17,6 +17,7 @@ use super::fleet::{self, SettleJob, SettleKind};
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
 use super::metrics::{count_config_load, Metrics};
+use super::rollouts;
 use super::shadow;
 use super::shared;
 use super::spend::raise_alert;
@@ -103,10 +104,13 @@ pub struct SignalboxRoot {
     settlements: HashMap<u32, (SettleJob, u64)>,
     /// Shadow reference calls in flight: call token → (job, deployment).
     shadows: HashMap<u32, (shadow::Queued, DeploymentId)>,
+    /// Turns at the fleet's rollout records in flight, by call token.
+    rollout_turns: HashMap<u32, rollouts::Turn>,
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
     next_cache_sweep_ms: u64,
+    next_rollout_turn_ms: u64,
     /// The cache shard the next sweep frees dead entries in.
     cache_sweep_shard: u32,
 }
@@ -121,9 +125,11 @@ impl SignalboxRoot {
             probes: HashMap::new(),
             settlements: HashMap::new(),
             shadows: HashMap::new(),
+            rollout_turns: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
             next_cache_sweep_ms: 0,
+            next_rollout_turn_ms: 0,
             cache_sweep_shard: 0,
         }
     }
@@ -355,10 +361,38 @@ impl SignalboxRoot {
     }
 }
 
+impl SignalboxRoot {
+    /// This Envoy's turn at the fleet's rollout records, from one VM (a lease).
+    fn take_rollout_turns(&mut self, state: &Loaded, now: u64) {
+        if !rollouts::shared_by_fleet(&state.config)
+            || !due(&mut self.next_rollout_turn_ms, now, rollouts::TURN_MS)
+            || !state::lease::try_acquire(
+                &HostStore,
+                rollouts::LEASE_KEY,
+                self.vm_owner_id,
+                now,
+                rollouts::TURN_MS * 3,
+            )
+        {
+            return;
+        }
+        self.rollout_turns
+            .extend(rollouts::take_turns(state, now, &self.rollout_turns));
+    }
+}
+
 impl Context for SignalboxRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if let (Some((job, sent_at)), Some(state)) = (self.settlements.remove(&token_id), self.state.clone()) {
             self.settlement_answered(&state, job, sent_at, body_size);
+            return;
+        }
+        if let (Some(turn), Some(state)) = (self.rollout_turns.remove(&token_id), self.state.clone()) {
+            let status = u32::from(host::call_response_status());
+            let body = host::call_response_body(body_size).unwrap_or_default();
+            if let Some((token, turn)) = rollouts::answered(&state, turn, status, &body, host::now_ms()) {
+                self.rollout_turns.insert(token, turn);
+            }
             return;
         }
         if let Some((queued, deployment)) = self.shadows.remove(&token_id) {
@@ -425,6 +459,7 @@ impl RootContext for SignalboxRoot {
                 }
             }
         }
+        rollouts::ensure_records(&config);
         if self.role == Role::Router {
             let probes = config.resilience.probes.map(|probes| probes.interval_ms);
             let gauges = config
@@ -437,6 +472,7 @@ impl RootContext for SignalboxRoot {
                 .as_ref()
                 .and_then(|governance| governance.store.as_ref())
                 .map(|_| SETTLEMENT_FLUSH_MS);
+            let rollout_turns = rollouts::shared_by_fleet(&config).then_some(rollouts::TURN_MS);
             let shadows = config
                 .governance
                 .as_ref()
@@ -448,6 +484,7 @@ impl RootContext for SignalboxRoot {
                 .chain(watchdog)
                 .chain(settlements)
                 .chain(shadows)
+                .chain(rollout_turns)
                 .min()
             {
                 host::set_tick_period(Duration::from_millis(period));
@@ -506,6 +543,7 @@ impl RootContext for SignalboxRoot {
             }
             self.publish_gauges(&state, now);
             self.sweep_cache(&state, now);
+            self.take_rollout_turns(&state, now);
         }
     }
 

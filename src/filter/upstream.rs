@@ -31,8 +31,8 @@ use proxy_wasm::types::Action;
 use super::host::{self, elapsed_us, HostStore};
 use super::root::{log_transition, Loaded};
 use super::shared;
-use crate::canary::{self, CanaryRecord, Observation};
-use crate::config::{Config, DeploymentId, ModelId, TierId};
+use crate::canary::Observation;
+use crate::config::{Config, DeploymentId, ModelId};
 use crate::error::GatewayError;
 use crate::govern::admission;
 use crate::govern::ledger::Consumed;
@@ -47,7 +47,7 @@ use crate::route::response::{
     TRIALS_BEGUN_STATE,
 };
 use crate::state;
-use crate::telemetry::report::{AttemptReport, CanaryMoveReport, CascadeReport};
+use crate::telemetry::report::{AttemptReport, CascadeReport};
 
 /// A request Signalbox planned, at attempt `number` (1-based chain position).
 struct Attempt {
@@ -375,42 +375,6 @@ impl AttemptFilter {
     }
 }
 
-/// Counts what a model did for a request its tier routed in that tier's
-/// rollout record, and logs and meters any move it made.
-fn observe_canary(state: &Loaded, tier: Option<TierId>, model: ModelId, now: u64, observation: Observation) {
-    let config = &state.config;
-    let Some((tier, (rollout, canary, side))) =
-        tier.and_then(|tier| Some((tier, canary::rollout_of(config, tier, model)?)))
-    else {
-        return;
-    };
-    let key = canary::record_key(config, tier, canary);
-    match state::update::<CanaryRecord, _>(&HostStore, &key, |record| {
-        record.observe(now, rollout, side, observation)
-    }) {
-        Ok((record, Some(made))) => {
-            let share = record.share(rollout);
-            log::warn!(
-                "canary {} of tier {}: {} to {:.0}% ({:?})",
-                config.models[canary].name,
-                config.tiers[tier].name,
-                made.name(),
-                share * 100.0,
-                made
-            );
-            let report = CanaryMoveReport {
-                tier,
-                model: canary,
-                made,
-                share,
-            };
-            state.metrics.emit(config, &report.samples());
-        }
-        Ok((_, None)) => {}
-        Err(err) => log::warn!("cannot observe canary {key}: {err:?}"),
-    }
-}
-
 /// The time canary windows are judged on: a test's clock in modules built
 /// for tests, the host's otherwise.
 fn rollout_now(config: &Config, attempt: &Attempt, host_now: u64) -> u64 {
@@ -434,7 +398,7 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
     state.metrics.emit(config, &report.samples());
     let observed = Observation::Assessed { escalated: check.weak };
     let now = rollout_now(config, attempt, host::now_ms());
-    observe_canary(state, attempt.plan.tier, report.model, now, observed);
+    super::rollouts::observe(state, attempt.plan.tier, report.model, now, observed);
     if !check.escalated {
         return;
     }
@@ -550,7 +514,7 @@ impl Context for AttemptFilter {
             };
             let model = config.deployments[attempt.deployment].model;
             let now = rollout_now(config, &attempt, now);
-            observe_canary(&state, attempt.plan.tier, model, now, observed);
+            super::rollouts::observe(&state, attempt.plan.tier, model, now, observed);
         }
         match state::update::<DeploymentHealth, _>(&HostStore, key, |health| {
             health.finish_attempt(now, attempt.lease, recorded, settings)

@@ -40,6 +40,11 @@ pub fn tenant_keys(tenant: &str, user: Option<&str>, quota_count: usize) -> Vec<
     keys
 }
 
+/// The record of the canary rollout of `model` in `tier`, fleet-wide.
+pub fn rollout_key(tier: &str, model: &str) -> String {
+    format!("{PREFIX}rollout:{{{}/{}}}", escaped(tier), escaped(model))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +71,6 @@ mod tests {
         let keys = tenant_keys("}odd{:%", Some("a:b}"), 0);
         assert_eq!(keys[0], "sb:{%7Dodd%7B%3A%25}:res");
         assert_eq!(keys[4], "sb:{%7Dodd%7B%3A%25}:user:a%3Ab%7D");
+        assert_eq!(rollout_key("simple", "fr{e}sh"), "sb:rollout:{simple/fr%7Be%7Dsh}");
     }
 }

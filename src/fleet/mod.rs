@@ -15,6 +15,7 @@ pub mod keys;
 pub mod outbox;
 pub mod reply;
 pub mod request;
+pub mod rollout;
 pub mod scripts;
 
 pub use decide::{admit_outcome, retry_delay_ms, settle_outcome, AdmitOutcome, SettleOutcome};

@@ -191,7 +191,7 @@ pub struct Spend {
 }
 
 /// The script's reply array, or why there is none.
-fn reply_array(status: u32, body: &[u8]) -> Result<Vec<Value>, StoreFailure> {
+pub(super) fn reply_array(status: u32, body: &[u8]) -> Result<Vec<Value>, StoreFailure> {
     if status != 200 {
         return Err(unavailable(format!("webdis answered {status}")));
     }
@@ -220,12 +220,18 @@ fn reply_array(status: u32, body: &[u8]) -> Result<Vec<Value>, StoreFailure> {
 }
 
 /// Reads a flat reply front to back, checking each item's type.
-struct Items {
+pub(super) struct Items {
     items: std::vec::IntoIter<Value>,
 }
 
 impl Items {
-    fn string(&mut self) -> Result<String, StoreFailure> {
+    pub(super) fn new(items: Vec<Value>) -> Items {
+        Items {
+            items: items.into_iter(),
+        }
+    }
+
+    pub(super) fn string(&mut self) -> Result<String, StoreFailure> {
         match self.items.next() {
             Some(Value::String(text)) => Ok(text),
             other => Err(unavailable(format!("expected a string, got {other:?}"))),
@@ -239,7 +245,7 @@ impl Items {
         }
     }
 
-    fn count(&mut self) -> Result<u64, StoreFailure> {
+    pub(super) fn count(&mut self) -> Result<u64, StoreFailure> {
         u64::try_from(self.integer()?).map_err(|_| unavailable("a negative count"))
     }
 
@@ -269,7 +275,7 @@ impl Items {
     }
 
     /// Every item was read: a longer reply is not the documented shape.
-    fn finish<T>(mut self, value: T) -> Result<T, StoreFailure> {
+    pub(super) fn finish<T>(mut self, value: T) -> Result<T, StoreFailure> {
         match self.items.next() {
             None => Ok(value),
             Some(_) => Err(unavailable("the reply is longer than its shape")),
@@ -278,9 +284,7 @@ impl Items {
 }
 
 fn items(status: u32, body: &[u8]) -> Result<(String, u64, Items), StoreFailure> {
-    let mut items = Items {
-        items: reply_array(status, body)?.into_iter(),
-    };
+    let mut items = Items::new(reply_array(status, body)?);
     let tag = items.string()?;
     let now_ms = items.count()?;
     Ok((tag, now_ms, items))

@@ -1,7 +1,8 @@
 //! The ledger's Lua scripts as Redis receives them, and their SHA-1 names.
 //!
-//! A script is `fleet/prelude.lua` followed by `fleet/<name>.lua`, byte for
-//! byte, built into the module at compile time. The SHA-1 is computed once
+//! A ledger script is `fleet/prelude.lua` followed by `fleet/<name>.lua`,
+//! byte for byte, built into the module at compile time; the rollout script
+//! (`fleet/rollout.lua`) stands alone. The SHA-1 is computed once
 //! at load from that same text, so EVALSHA and the EVAL fallback always name
 //! the same script.
 
@@ -13,10 +14,12 @@ pub enum Script {
     Admit,
     Settle,
     Spend,
+    /// A canary rollout's shared record (compare-and-set).
+    Rollout,
 }
 
 impl Script {
-    pub const ALL: [Script; 3] = [Script::Admit, Script::Settle, Script::Spend];
+    pub const ALL: [Script; 4] = [Script::Admit, Script::Settle, Script::Spend, Script::Rollout];
 
     /// The whole text sent with EVAL.
     pub fn text(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Script {
                 include_str!("../../fleet/prelude.lua"),
                 include_str!("../../fleet/spend.lua")
             ),
+            Script::Rollout => include_str!("../../fleet/rollout.lua"),
         }
     }
 }
@@ -40,11 +44,11 @@ impl Script {
 /// The SHA-1 (lower-case hex) of each script, as EVALSHA wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptNames {
-    names: [String; 3],
+    names: [String; 4],
 }
 
 impl ScriptNames {
-    /// Hashes the three scripts (about 30 KiB): do it once, at configure time.
+    /// Hashes the scripts (about 30 KiB): do it once, at configure time.
     pub fn compute() -> ScriptNames {
         ScriptNames {
             names: Script::ALL.map(|script| hex(&Sha1::digest(script.text().as_bytes()))),
@@ -56,7 +60,7 @@ impl ScriptNames {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -67,12 +71,15 @@ mod tests {
     #[test]
     fn each_script_starts_with_the_prelude_and_has_its_own_name() {
         let names = ScriptNames::compute();
-        for script in Script::ALL {
+        for script in [Script::Admit, Script::Settle, Script::Spend] {
             assert!(script.text().starts_with("-- Signalbox fleet ledger: helpers shared"));
+        }
+        for script in Script::ALL {
             assert_eq!(names.sha1(script).len(), 40);
         }
         assert_ne!(names.sha1(Script::Admit), names.sha1(Script::Settle));
         assert_ne!(names.sha1(Script::Settle), names.sha1(Script::Spend));
+        assert_ne!(names.sha1(Script::Spend), names.sha1(Script::Rollout));
     }
 
     #[test]

@@ -514,8 +514,14 @@ impl CanaryMoveReport {
                 &[labels[0], labels[1], Label::Fixed("result", self.made.name())],
                 1,
             ),
-            Sample::new(Family::CanaryShare, &labels, (self.share * 100.0).round() as u64),
+            CanaryMoveReport::share_sample(self.tier, self.model, self.share),
         ]
+    }
+
+    /// The share gauge alone: for a replica that learns of another's move.
+    pub fn share_sample(tier: TierId, model: ModelId, share: f64) -> Sample {
+        let labels = [Label::Tier(Some(tier)), Label::Model(Some(model))];
+        Sample::new(Family::CanaryShare, &labels, (share * 100.0).round() as u64)
     }
 }
 

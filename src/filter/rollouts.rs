@@ -1,0 +1,257 @@
+//! Canary rollouts from the filter's side. An attempt of a rollout's tier is
+//! counted where the rollout's state lives: without a fleet store, straight
+//! into the record in shared data, which judges on the spot; with one, into
+//! this Envoy's tally, which the router's root adds to the fleet's record
+//! about once a second (`crate::fleet::rollout` says how), from one VM per
+//! Envoy (a lease).
+
+use std::collections::HashMap;
+
+use super::fleet;
+use super::host::HostStore;
+use super::root::Loaded;
+use crate::canary::{self, CanaryRecord, Move, Observation, Tally};
+use crate::config::canary::Rollout;
+use crate::config::governance::StoreSettings;
+use crate::config::{Config, ModelId, TierId};
+use crate::fleet::keys::rollout_key;
+use crate::fleet::rollout::{propose, turn_outcome, RolloutCall, TurnOutcome};
+use crate::fleet::{invocation, ScriptCall};
+use crate::state::{self, Record};
+use crate::telemetry::report::CanaryMoveReport;
+
+/// How often an Envoy takes its turn at the fleet's records.
+pub const TURN_MS: u64 = 1_000;
+pub const LEASE_KEY: &str = "signalbox/v1/lease/rollouts";
+/// Proposals per turn: one lost race is followed at once by a proposal from
+/// the record that won (a round trip is far shorter than a turn's period).
+const MAX_PROPOSALS: u32 = 3;
+
+/// The fleet store, when rollouts are shared by the fleet.
+fn fleet_store(config: &Config) -> Option<&StoreSettings> {
+    config.governance.as_ref()?.store.as_ref()
+}
+
+/// Every rollout of the config: tier, canary model, settings.
+pub fn rollouts(config: &Config) -> impl Iterator<Item = (TierId, ModelId, &Rollout)> {
+    config.tiers.iter().enumerate().filter_map(|(tier, settings)| {
+        let canary = settings.canary.as_ref()?;
+        Some((tier, canary.model, canary.rollout.as_ref()?))
+    })
+}
+
+/// Whether the root must take turns at the fleet's records.
+pub fn shared_by_fleet(config: &Config) -> bool {
+    fleet_store(config).is_some() && rollouts(config).next().is_some()
+}
+
+/// Creates the shared-data records of every rollout before traffic.
+pub fn ensure_records(config: &Config) {
+    for (tier, model, _) in rollouts(config) {
+        state::ensure::<CanaryRecord>(&HostStore, &canary::record_key(config, tier, model));
+        state::ensure::<Tally>(&HostStore, &canary::tally_key(config, tier, model));
+    }
+}
+
+/// Counts what `model` did for a request `tier` routed, in that tier's
+/// rollout (if it has one and `model` is on it).
+pub fn observe(state: &Loaded, tier: Option<TierId>, model: ModelId, now: u64, observation: Observation) {
+    let config = &state.config;
+    let Some((tier, (rollout, canary, side))) =
+        tier.and_then(|tier| Some((tier, canary::rollout_of(config, tier, model)?)))
+    else {
+        return;
+    };
+    if fleet_store(config).is_some() {
+        let key = canary::tally_key(config, tier, canary);
+        if let Err(err) = state::update::<Tally, _>(&HostStore, &key, |tally| tally.count(now, side, observation)) {
+            log::warn!("cannot count a canary observation in {key}: {err:?}");
+        }
+        return;
+    }
+    let key = canary::record_key(config, tier, canary);
+    match state::update::<CanaryRecord, _>(&HostStore, &key, |record| {
+        record.observe(now, rollout, side, observation)
+    }) {
+        Ok((record, Some(made))) => report_move(state, tier, canary, rollout, &record, made),
+        Ok((_, None)) => {}
+        Err(err) => log::warn!("cannot observe canary {key}: {err:?}"),
+    }
+}
+
+fn report_move(state: &Loaded, tier: TierId, model: ModelId, rollout: &Rollout, record: &CanaryRecord, made: Move) {
+    let config = &state.config;
+    let share = record.share(rollout);
+    log::warn!(
+        "canary {} of tier {}: {} to {:.0}% ({:?})",
+        config.models[model].name,
+        config.tiers[tier].name,
+        made.name(),
+        share * 100.0,
+        made
+    );
+    let report = CanaryMoveReport {
+        tier,
+        model,
+        made,
+        share,
+    };
+    state.metrics.emit(config, &report.samples());
+}
+
+/// One turn at a rollout's fleet record, waiting for its answer.
+pub struct Turn {
+    tier: TierId,
+    model: ModelId,
+    /// The tally taken for this turn (put back unless it was stored).
+    tally: Tally,
+    mirror: CanaryRecord,
+    proposal: CanaryRecord,
+    made: Option<Move>,
+    proposals: u32,
+    with_text: bool,
+    sent_at: u64,
+}
+
+/// Takes this Envoy's turn at every rollout not already waiting for an
+/// answer (`waiting`): the calls sent, by token.
+pub fn take_turns(state: &Loaded, now: u64, waiting: &HashMap<u32, Turn>) -> Vec<(u32, Turn)> {
+    let config = &state.config;
+    let mut sent = Vec::new();
+    for (tier, model, rollout) in rollouts(config) {
+        if waiting.values().any(|turn| (turn.tier, turn.model) == (tier, model)) {
+            continue;
+        }
+        let tally_key = canary::tally_key(config, tier, model);
+        let tally = match state::update::<Tally, _>(&HostStore, &tally_key, std::mem::take) {
+            Ok((_, tally)) => tally,
+            Err(err) => {
+                log::warn!("cannot take the canary tally {tally_key}: {err:?}");
+                continue;
+            }
+        };
+        let mirror =
+            state::read::<CanaryRecord>(&HostStore, &canary::record_key(config, tier, model)).unwrap_or_default();
+        let (proposal, made) = propose(&mirror, rollout, &tally);
+        let turn = Turn {
+            tier,
+            model,
+            tally,
+            mirror,
+            proposal,
+            made,
+            proposals: 1,
+            with_text: false,
+            sent_at: now,
+        };
+        if let Some(token) = send(state, &turn) {
+            sent.push((token, turn));
+        }
+    }
+    sent
+}
+
+fn send(state: &Loaded, turn: &Turn) -> Option<u32> {
+    let config = &state.config;
+    let (store, names) = (fleet_store(config)?, state.script_names.as_ref()?);
+    // With nothing to add, only read: storing an unchanged record would
+    // bump the version and make other replicas' proposals lose for nothing.
+    let call = RolloutCall {
+        key: rollout_key(&config.tiers[turn.tier].name, &config.models[turn.model].name),
+        from_version: (!turn.tally.is_empty()).then_some(turn.mirror.fleet_version),
+        proposal: turn.proposal.encode(),
+    };
+    let token = fleet::send(
+        store,
+        &call.request(names, invocation(turn.with_text), &store.authority),
+    );
+    if token.is_none() {
+        put_back(state, turn, "the store's cluster cannot be called");
+    }
+    token
+}
+
+/// The fleet answered a turn (`status`, `body`): keep what it says, and
+/// returns the turn when it must be sent again (with the script's text).
+pub fn answered(state: &Loaded, mut turn: Turn, status: u32, body: &[u8], now: u64) -> Option<(u32, Turn)> {
+    let config = &state.config;
+    let (_, _, rollout) = rollouts(config).find(|(tier, model, _)| (*tier, *model) == (turn.tier, turn.model))?;
+    let outcome = turn_outcome(
+        status,
+        body,
+        &turn.mirror,
+        turn.proposal.clone(),
+        turn.made,
+        turn.with_text,
+    );
+    let result = match &outcome {
+        TurnOutcome::Stored { .. } => "stored",
+        TurnOutcome::Behind { .. } => "behind",
+        TurnOutcome::Resend => "noscript",
+        TurnOutcome::Failed { .. } => "unavailable",
+    };
+    super::http::count_store_call(state, "rollout", result, now.saturating_sub(turn.sent_at));
+    match outcome {
+        TurnOutcome::Stored { mirror, made } => {
+            write_mirror(state, &turn, &mirror, rollout);
+            if let Some(made) = made {
+                report_move(state, turn.tier, turn.model, rollout, &mirror, made);
+            }
+        }
+        TurnOutcome::Behind { mirror } => {
+            write_mirror(state, &turn, &mirror, rollout);
+            if !turn.tally.is_empty() && turn.proposals < MAX_PROPOSALS {
+                let (proposal, made) = propose(&mirror, rollout, &turn.tally);
+                turn = Turn {
+                    mirror,
+                    proposal,
+                    made,
+                    proposals: turn.proposals + 1,
+                    sent_at: now,
+                    ..turn
+                };
+                return send(state, &turn).map(|token| (token, turn));
+            }
+            put_back(state, &turn, "");
+        }
+        TurnOutcome::Resend => {
+            turn.with_text = true;
+            turn.sent_at = now;
+            return send(state, &turn).map(|token| (token, turn));
+        }
+        TurnOutcome::Failed { reason } => put_back(state, &turn, &reason),
+    }
+    None
+}
+
+/// Keeps the fleet's record as this Envoy's copy (the share routing reads);
+/// a share another replica changed is set on this one's gauge too.
+fn write_mirror(state: &Loaded, turn: &Turn, mirror: &CanaryRecord, rollout: &Rollout) {
+    let config = &state.config;
+    let key = canary::record_key(config, turn.tier, turn.model);
+    let before = turn.mirror.share(rollout);
+    if let Err(err) = state::update::<CanaryRecord, _>(&HostStore, &key, |record| *record = mirror.clone()) {
+        log::warn!("cannot keep the fleet's canary record in {key}: {err:?}");
+        return;
+    }
+    let share = mirror.share(rollout);
+    if share != before {
+        state
+            .metrics
+            .emit(config, &[CanaryMoveReport::share_sample(turn.tier, turn.model, share)]);
+    }
+}
+
+/// Returns a turn's tally to this Envoy's, for the next turn.
+fn put_back(state: &Loaded, turn: &Turn, reason: &str) {
+    if !reason.is_empty() {
+        log::debug!("canary turn not taken: {reason}");
+    }
+    if turn.tally.is_empty() {
+        return;
+    }
+    let key = canary::tally_key(&state.config, turn.tier, turn.model);
+    if let Err(err) = state::update::<Tally, _>(&HostStore, &key, |tally| tally.add(&turn.tally)) {
+        log::warn!("cannot put back the canary tally {key}: {err:?}");
+    }
+}
