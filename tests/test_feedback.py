@@ -2,13 +2,15 @@
 rating posted with that id and the same tenant's key is counted once, by
 the tier, model and prompt kind that produced the answer, and shows in the
 metrics; other tenants, unknown ids, repeats and malformed ratings get
-clear errors."""
+clear errors. With the fleet store, two Envoys count a rating once
+whichever of them gets it, also across a Redis outage."""
 
 from __future__ import annotations
 
 import requests
 
 from tests.gateway import chat_body
+from tests.test_fleet import replicas, wait_for
 from tests.test_governance import governed
 from tests.test_observability import eventually, scrape, total
 
@@ -71,3 +73,39 @@ def test_a_rating_counts_once_for_its_tenants_answer_and_shows_in_metrics(start_
     assert total(samples, "signalbox_feedback_rating_milli_total", tier="simple", model="cheap") == 1200
     log = gateway.envoy.log_text()
     assert f'"request_id":"{good}"' in log and '"rating":1' in log and '"success":true' in log
+
+
+def test_with_the_fleet_store_a_rating_counts_once_whichever_replica_gets_it(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, feedback_config())
+    # Rated at once where it was answered (Redis may not have it yet), then elsewhere.
+    prompt = answered(first, "What is the capital of France?")
+    assert rate(first, {"request_id": prompt, "rating": 1}).status_code == 200
+    again = rate(second, {"request_id": prompt, "rating": 0})
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "already_rated")
+
+    # Answered by one replica, rated at the other once the answer reached Redis.
+    later = answered(first, "Name a prime number between 10 and 20.")
+    counted = wait_for(lambda: (reply := rate(second, {"request_id": later, "rating": 0.25})).status_code == 200 and reply)
+    assert counted and counted.json() == {"counted": True, "model": "cheap"}
+    assert rate(first, {"request_id": later, "rating": 1}).status_code == 409
+    assert rate(second, {"request_id": later, "rating": 0}, OTHER).status_code == 404, "another tenant's answer"
+    assert rate(second, {"request_id": "never-answered", "rating": 1}).status_code == 404
+
+    counted_on = [
+        total(scrape(gateway), "signalbox_feedback_total", tier="simple", model="cheap") for gateway in (first, second)
+    ]
+    assert counted_on == [1, 1], counted_on
+    assert total(scrape(second), "signalbox_store_calls_total", op="remember", result="stored") == 0
+    assert total(scrape(first), "signalbox_store_calls_total", op="remember", result="stored") >= 1
+
+
+def test_while_redis_is_down_the_replica_that_answered_counts_and_redis_learns_it_later(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, feedback_config())
+    fleet_store.stop_redis()
+    prompt = answered(first, "What is the capital of France?")
+    assert rate(first, {"request_id": prompt, "rating": 1}).status_code == 200, "its own record decides"
+    assert rate(second, {"request_id": prompt, "rating": 1}).status_code == 404, "the other replica cannot know"
+    assert total(scrape(first), "signalbox_store_calls_total", op="rate", result="unavailable") >= 1
+    fleet_store.start_redis()
+    # The answer reaches Redis with its rating: the other replica refuses a second one.
+    assert wait_for(lambda: rate(second, {"request_id": prompt, "rating": 0}).status_code == 409)

@@ -75,8 +75,8 @@ def binary(name: str) -> tuple[str, dict[str, str]]:
 
 def script_text(name: str) -> str:
     """What is sent to Redis for `admit`, `settle` or `spend`: the prelude, then the script;
-    `rollout` stands alone (as src/fleet/scripts.rs builds them)."""
-    prelude = "" if name == "rollout" else (FLEET_ASSETS / "prelude.lua").read_text()
+    `rollout` and `feedback` stand alone (as src/fleet/scripts.rs builds them)."""
+    prelude = "" if name in ("rollout", "feedback") else (FLEET_ASSETS / "prelude.lua").read_text()
     return prelude + (FLEET_ASSETS / f"{name}.lua").read_text()
 
 

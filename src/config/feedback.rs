@@ -13,6 +13,8 @@ pub struct RawFeedback {
     pub path: Option<String>,
     #[serde(default)]
     pub remember: Option<u32>,
+    #[serde(default)]
+    pub keep_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +24,15 @@ pub struct Feedback {
     /// How many recent answers can be rated: each Envoy remembers this
     /// many in shared data, a newer answer taking an older one's slot.
     pub remember: u32,
+    /// With the fleet store: how long an answer stays ratable fleet-wide.
+    pub keep_ms: u64,
 }
 
 const DEFAULT_PATH: &str = "/signalbox/feedback";
 const DEFAULT_REMEMBER: u32 = 4096;
 const MAX_REMEMBER: u32 = 1 << 20;
+const DEFAULT_KEEP_S: u64 = 86_400;
+const MAX_KEEP_S: u64 = 30 * 86_400;
 
 pub fn resolve(raw: Option<&RawFeedback>) -> Result<Option<Feedback>, ConfigError> {
     let Some(raw) = raw else {
@@ -46,9 +52,17 @@ pub fn resolve(raw: Option<&RawFeedback>) -> Result<Option<Feedback>, ConfigErro
             format!("must be between 1 and {MAX_REMEMBER}"),
         ));
     }
+    let keep_s = raw.keep_s.unwrap_or(DEFAULT_KEEP_S);
+    if !(60..=MAX_KEEP_S).contains(&keep_s) {
+        return Err(ConfigError::new(
+            "feedback.keep_s",
+            format!("must be between 60 and {MAX_KEEP_S} (30 days)"),
+        ));
+    }
     Ok(Some(Feedback {
         path: path.to_string(),
         remember,
+        keep_ms: keep_s * 1000,
     }))
 }
 
@@ -61,24 +75,36 @@ mod tests {
         let empty = RawFeedback {
             path: None,
             remember: None,
+            keep_s: None,
         };
         assert_eq!(
             resolve(Some(&empty)).unwrap(),
             Some(Feedback {
                 path: DEFAULT_PATH.into(),
-                remember: DEFAULT_REMEMBER
+                remember: DEFAULT_REMEMBER,
+                keep_ms: DEFAULT_KEEP_S * 1000,
             })
         );
         assert_eq!(resolve(None).unwrap(), None);
         let relative = RawFeedback {
             path: Some("feedback".into()),
             remember: None,
+            keep_s: None,
         };
         assert_eq!(resolve(Some(&relative)).unwrap_err().path, "feedback.path");
         let none = RawFeedback {
             path: None,
             remember: Some(0),
+            keep_s: None,
         };
         assert_eq!(resolve(Some(&none)).unwrap_err().path, "feedback.remember");
+        for keep_s in [0, 59, 31 * 86_400] {
+            let keep = RawFeedback {
+                path: None,
+                remember: None,
+                keep_s: Some(keep_s),
+            };
+            assert_eq!(resolve(Some(&keep)).unwrap_err().path, "feedback.keep_s", "{keep_s}");
+        }
     }
 }

@@ -177,7 +177,7 @@ fn maximal_sample() -> Value {
         "admin_keys": [{"name": "ops", "sha256": digest("sk-admin-ops")}],
         "observability": {"metrics": true, "access_log": true, "gauge_interval_ms": 5_000, "audit_max_chars": 2_000},
         "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id"},
-        "feedback": {"path": "/signalbox/feedback", "remember": 1024},
+        "feedback": {"path": "/signalbox/feedback", "remember": 1024, "keep_s": 3600},
         "guardrails": {
             "pii": {"all": "mask", "card": "block", "ssn": "route"}, "private_model": "nova-eu",
             "injection": {"mode": "flag", "threshold": 0.6}

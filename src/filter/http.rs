@@ -152,6 +152,8 @@ pub struct ChatFilter {
     response_complete: bool,
     /// A rating posted to the feedback path, by this tenant (none without governance).
     feedback_from: Option<Option<TenantId>>,
+    /// That rating, while the fleet store decides whether it counts.
+    feedback_wait: Option<feedback::FleetRating>,
     /// A request sampled for shadow evaluation, and its answer so far.
     shadow: Option<shadow::ShadowCapture>,
 }
@@ -190,6 +192,7 @@ impl ChatFilter {
             request_fields_written: false,
             response_complete: false,
             feedback_from: None,
+            feedback_wait: None,
             shadow: None,
         }
     }
@@ -828,6 +831,14 @@ impl Context for ChatFilter {
         let body = host::call_response_body(body_size).unwrap_or_default();
         if self.semantic_wait.as_ref().is_some_and(|wait| wait.token == token_id) {
             if self.embedding_answered(&state, status as u16, &body) == Action::Continue {
+                host::resume_request();
+            }
+        } else if self
+            .feedback_wait
+            .as_ref()
+            .is_some_and(|waiting| waiting.token == token_id)
+        {
+            if self.rating_answered(&state, status, &body) == Action::Continue {
                 host::resume_request();
             }
         } else if self.pending.as_ref().is_some_and(|pending| pending.token == token_id) {

@@ -7,6 +7,7 @@ mod host;
 mod hostcall_stats;
 mod http;
 mod metrics;
+mod remember;
 mod rollouts;
 mod root;
 mod shadow;

@@ -17,6 +17,7 @@ use super::fleet::{self, SettleJob, SettleKind};
 use super::host::{self, HostStore};
 use super::http::ChatFilter;
 use super::metrics::{count_config_load, Metrics};
+use super::remember;
 use super::rollouts;
 use super::shadow;
 use super::shared;
@@ -106,6 +107,8 @@ pub struct SignalboxRoot {
     shadows: HashMap<u32, (shadow::Queued, DeploymentId)>,
     /// Turns at the fleet's rollout records in flight, by call token.
     rollout_turns: HashMap<u32, rollouts::Turn>,
+    /// Answers being remembered in the fleet store for feedback, by call token.
+    remembered: HashMap<u32, remember::Batch>,
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
@@ -126,6 +129,7 @@ impl SignalboxRoot {
             settlements: HashMap::new(),
             shadows: HashMap::new(),
             rollout_turns: HashMap::new(),
+            remembered: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
             next_cache_sweep_ms: 0,
@@ -381,6 +385,25 @@ impl SignalboxRoot {
     }
 }
 
+/// What a store call's handler makes of its answer: the call, sent again
+/// (Redis lost the script), to wait for under its new token.
+type StoreAnswered<T> = fn(&Loaded, T, u32, &[u8], u64) -> Option<(u32, T)>;
+
+/// Hands the answer of a store call in `calls` to `answered`.
+fn store_answered<T>(
+    calls: &mut HashMap<u32, T>,
+    state: &Loaded,
+    call: T,
+    body_size: usize,
+    answered: StoreAnswered<T>,
+) {
+    let status = u32::from(host::call_response_status());
+    let body = host::call_response_body(body_size).unwrap_or_default();
+    if let Some((token, call)) = answered(state, call, status, &body, host::now_ms()) {
+        calls.insert(token, call);
+    }
+}
+
 impl Context for SignalboxRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if let (Some((job, sent_at)), Some(state)) = (self.settlements.remove(&token_id), self.state.clone()) {
@@ -388,11 +411,11 @@ impl Context for SignalboxRoot {
             return;
         }
         if let (Some(turn), Some(state)) = (self.rollout_turns.remove(&token_id), self.state.clone()) {
-            let status = u32::from(host::call_response_status());
-            let body = host::call_response_body(body_size).unwrap_or_default();
-            if let Some((token, turn)) = rollouts::answered(&state, turn, status, &body, host::now_ms()) {
-                self.rollout_turns.insert(token, turn);
-            }
+            store_answered(&mut self.rollout_turns, &state, turn, body_size, rollouts::answered);
+            return;
+        }
+        if let (Some(batch), Some(state)) = (self.remembered.remove(&token_id), self.state.clone()) {
+            store_answered(&mut self.remembered, &state, batch, body_size, remember::answered);
             return;
         }
         if let Some((queued, deployment)) = self.shadows.remove(&token_id) {
@@ -536,6 +559,7 @@ impl RootContext for SignalboxRoot {
             let now = host::now_ms();
             self.release_slow_answers(now);
             self.send_settlements(&state, now);
+            self.remembered.extend(remember::send_queued(&state, now));
             self.send_probes(&state, now);
             let draw = state.rng.borrow_mut().next();
             for (token, queued, deployment) in shadow::send_queued(now, draw) {

@@ -45,6 +45,12 @@ pub fn rollout_key(tier: &str, model: &str) -> String {
     format!("{PREFIX}rollout:{{{}/{}}}", escaped(tier), escaped(model))
 }
 
+/// An answer `tenant` may rate by `request_id`, fleet-wide (the tenant's
+/// hash tag; the id is escaped like a name).
+pub fn answer_key(tenant: &str, request_id: &str) -> String {
+    format!("{PREFIX}{{{}}}:fb:{}", escaped(tenant), escaped(request_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +78,6 @@ mod tests {
         assert_eq!(keys[0], "sb:{%7Dodd%7B%3A%25}:res");
         assert_eq!(keys[4], "sb:{%7Dodd%7B%3A%25}:user:a%3Ab%7D");
         assert_eq!(rollout_key("simple", "fr{e}sh"), "sb:rollout:{simple/fr%7Be%7Dsh}");
+        assert_eq!(answer_key("acme", "id:{1}"), "sb:{acme}:fb:id%3A%7B1%7D");
     }
 }

@@ -11,6 +11,7 @@
 //! failure handling are in docs/fleet.md.
 
 pub mod decide;
+pub mod feedback;
 pub mod keys;
 pub mod outbox;
 pub mod reply;

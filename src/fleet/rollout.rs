@@ -84,7 +84,7 @@ pub fn parse_rollout(status: u32, body: &[u8]) -> Result<RolloutReply, StoreFail
     })
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
     if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;

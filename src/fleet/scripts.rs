@@ -16,10 +16,18 @@ pub enum Script {
     Spend,
     /// A canary rollout's shared record (compare-and-set).
     Rollout,
+    /// Answers remembered for rating, and ratings counted once.
+    Feedback,
 }
 
 impl Script {
-    pub const ALL: [Script; 4] = [Script::Admit, Script::Settle, Script::Spend, Script::Rollout];
+    pub const ALL: [Script; 5] = [
+        Script::Admit,
+        Script::Settle,
+        Script::Spend,
+        Script::Rollout,
+        Script::Feedback,
+    ];
 
     /// The whole text sent with EVAL.
     pub fn text(self) -> &'static str {
@@ -37,6 +45,7 @@ impl Script {
                 include_str!("../../fleet/spend.lua")
             ),
             Script::Rollout => include_str!("../../fleet/rollout.lua"),
+            Script::Feedback => include_str!("../../fleet/feedback.lua"),
         }
     }
 }
@@ -44,7 +53,7 @@ impl Script {
 /// The SHA-1 (lower-case hex) of each script, as EVALSHA wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptNames {
-    names: [String; 4],
+    names: [String; 5],
 }
 
 impl ScriptNames {
@@ -80,6 +89,7 @@ mod tests {
         assert_ne!(names.sha1(Script::Admit), names.sha1(Script::Settle));
         assert_ne!(names.sha1(Script::Settle), names.sha1(Script::Spend));
         assert_ne!(names.sha1(Script::Spend), names.sha1(Script::Rollout));
+        assert_ne!(names.sha1(Script::Rollout), names.sha1(Script::Feedback));
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! The router's part in user feedback: remembering each answered request
-//! in its slot of the feedback ring, and counting a rating posted to the
-//! feedback path. The rules are `crate::feedback`'s; this moves bytes.
+//! in its slot of the feedback ring (and, with the fleet store, queueing it
+//! for Redis), and counting a rating posted to the feedback path (asking
+//! Redis first, with the fleet store). The rules are `crate::feedback`'s
+//! and `crate::fleet::feedback`'s; this moves bytes.
 
 use proxy_wasm::types::Action;
 
+use super::count_store_call;
 use super::{ChatFilter, Phase};
+use crate::config::governance::StoreSettings;
 use crate::error::GatewayError;
 use crate::feedback::{self, Rated, Rating, Served};
-use crate::filter::host::HostStore;
+use crate::filter::fleet;
+use crate::filter::host::{self, HostStore};
 use crate::filter::root::Loaded;
 use crate::filter::spend::Spend;
+use crate::fleet::feedback::{parse_rated, FleetRated, RateCall};
+use crate::fleet::{ScriptCall, StoreFailure};
 use crate::headers::HeaderMap;
 use crate::keys::TenantId;
 use crate::state::{self, Store};
@@ -39,7 +46,9 @@ impl ChatFilter {
     }
 
     /// The whole feedback body is in: count the rating once for the answer
-    /// its id names, if this caller's tenant got that answer.
+    /// its id names, if this caller's tenant got that answer. With the
+    /// fleet store, Redis decides (the request waits for it, at most the
+    /// store's timeout); this Envoy's slots decide when Redis cannot.
     pub(super) fn take_feedback(&mut self, state: &Loaded, tenant: Option<TenantId>, body: &[u8]) -> Action {
         let config = &state.config;
         let Some(settings) = &config.feedback else {
@@ -49,24 +58,42 @@ impl ChatFilter {
             Ok(rating) => rating,
             Err(error) => return self.reply_error(&error),
         };
-        let tenant = tenant_name(state, tenant);
-        let key = feedback::slot_key(tenant, &rating.request_id, settings.remember);
+        if fleet_store(state).is_some() {
+            let tenant = tenant_name(state, tenant).to_string();
+            let key = feedback::slot_key(&tenant, &rating.request_id, settings.remember);
+            let local = state::read::<Served>(&HostStore, &key)
+                .filter(|slot| slot.request_id == rating.request_id && slot.tenant == tenant && !slot.rated);
+            let call = RateCall {
+                tenant,
+                request_id: rating.request_id.clone(),
+                local,
+                keep_ms: settings.keep_ms,
+            };
+            return self.send_rating(
+                state,
+                FleetRating {
+                    call,
+                    rating,
+                    token: 0,
+                    with_text: false,
+                    sent_at: host::now_ms(),
+                },
+            );
+        }
+        self.rate_here(state, tenant_name(state, tenant).to_string(), rating)
+    }
+
+    /// Counts a rating in this Envoy's slots only.
+    fn rate_here(&mut self, state: &Loaded, tenant: String, rating: Rating) -> Action {
+        let Some(settings) = &state.config.feedback else {
+            return Action::Continue;
+        };
+        let key = feedback::slot_key(&tenant, &rating.request_id, settings.remember);
         let rated = state::update::<Served, _>(&HostStore, &key, |slot| {
-            feedback::rate(slot, &rating.request_id, tenant)
+            feedback::rate(slot, &rating.request_id, &tenant)
         });
         match rated {
-            Ok((_, Rated::Counted(served))) => {
-                let report = FeedbackReport {
-                    tier: served.tier.as_deref().and_then(|tier| config.tier_named(tier)),
-                    model: config.model_named(&served.model),
-                    kind: served.kind,
-                    rating: &rating,
-                };
-                state.metrics.emit(config, &report.samples());
-                log::info!("feedback {}", feedback::log_line(&served, &rating));
-                let body = serde_json::json!({"counted": true, "model": served.model});
-                self.reply_json(&body.to_string().into_bytes())
-            }
+            Ok((_, Rated::Counted(served))) => self.counted(state, &served, &rating),
             Ok((_, Rated::Unknown)) => self.reply_error(&GatewayError::RequestNotFound),
             Ok((_, Rated::Again)) => self.reply_error(&GatewayError::AlreadyRated),
             Err(err) => {
@@ -77,6 +104,106 @@ impl ChatFilter {
             }
         }
     }
+
+    /// A rating counted once for the answer `served`: metrics, the log
+    /// line, and the client's reply.
+    fn counted(&mut self, state: &Loaded, served: &Served, rating: &Rating) -> Action {
+        let config = &state.config;
+        let report = FeedbackReport {
+            tier: served.tier.as_deref().and_then(|tier| config.tier_named(tier)),
+            model: config.model_named(&served.model),
+            kind: served.kind,
+            rating,
+        };
+        state.metrics.emit(config, &report.samples());
+        log::info!("feedback {}", feedback::log_line(served, rating));
+        let body = serde_json::json!({"counted": true, "model": served.model});
+        self.reply_json(&body.to_string().into_bytes())
+    }
+
+    fn send_rating(&mut self, state: &Loaded, mut waiting: FleetRating) -> Action {
+        let (Some(store), Some(names)) = (fleet_store(state), state.script_names.as_ref()) else {
+            return self.rate_here(state, waiting.call.tenant, waiting.rating);
+        };
+        let request = waiting
+            .call
+            .request(names, fleet::invocation(waiting.with_text), &store.authority);
+        match fleet::send(store, &request) {
+            Some(token) => {
+                waiting.token = token;
+                self.feedback_wait = Some(waiting);
+                Action::Pause
+            }
+            None => {
+                count_store_call(state, "rate", "unavailable", 0);
+                self.rate_here(state, waiting.call.tenant, waiting.rating)
+            }
+        }
+    }
+
+    /// Redis answered a rating (or did not: then this Envoy's slots decide).
+    pub(super) fn rating_answered(&mut self, state: &Loaded, status: u32, body: &[u8]) -> Action {
+        let Some(waiting) = self.feedback_wait.take() else {
+            return Action::Pause;
+        };
+        let elapsed = host::now_ms().saturating_sub(waiting.sent_at);
+        match parse_rated(status, body) {
+            Ok(FleetRated::Counted(served)) => {
+                count_store_call(state, "rate", "counted", elapsed);
+                if waiting.call.local.is_some() {
+                    // This Envoy's slot is the same answer: rated here too.
+                    self.rate_slot(state, &waiting);
+                }
+                self.counted(state, &served, &waiting.rating)
+            }
+            Ok(FleetRated::Again) => {
+                count_store_call(state, "rate", "again", elapsed);
+                self.reply_error(&GatewayError::AlreadyRated)
+            }
+            Ok(FleetRated::Unknown) => {
+                count_store_call(state, "rate", "unknown", elapsed);
+                self.reply_error(&GatewayError::RequestNotFound)
+            }
+            Err(StoreFailure::NoScript) if !waiting.with_text => {
+                count_store_call(state, "rate", "noscript", elapsed);
+                self.send_rating(
+                    state,
+                    FleetRating {
+                        with_text: true,
+                        sent_at: host::now_ms(),
+                        ..waiting
+                    },
+                )
+            }
+            Err(failure) => {
+                count_store_call(state, "rate", "unavailable", elapsed);
+                log::warn!("the fleet store could not count a rating ({failure:?}); this Envoy's answers decide");
+                self.rate_here(state, waiting.call.tenant, waiting.rating)
+            }
+        }
+    }
+
+    fn rate_slot(&self, state: &Loaded, waiting: &FleetRating) {
+        let Some(settings) = &state.config.feedback else { return };
+        let (tenant, id) = (&waiting.call.tenant, &waiting.call.request_id);
+        let key = feedback::slot_key(tenant, id, settings.remember);
+        if let Err(err) = state::update::<Served, _>(&HostStore, &key, |slot| feedback::rate(slot, id, tenant)) {
+            log::warn!("cannot mark a rated answer in this Envoy: {err:?}");
+        }
+    }
+}
+
+/// A rating waiting for the fleet store's answer.
+pub(in crate::filter) struct FleetRating {
+    call: RateCall,
+    rating: Rating,
+    pub(in crate::filter) token: u32,
+    with_text: bool,
+    sent_at: u64,
+}
+
+fn fleet_store(state: &Loaded) -> Option<&StoreSettings> {
+    state.config.governance.as_ref()?.store.as_ref()
 }
 
 /// Remembers an answered request in its feedback slot (a newer answer
@@ -108,6 +235,9 @@ pub(super) fn remember_answer(state: &Loaded, report: &RequestReport<'_>, now_ms
     let key = feedback::slot_key(tenant, request_id, settings.remember);
     if let Err(err) = HostStore.set(&key, &state::Record::encode(&served), None) {
         log::warn!("cannot remember an answer for feedback: {err:?}");
+    }
+    if fleet_store(state).is_some() {
+        crate::filter::remember::enqueue(served, now_ms);
     }
 }
 
