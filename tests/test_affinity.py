@@ -162,3 +162,57 @@ def test_a_conversation_moves_only_while_its_deployment_fails(start_split, mocks
     usage, back, _ = conversation.turn()
     assert back == home
     assert usage.cache_read_input_tokens > 0
+
+
+HARD = (
+    "Prove step by step that the sum of the first n odd numbers is n^2, then implement a Rust function "
+    "that checks it for n up to 10^6 with overflow handling, and analyse its complexity."
+)
+
+
+def pinning_config() -> dict:
+    return {
+        "explain": "always",
+        "providers": {
+            "openai": {"cluster": "openai", "api_key": "sk-provider-openai"},
+            "anthropic": {"kind": "anthropic", "cluster": "anthropic", "api_key": "sk-provider-anthropic"},
+        },
+        "models": {
+            "cheap": {"provider": "openai", "id": "cheap-model"},
+            "strong": {"provider": "anthropic", "id": "strong-model"},
+        },
+        "tiers": [
+            {"name": "simple", "max_score": 0.4, "models": ["cheap"]},
+            {"name": "complex", "models": ["strong"]},
+        ],
+        "affinity": {"sources": ["session_header"], "pin_tier": {"margin": 0.1}},
+    }
+
+
+def test_a_pinned_conversation_keeps_its_tier_for_easy_turns_and_says_so(start_gateway):
+    gateway = start_gateway(pinning_config())
+
+    def turn(session: str, history: list[dict], text: str):
+        history.append({"role": "user", "content": text})
+        response = gateway.chat({"model": "auto", "messages": history}, headers={"x-session-id": session})
+        assert response.status_code == 200, response.text
+        history.append({"role": "assistant", "content": response.json()["choices"][0]["message"]["content"]})
+        return response.headers
+
+    hard: list[dict] = []
+    first = turn("session-hard", hard, HARD)
+    assert (first["x-signalbox-tier"], first["x-signalbox-pin"], first["x-signalbox-reason"]) == ("complex", "new", "score")
+    for easy in ["thanks!", "ok", "and the next one?"]:
+        later = turn("session-hard", hard, easy)
+        assert (later["x-signalbox-tier"], later["x-signalbox-model"]) == ("complex", "strong"), dict(later)
+        assert (later["x-signalbox-pin"], later["x-signalbox-reason"]) == ("kept", "pinned")
+
+    # Another conversation starts easy, and moves up for good on a clearly harder turn.
+    easy: list[dict] = []
+    assert turn("session-easy", easy, "thanks!")["x-signalbox-tier"] == "simple"
+    raised = turn("session-easy", easy, HARD)
+    assert (raised["x-signalbox-tier"], raised["x-signalbox-pin"]) == ("complex", "raised")
+    assert turn("session-easy", easy, "ok")["x-signalbox-tier"] == "complex"
+    # Without a session the turn is scored alone.
+    alone = gateway.chat({"model": "auto", "messages": [{"role": "user", "content": "thanks!"}]})
+    assert alone.headers["x-signalbox-tier"] == "simple" and "x-signalbox-pin" not in alone.headers

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::within;
 use super::ModelId;
 use crate::error::ConfigError;
 use crate::keys::TenantId;
@@ -215,14 +216,6 @@ pub const DEFAULT_SEMANTIC_MAX_ENTRIES: u64 = 1000;
 /// dimensions (`cache::semantic::index`), on the request path.
 const SEMANTIC_ENTRIES: (u64, u64) = (16, 4096);
 
-fn within(path: String, value: u64, (low, high): (u64, u64)) -> Result<u64, ConfigError> {
-    if (low..=high).contains(&value) {
-        Ok(value)
-    } else {
-        Err(ConfigError::new(path, format!("must be between {low} and {high}")))
-    }
-}
-
 fn ttl_ms(path: String, seconds: u64) -> Result<u64, ConfigError> {
     within(path, seconds, (1, MAX_TTL_SECONDS)).map(|seconds| seconds * 1_000)
 }
@@ -257,12 +250,12 @@ pub fn resolve(
     let default_section = RawCache::default();
     let raw = raw.unwrap_or(&default_section);
     let max_bytes = within(
-        "cache.max_bytes".into(),
+        "cache.max_bytes",
         raw.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
         TOTAL_BYTES,
     )?;
     let max_entry_bytes = within(
-        "cache.max_entry_bytes".into(),
+        "cache.max_entry_bytes",
         raw.max_entry_bytes.unwrap_or(DEFAULT_MAX_ENTRY_BYTES),
         (ENTRY_BYTES.0, ENTRY_BYTES.1.min(max_bytes)),
     )?;
@@ -277,7 +270,7 @@ pub fn resolve(
         )?,
         max_entry_bytes: usize_of(max_entry_bytes),
         max_request_bytes: usize_of(within(
-            "cache.max_request_bytes".into(),
+            "cache.max_request_bytes",
             raw.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             REQUEST_BYTES,
         )?),
@@ -324,7 +317,7 @@ fn resolve_semantic(
         raw.threshold.unwrap_or(DEFAULT_SEMANTIC_THRESHOLD),
     )?;
     let max_entries = within(
-        "cache.semantic.max_entries".into(),
+        "cache.semantic.max_entries",
         raw.max_entries.unwrap_or(DEFAULT_SEMANTIC_MAX_ENTRIES),
         SEMANTIC_ENTRIES,
     )?;

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::within;
 use crate::error::ConfigError;
 
 #[derive(Debug, Deserialize)]
@@ -30,7 +31,7 @@ pub struct Feedback {
 
 const DEFAULT_PATH: &str = "/signalbox/feedback";
 const DEFAULT_REMEMBER: u32 = 4096;
-const MAX_REMEMBER: u32 = 1 << 20;
+const MAX_REMEMBER: u64 = 1 << 20;
 const DEFAULT_KEEP_S: u64 = 86_400;
 const MAX_KEEP_S: u64 = 30 * 86_400;
 
@@ -45,23 +46,19 @@ pub fn resolve(raw: Option<&RawFeedback>) -> Result<Option<Feedback>, ConfigErro
             format!("must be an absolute path such as `{DEFAULT_PATH}`"),
         ));
     }
-    let remember = raw.remember.unwrap_or(DEFAULT_REMEMBER);
-    if !(1..=MAX_REMEMBER).contains(&remember) {
-        return Err(ConfigError::new(
-            "feedback.remember",
-            format!("must be between 1 and {MAX_REMEMBER}"),
-        ));
-    }
-    let keep_s = raw.keep_s.unwrap_or(DEFAULT_KEEP_S);
-    if !(60..=MAX_KEEP_S).contains(&keep_s) {
-        return Err(ConfigError::new(
-            "feedback.keep_s",
-            format!("must be between 60 and {MAX_KEEP_S} (30 days)"),
-        ));
-    }
+    let remember = within(
+        "feedback.remember",
+        u64::from(raw.remember.unwrap_or(DEFAULT_REMEMBER)),
+        (1, MAX_REMEMBER),
+    )?;
+    let keep_s = within(
+        "feedback.keep_s",
+        raw.keep_s.unwrap_or(DEFAULT_KEEP_S),
+        (60, MAX_KEEP_S),
+    )?;
     Ok(Some(Feedback {
         path: path.to_string(),
-        remember,
+        remember: u32::try_from(remember).unwrap_or(u32::MAX),
         keep_ms: keep_s * 1000,
     }))
 }

@@ -497,6 +497,15 @@ fn resolve_observability(raw: &raw::RawObservability) -> Result<Observability, C
     })
 }
 
+/// `value` when it is in `low..=high`; else an error naming `path`.
+pub(crate) fn within(path: impl Into<String>, value: u64, (low, high): (u64, u64)) -> Result<u64, ConfigError> {
+    if (low..=high).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(path, format!("must be between {low} and {high}")))
+    }
+}
+
 pub(crate) fn check_header_name(path: &str, name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty()
         && name

@@ -11,6 +11,7 @@
 pub mod affinity;
 pub mod attempts;
 pub mod chain;
+pub mod pin;
 pub mod response;
 pub mod rules;
 pub mod screen;
@@ -35,6 +36,7 @@ use crate::request::{parse_chat, parse_embeddings, ChatRequest, PromptView};
 pub use attempts::{AttemptPlan, AttemptTrail};
 use attempts::{Escalation, NativeApi};
 pub use chain::HealthView;
+use pin::Pinning;
 use select::{Expressibility, NamedModel, Pick, Requirements};
 use strategy::{CostBasis, ModelStats};
 
@@ -46,6 +48,8 @@ pub const HEADER_SIGNALS: &str = "x-signalbox-signals";
 pub const HEADER_REASON: &str = "x-signalbox-reason";
 /// With explanations: what named the conversation the deployment was kept for.
 pub const HEADER_AFFINITY: &str = "x-signalbox-affinity";
+/// With explanations and tier pinning: `new`, `kept` or `raised`.
+pub const HEADER_PIN: &str = "x-signalbox-pin";
 pub const HEADER_EXPLAIN: &str = "x-signalbox-explain";
 pub const HEADER_ROUTE: &str = "x-signalbox-route";
 pub const HEADER_ATTEMPTS: &str = "x-signalbox-attempts";
@@ -80,6 +84,8 @@ pub enum DecisionSource {
     Guardrails,
     /// The classifier's score.
     Score,
+    /// The conversation's pinned tier, over a lower score.
+    Pinned,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +118,8 @@ pub struct RoutingDecision {
     pub choices: u64,
     /// What named the conversation this request's draw came from.
     pub affinity: Option<AffinitySource>,
+    /// What tier pinning did, when it applied.
+    pub pinning: Option<pin::Pinning>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -639,6 +647,7 @@ pub fn plan_embeddings(
         max_output_tokens: Some(0),
         choices: 1,
         affinity: None,
+        pinning: None,
     };
     if decision.chain.is_empty() {
         return Err(GatewayError::NoUsableModel {
@@ -706,11 +715,11 @@ fn downstream_edits(config: &Config, attempts: &AttemptPlan, headers: &HeaderMap
 
 /// The draw for this request, and the affinity source that fixed it: the
 /// tier's sticky header (one user, one model) first, then the request's
-/// conversation ([`affinity`]), else the random draw.
+/// conversation (its [`affinity`] hash), else the random draw.
 fn draw_for(
     config: &Config,
     tier: Option<TierId>,
-    request: &ChatRequest<'_>,
+    conversation: Option<(u64, AffinitySource)>,
     headers: &HeaderMap,
     situation: &Situation<'_>,
 ) -> (u64, Option<AffinitySource>) {
@@ -723,12 +732,7 @@ fn draw_for(
         });
         return (hash, None);
     }
-    let tenant = situation.policy.map(|tenant| tenant.name.as_str());
-    match config
-        .affinity
-        .as_ref()
-        .and_then(|affinity| affinity::draw(affinity, request, headers, tenant))
-    {
+    match conversation {
         Some((draw, source)) => (draw, Some(source)),
         None => (situation.draw, None),
     }
@@ -847,6 +851,12 @@ fn decide(
     let usable = |model: ModelId| permitted(model) && expressible.allows(config, model);
     let score = classification.as_ref().map_or(0.0, |c| c.score);
     let (ceiling, downgraded) = situation.ceiling(config);
+    let tenant = situation.policy.map(|tenant| tenant.name.as_str());
+    let conversation = config
+        .affinity
+        .as_ref()
+        .and_then(|affinity| affinity::draw(affinity, request, headers, tenant));
+    let mut pinning = None;
 
     let (primary, source, scored_tier) = match named.filter(|_| explicit && situation.confined_to.is_none()) {
         Some(model) => {
@@ -902,8 +912,22 @@ fn decide(
             }
             Some((RuleAction::Tier(tier), source)) => (Primary::Tier(tier.min(ceiling)), source, Some(tier)),
             _ => {
-                let tier = config.tier_for_score(score);
-                (Primary::Tier(tier.min(ceiling)), DecisionSource::Score, Some(tier))
+                let scored = config.tier_for_score(score);
+                let pin = config.affinity.as_ref().and_then(|affinity| affinity.pin_tier);
+                let (tier, source) = match (pin, conversation) {
+                    (Some(pin), Some((hash, _))) => {
+                        let (tier, pinned) =
+                            pin::apply(config, &pin, scored, score, situation.health.pinned_tier(hash));
+                        pinning = Some(pinned);
+                        let source = match pinned {
+                            Pinning::Kept { scored } if scored != tier => DecisionSource::Pinned,
+                            _ => DecisionSource::Score,
+                        };
+                        (tier, source)
+                    }
+                    _ => (scored, DecisionSource::Score),
+                };
+                (Primary::Tier(tier.min(ceiling)), source, Some(tier))
             }
         },
     };
@@ -938,7 +962,10 @@ fn decide(
         Primary::Tier(tier) => Some(tier),
         Primary::Model(_) => None,
     };
-    let (draw, affinity) = draw_for(config, tier, request, headers, situation);
+    if let (Some(_), Some((hash, _)), Some(tier)) = (pinning, conversation, tier) {
+        situation.health.pin_tier(hash, tier);
+    }
+    let (draw, affinity) = draw_for(config, tier, conversation, headers, situation);
     let basis = CostBasis {
         prompt_tokens: requirements.tokens,
         output_tokens: max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
@@ -966,6 +993,7 @@ fn decide(
         max_output_tokens,
         choices: request.choices(),
         affinity,
+        pinning,
     })
 }
 
@@ -1012,6 +1040,9 @@ fn decision_headers(config: &Config, decision: &RoutingDecision, explain: bool) 
     if let Some(source) = decision.affinity {
         headers.push((HEADER_AFFINITY, source.name().to_string()));
     }
+    if let Some(pinning) = decision.pinning {
+        headers.push((HEADER_PIN, pinning.name().to_string()));
+    }
     headers
 }
 
@@ -1024,6 +1055,7 @@ pub fn decision_reason(config: &Config, decision: &RoutingDecision) -> String {
         DecisionSource::Rule(index) => format!("rule:{}", config.rules[index].name),
         DecisionSource::Score => "score".to_string(),
         DecisionSource::Guardrails => "guardrails".to_string(),
+        DecisionSource::Pinned => "pinned".to_string(),
     };
     if let Some(from) = decision.escalated_from {
         let _ = write!(reason, ";escalated-from:{}", config.tiers[from].name);
@@ -1130,3 +1162,5 @@ mod credential_tests;
 
 #[cfg(test)]
 mod affinity_tests;
+#[cfg(test)]
+mod pin_tests;

@@ -13,7 +13,8 @@ use crate::canary::CanaryRecord;
 use crate::config::{Config, DeploymentId, ModelId, TierId, STATE_PREFIX};
 use crate::govern::window::RateWindow;
 use crate::health::{Availability, DeploymentHealth, LeaseToken};
-use crate::state::{read, update, Store};
+use crate::route::pin::{self, PinnedTier};
+use crate::state::{read, update, Record, Store};
 
 use super::strategy::{derive, weighted_index};
 
@@ -33,6 +34,12 @@ pub trait HealthView {
     fn canary_record(&self, _tier: TierId) -> Option<CanaryRecord> {
         None
     }
+    /// The tier a conversation (its affinity hash) is pinned to, if any.
+    fn pinned_tier(&self, _conversation: u64) -> Option<TierId> {
+        None
+    }
+    /// Pins a conversation to `tier` (and marks it seen now).
+    fn pin_tier(&self, _conversation: u64, _tier: TierId) {}
 }
 
 /// Shared-data key of a deployment's sliding-minute window.
@@ -70,6 +77,31 @@ impl HealthView for StoreHealth<'_> {
         canary.rollout.as_ref()?;
         let key = crate::canary::record_key(self.config, tier, canary.model);
         Some(read::<CanaryRecord>(self.store, &key).unwrap_or_default())
+    }
+
+    fn pinned_tier(&self, conversation: u64) -> Option<TierId> {
+        let pinning = self.config.affinity.as_ref()?.pin_tier?;
+        read::<PinnedTier>(self.store, &pin::slot_key(conversation, pinning.remember))?.tier_of(
+            self.config,
+            conversation,
+            self.now_ms,
+            pinning.idle_ms,
+        )
+    }
+
+    fn pin_tier(&self, conversation: u64, tier: TierId) {
+        let Some(pinning) = self.config.affinity.as_ref().and_then(|affinity| affinity.pin_tier) else {
+            return;
+        };
+        let pinned = PinnedTier {
+            conversation,
+            tier: self.config.tiers[tier].name.clone(),
+            at_ms: self.now_ms,
+        };
+        // A plain write: the newest turn of whichever conversation owns the slot wins.
+        let _ = self
+            .store
+            .set(&pin::slot_key(conversation, pinning.remember), &pinned.encode(), None);
     }
 
     fn at_rate_limit(&self, deployment: DeploymentId) -> bool {
