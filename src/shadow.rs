@@ -255,6 +255,7 @@ mod tests {
             reference: large,
             share: 0.25,
             max_per_minute: 10,
+            judge: None,
         };
         assert!(eligible(&config, &shadow, Some(0)));
         assert!(eligible(&config, &shadow, Some(1)));
