@@ -3,10 +3,11 @@
 //! answers served by a tier below the reference model's is also asked of
 //! the reference model, in the background once the client has its answer,
 //! within a per-minute budget. A rule-based judge scores how far the two
-//! answers agree; results go to metrics (by tier and prompt kind), to a log
-//! line the evaluation tool can read, and the reference calls' cost to the
-//! tenant's ledger under `shadow:<model>`. The request that asks a judge
-//! model for a score, and the reading of its reply, are here too.
+//! answers agree, or, for a tenant that names one, a judge model asked for
+//! a 0-10 score (the rules stand in when it gives none). Results go to
+//! metrics (by tier and prompt kind), to a log line the evaluation tool can
+//! read, and the calls' cost to the tenant's ledger under `shadow:<model>`
+//! (reference calls) and `shadow-judge:<model>` (judge calls).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -45,6 +46,8 @@ pub struct ShadowJob {
     /// The model that answered the client.
     pub served: ModelId,
     pub reference: ModelId,
+    /// The model that scores the agreement; `None`: the rules do.
+    pub judge: Option<ModelId>,
     /// The chat request as the providers got it (masked, translated).
     pub request: Vec<u8>,
     /// The served answer's text.
@@ -307,8 +310,9 @@ pub fn judge_verdict(reply: Option<&str>, rules: f64) -> (f64, Judged) {
 }
 
 /// The shadow line for the log (one JSON object), joined by the evaluation
-/// tool with the access log by request id.
-pub fn log_line(config: &Config, job: &ShadowJob, agreement: Option<f64>) -> String {
+/// tool with the access log by request id. `judge` says who scored the
+/// agreement (`null` when the reference gave no answer).
+pub fn log_line(config: &Config, job: &ShadowJob, agreement: Option<f64>, judged: Judged) -> String {
     let name = |model: ModelId| config.models.get(model).map(|model| model.name.as_str());
     serde_json::json!({
         "request_id": job.request_id,
@@ -319,6 +323,7 @@ pub fn log_line(config: &Config, job: &ShadowJob, agreement: Option<f64>) -> Str
         "reference": name(job.reference),
         "agreement": agreement.map(|agreement| (agreement * 1000.0).round() / 1000.0),
         "result": agreement.map_or("failed", result),
+        "judge": agreement.map(|_| judged.name()),
     })
     .to_string()
 }
@@ -526,6 +531,31 @@ mod tests {
         assert_eq!(bounded("héllo", 2), "h…");
         assert_eq!(bounded("héllo", 3), "hé…");
         assert_eq!(bounded("hi", 2), "hi");
+    }
+
+    #[test]
+    fn the_log_line_says_who_judged() {
+        let config = sample_config();
+        let job = ShadowJob {
+            tenant: 0,
+            request_id: Some("r1".to_string()),
+            tier: 0,
+            kind: None,
+            served: config.model_named("small").unwrap(),
+            reference: config.model_named("large").unwrap(),
+            judge: None,
+            request: Vec::new(),
+            answer: String::new(),
+        };
+        let line =
+            |agreement, judged| -> Value { serde_json::from_str(&log_line(&config, &job, agreement, judged)).unwrap() };
+        assert_eq!(line(Some(0.8), Judged::Model)["judge"], "model");
+        let fallback = line(Some(0.25), Judged::RulesInstead(JudgeFailure::NoScore));
+        assert_eq!(
+            (fallback["judge"].as_str(), fallback["result"].as_str()),
+            (Some("rules"), Some("disagree"))
+        );
+        assert_eq!(line(None, Judged::Rules)["judge"], Value::Null);
     }
 
     #[test]
