@@ -232,10 +232,12 @@ pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Ten
             }
         })
         .collect();
-    // Shadow calls are kept apart, under `shadow:<reference model>`.
+    // Shadow calls are kept apart, under `shadow:<reference model>` and
+    // `shadow-judge:<judge model>`.
     let shadow = tenant
         .shadow
-        .map(|shadow| crate::shadow::ledger_name(config, shadow.reference));
+        .map(|shadow| crate::shadow::ledger_names(config, &shadow))
+        .unwrap_or_default();
     let ledger = config
         .models
         .iter()

@@ -867,6 +867,7 @@ FAMILY_LABELS = {
     "signalbox_feedback_rating_milli_total": {"tier", "provider", "model", "kind"},
     "signalbox_shadow_total": {"tier", "kind", "result"},
     "signalbox_shadow_agreement_milli_total": {"tier", "kind"},
+    "signalbox_shadow_judge_failures_total": {"provider", "model", "reason"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -463,6 +463,14 @@ fn resolve_tenant(
                 "must be one of the tenant's allowed_models: its prompts would go to a model it may not use",
             ));
         }
+        if let Some(judge) = shadow.judge {
+            if !allowed.get(judge).copied().unwrap_or(false) {
+                return Err(ConfigError::new(
+                    format!("{path}.shadow.judge"),
+                    "must be one of the tenant's allowed_models: its prompts and answers would go to a model it may not use",
+                ));
+            }
+        }
     }
     Ok(Tenant {
         name: name.to_string(),

@@ -150,7 +150,7 @@ fn maximal_sample() -> Value {
                     "quotas": [{"window": "day", "requests": 1_000, "tokens": 1_000_000, "cost_usd": 20.0}],
                     "alert_at": 0.8, "downgrade_tier": "simple",
                     "show_usage": true, "audit_content": false, "allowed_builtin_tools": ["web_search"],
-                    "shadow": {"reference": "azure-large", "share": 0.05, "max_per_minute": 30},
+                    "shadow": {"reference": "azure-large", "share": 0.05, "max_per_minute": 30, "judge": "azure-large"},
                     "on_store_failure": {"budgets": "closed", "rate_limits": "local"},
                     "guardrails": {
                         "pii": {"email": "log", "ssn": "route"}, "private_model": "small",

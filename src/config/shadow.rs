@@ -1,6 +1,7 @@
 //! A tenant's `shadow`: a sampled share of its whole chat answers from a
 //! tier below the reference model's is also asked of that reference model
-//! in the background, and the two answers compared (see `src/shadow.rs`).
+//! in the background, and the two answers compared (see `src/shadow.rs`):
+//! by rules, or by a judge model when the tenant names one.
 
 use std::collections::HashMap;
 
@@ -16,6 +17,8 @@ pub struct RawShadow {
     pub share: f64,
     #[serde(default)]
     pub max_per_minute: Option<u32>,
+    #[serde(default)]
+    pub judge: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +29,20 @@ pub struct Shadow {
     pub share: f64,
     /// Shadow calls per minute at most, per Envoy: the evaluation's budget.
     pub max_per_minute: u32,
+    /// The model that scores the two answers' agreement; `None`: the rules do.
+    pub judge: Option<ModelId>,
+}
+
+impl Shadow {
+    /// Budget units one sampled answer takes: its reference call, and its
+    /// judge call when a judge model scores it.
+    pub fn calls_per_sample(&self) -> u64 {
+        if self.judge.is_some() {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 const DEFAULT_MAX_PER_MINUTE: u32 = 60;
@@ -50,6 +67,16 @@ pub fn resolve(
             "must be above 0 and at most 1",
         ));
     }
+    let judge = raw
+        .judge
+        .as_ref()
+        .map(|judge| {
+            model_by_name
+                .get(judge)
+                .copied()
+                .ok_or_else(|| ConfigError::new(format!("{path}.shadow.judge"), format!("unknown model `{judge}`")))
+        })
+        .transpose()?;
     let max_per_minute = raw.max_per_minute.unwrap_or(DEFAULT_MAX_PER_MINUTE);
     if max_per_minute == 0 {
         return Err(ConfigError::new(
@@ -57,10 +84,17 @@ pub fn resolve(
             "must be at least 1 (leave `shadow` out to turn it off)",
         ));
     }
+    if judge.is_some() && max_per_minute < 2 {
+        return Err(ConfigError::new(
+            format!("{path}.shadow.max_per_minute"),
+            "must be at least 2 with a `judge`: each sampled answer takes a reference call and a judge call",
+        ));
+    }
     Ok(Some(Shadow {
         reference,
         share: raw.share,
         max_per_minute,
+        judge,
     }))
 }
 
@@ -69,7 +103,10 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Option<Shadow>, ConfigError> {
-        let models: HashMap<String, ModelId, ahash::RandomState> = [("strong".to_string(), 3)].into_iter().collect();
+        let models: HashMap<String, ModelId, ahash::RandomState> =
+            [("strong".to_string(), 3), ("grader".to_string(), 5)]
+                .into_iter()
+                .collect();
         let raw: RawShadow = serde_json::from_str(json).unwrap();
         resolve("governance.tenants.t", Some(&raw), &models)
     }
@@ -78,6 +115,7 @@ mod tests {
     fn a_shadow_names_a_known_reference_a_share_and_a_budget() {
         let shadow = parse(r#"{"reference": "strong", "share": 0.05}"#).unwrap().unwrap();
         assert_eq!((shadow.reference, shadow.share, shadow.max_per_minute), (3, 0.05, 60));
+        assert_eq!((shadow.judge, shadow.calls_per_sample()), (None, 1));
         for (json, path) in [
             (
                 r#"{"reference": "nope", "share": 0.05}"#,
@@ -93,6 +131,26 @@ mod tests {
             ),
             (
                 r#"{"reference": "strong", "share": 0.5, "max_per_minute": 0}"#,
+                "governance.tenants.t.shadow.max_per_minute",
+            ),
+        ] {
+            assert_eq!(parse(json).unwrap_err().path, path, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_judge_is_a_known_model_and_each_sample_then_takes_two_calls() {
+        let shadow = parse(r#"{"reference": "strong", "share": 0.05, "judge": "grader"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((shadow.judge, shadow.calls_per_sample()), (Some(5), 2));
+        for (json, path) in [
+            (
+                r#"{"reference": "strong", "share": 0.05, "judge": "nope"}"#,
+                "governance.tenants.t.shadow.judge",
+            ),
+            (
+                r#"{"reference": "strong", "share": 0.05, "judge": "grader", "max_per_minute": 1}"#,
                 "governance.tenants.t.shadow.max_per_minute",
             ),
         ] {

@@ -420,3 +420,21 @@ fn a_shadow_reference_must_be_a_model_the_tenant_may_use() {
     document["governance"]["tenants"]["interns"]["allowed_models"] = serde_json::json!(["small", "large"]);
     assert!(parse(&document.to_string()).is_ok());
 }
+
+#[test]
+fn a_shadow_judge_must_be_a_model_the_tenant_may_use() {
+    let mut document: serde_json::Value = serde_json::from_str(SAMPLE_CONFIG).unwrap();
+    document["governance"] = serde_json::json!({
+        "tenants": {"interns": {
+            "allowed_models": ["small", "large"],
+            "shadow": {"reference": "large", "share": 0.1, "judge": "medium"}
+        }},
+        "keys": []
+    });
+    assert_eq!(
+        parse(&document.to_string()).unwrap_err().path,
+        "governance.tenants.interns.shadow.judge"
+    );
+    document["governance"]["tenants"]["interns"]["allowed_models"] = serde_json::json!(["small", "large", "medium"]);
+    assert!(parse(&document.to_string()).is_ok());
+}

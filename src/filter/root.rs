@@ -103,8 +103,8 @@ pub struct SignalboxRoot {
     probes: HashMap<u32, (DeploymentId, u64)>,
     /// Settlements sent to the fleet ledger: call token → (job, sent at).
     settlements: HashMap<u32, (SettleJob, u64)>,
-    /// Shadow reference calls in flight: call token → (job, deployment).
-    shadows: HashMap<u32, (shadow::Queued, DeploymentId)>,
+    /// Shadow calls (to a reference or a judge model) in flight by call token.
+    shadows: HashMap<u32, shadow::InFlight>,
     /// Turns at the fleet's rollout records in flight, by call token.
     rollout_turns: HashMap<u32, rollouts::Turn>,
     /// Answers being remembered in the fleet store for feedback, by call token.
@@ -418,8 +418,10 @@ impl Context for SignalboxRoot {
             store_answered(&mut self.remembered, &state, batch, body_size, remember::answered);
             return;
         }
-        if let Some((queued, deployment)) = self.shadows.remove(&token_id) {
-            shadow::answered(&queued, deployment, body_size, host::now_ms());
+        if let Some(call) = self.shadows.remove(&token_id) {
+            if let Some((token, next)) = shadow::answered(call, body_size, host::now_ms()) {
+                self.shadows.insert(token, next);
+            }
             return;
         }
         let (Some((deployment, sent_at)), Some(state)) = (self.probes.remove(&token_id), self.state.clone()) else {
@@ -475,9 +477,10 @@ impl RootContext for SignalboxRoot {
         if let Some(governance) = &config.governance {
             admission::ensure_records(&config, governance, &HostStore);
             for tenant in &governance.tenants {
-                if let Some(shadowed) = tenant.shadow {
-                    let name = crate::shadow::ledger_name(&config, shadowed.reference);
-                    state::ensure::<LedgerRecord>(&HostStore, &admission::ledger_key(tenant, &name));
+                if let Some(shadowed) = &tenant.shadow {
+                    for name in crate::shadow::ledger_names(&config, shadowed) {
+                        state::ensure::<LedgerRecord>(&HostStore, &admission::ledger_key(tenant, &name));
+                    }
                     state::ensure::<RateWindow>(&HostStore, &crate::shadow::budget_key(&tenant.name));
                 }
             }
@@ -562,9 +565,7 @@ impl RootContext for SignalboxRoot {
             self.remembered.extend(remember::send_queued(&state, now));
             self.send_probes(&state, now);
             let draw = state.rng.borrow_mut().next();
-            for (token, queued, deployment) in shadow::send_queued(now, draw) {
-                self.shadows.insert(token, (queued, deployment));
-            }
+            self.shadows.extend(shadow::send_queued(now, draw));
             self.publish_gauges(&state, now);
             self.sweep_cache(&state, now);
             self.take_rollout_turns(&state, now);

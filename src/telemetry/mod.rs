@@ -109,10 +109,13 @@ pub enum Family {
     ShadowComparisons,
     /// The sum of the comparisons' agreement, in thousandths.
     ShadowAgreementMilli,
+    /// Comparisons a judge model was asked to score and the rules scored
+    /// instead, by judge model and reason (no_answer, no_score).
+    ShadowJudgeFailures,
 }
 
 impl Family {
-    pub const ALL: [Family; 35] = [
+    pub const ALL: [Family; 36] = [
         Family::Requests,
         Family::Attempts,
         Family::Failovers,
@@ -148,6 +151,7 @@ impl Family {
         Family::FeedbackRatingMilli,
         Family::ShadowComparisons,
         Family::ShadowAgreementMilli,
+        Family::ShadowJudgeFailures,
     ];
 
     pub fn name(self) -> &'static str {
@@ -187,6 +191,7 @@ impl Family {
             Family::FeedbackRatingMilli => "signalbox_feedback_rating_milli_total",
             Family::ShadowComparisons => "signalbox_shadow_total",
             Family::ShadowAgreementMilli => "signalbox_shadow_agreement_milli_total",
+            Family::ShadowJudgeFailures => "signalbox_shadow_judge_failures_total",
         }
     }
 

@@ -458,6 +458,42 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_judge_that_gave_no_score_is_counted_beside_the_rules_comparison() {
+        use crate::shadow::{JudgeFailure, Judged, ShadowJob};
+        let config = governed_config();
+        let job = ShadowJob {
+            tenant: 0,
+            request_id: None,
+            tier: 0,
+            kind: None,
+            served: 0,
+            reference: 1,
+            judge: Some(1),
+            request: Vec::new(),
+            answer: String::new(),
+        };
+        let judged_by = |judged| {
+            let report = ShadowReport {
+                job: &job,
+                agreement: Some(0.25),
+                judged,
+            };
+            names(&config, &report.samples())
+        };
+        let failed = judged_by(Judged::RulesInstead(JudgeFailure::NoScore));
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        assert!(failed[0].0.contains(";result=.=disagree;.;"), "{failed:?}");
+        assert_eq!(failed[1].1, 250);
+        let (name, count) = &failed[2];
+        assert!(
+            name.starts_with("signalbox_shadow_judge_failures_total;provider=.="),
+            "{name}"
+        );
+        assert!(name.ends_with(";reason=.=no_score;.;") && *count == 1, "{name}");
+        assert_eq!(judged_by(Judged::Model).len(), 2, "a score is no failure");
+    }
 }
 
 /// A tier's cascade judged one whole answer.
@@ -561,6 +597,8 @@ pub struct ShadowReport<'a> {
     pub job: &'a crate::shadow::ShadowJob,
     /// `None`: the reference call gave no answer.
     pub agreement: Option<f64>,
+    /// What scored the agreement.
+    pub judged: crate::shadow::Judged,
 }
 
 impl ShadowReport<'_> {
@@ -578,6 +616,13 @@ impl ShadowReport<'_> {
                 Family::ShadowAgreementMilli,
                 &[tier, kind],
                 (agreement * 1000.0).round() as u64,
+            ));
+        }
+        if let (crate::shadow::Judged::RulesInstead(failure), Some(judge)) = (self.judged, self.job.judge) {
+            samples.push(Sample::new(
+                Family::ShadowJudgeFailures,
+                &[Label::Model(Some(judge)), Label::Fixed("reason", failure.name())],
+                1,
             ));
         }
         samples

@@ -95,6 +95,7 @@ pub(super) fn queue_shadow(state: &Rc<Loaded>, capture: ShadowCapture, report: &
             .map(|classification| classification.kind),
         served,
         reference: settings.reference,
+        judge: settings.judge,
         request: capture.request,
         answer,
     };
@@ -107,8 +108,9 @@ pub(super) fn queue_shadow(state: &Rc<Loaded>, capture: ShadowCapture, report: &
     }
 }
 
-/// Takes one call from the tenant's shadow budget for this minute (taken
-/// when sampling, so no request body is copied past the budget).
+/// Takes a sample's calls (its reference call, and its judge call when a
+/// judge model scores it) from the tenant's shadow budget for this minute
+/// (taken when sampling, so no request body is copied past the budget).
 fn within_budget(state: &Loaded, tenant: TenantId, settings: Shadow) -> bool {
     let Some(policy) = state
         .config
@@ -118,12 +120,16 @@ fn within_budget(state: &Loaded, tenant: TenantId, settings: Shadow) -> bool {
     else {
         return false;
     };
+    // The window's token count counts calls: a sample takes one or two.
     let budget = RateLimits {
-        requests_per_minute: Some(u64::from(settings.max_per_minute)),
-        tokens_per_minute: None,
+        requests_per_minute: None,
+        tokens_per_minute: Some(u64::from(settings.max_per_minute)),
     };
+    let calls = settings.calls_per_sample();
     let key = shadow::budget_key(&policy.name);
-    match state::update::<RateWindow, _>(&HostStore, &key, |window| window.try_admit(host::now_ms(), 0, &budget)) {
+    match state::update::<RateWindow, _>(&HostStore, &key, |window| {
+        window.try_admit(host::now_ms(), calls, &budget)
+    }) {
         Ok((_, admitted)) => admitted.is_ok(),
         Err(err) => {
             log::warn!("cannot count a shadow call: {err:?}");
