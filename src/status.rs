@@ -232,17 +232,8 @@ pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Ten
             }
         })
         .collect();
-    // Shadow calls are kept apart, under `shadow:<reference model>` and
-    // `shadow-judge:<judge model>`.
-    let shadow = tenant
-        .shadow
-        .map(|shadow| crate::shadow::ledger_names(config, &shadow))
-        .unwrap_or_default();
-    let ledger = config
-        .models
-        .iter()
-        .map(|model| model.name.clone())
-        .chain(shadow)
+    let ledger = ledger_lines(config, tenant)
+        .into_iter()
         .filter_map(|name| {
             let record = read(store, &ledger_key(tenant, &name))?;
             Some((name, record))
@@ -255,6 +246,21 @@ pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Ten
         ledger,
         source: "shared-data",
     }
+}
+
+/// The lines of a tenant's ledger: one per model, and the shadow calls kept
+/// apart under `shadow:<reference model>` and `shadow-judge:<judge model>`.
+pub fn ledger_lines(config: &Config, tenant: &Tenant) -> Vec<String> {
+    let shadow = tenant
+        .shadow
+        .map(|shadow| crate::shadow::ledger_names(config, &shadow))
+        .unwrap_or_default();
+    config
+        .models
+        .iter()
+        .map(|model| model.name.clone())
+        .chain(shadow)
+        .collect()
 }
 
 /// A tenant's spend as the fleet ledger answered it; `models` are the

@@ -5,7 +5,8 @@ in the metrics and the log; the reference calls are billed on the tenant's
 `shadow:<model>` ledger line, within a per-minute budget; streams are not
 sampled. With a judge model, the judge scores the two answers (its calls
 billed on `shadow-judge:<model>`, two budget calls a sample), and the rules
-stand in, counted, when it gives no score."""
+stand in, counted, when it gives no score. With the fleet ledger, shadow
+calls are charged there."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from tests.gateway import add_cluster, chat_body
+from tests.test_fleet import fleet_spend, replicas, wait_for
 from tests.test_governance import governed, spend
 from tests.test_observability import eventually, scrape, total
 
@@ -165,3 +167,23 @@ def test_a_judge_without_a_score_leaves_the_rules_agreement_and_is_counted(start
     assert total(samples, "signalbox_shadow_agreement_milli_total", tier="simple") == 2000
     ledger = spend(gateway)["team"]["ledger"]
     assert ledger["shadow-judge:grader"]["requests"] == 1, "the reply without a score is billed, the failed call is not"
+
+
+def test_with_the_fleet_ledger_shadow_calls_are_charged_there_on_their_own_line(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, shadowed())
+    mocks.set_behavior("anthropic", {"say": "A spider has 8 legs."})
+    mocks.set_behavior("openai", {"say": "Spiders have 8 legs."})
+    for gateway in (first, second):
+        response = gateway.chat(chat_body(QUESTION), headers=AUTH)
+        assert response.status_code == 200, response.text
+    assert len(reference_calls(first, 2)) == 2
+
+    def charged():
+        ledger = fleet_spend(second)["team"]["ledger"]
+        return ledger if ledger.get("shadow:strong", {}).get("requests") == 2 else None
+
+    ledger = wait_for(charged)
+    assert ledger, fleet_spend(second)["team"]
+    assert ledger["shadow:strong"]["cost_usd"] > 0 and ledger["cheap"]["requests"] == 2
+    assert "strong" not in ledger, "shadow calls are not the tenant's own requests"
+    assert fleet_spend(first)["team"]["source"] == "fleet"

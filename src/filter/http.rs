@@ -593,14 +593,10 @@ impl ChatFilter {
                 Err(error) => self.reply_error(&error),
             };
         }
-        let mut random = [0u8; 16];
-        for chunk in random.chunks_mut(8) {
-            chunk.copy_from_slice(&state.rng.borrow_mut().next().to_le_bytes());
-        }
         self.pending = Some(PendingAdmission {
             plan,
             estimate,
-            reservation_id: crate::fleet::reservation_id(random),
+            reservation_id: state.fresh_reservation_id(),
             with_text: false,
             token: 0,
             sent_ms: host::now_ms(),
@@ -740,13 +736,15 @@ impl ChatFilter {
                 .collect();
             return self.reply_json(&status::spend_report(config, now, &spends));
         };
-        let models: Vec<&str> = config.models.iter().map(|model| model.name.as_str()).collect();
         let mut waiting = Vec::with_capacity(tenants.len());
         for id in tenants {
+            let tenant = &governance.tenants[id];
+            let lines = status::ledger_lines(config, tenant);
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             let call = SpendCall {
-                tenant: &governance.tenants[id],
+                tenant,
                 test_clock_ms: None,
-                models: &models,
+                models: &lines,
             };
             match fleet::send(store, &call.request(names, Invocation::WithText, &store.authority)) {
                 Some(token) => waiting.push((token, id)),
@@ -772,13 +770,18 @@ impl ChatFilter {
             return;
         };
         let (_, id) = view.waiting.swap_remove(position);
-        let quota_count = config
+        let Some(tenant) = config
             .governance
             .as_ref()
             .and_then(|governance| governance.tenants.get(id))
-            .map_or(0, |tenant| tenant.quotas.len());
-        let models: Vec<&str> = config.models.iter().map(|model| model.name.as_str()).collect();
-        let parsed = crate::fleet::parse_spend(status, body, quota_count, models.len());
+        else {
+            self.spend_view = None;
+            self.reply_error(&GatewayError::LedgerUnavailable);
+            return;
+        };
+        let lines = status::ledger_lines(config, tenant);
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let parsed = crate::fleet::parse_spend(status, body, tenant.quotas.len(), lines.len());
         count_store_call(
             state,
             "spend",
@@ -790,7 +793,7 @@ impl ChatFilter {
             self.reply_error(&GatewayError::LedgerUnavailable);
             return;
         };
-        view.gathered.push((id, status::fleet_spend(&spend, &models)));
+        view.gathered.push((id, status::fleet_spend(&spend, &lines)));
         if view.waiting.is_empty() {
             let mut gathered = std::mem::take(&mut view.gathered);
             gathered.sort_by_key(|(id, _)| *id);

@@ -57,6 +57,18 @@ pub struct Loaded {
     pub semantic_layout: Option<cache::semantic::SemanticLayout>,
 }
 
+impl Loaded {
+    /// A new id for a fleet ledger call (a reservation, or a charge's
+    /// tombstone): 128 bits of this VM's generator.
+    pub fn fresh_reservation_id(&self) -> String {
+        let mut random = [0u8; 16];
+        for chunk in random.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.borrow_mut().next().to_le_bytes());
+        }
+        crate::fleet::reservation_id(random)
+    }
+}
+
 /// SplitMix64: small, fast, and good enough to spread traffic; seeded per VM.
 pub struct SplitMix(u64);
 
@@ -209,7 +221,7 @@ impl SignalboxRoot {
         }
         for job in fleet::take_due(now) {
             let sent = job
-                .request(&state.config, governance, names, now)
+                .request(governance, names, now)
                 .and_then(|request| fleet::send(store, &request));
             match sent {
                 Some(token) => {

@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::fleet::{self, SettleJob};
 use super::host::{self, HostStore};
 use super::root::Loaded;
 use crate::config::{Config, DeploymentId, ModelId};
@@ -180,7 +181,7 @@ fn reply_text(
         Stage::Judge { .. } => shadow::judge_ledger_name(config, model),
     };
     if let Some(usage) = &translated.usage {
-        charge(config, job, model, &ledger, usage);
+        charge(&queued.state, job, model, ledger, usage, now_ms);
     }
     ((200..300).contains(&translated.status) && translated.failure.is_none())
         .then(|| shadow::answer_text(&translated.body))
@@ -197,17 +198,24 @@ fn finish(queued: &Queued, agreement: Option<f64>, judged: Judged) {
     log::info!("shadow {}", shadow::log_line(config, job, agreement, judged));
 }
 
-/// Adds a shadow call's usage, at `model`'s price, to the tenant's `ledger` line.
-fn charge(config: &Config, job: &ShadowJob, model: ModelId, ledger: &str, usage: &providers::TokenUsage) {
-    let Some(tenant) = config
-        .governance
-        .as_ref()
-        .and_then(|governance| governance.tenants.get(job.tenant))
-    else {
+/// Adds a shadow call's usage, at `model`'s price, to the tenant's `ledger`
+/// line: in the fleet ledger when there is one (queued like a settlement),
+/// else in this Envoy's shared data.
+fn charge(state: &Loaded, job: &ShadowJob, model: ModelId, ledger: String, usage: &providers::TokenUsage, now_ms: u64) {
+    let config = &state.config;
+    let Some(governance) = config.governance.as_ref() else {
+        return;
+    };
+    let Some(tenant) = governance.tenants.get(job.tenant) else {
         return;
     };
     let cost = cost_micros(&config.models[model].price, usage);
-    let key = ledger_key(tenant, ledger);
+    if governance.store.is_some() {
+        let id = state.fresh_reservation_id();
+        fleet::enqueue(SettleJob::ledger_line(job.tenant, id, ledger, *usage, cost, now_ms));
+        return;
+    }
+    let key = ledger_key(tenant, &ledger);
     if let Err(err) = state::update::<LedgerRecord, _>(&HostStore, &key, |record| record.add(usage, cost, false)) {
         log::warn!("cannot charge a shadow call to {key}: {err:?}");
     }

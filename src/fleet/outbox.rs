@@ -18,7 +18,7 @@
 //!   until the ledger has it, up to [`CHARGE_KEEP_MS`].
 
 use crate::config::governance::Governance;
-use crate::config::{Config, ModelId};
+use crate::config::Config;
 use crate::govern::keys::TenantId;
 use crate::govern::ledger::Consumption;
 use crate::govern::quota::Amounts;
@@ -85,8 +85,9 @@ pub struct SettleJob {
     pub reservation_id: String,
     pub test_clock_ms: Option<u64>,
     pub actual: Amounts,
-    /// (model, usage, cost, estimated) per attempt that consumed.
-    pub ledger: Vec<(ModelId, TokenUsage, u64, bool)>,
+    /// (ledger line, usage, cost, estimated) per attempt that consumed; the
+    /// line is the model's name (or a shadow line, `crate::shadow`).
+    pub ledger: Vec<(String, TokenUsage, u64, bool)>,
     /// Redis lost its scripts: send the text (EVAL), not the name.
     pub with_text: bool,
     pub retries: u32,
@@ -118,7 +119,7 @@ impl SettleJob {
                 .iter()
                 .map(|consumed| {
                     (
-                        consumed.model,
+                        config.models[consumed.model].name.clone(),
                         consumed.usage,
                         consumed.cost_micros(config),
                         consumed.estimated,
@@ -142,6 +143,33 @@ impl SettleJob {
         }
     }
 
+    /// A charge of one call on a ledger line alone (a shadow call): no
+    /// request, token or cost counted against the tenant's quotas and
+    /// windows, as the local ledger does it.
+    pub fn ledger_line(
+        tenant: TenantId,
+        reservation_id: String,
+        line: String,
+        usage: TokenUsage,
+        cost_micros: u64,
+        now_ms: u64,
+    ) -> SettleJob {
+        SettleJob {
+            kind: SettleKind::Charge,
+            tenant,
+            user: None,
+            reservation_id,
+            test_clock_ms: None,
+            actual: Amounts::default(),
+            ledger: vec![(line, usage, cost_micros, false)],
+            with_text: false,
+            retries: 0,
+            ended_ms: now_ms,
+            due_ms: now_ms,
+            give_up_ms: SettleKind::Charge.give_up_ms(now_ms, 0),
+        }
+    }
+
     /// Schedules the next try after a failed one at `now_ms`, with a
     /// doubling back-off; `false`: past its give-up time, drop it.
     pub fn retry(&mut self, now_ms: u64) -> bool {
@@ -151,25 +179,17 @@ impl SettleJob {
     }
 
     /// The HTTP request of this settlement, sent at `now_ms`.
-    pub fn request(
-        &self,
-        config: &Config,
-        governance: &Governance,
-        names: &ScriptNames,
-        now_ms: u64,
-    ) -> Option<StoreRequest> {
+    pub fn request(&self, governance: &Governance, names: &ScriptNames, now_ms: u64) -> Option<StoreRequest> {
         let store = governance.store.as_ref()?;
         let tenant = governance.tenants.get(self.tenant)?;
         let ledger: Vec<LedgerEntry<'_>> = self
             .ledger
             .iter()
-            .filter_map(|(model, usage, cost_micros, estimated)| {
-                Some(LedgerEntry {
-                    model: &config.models.get(*model)?.name,
-                    usage: *usage,
-                    cost_micros: *cost_micros,
-                    estimated: *estimated,
-                })
+            .map(|(line, usage, cost_micros, estimated)| LedgerEntry {
+                model: line,
+                usage: *usage,
+                cost_micros: *cost_micros,
+                estimated: *estimated,
             })
             .collect();
         let charge = match self.kind {
@@ -307,9 +327,7 @@ mod tests {
     /// The settle call's arguments, decoded from the request body.
     fn arguments(config: &Config, job: &SettleJob, now_ms: u64) -> Vec<String> {
         let governance = config.governance.as_ref().unwrap();
-        let request = job
-            .request(config, governance, &ScriptNames::compute(), now_ms)
-            .unwrap();
+        let request = job.request(governance, &ScriptNames::compute(), now_ms).unwrap();
         let body = String::from_utf8(request.body).unwrap();
         // EVALSHA / sha / key count / 7 keys (2 quotas) / arguments.
         body.split('/').skip(10).map(String::from).collect()
