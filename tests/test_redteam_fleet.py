@@ -118,3 +118,24 @@ def test_a_finished_rollout_is_only_read_not_stored_again_every_turn(envoy, mock
         time.sleep(1.5)
         after = int(admin.command("HGET", key, "v"))
     assert after == before, f"the unchanged record was stored {after - before} more times"
+
+
+@pytest.mark.xfail(strict=True, reason="red-team: a move whose proposal was stored but whose reply was lost is never logged or counted")
+def test_a_rollback_stored_while_its_reply_was_lost_is_still_logged_and_counted(envoy, mocks, fleet_store):
+    (gateway,) = replicas(envoy, mocks, fleet_store, rollout(steps=[0.9, 1.0]), count=1)
+    mocks.set_behavior("anthropic", {"status": 500})
+    until_canary_attempts(gateway, T0, MIN_REQUESTS - 1)
+    assert wait_for(lambda: canary_view(gateway)["canary"]["attempts"] == MIN_REQUESTS - 1), canary_view(gateway)
+
+    fleet_store.pause_redis()
+    try:
+        until_canary_attempts(gateway, T0, 1)  # the attempt that breaches, counted in the tally
+        before = unavailable(gateway, "rollout")
+        assert wait_for(lambda: unavailable(gateway, "rollout") >= before + 2)
+    finally:
+        fleet_store.resume_redis()
+    assert wait_for(lambda: canary_view(gateway)["state"] == "rolled_back"), canary_view(gateway)
+    time.sleep(2)
+    moves = total(scrape(gateway), "signalbox_canary_moves_total", result="rolled_back")
+    logged = "rolled_back" in gateway.envoy.log_text()
+    assert (moves, logged) == (1, True), "the fleet's record rolled back; no replica logged or counted it"
