@@ -9,7 +9,8 @@
 -- ARGV[1] = "remember": KEYS[i] gets record ARGV[2 + i] (ARGV[2] is keep_ms)
 --   unless the key exists already (a retried remember changes nothing, and
 --   never clears a rating). A record whose rating was counted before it got
---   here (the store was down) carries the prefix "rated:".
+--   here (the store was down) carries the prefix "rated:", and marks an
+--   existing key rated too.
 --   Reply: {"remembered", how many were new}.
 -- ARGV[1] = "rate": KEYS[1] is the answer rated; ARGV[2] = keep_ms; ARGV[3]
 --   = the rating Envoy's own record of that answer, or "" (it is stored, as
@@ -33,6 +34,9 @@ if mode == 'remember' then
       redis.call('HSET', key, 'rated', rated)
       redis.call('PEXPIRE', key, keep_ms)
       new = new + 1
+    elseif rated == 1 then
+      -- Known already, and rated at its replica while Redis was away.
+      redis.call('HSET', key, 'rated', 1)
     end
   end
   return {'remembered', new}

@@ -262,7 +262,7 @@ impl Tally {
     }
 
     fn seen(&mut self, first_ms: u64, last_ms: u64) {
-        if self.is_empty() || first_ms < self.first_seen_ms {
+        if self.first_seen_ms == 0 || first_ms < self.first_seen_ms {
             self.first_seen_ms = first_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(last_ms);
@@ -277,8 +277,10 @@ impl Tally {
         }
     }
 
+    /// Nothing counted (whatever the clock said).
     pub fn is_empty(&self) -> bool {
-        self.last_seen_ms == 0
+        let counted = |side: &Side| side.attempts == 0 && side.assessed == 0;
+        counted(&self.canary) && counted(&self.baseline)
     }
 }
 
@@ -341,10 +343,14 @@ impl CanaryRecord {
             return None;
         };
         let now = tally.last_seen_ms;
-        // A first observation, or a clock that went back: the window starts
-        // with the tally's oldest observation.
-        if self.window_started_ms == 0 || tally.first_seen_ms < self.window_started_ms {
+        // A first observation: the window starts with the tally's oldest.
+        // A tally wholly before the window (a clock that went back, or
+        // counts held back across a move): it starts over at its newest,
+        // never earlier, so old counts cannot end a new window early.
+        if self.window_started_ms == 0 {
             self.window_started_ms = tally.first_seen_ms;
+        } else if tally.last_seen_ms < self.window_started_ms {
+            self.window_started_ms = tally.last_seen_ms;
         }
         self.canary.add(&tally.canary);
         self.baseline.add(&tally.baseline);
@@ -822,47 +828,16 @@ mod tests {
         side.latency[bucket_of(5_000)] += 1;
         assert!(side.p95_ms().unwrap() >= 5_000);
     }
-}
 
-/// Red-team findings on fleet-mode judging (`absorb`): each test states the
-/// behaviour the docs promise and is ignored while the bug stands
-/// (`cargo test --lib canary::redteam -- --ignored` reproduces it).
-#[cfg(test)]
-mod redteam {
-    use super::*;
-
-    fn rollout() -> Rollout {
-        Rollout {
-            steps: vec![0.05, 0.5, 1.0],
-            window_ms: 60_000,
-            min_requests: 10,
-            max_error_rate_increase: 0.05,
-            max_latency_ratio: 1.5,
-            max_cascade_rate_increase: None,
-        }
-    }
-
-    const OK: Observation = Observation::Attempt {
-        failed: false,
-        latency_ms: 100,
-    };
-
-    /// Replica A advances the fleet's record at 61 s. Replica B's tally was
-    /// put back turn after turn (B could not reach Redis, or its turns timed
-    /// out) since 1 s, and reaches the record 5 s after the move: its oldest
-    /// observation drags the new window's start back to 1 s, so step 1 is
-    /// judged "over" after 5 s and the rollout skips to step 2 at once, on
-    /// observations made mostly at step 0's share.
     #[test]
-    #[ignore = "red-team: a put-back tally older than the last move shortens the next window"]
     fn a_tally_from_before_the_last_move_does_not_end_the_new_window() {
         let rollout = rollout();
         let mut fleet = CanaryRecord::default();
         let mut a = Tally::default();
         for now in [1_000, 61_000] {
             for _ in 0..10 {
-                a.count(now, SideOf::Canary, OK);
-                a.count(now, SideOf::Baseline, OK);
+                a.count(now, SideOf::Canary, ok(100));
+                a.count(now, SideOf::Baseline, ok(100));
             }
         }
         assert_eq!(fleet.absorb(&rollout, &a), Some(Move::Advanced(1)));
@@ -871,8 +846,8 @@ mod redteam {
         let mut b = Tally::default();
         for now in [1_000, 30_000, 66_000] {
             for _ in 0..4 {
-                b.count(now, SideOf::Canary, OK);
-                b.count(now, SideOf::Baseline, OK);
+                b.count(now, SideOf::Canary, ok(100));
+                b.count(now, SideOf::Baseline, ok(100));
             }
         }
         assert_eq!(

@@ -33,6 +33,9 @@ pub struct Served {
     pub at_ms: u64,
     /// A rating was counted for it already.
     pub rated: bool,
+    /// With the fleet store: Redis has it (from then on Redis alone decides
+    /// whether a rating counts; this slot's copy is no longer sent along).
+    pub in_fleet: bool,
 }
 
 /// The shared-data key of the slot a tenant's request id lands in. The
@@ -149,7 +152,7 @@ impl Record for Served {
             .u8(self.kind.map_or(NONE_U8, |kind| kind.index() as u8))
             .u16(self.score_milli.unwrap_or(u16::MAX))
             .u64(self.at_ms)
-            .u8(u8::from(self.rated));
+            .u8(u8::from(self.rated) | u8::from(self.in_fleet) << 1);
         writer.finish()
     }
 
@@ -163,6 +166,8 @@ impl Record for Served {
         let tier = String::from_utf8(reader.bytes()?.to_vec()).ok()?;
         let kind = reader.u8()?;
         let score = reader.u16()?;
+        let at_ms = reader.u64()?;
+        let flags = reader.u8()?;
         let served = Served {
             request_id,
             tenant,
@@ -170,8 +175,9 @@ impl Record for Served {
             tier: has_tier.then_some(tier),
             kind: PromptKind::ALL.get(usize::from(kind)).copied(),
             score_milli: (score != u16::MAX).then_some(score),
-            at_ms: reader.u64()?,
-            rated: reader.u8()? != 0,
+            at_ms,
+            rated: flags & 1 != 0,
+            in_fleet: flags & 2 != 0,
         };
         reader.is_done().then_some(served)
     }
@@ -191,6 +197,7 @@ mod tests {
             score_milli: Some(412),
             at_ms: 1_000,
             rated: false,
+            in_fleet: false,
         }
     }
 
@@ -241,6 +248,7 @@ mod tests {
             kind: None,
             score_milli: None,
             rated: true,
+            in_fleet: true,
             ..served()
         };
         assert_eq!(Served::decode(&anonymous.encode()), Some(anonymous));

@@ -104,7 +104,9 @@ def test_while_redis_is_down_the_replica_that_answered_counts_and_redis_learns_i
     fleet_store.stop_redis()
     prompt = answered(first, "What is the capital of France?")
     assert rate(first, {"request_id": prompt, "rating": 1}).status_code == 200, "its own record decides"
-    assert rate(second, {"request_id": prompt, "rating": 1}).status_code == 404, "the other replica cannot know"
+    unknown_here = rate(second, {"request_id": prompt, "rating": 1})
+    assert unknown_here.status_code == 503, "only Redis could know: retry"
+    assert unknown_here.json()["error"]["code"] == "ledger_unavailable"
     assert total(scrape(first), "signalbox_store_calls_total", op="rate", result="unavailable") >= 1
     fleet_store.start_redis()
     # The answer reaches Redis with its rating: the other replica refuses a second one.

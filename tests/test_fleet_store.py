@@ -521,26 +521,44 @@ def test_the_rust_fleet_core_round_trips_through_webdis(fleet_store):
 
 
 def test_racing_rollout_proposals_from_one_version_store_exactly_one(fleet_store):
-    key = "sb:rollout:{simple/fresh}"
+    key = "sb:rollout:{simple:fresh}"
     idle_ms = 30 * DAY_MS
 
     def propose(index: int) -> list:
         client = FleetClient(fleet_store.url, timeout=30)
         try:
-            return client.run("rollout", [key], [0, f"{index:02x}", idle_ms])
+            return client.run("rollout", [key], [0, f"{index:02x}", idle_ms, f"caller-{index}", 1])
         finally:
             client.close()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         replies = list(pool.map(propose, range(8)))
     stored = [reply for reply in replies if reply[0] == 1]
-    assert len(stored) == 1 and stored[0][1] == 1, replies
-    winner = f"{replies.index(stored[0]):02x}"
-    assert all(reply == [0, 1, winner] for reply in replies if reply[0] == 0), replies
+    assert len(stored) == 1 and stored[0][:3] == [1, 1, ""] and stored[0][3] == 1, replies
+    winner = replies.index(stored[0])
+    assert all(reply == [0, 1, f"{winner:02x}", 0] for reply in replies if reply[0] == 0), replies
     client = FleetClient(fleet_store.url)
     # Reading (-1) changes nothing; a proposal from the current version is stored.
-    assert client.run("rollout", [key], [-1, "ff", idle_ms]) == [0, 1, winner]
-    assert client.run("rollout", [key], [1, "aa", idle_ms]) == [1, 2, ""]
-    assert client.run("rollout", [key], [1, "bb", idle_ms]) == [0, 2, "aa"]
+    assert client.run("rollout", [key], [-1, "ff", idle_ms, "reader", 1]) == [0, 1, f"{winner:02x}", 0]
+    assert client.run("rollout", [key], [1, "aa", idle_ms, "reader", 2]) == [1, 2, "", 2]
+    assert client.run("rollout", [key], [1, "bb", idle_ms, "reader", 3]) == [0, 2, "aa", 2]
     with fleet_store.admin() as admin:
         assert 0 < int(admin.command("PTTL", key)) <= idle_ms
+
+
+def test_a_lost_rollout_proposal_is_settled_by_the_callers_next_call(fleet_store):
+    key = "sb:rollout:{simple:fresh}"
+    client = FleetClient(fleet_store.url)
+    # Proposal 5 was sent and its answer lost; call 6 (a read) says whether it landed.
+    assert client.run("rollout", [key], [0, "aa", DAY_MS, "vm", 5])[0] == 1
+    assert client.run("rollout", [key], [-1, "", DAY_MS, "vm", 6])[3] == 5, "it landed"
+    # Proposal 7 lost and not yet run when read 8 is answered: it can never land after.
+    assert client.run("rollout", [key], [-1, "", DAY_MS, "vm", 8])[3] == 5
+    late = client.run("rollout", [key], [1, "bb", DAY_MS, "vm", 7])
+    assert late == [0, 1, "aa", 5], late
+    # A version that is not an integer reads as one and is overwritten, not wedged.
+    with fleet_store.admin() as admin:
+        admin.command("HSET", key, "v", "1.5")
+    read = client.run("rollout", [key], [-1, "", DAY_MS, "other", 1])
+    assert read[:2] == [0, 1], read
+    assert client.run("rollout", [key], [read[1], "cc", DAY_MS, "other", 2])[0] == 1

@@ -1,7 +1,7 @@
-"""Red-team findings on the fleet-wide canary rollouts and feedback (commits
-60e8ca6 and 4fc64b7). Each test states the behaviour the docs promise and is
-a strict xfail while the bug stands: a fix turns it into a failure (XPASS)
-that says to drop the marker."""
+"""Red-team findings on the fleet-wide canary rollouts and feedback, kept as
+regression tests: lost answers from a hung Redis, records Redis forgot, a
+finished rollout. The one gap still open is a strict xfail (a fix turns it
+into an XPASS that says to drop the marker)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,11 @@ from tests.test_canary import AUTH as AUTH_HEADERS, MIN_REQUESTS, T0, canary_vie
 from tests.test_feedback import answered, feedback_config, rate
 from tests.test_fleet import replicas, wait_for
 from tests.test_observability import scrape, total
-from tools.fleet_store import FleetClient
-
-DAY_MS = 86_400_000
-
 
 def unavailable(gateway, op: str) -> int:
     return total(scrape(gateway), "signalbox_store_calls_total", op=op, result="unavailable")
 
 
-@pytest.mark.xfail(strict=True, reason="red-team: a rollout turn that times out but reaches Redis is put back and counted again")
 def test_a_rollout_turn_that_timed_out_in_a_hung_redis_is_not_counted_twice(envoy, mocks, fleet_store):
     # Mostly canary traffic, and every request at T0: no window ends, so
     # the canary's attempts only add up and can be checked against the mock.
@@ -47,7 +42,7 @@ def test_a_rollout_turn_that_timed_out_in_a_hung_redis_is_not_counted_twice(envo
     assert view["canary"]["attempts"] == sent, f"the canary had {sent} attempts, the fleet's record counts {view}"
 
 
-@pytest.mark.xfail(strict=True, reason="red-team: a rating that times out at a replica without the answer is spent in Redis, counted nowhere")
+@pytest.mark.xfail(strict=True, reason="known gap (docs/loops.md#feedback): a rating whose answer from Redis was lost is marked rated there but counted nowhere")
 def test_a_rating_that_times_out_while_redis_hangs_is_not_lost(envoy, mocks, fleet_store):
     first, second = replicas(envoy, mocks, fleet_store, feedback_config())
     prompt = answered(first, "What is the capital of France?")
@@ -70,7 +65,6 @@ def test_a_rating_that_times_out_while_redis_hangs_is_not_lost(envoy, mocks, fle
     assert counted == 1, f"first try {timed_out.status_code}, retry {retried.status_code}; counted {counted} times"
 
 
-@pytest.mark.xfail(strict=True, reason="red-team: once Redis forgets a rated answer, the serving replica's unrated slot counts it again")
 def test_an_answer_rated_at_another_replica_is_not_counted_again_once_redis_forgets_it(envoy, mocks, fleet_store):
     first, second = replicas(envoy, mocks, fleet_store, feedback_config())
     prompt = answered(first, "What is the capital of France?")
@@ -87,28 +81,13 @@ def test_an_answer_rated_at_another_replica_is_not_counted_again_once_redis_forg
     assert (again.status_code, counted) != (200, 2), "rated once at the second replica, then again at the first"
 
 
-@pytest.mark.xfail(strict=True, reason="red-team: fleet/rollout.lua compares versions as numbers; a non-integer `v` wedges the rollout")
-def test_a_rollout_record_with_a_garbled_version_is_overwritten_not_wedged(fleet_store):
-    key = "sb:rollout:{simple/fresh}"
-    client = FleetClient(fleet_store.url)
-    assert client.run("rollout", [key], [0, "aa", 30 * DAY_MS]) == [1, 1, ""]
-    with fleet_store.admin() as admin:
-        admin.command("HSET", key, "v", "1.5")
-    # Every replica reads version 1 (Redis truncates 1.5), proposes from 1, is
-    # told "behind at 1", three times a turn, every turn: nothing ever stores.
-    read = client.run("rollout", [key], [-1, "bb", 30 * DAY_MS])
-    assert read[:2] == [0, 1], read
-    assert client.run("rollout", [key], [read[1], "bb", 30 * DAY_MS])[0] == 1, "a proposal from the version read stores"
-
-
-@pytest.mark.xfail(strict=True, reason="red-team: a rolled-back rollout is re-stored (version bumped) every turn that saw baseline traffic")
 def test_a_finished_rollout_is_only_read_not_stored_again_every_turn(envoy, mocks, fleet_store):
     (gateway,) = replicas(envoy, mocks, fleet_store, rollout(), count=1)
     mocks.set_behavior("anthropic", {"status": 500})
     until_canary_attempts(gateway, T0, MIN_REQUESTS)
     assert wait_for(lambda: canary_view(gateway)["state"] == "rolled_back"), canary_view(gateway)
     mocks.clear()
-    key = "sb:rollout:{simple/fresh}"
+    key = "sb:rollout:{simple:fresh}"
     with fleet_store.admin() as admin:
         time.sleep(1.5)
         before = int(admin.command("HGET", key, "v"))
@@ -120,7 +99,6 @@ def test_a_finished_rollout_is_only_read_not_stored_again_every_turn(envoy, mock
     assert after == before, f"the unchanged record was stored {after - before} more times"
 
 
-@pytest.mark.xfail(strict=True, reason="red-team: a move whose proposal was stored but whose reply was lost is never logged or counted")
 def test_a_rollback_stored_while_its_reply_was_lost_is_still_logged_and_counted(envoy, mocks, fleet_store):
     (gateway,) = replicas(envoy, mocks, fleet_store, rollout(steps=[0.9, 1.0]), count=1)
     mocks.set_behavior("anthropic", {"status": 500})

@@ -32,7 +32,7 @@ pub struct Feedback {
 const DEFAULT_PATH: &str = "/signalbox/feedback";
 const DEFAULT_REMEMBER: u32 = 4096;
 const MAX_REMEMBER: u64 = 1 << 20;
-const DEFAULT_KEEP_S: u64 = 86_400;
+const DEFAULT_KEEP_S: u64 = 3_600;
 const MAX_KEEP_S: u64 = 30 * 86_400;
 
 pub fn resolve(raw: Option<&RawFeedback>) -> Result<Option<Feedback>, ConfigError> {

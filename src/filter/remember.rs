@@ -1,6 +1,6 @@
 //! Answers waiting to be remembered in the fleet store for feedback: queued
 //! by the router when a request ends, sent by the router's root on its tick
-//! in batches per tenant (`crate::fleet::feedback`), retried for a minute
+//! in batches per tenant (`crate::fleet::feedback::batches`), retried for a minute
 //! while the store does not answer. The queue is per VM and bounded; an
 //! answer that never reaches Redis can still be rated at the Envoy that
 //! served it, from that Envoy's own slots.
@@ -12,7 +12,7 @@ use super::fleet;
 use super::host::HostStore;
 use super::root::Loaded;
 use crate::feedback::{self, Served};
-use crate::fleet::feedback::{parse_remembered, RememberCall, MAX_BATCH};
+use crate::fleet::feedback::{batches, parse_remembered, RememberCall};
 use crate::fleet::{invocation, ScriptCall, StoreFailure};
 use crate::state;
 
@@ -70,14 +70,15 @@ pub fn send_queued(state: &Loaded, now: u64) -> Vec<(u32, Batch)> {
         let (batch, rest): (Vec<Queued>, Vec<Queued>) =
             queued.into_iter().partition(|entry| entry.served.tenant == tenant);
         queued = rest;
-        for chunk in batch.chunks(MAX_BATCH) {
+        let answers: Vec<Served> = batch.iter().map(|entry| rated_here(state, &entry.served)).collect();
+        for range in batches(&tenant, &answers) {
             let batch = Batch {
                 call: RememberCall {
                     tenant: tenant.clone(),
-                    answers: chunk.iter().map(|entry| rated_here(state, &entry.served)).collect(),
+                    answers: answers[range.clone()].to_vec(),
                     keep_ms: settings.keep_ms,
                 },
-                queued_at: chunk.iter().map(|entry| entry.queued_at).collect(),
+                queued_at: batch[range].iter().map(|entry| entry.queued_at).collect(),
                 with_text: false,
                 sent_at: now,
             };
@@ -118,7 +119,10 @@ fn send(state: &Loaded, batch: Batch, now: u64) -> Option<(u32, Batch)> {
 pub fn answered(state: &Loaded, batch: Batch, status: u32, body: &[u8], now: u64) -> Option<(u32, Batch)> {
     let elapsed = now.saturating_sub(batch.sent_at);
     match parse_remembered(status, body) {
-        Ok(_) => super::http::count_store_call(state, "remember", "stored", elapsed),
+        Ok(_) => {
+            super::http::count_store_call(state, "remember", "stored", elapsed);
+            mark_in_fleet(state, &batch.call.answers);
+        }
         Err(StoreFailure::NoScript) if !batch.with_text => {
             super::http::count_store_call(state, "remember", "noscript", elapsed);
             let batch = Batch {
@@ -135,6 +139,24 @@ pub fn answered(state: &Loaded, batch: Batch, status: u32, body: &[u8], now: u64
         }
     }
     None
+}
+
+/// Notes in this Envoy's slots that Redis has these answers: from now on a
+/// rating here is Redis's to decide alone, so an answer Redis has forgotten
+/// (`keep_s` passed, or a flush) cannot be counted again from this copy.
+fn mark_in_fleet(state: &Loaded, answers: &[Served]) {
+    let remember = state.config.feedback.as_ref().map_or(1, |settings| settings.remember);
+    for served in answers {
+        let key = feedback::slot_key(&served.tenant, &served.request_id, remember);
+        let marked = state::update::<Served, _>(&HostStore, &key, |slot| {
+            if slot.request_id == served.request_id && slot.tenant == served.tenant {
+                slot.in_fleet = true;
+            }
+        });
+        if let Err(err) = marked {
+            log::warn!("cannot mark an answer remembered by the fleet in {key}: {err:?}");
+        }
+    }
 }
 
 /// Puts a batch's answers back for the next tick, but those queued longer

@@ -15,7 +15,7 @@ use crate::config::canary::Rollout;
 use crate::config::governance::StoreSettings;
 use crate::config::{Config, ModelId, TierId};
 use crate::fleet::keys::rollout_key;
-use crate::fleet::rollout::{propose, turn_outcome, RolloutCall, TurnOutcome};
+use crate::fleet::rollout::{landed, propose, turn_outcome, RolloutCall, RolloutReply, TurnOutcome};
 use crate::fleet::{invocation, ScriptCall};
 use crate::state::{self, Record};
 use crate::telemetry::report::CanaryMoveReport;
@@ -99,129 +99,206 @@ fn report_move(state: &Loaded, tier: TierId, model: ModelId, rollout: &Rollout, 
     state.metrics.emit(config, &report.samples());
 }
 
-/// One turn at a rollout's fleet record, waiting for its answer.
+/// One call at a rollout's fleet record, waiting for its answer.
 pub struct Turn {
     tier: TierId,
     model: ModelId,
-    /// The tally taken for this turn (put back unless it was stored).
+    /// The tally taken for this call (empty for a read).
     tally: Tally,
     mirror: CanaryRecord,
     proposal: CanaryRecord,
     made: Option<Move>,
+    /// Whether it proposes (else it only reads the fleet's record).
+    proposes: bool,
+    number: u64,
     proposals: u32,
     with_text: bool,
     sent_at: u64,
 }
 
-/// Takes this Envoy's turn at every rollout not already waiting for an
-/// answer (`waiting`): the calls sent, by token.
-pub fn take_turns(state: &Loaded, now: u64, waiting: &HashMap<u32, Turn>) -> Vec<(u32, Turn)> {
-    let config = &state.config;
-    let mut sent = Vec::new();
-    for (tier, model, rollout) in rollouts(config) {
-        if waiting.values().any(|turn| (turn.tier, turn.model) == (tier, model)) {
-            continue;
+/// This VM's calls at the fleet's rollout records (held by the router's
+/// root): those in flight, and per rollout the proposal whose answer was
+/// lost, until a later call's answer says whether it was stored.
+pub struct Rollouts {
+    caller: u64,
+    last_number: u64,
+    in_flight: HashMap<u32, Turn>,
+    unknown: HashMap<(TierId, ModelId), Turn>,
+}
+
+impl Rollouts {
+    pub fn new(caller: u64) -> Rollouts {
+        Rollouts {
+            caller,
+            last_number: 0,
+            in_flight: HashMap::new(),
+            unknown: HashMap::new(),
         }
-        let tally_key = canary::tally_key(config, tier, model);
-        let tally = match state::update::<Tally, _>(&HostStore, &tally_key, std::mem::take) {
-            Ok((_, tally)) => tally,
-            Err(err) => {
-                log::warn!("cannot take the canary tally {tally_key}: {err:?}");
+    }
+
+    pub fn is_waiting_for(&self, token: u32) -> bool {
+        self.in_flight.contains_key(&token)
+    }
+
+    /// Takes this Envoy's turn at every rollout not already waiting for an
+    /// answer. A rollout with a proposal of unknown fate only reads (the
+    /// answer settles that fate); the others propose their tally, or read
+    /// when it changes nothing.
+    pub fn take_turns(&mut self, state: &Loaded, now: u64) {
+        let config = &state.config;
+        for (tier, model, rollout) in rollouts(config) {
+            if self
+                .in_flight
+                .values()
+                .any(|turn| (turn.tier, turn.model) == (tier, model))
+            {
                 continue;
             }
-        };
-        let mirror =
-            state::read::<CanaryRecord>(&HostStore, &canary::record_key(config, tier, model)).unwrap_or_default();
-        let (proposal, made) = propose(&mirror, rollout, &tally);
-        let turn = Turn {
-            tier,
-            model,
-            tally,
-            mirror,
-            proposal,
-            made,
-            proposals: 1,
-            with_text: false,
-            sent_at: now,
-        };
-        if let Some(token) = send(state, &turn) {
-            sent.push((token, turn));
+            let tally = if self.unknown.contains_key(&(tier, model)) {
+                Tally::default()
+            } else {
+                let tally_key = canary::tally_key(config, tier, model);
+                match state::update::<Tally, _>(&HostStore, &tally_key, std::mem::take) {
+                    Ok((_, tally)) => tally,
+                    Err(err) => {
+                        log::warn!("cannot take the canary tally {tally_key}: {err:?}");
+                        continue;
+                    }
+                }
+            };
+            let mirror =
+                state::read::<CanaryRecord>(&HostStore, &canary::record_key(config, tier, model)).unwrap_or_default();
+            let (proposal, made) = propose(&mirror, rollout, &tally);
+            // Nothing counted, or a tally that changes nothing (a finished
+            // rollout; it is spent): only read, for storing an unchanged
+            // record would only make others' proposals lose.
+            let proposes = !tally.is_empty() && proposal != mirror;
+            let turn = Turn {
+                tier,
+                model,
+                tally: if proposes { tally } else { Tally::default() },
+                mirror,
+                proposal,
+                made,
+                proposes,
+                number: 0,
+                proposals: 1,
+                with_text: false,
+                sent_at: now,
+            };
+            self.send(state, turn);
         }
     }
-    sent
-}
 
-fn send(state: &Loaded, turn: &Turn) -> Option<u32> {
-    let config = &state.config;
-    let (store, names) = (fleet_store(config)?, state.script_names.as_ref()?);
-    // With nothing to add, only read: storing an unchanged record would
-    // bump the version and make other replicas' proposals lose for nothing.
-    let call = RolloutCall {
-        key: rollout_key(&config.tiers[turn.tier].name, &config.models[turn.model].name),
-        from_version: (!turn.tally.is_empty()).then_some(turn.mirror.fleet_version),
-        proposal: turn.proposal.encode(),
-    };
-    let token = fleet::send(
-        store,
-        &call.request(names, invocation(turn.with_text), &store.authority),
-    );
-    if token.is_none() {
-        put_back(state, turn, "the store's cluster cannot be called");
+    fn send(&mut self, state: &Loaded, mut turn: Turn) {
+        let config = &state.config;
+        let (Some(store), Some(names)) = (fleet_store(config), state.script_names.as_ref()) else {
+            return put_back(state, &turn);
+        };
+        self.last_number += 1;
+        turn.number = self.last_number;
+        let call = RolloutCall {
+            key: rollout_key(&config.tiers[turn.tier].name, &config.models[turn.model].name),
+            from_version: turn.proposes.then_some(turn.mirror.fleet_version),
+            proposal: turn.proposal.encode(),
+            caller: self.caller,
+            number: turn.number,
+        };
+        match fleet::send(
+            store,
+            &call.request(names, invocation(turn.with_text), &store.authority),
+        ) {
+            Some(token) => {
+                self.in_flight.insert(token, turn);
+            }
+            // Never sent: nothing can have been stored.
+            None => put_back(state, &turn),
+        }
     }
-    token
-}
 
-/// The fleet answered a turn (`status`, `body`): keep what it says, and
-/// returns the turn when it must be sent again (with the script's text).
-pub fn answered(state: &Loaded, mut turn: Turn, status: u32, body: &[u8], now: u64) -> Option<(u32, Turn)> {
-    let config = &state.config;
-    let (_, _, rollout) = rollouts(config).find(|(tier, model, _)| (*tier, *model) == (turn.tier, turn.model))?;
-    let outcome = turn_outcome(
-        status,
-        body,
-        &turn.mirror,
-        turn.proposal.clone(),
-        turn.made,
-        turn.with_text,
-    );
-    let result = match &outcome {
-        TurnOutcome::Stored { .. } => "stored",
-        TurnOutcome::Behind { .. } => "behind",
-        TurnOutcome::Resend => "noscript",
-        TurnOutcome::Failed { .. } => "unavailable",
-    };
-    super::http::count_store_call(state, "rollout", result, now.saturating_sub(turn.sent_at));
-    match outcome {
-        TurnOutcome::Stored { mirror, made } => {
-            write_mirror(state, &turn, &mirror, rollout);
-            if let Some(made) = made {
-                report_move(state, turn.tier, turn.model, rollout, &mirror, made);
+    /// The fleet answered call `token` (`status`, `body`).
+    pub fn answered(&mut self, state: &Loaded, token: u32, status: u32, body: &[u8], now: u64) {
+        let Some(mut turn) = self.in_flight.remove(&token) else {
+            return;
+        };
+        let config = &state.config;
+        let Some((_, _, rollout)) =
+            rollouts(config).find(|(tier, model, _)| (*tier, *model) == (turn.tier, turn.model))
+        else {
+            return put_back(state, &turn);
+        };
+        let outcome = turn_outcome(
+            status,
+            body,
+            &turn.mirror,
+            turn.proposal.clone(),
+            turn.made,
+            turn.with_text,
+        );
+        let result = match &outcome {
+            TurnOutcome::Stored { .. } => "stored",
+            TurnOutcome::Behind { .. } => "behind",
+            TurnOutcome::Resend => "noscript",
+            TurnOutcome::Unknown { .. } => "unavailable",
+        };
+        super::http::count_store_call(state, "rollout", result, now.saturating_sub(turn.sent_at));
+        if let TurnOutcome::Stored { reply, .. } | TurnOutcome::Behind { reply, .. } = &outcome {
+            self.settle_unknown(state, rollout, (turn.tier, turn.model), reply);
+        }
+        match outcome {
+            TurnOutcome::Stored { mirror, made, .. } => {
+                write_mirror(state, &turn, &mirror, rollout);
+                if let Some(made) = made {
+                    report_move(state, turn.tier, turn.model, rollout, &mirror, made);
+                }
+            }
+            TurnOutcome::Behind { mirror, .. } => {
+                write_mirror(state, &turn, &mirror, rollout);
+                if turn.proposes && turn.proposals < MAX_PROPOSALS {
+                    let (proposal, made) = propose(&mirror, rollout, &turn.tally);
+                    let proposes = !turn.tally.is_empty() && proposal != mirror;
+                    turn = Turn {
+                        mirror,
+                        proposal,
+                        made,
+                        proposes,
+                        proposals: turn.proposals + 1,
+                        sent_at: now,
+                        ..turn
+                    };
+                    return self.send(state, turn);
+                }
+                put_back(state, &turn);
+            }
+            TurnOutcome::Resend => {
+                turn.with_text = true;
+                turn.sent_at = now;
+                self.send(state, turn);
+            }
+            TurnOutcome::Unknown { reason } => {
+                log::debug!("canary turn unanswered: {reason}");
+                if turn.proposes {
+                    // Stored or not? The next answer says; till then its
+                    // tally is neither counted again nor lost.
+                    self.unknown.insert((turn.tier, turn.model), turn);
+                }
             }
         }
-        TurnOutcome::Behind { mirror } => {
-            write_mirror(state, &turn, &mirror, rollout);
-            if !turn.tally.is_empty() && turn.proposals < MAX_PROPOSALS {
-                let (proposal, made) = propose(&mirror, rollout, &turn.tally);
-                turn = Turn {
-                    mirror,
-                    proposal,
-                    made,
-                    proposals: turn.proposals + 1,
-                    sent_at: now,
-                    ..turn
-                };
-                return send(state, &turn).map(|token| (token, turn));
-            }
-            put_back(state, &turn, "");
-        }
-        TurnOutcome::Resend => {
-            turn.with_text = true;
-            turn.sent_at = now;
-            return send(state, &turn).map(|token| (token, turn));
-        }
-        TurnOutcome::Failed { reason } => put_back(state, &turn, &reason),
     }
-    None
+
+    /// Settles the fate of the rollout's proposal whose answer was lost,
+    /// from the answer to a later call: stored (its move, if any, is this
+    /// replica's to log) or never to be (its tally goes back).
+    fn settle_unknown(&mut self, state: &Loaded, rollout: &Rollout, id: (TierId, ModelId), reply: &RolloutReply) {
+        let Some(lost) = self.unknown.remove(&id) else { return };
+        if landed(lost.number, reply) {
+            if let Some(made) = lost.made {
+                report_move(state, lost.tier, lost.model, rollout, &lost.proposal, made);
+            }
+        } else {
+            put_back(state, &lost);
+        }
+    }
 }
 
 /// Keeps the fleet's record as this Envoy's copy (the share routing reads);
@@ -242,11 +319,8 @@ fn write_mirror(state: &Loaded, turn: &Turn, mirror: &CanaryRecord, rollout: &Ro
     }
 }
 
-/// Returns a turn's tally to this Envoy's, for the next turn.
-fn put_back(state: &Loaded, turn: &Turn, reason: &str) {
-    if !reason.is_empty() {
-        log::debug!("canary turn not taken: {reason}");
-    }
+/// Returns a call's tally to this Envoy's, for the next turn.
+fn put_back(state: &Loaded, turn: &Turn) {
     if turn.tally.is_empty() {
         return;
     }

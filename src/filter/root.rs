@@ -117,8 +117,8 @@ pub struct SignalboxRoot {
     settlements: HashMap<u32, (SettleJob, u64)>,
     /// Shadow calls (to a reference or a judge model) in flight by call token.
     shadows: HashMap<u32, shadow::InFlight>,
-    /// Turns at the fleet's rollout records in flight, by call token.
-    rollout_turns: HashMap<u32, rollouts::Turn>,
+    /// Calls at the fleet's rollout records.
+    rollouts: rollouts::Rollouts,
     /// Answers being remembered in the fleet store for feedback, by call token.
     remembered: HashMap<u32, remember::Batch>,
     /// When the probes and the gauges are next due.
@@ -132,15 +132,16 @@ pub struct SignalboxRoot {
 
 impl SignalboxRoot {
     pub fn new(context_id: u32) -> Self {
+        let vm_owner_id = SplitMix::seeded().next().max(1);
         SignalboxRoot {
             context_id,
             role: Role::Router,
             state: None,
-            vm_owner_id: SplitMix::seeded().next().max(1),
+            vm_owner_id,
             probes: HashMap::new(),
             settlements: HashMap::new(),
             shadows: HashMap::new(),
-            rollout_turns: HashMap::new(),
+            rollouts: rollouts::Rollouts::new(vm_owner_id),
             remembered: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
@@ -392,27 +393,7 @@ impl SignalboxRoot {
         {
             return;
         }
-        self.rollout_turns
-            .extend(rollouts::take_turns(state, now, &self.rollout_turns));
-    }
-}
-
-/// What a store call's handler makes of its answer: the call, sent again
-/// (Redis lost the script), to wait for under its new token.
-type StoreAnswered<T> = fn(&Loaded, T, u32, &[u8], u64) -> Option<(u32, T)>;
-
-/// Hands the answer of a store call in `calls` to `answered`.
-fn store_answered<T>(
-    calls: &mut HashMap<u32, T>,
-    state: &Loaded,
-    call: T,
-    body_size: usize,
-    answered: StoreAnswered<T>,
-) {
-    let status = u32::from(host::call_response_status());
-    let body = host::call_response_body(body_size).unwrap_or_default();
-    if let Some((token, call)) = answered(state, call, status, &body, host::now_ms()) {
-        calls.insert(token, call);
+        self.rollouts.take_turns(state, now);
     }
 }
 
@@ -422,12 +403,18 @@ impl Context for SignalboxRoot {
             self.settlement_answered(&state, job, sent_at, body_size);
             return;
         }
-        if let (Some(turn), Some(state)) = (self.rollout_turns.remove(&token_id), self.state.clone()) {
-            store_answered(&mut self.rollout_turns, &state, turn, body_size, rollouts::answered);
-            return;
-        }
-        if let (Some(batch), Some(state)) = (self.remembered.remove(&token_id), self.state.clone()) {
-            store_answered(&mut self.remembered, &state, batch, body_size, remember::answered);
+        if self.rollouts.is_waiting_for(token_id) || self.remembered.contains_key(&token_id) {
+            let Some(state) = self.state.clone() else { return };
+            let status = u32::from(host::call_response_status());
+            let body = host::call_response_body(body_size).unwrap_or_default();
+            let now = host::now_ms();
+            if let Some(batch) = self.remembered.remove(&token_id) {
+                if let Some((token, batch)) = remember::answered(&state, batch, status, &body, now) {
+                    self.remembered.insert(token, batch);
+                }
+            } else {
+                self.rollouts.answered(&state, token_id, status, &body, now);
+            }
             return;
         }
         if let Some(call) = self.shadows.remove(&token_id) {

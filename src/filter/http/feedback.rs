@@ -61,8 +61,10 @@ impl ChatFilter {
         if fleet_store(state).is_some() {
             let tenant = tenant_name(state, tenant).to_string();
             let key = feedback::slot_key(&tenant, &rating.request_id, settings.remember);
-            let local = state::read::<Served>(&HostStore, &key)
-                .filter(|slot| slot.request_id == rating.request_id && slot.tenant == tenant && !slot.rated);
+            // Until Redis has the answer, this Envoy's copy goes along.
+            let local = state::read::<Served>(&HostStore, &key).filter(|slot| {
+                slot.request_id == rating.request_id && slot.tenant == tenant && !slot.rated && !slot.in_fleet
+            });
             let call = RateCall {
                 tenant,
                 request_id: rating.request_id.clone(),
@@ -85,23 +87,34 @@ impl ChatFilter {
 
     /// Counts a rating in this Envoy's slots only.
     fn rate_here(&mut self, state: &Loaded, tenant: String, rating: Rating) -> Action {
-        let Some(settings) = &state.config.feedback else {
-            return Action::Continue;
-        };
-        let key = feedback::slot_key(&tenant, &rating.request_id, settings.remember);
-        let rated = state::update::<Served, _>(&HostStore, &key, |slot| {
-            feedback::rate(slot, &rating.request_id, &tenant)
-        });
-        match rated {
-            Ok((_, Rated::Counted(served))) => self.counted(state, &served, &rating),
-            Ok((_, Rated::Unknown)) => self.reply_error(&GatewayError::RequestNotFound),
-            Ok((_, Rated::Again)) => self.reply_error(&GatewayError::AlreadyRated),
-            Err(err) => {
-                log::warn!("cannot record feedback: {err:?}");
-                self.reply_error(&GatewayError::Internal {
-                    message: "The gateway could not record the feedback; retry shortly.".into(),
-                })
+        match rate_in_slots(state, &tenant, &rating.request_id) {
+            Ok(Rated::Counted(served)) => self.counted(state, &served, &rating),
+            Ok(Rated::Unknown) => self.reply_error(&GatewayError::RequestNotFound),
+            Ok(Rated::Again) => self.reply_error(&GatewayError::AlreadyRated),
+            Err(()) => self.reply_error(&GatewayError::Internal {
+                message: "The gateway could not record the feedback; retry shortly.".into(),
+            }),
+        }
+    }
+
+    /// The fleet store did not answer a rating: this Envoy's slots decide
+    /// if they hold the answer (and Redis learns it was rated once it is
+    /// back); if not, only Redis could know: the client is asked to retry.
+    fn rate_without_store(&mut self, state: &Loaded, waiting: FleetRating) -> Action {
+        let FleetRating { call, rating, .. } = waiting;
+        match rate_in_slots(state, &call.tenant, &rating.request_id) {
+            Ok(Rated::Counted(served)) => {
+                crate::filter::remember::enqueue(
+                    Served {
+                        rated: true,
+                        ..served.clone()
+                    },
+                    host::now_ms(),
+                );
+                self.counted(state, &served, &rating)
             }
+            Ok(Rated::Again) => self.reply_error(&GatewayError::AlreadyRated),
+            Ok(Rated::Unknown) | Err(()) => self.reply_error(&GatewayError::LedgerUnavailable),
         }
     }
 
@@ -136,7 +149,7 @@ impl ChatFilter {
             }
             None => {
                 count_store_call(state, "rate", "unavailable", 0);
-                self.rate_here(state, waiting.call.tenant, waiting.rating)
+                self.rate_without_store(state, waiting)
             }
         }
     }
@@ -150,14 +163,14 @@ impl ChatFilter {
         match parse_rated(status, body) {
             Ok(FleetRated::Counted(served)) => {
                 count_store_call(state, "rate", "counted", elapsed);
-                if waiting.call.local.is_some() {
-                    // This Envoy's slot is the same answer: rated here too.
-                    self.rate_slot(state, &waiting);
-                }
+                // This Envoy's slot, if it holds the answer, is rated too.
+                let _ = rate_in_slots(state, &waiting.call.tenant, &waiting.call.request_id);
                 self.counted(state, &served, &waiting.rating)
             }
             Ok(FleetRated::Again) => {
                 count_store_call(state, "rate", "again", elapsed);
+                // Rated at another replica: this Envoy's copy agrees now.
+                let _ = rate_in_slots(state, &waiting.call.tenant, &waiting.call.request_id);
                 self.reply_error(&GatewayError::AlreadyRated)
             }
             Ok(FleetRated::Unknown) => {
@@ -178,17 +191,8 @@ impl ChatFilter {
             Err(failure) => {
                 count_store_call(state, "rate", "unavailable", elapsed);
                 log::warn!("the fleet store could not count a rating ({failure:?}); this Envoy's answers decide");
-                self.rate_here(state, waiting.call.tenant, waiting.rating)
+                self.rate_without_store(state, waiting)
             }
-        }
-    }
-
-    fn rate_slot(&self, state: &Loaded, waiting: &FleetRating) {
-        let Some(settings) = &state.config.feedback else { return };
-        let (tenant, id) = (&waiting.call.tenant, &waiting.call.request_id);
-        let key = feedback::slot_key(tenant, id, settings.remember);
-        if let Err(err) = state::update::<Served, _>(&HostStore, &key, |slot| feedback::rate(slot, id, tenant)) {
-            log::warn!("cannot mark a rated answer in this Envoy: {err:?}");
         }
     }
 }
@@ -200,6 +204,15 @@ pub(in crate::filter) struct FleetRating {
     pub(in crate::filter) token: u32,
     with_text: bool,
     sent_at: u64,
+}
+
+/// Rates the answer `request_id` of `tenant` in this Envoy's slots.
+fn rate_in_slots(state: &Loaded, tenant: &str, request_id: &str) -> Result<Rated, ()> {
+    let remember = state.config.feedback.as_ref().map_or(1, |settings| settings.remember);
+    let key = feedback::slot_key(tenant, request_id, remember);
+    state::update::<Served, _>(&HostStore, &key, |slot| feedback::rate(slot, request_id, tenant))
+        .map(|(_, rated)| rated)
+        .map_err(|err| log::warn!("cannot record feedback in {key}: {err:?}"))
 }
 
 fn fleet_store(state: &Loaded) -> Option<&StoreSettings> {
@@ -231,6 +244,7 @@ pub(super) fn remember_answer(state: &Loaded, report: &RequestReport<'_>, now_ms
         score_milli: classification.map(|classification| (classification.score.clamp(0.0, 1.0) * 1000.0) as u16),
         at_ms: now_ms,
         rated: false,
+        in_fleet: false,
     };
     let key = feedback::slot_key(tenant, request_id, settings.remember);
     if let Err(err) = HostStore.set(&key, &state::Record::encode(&served), None) {
