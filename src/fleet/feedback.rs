@@ -253,7 +253,7 @@ mod tests {
             kind: None,
             score_milli: Some(500),
             at_ms: 1_767_225_600_000,
-            rated: index % 2 == 0,
+            rated: index.is_multiple_of(2),
             in_fleet: false,
         };
         let answers: Vec<Served> = (0..100).map(answer).collect();
