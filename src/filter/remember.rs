@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use super::fleet;
 use super::host::HostStore;
 use super::root::Loaded;
-use crate::feedback::{self, Served};
+use crate::feedback::Served;
 use crate::fleet::feedback::{batches, parse_remembered, RememberCall};
 use crate::fleet::{invocation, ScriptCall, StoreFailure};
 use crate::state;
@@ -91,8 +91,9 @@ pub fn send_queued(state: &Loaded, now: u64) -> Vec<(u32, Batch)> {
 /// The answer as this Envoy's slot has it now: a rating counted here while
 /// it waited goes to Redis with it.
 fn rated_here(state: &Loaded, served: &Served) -> Served {
-    let remember = state.config.feedback.as_ref().map_or(1, |settings| settings.remember);
-    let key = feedback::slot_key(&served.tenant, &served.request_id, remember);
+    let Some(key) = state.config.feedback_slot(&served.tenant, &served.request_id) else {
+        return served.clone();
+    };
     let rated = state::read::<Served>(&HostStore, &key)
         .is_some_and(|slot| slot.rated && slot.request_id == served.request_id && slot.tenant == served.tenant);
     Served {
@@ -102,7 +103,7 @@ fn rated_here(state: &Loaded, served: &Served) -> Served {
 }
 
 fn send(state: &Loaded, batch: Batch, now: u64) -> Option<(u32, Batch)> {
-    let store = state.config.governance.as_ref()?.store.as_ref()?;
+    let store = state.config.fleet_store()?;
     let names = state.script_names.as_ref()?;
     let request = batch.call.request(names, invocation(batch.with_text), &store.authority);
     match fleet::send(store, &request) {
@@ -145,9 +146,10 @@ pub fn answered(state: &Loaded, batch: Batch, status: u32, body: &[u8], now: u64
 /// rating here is Redis's to decide alone, so an answer Redis has forgotten
 /// (`keep_s` passed, or a flush) cannot be counted again from this copy.
 fn mark_in_fleet(state: &Loaded, answers: &[Served]) {
-    let remember = state.config.feedback.as_ref().map_or(1, |settings| settings.remember);
     for served in answers {
-        let key = feedback::slot_key(&served.tenant, &served.request_id, remember);
+        let Some(key) = state.config.feedback_slot(&served.tenant, &served.request_id) else {
+            return;
+        };
         let marked = state::update::<Served, _>(&HostStore, &key, |slot| {
             if slot.request_id == served.request_id && slot.tenant == served.tenant {
                 slot.in_fleet = true;

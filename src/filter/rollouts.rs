@@ -12,7 +12,6 @@ use super::host::HostStore;
 use super::root::Loaded;
 use crate::canary::{self, CanaryRecord, Move, Observation, Tally};
 use crate::config::canary::Rollout;
-use crate::config::governance::StoreSettings;
 use crate::config::{Config, ModelId, TierId};
 use crate::fleet::keys::rollout_key;
 use crate::fleet::rollout::{landed, propose, turn_outcome, RolloutCall, RolloutReply, TurnOutcome};
@@ -27,11 +26,6 @@ pub const LEASE_KEY: &str = "signalbox/v1/lease/rollouts";
 /// the record that won (a round trip is far shorter than a turn's period).
 const MAX_PROPOSALS: u32 = 3;
 
-/// The fleet store, when rollouts are shared by the fleet.
-fn fleet_store(config: &Config) -> Option<&StoreSettings> {
-    config.governance.as_ref()?.store.as_ref()
-}
-
 /// Every rollout of the config: tier, canary model, settings.
 pub fn rollouts(config: &Config) -> impl Iterator<Item = (TierId, ModelId, &Rollout)> {
     config.tiers.iter().enumerate().filter_map(|(tier, settings)| {
@@ -42,7 +36,7 @@ pub fn rollouts(config: &Config) -> impl Iterator<Item = (TierId, ModelId, &Roll
 
 /// Whether the root must take turns at the fleet's records.
 pub fn shared_by_fleet(config: &Config) -> bool {
-    fleet_store(config).is_some() && rollouts(config).next().is_some()
+    config.fleet_store().is_some() && rollouts(config).next().is_some()
 }
 
 /// Creates the shared-data records of every rollout before traffic.
@@ -62,7 +56,7 @@ pub fn observe(state: &Loaded, tier: Option<TierId>, model: ModelId, now: u64, o
     else {
         return;
     };
-    if fleet_store(config).is_some() {
+    if config.fleet_store().is_some() {
         let key = canary::tally_key(config, tier, canary);
         if let Err(err) = state::update::<Tally, _>(&HostStore, &key, |tally| tally.count(now, side, observation)) {
             log::warn!("cannot count a canary observation in {key}: {err:?}");
@@ -192,7 +186,7 @@ impl Rollouts {
 
     fn send(&mut self, state: &Loaded, mut turn: Turn) {
         let config = &state.config;
-        let (Some(store), Some(names)) = (fleet_store(config), state.script_names.as_ref()) else {
+        let (Some(store), Some(names)) = (config.fleet_store(), state.script_names.as_ref()) else {
             return put_back(state, &turn);
         };
         self.last_number += 1;

@@ -492,11 +492,7 @@ impl RootContext for SignalboxRoot {
                 .metrics
                 .then_some(config.observability.gauge_interval_ms);
             let watchdog = Some(release_check_ms(config.resilience.per_try_timeout_ms));
-            let settlements = config
-                .governance
-                .as_ref()
-                .and_then(|governance| governance.store.as_ref())
-                .map(|_| SETTLEMENT_FLUSH_MS);
+            let settlements = config.fleet_store().map(|_| SETTLEMENT_FLUSH_MS);
             let rollout_turns = rollouts::shared_by_fleet(&config).then_some(rollouts::TURN_MS);
             let shadows = config
                 .governance
@@ -538,11 +534,7 @@ impl RootContext for SignalboxRoot {
             .as_ref()
             .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.audit_content));
         let audits_content = audited && config.observability.access_log;
-        let script_names = config
-            .governance
-            .as_ref()
-            .and_then(|governance| governance.store.as_ref())
-            .map(|_| ScriptNames::compute());
+        let script_names = config.fleet_store().map(|_| ScriptNames::compute());
         self.state = Some(Rc::new(Loaded {
             metrics: Metrics::new(&config),
             script_names,

@@ -8,7 +8,6 @@ use proxy_wasm::types::Action;
 
 use super::count_store_call;
 use super::{ChatFilter, Phase};
-use crate::config::governance::StoreSettings;
 use crate::error::GatewayError;
 use crate::feedback::{self, Rated, Rating, Served};
 use crate::filter::fleet;
@@ -58,7 +57,7 @@ impl ChatFilter {
             Ok(rating) => rating,
             Err(error) => return self.reply_error(&error),
         };
-        if fleet_store(state).is_some() {
+        if state.config.fleet_store().is_some() {
             let tenant = tenant_name(state, tenant).to_string();
             let key = feedback::slot_key(&tenant, &rating.request_id, settings.remember);
             // Until Redis has the answer, this Envoy's copy goes along.
@@ -135,7 +134,7 @@ impl ChatFilter {
     }
 
     fn send_rating(&mut self, state: &Loaded, mut waiting: FleetRating) -> Action {
-        let (Some(store), Some(names)) = (fleet_store(state), state.script_names.as_ref()) else {
+        let (Some(store), Some(names)) = (state.config.fleet_store(), state.script_names.as_ref()) else {
             return self.rate_here(state, waiting.call.tenant, waiting.rating);
         };
         let request = waiting
@@ -208,15 +207,10 @@ pub(in crate::filter) struct FleetRating {
 
 /// Rates the answer `request_id` of `tenant` in this Envoy's slots.
 fn rate_in_slots(state: &Loaded, tenant: &str, request_id: &str) -> Result<Rated, ()> {
-    let remember = state.config.feedback.as_ref().map_or(1, |settings| settings.remember);
-    let key = feedback::slot_key(tenant, request_id, remember);
+    let key = state.config.feedback_slot(tenant, request_id).ok_or(())?;
     state::update::<Served, _>(&HostStore, &key, |slot| feedback::rate(slot, request_id, tenant))
         .map(|(_, rated)| rated)
         .map_err(|err| log::warn!("cannot record feedback in {key}: {err:?}"))
-}
-
-fn fleet_store(state: &Loaded) -> Option<&StoreSettings> {
-    state.config.governance.as_ref()?.store.as_ref()
 }
 
 /// Remembers an answered request in its feedback slot (a newer answer
@@ -250,7 +244,7 @@ pub(super) fn remember_answer(state: &Loaded, report: &RequestReport<'_>, now_ms
     if let Err(err) = HostStore.set(&key, &state::Record::encode(&served), None) {
         log::warn!("cannot remember an answer for feedback: {err:?}");
     }
-    if fleet_store(state).is_some() {
+    if state.config.fleet_store().is_some() {
         crate::filter::remember::enqueue(served, now_ms);
     }
 }
