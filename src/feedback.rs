@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use crate::classify::PromptKind;
-use crate::config::STATE_PREFIX;
+use crate::config::{Config, STATE_PREFIX};
 use crate::error::GatewayError;
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
@@ -36,6 +36,12 @@ pub struct Served {
     /// With the fleet store: Redis has it (from then on Redis alone decides
     /// whether a rating counts; this slot's copy is no longer sent along).
     pub in_fleet: bool,
+}
+
+/// The slot of `tenant`'s answer `request_id`, when feedback is on.
+pub fn slot_of(config: &Config, tenant: &str, request_id: &str) -> Option<String> {
+    let settings = config.feedback.as_ref()?;
+    Some(slot_key(tenant, request_id, settings.remember))
 }
 
 /// The shared-data key of the slot a tenant's request id lands in. The

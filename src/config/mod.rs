@@ -246,12 +246,6 @@ impl Config {
         self.governance.as_ref()?.store.as_ref()
     }
 
-    /// The feedback slot of `tenant`'s answer `request_id` (feedback on).
-    pub fn feedback_slot(&self, tenant: &str, request_id: &str) -> Option<String> {
-        let settings = self.feedback.as_ref()?;
-        Some(crate::feedback::slot_key(tenant, request_id, settings.remember))
-    }
-
     pub fn tier_named(&self, name: &str) -> Option<TierId> {
         self.tier_by_name.get(name).copied()
     }

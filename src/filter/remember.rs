@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use super::fleet;
 use super::host::HostStore;
 use super::root::Loaded;
-use crate::feedback::Served;
+use crate::feedback::{self, Served};
 use crate::fleet::feedback::{batches, parse_remembered, RememberCall};
 use crate::fleet::{invocation, ScriptCall, StoreFailure};
 use crate::state;
@@ -91,7 +91,7 @@ pub fn send_queued(state: &Loaded, now: u64) -> Vec<(u32, Batch)> {
 /// The answer as this Envoy's slot has it now: a rating counted here while
 /// it waited goes to Redis with it.
 fn rated_here(state: &Loaded, served: &Served) -> Served {
-    let Some(key) = state.config.feedback_slot(&served.tenant, &served.request_id) else {
+    let Some(key) = feedback::slot_of(&state.config, &served.tenant, &served.request_id) else {
         return served.clone();
     };
     let rated = state::read::<Served>(&HostStore, &key)
@@ -147,7 +147,7 @@ pub fn answered(state: &Loaded, batch: Batch, status: u32, body: &[u8], now: u64
 /// (`keep_s` passed, or a flush) cannot be counted again from this copy.
 fn mark_in_fleet(state: &Loaded, answers: &[Served]) {
     for served in answers {
-        let Some(key) = state.config.feedback_slot(&served.tenant, &served.request_id) else {
+        let Some(key) = feedback::slot_of(&state.config, &served.tenant, &served.request_id) else {
             return;
         };
         let marked = state::update::<Served, _>(&HostStore, &key, |slot| {

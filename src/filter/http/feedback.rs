@@ -207,7 +207,7 @@ pub(in crate::filter) struct FleetRating {
 
 /// Rates the answer `request_id` of `tenant` in this Envoy's slots.
 fn rate_in_slots(state: &Loaded, tenant: &str, request_id: &str) -> Result<Rated, ()> {
-    let key = state.config.feedback_slot(tenant, request_id).ok_or(())?;
+    let key = feedback::slot_of(&state.config, tenant, request_id).ok_or(())?;
     state::update::<Served, _>(&HostStore, &key, |slot| feedback::rate(slot, request_id, tenant))
         .map(|(_, rated)| rated)
         .map_err(|err| log::warn!("cannot record feedback in {key}: {err:?}"))
