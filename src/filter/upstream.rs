@@ -29,25 +29,20 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::host::{self, elapsed_us, HostStore};
-use super::root::{log_transition, Loaded};
+use super::root::Loaded;
 use super::shared;
 use crate::canary::Observation;
-use crate::config::{Config, DeploymentId, ModelId};
+use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
-use crate::govern::admission;
-use crate::govern::ledger::Consumed;
 use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
-use crate::health::{AttemptLease, AttemptOutcome, DeploymentHealth};
-use crate::providers::{self, Failure, Operation, StreamTranslator, TokenUsage};
+use crate::health::{AttemptLease, DeploymentHealth};
+use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
-use crate::route::response::{
-    self, AttemptClock, AttemptEnd, CascadeCheck, Unreported, Verdict, CLIENT_GONE_STATE, FIRST_CONTENT_STATE,
-    TRIALS_BEGUN_STATE,
-};
+use crate::route::response::{self, AttemptClock, CascadeCheck, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::state;
-use crate::telemetry::report::{AttemptReport, CascadeReport};
+use crate::telemetry::report::CascadeReport;
 
 /// A request Signalbox planned, at attempt `number` (1-based chain position).
 struct Attempt {
@@ -419,20 +414,6 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
     host::set_filter_state(response::CASCADE_STATE, &weaknesses);
 }
 
-/// The output a whole (non-streamed) chat answer may have had, billed when
-/// it never reached the gateway: its bound, from the request's limit, the
-/// model's, or the tenant's default reservation.
-fn unseen_output_tokens(config: &Config, plan: &AttemptPlan, model: ModelId) -> u64 {
-    if plan.stream || plan.operation != Operation::ChatCompletions {
-        return 0;
-    }
-    let default_output = config
-        .governance
-        .as_ref()
-        .map_or(0, |governance| governance.default_output_reservation);
-    admission::output_bound(config, model, plan.output_limit, plan.choices, default_output)
-}
-
 /// Counts an attempt's request (at its start) or tokens (at its end) in the
 /// deployment's sliding minute, when its model has limits to spill over at.
 fn count_in_deployment_window(config: &Config, deployment: DeploymentId, now: u64, requests: u64, tokens: u64) {
@@ -448,106 +429,50 @@ fn count_in_deployment_window(config: &Config, deployment: DeploymentId, now: u6
     }
 }
 
+/// This attempt's link in the chain and the links a cascade skipped before
+/// it, from Envoy's attempt count and the router's filter state.
+fn chain_position(headers: &HeaderMap) -> (usize, usize) {
+    let envoy_attempt = headers
+        .get(attempts::ATTEMPT_COUNT_HEADER)
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(1);
+    let link_shift = host::filter_state(attempts::LINK_SHIFT_STATE)
+        .and_then(|shift| shift.parse().ok())
+        .unwrap_or(0);
+    (attempts::link_of_attempt(envoy_attempt, link_shift), link_shift)
+}
+
+/// Counts the attempt in flight at its deployment; the token gives it back.
+fn begin_in_health(config: &Config, deployment: DeploymentId, now: u64) -> u64 {
+    let settings = &config.resilience.health;
+    match state::update::<DeploymentHealth, _>(&HostStore, &config.deployments[deployment].health_key, |health| {
+        health.begin_attempt(now, settings)
+    }) {
+        Ok((_, token)) => token,
+        Err(err) => {
+            log::warn!("cannot count an attempt in flight: {err:?}");
+            0
+        }
+    }
+}
+
+/// This attempt now owns link `number`'s trial slot; the router gives back
+/// only the slots of links no attempt began.
+fn claim_trial(number: usize) {
+    let begun = host::filter_state(TRIALS_BEGUN_STATE).unwrap_or_default();
+    host::set_filter_state(
+        TRIALS_BEGUN_STATE,
+        &attempts::append_entry(&begun, &(number - 1).to_string()),
+    );
+}
+
+mod ended;
+
 impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
         shared::unhold(self.context_id);
-        let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.take()) else {
-            return true;
-        };
-        let config = &state.config;
-        let now = host::now_ms();
-        let elapsed = now.saturating_sub(attempt.started_ms);
-        // Only an attempt cut short can have been cut by the client; the
-        // router says so (its log comes first when the client leaves).
-        let client_gone = !self.response_complete && host::filter_state(CLIENT_GONE_STATE).is_some();
-        let end = AttemptEnd {
-            status: self.status,
-            failure: self.failure,
-            // An escalated stream was cut by the gateway's own retry, not
-            // by its provider: it answered.
-            complete: self.response_complete || self.escalated,
-            client_gone,
-            deadline_passed: !self.response_complete
-                && attempt.plan.deadline_at_ms != 0
-                && now.saturating_add(DEADLINE_SLACK_MS) >= attempt.plan.deadline_at_ms,
-            never_sent: attempt.never_sent,
-            elapsed_ms: elapsed,
-        };
-        if self.status.is_none() && !attempt.never_sent {
-            Self::append_trail(&attempt, 0);
-        }
-        let per_try_timeout_ms = attempt.plan.per_try_timeout_ms;
-        let verdict = response::verdict(&end, per_try_timeout_ms);
-        let first_token_ms = self
-            .first_content_ms
-            .map(|first| first.saturating_sub(attempt.started_ms));
-        let failure = match verdict {
-            Verdict::Failed(kind) => Some(kind),
-            Verdict::Silent | Verdict::Succeeded => None,
-        };
-        let outcome = AttemptOutcome {
-            failure,
-            retry_after_ms: self.failure.and_then(|failure| failure.retry_after_ms),
-            latency_ms: elapsed,
-            first_token_ms,
-        };
-        if verdict != Verdict::Silent {
-            let report = AttemptReport {
-                deployment: attempt.deployment,
-                failure,
-                latency_ms: elapsed,
-                first_token_ms,
-                prepare_us: attempt.prepare_us,
-                translate_us: self.translate_us,
-            };
-            state.metrics.emit(config, &report.samples(config));
-        }
-        let settings = &config.resilience.health;
-        let key = &config.deployments[attempt.deployment].health_key;
-        let recorded = (verdict != Verdict::Silent).then_some(&outcome);
-        // A failure the client caused (a bad request, a prompt too long) says
-        // nothing about the canary or the baseline.
-        if verdict != Verdict::Silent && failure.is_none_or(|kind| kind.blames_deployment()) {
-            let observed = Observation::Attempt {
-                failed: failure.is_some(),
-                latency_ms: first_token_ms.unwrap_or(elapsed),
-            };
-            let model = config.deployments[attempt.deployment].model;
-            let now = rollout_now(config, &attempt, now);
-            super::rollouts::observe(&state, attempt.plan.tier, model, now, observed);
-        }
-        match state::update::<DeploymentHealth, _>(&HostStore, key, |health| {
-            health.finish_attempt(now, attempt.lease, recorded, settings)
-        }) {
-            Ok((_, transition)) => log_transition(config, attempt.deployment, transition),
-            Err(err) => log::warn!("cannot record an attempt: {err:?}"),
-        }
-        let model = config.deployments[attempt.deployment].model;
-        let unreported = Unreported {
-            prompt_tokens: attempt.plan.prompt_tokens,
-            relayed_output_tokens: self.relayed_output_tokens,
-            unseen_output_tokens: unseen_output_tokens(config, &attempt.plan, model),
-        };
-        let consumed = response::attempt_consumption(&end, self.usage, &unreported, per_try_timeout_ms).map(
-            |(usage, estimated)| Consumed {
-                model,
-                usage,
-                estimated,
-            },
-        );
-        let tokens = consumed.map_or(0, |consumed| {
-            consumed.usage.prompt_total().saturating_add(consumed.usage.output)
-        });
-        count_in_deployment_window(config, attempt.deployment, now, 0, tokens);
-        if !attempt.linked {
-            return true;
-        }
-        // The client left before this attempt ended: the router handed the
-        // request over, and the last attempt settles it.
-        if let Some((mut spend, consumption)) = shared::attempt_ended(attempt.plan.request, consumed) {
-            if let Some(governance) = &config.governance {
-                spend.settle(config, governance, &consumption, &state.metrics);
-            }
+        if let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.take()) {
+            self.attempt_ended(&state, attempt);
         }
         true
     }
@@ -564,14 +489,7 @@ impl HttpContext for AttemptFilter {
             return Action::Continue;
         };
         let headers = host::request_headers();
-        let envoy_attempt = headers
-            .get(attempts::ATTEMPT_COUNT_HEADER)
-            .and_then(|count| count.trim().parse().ok())
-            .unwrap_or(1);
-        let link_shift = host::filter_state(attempts::LINK_SHIFT_STATE)
-            .and_then(|shift| shift.parse().ok())
-            .unwrap_or(0);
-        let number = attempts::link_of_attempt(envoy_attempt, link_shift);
+        let (number, link_shift) = chain_position(&headers);
         let Some(deployment) = plan
             .deployment_for(number)
             .filter(|deployment| *deployment < config.deployments.len())
@@ -590,27 +508,10 @@ impl HttpContext for AttemptFilter {
             host::set_filter_state(attempts::NEXT_CLUSTER_STATE, next);
         }
         let now = host::now_ms();
-        let settings = &config.resilience.health;
-        let in_flight = match state::update::<DeploymentHealth, _>(
-            &HostStore,
-            &config.deployments[deployment].health_key,
-            |health| health.begin_attempt(now, settings),
-        ) {
-            Ok((_, token)) => token,
-            Err(err) => {
-                log::warn!("cannot count an attempt in flight: {err:?}");
-                0
-            }
-        };
+        let in_flight = begin_in_health(config, deployment, now);
         let trial = plan.trial_for(number);
         if trial.is_some() {
-            // This attempt now owns its link's trial slot; the router gives
-            // back only the slots of links no attempt began.
-            let begun = host::filter_state(TRIALS_BEGUN_STATE).unwrap_or_default();
-            host::set_filter_state(
-                TRIALS_BEGUN_STATE,
-                &attempts::append_entry(&begun, &(number - 1).to_string()),
-            );
+            claim_trial(number);
         }
         count_in_deployment_window(config, deployment, now, 1, 0);
         let linked = shared::attempt_began(plan.request);
