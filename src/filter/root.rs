@@ -465,49 +465,9 @@ impl RootContext for SignalboxRoot {
             config.tiers.len(),
             config.rules.len()
         );
-        // Every record exists before traffic, so later writers never race
-        // to create them (a missing key ignores compare-and-swap).
-        for (id, deployment) in config.deployments.iter().enumerate() {
-            state::ensure::<DeploymentHealth>(&HostStore, &deployment.health_key);
-            if !config.models[deployment.model].limits.is_unlimited() {
-                state::ensure::<RateWindow>(&HostStore, &deployment_window_key(&config, id));
-            }
-        }
-        if let Some(governance) = &config.governance {
-            admission::ensure_records(&config, governance, &HostStore);
-            for tenant in &governance.tenants {
-                if let Some(shadowed) = &tenant.shadow {
-                    for name in crate::shadow::ledger_names(&config, shadowed) {
-                        state::ensure::<LedgerRecord>(&HostStore, &admission::ledger_key(tenant, &name));
-                    }
-                    state::ensure::<RateWindow>(&HostStore, &crate::shadow::budget_key(&tenant.name));
-                }
-            }
-        }
-        rollouts::ensure_records(&config);
+        ensure_records(&config);
         if self.role == Role::Router {
-            let probes = config.resilience.probes.map(|probes| probes.interval_ms);
-            let gauges = config
-                .observability
-                .metrics
-                .then_some(config.observability.gauge_interval_ms);
-            let watchdog = Some(release_check_ms(config.resilience.per_try_timeout_ms));
-            let settlements = config.fleet_store().map(|_| SETTLEMENT_FLUSH_MS);
-            let rollout_turns = rollouts::shared_by_fleet(&config).then_some(rollouts::TURN_MS);
-            let shadows = config
-                .governance
-                .as_ref()
-                .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.shadow.is_some()))
-                .then_some(SHADOW_FLUSH_MS);
-            if let Some(period) = probes
-                .into_iter()
-                .chain(gauges)
-                .chain(watchdog)
-                .chain(settlements)
-                .chain(shadows)
-                .chain(rollout_turns)
-                .min()
-            {
+            if let Some(period) = tick_period_ms(&config) {
                 host::set_tick_period(Duration::from_millis(period));
             }
         }
@@ -515,19 +475,7 @@ impl RootContext for SignalboxRoot {
         if let Some(layout) = &cache_layout {
             cache::store::ensure(&HostStore, layout);
         }
-        let semantic_layout = config.cache.semantic.as_ref().map(|semantic| {
-            let model = &config.models[semantic.model];
-            let provider = &config.providers[model.provider].name;
-            let layout = cache::semantic::SemanticLayout::new(
-                &format!("{provider}/{}", model.upstream_id),
-                semantic.max_entries,
-            );
-            let tenants = config.governance.iter().flat_map(|governance| &governance.tenants);
-            for tenant in std::iter::once(None).chain(tenants.map(|tenant| Some(tenant.name.as_str()))) {
-                cache::semantic::index::ensure(&HostStore, &layout, tenant);
-            }
-            layout
-        });
+        let semantic_layout = semantic_layout(&config);
         let models_json = models_listing(&config);
         let audited = config
             .governance
@@ -576,4 +524,66 @@ impl RootContext for SignalboxRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// Creates every shared record before traffic, so later writers never race
+/// to create them (a missing key ignores compare-and-swap).
+fn ensure_records(config: &Config) {
+    for (id, deployment) in config.deployments.iter().enumerate() {
+        state::ensure::<DeploymentHealth>(&HostStore, &deployment.health_key);
+        if !config.models[deployment.model].limits.is_unlimited() {
+            state::ensure::<RateWindow>(&HostStore, &deployment_window_key(config, id));
+        }
+    }
+    if let Some(governance) = &config.governance {
+        admission::ensure_records(config, governance, &HostStore);
+        for tenant in &governance.tenants {
+            if let Some(shadowed) = &tenant.shadow {
+                for name in crate::shadow::ledger_names(config, shadowed) {
+                    state::ensure::<LedgerRecord>(&HostStore, &admission::ledger_key(tenant, &name));
+                }
+                state::ensure::<RateWindow>(&HostStore, &crate::shadow::budget_key(&tenant.name));
+            }
+        }
+    }
+    rollouts::ensure_records(config);
+}
+
+/// The router's tick: as often as its most frequent duty needs.
+fn tick_period_ms(config: &Config) -> Option<u64> {
+    let probes = config.resilience.probes.map(|probes| probes.interval_ms);
+    let gauges = config
+        .observability
+        .metrics
+        .then_some(config.observability.gauge_interval_ms);
+    let watchdog = Some(release_check_ms(config.resilience.per_try_timeout_ms));
+    let settlements = config.fleet_store().map(|_| SETTLEMENT_FLUSH_MS);
+    let rollout_turns = rollouts::shared_by_fleet(config).then_some(rollouts::TURN_MS);
+    let shadows = config
+        .governance
+        .as_ref()
+        .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.shadow.is_some()))
+        .then_some(SHADOW_FLUSH_MS);
+    probes
+        .into_iter()
+        .chain(gauges)
+        .chain(watchdog)
+        .chain(settlements)
+        .chain(shadows)
+        .chain(rollout_turns)
+        .min()
+}
+
+/// The semantic cache's layout, its per-tenant indexes created.
+fn semantic_layout(config: &Config) -> Option<cache::semantic::SemanticLayout> {
+    let semantic = config.cache.semantic.as_ref()?;
+    let model = &config.models[semantic.model];
+    let provider = &config.providers[model.provider].name;
+    let layout =
+        cache::semantic::SemanticLayout::new(&format!("{provider}/{}", model.upstream_id), semantic.max_entries);
+    let tenants = config.governance.iter().flat_map(|governance| &governance.tenants);
+    for tenant in std::iter::once(None).chain(tenants.map(|tenant| Some(tenant.name.as_str()))) {
+        cache::semantic::index::ensure(&HostStore, &layout, tenant);
+    }
+    Some(layout)
 }
