@@ -6,9 +6,13 @@
 //! in exactly one outcome: the request continues upstream, or the client
 //! gets one local reply.
 
+mod admission;
+mod answer;
+mod ended;
 mod feedback;
 mod response_cache;
 mod shadow;
+mod spend_view;
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -16,7 +20,6 @@ use std::time::Instant;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::fleet;
 use super::host::{self, elapsed_us, HostStore};
 use super::root::Loaded;
 use super::shared;
@@ -27,23 +30,21 @@ use crate::cache::plan::CacheTicket;
 use crate::cache::semantic::{ContextKey, Quantised};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::fleet::{AdmitOutcome, Invocation, ScriptCall, SpendCall};
 use crate::govern::keys::Identity;
 use crate::govern::keys::TenantId;
-use crate::govern::quota::Amounts;
 use crate::guard::{AnswerRestorer, Vault};
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::ingress::messages;
-use crate::ingress::relay::{self, Relay};
+use crate::ingress::relay::Relay;
 use crate::route::attempts::{self, AttemptPlan, AttemptTrail, NativeApi};
 use crate::route::chain::StoreHealth;
-use crate::route::response::{self, CLIENT_GONE_STATE, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
+use crate::route::response::{self, CLIENT_GONE_STATE, TRIALS_BEGUN_STATE};
 use crate::route::screen::Screening;
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
 use crate::state;
-use crate::status::{self, TenantSpend, View, Viewer};
-use crate::telemetry::access_log::{self, AuditContent};
+use crate::status::{self, View};
+use crate::telemetry::access_log;
 use crate::telemetry::report::{CacheReport, RequestReport};
 use crate::telemetry::Outcome;
 use crate::telemetry::{Family, Label, Sample};
@@ -70,27 +71,6 @@ struct Routed {
     requested_model: String,
 }
 
-/// A planned request waiting for the fleet ledger's admission.
-struct PendingAdmission {
-    plan: RequestPlan,
-    estimate: Amounts,
-    reservation_id: String,
-    /// Sent as EVAL (Redis had lost its scripts).
-    with_text: bool,
-    token: u32,
-    sent_ms: u64,
-}
-
-/// The spend view's calls to the fleet ledger, one per visible tenant.
-struct FleetSpendView {
-    waiting: Vec<(u32, TenantId)>,
-    gathered: Vec<(TenantId, TenantSpend)>,
-    sent_ms: u64,
-}
-
-/// Raw answer bytes kept for an audited tenant's access-log line.
-const AUDIT_CAPTURE_BYTES: usize = 256 * 1024;
-
 /// The prompt and the answer so far, for tenants with `audit_content`.
 struct Audit {
     prompt: Option<String>,
@@ -113,9 +93,9 @@ pub struct ChatFilter {
     /// Who is calling (kept apart: the spend control may be handed over).
     identity: Option<Identity>,
     /// The fleet ledger's answer is awaited for this planned request.
-    pending: Option<PendingAdmission>,
+    pending: Option<admission::PendingAdmission>,
     /// The spend view being gathered from the fleet ledger.
-    spend_view: Option<FleetSpendView>,
+    spend_view: Option<spend_view::FleetSpendView>,
     /// Every attempt failed: the response body becomes this error.
     replacement: Option<Vec<u8>>,
     /// A translated request's answer on its way back in the client's format.
@@ -393,29 +373,8 @@ impl ChatFilter {
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
         let bare_path = path.split('?').next().unwrap_or_default();
-        if method == "GET" && config.health_path.as_deref() == Some(bare_path) {
-            if let Err(error) = status::viewer(config, &headers, View::Health) {
-                return self.reply_error(&error);
-            }
-            let health = StoreHealth {
-                store: &HostStore,
-                config,
-                now_ms: host::now_ms(),
-            };
-            return self.reply_json(&status::health_report(config, &health));
-        }
-        if config
-            .feedback
-            .as_ref()
-            .is_some_and(|feedback| feedback.path == bare_path)
-        {
-            return self.feedback_headers(&state, &headers, end_of_stream);
-        }
-        if method == "GET" && config.spend_path.as_deref() == Some(bare_path) {
-            return match status::viewer(config, &headers, View::Spend) {
-                Ok(viewer) => self.spend_view(&state, viewer),
-                Err(error) => self.reply_error(&error),
-            };
+        if let Some(action) = self.own_path(&state, &headers, method, bare_path, end_of_stream) {
+            return action;
         }
         self.endpoint = route::endpoint(path);
         // Before any reply: even a 405 is logged with its id and duration.
@@ -466,6 +425,43 @@ impl ChatFilter {
         Action::Pause
     }
 
+    /// Answers Signalbox's own paths (health, feedback, spend), if this is one.
+    fn own_path(
+        &mut self,
+        state: &Loaded,
+        headers: &HeaderMap,
+        method: &str,
+        bare_path: &str,
+        end_of_stream: bool,
+    ) -> Option<Action> {
+        let config = &state.config;
+        if method == "GET" && config.health_path.as_deref() == Some(bare_path) {
+            if let Err(error) = status::viewer(config, headers, View::Health) {
+                return Some(self.reply_error(&error));
+            }
+            let health = StoreHealth {
+                store: &HostStore,
+                config,
+                now_ms: host::now_ms(),
+            };
+            return Some(self.reply_json(&status::health_report(config, &health)));
+        }
+        if config
+            .feedback
+            .as_ref()
+            .is_some_and(|feedback| feedback.path == bare_path)
+        {
+            return Some(self.feedback_headers(state, headers, end_of_stream));
+        }
+        if method == "GET" && config.spend_path.as_deref() == Some(bare_path) {
+            return Some(match status::viewer(config, headers, View::Spend) {
+                Ok(viewer) => self.spend_view(state, viewer),
+                Err(error) => self.reply_error(&error),
+            });
+        }
+        None
+    }
+
     /// Reads the body once complete, plans the request, admits it, applies the plan.
     fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.phase != Phase::AwaitingBody {
@@ -501,6 +497,41 @@ impl ChatFilter {
                 Err(error) => self.reply_error(&error),
             };
         }
+        let mut dropped: Vec<&'static str> = Vec::new();
+        let planned = self.plan(&state, &mut body, body_size, &mut dropped);
+        let mut plan = match planned {
+            Ok(plan) => plan,
+            Err(error) => return self.reply_error(&error),
+        };
+        // Translated requests come with their (masked) chat body in place.
+        let masked = plan.screening.masked_body.take();
+        if let Some(masked) = &masked {
+            host::replace_request_body(body_size, masked);
+            host::remove_request_header("content-length");
+        }
+        self.shadow = self.sample_shadow(&state, &plan, masked.as_deref().unwrap_or(&body));
+        let tenant = self.identity.as_ref().map(|identity| identity.tenant);
+        let cache_step = cache::plan::plan(config, tenant, self.endpoint, &plan, &body, &self.headers, &dropped);
+        self.vault = plan.screening.vault.take();
+        self.screening = Some(std::mem::take(&mut plan.screening));
+        self.audit = self.start_audit(&state, &body);
+        match self.consult_cache(&state, plan, cache_step) {
+            CacheStep::Answered(action) => action,
+            CacheStep::Proceed(plan) => self.admit(&state, *plan),
+        }
+    }
+
+    /// Plans the request for its endpoint. A translated request's body
+    /// becomes its chat form (`body`, and Envoy's); `dropped` gets what the
+    /// translation lost, which its chat body alone does not say.
+    fn plan(
+        &mut self,
+        state: &Loaded,
+        body: &mut Vec<u8>,
+        body_size: usize,
+        dropped: &mut Vec<&'static str>,
+    ) -> Result<RequestPlan, GatewayError> {
+        let config = &state.config;
         let health = StoreHealth {
             store: &HostStore,
             config,
@@ -518,13 +549,10 @@ impl ChatFilter {
             },
             _ => Situation::open(&health, draw),
         };
-        // What a translated request lost: its chat body alone does not say
-        // what the answer depends on.
-        let mut dropped: Vec<&'static str> = Vec::new();
-        let planned = match (self.endpoint, self.endpoint.ingress()) {
-            (Endpoint::Embeddings, _) => route::plan_embeddings(config, &body, &self.headers, &situation),
+        match (self.endpoint, self.endpoint.ingress()) {
+            (Endpoint::Embeddings, _) => route::plan_embeddings(config, body, &self.headers, &situation),
             (_, Some(ingress)) => {
-                route::plan_translated(config, ingress, &body, &self.headers, &self.hints, &situation).map(
+                route::plan_translated(config, ingress, body, &self.headers, &self.hints, &situation).map(
                     |translated| {
                         // The chat pipeline takes it from here: the body the
                         // attempts see is the chat request.
@@ -535,10 +563,10 @@ impl ChatFilter {
                                 translated.dropped.join(", ")
                             );
                         }
-                        dropped = translated.dropped;
+                        *dropped = translated.dropped;
                         host::replace_request_body(body_size, &translated.chat_body);
                         host::remove_request_header("content-length");
-                        let client_body = std::mem::replace(&mut body, translated.chat_body);
+                        let client_body = std::mem::replace(body, translated.chat_body);
                         if translated.plan.attempts.native != NativeApi::None {
                             self.native_body = Some(client_body);
                         }
@@ -546,260 +574,20 @@ impl ChatFilter {
                     },
                 )
             }
-            _ => route::plan_chat(config, &body, &self.headers, &self.hints, &situation),
-        };
-        let mut plan = match planned {
-            Ok(plan) => plan,
-            Err(error) => return self.reply_error(&error),
-        };
-        // Translated requests come with their (masked) chat body in place.
-        let masked = plan.screening.masked_body.take();
-        if let Some(masked) = &masked {
-            host::replace_request_body(body_size, masked);
-            host::remove_request_header("content-length");
-        }
-        self.shadow = self.sample_shadow(&state, &plan, masked.as_deref().unwrap_or(&body));
-        let tenant = self.identity.as_ref().map(|identity| identity.tenant);
-        let cache_step = cache::plan::plan(config, tenant, self.endpoint, &plan, &body, &self.headers, &dropped);
-        self.vault = plan.screening.vault.take();
-        self.screening = Some(std::mem::take(&mut plan.screening));
-        if let (Some(governance), Some(spend)) = (governance, self.spend.as_ref()) {
-            let audited = spend.policy(governance).audit_content;
-            if audited && state.audits_content {
-                let max_chars = config.observability.audit_max_chars;
-                self.audit = Some(Audit {
-                    prompt: access_log::audited_prompt(&body, max_chars),
-                    answer: Vec::new(),
-                });
-            }
-        }
-        match self.consult_cache(&state, plan, cache_step) {
-            CacheStep::Answered(action) => action,
-            CacheStep::Proceed(plan) => self.admit(&state, *plan),
+            _ => route::plan_chat(config, body, &self.headers, &self.hints, &situation),
         }
     }
 
-    /// Admits a planned request (when governed) and sends it on. With a
-    /// fleet ledger the request waits for the ledger's answer.
-    fn admit(&mut self, state: &Loaded, plan: RequestPlan) -> Action {
-        let config = &state.config;
-        let (Some(governance), Some(spend)) = (config.governance.as_ref(), self.spend.as_mut()) else {
-            return self.apply(plan);
+    /// The audit capture of a tenant with `audit_content` (access log on).
+    fn start_audit(&self, state: &Loaded, body: &[u8]) -> Option<Audit> {
+        let (Some(governance), Some(spend)) = (state.config.governance.as_ref(), self.spend.as_ref()) else {
+            return None;
         };
-        let estimate = Spend::estimate(config, governance, &plan);
-        if governance.store.is_none() {
-            return match spend.admit_locally(config, governance, estimate, None, &state.metrics) {
-                Ok(()) => self.apply(plan),
-                Err(error) => self.reply_error(&error),
-            };
-        }
-        self.pending = Some(PendingAdmission {
-            plan,
-            estimate,
-            reservation_id: state.fresh_reservation_id(),
-            with_text: false,
-            token: 0,
-            sent_ms: host::now_ms(),
-        });
-        self.send_admission(state)
-    }
-
-    /// Sends the pending admission to the fleet ledger; the request waits.
-    fn send_admission(&mut self, state: &Loaded) -> Action {
-        let config = &state.config;
-        let (Some(governance), Some(spend), Some(pending), Some(names)) = (
-            config.governance.as_ref(),
-            self.spend.as_ref(),
-            self.pending.as_mut(),
-            state.script_names.as_ref(),
-        ) else {
-            return self.without_store(state, "no pending admission");
-        };
-        let invocation = fleet::invocation(pending.with_text);
-        let sent = spend
-            .admit_request(governance, names, &pending.reservation_id, pending.estimate, invocation)
-            .zip(governance.store.as_ref())
-            .and_then(|(request, store)| fleet::send(store, &request));
-        match sent {
-            Some(token) => {
-                pending.token = token;
-                pending.sent_ms = host::now_ms();
-                Action::Pause
-            }
-            None => self.without_store(state, "the store's cluster cannot be called"),
-        }
-    }
-
-    /// The fleet ledger did not decide: the tenant's requests are refused
-    /// (its budgets fail closed) or counted here at the replica's share.
-    /// Any reservation the ledger may still make under the pending id is
-    /// released if the request is refused; if it is served, the ledger is
-    /// charged under that id when it ends (settling that reservation if a
-    /// late admission made one).
-    fn without_store(&mut self, state: &Loaded, reason: &str) -> Action {
-        let config = &state.config;
-        let (Some(governance), Some(spend), Some(pending)) =
-            (config.governance.as_ref(), self.spend.as_mut(), self.pending.take())
-        else {
-            return self.reply_error(&GatewayError::LedgerUnavailable);
-        };
-        let identity = spend.identity().clone();
-        let tenant = spend.policy(governance);
-        let refused = tenant.refused_without_store();
-        let result = if refused { "refused" } else { "local" };
-        let labels = [Label::Tenant(Some(identity.tenant)), Label::Fixed("result", result)];
-        state
-            .metrics
-            .emit(config, &[Sample::new(Family::StoreFallbacks, &labels, 1)]);
-        if fleet::should_log(identity.tenant, host::now_ms()) {
-            log::warn!(
-                "fleet ledger unavailable ({reason}): tenant {}'s requests are {}",
-                tenant.name,
-                if refused {
-                    "refused"
-                } else {
-                    "counted locally at this replica's share"
-                }
-            );
-        }
-        if refused {
-            Spend::release_unanswered(config, governance, &identity, pending.reservation_id);
-            return self.reply_error(&GatewayError::LedgerUnavailable);
-        }
-        let fallback = Some(pending.reservation_id.clone());
-        match spend.admit_locally(config, governance, pending.estimate, fallback, &state.metrics) {
-            Ok(()) => self.apply(pending.plan),
-            Err(error) => {
-                Spend::release_unanswered(config, governance, &identity, pending.reservation_id);
-                self.reply_error(&error)
-            }
-        }
-    }
-
-    /// The admission answer came: route, refuse, resend or do without.
-    fn admission_answered(&mut self, state: &Loaded, status: u32, body: &[u8]) -> Action {
-        let config = &state.config;
-        let (Some(governance), Some(spend), Some(pending)) =
-            (config.governance.as_ref(), self.spend.as_mut(), self.pending.take())
-        else {
-            return Action::Pause;
-        };
-        let outcome = crate::fleet::admit_outcome(status, body, spend.policy(governance), pending.with_text);
-        let result = match &outcome {
-            AdmitOutcome::Admitted(_) => "admitted",
-            AdmitOutcome::Refused(_) => "refused",
-            AdmitOutcome::Resend => "noscript",
-            AdmitOutcome::StoreDown { .. } => "unavailable",
-        };
-        count_store_call(state, "admit", result, host::now_ms().saturating_sub(pending.sent_ms));
-        match outcome {
-            AdmitOutcome::Admitted(admitted) => {
-                spend.admitted_by_fleet(governance, pending.reservation_id, &admitted);
-                self.apply(pending.plan)
-            }
-            AdmitOutcome::Refused(denial) => {
-                let error = spend.refusal(config, governance, denial, &state.metrics);
-                self.reply_error(&error)
-            }
-            AdmitOutcome::Resend => {
-                self.pending = Some(PendingAdmission {
-                    with_text: true,
-                    ..pending
-                });
-                self.send_admission(state)
-            }
-            AdmitOutcome::StoreDown { reason } => {
-                self.pending = Some(pending);
-                self.without_store(state, &reason)
-            }
-        }
-    }
-
-    /// The spend view: this Envoy's shared data, or the fleet ledger (one
-    /// call per tenant the viewer may see, answered once all are in).
-    fn spend_view(&mut self, state: &Loaded, viewer: Viewer) -> Action {
-        let config = &state.config;
-        let tenants = status::visible_tenants(config, viewer);
-        let Some(governance) = config.governance.as_ref() else {
-            return self.reply_json(&status::spend_report(config, host::now_ms(), &[]));
-        };
-        let (Some(store), Some(names)) = (&governance.store, &state.script_names) else {
-            let now = host::now_ms();
-            let spends: Vec<(TenantId, TenantSpend)> = tenants
-                .into_iter()
-                .map(|id| {
-                    (
-                        id,
-                        status::local_spend(config, &HostStore, now, &governance.tenants[id]),
-                    )
-                })
-                .collect();
-            return self.reply_json(&status::spend_report(config, now, &spends));
-        };
-        let mut waiting = Vec::with_capacity(tenants.len());
-        for id in tenants {
-            let tenant = &governance.tenants[id];
-            let lines = status::ledger_lines(config, tenant);
-            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let call = SpendCall {
-                tenant,
-                test_clock_ms: None,
-                models: &lines,
-            };
-            match fleet::send(store, &call.request(names, Invocation::WithText, &store.authority)) {
-                Some(token) => waiting.push((token, id)),
-                None => return self.reply_error(&GatewayError::LedgerUnavailable),
-            }
-        }
-        if waiting.is_empty() {
-            return self.reply_json(&status::spend_report(config, host::now_ms(), &[]));
-        }
-        self.spend_view = Some(FleetSpendView {
-            waiting,
-            gathered: Vec::new(),
-            sent_ms: host::now_ms(),
-        });
-        Action::Pause
-    }
-
-    /// One tenant's spend came from the fleet ledger.
-    fn spend_answered(&mut self, state: &Loaded, token: u32, status: u32, body: &[u8]) {
-        let config = &state.config;
-        let Some(view) = self.spend_view.as_mut() else { return };
-        let Some(position) = view.waiting.iter().position(|(waiting, _)| *waiting == token) else {
-            return;
-        };
-        let (_, id) = view.waiting.swap_remove(position);
-        let Some(tenant) = config
-            .governance
-            .as_ref()
-            .and_then(|governance| governance.tenants.get(id))
-        else {
-            self.spend_view = None;
-            self.reply_error(&GatewayError::LedgerUnavailable);
-            return;
-        };
-        let lines = status::ledger_lines(config, tenant);
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let parsed = crate::fleet::parse_spend(status, body, tenant.quotas.len(), lines.len());
-        count_store_call(
-            state,
-            "spend",
-            if parsed.is_ok() { "ok" } else { "unavailable" },
-            host::now_ms().saturating_sub(view.sent_ms),
-        );
-        let Ok(spend) = parsed else {
-            self.spend_view = None;
-            self.reply_error(&GatewayError::LedgerUnavailable);
-            return;
-        };
-        view.gathered.push((id, status::fleet_spend(&spend, &lines)));
-        if view.waiting.is_empty() {
-            let mut gathered = std::mem::take(&mut view.gathered);
-            gathered.sort_by_key(|(id, _)| *id);
-            self.spend_view = None;
-            self.reply_json(&status::spend_report(config, host::now_ms(), &gathered));
-        }
+        let audited = spend.policy(governance).audit_content && state.audits_content;
+        audited.then(|| Audit {
+            prompt: access_log::audited_prompt(body, state.config.observability.audit_max_chars),
+            answer: Vec::new(),
+        })
     }
 }
 
@@ -879,237 +667,16 @@ impl HttpContext for ChatFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.response_complete |= end_of_stream;
-        // The id a client rates the answer by (`feedback`), on every answer.
-        if let Some(request_id) = self.request_id.as_deref().filter(|_| self.endpoint.is_routed()) {
-            host::set_response_header("x-request-id", request_id);
-        }
-        let (Some(state), Some(routed)) = (self.state.clone(), self.routed.as_ref()) else {
-            return Action::Continue;
-        };
-        let config = &state.config;
-        let trail = read_trail(config);
-        let status = host::response_status();
-        let cascade = trail
-            .escalated()
-            .then(|| host::filter_state(response::CASCADE_STATE))
-            .flatten();
-        for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
-            config,
-            &routed.attempts,
-            &trail,
-            routed.explain,
-            cascade.as_deref(),
-        )) {
-            host::set_response_header(name, value);
-        }
-        let served_by = trail.last().map(|record| config.deployments[record.deployment].model);
-        if let (Some(governance), Some(spend)) = (&config.governance, &self.spend) {
-            let usage = shared::answer_usage(self.context_id);
-            for (name, value) in spend.response_headers(config, governance, served_by, usage) {
-                host::set_response_header(name, &value);
-            }
-        }
-        self.outcome = Some(if route::is_exhausted(status) {
-            Outcome::Unavailable
-        } else {
-            Outcome::of_status(status)
-        });
-        if route::is_exhausted(status) {
-            let health = StoreHealth {
-                store: &HostStore,
-                config,
-                now_ms: host::now_ms(),
-            };
-            let last = route::FinalResponse {
-                status,
-                retry_after_ms: attempts::retry_after_ms(&host::response_headers()),
-            };
-            let error = route::exhausted_error(config, &routed.attempts, &trail, last, &health);
-            host::set_response_header(":status", &error.status().to_string());
-            host::set_response_header("content-type", "application/json");
-            host::remove_response_header("content-length");
-            for (name, value) in error.headers() {
-                host::set_response_header(name, &value);
-            }
-            if end_of_stream {
-                log::warn!("an exhausted request's response has no body to replace");
-            } else {
-                self.replacement = Some(self.error_body(&error));
-            }
-            return Action::Continue;
-        }
-        // An Anthropic answer to an Anthropic client goes back as it came.
-        let native = trail
-            .last()
-            .is_some_and(|record| attempts::is_native(config, &routed.attempts, record.deployment));
-        if native {
-            return Action::Continue;
-        }
-        let event_stream = routed.attempts.stream
-            && host::response_headers()
-                .get("content-type")
-                .is_some_and(|value| value.trim().starts_with(relay::EVENT_STREAM));
-        if self.cache_ticket.is_some() && status == 200 && routed.attempts.stream == event_stream {
-            self.cache_capture = Some(AnswerCapture::new(event_stream));
-        }
-        // Only a served answer carries the model's words back.
-        let vault = self
-            .vault
-            .take()
-            .filter(|_| (200..300).contains(&status) && !end_of_stream);
-        if let Some(vault) = vault {
-            host::remove_response_header("content-length");
-            self.restorer = Some(AnswerRestorer::new(vault, event_stream));
-        }
-        let action = self.relay_answer(status, end_of_stream, event_stream);
-        if self.restorer.as_ref().is_some_and(AnswerRestorer::wants_whole_body) {
-            // Its length is known once the whole answer is restored.
-            return Action::Pause;
-        }
-        action
+        self.answer_headers(end_of_stream)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if end_of_stream && !self.response_complete {
-            self.write_answer_fields();
-        }
-        self.response_complete |= end_of_stream;
-        if let Some(replacement) = &self.replacement {
-            let value: &[u8] = if end_of_stream { replacement } else { b"" };
-            host::replace_response_body(body_size, value);
-            return Action::Continue;
-        }
-        self.capture_shadow(body_size);
-        let whole = matches!(self.relay, Some(Relay::Whole { .. }))
-            || self.restorer.as_ref().is_some_and(AnswerRestorer::wants_whole_body);
-        // A whole answer is restored and translated once complete: Envoy buffers it.
-        if whole && !end_of_stream {
-            return Action::Pause;
-        }
-        if self.relay.is_none() && self.restorer.is_none() {
-            let audited = self.replayed.is_none()
-                && self
-                    .audit
-                    .as_ref()
-                    .is_some_and(|audit| audit.answer.len() < AUDIT_CAPTURE_BYTES);
-            if audited || self.cache_capture.is_some() {
-                // The last call may bring no bytes, only the end.
-                let chunk = host::response_body(body_size).unwrap_or_default();
-                capture(self.audit.as_mut(), &chunk);
-                self.capture_for_cache(&chunk, end_of_stream);
-            }
-            return Action::Continue;
-        }
-        let received = host::response_body(body_size).unwrap_or_default();
-        let chat = match self.restorer.as_mut() {
-            Some(restorer) => restorer.feed(&received, end_of_stream),
-            None => received,
-        };
-        capture(self.audit.as_mut(), &chat);
-        self.capture_for_cache(&chat, end_of_stream);
-        let body = match self.relay.as_mut() {
-            Some(Relay::Whole { ingress, status }) => {
-                let (status, body) = relay::whole_answer(*ingress, *status, &chat);
-                host::set_response_header(":status", &status.to_string());
-                body
-            }
-            Some(Relay::Stream(encoder)) => {
-                let mut events = Vec::with_capacity(chat.len() + 256);
-                encoder.push(&chat, &mut events);
-                if end_of_stream {
-                    encoder.finish(&mut events);
-                }
-                events
-            }
-            None => chat,
-        };
-        if whole {
-            host::set_response_header("content-length", &body.len().to_string());
-        }
-        host::replace_response_body(body_size, &body);
-        Action::Continue
+        self.answer_body(body_size, end_of_stream)
     }
 
     fn on_log(&mut self) {
-        self.mark_client_gone();
-        let Some(state) = self.state.clone() else { return };
-        // The client left while the ledger's answer was awaited.
-        if let (Some(pending), Some(governance), Some(identity)) = (
-            self.pending.take(),
-            state.config.governance.as_ref(),
-            self.identity.as_ref(),
-        ) {
-            Spend::release_unanswered(&state.config, governance, identity, pending.reservation_id);
-        }
-        if !self.endpoint.is_routed() {
-            return;
-        }
-        let config = &state.config;
-        self.release_unbegun_trials(config);
-        // Read again rather than keep the response headers' copy: an attempt
-        // without a response records itself when Envoy destroys it, and
-        // nothing promises that comes before the client's headers.
-        let trail = read_trail(config);
-        // Normally every attempt has ended and told what it consumed; when
-        // the client left first, the attempt still running settles.
-        let consumption = match shared::request_ended(self.context_id, self.spend.take()) {
-            shared::RequestEnd::Settle(Some(mut spend), consumption) => {
-                if let Some(governance) = &config.governance {
-                    spend.settle(config, governance, &consumption, &state.metrics);
-                }
-                consumption
-            }
-            shared::RequestEnd::Settle(None, consumption) | shared::RequestEnd::HandedOver(consumption) => consumption,
-        };
-        let observability = config.observability;
-        if !observability.metrics && !observability.access_log && config.feedback.is_none() && self.shadow.is_none() {
-            return;
-        }
-        let content = if observability.access_log {
-            // A request that ended before routing without an error reply
-            // (a client that went away) still logs who it was.
-            self.write_request_fields();
-            self.audit.take().map(|audit| {
-                let stream = self.routed.as_ref().is_some_and(|routed| routed.attempts.stream);
-                let answer = access_log::audited_answer(&audit.answer, stream, observability.audit_max_chars);
-                AuditContent {
-                    prompt: audit.prompt,
-                    answer,
-                }
-            })
-        } else {
-            None
-        };
-        let first_token_ms = host::filter_state(FIRST_CONTENT_STATE)
-            .and_then(|at| at.parse::<u64>().ok())
-            .map(|at| at.saturating_sub(self.started_ms));
-        let shadowed = self.shadow.take();
-        let report = RequestReport {
-            consumption,
-            first_token_ms,
-            duration_ms: host::now_ms().saturating_sub(self.started_ms),
-            ..self.report(trail)
-        };
-        state.metrics.emit(config, &report.samples(config));
-        feedback::remember_answer(&state, &report, host::now_ms());
-        if let Some(capture) = shadowed {
-            shadow::queue_shadow(&state, capture, &report);
-        }
-        if !observability.access_log {
-            return;
-        }
-        for (field, value) in access_log::result_fields(config, &report, content.as_ref()) {
-            host::set_filter_state(&format!("signalbox.{field}"), &value);
-        }
+        self.request_ended();
     }
-}
-
-/// Keeps what fits of an answer's (chat-format) bytes for the audit line.
-fn capture(audit: Option<&mut Audit>, chunk: &[u8]) {
-    let Some(audit) = audit else { return };
-    let room = AUDIT_CAPTURE_BYTES.saturating_sub(audit.answer.len());
-    audit.answer.extend_from_slice(chunk.get(..room).unwrap_or(chunk));
 }
 
 /// The attempts the upstream role recorded for this request, keeping only

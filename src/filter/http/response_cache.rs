@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use proxy_wasm::types::Action;
 
-use super::{capture, read_trail, ChatFilter, Phase};
+use super::answer::capture;
+use super::{read_trail, ChatFilter, Phase};
 use crate::cache::plan::{CacheResult, CacheTicket, HEADER_CACHE, HEADER_CACHE_SIMILARITY};
 use crate::cache::semantic::{self, EmbeddingCall, Quantised};
 use crate::cache::{self, Entry, Lookup};
