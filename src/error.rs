@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Serialize;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum GatewayError {
     /// The body is not the JSON shape the endpoint expects.
@@ -174,16 +176,34 @@ impl GatewayError {
 
     /// The OpenAI-style JSON body.
     pub fn to_json(&self) -> Vec<u8> {
-        let body = serde_json::json!({
-            "error": {
-                "message": self.to_string(),
-                "type": self.error_type(),
-                "param": self.param(),
-                "code": self.code(),
-            }
-        });
-        body.to_string().into_bytes()
+        error_body(&self.to_string(), self.error_type(), self.param(), Some(self.code()))
     }
+}
+
+/// `{"error":{"message","type","param","code"}}`: the one writer of an
+/// OpenAI-style error body, for the gateway's own errors and providers' alike.
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: Inner<'a>,
+    }
+    #[derive(Serialize)]
+    struct Inner<'a> {
+        message: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        param: Option<&'a str>,
+        code: Option<&'a str>,
+    }
+    serde_json::to_vec(&Body {
+        error: Inner {
+            message,
+            kind,
+            param,
+            code,
+        },
+    })
+    .unwrap_or_default()
 }
 
 impl fmt::Display for GatewayError {

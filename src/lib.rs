@@ -13,6 +13,7 @@ pub mod canary;
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod failure;
 pub mod feedback;
 pub mod fleet;
 pub mod govern;

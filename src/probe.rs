@@ -5,7 +5,8 @@
 
 use crate::config::{Config, DeploymentId};
 use crate::error::GatewayError;
-use crate::health::{AttemptOutcome, FailureKind};
+use crate::failure::FailureKind;
+use crate::health::AttemptOutcome;
 use crate::providers::{self, Operation};
 use crate::route::attempts::{call_for, AttemptPlan, NativeApi};
 

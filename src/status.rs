@@ -16,6 +16,7 @@ use crate::config::canary::Rollout;
 use crate::config::governance::Tenant;
 use crate::config::{Config, ModelId};
 use crate::error::GatewayError;
+use crate::failure::FailureKind;
 use crate::govern::admission::{ledger_key, quota_key};
 use crate::govern::auth_error;
 use crate::govern::keys::{admin_named, KeyRing, TenantId};
@@ -23,7 +24,7 @@ use crate::govern::ledger::LedgerRecord;
 use crate::govern::quota::{Amounts, QuotaRecord};
 use crate::headers::HeaderMap;
 use crate::health::histogram::DecayedHistogram;
-use crate::health::{Availability, BreakerState, FailureKind};
+use crate::health::{Availability, BreakerState};
 use crate::route::HealthView;
 use crate::state::{read, Store};
 

@@ -14,84 +14,12 @@ pub mod breaker;
 pub mod histogram;
 pub mod leases;
 
+use crate::failure::{FailureKind, FAILURE_KINDS};
 use crate::state::codec::{Reader, Writer};
 use crate::state::Record;
 pub use breaker::{BreakerSettings, BreakerState, Transition};
 use histogram::{DecayedHistogram, BUCKETS};
 pub use leases::{LeaseToken, LeasedCount};
-
-/// Why an attempt failed, as far as routing is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// 429: the provider or this key is over its limit.
-    RateLimited,
-    /// 503/529: the provider says it is overloaded.
-    Overloaded,
-    /// Other 5xx.
-    Server,
-    /// No response before the per-try timeout (or 408/504).
-    Timeout,
-    /// Connection refused or reset before a response.
-    Unreachable,
-    /// 401/403: the gateway's key for this provider is rejected.
-    Auth,
-    /// The prompt did not fit the model's context window.
-    ContextLength,
-    /// Any other 4xx: the request itself was wrong.
-    Client,
-}
-
-pub const FAILURE_KINDS: usize = 8;
-
-impl FailureKind {
-    pub const ALL: [FailureKind; FAILURE_KINDS] = [
-        FailureKind::RateLimited,
-        FailureKind::Overloaded,
-        FailureKind::Server,
-        FailureKind::Timeout,
-        FailureKind::Unreachable,
-        FailureKind::Auth,
-        FailureKind::ContextLength,
-        FailureKind::Client,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            FailureKind::RateLimited => "rate_limited",
-            FailureKind::Overloaded => "overloaded",
-            FailureKind::Server => "server_error",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Unreachable => "unreachable",
-            FailureKind::Auth => "auth",
-            FailureKind::ContextLength => "context_length",
-            FailureKind::Client => "client_error",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Whether this failure says something about the deployment (and so
-    /// counts for the breaker and the health score). A malformed request or
-    /// an oversized prompt does not.
-    pub fn blames_deployment(self) -> bool {
-        !matches!(self, FailureKind::Client | FailureKind::ContextLength)
-    }
-
-    /// The failure a status code means when the body says nothing more.
-    pub fn from_status(status: u16) -> Option<FailureKind> {
-        match status {
-            200..=399 => None,
-            429 => Some(FailureKind::RateLimited),
-            401 | 403 => Some(FailureKind::Auth),
-            408 | 504 => Some(FailureKind::Timeout),
-            503 | 529 => Some(FailureKind::Overloaded),
-            500..=599 => Some(FailureKind::Server),
-            _ => Some(FailureKind::Client),
-        }
-    }
-}
 
 /// Tuning shared by every deployment's record.
 #[derive(Debug, Clone, Copy, PartialEq)]

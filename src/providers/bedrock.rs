@@ -615,13 +615,12 @@ pub(crate) fn stream_translator(call: &Call<'_>) -> Box<dyn StreamTranslator> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::FailureKind;
     use crate::providers::eventstream::encode_message;
     use crate::providers::testkit::{
         assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, secret, spec, NOW,
     };
-    use crate::providers::{
-        build_request as build, translate_response as translate, Credential, FailureKind, ProviderKind,
-    };
+    use crate::providers::{build_request as build, translate_response as translate, Credential, ProviderKind};
     use serde_json::{json, Value};
 
     const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";

@@ -1,37 +1,12 @@
 //! OpenAI-shaped output for the translating adapters: the `chat.completion`
-//! body, `chat.completion.chunk` server-sent events, and error bodies. Every
-//! adapter writes through these, so a client sees one dialect whichever
-//! provider answered.
+//! body and `chat.completion.chunk` server-sent events (error bodies are
+//! written by `crate::error`). Every adapter writes through these, so a
+//! client sees one dialect whichever provider answered.
 
 use serde::Serialize;
 
 use super::failure::ClientError;
 use super::usage::{OpenAiUsage, TokenUsage};
-
-/// `{"error":{"message","type","param","code"}}`.
-pub(crate) fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        error: Inner<'a>,
-    }
-    #[derive(Serialize)]
-    struct Inner<'a> {
-        message: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        param: Option<&'a str>,
-        code: Option<&'a str>,
-    }
-    serde_json::to_vec(&Body {
-        error: Inner {
-            message,
-            kind,
-            param,
-            code,
-        },
-    })
-    .unwrap_or_default()
-}
 
 /// One SSE event carrying `value` as JSON.
 fn write_event(out: &mut Vec<u8>, value: &impl Serialize) {

@@ -9,9 +9,9 @@
 
 use serde_json::Value;
 
-use super::compose;
 use super::dates;
-use super::{Call, Credential, Failure, FailureKind, TranslatedResponse};
+use super::{Call, Credential, Failure, TranslatedResponse};
+use crate::failure::FailureKind;
 use crate::secret::Secret;
 
 /// Longest wait a provider can ask for; anything longer is treated as this.
@@ -199,11 +199,8 @@ pub(crate) fn kind_of(status: Option<u16>, info: &ErrorInfo) -> FailureKind {
         return FailureKind::ContextLength;
     }
     match status {
-        Some(status) if !(400..500).contains(&status) => FailureKind::Server,
-        // The provider does not know the model or deployment: the gateway's
-        // configuration is wrong for this model, another may serve.
-        Some(404) => FailureKind::Server,
-        Some(_) => FailureKind::Client,
+        // An error with a success status is still the provider's fault.
+        Some(status) => FailureKind::from_status(status).unwrap_or(FailureKind::Server),
         None if contains_any(&hint, &["invalid_request", "validation", "invalid_argument"]) => FailureKind::Client,
         None => FailureKind::Server,
     }
@@ -359,7 +356,11 @@ impl ClientError {
                 "provider_model_not_found",
                 format!("The provider does not serve model `{}`: {said}", context.model_id),
             ),
-            FailureKind::Server => server(502, "provider_error", format!("The provider failed: {said}")),
+            // Providers never report it (Envoy sees a connection fail); an
+            // error written for it reads as any other provider fault.
+            FailureKind::Server | FailureKind::Unreachable => {
+                server(502, "provider_error", format!("The provider failed: {said}"))
+            }
             FailureKind::ContextLength => ClientError {
                 status: 400,
                 kind: "invalid_request_error",
@@ -378,7 +379,7 @@ impl ClientError {
     }
 
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        compose::error_json(&self.message, self.kind, self.param.as_deref(), self.code.as_deref())
+        crate::error::error_body(&self.message, self.kind, self.param.as_deref(), self.code.as_deref())
     }
 }
 

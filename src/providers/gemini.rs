@@ -681,10 +681,11 @@ pub(crate) fn stream_translator(call: &Call<'_>) -> Box<dyn StreamTranslator> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::FailureKind;
     use crate::providers::testkit::{
         answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec, NOW,
     };
-    use crate::providers::{build_request as build, translate_response as translate, FailureKind, ProviderKind};
+    use crate::providers::{build_request as build, translate_response as translate, ProviderKind};
     use serde_json::json;
 
     fn request(body: &str) -> (UpstreamRequest, Value) {

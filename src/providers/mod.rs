@@ -39,6 +39,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::error::GatewayError;
+use crate::failure::FailureKind;
 use crate::secret::Secret;
 
 pub use openai::Quirks;
@@ -508,26 +509,6 @@ pub fn stream_translator(call: &Call<'_>) -> Box<dyn StreamTranslator> {
         ProviderKind::Gemini => gemini::stream_translator(call),
         ProviderKind::Bedrock => bedrock::stream_translator(call),
     }
-}
-
-/// What a provider failure means for routing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    /// 429 or the provider's throttling error: back off or go elsewhere.
-    RateLimited,
-    /// The provider is out of capacity (529, 503): go elsewhere.
-    Overloaded,
-    /// Any other provider fault (5xx, unreadable answers, a model the
-    /// provider does not know): another model may serve.
-    Server,
-    /// 408/504 or the provider's timeout error.
-    Timeout,
-    /// The provider rejected the gateway's credentials (401/403).
-    Auth,
-    /// The prompt does not fit the model: a larger context may serve.
-    ContextLength,
-    /// The request itself is wrong: no retry will help.
-    Client,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -480,7 +480,7 @@ mod tests {
         assert_eq!(translated.status, 503);
         assert_eq!(
             translated.failure.unwrap().kind,
-            crate::providers::FailureKind::Overloaded
+            crate::failure::FailureKind::Overloaded
         );
     }
 
@@ -547,7 +547,7 @@ mod tests {
         let run = run_stream(&call, &STREAM.as_bytes()[..cut]);
         assert!(run.text.contains("\"error\""), "{}", run.text);
         assert!(run.text.ends_with("data: [DONE]\n\n"));
-        assert_eq!(run.failure.unwrap().kind, crate::providers::FailureKind::Server);
+        assert_eq!(run.failure.unwrap().kind, crate::failure::FailureKind::Server);
     }
 
     #[test]
@@ -556,7 +556,7 @@ mod tests {
         let call = call_for(&spec);
         let stream = "data: {\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n";
         let run = run_stream(&call, stream.as_bytes());
-        assert_eq!(run.failure.unwrap().kind, crate::providers::FailureKind::RateLimited);
+        assert_eq!(run.failure.unwrap().kind, crate::failure::FailureKind::RateLimited);
         assert!(run.text.contains("rate_limit_exceeded"));
     }
 

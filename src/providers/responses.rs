@@ -145,8 +145,9 @@ pub(crate) fn stream_reader(call: &Call<'_>) -> Box<dyn StreamTranslator> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::FailureKind;
     use crate::providers::testkit::{call_for, spec};
-    use crate::providers::{FailureKind, ProviderKind};
+    use crate::providers::ProviderKind;
 
     const COMPLETED: &str = r#"{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":120,"input_tokens_details":{"cached_tokens":100},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":129}}"#;
 

@@ -10,7 +10,8 @@ use super::compose::ChunkWriter;
 use super::eventstream::{EventStreamDecoder, Message};
 use super::failure::{self, ClientError, ErrorContext, ErrorInfo};
 use super::sse::{SseEvent, SseFramer};
-use super::{Call, Failure, FailureKind, StreamTranslator, TokenUsage};
+use super::{Call, Failure, StreamTranslator, TokenUsage};
+use crate::failure::FailureKind;
 
 pub(crate) trait Framer {
     type Event<'a>

@@ -6,9 +6,9 @@
 use crate::assess::{assess, Assessment, Expectations};
 use crate::config::cascade::Cascade;
 use crate::config::{Config, DeploymentId};
-use crate::health;
+use crate::failure::FailureKind;
 use crate::ingress::Ingress;
-use crate::providers::{self, Call, Failure, FailureKind, Operation, StreamTranslator, TokenUsage};
+use crate::providers::{self, Call, Failure, Operation, StreamTranslator, TokenUsage};
 
 use super::attempts::{call_for, is_native, AttemptPlan, Escalation, NativeApi};
 
@@ -57,7 +57,7 @@ pub enum Verdict {
     /// circuit for every tenant).
     Silent,
     Succeeded,
-    Failed(health::FailureKind),
+    Failed(FailureKind),
 }
 
 /// Judges an ended attempt. Only the provider's own failures count: a
@@ -68,7 +68,7 @@ pub fn verdict(end: &AttemptEnd, per_try_timeout_ms: u64) -> Verdict {
         return Verdict::Silent;
     }
     if let Some(failure) = end.failure {
-        return Verdict::Failed(health_failure(failure.kind));
+        return Verdict::Failed(failure.kind);
     }
     let Some(status) = end.status else {
         // Cut by the client, or by the deadline after earlier links used
@@ -79,18 +79,18 @@ pub fn verdict(end: &AttemptEnd, per_try_timeout_ms: u64) -> Verdict {
         // No response: refused or reset, or nothing before the per-try timeout.
         let timed_out = end.elapsed_ms.saturating_mul(10) >= per_try_timeout_ms.saturating_mul(9);
         return Verdict::Failed(if timed_out {
-            health::FailureKind::Timeout
+            FailureKind::Timeout
         } else {
-            health::FailureKind::Unreachable
+            FailureKind::Unreachable
         });
     };
-    match health::FailureKind::from_status(status) {
+    match FailureKind::from_status(status) {
         Some(kind) => Verdict::Failed(kind),
         None if end.complete => Verdict::Succeeded,
         // A success the client stopped reading: the provider was delivering.
         None if end.client_gone => Verdict::Succeeded,
         // A success cut short by the provider's reset or an idle timeout.
-        None => Verdict::Failed(health::FailureKind::Unreachable),
+        None => Verdict::Failed(FailureKind::Unreachable),
     }
 }
 
@@ -133,7 +133,7 @@ pub fn attempt_consumption(
     }
     let reached = match (end.status, verdict(end, per_try_timeout_ms)) {
         (Some(status), _) => (200..300).contains(&status),
-        (None, Verdict::Silent | Verdict::Failed(health::FailureKind::Timeout)) => true,
+        (None, Verdict::Silent | Verdict::Failed(FailureKind::Timeout)) => true,
         (None, _) => false,
     };
     if !reached && reported.is_none() {
@@ -163,19 +163,6 @@ pub fn attempt_consumption(
 /// Whether this attempt's answer is translated as a stream.
 pub fn is_stream(plan: &AttemptPlan, status: u16) -> bool {
     plan.stream && plan.operation == Operation::ChatCompletions && (200..300).contains(&status)
-}
-
-/// The health meaning of a provider failure.
-pub fn health_failure(kind: FailureKind) -> health::FailureKind {
-    match kind {
-        FailureKind::RateLimited => health::FailureKind::RateLimited,
-        FailureKind::Overloaded => health::FailureKind::Overloaded,
-        FailureKind::Server => health::FailureKind::Server,
-        FailureKind::Timeout => health::FailureKind::Timeout,
-        FailureKind::Auth => health::FailureKind::Auth,
-        FailureKind::ContextLength => health::FailureKind::ContextLength,
-        FailureKind::Client => health::FailureKind::Client,
-    }
 }
 
 /// A whole answer, translated.
@@ -480,17 +467,14 @@ mod tests {
             elapsed_ms: 3,
             ..AttemptEnd::default()
         };
-        assert_eq!(
-            verdict(&refused, timeout),
-            Verdict::Failed(health::FailureKind::Unreachable)
-        );
+        assert_eq!(verdict(&refused, timeout), Verdict::Failed(FailureKind::Unreachable));
         let silent_provider = AttemptEnd {
             elapsed_ms: 29_990,
             ..AttemptEnd::default()
         };
         assert_eq!(
             verdict(&silent_provider, timeout),
-            Verdict::Failed(health::FailureKind::Timeout)
+            Verdict::Failed(FailureKind::Timeout)
         );
         let answered = AttemptEnd {
             status: Some(200),
@@ -504,7 +488,7 @@ mod tests {
         };
         assert_eq!(
             verdict(&cut_by_provider, timeout),
-            Verdict::Failed(health::FailureKind::Unreachable)
+            Verdict::Failed(FailureKind::Unreachable)
         );
         let cut_by_client = AttemptEnd {
             client_gone: true,
@@ -520,7 +504,7 @@ mod tests {
         };
         assert_eq!(
             verdict(&failed_stream, timeout),
-            Verdict::Failed(health::FailureKind::Overloaded)
+            Verdict::Failed(FailureKind::Overloaded)
         );
     }
 

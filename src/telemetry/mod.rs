@@ -16,9 +16,9 @@ pub mod report;
 
 use crate::config::{Config, DeploymentId, ModelId, TierId};
 use crate::error::GatewayError;
+use crate::failure::FailureKind;
 use crate::govern::admission::Denial;
 use crate::govern::quota::Period;
-use crate::health::FailureKind;
 
 pub type TenantId = usize;
 

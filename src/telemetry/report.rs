@@ -5,8 +5,8 @@ use super::{attempt_result, Family, Label, Outcome, Sample, TenantId};
 use crate::assess::Assessment;
 use crate::cache::plan::CacheResult;
 use crate::config::{Config, DeploymentId, ModelId, TierId};
+use crate::failure::FailureKind;
 use crate::govern::ledger::Consumption;
-use crate::health::FailureKind;
 use crate::route::screen::{PiiAction, Screening};
 use crate::route::{AttemptTrail, RoutingDecision};
 

@@ -3,7 +3,8 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::config::Config;
-use crate::health::{AttemptOutcome, BreakerState, FailureKind, LeaseToken};
+use crate::failure::FailureKind;
+use crate::health::{AttemptOutcome, BreakerState, LeaseToken};
 
 const CONFIG: &str = r#"{
   "providers": {
