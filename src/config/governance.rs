@@ -334,6 +334,15 @@ impl PartialEq for Governance {
 
 const PATH: &str = "governance";
 
+/// The models and tiers a tenant's policy names, resolved before it.
+pub struct Catalog<'a> {
+    pub model_by_name: &'a HashMap<String, ModelId, ahash::RandomState>,
+    pub model_count: usize,
+    pub tier_by_name: &'a HashMap<String, TierId, ahash::RandomState>,
+    /// Each tier's models, by tier id.
+    pub tier_models: &'a [Vec<ModelId>],
+}
+
 fn tier_named(
     path: String,
     name: &str,
@@ -363,23 +372,20 @@ pub fn rate_limits(path: &str, raw: &RawRate) -> Result<RateLimits, ConfigError>
 fn resolve_tenant(
     name: &str,
     raw: &RawTenant,
-    model_by_name: &HashMap<String, ModelId, ahash::RandomState>,
-    model_count: usize,
-    tier_by_name: &HashMap<String, TierId, ahash::RandomState>,
-    tier_models: &[Vec<ModelId>],
+    catalog: &Catalog,
 ) -> Result<Tenant, ConfigError> {
     let path = format!("{PATH}.tenants.{name}");
     check_name(path.clone(), name)?;
-    let allowed = allowed_models(&path, raw, model_by_name, model_count, tier_by_name, tier_models)?;
+    let allowed = allowed_models(&path, raw, catalog)?;
     let max_tier = raw
         .max_tier
         .as_deref()
-        .map(|tier| tier_named(format!("{path}.max_tier"), tier, tier_by_name))
+        .map(|tier| tier_named(format!("{path}.max_tier"), tier, catalog.tier_by_name))
         .transpose()?;
     let downgrade_tier = raw
         .downgrade_tier
         .as_deref()
-        .map(|tier| tier_named(format!("{path}.downgrade_tier"), tier, tier_by_name))
+        .map(|tier| tier_named(format!("{path}.downgrade_tier"), tier, catalog.tier_by_name))
         .transpose()?;
     if raw.max_tokens_per_request == Some(0) {
         return Err(ConfigError::new(
@@ -392,7 +398,7 @@ fn resolve_tenant(
         return Err(ConfigError::new(format!("{path}.alert_at"), "must be in (0, 1]"));
     }
     let quotas = resolve_quotas(&path, &raw.quotas)?;
-    let shadow = super::shadow::resolve(&path, raw.shadow.as_ref(), model_by_name)?;
+    let shadow = super::shadow::resolve(&path, raw.shadow.as_ref(), catalog.model_by_name)?;
     if let (Some(shadow), Some(allowed)) = (shadow, &allowed) {
         check_shadow_allowed(&path, shadow, allowed)?;
     }
@@ -414,7 +420,7 @@ fn resolve_tenant(
         guardrails: raw
             .guardrails
             .as_ref()
-            .map(|raw| guardrails::resolve(&format!("{path}.guardrails"), raw, model_by_name))
+            .map(|raw| guardrails::resolve(&format!("{path}.guardrails"), raw, catalog.model_by_name))
             .transpose()?,
     })
 }
@@ -424,16 +430,13 @@ fn resolve_tenant(
 fn allowed_models(
     path: &str,
     raw: &RawTenant,
-    model_by_name: &HashMap<String, ModelId, ahash::RandomState>,
-    model_count: usize,
-    tier_by_name: &HashMap<String, TierId, ahash::RandomState>,
-    tier_models: &[Vec<ModelId>],
+    catalog: &Catalog,
 ) -> Result<Option<Vec<bool>>, ConfigError> {
     let mut allowed: Option<Vec<bool>> = None;
     if let Some(models) = &raw.allowed_models {
-        let allowed = allowed.get_or_insert_with(|| vec![false; model_count]);
+        let allowed = allowed.get_or_insert_with(|| vec![false; catalog.model_count]);
         for (position, model) in models.iter().enumerate() {
-            let id = *model_by_name.get(model).ok_or_else(|| {
+            let id = *catalog.model_by_name.get(model).ok_or_else(|| {
                 ConfigError::new(
                     format!("{path}.allowed_models[{position}]"),
                     format!("unknown model `{model}`"),
@@ -443,10 +446,10 @@ fn allowed_models(
         }
     }
     if let Some(tiers) = &raw.allowed_tiers {
-        let allowed = allowed.get_or_insert_with(|| vec![false; model_count]);
+        let allowed = allowed.get_or_insert_with(|| vec![false; catalog.model_count]);
         for (position, tier) in tiers.iter().enumerate() {
-            let id = tier_named(format!("{path}.allowed_tiers[{position}]"), tier, tier_by_name)?;
-            tier_models[id].iter().for_each(|model| allowed[*model] = true);
+            let id = tier_named(format!("{path}.allowed_tiers[{position}]"), tier, catalog.tier_by_name)?;
+            catalog.tier_models[id].iter().for_each(|model| allowed[*model] = true);
         }
     }
     Ok(allowed)
@@ -572,10 +575,7 @@ fn resolve_store(raw: &RawStore, deadline_ms: u64) -> Result<StoreSettings, Conf
 
 pub fn resolve(
     raw: &RawGovernance,
-    model_by_name: &HashMap<String, ModelId, ahash::RandomState>,
-    model_count: usize,
-    tier_by_name: &HashMap<String, TierId, ahash::RandomState>,
-    tier_models: &[Vec<ModelId>],
+    catalog: &Catalog,
     deadline_ms: u64,
 ) -> Result<Governance, ConfigError> {
     if raw.tenants.is_empty() {
@@ -588,14 +588,7 @@ pub fn resolve(
     let mut tenant_by_name = HashMap::new();
     for (name, tenant) in &raw.tenants {
         tenant_by_name.insert(name.as_str(), tenants.len());
-        tenants.push(resolve_tenant(
-            name,
-            tenant,
-            model_by_name,
-            model_count,
-            tier_by_name,
-            tier_models,
-        )?);
+        tenants.push(resolve_tenant(name, tenant, catalog)?);
     }
     let keys = resolve_virtual_keys(&raw.keys, &tenant_by_name)?;
     let alerts = raw.alerts.as_ref().map(resolve_alerts).transpose()?;

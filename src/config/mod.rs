@@ -156,19 +156,16 @@ fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Confi
     let classifier = Classifier::compile(&raw.classifier)?;
     let resilience = resilience::resolve(&raw.resilience)?;
     let tier_models: Vec<Vec<ModelId>> = tiers.iter().map(|tier| tier.models.clone()).collect();
+    let catalog = governance::Catalog {
+        model_by_name: &model_by_name,
+        model_count: models.len(),
+        tier_by_name: &tier_by_name,
+        tier_models: &tier_models,
+    };
     let governance = raw
         .governance
         .as_ref()
-        .map(|raw| {
-            governance::resolve(
-                raw,
-                &model_by_name,
-                models.len(),
-                &tier_by_name,
-                &tier_models,
-                resilience.deadline_ms,
-            )
-        })
+        .map(|raw| governance::resolve(raw, &catalog, resilience.deadline_ms))
         .transpose()?;
     let observability = observability::resolve(&raw.observability)?;
     let affinity = affinity::resolve(raw.affinity.as_ref())?;
