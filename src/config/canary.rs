@@ -85,33 +85,7 @@ pub fn resolve(
         .get(&raw.model)
         .ok_or_else(|| ConfigError::new(format!("{path}.model"), format!("unknown model `{}`", raw.model)))?;
     let Some(steps) = &raw.steps else {
-        let rollout_keys = [
-            raw.window_s.is_some(),
-            raw.min_requests.is_some(),
-            raw.max_error_rate_increase.is_some(),
-            raw.max_latency_ratio.is_some(),
-            raw.max_cascade_rate_increase.is_some(),
-        ];
-        if rollout_keys.contains(&true) {
-            return Err(ConfigError::new(
-                format!("{path}.steps"),
-                "required with the rollout settings (window_s, min_requests, max_*)",
-            ));
-        }
-        let share = raw
-            .share
-            .ok_or_else(|| ConfigError::new(format!("{path}.share"), "required (or `steps` for a rollout)"))?;
-        if !(share > 0.0 && share < 1.0) {
-            return Err(ConfigError::new(
-                format!("{path}.share"),
-                "must be between 0 and 1 (exclusive)",
-            ));
-        }
-        return Ok(Canary {
-            model,
-            share,
-            rollout: None,
-        });
+        return fixed_share(&path, raw, model);
     };
     if raw.share.is_some() {
         return Err(ConfigError::new(
@@ -119,6 +93,47 @@ pub fn resolve(
             "set either a fixed `share` or rollout `steps`, not both",
         ));
     }
+    check_steps(&path, steps)?;
+    Ok(Canary {
+        model,
+        share: steps[0],
+        rollout: Some(resolve_rollout(&path, raw, steps)?),
+    })
+}
+
+/// A canary without `steps`: its fixed `share`, and none of the rollout settings.
+fn fixed_share(path: &str, raw: &RawCanary, model: ModelId) -> Result<Canary, ConfigError> {
+    let rollout_keys = [
+        raw.window_s.is_some(),
+        raw.min_requests.is_some(),
+        raw.max_error_rate_increase.is_some(),
+        raw.max_latency_ratio.is_some(),
+        raw.max_cascade_rate_increase.is_some(),
+    ];
+    if rollout_keys.contains(&true) {
+        return Err(ConfigError::new(
+            format!("{path}.steps"),
+            "required with the rollout settings (window_s, min_requests, max_*)",
+        ));
+    }
+    let share = raw
+        .share
+        .ok_or_else(|| ConfigError::new(format!("{path}.share"), "required (or `steps` for a rollout)"))?;
+    if !(share > 0.0 && share < 1.0) {
+        return Err(ConfigError::new(
+            format!("{path}.share"),
+            "must be between 0 and 1 (exclusive)",
+        ));
+    }
+    Ok(Canary {
+        model,
+        share,
+        rollout: None,
+    })
+}
+
+/// A rollout's shares: 1 to `MAX_STEPS` of them, increasing, in (0, 1].
+fn check_steps(path: &str, steps: &[f64]) -> Result<(), ConfigError> {
     if steps.is_empty() || steps.len() > MAX_STEPS {
         return Err(ConfigError::new(
             format!("{path}.steps"),
@@ -139,6 +154,12 @@ pub fn resolve(
             ));
         }
     }
+    Ok(())
+}
+
+/// How the rollout moves through `steps`: the window each is observed for
+/// and the limits against the baseline that send it back to zero.
+fn resolve_rollout(path: &str, raw: &RawCanary, steps: &[f64]) -> Result<Rollout, ConfigError> {
     let window_s = raw.window_s.unwrap_or(DEFAULT_WINDOW_S);
     if !(1..=MAX_WINDOW_S).contains(&window_s) {
         return Err(ConfigError::new(
@@ -157,26 +178,22 @@ pub fn resolve(
             "must be a number of at least 1",
         ));
     }
-    Ok(Canary {
-        model,
-        share: steps[0],
-        rollout: Some(Rollout {
-            steps: steps.clone(),
-            window_ms: window_s * 1000,
-            min_requests,
-            max_error_rate_increase: rate(
-                format!("{path}.max_error_rate_increase"),
-                raw.max_error_rate_increase,
-                Some(DEFAULT_MAX_ERROR_RATE_INCREASE),
-            )?
-            .unwrap_or(DEFAULT_MAX_ERROR_RATE_INCREASE),
-            max_latency_ratio,
-            max_cascade_rate_increase: rate(
-                format!("{path}.max_cascade_rate_increase"),
-                raw.max_cascade_rate_increase,
-                None,
-            )?,
-        }),
+    Ok(Rollout {
+        steps: steps.to_vec(),
+        window_ms: window_s * 1000,
+        min_requests,
+        max_error_rate_increase: rate(
+            format!("{path}.max_error_rate_increase"),
+            raw.max_error_rate_increase,
+            Some(DEFAULT_MAX_ERROR_RATE_INCREASE),
+        )?
+        .unwrap_or(DEFAULT_MAX_ERROR_RATE_INCREASE),
+        max_latency_ratio,
+        max_cascade_rate_increase: rate(
+            format!("{path}.max_cascade_rate_increase"),
+            raw.max_cascade_rate_increase,
+            None,
+        )?,
     })
 }
 

@@ -334,6 +334,15 @@ impl PartialEq for Governance {
 
 const PATH: &str = "governance";
 
+/// The models and tiers a tenant's policy names, resolved before it.
+pub struct Catalog<'a> {
+    pub model_by_name: &'a HashMap<String, ModelId, ahash::RandomState>,
+    pub model_count: usize,
+    pub tier_by_name: &'a HashMap<String, TierId, ahash::RandomState>,
+    /// Each tier's models, by tier id.
+    pub tier_models: &'a [Vec<ModelId>],
+}
+
 fn tier_named(
     path: String,
     name: &str,
@@ -363,42 +372,20 @@ pub fn rate_limits(path: &str, raw: &RawRate) -> Result<RateLimits, ConfigError>
 fn resolve_tenant(
     name: &str,
     raw: &RawTenant,
-    model_by_name: &HashMap<String, ModelId, ahash::RandomState>,
-    model_count: usize,
-    tier_by_name: &HashMap<String, TierId, ahash::RandomState>,
-    tier_models: &[Vec<ModelId>],
+    catalog: &Catalog,
 ) -> Result<Tenant, ConfigError> {
     let path = format!("{PATH}.tenants.{name}");
     check_name(path.clone(), name)?;
-    let mut allowed: Option<Vec<bool>> = None;
-    if let Some(models) = &raw.allowed_models {
-        let allowed = allowed.get_or_insert_with(|| vec![false; model_count]);
-        for (position, model) in models.iter().enumerate() {
-            let id = *model_by_name.get(model).ok_or_else(|| {
-                ConfigError::new(
-                    format!("{path}.allowed_models[{position}]"),
-                    format!("unknown model `{model}`"),
-                )
-            })?;
-            allowed[id] = true;
-        }
-    }
-    if let Some(tiers) = &raw.allowed_tiers {
-        let allowed = allowed.get_or_insert_with(|| vec![false; model_count]);
-        for (position, tier) in tiers.iter().enumerate() {
-            let id = tier_named(format!("{path}.allowed_tiers[{position}]"), tier, tier_by_name)?;
-            tier_models[id].iter().for_each(|model| allowed[*model] = true);
-        }
-    }
+    let allowed = allowed_models(&path, raw, catalog)?;
     let max_tier = raw
         .max_tier
         .as_deref()
-        .map(|tier| tier_named(format!("{path}.max_tier"), tier, tier_by_name))
+        .map(|tier| tier_named(format!("{path}.max_tier"), tier, catalog.tier_by_name))
         .transpose()?;
     let downgrade_tier = raw
         .downgrade_tier
         .as_deref()
-        .map(|tier| tier_named(format!("{path}.downgrade_tier"), tier, tier_by_name))
+        .map(|tier| tier_named(format!("{path}.downgrade_tier"), tier, catalog.tier_by_name))
         .transpose()?;
     if raw.max_tokens_per_request == Some(0) {
         return Err(ConfigError::new(
@@ -410,67 +397,10 @@ fn resolve_tenant(
     if !(alert_at > 0.0 && alert_at <= 1.0) {
         return Err(ConfigError::new(format!("{path}.alert_at"), "must be in (0, 1]"));
     }
-    let mut quotas = Vec::with_capacity(raw.quotas.len());
-    for (position, quota) in raw.quotas.iter().enumerate() {
-        let quota_path = format!("{path}.quotas[{position}]");
-        let cost_micros = match quota.cost_usd {
-            Some(usd) if !(usd.is_finite() && usd > 0.0) => {
-                return Err(ConfigError::new(
-                    format!("{quota_path}.cost_usd"),
-                    "must be a positive number of USD",
-                ));
-            }
-            Some(usd) => Some((usd * 1e6).round() as u64),
-            None => None,
-        };
-        if quota.requests == Some(0) || quota.tokens == Some(0) {
-            return Err(ConfigError::new(
-                quota_path,
-                "caps must be greater than 0 (omit one for no cap)",
-            ));
-        }
-        if quota.requests.is_none() && quota.tokens.is_none() && cost_micros.is_none() {
-            return Err(ConfigError::new(
-                quota_path,
-                "give at least one of requests, tokens, cost_usd",
-            ));
-        }
-        let period = match quota.window {
-            RawPeriod::Day => Period::Day,
-            RawPeriod::Month => Period::Month,
-        };
-        // One quota per window keeps its usage one series in the metrics.
-        if quotas.iter().any(|earlier: &Quota| earlier.period == period) {
-            return Err(ConfigError::new(
-                format!("{quota_path}.window"),
-                format!("a second `{}` quota: put all its caps in one", period.name()),
-            ));
-        }
-        quotas.push(Quota {
-            period,
-            caps: Caps {
-                requests: quota.requests,
-                tokens: quota.tokens,
-                cost_micros,
-            },
-        });
-    }
-    let shadow = super::shadow::resolve(&path, raw.shadow.as_ref(), model_by_name)?;
+    let quotas = resolve_quotas(&path, &raw.quotas)?;
+    let shadow = super::shadow::resolve(&path, raw.shadow.as_ref(), catalog.model_by_name)?;
     if let (Some(shadow), Some(allowed)) = (shadow, &allowed) {
-        if !allowed.get(shadow.reference).copied().unwrap_or(false) {
-            return Err(ConfigError::new(
-                format!("{path}.shadow.reference"),
-                "must be one of the tenant's allowed_models: its prompts would go to a model it may not use",
-            ));
-        }
-        if let Some(judge) = shadow.judge {
-            if !allowed.get(judge).copied().unwrap_or(false) {
-                return Err(ConfigError::new(
-                    format!("{path}.shadow.judge"),
-                    "must be one of the tenant's allowed_models: its prompts and answers would go to a model it may not use",
-                ));
-            }
-        }
+        check_shadow_allowed(&path, shadow, allowed)?;
     }
     Ok(Tenant {
         name: name.to_string(),
@@ -490,9 +420,114 @@ fn resolve_tenant(
         guardrails: raw
             .guardrails
             .as_ref()
-            .map(|raw| guardrails::resolve(&format!("{path}.guardrails"), raw, model_by_name))
+            .map(|raw| guardrails::resolve(&format!("{path}.guardrails"), raw, catalog.model_by_name))
             .transpose()?,
     })
+}
+
+/// The models the tenant may use, by id: those of `allowed_models` and of
+/// every tier in `allowed_tiers` (`None`: neither is given, all models).
+fn allowed_models(
+    path: &str,
+    raw: &RawTenant,
+    catalog: &Catalog,
+) -> Result<Option<Vec<bool>>, ConfigError> {
+    let mut allowed: Option<Vec<bool>> = None;
+    if let Some(models) = &raw.allowed_models {
+        let allowed = allowed.get_or_insert_with(|| vec![false; catalog.model_count]);
+        for (position, model) in models.iter().enumerate() {
+            let id = *catalog.model_by_name.get(model).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.allowed_models[{position}]"),
+                    format!("unknown model `{model}`"),
+                )
+            })?;
+            allowed[id] = true;
+        }
+    }
+    if let Some(tiers) = &raw.allowed_tiers {
+        let allowed = allowed.get_or_insert_with(|| vec![false; catalog.model_count]);
+        for (position, tier) in tiers.iter().enumerate() {
+            let id = tier_named(format!("{path}.allowed_tiers[{position}]"), tier, catalog.tier_by_name)?;
+            catalog.tier_models[id].iter().for_each(|model| allowed[*model] = true);
+        }
+    }
+    Ok(allowed)
+}
+
+/// The tenant's quotas, at most one per window.
+fn resolve_quotas(path: &str, raw: &[RawQuota]) -> Result<Vec<Quota>, ConfigError> {
+    let mut quotas: Vec<Quota> = Vec::with_capacity(raw.len());
+    for (position, quota) in raw.iter().enumerate() {
+        let quota_path = format!("{path}.quotas[{position}]");
+        let quota = resolve_quota(&quota_path, quota)?;
+        // One quota per window keeps its usage one series in the metrics.
+        if quotas.iter().any(|earlier| earlier.period == quota.period) {
+            return Err(ConfigError::new(
+                format!("{quota_path}.window"),
+                format!("a second `{}` quota: put all its caps in one", quota.period.name()),
+            ));
+        }
+        quotas.push(quota);
+    }
+    Ok(quotas)
+}
+
+fn resolve_quota(path: &str, raw: &RawQuota) -> Result<Quota, ConfigError> {
+    let cost_micros = match raw.cost_usd {
+        Some(usd) if !(usd.is_finite() && usd > 0.0) => {
+            return Err(ConfigError::new(
+                format!("{path}.cost_usd"),
+                "must be a positive number of USD",
+            ));
+        }
+        Some(usd) => Some((usd * 1e6).round() as u64),
+        None => None,
+    };
+    if raw.requests == Some(0) || raw.tokens == Some(0) {
+        return Err(ConfigError::new(
+            path,
+            "caps must be greater than 0 (omit one for no cap)",
+        ));
+    }
+    if raw.requests.is_none() && raw.tokens.is_none() && cost_micros.is_none() {
+        return Err(ConfigError::new(
+            path,
+            "give at least one of requests, tokens, cost_usd",
+        ));
+    }
+    let period = match raw.window {
+        RawPeriod::Day => Period::Day,
+        RawPeriod::Month => Period::Month,
+    };
+    Ok(Quota {
+        period,
+        caps: Caps {
+            requests: raw.requests,
+            tokens: raw.tokens,
+            cost_micros,
+        },
+    })
+}
+
+/// A tenant limited to some models keeps its shadow comparisons within
+/// them: the reference and the judge see its prompts.
+fn check_shadow_allowed(path: &str, shadow: super::shadow::Shadow, allowed: &[bool]) -> Result<(), ConfigError> {
+    if !allowed.get(shadow.reference).copied().unwrap_or(false) {
+        return Err(ConfigError::new(
+            format!("{path}.shadow.reference"),
+            "must be one of the tenant's allowed_models: its prompts would go to a model it may not use",
+        ));
+    }
+    if let Some(judge) = shadow.judge {
+        if !allowed.get(judge).copied().unwrap_or(false) {
+            return Err(ConfigError::new(
+                format!("{path}.shadow.judge"),
+                "must be one of the tenant's allowed_models: its prompts and answers would go to a model it may not use",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn builtin_tools(path: &str, names: &[String]) -> Result<Vec<String>, ConfigError> {
@@ -540,10 +575,7 @@ fn resolve_store(raw: &RawStore, deadline_ms: u64) -> Result<StoreSettings, Conf
 
 pub fn resolve(
     raw: &RawGovernance,
-    model_by_name: &HashMap<String, ModelId, ahash::RandomState>,
-    model_count: usize,
-    tier_by_name: &HashMap<String, TierId, ahash::RandomState>,
-    tier_models: &[Vec<ModelId>],
+    catalog: &Catalog,
     deadline_ms: u64,
 ) -> Result<Governance, ConfigError> {
     if raw.tenants.is_empty() {
@@ -556,66 +588,10 @@ pub fn resolve(
     let mut tenant_by_name = HashMap::new();
     for (name, tenant) in &raw.tenants {
         tenant_by_name.insert(name.as_str(), tenants.len());
-        tenants.push(resolve_tenant(
-            name,
-            tenant,
-            model_by_name,
-            model_count,
-            tier_by_name,
-            tier_models,
-        )?);
+        tenants.push(resolve_tenant(name, tenant, catalog)?);
     }
-    let mut keys = Vec::with_capacity(raw.keys.len());
-    for (position, key) in raw.keys.iter().enumerate() {
-        let path = format!("{PATH}.keys[{position}]");
-        check_name(format!("{path}.name"), &key.name)?;
-        let digest = key_digest(&path, &key.sha256)?;
-        if keys.iter().any(|known: &VirtualKey| known.digest == digest) {
-            return Err(ConfigError::new(
-                format!("{path}.sha256"),
-                "the same key is listed twice",
-            ));
-        }
-        let tenant = *tenant_by_name
-            .get(key.tenant.as_str())
-            .ok_or_else(|| ConfigError::new(format!("{path}.tenant"), format!("unknown tenant `{}`", key.tenant)))?;
-        if let Some(user) = &key.user {
-            check_name(format!("{path}.user"), user)?;
-        }
-        keys.push(VirtualKey {
-            digest,
-            tenant,
-            user: key.user.clone(),
-            name: key.name.clone(),
-            disabled: key.disabled,
-        });
-    }
-    let alerts = match &raw.alerts {
-        None => None,
-        Some(alerts) => {
-            check_name(format!("{PATH}.alerts.cluster"), &alerts.cluster)?;
-            if !alerts.path.starts_with('/') {
-                return Err(ConfigError::new(
-                    format!("{PATH}.alerts.path"),
-                    "must be an absolute path",
-                ));
-            }
-            Some(AlertSink {
-                cluster: alerts.cluster.clone(),
-                path: alerts.path.clone(),
-                authority: alerts.authority.clone().unwrap_or_else(|| alerts.cluster.clone()),
-                timeout_ms: match alerts.timeout_ms.unwrap_or(5_000) {
-                    timeout @ 1..=60_000 => timeout,
-                    _ => {
-                        return Err(ConfigError::new(
-                            "governance.alerts.timeout_ms",
-                            "must be between 1 and 60000",
-                        ))
-                    }
-                },
-            })
-        }
-    };
+    let keys = resolve_virtual_keys(&raw.keys, &tenant_by_name)?;
+    let alerts = raw.alerts.as_ref().map(resolve_alerts).transpose()?;
     #[cfg(feature = "test-clock")]
     let test_clock_header = match &raw.test_clock_header {
         Some(header) => {
@@ -651,5 +627,59 @@ pub fn resolve(
             tokens => tokens,
         },
         test_clock_header,
+    })
+}
+
+/// Virtual keys, each naming a known tenant and listed once.
+fn resolve_virtual_keys(raw: &[RawVirtualKey], tenant_by_name: &HashMap<&str, usize>) -> Result<Vec<VirtualKey>, ConfigError> {
+    let mut keys = Vec::with_capacity(raw.len());
+    for (position, key) in raw.iter().enumerate() {
+        let path = format!("{PATH}.keys[{position}]");
+        check_name(format!("{path}.name"), &key.name)?;
+        let digest = key_digest(&path, &key.sha256)?;
+        if keys.iter().any(|known: &VirtualKey| known.digest == digest) {
+            return Err(ConfigError::new(
+                format!("{path}.sha256"),
+                "the same key is listed twice",
+            ));
+        }
+        let tenant = *tenant_by_name
+            .get(key.tenant.as_str())
+            .ok_or_else(|| ConfigError::new(format!("{path}.tenant"), format!("unknown tenant `{}`", key.tenant)))?;
+        if let Some(user) = &key.user {
+            check_name(format!("{path}.user"), user)?;
+        }
+        keys.push(VirtualKey {
+            digest,
+            tenant,
+            user: key.user.clone(),
+            name: key.name.clone(),
+            disabled: key.disabled,
+        });
+    }
+    Ok(keys)
+}
+
+fn resolve_alerts(raw: &RawAlerts) -> Result<AlertSink, ConfigError> {
+    check_name(format!("{PATH}.alerts.cluster"), &raw.cluster)?;
+    if !raw.path.starts_with('/') {
+        return Err(ConfigError::new(
+            format!("{PATH}.alerts.path"),
+            "must be an absolute path",
+        ));
+    }
+    Ok(AlertSink {
+        cluster: raw.cluster.clone(),
+        path: raw.path.clone(),
+        authority: raw.authority.clone().unwrap_or_else(|| raw.cluster.clone()),
+        timeout_ms: match raw.timeout_ms.unwrap_or(5_000) {
+            timeout @ 1..=60_000 => timeout,
+            _ => {
+                return Err(ConfigError::new(
+                    "governance.alerts.timeout_ms",
+                    "must be between 1 and 60000",
+                ))
+            }
+        },
     })
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::providers::Credential;
 
 /// The key a provider key sends, whatever header carries it.
 fn key_value(key: &ProviderKey) -> Option<&str> {
