@@ -10,13 +10,17 @@ use crate::headers::HeaderMap;
 use crate::request::{ChatRequest, PromptView};
 
 use super::candidates::candidates;
+use super::chain::Chain;
 use super::pin::{self, Pinning};
-use super::select::{self, Expressibility, NamedModel, Pick, Requirements};
+use super::select::{self, Expressibility, NamedModel, Requirements};
 use super::strategy::CostBasis;
 use super::{affinity, chain, rules, ClientHints, DecisionSource, RoutingDecision, Situation, HEADER_FORCE_TIER};
 
 /// Output tokens assumed for cost ordering when the request sets no limit.
 const DEFAULT_OUTPUT_TOKENS: u64 = 512;
+
+/// A conversation's affinity hash and what named it.
+type Conversation = (u64, AffinitySource);
 
 /// Where the chain starts: a named (or forced) model, or a tier.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +29,98 @@ pub(super) enum Primary {
     Tier(TierId),
 }
 
+impl Primary {
+    /// The tier whose pool supplies the primary (none for a model served
+    /// as named).
+    fn tier(self) -> Option<TierId> {
+        match self {
+            Primary::Tier(tier) => Some(tier),
+            Primary::Model(_) => None,
+        }
+    }
+}
+
+/// Which models can take this request: its requirements met (`fits`), the
+/// tenant allowing them too (`permitted`), and their provider able to
+/// express the request (`usable`).
+struct Fit<'d> {
+    config: &'d Config,
+    situation: &'d Situation<'d>,
+    expressible: &'d Expressibility<'d>,
+    requirements: Requirements,
+}
+
+impl Fit<'_> {
+    fn fits(&self, model: ModelId) -> bool {
+        self.requirements.unmet_by(&self.config.models[model]).is_none()
+    }
+
+    fn permitted(&self, model: ModelId) -> bool {
+        self.fits(model) && self.situation.allows(model)
+    }
+
+    fn usable(&self, model: ModelId) -> bool {
+        self.permitted(model) && self.expressible.allows(self.config, model)
+    }
+
+    /// The tier that can actually supply a model for `tier`: itself, or a
+    /// stronger one up to the ceiling when its models' windows are too small.
+    fn supplying_tier(&self, tier: TierId, ceiling: TierId) -> Result<TierId, GatewayError> {
+        select::pick(self.config, tier, ceiling, &|model| self.usable(model))
+            .map(|pick| pick.tier)
+            .ok_or_else(|| self.no_tier_supplies(tier, ceiling))
+    }
+
+    /// Why no tier from `tier` up can take the request. Blame the providers'
+    /// formats when a permitted model fits; the policy only when, without
+    /// it, some model would fit.
+    fn no_tier_supplies(&self, tier: TierId, ceiling: TierId) -> GatewayError {
+        let config = self.config;
+        if select::pick(config, tier, ceiling, &|model| self.permitted(model)).is_some() {
+            self.expressible
+                .refusal()
+                .unwrap_or_else(|| GatewayError::NoUsableModel {
+                    message: "No configured model can take this request.".into(),
+                })
+        } else if select::pick(config, tier, config.tiers.len() - 1, &|model| self.fits(model)).is_some() {
+            GatewayError::Forbidden {
+                message: "No model this key may use can take this request.".into(),
+            }
+        } else {
+            GatewayError::NoUsableModel {
+                message: format!(
+                    "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
+                    self.requirements.tokens
+                ),
+            }
+        }
+    }
+}
+
+/// What chose the primary: the primary, its [`DecisionSource`], the tier
+/// first chosen (a different tier may have to supply the model), and what
+/// tier pinning did.
+struct Choice {
+    primary: Primary,
+    source: DecisionSource,
+    chosen_tier: Option<TierId>,
+    pinning: Option<Pinning>,
+}
+
+impl Choice {
+    fn unpinned(primary: Primary, source: DecisionSource, chosen_tier: Option<TierId>) -> Choice {
+        Choice {
+            primary,
+            source,
+            chosen_tier,
+            pinning: None,
+        }
+    }
+}
+
+/// Decides a chat request's route: what chose its primary (a named model,
+/// the guardrails' private model, a client header or rule, the score), the
+/// tier that can supply it, and the chain of deployments drawn for it.
 pub(super) fn decide(
     config: &Config,
     request: &ChatRequest<'_>,
@@ -42,6 +138,63 @@ pub(super) fn decide(
             model: requested.to_string(),
         });
     }
+    let max_output_tokens = output_budget(request, situation)?;
+    let classification = classify(config, view, hints, explicit);
+    let prompt_tokens = classification
+        .as_ref()
+        .map_or_else(|| view.last_user_tokens(), |c| c.prompt_tokens);
+    let fit = Fit {
+        config,
+        situation,
+        expressible,
+        requirements: Requirements::of(view, prompt_tokens, max_output_tokens),
+    };
+    let (ceiling, downgraded) = situation.ceiling(config);
+    let conversation = conversation_of(config, request, headers, situation);
+    let choice = match named.filter(|_| explicit && situation.confined_to.is_none()) {
+        Some(model) => named_choice(&fit, model, requested, ceiling)?,
+        // Whatever was asked, the guardrails' private model serves it.
+        None if let Some(private) = situation.confined_to => confined_choice(&fit, private)?,
+        None => {
+            let forced = forced_choice(config, request, view, classification.as_ref(), headers, hints)?;
+            let score = classification.as_ref().map_or(0.0, |c| c.score);
+            auto_choice(&fit, forced, score, ceiling, conversation)
+        }
+    };
+    let primary = match choice.primary {
+        Primary::Tier(tier) => Primary::Tier(fit.supplying_tier(tier, ceiling)?),
+        model => model,
+    };
+    let tier = primary.tier();
+    // The pin records the tier that supplies the request, not the one first chosen.
+    if let (Some(_), Some((hash, _)), Some(tier)) = (choice.pinning, conversation, tier) {
+        situation.health.pin_tier(hash, tier);
+    }
+    let (draw, affinity) = draw_for(config, tier, conversation, headers, situation);
+    let stream = request.stream.unwrap_or(false);
+    let (models, chain) = chain_for(&fit, primary, max_output_tokens, stream, draw)?;
+    Ok(RoutingDecision {
+        chain: chain.deployments,
+        models,
+        degraded: chain.degraded,
+        trials: chain.trials,
+        tier,
+        escalated_from: choice.chosen_tier.filter(|chosen| Some(*chosen) != tier),
+        downgraded: downgraded && tier == Some(ceiling),
+        source: choice.source,
+        classification,
+        estimated_tokens: fit.requirements.tokens,
+        prompt_tokens: fit.requirements.tokens.saturating_sub(max_output_tokens.unwrap_or(0)),
+        max_output_tokens,
+        choices: request.choices(),
+        affinity,
+        pinning: choice.pinning,
+    })
+}
+
+/// The request's output budget: what it asks for, refused above the
+/// tenant's per-request cap, or that cap when it asks for nothing.
+fn output_budget(request: &ChatRequest<'_>, situation: &Situation<'_>) -> Result<Option<u64>, GatewayError> {
     let policy_cap = situation.policy.and_then(|tenant| tenant.max_tokens_per_request);
     if let (Some(cap), Some(asked)) = (policy_cap, request.max_output_tokens()) {
         if asked > cap {
@@ -51,164 +204,167 @@ pub(super) fn decide(
             ));
         }
     }
-    let classification = if explicit {
+    Ok(request.max_output_tokens().or(policy_cap))
+}
+
+/// The classifier's verdict: `auto` routes on its score; a named model
+/// needs it only to explain the request.
+fn classify(config: &Config, view: &PromptView<'_>, hints: &ClientHints, explicit: bool) -> Option<Classification> {
+    if explicit {
         hints.explain.then(|| config.classifier.classify(view))
     } else {
         Some(config.classifier.classify(view))
-    };
-    let prompt_tokens = classification
-        .as_ref()
-        .map_or_else(|| view.last_user_tokens(), |c| c.prompt_tokens);
-    let max_output_tokens = request.max_output_tokens().or(policy_cap);
-    let requirements = Requirements::of(view, prompt_tokens, max_output_tokens);
-    let permitted = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none() && situation.allows(model);
-    let usable = |model: ModelId| permitted(model) && expressible.allows(config, model);
-    let score = classification.as_ref().map_or(0.0, |c| c.score);
-    let (ceiling, downgraded) = situation.ceiling(config);
+    }
+}
+
+/// The conversation the request belongs to, when affinity is configured
+/// and one of its sources names one (per tenant: see [`affinity::draw`]).
+fn conversation_of(
+    config: &Config,
+    request: &ChatRequest<'_>,
+    headers: &HeaderMap,
+    situation: &Situation<'_>,
+) -> Option<Conversation> {
     let tenant = situation.policy.map(|tenant| tenant.name.as_str());
-    let conversation = config
+    config
         .affinity
         .as_ref()
-        .and_then(|affinity| affinity::draw(affinity, request, headers, tenant));
-    let mut pinning = None;
+        .and_then(|affinity| affinity::draw(affinity, request, headers, tenant))
+}
 
-    let (primary, source, scored_tier) = match named.filter(|_| explicit && situation.confined_to.is_none()) {
-        Some(model) => {
-            if !situation.allows(model) {
-                return Err(GatewayError::Forbidden {
-                    message: format!("Model `{requested}` is not allowed for this key."),
-                });
-            }
-            // The tenant's tier caps hold for a named model as for `auto`:
-            // above `max_tier` it is refused; above the downgrade tier in
-            // force, that tier serves the request.
-            match select::named_model(config, model, situation.max_tier(config), ceiling) {
-                NamedModel::AboveMaxTier(cap) => {
-                    return Err(GatewayError::Forbidden {
-                        message: format!(
-                            "Model `{requested}` is above this key's maximum tier `{}`; name a model of that tier or use `auto`.",
-                            config.tiers[cap].name
-                        ),
-                    });
-                }
-                NamedModel::Downgraded(tier) => (Primary::Tier(tier), DecisionSource::Explicit, None),
-                NamedModel::AsAsked => {
-                    if let Some(reason) = requirements.unmet_by(&config.models[model]) {
-                        return Err(GatewayError::NoUsableModel {
-                            message: format!(
-                                "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
-                                requirements.tokens
-                            ),
-                        });
-                    }
-                    (Primary::Model(model), DecisionSource::Explicit, None)
-                }
-            }
-        }
-        // Whatever was asked, the guardrails' private model serves it.
-        None if let Some(private) = situation.confined_to => {
-            if let Some(reason) = requirements.unmet_by(&config.models[private]) {
-                return Err(GatewayError::NoUsableModel {
-                    message: format!(
-                        "This request's data may only reach model `{}`, which cannot take it ({reason}).",
-                        config.models[private].name
-                    ),
-                });
-            }
-            (Primary::Model(private), DecisionSource::Guardrails, None)
-        }
-        None => match forced_choice(config, request, view, classification.as_ref(), headers, hints)? {
-            // A forced model that cannot (or may not) take the request, or
-            // ranks above the tenant's ceiling, falls back to the scored
-            // tier rather than failing the request.
-            Some((RuleAction::Model(model), source)) if usable(model) && select::rank(config, model) <= ceiling => {
-                (Primary::Model(model), source, None)
-            }
-            Some((RuleAction::Tier(tier), source)) => (Primary::Tier(tier.min(ceiling)), source, Some(tier)),
-            _ => {
-                let scored = config.tier_for_score(score);
-                let pin = config.affinity.as_ref().and_then(|affinity| affinity.pin_tier);
-                let (tier, source) = match (pin, conversation) {
-                    (Some(pin), Some((hash, _))) => {
-                        let (tier, pinned) =
-                            pin::apply(config, &pin, scored, score, situation.health.pinned_tier(hash));
-                        pinning = Some(pinned);
-                        let source = match pinned {
-                            Pinning::Kept { scored } if scored != tier => DecisionSource::Pinned,
-                            _ => DecisionSource::Score,
-                        };
-                        (tier, source)
-                    }
-                    _ => (scored, DecisionSource::Score),
-                };
-                (Primary::Tier(tier.min(ceiling)), source, Some(tier))
-            }
-        },
-    };
-    // The tier that can actually supply a model (a stronger one, up to the
-    // ceiling, when the chosen tier's windows are too small).
-    let primary = match primary {
-        Primary::Tier(tier) => {
-            let fits = |model: ModelId| requirements.unmet_by(&config.models[model]).is_none();
-            let Pick { tier: supplying, .. } = select::pick(config, tier, ceiling, &usable).ok_or_else(|| {
-                // Blame the providers' formats when a permitted model fits;
-                // the policy only when, without it, some model would fit.
-                if select::pick(config, tier, ceiling, &permitted).is_some() {
-                    expressible.refusal().unwrap_or_else(|| GatewayError::NoUsableModel {
-                        message: "No configured model can take this request.".into(),
-                    })
-                } else if select::pick(config, tier, config.tiers.len() - 1, &fits).is_some() {
-                    GatewayError::Forbidden { message: "No model this key may use can take this request.".into() }
-                } else {
-                    GatewayError::NoUsableModel {
-                        message: format!(
-                            "No configured model can take this request (about {} tokens needed, or a capability no model offers).",
-                            requirements.tokens
-                        ),
-                    }
-                }
-            })?;
-            Primary::Tier(supplying)
-        }
-        model => model,
-    };
-    let tier = match primary {
-        Primary::Tier(tier) => Some(tier),
-        Primary::Model(_) => None,
-    };
-    if let (Some(_), Some((hash, _)), Some(tier)) = (pinning, conversation, tier) {
-        situation.health.pin_tier(hash, tier);
+/// A model the client named. The tenant's tier caps hold for it as for
+/// `auto`: above `max_tier` it is refused; above the downgrade tier in
+/// force, that tier serves the request.
+fn named_choice(fit: &Fit<'_>, model: ModelId, requested: &str, ceiling: TierId) -> Result<Choice, GatewayError> {
+    let config = fit.config;
+    if !fit.situation.allows(model) {
+        return Err(GatewayError::Forbidden {
+            message: format!("Model `{requested}` is not allowed for this key."),
+        });
     }
-    let (draw, affinity) = draw_for(config, tier, conversation, headers, situation);
+    match select::named_model(config, model, fit.situation.max_tier(config), ceiling) {
+        NamedModel::AboveMaxTier(cap) => Err(GatewayError::Forbidden {
+            message: format!(
+                "Model `{requested}` is above this key's maximum tier `{}`; name a model of that tier or use `auto`.",
+                config.tiers[cap].name
+            ),
+        }),
+        NamedModel::Downgraded(tier) => Ok(Choice::unpinned(Primary::Tier(tier), DecisionSource::Explicit, None)),
+        NamedModel::AsAsked => match fit.requirements.unmet_by(&config.models[model]) {
+            Some(reason) => Err(GatewayError::NoUsableModel {
+                message: format!(
+                    "Model `{requested}` cannot take this request ({reason}; about {} tokens needed).",
+                    fit.requirements.tokens
+                ),
+            }),
+            None => Ok(Choice::unpinned(Primary::Model(model), DecisionSource::Explicit, None)),
+        },
+    }
+}
+
+/// The guardrails' private model, the only one this request's data may
+/// reach: refused when it cannot take the request.
+fn confined_choice(fit: &Fit<'_>, private: ModelId) -> Result<Choice, GatewayError> {
+    let model = &fit.config.models[private];
+    match fit.requirements.unmet_by(model) {
+        Some(reason) => Err(GatewayError::NoUsableModel {
+            message: format!(
+                "This request's data may only reach model `{}`, which cannot take it ({reason}).",
+                model.name
+            ),
+        }),
+        None => Ok(Choice::unpinned(
+            Primary::Model(private),
+            DecisionSource::Guardrails,
+            None,
+        )),
+    }
+}
+
+/// An `auto` request: a forced model or tier (see [`forced_choice`]), else
+/// the scored tier. A forced model that cannot (or may not) take the
+/// request, or ranks above the tenant's ceiling, falls back to the scored
+/// tier rather than failing the request.
+fn auto_choice(
+    fit: &Fit<'_>,
+    forced: Option<(RuleAction, DecisionSource)>,
+    score: f64,
+    ceiling: TierId,
+    conversation: Option<Conversation>,
+) -> Choice {
+    match forced {
+        Some((RuleAction::Model(model), source)) if fit.usable(model) && select::rank(fit.config, model) <= ceiling => {
+            Choice::unpinned(Primary::Model(model), source, None)
+        }
+        Some((RuleAction::Tier(tier), source)) => {
+            Choice::unpinned(Primary::Tier(tier.min(ceiling)), source, Some(tier))
+        }
+        _ => scored_choice(fit.config, fit.situation, score, ceiling, conversation),
+    }
+}
+
+/// The tier the score picks, or, with tier pinning, the conversation's
+/// pinned tier when the score falls below it (see [`pin::apply`]).
+fn scored_choice(
+    config: &Config,
+    situation: &Situation<'_>,
+    score: f64,
+    ceiling: TierId,
+    conversation: Option<Conversation>,
+) -> Choice {
+    let scored = config.tier_for_score(score);
+    let pin = config.affinity.as_ref().and_then(|affinity| affinity.pin_tier);
+    let (tier, source, pinning) = match (pin, conversation) {
+        (Some(pin), Some((hash, _))) => {
+            let (tier, pinned) = pin::apply(config, &pin, scored, score, situation.health.pinned_tier(hash));
+            let source = match pinned {
+                Pinning::Kept { scored } if scored != tier => DecisionSource::Pinned,
+                _ => DecisionSource::Score,
+            };
+            (tier, source, Some(pinned))
+        }
+        _ => (scored, DecisionSource::Score, None),
+    };
+    Choice {
+        primary: Primary::Tier(tier.min(ceiling)),
+        source,
+        chosen_tier: Some(tier),
+        pinning,
+    }
+}
+
+/// The candidate models in the order they are tried, and the deployments
+/// drawn from them; refused when none can take the request.
+fn chain_for(
+    fit: &Fit<'_>,
+    primary: Primary,
+    max_output_tokens: Option<u64>,
+    stream: bool,
+    draw: u64,
+) -> Result<(Vec<ModelId>, Chain), GatewayError> {
     let basis = CostBasis {
-        prompt_tokens: requirements.tokens,
+        prompt_tokens: fit.requirements.tokens,
         output_tokens: max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
     };
-    let stream = request.stream.unwrap_or(false);
-    let models = candidates(config, primary, &usable, situation, basis, stream, draw);
-    let chain = chain::build(config, &models, situation.health, draw);
+    let models = candidates(
+        fit.config,
+        primary,
+        &|model| fit.usable(model),
+        fit.situation,
+        basis,
+        stream,
+        draw,
+    );
+    let chain = chain::build(fit.config, &models, fit.situation.health, draw);
     if chain.deployments.is_empty() {
-        return Err(expressible.refusal().unwrap_or_else(|| GatewayError::NoUsableModel {
-            message: "No configured model deployment can take this request.".into(),
-        }));
+        return Err(fit
+            .expressible
+            .refusal()
+            .unwrap_or_else(|| GatewayError::NoUsableModel {
+                message: "No configured model deployment can take this request.".into(),
+            }));
     }
-    Ok(RoutingDecision {
-        chain: chain.deployments,
-        models,
-        degraded: chain.degraded,
-        trials: chain.trials,
-        tier,
-        escalated_from: scored_tier.filter(|scored| Some(*scored) != tier),
-        downgraded: downgraded && tier == Some(ceiling),
-        source,
-        classification,
-        estimated_tokens: requirements.tokens,
-        prompt_tokens: requirements.tokens.saturating_sub(max_output_tokens.unwrap_or(0)),
-        max_output_tokens,
-        choices: request.choices(),
-        affinity,
-        pinning,
-    })
+    Ok((models, chain))
 }
 
 /// A tier or model forced by a trusted client header or an operator rule.
@@ -243,7 +399,7 @@ fn forced_choice(
 fn draw_for(
     config: &Config,
     tier: Option<TierId>,
-    conversation: Option<(u64, AffinitySource)>,
+    conversation: Option<Conversation>,
     headers: &HeaderMap,
     situation: &Situation<'_>,
 ) -> (u64, Option<AffinitySource>) {
