@@ -39,52 +39,108 @@ pub fn plan_translated(
     hints: &ClientHints,
     situation: &Situation<'_>,
 ) -> Result<TranslatedPlan, GatewayError> {
-    let mut native_only = None;
-    let mut stored_input = false;
-    let (
+    let Translation {
         native,
-        Translated {
+        chat: Translated {
             body: chat_body,
             dropped,
         },
-    ) = match ingress {
-        Ingress::Messages => (NativeApi::Messages, messages::Request::parse(body)?.to_chat_body()?),
-        Ingress::Responses => {
-            let request = responses::Request::parse(body)?;
-            situation.allows_builtin_tools(request.builtin_tools())?;
-            stored_input = request.reads_stored_input();
-            match request.to_chat_body() {
-                Ok(translated) => (NativeApi::Responses, translated),
-                // Only OpenAI can take it: planned from its texts, sent as it came.
-                Err(refusal) if request.needs_openai() => {
-                    native_only = Some((NativeApi::Responses, refusal));
-                    let planning = Translated {
-                        body: request.to_planning_body()?,
-                        dropped: Vec::new(),
-                    };
-                    (NativeApi::Responses, planning)
-                }
-                Err(refusal) => return Err(refusal),
-            }
+        native_only,
+        stored_input,
+    } = translate(ingress, body, situation)?;
+    let sent_as_it_came = native_only.is_some();
+    let client_body = (ingress != Ingress::Chat).then_some(body);
+    let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only, client_body)?;
+    refuse_unmaskable(config, situation, &plan, sent_as_it_came)?;
+    let chat_body = plan.screening.masked_body.take().unwrap_or(chat_body);
+    if stored_input {
+        reserve_whole_windows(config, &mut plan);
+    }
+    keep_client_body_if_native(config, &mut plan, native);
+    Ok(TranslatedPlan {
+        plan,
+        chat_body,
+        dropped,
+    })
+}
+
+/// A client's request as chat, and what planning it must know besides.
+struct Translation {
+    /// The client's API, for links that speak it.
+    native: NativeApi,
+    chat: Translated,
+    /// Only links speaking the client's API may take it, and the 400 when
+    /// none of its candidates does.
+    native_only: Option<(NativeApi, GatewayError)>,
+    /// Its provider adds stored input (see [`reserve_whole_windows`]).
+    stored_input: bool,
+}
+
+impl Translation {
+    fn new(native: NativeApi, chat: Translated) -> Translation {
+        Translation {
+            native,
+            chat,
+            native_only: None,
+            stored_input: false,
         }
-        Ingress::Chat => (
+    }
+}
+
+/// Validates the client's body and translates it to chat.
+fn translate(ingress: Ingress, body: &[u8], situation: &Situation<'_>) -> Result<Translation, GatewayError> {
+    match ingress {
+        Ingress::Messages => Ok(Translation::new(
+            NativeApi::Messages,
+            messages::Request::parse(body)?.to_chat_body()?,
+        )),
+        Ingress::Responses => translate_responses(body, situation),
+        Ingress::Chat => Ok(Translation::new(
             NativeApi::None,
             Translated {
                 body: body.to_vec(),
                 dropped: Vec::new(),
             },
-        ),
-        Ingress::CountTokens => {
-            return Err(GatewayError::invalid(
-                "Token counts are answered by the gateway, not routed.",
-            ))
+        )),
+        Ingress::CountTokens => Err(GatewayError::invalid(
+            "Token counts are answered by the gateway, not routed.",
+        )),
+    }
+}
+
+/// A Responses request, within the tenant's built-in tools. One only OpenAI
+/// can take is planned from its texts, and sent as it came.
+fn translate_responses(body: &[u8], situation: &Situation<'_>) -> Result<Translation, GatewayError> {
+    let request = responses::Request::parse(body)?;
+    situation.allows_builtin_tools(request.builtin_tools())?;
+    let stored_input = request.reads_stored_input();
+    let (chat, native_only) = match request.to_chat_body() {
+        Ok(translated) => (translated, None),
+        Err(refusal) if request.needs_openai() => {
+            let planning = Translated {
+                body: request.to_planning_body()?,
+                dropped: Vec::new(),
+            };
+            (planning, Some((NativeApi::Responses, refusal)))
         }
+        Err(refusal) => return Err(refusal),
     };
-    let sent_as_it_came = native_only.is_some();
-    let client_body = (ingress != Ingress::Chat).then_some(body);
-    let mut plan = plan_chat_for(config, &chat_body, headers, hints, situation, native_only, client_body)?;
-    // Masked text exists only in the chat body: the client's own body
-    // cannot go out, so no attempt is native.
+    Ok(Translation {
+        native: NativeApi::Responses,
+        chat,
+        native_only,
+        stored_input,
+    })
+}
+
+/// Masked text exists only in the chat body: a request that can only be
+/// sent as it came is refused when the guardrails would mask it.
+fn refuse_unmaskable(
+    config: &Config,
+    situation: &Situation<'_>,
+    plan: &RequestPlan,
+    sent_as_it_came: bool,
+) -> Result<(), GatewayError> {
     let decision = situation.guardrails(config).pii.decide(&plan.screening.found);
     if let (Decision::Mask(masked), true) = (decision, sent_as_it_came) {
         return Err(GatewayError::ContentRefused {
@@ -95,12 +151,13 @@ pub fn plan_translated(
             ),
         });
     }
-    let chat_body = plan.screening.masked_body.take().unwrap_or(chat_body);
-    if stored_input {
-        reserve_whole_windows(config, &mut plan);
-    }
-    // Attempts on a provider that speaks the client's API take the client's
-    // own body: the router keeps it only when the chain has such a link.
+    Ok(())
+}
+
+/// Attempts on a provider that speaks the client's API take the client's
+/// own body: the router keeps it only when the chain has such a link, and
+/// never for a masked request (the client's body holds what was masked).
+fn keep_client_body_if_native(config: &Config, plan: &mut RequestPlan, native: NativeApi) {
     if plan.screening.vault.is_none() {
         plan.attempts.native = native;
     }
@@ -112,11 +169,6 @@ pub fn plan_translated(
     {
         plan.attempts.native = NativeApi::None;
     }
-    Ok(TranslatedPlan {
-        plan,
-        chat_body,
-        dropped,
-    })
 }
 
 /// A request whose provider adds stored input (an earlier response, a
