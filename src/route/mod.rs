@@ -7,6 +7,12 @@
 //! asked (and rejected if it cannot take the request), within the tenant's
 //! tier caps: above its `max_tier` it is refused, above its downgrade tier
 //! in force that tier serves it (see [`select::named_model`]).
+//!
+//! The plans: [`plan_chat`] (`chat`), [`plan_translated`] for Messages and
+//! Responses (`translated`), [`plan_embeddings`] (`embeddings`). A chat
+//! route is decided in `decide` (which primary, which tier supplies it) and
+//! ordered in `candidates`; `explain` writes the `x-signalbox-*` headers
+//! that say why, `exhausted` the one error when every attempt failed.
 
 pub mod affinity;
 pub mod attempts;
