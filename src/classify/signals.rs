@@ -14,7 +14,7 @@
 //! `signalbox-eval train`, starting from these priors (see
 //! [`super::learned`] and `docs/routing.md`).
 
-use super::scan::Evidence;
+use super::scan::{Evidence, TextStats};
 use super::words::{PromptKind, WordTable};
 
 /// Logit when no signal fires, before learning: a short, unremarkable
@@ -196,52 +196,36 @@ fn log_ramp(value: f64, low: f64, high: f64) -> f64 {
 /// Turns the evidence of one prompt into per-signal strengths (in [0, 1],
 /// but `words`, a sum of learned weights) and the kind of prompt it is.
 pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT], PromptKind) {
+    let mut strength = [0.0; SIGNAL_COUNT];
+    set_kind_strengths(evidence, &mut strength);
+    let kind = prompt_kind(evidence, &strength);
+    set_within_kind_strengths(evidence, words, kind, &mut strength);
+    strength[Signal::Language.index()] = if evidence.language.is_other_than_english() {
+        1.0
+    } else {
+        0.0
+    };
+    (strength, kind)
+}
+
+/// The signals that say what sort of prompt this is (and how long, how
+/// deep in a conversation), from cue phrases and the shape of the text.
+fn set_kind_strengths(evidence: &Evidence, strength: &mut [f64; SIGNAL_COUNT]) {
     let stats = &evidence.stats;
     let cue = |signal: Signal| evidence.cues[signal.index()];
-    let mut strength = [0.0; SIGNAL_COUNT];
-
-    // Code: cue phrases plus the shape of the text. Lines dense in syntax
-    // characters or ending in `;`, `{`, `}` are code whatever the language.
-    let code_shape = if stats.lines >= 2 {
-        3.0 * stats.code_lines as f64 / stats.lines as f64 + 0.2 * stats.code_lines.min(15) as f64
-    } else {
-        0.2 * stats.code_lines as f64
-    };
-    strength[Signal::Code.index()] = saturate(cue(Signal::Code) + code_shape, 1.8);
-
-    // Math: cue phrases, equation-like operator use, and quantities. Numbers
-    // alone (dates, versions) say little; numbers next to math cues are a
-    // word problem.
-    let quantities = stats.numbers.min(12) as f64;
-    let quantity_evidence = if cue(Signal::Math) > 0.0 {
-        0.35 * quantities
-    } else {
-        0.05 * quantities
-    };
-    let math_evidence = cue(Signal::Math) + 0.5 * stats.equation_ops.min(10) as f64 + quantity_evidence;
-    strength[Signal::Math.index()] = saturate(math_evidence, 2.2);
-
+    strength[Signal::Code.index()] = saturate(cue(Signal::Code) + code_shape(stats), 1.8);
+    strength[Signal::Math.index()] = saturate(math_evidence(evidence), 2.2);
     strength[Signal::Reasoning.index()] = saturate(cue(Signal::Reasoning), 1.8);
     strength[Signal::Analysis.index()] = saturate(cue(Signal::Analysis), 2.0);
 
     // Several questions or an enumerated list of asks means several steps.
-    let extra_questions = stats.questions.saturating_sub(1).min(3) as f64;
-    let multi_step = cue(Signal::MultiStep) + 0.5 * stats.enumerated_lines.min(6) as f64 + 0.6 * extra_questions;
+    let multi_step = cue(Signal::MultiStep) + 0.5 * stats.enumerated_lines.min(6) as f64 + 0.6 * extra_questions(stats);
     strength[Signal::MultiStep.index()] = saturate(multi_step, 2.2);
 
     strength[Signal::Structured.index()] = saturate(cue(Signal::Structured) + evidence.response_format, 1.5);
     strength[Signal::Tools.index()] = if evidence.has_tools { 1.0 } else { 0.0 };
     strength[Signal::Constraints.index()] = saturate(cue(Signal::Constraints), 3.0);
-
-    // Specialist text is dense in long words; ordinary English has ~3% of
-    // words of 13+ letters, technical prose two to three times as many.
-    let long_word_share = if stats.words > 0 {
-        stats.long_words as f64 / stats.words as f64
-    } else {
-        0.0
-    };
-    let jargon = (long_word_share - 0.03).max(0.0) * 25.0 * (stats.words.min(40) as f64 / 40.0);
-    strength[Signal::Expertise.index()] = saturate(cue(Signal::Expertise) + jargon, 2.5);
+    strength[Signal::Expertise.index()] = saturate(cue(Signal::Expertise) + jargon(stats), 2.5);
 
     let prompt_tokens = evidence.prompt_tokens as f64;
     strength[Signal::Length.index()] = log_ramp(prompt_tokens, 30.0, 2500.0);
@@ -254,14 +238,23 @@ pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT]
     // with "hi" is not small talk.
     let shortness = 1.0 - log_ramp(prompt_tokens, 40.0, 400.0);
     strength[Signal::Simple.index()] = saturate(cue(Signal::Simple), 1.0) * shortness;
+}
 
-    // Within-kind signals only count in the kind they were made for. In a
-    // word problem, quantities (numbers, number words, units) and the
-    // operations that relate them stand for the steps a solution takes; in
-    // a multiple-choice question, the subject and the question's shape
-    // (negations, several statements) say how hard it is; in a chat
-    // request, how many things it asks for.
-    let kind = prompt_kind(evidence, &strength);
+/// Within-kind signals only count in the kind they were made for. In a
+/// word problem, quantities (numbers, number words, units) and the
+/// operations that relate them stand for the steps a solution takes; in
+/// a multiple-choice question, the subject and the question's shape
+/// (negations, several statements) say how hard it is; in a chat
+/// request, how many things it asks for. Tool loops and the learned words
+/// count in every kind.
+fn set_within_kind_strengths(
+    evidence: &Evidence,
+    words: &WordTable,
+    kind: PromptKind,
+    strength: &mut [f64; SIGNAL_COUNT],
+) {
+    let stats = &evidence.stats;
+    let cue = |signal: Signal| evidence.cues[signal.index()];
     let only_in = |wanted: PromptKind| if kind == wanted { 1.0 } else { 0.0 };
     let quantities = f64::from(stats.numbers) + cue(Signal::Quantities);
     strength[Signal::Quantities.index()] = log_ramp(1.0 + quantities, 1.0, 25.0) * only_in(PromptKind::Math);
@@ -270,20 +263,54 @@ pub fn strengths(evidence: &Evidence, words: &WordTable) -> ([f64; SIGNAL_COUNT]
     strength[Signal::Subject.index()] = saturate(cue(Signal::Subject), 3.0) * only_in(PromptKind::Choice);
     strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0) * only_in(PromptKind::Choice);
     strength[Signal::Deliverables.index()] =
-        saturate(cue(Signal::Deliverables) + 0.5 * extra_questions, 3.0) * only_in(PromptKind::Chat);
+        saturate(cue(Signal::Deliverables) + 0.5 * extra_questions(stats), 3.0) * only_in(PromptKind::Chat);
     strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
     strength[Signal::Words.index()] = if words_apply(evidence) {
         evidence.words.score(words, kind).clamp(-WORDS_LIMIT, WORDS_LIMIT)
     } else {
         0.0
     };
-    strength[Signal::Language.index()] = if evidence.language.is_other_than_english() {
-        1.0
+}
+
+/// Code evidence from the shape of the text: lines dense in syntax
+/// characters or ending in `;`, `{`, `}` are code whatever the language.
+fn code_shape(stats: &TextStats) -> f64 {
+    if stats.lines >= 2 {
+        3.0 * stats.code_lines as f64 / stats.lines as f64 + 0.2 * stats.code_lines.min(15) as f64
+    } else {
+        0.2 * stats.code_lines as f64
+    }
+}
+
+/// Math evidence: cue phrases, equation-like operator use, and quantities.
+/// Numbers alone (dates, versions) say little; numbers next to math cues
+/// are a word problem.
+fn math_evidence(evidence: &Evidence) -> f64 {
+    let stats = &evidence.stats;
+    let math_cues = evidence.cues[Signal::Math.index()];
+    let quantities = stats.numbers.min(12) as f64;
+    let quantity_evidence = if math_cues > 0.0 {
+        0.35 * quantities
+    } else {
+        0.05 * quantities
+    };
+    math_cues + 0.5 * stats.equation_ops.min(10) as f64 + quantity_evidence
+}
+
+/// Questions after the first (up to three): more steps, more deliverables.
+fn extra_questions(stats: &TextStats) -> f64 {
+    stats.questions.saturating_sub(1).min(3) as f64
+}
+
+/// Specialist text is dense in long words; ordinary English has ~3% of
+/// words of 13+ letters, technical prose two to three times as many.
+fn jargon(stats: &TextStats) -> f64 {
+    let long_word_share = if stats.words > 0 {
+        stats.long_words as f64 / stats.words as f64
     } else {
         0.0
     };
-
-    (strength, kind)
+    (long_word_share - 0.03).max(0.0) * 25.0 * (stats.words.min(40) as f64 / 40.0)
 }
 
 /// Whether the learned word weights speak for this prompt: it has words,

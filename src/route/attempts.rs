@@ -151,61 +151,20 @@ impl AttemptPlan {
         if fields.next()? != PLAN_VERSION {
             return None;
         }
-        let flag = |field: Option<&str>| match field? {
-            "0" => Some(false),
-            "1" => Some(true),
-            _ => None,
-        };
-        let stream = flag(fields.next())?;
-        let client_wants_usage = flag(fields.next())?;
-        let native = match fields.next()? {
-            "0" => NativeApi::None,
-            "1" => NativeApi::Messages,
-            "2" => NativeApi::Responses,
-            _ => return None,
-        };
-        let operation = match fields.next()? {
-            "c" => Operation::ChatCompletions,
-            "e" => Operation::Embeddings,
-            _ => return None,
-        };
-        let mut optional = || match fields.next()? {
-            "-" => Some(None),
-            tokens => Some(Some(tokens.parse().ok()?)),
-        };
-        let max_tokens = optional()?;
-        let output_limit = optional()?;
+        let stream = decode_flag(fields.next()?)?;
+        let client_wants_usage = decode_flag(fields.next()?)?;
+        let native = decode_native(fields.next()?)?;
+        let operation = decode_operation(fields.next()?)?;
+        let max_tokens = decode_optional(fields.next()?)?;
+        let output_limit = decode_optional(fields.next()?)?;
         let choices = fields.next()?.parse().ok()?;
         let per_try_timeout_ms = fields.next()?.parse().ok()?;
         let deadline_at_ms = fields.next()?.parse().ok()?;
         let prompt_tokens = fields.next()?.parse().ok()?;
         let request = fields.next()?.parse().ok()?;
-        let (tier, escalation) = match fields.next()? {
-            "-" => (None, None),
-            field => match field.split_once('@') {
-                Some((tier, to_link)) => {
-                    let tier = tier.parse().ok()?;
-                    let to_link = to_link.parse().ok()?;
-                    (Some(tier), Some(Escalation { tier, to_link }))
-                }
-                None => (Some(field.parse().ok()?), None),
-            },
-        };
-        let chain = fields
-            .next()?
-            .split(',')
-            .map(|id| id.parse().ok())
-            .collect::<Option<Vec<_>>>()?;
-        let trials = match fields.next()? {
-            "-" => Vec::new(),
-            trials => trials
-                .split(',')
-                .map(|entry| {
-                    let (position, lease) = entry.split_once(':')?;
-                    Some((position.parse().ok()?, lease.parse().ok()?))
-                })
-                .collect::<Option<Vec<_>>>()?,
-        };
+        let (tier, escalation) = decode_tier(fields.next()?)?;
+        let chain = decode_chain(fields.next()?)?;
+        let trials = decode_trials(fields.next()?)?;
         let authority = fields.next()?.to_string();
         (!chain.is_empty()).then_some(AttemptPlan {
             chain,
@@ -257,6 +216,74 @@ impl AttemptPlan {
     /// The deployment of attempt `attempt` (1-based), if the chain has one.
     pub fn deployment_for(&self, attempt: usize) -> Option<DeploymentId> {
         self.chain.get(attempt.checked_sub(1)?).copied()
+    }
+}
+
+// Decoders of an encoded [`AttemptPlan`]'s fields, one each: `None` for a
+// field this version did not write.
+
+fn decode_flag(field: &str) -> Option<bool> {
+    match field {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+fn decode_native(field: &str) -> Option<NativeApi> {
+    match field {
+        "0" => Some(NativeApi::None),
+        "1" => Some(NativeApi::Messages),
+        "2" => Some(NativeApi::Responses),
+        _ => None,
+    }
+}
+
+fn decode_operation(field: &str) -> Option<Operation> {
+    match field {
+        "c" => Some(Operation::ChatCompletions),
+        "e" => Some(Operation::Embeddings),
+        _ => None,
+    }
+}
+
+fn decode_optional(field: &str) -> Option<Option<u64>> {
+    match field {
+        "-" => Some(None),
+        tokens => Some(Some(tokens.parse().ok()?)),
+    }
+}
+
+/// `-`, `<tier>`, or `<tier>@<escalation link>`.
+fn decode_tier(field: &str) -> Option<(Option<TierId>, Option<Escalation>)> {
+    match field {
+        "-" => Some((None, None)),
+        field => match field.split_once('@') {
+            Some((tier, to_link)) => {
+                let tier = tier.parse().ok()?;
+                let to_link = to_link.parse().ok()?;
+                Some((Some(tier), Some(Escalation { tier, to_link })))
+            }
+            None => Some((Some(field.parse().ok()?), None)),
+        },
+    }
+}
+
+fn decode_chain(field: &str) -> Option<Vec<DeploymentId>> {
+    field.split(',').map(|id| id.parse().ok()).collect()
+}
+
+/// `-` or `position:lease,…`.
+fn decode_trials(field: &str) -> Option<Vec<(usize, LeaseToken)>> {
+    match field {
+        "-" => Some(Vec::new()),
+        trials => trials
+            .split(',')
+            .map(|entry| {
+                let (position, lease) = entry.split_once(':')?;
+                Some((position.parse().ok()?, lease.parse().ok()?))
+            })
+            .collect(),
     }
 }
 

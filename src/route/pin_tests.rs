@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::route::chain::StoreHealth;
-use crate::route::pin::PinnedTier;
+use crate::route::pin::{PinnedTier, Pinning};
 use crate::state::MemoryStore;
 use crate::state::Record;
 

@@ -1,7 +1,10 @@
 use super::*;
+use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
+use crate::ingress::Ingress;
 use crate::providers::Operation;
+use crate::route::attempts::NativeApi;
 use crate::testing::{sample_config, ALL_HEALTHY};
 
 /// What a typical client sends.
