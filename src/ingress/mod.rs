@@ -47,8 +47,6 @@ use crate::error::GatewayError;
 use crate::providers::set_member;
 use crate::request::PromptView;
 use crate::tokens;
-// Fixed costs of an image and of a document, shared with chat's estimate.
-use crate::tokens::{DOCUMENT_TOKENS, IMAGE_TOKENS};
 
 /// The API a client speaks, by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
