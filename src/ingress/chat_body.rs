@@ -26,8 +26,7 @@ pub(crate) struct ChatBody<'r> {
     pub stop: Vec<&'r str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
-    /// Set with `stream`: the answer's usage is needed to write the
-    /// ingress format's final usage.
+    /// Set with `stream` (see [`ChatBody::new`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -43,6 +42,17 @@ pub(crate) struct ChatBody<'r> {
 }
 
 impl<'r> ChatBody<'r> {
+    /// An empty body for `model`. A streamed one asks for the usage chunk:
+    /// the ingress format's final event reports usage.
+    pub(crate) fn new(model: &'r str, stream: bool) -> ChatBody<'r> {
+        ChatBody {
+            model,
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
+            ..ChatBody::default()
+        }
+    }
+
     /// The body's bytes; a body without a message (the request held only
     /// what chat drops) is the client's 400 on `param`.
     pub(crate) fn to_bytes(&self, param: &str) -> Result<Vec<u8>, GatewayError> {

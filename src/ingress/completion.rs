@@ -62,6 +62,12 @@ impl ErrorDetails {
             code: Some("internal_error".into()),
         }
     }
+
+    /// A tool call resumed after another began: neither format can reopen
+    /// an output item, so the stream fails.
+    pub(crate) fn interleaved_tool_calls() -> ErrorDetails {
+        ErrorDetails::gateway("The model interleaved its tool calls; the stream cannot be translated.")
+    }
 }
 
 /// A tool call in a whole answer.

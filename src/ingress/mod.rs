@@ -41,12 +41,12 @@ mod testkit;
 mod wire;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
 use crate::providers::set_member;
 use crate::request::PromptView;
-// Fixed costs of an image and of a document, shared with chat's estimate.
-use crate::tokens::{DOCUMENT_TOKENS, IMAGE_TOKENS};
+use crate::tokens;
 
 /// The API a client speaks, by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,26 @@ impl IngressView<'_> {
             .last_user_tokens()
             .saturating_add(self.prompt.context_tokens)
     }
+
+    /// Counts an image of the context; its tokens, the fixed cost chat's
+    /// estimate gives one too.
+    fn add_image(&mut self) -> u32 {
+        self.prompt.images += 1;
+        tokens::IMAGE_TOKENS
+    }
+
+    /// Counts a document of the context; its tokens, as for chat.
+    fn add_document(&mut self) -> u32 {
+        self.documents += 1;
+        tokens::DOCUMENT_TOKENS
+    }
+}
+
+/// Context tokens of a function tool the request declares.
+fn tool_tokens(name: &str, description: Option<&str>, schema: Option<&RawValue>) -> u32 {
+    tokens::estimate(name)
+        .saturating_add(description.map_or(0, tokens::estimate))
+        .saturating_add(schema.map_or(0, |schema| tokens::estimate(schema.get())))
 }
 
 /// An incremental translator from a chat chunk stream to an ingress

@@ -3,6 +3,7 @@
 //! and `content`), and the body checks every request gets (UTF-8, serde
 //! errors naming the field, a bounded nesting depth).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -64,6 +65,53 @@ pub(crate) fn invalid(param: impl Into<String>, problem: &str) -> GatewayError {
     let param = param.into();
     let message = format!("`{param}`: {problem}");
     GatewayError::invalid_param(param, message)
+}
+
+/// A string field the format requires.
+pub(crate) fn required<'a>(text: Option<Text<'a>>, param: &str) -> Result<Cow<'a, str>, GatewayError> {
+    text.map(|text| text.0).ok_or_else(|| invalid(param, "is required."))
+}
+
+/// A function tool's name: required, and not empty.
+pub(crate) fn required_name<'a>(text: Option<Text<'a>>, param: &str) -> Result<Cow<'a, str>, GatewayError> {
+    let name = required(text, param)?;
+    if name.is_empty() {
+        return Err(invalid(param, "must not be empty."));
+    }
+    Ok(name)
+}
+
+/// The requested model: a name, `auto` or a configured one, never empty.
+pub(crate) fn check_model(model: &Text<'_>) -> Result<(), GatewayError> {
+    if model.as_str().is_empty() {
+        return Err(invalid("model", "must be a non-empty string."));
+    }
+    Ok(())
+}
+
+/// An optional output budget, at least one token (a budget beyond `u64`,
+/// which no model has, reads as none).
+pub(crate) fn output_budget(param: &str, tokens: Option<i64>) -> Result<Option<u64>, GatewayError> {
+    match tokens {
+        Some(tokens) if tokens < 1 => Err(invalid(param, "must be at least 1.")),
+        tokens => Ok(tokens.and_then(|tokens| u64::try_from(tokens).ok())),
+    }
+}
+
+/// Reports `name` among the features chat cannot express, once.
+pub(crate) fn drop_once(dropped: &mut Vec<&'static str>, name: &'static str) {
+    if !dropped.contains(&name) {
+        dropped.push(name);
+    }
+}
+
+/// Reports, once each and in order, the named features the client set.
+pub(crate) fn drop_present(dropped: &mut Vec<&'static str>, features: impl IntoIterator<Item = (&'static str, bool)>) {
+    for (name, present) in features {
+        if present {
+            drop_once(dropped, name);
+        }
+    }
 }
 
 /// Checks an optional number against an inclusive range.

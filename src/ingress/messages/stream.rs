@@ -172,62 +172,65 @@ impl ChunkHandler for AnthropicEvents {
                 id,
                 name,
                 arguments,
-            } => {
-                if self.open != Open::Tool(index) {
-                    if self.tool_calls.contains(&index) {
-                        // Anthropic's blocks cannot be reopened.
-                        return self.fail(
-                            &ErrorDetails::gateway(
-                                "The model interleaved its tool calls; the stream cannot be translated.",
-                            ),
-                            out,
-                        );
-                    }
-                    self.tool_calls.push(index);
-                    let id = tool_use_id(id.unwrap_or_default(), &self.id, self.tool_calls.len() - 1);
-                    let block = StartingBlock::ToolUse {
-                        id: &id,
-                        name: name.unwrap_or_default(),
-                        input: EmptyObject {},
-                    };
-                    self.open_block(Open::Tool(index), block, out);
-                }
-                if !arguments.is_empty() {
-                    self.delta(
-                        Delta::InputJsonDelta {
-                            partial_json: arguments,
-                        },
-                        out,
-                    );
-                }
-            }
+            } => self.tool_call(index, id.unwrap_or_default(), name.unwrap_or_default(), arguments, out),
             ChunkEvent::Finish(reason) => self.stop_reason = stop_reason(reason),
             ChunkEvent::Usage(usage) => self.usage = usage,
-            ChunkEvent::Done => {
-                self.start(out);
-                self.close_block(out);
-                let delta = MessageDelta {
-                    kind: "message_delta",
-                    delta: StopDelta {
-                        stop_reason: self.stop_reason,
-                        stop_sequence: None,
-                    },
-                    usage: UsageOut::of(self.usage),
-                };
-                write_event(out, "message_delta", &delta);
-                let stop = Marker {
-                    kind: "message_stop",
-                    index: None,
-                };
-                write_event(out, "message_stop", &stop);
-                self.ended = true;
-            }
+            ChunkEvent::Done => self.stop(out),
             ChunkEvent::Error(details) => self.fail(&details, out),
         }
     }
 }
 
 impl AnthropicEvents {
+    /// A piece of tool call `index`'s arguments; its first piece opens a
+    /// `tool_use` block with the call's id and name.
+    fn tool_call(&mut self, index: usize, id: &str, name: &str, arguments: &str, out: &mut Vec<u8>) {
+        if self.open != Open::Tool(index) {
+            if self.tool_calls.contains(&index) {
+                // Anthropic's blocks cannot be reopened.
+                return self.fail(&ErrorDetails::interleaved_tool_calls(), out);
+            }
+            self.tool_calls.push(index);
+            let id = tool_use_id(id, &self.id, self.tool_calls.len() - 1);
+            let block = StartingBlock::ToolUse {
+                id: &id,
+                name,
+                input: EmptyObject {},
+            };
+            self.open_block(Open::Tool(index), block, out);
+        }
+        if !arguments.is_empty() {
+            self.delta(
+                Delta::InputJsonDelta {
+                    partial_json: arguments,
+                },
+                out,
+            );
+        }
+    }
+
+    /// The chat stream ended: the open block closes, then the message,
+    /// with its stop reason and usage.
+    fn stop(&mut self, out: &mut Vec<u8>) {
+        self.start(out);
+        self.close_block(out);
+        let delta = MessageDelta {
+            kind: "message_delta",
+            delta: StopDelta {
+                stop_reason: self.stop_reason,
+                stop_sequence: None,
+            },
+            usage: UsageOut::of(self.usage),
+        };
+        write_event(out, "message_delta", &delta);
+        let stop = Marker {
+            kind: "message_stop",
+            index: None,
+        };
+        write_event(out, "message_stop", &stop);
+        self.ended = true;
+    }
+
     fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;

@@ -160,90 +160,97 @@ impl ChunkHandler for ResponsesEvents {
                 }
                 self.start(out);
             }
-            ChunkEvent::Text(text) => {
-                if !self.keep(text.len(), out) {
-                    return;
-                }
-                let index = match self.open {
-                    Open::Text(index) => index,
-                    _ => self.open_text(out),
-                };
-                let Some(OutputItem::Message { id, content, .. }) = self.output.get_mut(index) else {
-                    return;
-                };
-                if let Some(OutputContent::OutputText { text: kept, .. }) = content.first_mut() {
-                    kept.push_str(text);
-                }
-                let body = TextEvent {
-                    item_id: id,
-                    output_index: index,
-                    content_index: 0,
-                    delta: Some(text),
-                    text: None,
-                    logprobs: [],
-                };
-                emit(&mut self.sequence, out, "response.output_text.delta", body);
-            }
+            ChunkEvent::Text(text) => self.text(text, out),
             ChunkEvent::ToolCall {
                 index,
                 id,
                 name,
                 arguments,
-            } => {
-                if !self.keep(arguments.len(), out) {
-                    return;
-                }
-                let item = match self.open {
-                    Open::Tool(open, item) if open == index => item,
-                    _ if self.tool_calls.contains(&index) => {
-                        return self.fail(
-                            &ErrorDetails::gateway(
-                                "The model interleaved its tool calls; the stream cannot be translated.",
-                            ),
-                            out,
-                        );
-                    }
-                    _ => self.open_call(index, id.unwrap_or_default(), name.unwrap_or_default(), out),
-                };
-                if arguments.is_empty() {
-                    return;
-                }
-                let Some(OutputItem::FunctionCall {
-                    id, arguments: kept, ..
-                }) = self.output.get_mut(item)
-                else {
-                    return;
-                };
-                kept.push_str(arguments);
-                let body = ArgumentsEvent {
-                    item_id: id,
-                    output_index: item,
-                    delta: Some(arguments),
-                    arguments: None,
-                };
-                emit(&mut self.sequence, out, "response.function_call_arguments.delta", body);
-            }
+            } => self.tool_call(index, id.unwrap_or_default(), name.unwrap_or_default(), arguments, out),
             ChunkEvent::Finish(reason) => self.outcome = Outcome::of(reason),
             ChunkEvent::Usage(usage) => self.usage = Some(usage),
-            ChunkEvent::Done => {
-                self.start(out);
-                self.close(out);
-                let kind = if self.outcome.status == "completed" {
-                    "response.completed"
-                } else {
-                    "response.incomplete"
-                };
-                let response =
-                    ResponseOut::new(&self.id, self.created, &self.model, &self.output).ended(self.outcome, self.usage);
-                emit(&mut self.sequence, out, kind, ResponseEvent { response });
-                self.ended = true;
-            }
+            ChunkEvent::Done => self.complete(out),
             ChunkEvent::Error(details) => self.fail(&details, out),
         }
     }
 }
 
 impl ResponsesEvents {
+    /// A piece of the answer's text, in the open message (opened first
+    /// if need be).
+    fn text(&mut self, text: &str, out: &mut Vec<u8>) {
+        if !self.keep(text.len(), out) {
+            return;
+        }
+        let index = match self.open {
+            Open::Text(index) => index,
+            _ => self.open_text(out),
+        };
+        let Some(OutputItem::Message { id, content, .. }) = self.output.get_mut(index) else {
+            return;
+        };
+        if let Some(OutputContent::OutputText { text: kept, .. }) = content.first_mut() {
+            kept.push_str(text);
+        }
+        let body = TextEvent {
+            item_id: id,
+            output_index: index,
+            content_index: 0,
+            delta: Some(text),
+            text: None,
+            logprobs: [],
+        };
+        emit(&mut self.sequence, out, "response.output_text.delta", body);
+    }
+
+    /// A piece of tool call `index`'s arguments; its first piece opens the
+    /// call's item with its id and name.
+    fn tool_call(&mut self, index: usize, id: &str, name: &str, arguments: &str, out: &mut Vec<u8>) {
+        if !self.keep(arguments.len(), out) {
+            return;
+        }
+        let item = match self.open {
+            Open::Tool(open, item) if open == index => item,
+            _ if self.tool_calls.contains(&index) => {
+                return self.fail(&ErrorDetails::interleaved_tool_calls(), out);
+            }
+            _ => self.open_call(index, id, name, out),
+        };
+        if arguments.is_empty() {
+            return;
+        }
+        let Some(OutputItem::FunctionCall {
+            id, arguments: kept, ..
+        }) = self.output.get_mut(item)
+        else {
+            return;
+        };
+        kept.push_str(arguments);
+        let body = ArgumentsEvent {
+            item_id: id,
+            output_index: item,
+            delta: Some(arguments),
+            arguments: None,
+        };
+        emit(&mut self.sequence, out, "response.function_call_arguments.delta", body);
+    }
+
+    /// The chat stream ended: the open item closes, and the response
+    /// completes (or is incomplete, cut short by a limit).
+    fn complete(&mut self, out: &mut Vec<u8>) {
+        self.start(out);
+        self.close(out);
+        let kind = if self.outcome.status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        let response =
+            ResponseOut::new(&self.id, self.created, &self.model, &self.output).ended(self.outcome, self.usage);
+        emit(&mut self.sequence, out, kind, ResponseEvent { response });
+        self.ended = true;
+    }
+
     /// Counts `bytes` more of kept answer; past the limit the response
     /// fails.
     fn keep(&mut self, bytes: usize, out: &mut Vec<u8>) -> bool {

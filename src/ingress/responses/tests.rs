@@ -1,6 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::error::GatewayError;
 use crate::ingress::testkit::{
     assert_fixture, assert_garbage_is_survived, assert_split_invariant, encode_pieces, fixture, named_events, param_of,
     pretty, through_anthropic_adapter,
