@@ -6,7 +6,7 @@
 //! in exactly one outcome: the request continues upstream, or the client
 //! gets one local reply.
 
-mod feedback;
+pub(super) mod feedback;
 mod response_cache;
 mod shadow;
 
