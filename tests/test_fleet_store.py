@@ -562,3 +562,30 @@ def test_a_lost_rollout_proposal_is_settled_by_the_callers_next_call(fleet_store
     read = client.run("rollout", [key], [-1, "", DAY_MS, "other", 1])
     assert read[:2] == [0, 1], read
     assert client.run("rollout", [key], [read[1], "cc", DAY_MS, "other", 2])[0] == 1
+
+
+def test_a_rate_call_whose_answer_was_lost_is_settled_as_yours_or_fenced_off(fleet_store):
+    client = FleetClient(fleet_store.url)
+    key, other = "sb:{acme}:fb:answer", "sb:{acme}:fb:other"
+    assert client.run("feedback", [key, other], ["remember", DAY_MS, "aa", "bb"]) == ["remembered", 2]
+    # Call 1 counted the rating, its answer was lost: settling says so, as often as asked.
+    assert client.run("feedback", [key], ["rate", DAY_MS, "", "vm-1"]) == ["counted", "aa"]
+    assert client.run("feedback", [key], ["rate", DAY_MS, "", "vm-2"]) == ["again", ""]
+    assert client.run("feedback", [key], ["settle", DAY_MS, "vm-1"]) == ["yours", "aa"]
+    assert client.run("feedback", [key], ["settle", DAY_MS, "vm-1"]) == ["yours", "aa"]
+    # Call 2 found it rated: not its to count.
+    assert client.run("feedback", [key], ["settle", DAY_MS, "vm-2"]) == ["fenced", ""]
+    # Call 3 is settled before it runs: fenced off, it counts nothing when it does; a later call still can.
+    assert client.run("feedback", [other], ["settle", DAY_MS, "vm-3"]) == ["fenced", ""]
+    assert client.run("feedback", [other], ["rate", DAY_MS, "bb", "vm-3"]) == ["fenced", ""]
+    assert client.run("feedback", [other], ["settle", DAY_MS, "vm-3"]) == ["fenced", ""]
+    assert client.run("feedback", [other], ["rate", DAY_MS, "", "vm-4"]) == ["counted", "bb"]
+    # A call fenced off on an answer Redis does not know: the fence alone is forgotten after keep_ms,
+    # and an answer that arrives meanwhile is remembered as usual.
+    fenced_only = "sb:{acme}:fb:unknown"
+    assert client.run("feedback", [fenced_only], ["settle", MINUTE_MS, "vm-5"]) == ["fenced", ""]
+    assert client.run("feedback", [fenced_only], ["rate", MINUTE_MS, "cc", "vm-5"]) == ["fenced", ""]
+    with fleet_store.admin() as admin:
+        assert 0 < int(admin.command("PTTL", fenced_only)) <= MINUTE_MS
+    assert client.run("feedback", [fenced_only], ["remember", DAY_MS, "cc"]) == ["remembered", 1]
+    assert client.run("feedback", [fenced_only], ["rate", DAY_MS, "", "vm-6"]) == ["counted", "cc"]

@@ -9,7 +9,7 @@
 mod admission;
 mod answer;
 mod ended;
-mod feedback;
+pub(super) mod feedback;
 mod response_cache;
 mod shadow;
 mod spend_view;

@@ -13,6 +13,7 @@ mod root;
 mod shadow;
 mod shared;
 mod spend;
+mod unsettled;
 mod upstream;
 
 use proxy_wasm::traits::RootContext;

@@ -22,6 +22,7 @@ use super::rollouts;
 use super::shadow;
 use super::shared;
 use super::spend::raise_alert;
+use super::unsettled;
 use super::upstream::AttemptFilter;
 use crate::config::{Config, DeploymentId};
 use crate::fleet::{ScriptNames, SettleOutcome};
@@ -45,6 +46,8 @@ pub struct Loaded {
     pub models_json: Vec<u8>,
     /// This VM's random generator (weighted, canary and key draws).
     pub rng: RefCell<SplitMix>,
+    /// This root's random id (the one its leases and rollout calls carry).
+    pub vm_id: u64,
     pub metrics: Metrics,
     /// Some tenant has its prompts and answers audited, and the access log
     /// is on to record them.
@@ -121,6 +124,8 @@ pub struct SignalboxRoot {
     rollouts: rollouts::Rollouts,
     /// Answers being remembered in the fleet store for feedback, by call token.
     remembered: HashMap<u32, remember::Batch>,
+    /// Settle calls of ratings whose rate call went unanswered, by call token.
+    unsettled: HashMap<u32, unsettled::Asking>,
     /// When the probes and the gauges are next due.
     next_probes_ms: u64,
     next_gauges_ms: u64,
@@ -143,6 +148,7 @@ impl SignalboxRoot {
             shadows: HashMap::new(),
             rollouts: rollouts::Rollouts::new(vm_owner_id),
             remembered: HashMap::new(),
+            unsettled: HashMap::new(),
             next_probes_ms: 0,
             next_gauges_ms: 0,
             next_cache_sweep_ms: 0,
@@ -403,15 +409,20 @@ impl Context for SignalboxRoot {
             self.settlement_answered(&state, job, sent_at, body_size);
             return;
         }
-        if self.rollouts.is_waiting_for(token_id) || self.remembered.contains_key(&token_id) {
+        if self.rollouts.is_waiting_for(token_id)
+            || self.remembered.contains_key(&token_id)
+            || self.unsettled.contains_key(&token_id)
+        {
             let Some(state) = self.state.clone() else { return };
             let status = u32::from(host::call_response_status());
             let body = host::call_response_body(body_size).unwrap_or_default();
             let now = host::now_ms();
             if let Some(batch) = self.remembered.remove(&token_id) {
-                if let Some((token, batch)) = remember::answered(&state, batch, status, &body, now) {
-                    self.remembered.insert(token, batch);
-                }
+                self.remembered
+                    .extend(remember::answered(&state, batch, status, &body, now));
+            } else if let Some(asking) = self.unsettled.remove(&token_id) {
+                self.unsettled
+                    .extend(unsettled::answered(&state, asking, status, &body, now));
             } else {
                 self.rollouts.answered(&state, token_id, status, &body, now);
             }
@@ -489,6 +500,7 @@ impl RootContext for SignalboxRoot {
             config,
             models_json,
             rng: RefCell::new(SplitMix::seeded()),
+            vm_id: self.vm_owner_id,
             audits_content,
             cache_layout,
             semantic_layout,
@@ -502,6 +514,7 @@ impl RootContext for SignalboxRoot {
             self.release_slow_answers(now);
             self.send_settlements(&state, now);
             self.remembered.extend(remember::send_queued(&state, now));
+            self.unsettled.extend(unsettled::send_due(&state, now));
             self.send_probes(&state, now);
             let draw = state.rng.borrow_mut().next();
             self.shadows.extend(shadow::send_queued(now, draw));

@@ -1,8 +1,9 @@
 //! The router's part in user feedback: remembering each answered request
 //! in its slot of the feedback ring (and, with the fleet store, queueing it
 //! for Redis), and counting a rating posted to the feedback path (asking
-//! Redis first, with the fleet store). The rules are `crate::feedback`'s
-//! and `crate::fleet::feedback`'s; this moves bytes.
+//! Redis first, with the fleet store; a call whose answer is lost is
+//! settled later, `crate::filter::unsettled`). The rules are
+//! `crate::feedback`'s and `crate::fleet::feedback`'s; this moves bytes.
 
 use proxy_wasm::types::Action;
 
@@ -14,7 +15,8 @@ use crate::filter::fleet;
 use crate::filter::host::{self, HostStore};
 use crate::filter::root::Loaded;
 use crate::filter::spend::Spend;
-use crate::fleet::feedback::{parse_rated, FleetRated, RateCall};
+use crate::filter::unsettled;
+use crate::fleet::feedback::{parse_rated, FleetRated, RateCall, UnsettledRating};
 use crate::fleet::{ScriptCall, StoreFailure};
 use crate::headers::HeaderMap;
 use crate::keys::TenantId;
@@ -69,6 +71,7 @@ impl ChatFilter {
                 request_id: rating.request_id.clone(),
                 local,
                 keep_ms: settings.keep_ms,
+                call_id: unsettled::next_call_id(state),
             };
             return self.send_rating(
                 state,
@@ -99,7 +102,9 @@ impl ChatFilter {
     /// The fleet store did not answer a rating: this Envoy's slots decide
     /// if they hold the answer (and Redis learns it was rated once it is
     /// back); if not, only Redis could know: the client is asked to retry.
-    fn rate_without_store(&mut self, state: &Loaded, waiting: FleetRating) -> Action {
+    /// A call that was `sent` may still have counted it there: it is queued
+    /// to be settled (if Redis counted it, this Envoy does once it hears).
+    fn rate_without_store(&mut self, state: &Loaded, waiting: FleetRating, sent: bool) -> Action {
         let FleetRating { call, rating, .. } = waiting;
         match rate_in_slots(state, &call.tenant, &rating.request_id) {
             Ok(Rated::Counted(served)) => {
@@ -113,22 +118,19 @@ impl ChatFilter {
                 self.counted(state, &served, &rating)
             }
             Ok(Rated::Again) => self.reply_error(&GatewayError::AlreadyRated),
-            Ok(Rated::Unknown) | Err(()) => self.reply_error(&GatewayError::LedgerUnavailable),
+            Ok(Rated::Unknown) | Err(()) => {
+                if sent {
+                    unsettled::enqueue(UnsettledRating::new(&call, rating, host::now_ms()));
+                }
+                self.reply_error(&GatewayError::LedgerUnavailable)
+            }
         }
     }
 
     /// A rating counted once for the answer `served`: metrics, the log
     /// line, and the client's reply.
     fn counted(&mut self, state: &Loaded, served: &Served, rating: &Rating) -> Action {
-        let config = &state.config;
-        let report = FeedbackReport {
-            tier: served.tier.as_deref().and_then(|tier| config.tier_named(tier)),
-            model: config.model_named(&served.model),
-            kind: served.kind,
-            rating,
-        };
-        state.metrics.emit(config, &report.samples());
-        log::info!("feedback {}", feedback::log_line(served, rating));
+        count_rating(state, served, rating);
         let body = serde_json::json!({"counted": true, "model": served.model});
         self.reply_json(&body.to_string().into_bytes())
     }
@@ -148,7 +150,7 @@ impl ChatFilter {
             }
             None => {
                 count_store_call(state, "rate", "unavailable", 0);
-                self.rate_without_store(state, waiting)
+                self.rate_without_store(state, waiting, false)
             }
         }
     }
@@ -190,7 +192,7 @@ impl ChatFilter {
             Err(failure) => {
                 count_store_call(state, "rate", "unavailable", elapsed);
                 log::warn!("the fleet store could not count a rating ({failure:?}); this Envoy's answers decide");
-                self.rate_without_store(state, waiting)
+                self.rate_without_store(state, waiting, true)
             }
         }
     }
@@ -203,6 +205,27 @@ pub(in crate::filter) struct FleetRating {
     pub(in crate::filter) token: u32,
     with_text: bool,
     sent_at: u64,
+}
+
+/// A rating counted once for the answer `served`: metrics and the log line.
+fn count_rating(state: &Loaded, served: &Served, rating: &Rating) {
+    let config = &state.config;
+    let report = FeedbackReport {
+        tier: served.tier.as_deref().and_then(|tier| config.tier_named(tier)),
+        model: config.model_named(&served.model),
+        kind: served.kind,
+        rating,
+    };
+    state.metrics.emit(config, &report.samples());
+    log::info!("feedback {}", feedback::log_line(served, rating));
+}
+
+/// A rating whose rate call's answer was lost, which Redis says that call
+/// counted: it counts here now (and this Envoy's slot, if it holds the
+/// answer, is rated too).
+pub(in crate::filter) fn count_settled_rating(state: &Loaded, served: &Served, rating: &Rating) {
+    let _ = rate_in_slots(state, &served.tenant, &rating.request_id);
+    count_rating(state, served, rating);
 }
 
 /// Rates the answer `request_id` of `tenant` in this Envoy's slots.
