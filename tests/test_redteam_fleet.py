@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+import requests
+
 from tests.test_canary import AUTH as AUTH_HEADERS, MIN_REQUESTS, T0, canary_view, rollout, until_canary_attempts
-from tests.test_feedback import answered, feedback_config, rate
+from tests.test_feedback import AUTH as RATING_AUTH, PATH as FEEDBACK_PATH, answered, feedback_config, rate
 from tests.test_fleet import replicas, wait_for
 from tests.test_observability import scrape, total
 
@@ -59,6 +62,33 @@ def test_a_rating_that_times_out_while_redis_hangs_is_not_lost(envoy, mocks, fle
     time.sleep(1)
     counted = sum(total(scrape(gateway), "signalbox_feedback_total") for gateway in (first, second))
     assert counted == 1, f"first try {timed_out.status_code}, retry {retried.status_code}; counted {counted} times"
+
+
+def test_a_rating_whose_client_left_while_redis_hung_is_counted_once(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, feedback_config())
+    prompt = answered(first, "What is the capital of France?")
+    with fleet_store.admin() as admin:
+        assert wait_for(lambda: admin.command("EXISTS", f"sb:{{team}}:fb:{prompt}") == 1), "remembered in Redis"
+
+    fleet_store.pause_redis()
+    try:
+        # The client gives up long before the store's timeout; its call is out.
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.post(
+                second.url + FEEDBACK_PATH,
+                json={"request_id": prompt, "rating": 1},
+                headers=RATING_AUTH,
+                timeout=0.1,
+            )
+        time.sleep(0.2)
+    finally:
+        fleet_store.resume_redis()
+    # Redis runs the call once it is back; the replica that sent it settles it.
+    counted = lambda: sum(total(scrape(gateway), "signalbox_feedback_total") for gateway in (first, second))
+    assert wait_for(lambda: counted() == 1), f"counted {counted()} times"
+    assert rate(first, {"request_id": prompt, "rating": 1}).status_code == 409
+    time.sleep(0.5)
+    assert counted() == 1
 
 
 def test_an_answer_rated_at_another_replica_is_not_counted_again_once_redis_forgets_it(envoy, mocks, fleet_store):

@@ -13,6 +13,7 @@ use crate::telemetry::report::RequestReport;
 impl ChatFilter {
     pub(super) fn request_ended(&mut self) {
         self.mark_client_gone();
+        self.abandon_rating();
         let Some(state) = self.state.clone() else { return };
         // The client left while the ledger's answer was awaited.
         if let (Some(pending), Some(governance), Some(identity)) = (

@@ -127,6 +127,14 @@ impl ChatFilter {
         }
     }
 
+    /// The client left while its rating's call was out: Redis may still
+    /// count it, so it is settled later like a call whose reply was lost.
+    pub(super) fn abandon_rating(&mut self) {
+        if let Some(waiting) = self.feedback_wait.take() {
+            unsettled::enqueue(UnsettledRating::new(&waiting.call, waiting.rating, host::now_ms()));
+        }
+    }
+
     /// A rating counted once for the answer `served`: metrics, the log
     /// line, and the client's reply.
     fn counted(&mut self, state: &Loaded, served: &Served, rating: &Rating) -> Action {
