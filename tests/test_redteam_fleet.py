@@ -91,6 +91,26 @@ def test_a_rating_whose_client_left_while_redis_hung_is_counted_once(envoy, mock
     assert counted() == 1
 
 
+def test_a_retry_at_the_serving_replica_while_redis_hangs_is_not_a_second_count(envoy, mocks, fleet_store):
+    first, second = replicas(envoy, mocks, fleet_store, feedback_config())
+    prompt = answered(first, "What is the capital of France?")
+    with fleet_store.admin() as admin:
+        assert wait_for(lambda: admin.command("EXISTS", f"sb:{{team}}:fb:{prompt}") == 1), "remembered in Redis"
+
+    fleet_store.pause_redis()
+    try:
+        # Both calls time out and run once Redis is back; the first one counts there.
+        assert rate(second, {"request_id": prompt, "rating": 1}).status_code == 503
+        retried = rate(first, {"request_id": prompt, "rating": 1})
+    finally:
+        fleet_store.resume_redis()
+    assert retried.status_code == 503, "Redis has the answer: it decides, not the serving replica's copy"
+    counted = lambda: sum(total(scrape(gateway), "signalbox_feedback_total") for gateway in (first, second))
+    assert wait_for(lambda: counted() == 1), f"counted {counted()} times"
+    time.sleep(1)
+    assert counted() == 1
+
+
 def test_an_answer_rated_at_another_replica_is_not_counted_again_once_redis_forgets_it(envoy, mocks, fleet_store):
     first, second = replicas(envoy, mocks, fleet_store, feedback_config())
     prompt = answered(first, "What is the capital of France?")

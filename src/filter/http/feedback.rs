@@ -102,10 +102,17 @@ impl ChatFilter {
     /// The fleet store did not answer a rating: this Envoy's slots decide
     /// if they hold the answer (and Redis learns it was rated once it is
     /// back); if not, only Redis could know: the client is asked to retry.
-    /// A call that was `sent` may still have counted it there: it is queued
-    /// to be settled (if Redis counted it, this Envoy does once it hears).
-    fn rate_without_store(&mut self, state: &Loaded, waiting: FleetRating, sent: bool) -> Action {
+    /// A call that `may_still_run` in Redis (it timed out, or its reply was
+    /// unreadable) may count it there: it is queued to be settled (if Redis
+    /// counted it, this Envoy does once it hears); and an answer Redis has
+    /// is then left to Redis, since another replica's call may be the one
+    /// that counts.
+    fn rate_without_store(&mut self, state: &Loaded, waiting: FleetRating, may_still_run: bool) -> Action {
         let FleetRating { call, rating, .. } = waiting;
+        if may_still_run && held_by_fleet(state, &call.tenant, &rating.request_id) {
+            unsettled::enqueue(UnsettledRating::new(&call, rating, host::now_ms()));
+            return self.reply_error(&GatewayError::LedgerUnavailable);
+        }
         match rate_in_slots(state, &call.tenant, &rating.request_id) {
             Ok(Rated::Counted(served)) => {
                 crate::filter::remember::enqueue(
@@ -119,7 +126,7 @@ impl ChatFilter {
             }
             Ok(Rated::Again) => self.reply_error(&GatewayError::AlreadyRated),
             Ok(Rated::Unknown) | Err(()) => {
-                if sent {
+                if may_still_run {
                     unsettled::enqueue(UnsettledRating::new(&call, rating, host::now_ms()));
                 }
                 self.reply_error(&GatewayError::LedgerUnavailable)
@@ -200,7 +207,9 @@ impl ChatFilter {
             Err(failure) => {
                 count_store_call(state, "rate", "unavailable", elapsed);
                 log::warn!("the fleet store could not count a rating ({failure:?}); this Envoy's answers decide");
-                self.rate_without_store(state, waiting, true)
+                // A store that answered with an HTTP error never ran it.
+                let may_still_run = status == 0 || (200..300).contains(&status);
+                self.rate_without_store(state, waiting, may_still_run)
             }
         }
     }
@@ -234,6 +243,14 @@ fn count_rating(state: &Loaded, served: &Served, rating: &Rating) {
 pub(in crate::filter) fn count_settled_rating(state: &Loaded, served: &Served, rating: &Rating) {
     let _ = rate_in_slots(state, &served.tenant, &rating.request_id);
     count_rating(state, served, rating);
+}
+
+/// Whether this Envoy's slot holds the answer and Redis has it too (then
+/// Redis alone decides whether a rating counts).
+fn held_by_fleet(state: &Loaded, tenant: &str, request_id: &str) -> bool {
+    feedback::slot_of(&state.config, tenant, request_id)
+        .and_then(|key| state::read::<Served>(&HostStore, &key))
+        .is_some_and(|slot| slot.request_id == request_id && slot.tenant == tenant && slot.in_fleet)
 }
 
 /// Rates the answer `request_id` of `tenant` in this Envoy's slots.
