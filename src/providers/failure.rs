@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::dates;
+use super::wire::dates;
 use super::{Call, Credential, Failure, TranslatedResponse};
 use crate::failure::FailureKind;
 use crate::secret::Secret;

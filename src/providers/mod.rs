@@ -3,31 +3,30 @@
 //! or failed) becomes OpenAI's chat-completions shape again. Pure Rust: the
 //! filter hands bytes in and applies what comes out.
 //!
-//! One file per wire format: [`openai`] (OpenAI, Azure and the compatible
-//! vendors), [`anthropic`], [`gemini`], [`bedrock`]. Shared pieces: `chat`
-//! reads an OpenAI request once for the translating adapters, `compose`
-//! writes OpenAI answers and chunks, `failure` says what an error means for
-//! routing, [`sse`] and [`eventstream`] frame provider streams, [`sigv4`]
-//! signs AWS requests.
+//! This module is the front: the types and functions the rest of the
+//! gateway calls, dispatching on [`ProviderKind`]. Behind it:
+//! [`adapters`] has one module per provider API ([`openai`] for OpenAI,
+//! Azure and the compatible vendors, [`anthropic`], [`gemini`],
+//! [`bedrock`], and the Responses API reader); [`openai_format`] reads and
+//! writes OpenAI's own shapes for them (`chat` requests, `compose`d answers
+//! and chunks, `usage`, [`body_edit`]); [`wire`] holds transport pieces
+//! ([`sse`] and [`eventstream`] framing, [`sigv4`] signing). `failure` says
+//! what an error means for routing, and `stream` is what every stream
+//! translator shares.
 
-pub mod anthropic;
-pub mod bedrock;
-pub mod eventstream;
-pub mod gemini;
-pub mod openai;
-pub(crate) mod responses;
-pub mod sigv4;
-pub mod sse;
+pub mod adapters;
+pub mod openai_format;
+pub mod wire;
 
-pub mod body_edit;
-pub(crate) use body_edit::set_member;
-pub(crate) mod chat;
-pub(crate) mod compose;
-mod dates;
-mod embeddings;
 mod failure;
 mod stream;
-pub(crate) mod usage;
+
+use adapters::responses;
+pub use adapters::{anthropic, bedrock, gemini, openai};
+pub use openai_format::body_edit;
+pub(crate) use openai_format::body_edit::set_member;
+pub(crate) use openai_format::{chat, compose, usage};
+pub use wire::{eventstream, sigv4, sse};
 
 #[cfg(test)]
 mod properties;

@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::eventstream::{encode_message, EventStreamDecoder, HeaderValue};
-use super::sse::SseFramer;
 use super::testkit::{answer_from, call_for, request_for, run_pieces, spec};
+use super::wire::eventstream::{encode_message, EventStreamDecoder, HeaderValue};
+use super::wire::sse::SseFramer;
 use super::ProviderKind;
 
 const TRANSLATING: [ProviderKind; 3] = [ProviderKind::Anthropic, ProviderKind::Gemini, ProviderKind::Bedrock];

@@ -6,10 +6,10 @@
 
 use crate::error::GatewayError;
 
-use super::compose::ChunkWriter;
-use super::eventstream::{EventStreamDecoder, Message};
 use super::failure::{self, ClientError, ErrorContext, ErrorInfo};
-use super::sse::{SseEvent, SseFramer};
+use super::openai_format::compose::ChunkWriter;
+use super::wire::eventstream::{EventStreamDecoder, Message};
+use super::wire::sse::{SseEvent, SseFramer};
 use super::{Call, Failure, StreamTranslator, TokenUsage};
 use crate::failure::FailureKind;
 

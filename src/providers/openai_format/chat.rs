@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
 
-use super::sigv4::hex;
+use crate::providers::wire::sigv4::hex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Speaker {

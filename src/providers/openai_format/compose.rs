@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use super::failure::ClientError;
 use super::usage::{OpenAiUsage, TokenUsage};
+use crate::providers::failure::ClientError;
 
 /// One SSE event carrying `value` as JSON.
 fn write_event(out: &mut Vec<u8>, value: &impl Serialize) {

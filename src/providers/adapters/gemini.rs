@@ -19,14 +19,14 @@ use serde_json::Value;
 use crate::error::GatewayError;
 use crate::request::Text;
 
-use super::chat::{Block, Conversation, ImageSource, ResponseFormat, Speaker, ToolChoice};
-use super::compose::{ChunkWriter, Completion, ToolCall};
-use super::embeddings::{self, EmbeddingsRequest};
-use super::failure::{self, ErrorInfo};
-use super::sigv4::uri_encode;
-use super::sse::{SseEvent, SseFramer};
-use super::stream::{unreadable_event, Handler, Output, Translator};
-use super::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
+use crate::providers::failure::{self, ErrorInfo};
+use crate::providers::openai_format::chat::{Block, Conversation, ImageSource, ResponseFormat, Speaker, ToolChoice};
+use crate::providers::openai_format::compose::{ChunkWriter, Completion, ToolCall};
+use crate::providers::openai_format::embeddings::{self, EmbeddingsRequest};
+use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
+use crate::providers::wire::sigv4::uri_encode;
+use crate::providers::wire::sse::{SseEvent, SseFramer};
+use crate::providers::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
 
 /// Optional OpenAI parameters this adapter can express.
 const SUPPORTED: &[&str] = &["seed", "presence_penalty", "frequency_penalty", "response_format"];

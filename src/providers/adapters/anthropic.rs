@@ -19,14 +19,14 @@ use serde_json::Value;
 use crate::error::GatewayError;
 use crate::request::Text;
 
-use super::chat::{
+use crate::providers::failure::{self, ErrorInfo};
+use crate::providers::openai_format::chat::{
     portable_tool_id, Block, CacheBreakpoint, Conversation, ImageSource, Schema, Speaker, ToolChoice, EPHEMERAL,
 };
-use super::compose::{Completion, ToolCall};
-use super::failure::{self, ErrorInfo};
-use super::sse::{SseEvent, SseFramer};
-use super::stream::{unreadable_event, Handler, Output, Translator};
-use super::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
+use crate::providers::openai_format::compose::{Completion, ToolCall};
+use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
+use crate::providers::wire::sse::{SseEvent, SseFramer};
+use crate::providers::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
 
 /// `max_tokens` when the client set none (Anthropic requires it).
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

@@ -15,13 +15,13 @@ use crate::error::GatewayError;
 use crate::json_edit;
 use crate::request::Text;
 
-use super::body_edit;
-use super::failure::{self, ErrorInfo};
-use super::sigv4::uri_encode;
-use super::sse::{SseEvent, SseFramer};
-use super::stream::{unreadable_event, Handler, Output, Translator};
-use super::usage::{OpenAiUsage, TokenUsage};
-use super::{Call, Operation, ProviderKind, StreamTranslator, TranslatedResponse, UpstreamRequest};
+use crate::providers::failure::{self, ErrorInfo};
+use crate::providers::openai_format::body_edit;
+use crate::providers::openai_format::usage::{OpenAiUsage, TokenUsage};
+use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
+use crate::providers::wire::sigv4::uri_encode;
+use crate::providers::wire::sse::{SseEvent, SseFramer};
+use crate::providers::{Call, Operation, ProviderKind, StreamTranslator, TranslatedResponse, UpstreamRequest};
 
 /// Where an OpenAI-compatible vendor departs from OpenAI in ways that break
 /// requests. Vendors not listed in [`Quirks::for_vendor`] get

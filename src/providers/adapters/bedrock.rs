@@ -17,13 +17,15 @@ use serde_json::value::RawValue;
 use crate::error::GatewayError;
 use crate::request::Text;
 
-use super::chat::{portable_tool_id, Block, Conversation, ImageSource, Schema, Speaker, ToolChoice};
-use super::compose::{Completion, ToolCall};
-use super::eventstream::{EventStreamDecoder, Message};
-use super::failure::{self, header, ErrorInfo};
-use super::sigv4::uri_encode;
-use super::stream::{unreadable_event, Handler, Output, Translator};
-use super::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
+use crate::providers::failure::{self, header, ErrorInfo};
+use crate::providers::openai_format::chat::{
+    portable_tool_id, Block, Conversation, ImageSource, Schema, Speaker, ToolChoice,
+};
+use crate::providers::openai_format::compose::{Completion, ToolCall};
+use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
+use crate::providers::wire::eventstream::{EventStreamDecoder, Message};
+use crate::providers::wire::sigv4::uri_encode;
+use crate::providers::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -10,11 +10,11 @@ use serde_json::Value;
 use crate::error::GatewayError;
 use crate::request::Text;
 
-use super::failure::{self, ErrorInfo};
-use super::sse::{SseEvent, SseFramer};
-use super::stream::{unreadable_event, Handler, Output, Translator};
-use super::usage::{OpenAiUsage, TokenUsage};
-use super::{Call, StreamTranslator, TranslatedResponse};
+use crate::providers::failure::{self, ErrorInfo};
+use crate::providers::openai_format::usage::{OpenAiUsage, TokenUsage};
+use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
+use crate::providers::wire::sse::{SseEvent, SseFramer};
+use crate::providers::{Call, StreamTranslator, TranslatedResponse};
 
 /// The parts of a Responses `response` object the gateway reads.
 #[derive(Deserialize)]
