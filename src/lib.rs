@@ -12,6 +12,7 @@ pub mod cache;
 pub mod canary;
 pub mod classify;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod failure;
 pub mod feedback;

@@ -19,11 +19,7 @@ use crate::headers::HeaderMap;
 use crate::route::screen::PiiAction;
 use crate::route::{Endpoint, RequestPlan};
 
-/// Says what the cache did: `hit`, `miss`, `stale` (an expired entry, replaced
-/// by this answer) or `bypass`.
-pub const HEADER_CACHE: &str = "x-signalbox-cache";
-/// A semantic hit's cosine similarity to the question it answered.
-pub const HEADER_CACHE_SIMILARITY: &str = "x-signalbox-cache-similarity";
+pub use crate::contract::{HEADER_CACHE, HEADER_CACHE_SIMILARITY};
 
 /// What the cache did for a request (the header, metric and log value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

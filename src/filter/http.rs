@@ -29,6 +29,7 @@ use crate::cache::assemble::AnswerCapture;
 use crate::cache::plan::CacheTicket;
 use crate::cache::semantic::{ContextKey, Quantised};
 use crate::config::Config;
+use crate::contract::{self, CLIENT_GONE_STATE, TRIALS_BEGUN_STATE};
 use crate::error::GatewayError;
 use crate::govern::keys::Identity;
 use crate::govern::keys::TenantId;
@@ -37,9 +38,9 @@ use crate::headers::HeaderMap;
 use crate::health::DeploymentHealth;
 use crate::ingress::messages;
 use crate::ingress::relay::Relay;
-use crate::route::attempts::{self, AttemptPlan, AttemptTrail, NativeApi};
+use crate::route::attempts::{AttemptPlan, AttemptTrail, NativeApi};
 use crate::route::chain::StoreHealth;
-use crate::route::response::{self, CLIENT_GONE_STATE, TRIALS_BEGUN_STATE};
+use crate::route::response;
 use crate::route::screen::Screening;
 use crate::route::{self, ClientHints, Endpoint, RequestPlan, RoutingDecision, Situation, CLIENT_HEADER_PREFIX};
 use crate::state;
@@ -217,7 +218,7 @@ impl ChatFilter {
             shared::set_native(self.context_id, shared::NativeRequest { body, headers });
         }
         host::apply_request_edits(&plan.request_headers, &self.headers);
-        host::set_filter_state(attempts::PLAN_STATE, &plan.attempts.encode());
+        host::set_filter_state(contract::PLAN_STATE, &plan.attempts.encode());
         if let Some(state) = &self.state {
             let first = plan
                 .attempts
@@ -226,7 +227,7 @@ impl ChatFilter {
                 .map(|deployment| &state.config.deployments[*deployment]);
             if let Some(deployment) = first {
                 host::set_filter_state(
-                    attempts::NEXT_CLUSTER_STATE,
+                    contract::NEXT_CLUSTER_STATE,
                     &state.config.models[deployment.model].cluster,
                 );
             }
@@ -281,7 +282,7 @@ impl ChatFilter {
             return;
         }
         for (field, value) in access_log::request_fields(&state.config, &self.report(AttemptTrail::default())) {
-            host::set_filter_state(&format!("signalbox.{field}"), &value);
+            host::set_filter_state(&contract::field_state(field), &value);
         }
         self.request_fields_written = true;
     }
@@ -297,7 +298,7 @@ impl ChatFilter {
         let served = read_trail(config).last().map(|record| record.deployment);
         let usage = shared::answer_usage(self.context_id);
         for (field, value) in access_log::answer_fields(config, served, usage) {
-            host::set_filter_state(&format!("signalbox.{field}"), &value);
+            host::set_filter_state(&contract::field_state(field), &value);
         }
     }
 
@@ -682,7 +683,7 @@ impl HttpContext for ChatFilter {
 /// The attempts the upstream role recorded for this request, keeping only
 /// records that name a deployment of this config (they are indexed with it).
 fn read_trail(config: &Config) -> AttemptTrail {
-    let mut trail = AttemptTrail::decode(&host::filter_state(attempts::TRAIL_STATE).unwrap_or_default());
+    let mut trail = AttemptTrail::decode(&host::filter_state(contract::TRAIL_STATE).unwrap_or_default());
     trail.0.retain(|record| record.deployment < config.deployments.len());
     trail
 }

@@ -27,10 +27,7 @@ use crate::providers::TokenUsage;
 use crate::route::RequestPlan;
 use crate::telemetry::{denial_reason, window_label, Family, Label, Sample};
 
-pub const HEADER_COST: &str = "x-signalbox-cost-usd";
-pub const HEADER_INPUT_TOKENS: &str = "x-signalbox-input-tokens";
-pub const HEADER_CACHED_TOKENS: &str = "x-signalbox-cached-tokens";
-pub const HEADER_OUTPUT_TOKENS: &str = "x-signalbox-output-tokens";
+pub use crate::contract::{HEADER_CACHED_TOKENS, HEADER_COST, HEADER_INPUT_TOKENS, HEADER_OUTPUT_TOKENS};
 
 /// What an admitted request booked, to settle when it ends.
 enum Booked {

@@ -33,6 +33,7 @@ use super::root::Loaded;
 use super::shared;
 use crate::canary::Observation;
 use crate::config::{Config, DeploymentId};
+use crate::contract::{self, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
 use crate::error::GatewayError;
 use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
@@ -40,7 +41,7 @@ use crate::health::{AttemptLease, DeploymentHealth};
 use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
 use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
 use crate::route::chain::deployment_window_key;
-use crate::route::response::{self, AttemptClock, CascadeCheck, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
+use crate::route::response::{self, AttemptClock, CascadeCheck};
 use crate::state;
 use crate::telemetry::report::CascadeReport;
 
@@ -48,7 +49,7 @@ use crate::telemetry::report::CascadeReport;
 struct Attempt {
     plan: AttemptPlan,
     number: usize,
-    /// Links a cascade skipped before this attempt (see [`attempts::LINK_SHIFT_STATE`]).
+    /// Links a cascade skipped before this attempt (see [`contract::LINK_SHIFT_STATE`]).
     link_shift: usize,
     deployment: DeploymentId,
     /// Request headers as this attempt received them (earlier attempts' edits included).
@@ -184,13 +185,13 @@ impl AttemptFilter {
     }
 
     fn append_trail(attempt: &Attempt, status: u16) {
-        let existing = host::filter_state(attempts::TRAIL_STATE).unwrap_or_default();
+        let existing = host::filter_state(contract::TRAIL_STATE).unwrap_or_default();
         let record = AttemptRecord {
             deployment: attempt.deployment,
             status,
             escalated: false,
         };
-        host::set_filter_state(attempts::TRAIL_STATE, &AttemptTrail::append(&existing, record));
+        host::set_filter_state(contract::TRAIL_STATE, &AttemptTrail::append(&existing, record));
     }
 
     fn record_usage(&mut self, usage: Option<TokenUsage>) {
@@ -399,19 +400,19 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
     }
     let to_link = check.escalation.to_link;
     if let Some(cluster) = attempts::next_cluster(config, &attempt.plan, to_link) {
-        host::set_filter_state(attempts::NEXT_CLUSTER_STATE, cluster);
+        host::set_filter_state(contract::NEXT_CLUSTER_STATE, cluster);
     }
     let shift = attempts::shift_to(attempt.number, attempt.link_shift, to_link);
-    host::set_filter_state(attempts::LINK_SHIFT_STATE, &shift.to_string());
-    let trail = host::filter_state(attempts::TRAIL_STATE).unwrap_or_default();
-    host::set_filter_state(attempts::TRAIL_STATE, &AttemptTrail::mark_last_escalated(&trail));
+    host::set_filter_state(contract::LINK_SHIFT_STATE, &shift.to_string());
+    let trail = host::filter_state(contract::TRAIL_STATE).unwrap_or_default();
+    host::set_filter_state(contract::TRAIL_STATE, &AttemptTrail::mark_last_escalated(&trail));
     let weaknesses = check.assessment.describe();
     log::info!(
         "cascade: {} answered weakly ({weaknesses}); escalating to link {}",
         config.deployments[attempt.deployment].name,
         to_link + 1
     );
-    host::set_filter_state(response::CASCADE_STATE, &weaknesses);
+    host::set_filter_state(contract::CASCADE_STATE, &weaknesses);
 }
 
 /// Counts an attempt's request (at its start) or tokens (at its end) in the
@@ -436,7 +437,7 @@ fn chain_position(headers: &HeaderMap) -> (usize, usize) {
         .get(attempts::ATTEMPT_COUNT_HEADER)
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or(1);
-    let link_shift = host::filter_state(attempts::LINK_SHIFT_STATE)
+    let link_shift = host::filter_state(contract::LINK_SHIFT_STATE)
         .and_then(|shift| shift.parse().ok())
         .unwrap_or(0);
     (attempts::link_of_attempt(envoy_attempt, link_shift), link_shift)
@@ -484,7 +485,7 @@ impl HttpContext for AttemptFilter {
             return Action::Continue;
         };
         let config = &state.config;
-        let Some(plan) = host::filter_state(attempts::PLAN_STATE).and_then(|text| AttemptPlan::decode(&text)) else {
+        let Some(plan) = host::filter_state(contract::PLAN_STATE).and_then(|text| AttemptPlan::decode(&text)) else {
             // Not a request the router planned (another route): leave it alone.
             return Action::Continue;
         };
@@ -505,7 +506,7 @@ impl HttpContext for AttemptFilter {
             return Action::Pause;
         };
         if let Some(next) = attempts::next_cluster(config, &plan, number) {
-            host::set_filter_state(attempts::NEXT_CLUSTER_STATE, next);
+            host::set_filter_state(contract::NEXT_CLUSTER_STATE, next);
         }
         let now = host::now_ms();
         let in_flight = begin_in_health(config, deployment, now);

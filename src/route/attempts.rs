@@ -15,16 +15,7 @@ use crate::providers::{self, Call, Operation, ProviderKind, ProviderSpec, ADAPTE
 
 use super::HeaderEdit;
 
-/// Filter state the route's matcher reads (`wasm.signalbox.next`): the
-/// cluster of the next attempt.
-pub const NEXT_CLUSTER_STATE: &str = "signalbox.next";
-pub const PLAN_STATE: &str = "signalbox.plan";
-pub const TRAIL_STATE: &str = "signalbox.trail";
-/// Set by Envoy on every attempt (`include_request_attempt_count`).
-pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
-/// Filter state with how many chain links a cascade skipped: Envoy counts
-/// attempts, and an escalation jumps past the rest of its tier's links.
-pub const LINK_SHIFT_STATE: &str = "signalbox.link_shift";
+pub use crate::contract::ATTEMPT_COUNT_HEADER;
 
 /// The 1-based chain position of Envoy's attempt `envoy_attempt`, after
 /// `shift` links were skipped.

@@ -50,26 +50,12 @@ pub use explain::{attempt_headers, decision_reason};
 pub use situation::Situation;
 pub use translated::{plan_translated, TranslatedPlan};
 
-pub const HEADER_MODEL: &str = "x-signalbox-model";
-pub const HEADER_PROVIDER: &str = "x-signalbox-provider";
-pub const HEADER_TIER: &str = "x-signalbox-tier";
-pub const HEADER_SCORE: &str = "x-signalbox-score";
-pub const HEADER_SIGNALS: &str = "x-signalbox-signals";
-pub const HEADER_REASON: &str = "x-signalbox-reason";
-/// With explanations: what named the conversation the deployment was kept for.
-pub const HEADER_AFFINITY: &str = "x-signalbox-affinity";
-/// With explanations and tier pinning: `new`, `kept` or `raised`.
-pub const HEADER_PIN: &str = "x-signalbox-pin";
-pub const HEADER_EXPLAIN: &str = "x-signalbox-explain";
-pub const HEADER_ROUTE: &str = "x-signalbox-route";
-pub const HEADER_ATTEMPTS: &str = "x-signalbox-attempts";
-/// After a cascade: the weaknesses that escalated the cheaper answer.
-pub const HEADER_CASCADE: &str = "x-signalbox-cascade";
-/// Client steering headers, honoured only with `trust_client_headers`.
-pub const HEADER_FORCE_TIER: &str = "x-signalbox-tier";
-pub const HEADER_FORCE_MODEL: &str = "x-signalbox-model";
-/// Every client-sent header with this prefix is dropped before routing.
-pub const CLIENT_HEADER_PREFIX: &str = "x-signalbox-";
+// The router's headers, owned by `crate::contract` (re-exported: most users name them `route::HEADER_*`).
+pub use crate::contract::{
+    CLIENT_HEADER_PREFIX, HEADER_AFFINITY, HEADER_ATTEMPTS, HEADER_CASCADE, HEADER_EXPLAIN, HEADER_FORCE_MODEL,
+    HEADER_FORCE_TIER, HEADER_MODEL, HEADER_PIN, HEADER_PROVIDER, HEADER_REASON, HEADER_ROUTE, HEADER_SCORE,
+    HEADER_SIGNALS, HEADER_TIER,
+};
 
 /// What the client asked for through headers, already filtered by trust.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,17 +12,6 @@ use crate::providers::{self, Call, Failure, Operation, StreamTranslator, TokenUs
 
 use super::attempts::{call_for, is_native, AttemptPlan, Escalation, NativeApi};
 
-/// Filter state with the time (epoch ms) a successful attempt's first
-/// content arrived, for the request's time to first token.
-pub const FIRST_CONTENT_STATE: &str = "signalbox.first_content_at";
-
-/// Filter state the router sets when the client went away before the
-/// response ended (read by an attempt that ends after that).
-pub const CLIENT_GONE_STATE: &str = "signalbox.client_gone";
-/// Filter state listing the chain positions whose half-open trial an
-/// attempt began (`1,3`): the router gives back the others' trial slots.
-pub const TRIALS_BEGUN_STATE: &str = "signalbox.trials_begun";
-
 /// Whether a request's response code details say its client ended it: an
 /// HTTP/1 client closed its connection (`downstream_remote_disconnect`), or
 /// an HTTP/2 or HTTP/3 client reset its stream (`http2.remote_reset`: the
@@ -218,10 +207,6 @@ pub fn finish_buffered(
     }
     finished
 }
-
-/// Filter state with the weaknesses of the answer a cascade escalated
-/// (`truncated,refusal`), for the client's `x-signalbox-cascade` header.
-pub const CASCADE_STATE: &str = "signalbox.cascade";
 
 /// A tier's cascade judged one whole answer.
 #[derive(Debug, Clone, PartialEq)]

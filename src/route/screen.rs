@@ -14,10 +14,7 @@ use crate::guard::injection::{self, Assessment};
 use crate::guard::{mask_body, scan_body, CategorySet, Decision, FindingCounts, Masker, Vault};
 use crate::request::ChatRequest;
 
-/// Reports what the guardrails did (`mask; card=1 email=2`).
-pub const HEADER_PII: &str = "x-signalbox-pii";
-/// The injection score of a flagged request (`0.82; instruction_override:…`).
-pub const HEADER_INJECTION: &str = "x-signalbox-injection";
+pub use crate::contract::{HEADER_INJECTION, HEADER_PII};
 
 /// `error.code` of a request refused for its personal data or secrets.
 pub const PII_REFUSAL: &str = "sensitive_data";

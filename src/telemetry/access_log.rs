@@ -21,41 +21,8 @@ use crate::request::parse_chat;
 use crate::route::decision_reason;
 use crate::route::screen::Screening;
 
-/// Every field, in the order written; each is `wasm.signalbox.<field>`.
-pub const FIELDS: [&str; 32] = [
-    "request_id",
-    "endpoint",
-    "operation",
-    "tenant",
-    "user",
-    "key",
-    "model_requested",
-    "tier",
-    "score",
-    "signals",
-    "reason",
-    "pii",
-    "injection",
-    "cache",
-    "model",
-    "provider",
-    "provider_name",
-    "response_model",
-    "deployment",
-    "route",
-    "attempts",
-    "outcome",
-    "input_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "cost_usd",
-    "usage_estimated",
-    "ttft_ms",
-    "duration_ms",
-    "routing_us",
-    "prompt",
-    "answer",
-];
+/// Every field, in the order written; each is `wasm.signalbox.<field>` (owned by `crate::contract`).
+pub use crate::contract::ACCESS_LOG_FIELDS as FIELDS;
 
 /// The prompt and answer of an audited request, already redacted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,14 +7,15 @@ use proxy_wasm::types::Action;
 
 use super::{read_trail, Audit, ChatFilter};
 use crate::cache::assemble::AnswerCapture;
+use crate::contract;
 use crate::filter::host::{self, HostStore};
 use crate::filter::root::Loaded;
 use crate::filter::shared;
 use crate::guard::AnswerRestorer;
 use crate::ingress::relay::{self, Relay};
+use crate::route;
 use crate::route::attempts::{self, AttemptTrail};
 use crate::route::chain::StoreHealth;
-use crate::route::{self, response};
 use crate::telemetry::Outcome;
 
 /// Raw answer bytes kept for an audited tenant's access-log line.
@@ -35,7 +36,7 @@ impl ChatFilter {
         let status = host::response_status();
         let cascade = trail
             .escalated()
-            .then(|| host::filter_state(response::CASCADE_STATE))
+            .then(|| host::filter_state(contract::CASCADE_STATE))
             .flatten();
         for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
             config,

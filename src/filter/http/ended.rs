@@ -3,10 +3,10 @@
 //! feedback slot, shadow queue).
 
 use super::{feedback, read_trail, shadow, ChatFilter};
+use crate::contract::{self, FIRST_CONTENT_STATE};
 use crate::filter::host;
 use crate::filter::shared;
 use crate::filter::spend::Spend;
-use crate::route::response::FIRST_CONTENT_STATE;
 use crate::telemetry::access_log::{self, AuditContent};
 use crate::telemetry::report::RequestReport;
 
@@ -81,7 +81,7 @@ impl ChatFilter {
             return;
         }
         for (field, value) in access_log::result_fields(config, &report, content.as_ref()) {
-            host::set_filter_state(&format!("signalbox.{field}"), &value);
+            host::set_filter_state(&contract::field_state(field), &value);
         }
     }
 }

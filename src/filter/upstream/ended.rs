@@ -5,6 +5,7 @@
 use super::{count_in_deployment_window, rollout_now, Attempt, AttemptFilter, DEADLINE_SLACK_MS};
 use crate::canary::Observation;
 use crate::config::{Config, ModelId};
+use crate::contract::CLIENT_GONE_STATE;
 use crate::filter::host::{self, HostStore};
 use crate::filter::root::{log_transition, Loaded};
 use crate::filter::shared;
@@ -13,7 +14,7 @@ use crate::govern::ledger::Consumed;
 use crate::health::{AttemptOutcome, DeploymentHealth};
 use crate::providers::Operation;
 use crate::route::attempts::AttemptPlan;
-use crate::route::response::{self, AttemptEnd, Unreported, Verdict, CLIENT_GONE_STATE};
+use crate::route::response::{self, AttemptEnd, Unreported, Verdict};
 use crate::state;
 use crate::telemetry::report::AttemptReport;
 
