@@ -369,11 +369,7 @@ pub fn rate_limits(path: &str, raw: &RawRate) -> Result<RateLimits, ConfigError>
     })
 }
 
-fn resolve_tenant(
-    name: &str,
-    raw: &RawTenant,
-    catalog: &Catalog,
-) -> Result<Tenant, ConfigError> {
+fn resolve_tenant(name: &str, raw: &RawTenant, catalog: &Catalog) -> Result<Tenant, ConfigError> {
     let path = format!("{PATH}.tenants.{name}");
     check_name(path.clone(), name)?;
     let allowed = allowed_models(&path, raw, catalog)?;
@@ -427,11 +423,7 @@ fn resolve_tenant(
 
 /// The models the tenant may use, by id: those of `allowed_models` and of
 /// every tier in `allowed_tiers` (`None`: neither is given, all models).
-fn allowed_models(
-    path: &str,
-    raw: &RawTenant,
-    catalog: &Catalog,
-) -> Result<Option<Vec<bool>>, ConfigError> {
+fn allowed_models(path: &str, raw: &RawTenant, catalog: &Catalog) -> Result<Option<Vec<bool>>, ConfigError> {
     let mut allowed: Option<Vec<bool>> = None;
     if let Some(models) = &raw.allowed_models {
         let allowed = allowed.get_or_insert_with(|| vec![false; catalog.model_count]);
@@ -573,11 +565,7 @@ fn resolve_store(raw: &RawStore, deadline_ms: u64) -> Result<StoreSettings, Conf
     })
 }
 
-pub fn resolve(
-    raw: &RawGovernance,
-    catalog: &Catalog,
-    deadline_ms: u64,
-) -> Result<Governance, ConfigError> {
+pub fn resolve(raw: &RawGovernance, catalog: &Catalog, deadline_ms: u64) -> Result<Governance, ConfigError> {
     if raw.tenants.is_empty() {
         return Err(ConfigError::new(
             format!("{PATH}.tenants"),
@@ -631,7 +619,10 @@ pub fn resolve(
 }
 
 /// Virtual keys, each naming a known tenant and listed once.
-fn resolve_virtual_keys(raw: &[RawVirtualKey], tenant_by_name: &HashMap<&str, usize>) -> Result<Vec<VirtualKey>, ConfigError> {
+fn resolve_virtual_keys(
+    raw: &[RawVirtualKey],
+    tenant_by_name: &HashMap<&str, usize>,
+) -> Result<Vec<VirtualKey>, ConfigError> {
     let mut keys = Vec::with_capacity(raw.len());
     for (position, key) in raw.iter().enumerate() {
         let path = format!("{PATH}.keys[{position}]");

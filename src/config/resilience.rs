@@ -100,7 +100,11 @@ fn positive(path: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigE
 
 pub(super) fn resolve(raw: &RawResilience) -> Result<Resilience, ConfigError> {
     let defaults = HealthSettings::default();
-    let max_attempts = within("resilience.max_attempts", u64::from(raw.max_attempts.unwrap_or(3)), (1, 8))?;
+    let max_attempts = within(
+        "resilience.max_attempts",
+        u64::from(raw.max_attempts.unwrap_or(3)),
+        (1, 8),
+    )?;
     let breaker = resolve_breaker(&raw.breaker)?;
     let probes = raw.probes.as_ref().map(resolve_probes).transpose()?;
     let per_try_timeout_ms = positive("resilience.per_try_timeout_ms", raw.per_try_timeout_ms, 30_000)?;

@@ -187,9 +187,9 @@ fn tier_models(
     }
     let mut models = Vec::with_capacity(names.len());
     for (index, model) in names.iter().enumerate() {
-        let id = *model_by_name.get(model).ok_or_else(|| {
-            ConfigError::new(format!("{path}.models[{index}]"), format!("unknown model `{model}`"))
-        })?;
+        let id = *model_by_name
+            .get(model)
+            .ok_or_else(|| ConfigError::new(format!("{path}.models[{index}]"), format!("unknown model `{model}`")))?;
         if models.contains(&id) {
             return Err(ConfigError::new(
                 format!("{path}.models[{index}]"),

@@ -480,7 +480,10 @@ mod tests {
             panic!("NOSCRIPT resends")
         };
         assert_eq!((resent.with_text, resent.due_ms), (true, 10));
-        assert!(matches!(settle_step(resent, 200, &noscript, 10), SettleStep::Retry { .. }));
+        assert!(matches!(
+            settle_step(resent, 200, &noscript, 10),
+            SettleStep::Retry { .. }
+        ));
         for (status, body) in [
             (504, b"upstream request timeout".to_vec()),
             (503, reply(r#"["fenced",""]"#)),
@@ -511,10 +514,17 @@ mod tests {
             let id = index.to_string();
             queue.push(UnsettledRating::new(&rate_call(&id), rating(&id), index as u64));
         }
-        assert_eq!((queue.len(), queue.take_dropped(), queue.take_dropped()), (MAX_UNSETTLED, 2, 0));
+        assert_eq!(
+            (queue.len(), queue.take_dropped(), queue.take_dropped()),
+            (MAX_UNSETTLED, 2, 0)
+        );
         let due = queue.take_due(10);
         let ids: Vec<&str> = due.iter().map(|entry| entry.rating.request_id.as_str()).collect();
-        assert_eq!(ids, ["2", "3", "4", "5", "6", "7", "8", "9", "10"], "the two oldest went");
+        assert_eq!(
+            ids,
+            ["2", "3", "4", "5", "6", "7", "8", "9", "10"],
+            "the two oldest went"
+        );
         assert_eq!(queue.len(), MAX_UNSETTLED - 9);
         assert_eq!(queue.take_due(u64::MAX).len(), MAX_UNSETTLED - 9);
         assert!(queue.is_empty());
