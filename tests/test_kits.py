@@ -47,7 +47,7 @@ ISTIO_DIR = REPO / "envoy" / "istio"
 DASHBOARD = REPO / "observability" / "grafana-dashboard.json"
 ALERTS = REPO / "observability" / "prometheus-alerts.yaml"
 TELEMETRY_RS = REPO / "src" / "telemetry" / "mod.rs"
-HEALTH_RS = REPO / "src" / "health" / "mod.rs"
+FAILURE_RS = REPO / "src" / "failure.rs"
 
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 HCM = "envoy.filters.network.http_connection_manager"
@@ -878,7 +878,7 @@ def rust_source_names() -> tuple[set[str], set[str], dict[str, set[str]]]:
     families = set(re.findall(r'Family::\w+ => "(signalbox_[a-z_]+)"', source))
     labels_block = re.search(r"pub const LABEL_NAMES: \[&str; \d+\] = \[(.*?)\];", source, re.S).group(1)
     labels = set(re.findall(r'"([a-z_]+)"', labels_block))
-    failure_kinds = set(re.findall(r'FailureKind::\w+ => "([a-z_]+)"', HEALTH_RS.read_text()))
+    failure_kinds = set(re.findall(r'FailureKind::\w+ => "([a-z_]+)"', FAILURE_RS.read_text()))
     values = {
         "outcome": set(re.findall(r'Outcome::\w+ => "([a-z_]+)"', source)),
         "window": set(re.findall(r'Period::\w+ => "([a-z_]+)"', source)),

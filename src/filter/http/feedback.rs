@@ -102,8 +102,7 @@ impl ChatFilter {
     /// The fleet store did not answer a rating: this Envoy's slots decide
     /// if they hold the answer (and Redis learns it was rated once it is
     /// back); if not, only Redis could know: the client is asked to retry.
-    /// A call that `may_still_run` in Redis (it timed out, or its reply was
-    /// unreadable) may count it there: it is queued to be settled (if Redis
+    /// A call that `may_still_run` in Redis (it was sent) may count it there: it is queued to be settled (if Redis
     /// counted it, this Envoy does once it hears); and an answer Redis has
     /// is then left to Redis, since another replica's call may be the one
     /// that counts.
@@ -207,9 +206,10 @@ impl ChatFilter {
             Err(failure) => {
                 count_store_call(state, "rate", "unavailable", elapsed);
                 log::warn!("the fleet store could not count a rating ({failure:?}); this Envoy's answers decide");
-                // A store that answered with an HTTP error never ran it.
-                let may_still_run = status == 0 || (200..300).contains(&status);
-                self.rate_without_store(state, waiting, may_still_run)
+                // Envoy answers a call that timed out itself (504), as webdis
+                // answers for a Redis it cannot reach: a sent call that failed
+                // may still run in Redis.
+                self.rate_without_store(state, waiting, true)
             }
         }
     }
