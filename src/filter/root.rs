@@ -404,6 +404,11 @@ impl SignalboxRoot {
 }
 
 impl Context for SignalboxRoot {
+    fn on_done(&mut self) -> bool {
+        unsettled::requeue(self.unsettled.drain().map(|(_, asking)| asking));
+        true
+    }
+
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if let (Some((job, sent_at)), Some(state)) = (self.settlements.remove(&token_id), self.state.clone()) {
             self.settlement_answered(&state, job, sent_at, body_size);

@@ -62,6 +62,7 @@ fn send(state: &Loaded, mut entry: UnsettledRating, now: u64) -> Option<(u32, As
             "no fleet store configured any more: unsettled rate call {} dropped",
             entry.call_id
         );
+        count_store_call(state, OP, "dropped", 0);
         return None;
     };
     let request = entry.request(names, fleet::invocation(entry.with_text), &store.authority);
@@ -73,6 +74,14 @@ fn send(state: &Loaded, mut entry: UnsettledRating, now: u64) -> Option<(u32, As
             enqueue(entry);
             None
         }
+    }
+}
+
+/// The calls a root had in flight when it went away (a reload): their
+/// answers will never come, so they are asked again from the queue.
+pub fn requeue(in_flight: impl IntoIterator<Item = Asking>) {
+    for asking in in_flight {
+        enqueue(asking.entry);
     }
 }
 
