@@ -35,6 +35,9 @@ def rollout(**settings) -> dict:
                 "steps": [0.1, 0.5, 1.0],
                 "window_s": WINDOW_S,
                 "min_requests": MIN_REQUESTS,
+                # The mocks' latency moves with the machine's load: no test
+                # here is about a latency breach, so none may trip one.
+                "max_latency_ratio": 1000.0,
                 **settings,
             },
         }
