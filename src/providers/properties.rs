@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::testkit::{answer_from, call_for, request_for, run_pieces, spec};
+use super::testkit::{answer_from, request_for, run_pieces, spec, stream_call};
 use super::wire::eventstream::{encode_message, EventStreamDecoder, HeaderValue};
 use super::wire::sse::SseFramer;
 use super::ProviderKind;
@@ -263,8 +263,7 @@ proptest! {
         fractions in cut_points(),
     ) {
         let spec = spec(kind);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let stream = streamed_answer(kind, &deltas);
         let run = run_pieces(&call, &cut(&stream, &fractions));
         prop_assert_eq!(run.failure, None, "{}", run.text);

@@ -38,6 +38,15 @@ pub(crate) fn call_for(spec: &ProviderSpec) -> Call<'_> {
     }
 }
 
+/// A streamed chat call for `spec`; `wants_usage` is whether the client
+/// asked for the usage chunk itself.
+pub(crate) fn stream_call(spec: &ProviderSpec, wants_usage: bool) -> Call<'_> {
+    let mut call = call_for(spec);
+    call.stream = true;
+    call.client_wants_usage = wants_usage;
+    call
+}
+
 /// An OpenAI chat body built for `kind` as model `model_id`, and its JSON.
 pub(crate) fn request_for(kind: ProviderKind, model_id: &str, body: &str) -> (UpstreamRequest, Value) {
     let spec = spec(kind);

@@ -506,6 +506,7 @@ mod tests {
     use crate::failure::FailureKind;
     use crate::providers::testkit::{
         answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec,
+        stream_call,
     };
     use crate::providers::{build_request as build, translate_response as translate, ProviderKind};
     use serde_json::json;
@@ -560,8 +561,7 @@ mod tests {
     #[test]
     fn max_tokens_defaults_because_anthropic_requires_it() {
         let spec = spec(ProviderKind::Anthropic);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let upstream = build(
             &call,
             br#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":true}"#,
@@ -793,13 +793,6 @@ mod tests {
         data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}\r\n\r\n\
         event: message_stop\r\n\
         data: {\"type\":\"message_stop\"}\r\n\r\n";
-
-    fn stream_call(spec: &crate::providers::ProviderSpec, wants_usage: bool) -> Call<'_> {
-        let mut call = call_for(spec);
-        call.stream = true;
-        call.client_wants_usage = wants_usage;
-        call
-    }
 
     #[test]
     fn a_text_stream_becomes_openai_chunks() {

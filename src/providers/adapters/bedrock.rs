@@ -620,7 +620,8 @@ mod tests {
     use crate::failure::FailureKind;
     use crate::providers::eventstream::encode_message;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, secret, spec, NOW,
+        assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, secret, spec,
+        stream_call, NOW,
     };
     use crate::providers::{build_request as build, translate_response as translate, Credential, ProviderKind};
     use serde_json::{json, Value};
@@ -692,8 +693,7 @@ mod tests {
     #[test]
     fn a_stream_goes_to_converse_stream() {
         let spec = spec(ProviderKind::Bedrock);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let upstream = build(&call, br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
         assert_eq!(upstream.path, "/model/gpt-test/converse-stream");
     }
@@ -932,13 +932,6 @@ mod tests {
             ),
         ]
         .concat()
-    }
-
-    fn stream_call(spec: &crate::providers::ProviderSpec, wants_usage: bool) -> Call<'_> {
-        let mut call = call_for(spec);
-        call.stream = true;
-        call.client_wants_usage = wants_usage;
-        call
     }
 
     #[test]

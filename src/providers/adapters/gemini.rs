@@ -683,7 +683,8 @@ mod tests {
     use super::*;
     use crate::failure::FailureKind;
     use crate::providers::testkit::{
-        answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec, NOW,
+        answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec,
+        stream_call, NOW,
     };
     use crate::providers::{build_request as build, translate_response as translate, ProviderKind};
     use serde_json::json;
@@ -719,8 +720,7 @@ mod tests {
     #[test]
     fn a_stream_asks_for_server_sent_events() {
         let spec = spec(ProviderKind::Gemini);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let mut call = stream_call(&spec, false);
         call.model_id = "tunedModels/my-model";
         let upstream = build(&call, br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert_eq!(
@@ -901,13 +901,6 @@ mod tests {
         data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \".\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 7,\"totalTokenCount\": 16},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r-42\"}\r\n\r\n";
 
     const TOOL_STREAM: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"get_weather\",\"args\": {\"city\": \"Paris\"}},\"thoughtSignature\": \"Q2lv\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 30,\"candidatesTokenCount\": 5,\"thoughtsTokenCount\": 40},\"modelVersion\": \"gemini-2.5-pro\",\"responseId\": \"t-1\"}\r\n\r\n";
-
-    fn stream_call(spec: &crate::providers::ProviderSpec, wants_usage: bool) -> Call<'_> {
-        let mut call = call_for(spec);
-        call.stream = true;
-        call.client_wants_usage = wants_usage;
-        call
-    }
 
     #[test]
     fn a_text_stream_becomes_openai_chunks() {

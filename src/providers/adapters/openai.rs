@@ -303,7 +303,7 @@ pub(crate) fn stream_translator(call: &Call<'_>) -> Box<dyn StreamTranslator> {
 mod tests {
     use super::*;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, bearer, call_for, run_stream, spec,
+        assert_garbage_is_survived, assert_split_invariant, bearer, call_for, run_stream, spec, stream_call,
     };
     use crate::providers::{build_request as build, translate_response as translate, ProviderSpec};
 
@@ -335,8 +335,7 @@ mod tests {
     #[test]
     fn a_passed_through_stream_counts_the_content_it_relayed() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let stream = concat!(
             "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
             "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there, friend\"}}]}\n\n",
@@ -409,8 +408,7 @@ mod tests {
     #[test]
     fn a_stream_asks_for_usage_when_the_client_did_not() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let mut call = stream_call(&spec, false);
         let (_, body) = chat(&call, r#"{"model":"m","stream":true,"messages":[]}"#);
         assert_eq!(
             body,
@@ -435,9 +433,7 @@ mod tests {
             quirks: Quirks::for_vendor("Mistral").unwrap(),
             ..spec(ProviderKind::Openai)
         };
-        let mut call = call_for(&spec);
-        call.stream = true;
-        call.client_wants_usage = true;
+        let call = stream_call(&spec, true);
         let upstream = build(
             &call,
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":5,"max_completion_tokens":9,"messages":[]}"#,
@@ -508,8 +504,7 @@ mod tests {
     #[test]
     fn the_injected_usage_chunk_is_recorded_but_kept_from_the_client() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let run = run_stream(&call, STREAM.as_bytes());
         assert!(!run.text.contains("prompt_tokens"));
         assert!(run.text.contains("Héllo"));
@@ -522,9 +517,7 @@ mod tests {
     #[test]
     fn a_client_that_asked_for_usage_gets_the_usage_chunk() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
-        call.client_wants_usage = true;
+        let call = stream_call(&spec, true);
         let run = run_stream(&call, STREAM.as_bytes());
         assert!(run.text.contains("\"prompt_tokens\":9"));
         assert_eq!(run.text.matches("data: ").count(), 5);
@@ -533,16 +526,14 @@ mod tests {
     #[test]
     fn openai_streams_translate_the_same_at_every_split_point() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         assert_split_invariant(&call, STREAM.as_bytes());
     }
 
     #[test]
     fn a_stream_cut_before_its_finish_ends_with_an_error_event() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let cut = STREAM.find(": keep-alive").unwrap();
         let run = run_stream(&call, &STREAM.as_bytes()[..cut]);
         assert!(run.text.contains("\"error\""), "{}", run.text);
@@ -579,8 +570,7 @@ mod tests {
     #[test]
     fn garbage_never_panics_the_openai_translator() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         assert_garbage_is_survived(&call, STREAM.as_bytes());
     }
 }
