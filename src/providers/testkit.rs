@@ -3,6 +3,7 @@
 //! translation does not depend on where the stream was cut.
 
 use crate::secret::Secret;
+use crate::testing::xorshift;
 
 use serde_json::Value;
 
@@ -157,13 +158,7 @@ pub(crate) fn assert_garbage_is_survived(call: &Call<'_>, valid: &[u8]) {
             run.text
         );
     }
-    let mut seed = 0x853c_49e6_748f_ea9bu64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x853c_49e6_748f_ea9b);
     for _ in 0..300 {
         let mut bytes = valid.to_vec();
         for _ in 0..(next() % 8 + 1) {
