@@ -336,11 +336,7 @@ mod tests {
     fn a_passed_through_stream_counts_the_content_it_relayed() {
         let spec = spec(ProviderKind::Openai);
         let call = stream_call(&spec, false);
-        let stream = concat!(
-            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
-            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there, friend\"}}]}\n\n",
-            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
-        );
+        let stream = include_str!("../fixtures/openai/content_and_tool_chunks.sse");
         let mut translator = stream_translator(&call);
         let mut out = Vec::new();
         translator.push(stream.as_bytes(), &mut out).unwrap();
@@ -449,7 +445,7 @@ mod tests {
     #[test]
     fn a_plain_answer_passes_through_with_its_usage_read() {
         let spec = spec(ProviderKind::Openai);
-        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+        let body = include_str!("../fixtures/openai/chat_completion.json").as_bytes();
         let translated = translate(&call_for(&spec), 200, &[], body);
         assert_eq!(translated.status, 200);
         assert_eq!(translated.body, body.to_vec());
@@ -486,20 +482,14 @@ mod tests {
         let mut call = call_for(&spec);
         call.operation = Operation::Embeddings;
         assert_eq!(chat(&call, r#"{"model":"e","input":"x"}"#).0, "/v1/embeddings");
-        let body = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"model":"e","usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let body = include_str!("../fixtures/openai/embeddings_answer.json").as_bytes();
         let translated = translate(&call, 200, &[], body);
         assert_eq!(translated.usage.unwrap().input, 3);
         assert_eq!(translated.body, body.to_vec());
     }
 
-    const STREAM: &str = concat!(
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Héllo\"},\"finish_reason\":null}],\"usage\":null}\n\n",
-        ": keep-alive\n\n",
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
-        "data: [DONE]\n\n",
-    );
+    // A recorded stream (fixtures/README.md) with a keep-alive comment and the usage chunk.
+    const STREAM: &str = include_str!("../fixtures/openai/text_stream.sse");
 
     #[test]
     fn the_injected_usage_chunk_is_recorded_but_kept_from_the_client() {
