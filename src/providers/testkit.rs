@@ -7,6 +7,7 @@ use crate::testing::xorshift;
 
 use serde_json::Value;
 
+use super::wire::eventstream::encode_message;
 use super::{
     build_request, stream_translator, translate_response, Call, Credential, Failure, Operation, ProviderKind,
     ProviderSpec, TokenUsage, TranslatedResponse, UpstreamRequest,
@@ -72,6 +73,18 @@ pub(crate) fn secret(value: &str) -> Secret {
 
 pub(crate) fn bearer(value: &str) -> Credential {
     Credential::Bearer(secret(value))
+}
+
+/// One message of a Bedrock event stream: a JSON event of type `kind`.
+pub(crate) fn bedrock_event(kind: &str, payload: &str) -> Vec<u8> {
+    encode_message(
+        &[
+            (":event-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload.as_bytes(),
+    )
 }
 
 /// What a translator made of a whole stream.

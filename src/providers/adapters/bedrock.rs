@@ -620,8 +620,8 @@ mod tests {
     use crate::failure::FailureKind;
     use crate::providers::eventstream::encode_message;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, secret, spec,
-        stream_call, NOW,
+        assert_garbage_is_survived, assert_split_invariant, bedrock_event, call_for, request_for, run_stream, secret,
+        spec, stream_call, NOW,
     };
     use crate::providers::{build_request as build, translate_response as translate, Credential, ProviderKind};
     use serde_json::{json, Value};
@@ -883,25 +883,14 @@ mod tests {
         assert_eq!(translated.failure.unwrap().kind, FailureKind::RateLimited);
     }
 
-    fn event(kind: &str, payload: &str) -> Vec<u8> {
-        encode_message(
-            &[
-                (":event-type", kind),
-                (":content-type", "application/json"),
-                (":message-type", "event"),
-            ],
-            payload.as_bytes(),
-        )
-    }
-
     fn text_stream() -> Vec<u8> {
         [
-            event("messageStart", r#"{"p":"abcdefgh","role":"assistant"}"#),
-            event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hello"},"p":"abcdefghi"}"#),
-            event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":", wörld ✓"},"p":"abcdefghij"}"#),
-            event("contentBlockStop", r#"{"contentBlockIndex":0,"p":"abcdefghijk"}"#),
-            event("messageStop", r#"{"p":"abcdefghijkl","stopReason":"end_turn"}"#),
-            event(
+            bedrock_event("messageStart", r#"{"p":"abcdefgh","role":"assistant"}"#),
+            bedrock_event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hello"},"p":"abcdefghi"}"#),
+            bedrock_event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":", wörld ✓"},"p":"abcdefghij"}"#),
+            bedrock_event("contentBlockStop", r#"{"contentBlockIndex":0,"p":"abcdefghijk"}"#),
+            bedrock_event("messageStop", r#"{"p":"abcdefghijkl","stopReason":"end_turn"}"#),
+            bedrock_event(
                 "metadata",
                 r#"{"metrics":{"latencyMs":420},"p":"abc","usage":{"inputTokens":11,"outputTokens":4,"totalTokens":15,"cacheReadInputTokens":6}}"#,
             ),
@@ -911,22 +900,22 @@ mod tests {
 
     fn tool_stream() -> Vec<u8> {
         [
-            event("messageStart", r#"{"role":"assistant"}"#),
-            event(
+            bedrock_event("messageStart", r#"{"role":"assistant"}"#),
+            bedrock_event(
                 "contentBlockStart",
                 r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_abc","name":"get_weather"}}}"#,
             ),
-            event(
+            bedrock_event(
                 "contentBlockDelta",
                 r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"city\":"}}}"#,
             ),
-            event(
+            bedrock_event(
                 "contentBlockDelta",
                 r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"\"Paris\"}"}}}"#,
             ),
-            event("contentBlockStop", r#"{"contentBlockIndex":1}"#),
-            event("messageStop", r#"{"stopReason":"tool_use"}"#),
-            event(
+            bedrock_event("contentBlockStop", r#"{"contentBlockIndex":1}"#),
+            bedrock_event("messageStop", r#"{"stopReason":"tool_use"}"#),
+            bedrock_event(
                 "metadata",
                 r#"{"usage":{"inputTokens":50,"outputTokens":20,"totalTokens":70},"metrics":{"latencyMs":1}}"#,
             ),
@@ -989,7 +978,7 @@ mod tests {
         let mut stream = text_stream();
         stream.truncate(stream.len() / 2);
         let whole_events: Vec<u8> = [
-            event("messageStart", r#"{"role":"assistant"}"#),
+            bedrock_event("messageStart", r#"{"role":"assistant"}"#),
             encode_message(
                 &[
                     (":exception-type", "throttlingException"),
