@@ -87,6 +87,20 @@ pub(crate) fn bedrock_event(kind: &str, payload: &str) -> Vec<u8> {
     )
 }
 
+/// A recorded Bedrock stream (`fixtures/bedrock/*.events`): each line, an
+/// event type, a space and its JSON payload, framed as the binary messages
+/// Bedrock sends.
+pub(crate) fn bedrock_stream(events: &str) -> Vec<u8> {
+    events
+        .lines()
+        .map(|line| {
+            let (kind, payload) = line.split_once(' ').expect("a line is an event type and a payload");
+            bedrock_event(kind, payload)
+        })
+        .collect::<Vec<_>>()
+        .concat()
+}
+
 /// What a translator made of a whole stream.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StreamRun {
