@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::testkit::{answer_from, call_for, request_for, run_pieces, spec};
+use super::testkit::{answer_from, bedrock_event, request_for, run_pieces, spec, stream_call};
 use super::wire::eventstream::{encode_message, EventStreamDecoder, HeaderValue};
 use super::wire::sse::SseFramer;
 use super::ProviderKind;
@@ -178,16 +178,7 @@ fn streamed_answer(kind: ProviderKind, deltas: &[String]) -> Vec<u8> {
             sse(events)
         }
         _ => {
-            let event = |kind: &str, payload: Value| {
-                encode_message(
-                    &[
-                        (":event-type", kind),
-                        (":content-type", "application/json"),
-                        (":message-type", "event"),
-                    ],
-                    payload.to_string().as_bytes(),
-                )
-            };
+            let event = |kind: &str, payload: Value| bedrock_event(kind, &payload.to_string());
             let mut stream = event("messageStart", json!({"role": "assistant"}));
             for text in deltas {
                 stream.extend(event(
@@ -263,8 +254,7 @@ proptest! {
         fractions in cut_points(),
     ) {
         let spec = spec(kind);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let stream = streamed_answer(kind, &deltas);
         let run = run_pieces(&call, &cut(&stream, &fractions));
         prop_assert_eq!(run.failure, None, "{}", run.text);

@@ -3,9 +3,11 @@
 //! translation does not depend on where the stream was cut.
 
 use crate::secret::Secret;
+use crate::testing::xorshift;
 
 use serde_json::Value;
 
+use super::wire::eventstream::encode_message;
 use super::{
     build_request, stream_translator, translate_response, Call, Credential, Failure, Operation, ProviderKind,
     ProviderSpec, TokenUsage, TranslatedResponse, UpstreamRequest,
@@ -38,6 +40,15 @@ pub(crate) fn call_for(spec: &ProviderSpec) -> Call<'_> {
     }
 }
 
+/// A streamed chat call for `spec`; `wants_usage` is whether the client
+/// asked for the usage chunk itself.
+pub(crate) fn stream_call(spec: &ProviderSpec, wants_usage: bool) -> Call<'_> {
+    let mut call = call_for(spec);
+    call.stream = true;
+    call.client_wants_usage = wants_usage;
+    call
+}
+
 /// An OpenAI chat body built for `kind` as model `model_id`, and its JSON.
 pub(crate) fn request_for(kind: ProviderKind, model_id: &str, body: &str) -> (UpstreamRequest, Value) {
     let spec = spec(kind);
@@ -62,6 +73,32 @@ pub(crate) fn secret(value: &str) -> Secret {
 
 pub(crate) fn bearer(value: &str) -> Credential {
     Credential::Bearer(secret(value))
+}
+
+/// One message of a Bedrock event stream: a JSON event of type `kind`.
+pub(crate) fn bedrock_event(kind: &str, payload: &str) -> Vec<u8> {
+    encode_message(
+        &[
+            (":event-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload.as_bytes(),
+    )
+}
+
+/// A recorded Bedrock stream (`fixtures/bedrock/*.events`): each line, an
+/// event type, a space and its JSON payload, framed as the binary messages
+/// Bedrock sends.
+pub(crate) fn bedrock_stream(events: &str) -> Vec<u8> {
+    events
+        .lines()
+        .map(|line| {
+            let (kind, payload) = line.split_once(' ').expect("a line is an event type and a payload");
+            bedrock_event(kind, payload)
+        })
+        .collect::<Vec<_>>()
+        .concat()
 }
 
 /// What a translator made of a whole stream.
@@ -148,13 +185,7 @@ pub(crate) fn assert_garbage_is_survived(call: &Call<'_>, valid: &[u8]) {
             run.text
         );
     }
-    let mut seed = 0x853c_49e6_748f_ea9bu64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x853c_49e6_748f_ea9b);
     for _ in 0..300 {
         let mut bytes = valid.to_vec();
         for _ in 0..(next() % 8 + 1) {

@@ -506,6 +506,7 @@ mod tests {
     use crate::failure::FailureKind;
     use crate::providers::testkit::{
         answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec,
+        stream_call,
     };
     use crate::providers::{build_request as build, translate_response as translate, ProviderKind};
     use serde_json::json;
@@ -560,8 +561,7 @@ mod tests {
     #[test]
     fn max_tokens_defaults_because_anthropic_requires_it() {
         let spec = spec(ProviderKind::Anthropic);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let upstream = build(
             &call,
             br#"{"model":"a","messages":[{"role":"user","content":"x"}],"stream":true}"#,
@@ -660,11 +660,7 @@ mod tests {
 
     #[test]
     fn a_text_answer_becomes_a_chat_completion() {
-        let (translated, body) = answer(
-            r#"{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant",
-               "content":[{"type":"text","text":"Hello!"}],"model":"claude-sonnet-4-20250514",
-               "stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":6}}"#,
-        );
+        let (translated, body) = answer(include_str!("../fixtures/anthropic/text_answer.json"));
         assert_eq!(translated.status, 200);
         assert_eq!(
             body,
@@ -679,12 +675,7 @@ mod tests {
 
     #[test]
     fn an_anthropic_tool_use_becomes_an_openai_tool_call() {
-        let (_, body) = answer(
-            r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude",
-               "content":[{"type":"thinking","thinking":"hmm","signature":"s"},{"type":"text","text":"Let me check."},
-                 {"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"location": "San Francisco, CA"}}],
-               "stop_reason":"tool_use","usage":{"input_tokens":100,"output_tokens":20}}"#,
-        );
+        let (_, body) = answer(include_str!("../fixtures/anthropic/tool_use_answer.json"));
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
         assert_eq!(choice["message"]["content"], "Let me check.");
@@ -711,10 +702,7 @@ mod tests {
 
     #[test]
     fn cache_reads_and_writes_are_counted_apart() {
-        let (translated, body) = answer(
-            r#"{"id":"m","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn",
-               "usage":{"input_tokens":50,"cache_creation_input_tokens":2000,"cache_read_input_tokens":300,"output_tokens":9}}"#,
-        );
+        let (translated, body) = answer(include_str!("../fixtures/anthropic/cache_usage_answer.json"));
         assert_eq!(
             translated.usage,
             Some(TokenUsage {
@@ -750,56 +738,9 @@ mod tests {
         assert_eq!(translated.failure.unwrap().kind, FailureKind::Overloaded);
     }
 
-    const TEXT_STREAM: &str = "event: message_start\n\
-        data: {\"type\": \"message_start\", \"message\": {\"id\": \"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\", \"type\": \"message\", \"role\": \"assistant\", \"content\": [], \"model\": \"claude-sonnet-4-20250514\", \"stop_reason\": null, \"stop_sequence\": null, \"usage\": {\"input_tokens\": 25, \"cache_read_input_tokens\": 10, \"output_tokens\": 1}}}\n\n\
-        event: content_block_start\n\
-        data: {\"type\": \"content_block_start\", \"index\": 0, \"content_block\": {\"type\": \"text\", \"text\": \"\"}}\n\n\
-        event: ping\n\
-        data: {\"type\": \"ping\"}\n\n\
-        event: content_block_delta\n\
-        data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"Hello\"}}\n\n\
-        event: content_block_delta\n\
-        data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \", wörld 🌍!\"}}\n\n\
-        event: content_block_stop\n\
-        data: {\"type\": \"content_block_stop\", \"index\": 0}\n\n\
-        event: message_delta\n\
-        data: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\", \"stop_sequence\":null}, \"usage\": {\"output_tokens\": 15}}\n\n\
-        event: message_stop\n\
-        data: {\"type\": \"message_stop\"}\n\n";
-
-    const TOOL_STREAM: &str = "event: message_start\r\n\
-        data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":472,\"output_tokens\":2}}}\r\n\r\n\
-        event: content_block_start\r\n\
-        data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\r\n\r\n\
-        event: content_block_delta\r\n\
-        data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"The user wants weather.\"}}\r\n\r\n\
-        event: content_block_stop\r\n\
-        data: {\"type\":\"content_block_stop\",\"index\":0}\r\n\r\n\
-        event: content_block_start\r\n\
-        data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\r\n\r\n\
-        event: content_block_delta\r\n\
-        data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Checking.\"}}\r\n\r\n\
-        event: content_block_start\r\n\
-        data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\r\n\r\n\
-        event: content_block_delta\r\n\
-        data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\r\n\r\n\
-        event: content_block_delta\r\n\
-        data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"location\\\": \\\"San Fra\"}}\r\n\r\n\
-        event: content_block_delta\r\n\
-        data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ncisco, CA\\\"}\"}}\r\n\r\n\
-        event: content_block_stop\r\n\
-        data: {\"type\":\"content_block_stop\",\"index\":2}\r\n\r\n\
-        event: message_delta\r\n\
-        data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}\r\n\r\n\
-        event: message_stop\r\n\
-        data: {\"type\":\"message_stop\"}\r\n\r\n";
-
-    fn stream_call(spec: &crate::providers::ProviderSpec, wants_usage: bool) -> Call<'_> {
-        let mut call = call_for(spec);
-        call.stream = true;
-        call.client_wants_usage = wants_usage;
-        call
-    }
+    // Recorded streams (fixtures/README.md); the tool stream ends its lines with CRLF.
+    const TEXT_STREAM: &str = include_str!("../fixtures/anthropic/text_stream.sse");
+    const TOOL_STREAM: &str = include_str!("../fixtures/anthropic/tool_stream.sse");
 
     #[test]
     fn a_text_stream_becomes_openai_chunks() {

@@ -620,7 +620,8 @@ mod tests {
     use crate::failure::FailureKind;
     use crate::providers::eventstream::encode_message;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, secret, spec, NOW,
+        assert_garbage_is_survived, assert_split_invariant, bedrock_event, bedrock_stream, call_for, request_for,
+        run_stream, secret, spec, stream_call, NOW,
     };
     use crate::providers::{build_request as build, translate_response as translate, Credential, ProviderKind};
     use serde_json::{json, Value};
@@ -692,8 +693,7 @@ mod tests {
     #[test]
     fn a_stream_goes_to_converse_stream() {
         let spec = spec(ProviderKind::Bedrock);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let upstream = build(&call, br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
         assert_eq!(upstream.path, "/model/gpt-test/converse-stream");
     }
@@ -821,10 +821,7 @@ mod tests {
     fn a_converse_answer_becomes_a_chat_completion() {
         let spec = spec(ProviderKind::Bedrock);
         let headers = vec![("x-amzn-RequestId".to_string(), "5b3c-req".to_string())];
-        let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Checking."},
-            {"toolUse":{"toolUseId":"tooluse_1","name":"get_weather","input":{"city":"Paris"}}}]}},
-            "stopReason":"tool_use","usage":{"inputTokens":30,"outputTokens":12,"totalTokens":542,"cacheReadInputTokens":400,"cacheWriteInputTokens":100},
-            "metrics":{"latencyMs":512}}"#;
+        let body = include_str!("../fixtures/bedrock/converse_answer.json").as_bytes();
         let translated = translate(&call_for(&spec), 200, &headers, body);
         let json: Value = serde_json::from_slice(&translated.body).unwrap();
         assert_eq!(json["id"], "chatcmpl-5b3c-req");
@@ -883,62 +880,13 @@ mod tests {
         assert_eq!(translated.failure.unwrap().kind, FailureKind::RateLimited);
     }
 
-    fn event(kind: &str, payload: &str) -> Vec<u8> {
-        encode_message(
-            &[
-                (":event-type", kind),
-                (":content-type", "application/json"),
-                (":message-type", "event"),
-            ],
-            payload.as_bytes(),
-        )
-    }
-
+    // Recorded streams (fixtures/README.md), one event a line.
     fn text_stream() -> Vec<u8> {
-        [
-            event("messageStart", r#"{"p":"abcdefgh","role":"assistant"}"#),
-            event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hello"},"p":"abcdefghi"}"#),
-            event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":", wörld ✓"},"p":"abcdefghij"}"#),
-            event("contentBlockStop", r#"{"contentBlockIndex":0,"p":"abcdefghijk"}"#),
-            event("messageStop", r#"{"p":"abcdefghijkl","stopReason":"end_turn"}"#),
-            event(
-                "metadata",
-                r#"{"metrics":{"latencyMs":420},"p":"abc","usage":{"inputTokens":11,"outputTokens":4,"totalTokens":15,"cacheReadInputTokens":6}}"#,
-            ),
-        ]
-        .concat()
+        bedrock_stream(include_str!("../fixtures/bedrock/text_stream.events"))
     }
 
     fn tool_stream() -> Vec<u8> {
-        [
-            event("messageStart", r#"{"role":"assistant"}"#),
-            event(
-                "contentBlockStart",
-                r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_abc","name":"get_weather"}}}"#,
-            ),
-            event(
-                "contentBlockDelta",
-                r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"city\":"}}}"#,
-            ),
-            event(
-                "contentBlockDelta",
-                r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"\"Paris\"}"}}}"#,
-            ),
-            event("contentBlockStop", r#"{"contentBlockIndex":1}"#),
-            event("messageStop", r#"{"stopReason":"tool_use"}"#),
-            event(
-                "metadata",
-                r#"{"usage":{"inputTokens":50,"outputTokens":20,"totalTokens":70},"metrics":{"latencyMs":1}}"#,
-            ),
-        ]
-        .concat()
-    }
-
-    fn stream_call(spec: &crate::providers::ProviderSpec, wants_usage: bool) -> Call<'_> {
-        let mut call = call_for(spec);
-        call.stream = true;
-        call.client_wants_usage = wants_usage;
-        call
+        bedrock_stream(include_str!("../fixtures/bedrock/tool_stream.events"))
     }
 
     #[test]
@@ -996,7 +944,7 @@ mod tests {
         let mut stream = text_stream();
         stream.truncate(stream.len() / 2);
         let whole_events: Vec<u8> = [
-            event("messageStart", r#"{"role":"assistant"}"#),
+            bedrock_event("messageStart", r#"{"role":"assistant"}"#),
             encode_message(
                 &[
                     (":exception-type", "throttlingException"),

@@ -683,7 +683,8 @@ mod tests {
     use super::*;
     use crate::failure::FailureKind;
     use crate::providers::testkit::{
-        answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec, NOW,
+        answer_from, assert_garbage_is_survived, assert_split_invariant, call_for, request_for, run_stream, spec,
+        stream_call, NOW,
     };
     use crate::providers::{build_request as build, translate_response as translate, ProviderKind};
     use serde_json::json;
@@ -719,8 +720,7 @@ mod tests {
     #[test]
     fn a_stream_asks_for_server_sent_events() {
         let spec = spec(ProviderKind::Gemini);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let mut call = stream_call(&spec, false);
         call.model_id = "tunedModels/my-model";
         let upstream = build(&call, br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert_eq!(
@@ -804,12 +804,7 @@ mod tests {
 
     #[test]
     fn a_text_answer_becomes_a_chat_completion() {
-        let (translated, body) = answer(
-            r#"{"candidates":[{"content":{"parts":[{"text":"Thinking...","thought":true},{"text":"Hello"},{"text":" there"}],"role":"model"},
-                "finishReason":"STOP","index":0}],
-               "usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":5,"totalTokenCount":40,"cachedContentTokenCount":8,"thoughtsTokenCount":15},
-               "modelVersion":"gemini-2.5-flash","responseId":"abc123"}"#,
-        );
+        let (translated, body) = answer(include_str!("../fixtures/gemini/text_answer.json"));
         assert_eq!(body["id"], "abc123");
         assert_eq!(body["model"], "gemini-2.5-flash");
         assert_eq!(body["choices"][0]["message"]["content"], "Hello there");
@@ -828,10 +823,7 @@ mod tests {
 
     #[test]
     fn a_gemini_function_call_becomes_an_openai_tool_call() {
-        let (_, body) = answer(
-            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln"},
-                {"functionCall":{"name":"now","id":"fc-7"}}],"role":"model"},"finishReason":"STOP"}],"responseId":"r1"}"#,
-        );
+        let (_, body) = answer(include_str!("../fixtures/gemini/function_call_answer.json"));
         let choice = &body["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
         assert_eq!(choice["message"]["content"], Value::Null);
@@ -855,7 +847,7 @@ mod tests {
             ));
             assert_eq!(body["choices"][0]["finish_reason"], finish, "{reason}");
         }
-        let (_, body) = answer(r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":4}}"#);
+        let (_, body) = answer(include_str!("../fixtures/gemini/blocked_prompt_answer.json"));
         assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(body["choices"][0]["message"]["content"], "");
     }
@@ -863,8 +855,7 @@ mod tests {
     #[test]
     fn a_quota_error_keeps_its_retry_delay() {
         let spec = spec(ProviderKind::Gemini);
-        let body = br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED",
-            "details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"12s"}]}}"#;
+        let body = include_str!("../fixtures/gemini/quota_error.json").as_bytes();
         let translated = translate(&call_for(&spec), 429, &[], body);
         assert_eq!(translated.status, 429);
         assert_eq!(translated.failure.unwrap().retry_after_ms, Some(12_000));
@@ -884,7 +875,7 @@ mod tests {
             sent["requests"][1],
             json!({"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "bye"}]}, "outputDimensionality": 3})
         );
-        let answer = br#"{"embeddings":[{"values":[0.5,-0.25,1]},{"values":[0,0,1]}]}"#;
+        let answer = include_str!("../fixtures/gemini/embeddings_answer.json").as_bytes();
         let translated = crate::providers::translate_embeddings(&call, request_body, 200, &[], answer);
         let body: Value = serde_json::from_slice(&translated.body).unwrap();
         assert_eq!(body["data"][0]["embedding"], json!([0.5, -0.25, 1.0]));
@@ -896,18 +887,9 @@ mod tests {
         assert_eq!(plain.status, 200);
     }
 
-    const TEXT_STREAM: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"The\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"totalTokenCount\": 9},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r-42\"}\r\n\r\n\
-        data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" sky is blue — ☀️\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"totalTokenCount\": 9},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r-42\"}\r\n\r\n\
-        data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \".\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 7,\"totalTokenCount\": 16},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r-42\"}\r\n\r\n";
-
-    const TOOL_STREAM: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"get_weather\",\"args\": {\"city\": \"Paris\"}},\"thoughtSignature\": \"Q2lv\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 30,\"candidatesTokenCount\": 5,\"thoughtsTokenCount\": 40},\"modelVersion\": \"gemini-2.5-pro\",\"responseId\": \"t-1\"}\r\n\r\n";
-
-    fn stream_call(spec: &crate::providers::ProviderSpec, wants_usage: bool) -> Call<'_> {
-        let mut call = call_for(spec);
-        call.stream = true;
-        call.client_wants_usage = wants_usage;
-        call
-    }
+    // Recorded streams (fixtures/README.md), with CRLF line ends.
+    const TEXT_STREAM: &str = include_str!("../fixtures/gemini/text_stream.sse");
+    const TOOL_STREAM: &str = include_str!("../fixtures/gemini/tool_stream.sse");
 
     #[test]
     fn a_text_stream_becomes_openai_chunks() {

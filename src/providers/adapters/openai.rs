@@ -303,7 +303,7 @@ pub(crate) fn stream_translator(call: &Call<'_>) -> Box<dyn StreamTranslator> {
 mod tests {
     use super::*;
     use crate::providers::testkit::{
-        assert_garbage_is_survived, assert_split_invariant, bearer, call_for, run_stream, spec,
+        assert_garbage_is_survived, assert_split_invariant, bearer, call_for, run_stream, spec, stream_call,
     };
     use crate::providers::{build_request as build, translate_response as translate, ProviderSpec};
 
@@ -335,13 +335,8 @@ mod tests {
     #[test]
     fn a_passed_through_stream_counts_the_content_it_relayed() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
-        let stream = concat!(
-            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
-            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there, friend\"}}]}\n\n",
-            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
-        );
+        let call = stream_call(&spec, false);
+        let stream = include_str!("../fixtures/openai/content_and_tool_chunks.sse");
         let mut translator = stream_translator(&call);
         let mut out = Vec::new();
         translator.push(stream.as_bytes(), &mut out).unwrap();
@@ -409,8 +404,7 @@ mod tests {
     #[test]
     fn a_stream_asks_for_usage_when_the_client_did_not() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let mut call = stream_call(&spec, false);
         let (_, body) = chat(&call, r#"{"model":"m","stream":true,"messages":[]}"#);
         assert_eq!(
             body,
@@ -435,9 +429,7 @@ mod tests {
             quirks: Quirks::for_vendor("Mistral").unwrap(),
             ..spec(ProviderKind::Openai)
         };
-        let mut call = call_for(&spec);
-        call.stream = true;
-        call.client_wants_usage = true;
+        let call = stream_call(&spec, true);
         let upstream = build(
             &call,
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":5,"max_completion_tokens":9,"messages":[]}"#,
@@ -453,7 +445,7 @@ mod tests {
     #[test]
     fn a_plain_answer_passes_through_with_its_usage_read() {
         let spec = spec(ProviderKind::Openai);
-        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+        let body = include_str!("../fixtures/openai/chat_completion.json").as_bytes();
         let translated = translate(&call_for(&spec), 200, &[], body);
         assert_eq!(translated.status, 200);
         assert_eq!(translated.body, body.to_vec());
@@ -490,26 +482,19 @@ mod tests {
         let mut call = call_for(&spec);
         call.operation = Operation::Embeddings;
         assert_eq!(chat(&call, r#"{"model":"e","input":"x"}"#).0, "/v1/embeddings");
-        let body = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"model":"e","usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let body = include_str!("../fixtures/openai/embeddings_answer.json").as_bytes();
         let translated = translate(&call, 200, &[], body);
         assert_eq!(translated.usage.unwrap().input, 3);
         assert_eq!(translated.body, body.to_vec());
     }
 
-    const STREAM: &str = concat!(
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Héllo\"},\"finish_reason\":null}],\"usage\":null}\n\n",
-        ": keep-alive\n\n",
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
-        "data: [DONE]\n\n",
-    );
+    // A recorded stream (fixtures/README.md) with a keep-alive comment and the usage chunk.
+    const STREAM: &str = include_str!("../fixtures/openai/text_stream.sse");
 
     #[test]
     fn the_injected_usage_chunk_is_recorded_but_kept_from_the_client() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let run = run_stream(&call, STREAM.as_bytes());
         assert!(!run.text.contains("prompt_tokens"));
         assert!(run.text.contains("Héllo"));
@@ -522,9 +507,7 @@ mod tests {
     #[test]
     fn a_client_that_asked_for_usage_gets_the_usage_chunk() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
-        call.client_wants_usage = true;
+        let call = stream_call(&spec, true);
         let run = run_stream(&call, STREAM.as_bytes());
         assert!(run.text.contains("\"prompt_tokens\":9"));
         assert_eq!(run.text.matches("data: ").count(), 5);
@@ -533,16 +516,14 @@ mod tests {
     #[test]
     fn openai_streams_translate_the_same_at_every_split_point() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         assert_split_invariant(&call, STREAM.as_bytes());
     }
 
     #[test]
     fn a_stream_cut_before_its_finish_ends_with_an_error_event() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         let cut = STREAM.find(": keep-alive").unwrap();
         let run = run_stream(&call, &STREAM.as_bytes()[..cut]);
         assert!(run.text.contains("\"error\""), "{}", run.text);
@@ -579,8 +560,7 @@ mod tests {
     #[test]
     fn garbage_never_panics_the_openai_translator() {
         let spec = spec(ProviderKind::Openai);
-        let mut call = call_for(&spec);
-        call.stream = true;
+        let call = stream_call(&spec, false);
         assert_garbage_is_survived(&call, STREAM.as_bytes());
     }
 }

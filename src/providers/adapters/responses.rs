@@ -149,7 +149,7 @@ mod tests {
     use crate::providers::testkit::{call_for, spec};
     use crate::providers::ProviderKind;
 
-    const COMPLETED: &str = r#"{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":120,"input_tokens_details":{"cached_tokens":100},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":129}}"#;
+    const COMPLETED: &str = include_str!("../fixtures/responses/completed.json");
 
     #[test]
     fn a_whole_answer_goes_as_it_came_with_its_usage() {
@@ -194,20 +194,7 @@ mod tests {
     #[test]
     fn a_stream_is_read_for_content_usage_and_its_end_in_any_chunking() {
         let spec = spec(ProviderKind::Openai);
-        let stream = events(&[
-            (
-                "response.created",
-                r#"{"type":"response.created","response":{"id":"r","status":"in_progress"}}"#,
-            ),
-            (
-                "response.output_text.delta",
-                r#"{"type":"response.output_text.delta","delta":"Hello there"}"#,
-            ),
-            (
-                "response.completed",
-                &format!(r#"{{"type":"response.completed","response":{COMPLETED}}}"#),
-            ),
-        ]);
+        let stream = include_str!("../fixtures/responses/text_stream.sse");
         for size in [1, 7, stream.len()] {
             let mut reader = stream_reader(&call_for(&spec));
             let mut out = Vec::new();

@@ -356,16 +356,9 @@ mod tests {
             decoder.feed(&valid[..end]);
             assert!(matches!(decoder.next_message(), Ok(None)), "truncated at {end}");
         }
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
-            let bytes: Vec<u8> = (0..48)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = (0..48).map(|_| next() as u8).collect();
             let mut decoder = EventStreamDecoder::new();
             decoder.feed(&bytes);
             let _ = decoder.next_message();
