@@ -342,8 +342,11 @@ fn run_train(args: &Args) -> Result<(), String> {
     };
     let model = train::train(&items, &dev, &options);
     for file in args.all("validate") {
-        for (group, prior, learned) in train::validate(&model, &data::read_labelled(Path::new(file))?) {
-            println!("{file}: {group}: APGR {prior:.3} with the priors, {learned:.3} learned");
+        for check in train::validate(&model, &data::read_labelled(Path::new(file))?) {
+            println!(
+                "{file}: {}: APGR {:.3} with the priors, {:.3} learned, {:.3} by prompt length",
+                check.source, check.prior, check.learned, check.length
+            );
         }
     }
     let names: Vec<String> = args

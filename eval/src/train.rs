@@ -80,6 +80,8 @@ struct Example {
     /// kind's per-word weight after the table; value).
     words: Vec<(usize, f64)>,
     gain: f64,
+    /// Estimated tokens of the whole prompt: what the `length` router ranks by.
+    tokens: f64,
     english_chat: bool,
 }
 
@@ -157,7 +159,10 @@ fn examples(items: &[Labelled]) -> Vec<(String, Example)> {
     items
         .iter()
         .filter_map(|item| {
-            let features = item.request.view(|view| classifier.features(view))?;
+            let (features, tokens) = item.request.view(|view| {
+                let tokens = f64::from(view.last_user_tokens()) + f64::from(view.context_tokens);
+                (classifier.features(view), tokens)
+            })?;
             let kind = features.kind.index();
             let mut counts = std::collections::BTreeMap::<usize, f64>::new();
             for bucket in &features.word_buckets {
@@ -174,6 +179,7 @@ fn examples(items: &[Labelled]) -> Vec<(String, Example)> {
                 strengths: features.strengths,
                 words: counts.into_iter().map(|(index, count)| (index, count / norm)).collect(),
                 gain: item.strong - item.weak,
+                tokens,
                 english_chat: item.kind == "chat" && features.language == Language::English,
             };
             Some((item.source.clone(), example))
@@ -189,7 +195,7 @@ fn sources_of(all: &[(String, Example)]) -> Vec<String> {
 }
 
 /// Learns a model from labelled prompts (`dev` prompts, if any, decide
-/// which kinds keep their word weights); prints progress to stderr.
+/// how much of each kind's word weights ships); prints progress to stderr.
 pub fn train(items: &[Labelled], dev: &[Labelled], options: &Options) -> Model {
     let all = examples(items);
     let groups: Vec<Vec<&Example>> = sources_of(&all)
@@ -219,7 +225,7 @@ pub fn train(items: &[Labelled], dev: &[Labelled], options: &Options) -> Model {
     forget_unseen_kinds(&mut model, &all);
     center_kinds(&mut model, &all);
     if !dev.is_empty() {
-        keep_words_that_help(&mut model, dev, &all);
+        scale_words_by_dev(&mut model, dev, &all);
     }
     if let Some(average) = english_cue_average(&model, &all) {
         model.weights[Signal::Language.index()] = average;
@@ -309,18 +315,32 @@ fn center_kinds(model: &mut Model, all: &[(String, Example)]) {
     }
 }
 
-/// APGR of the priors and of `model` on `items`, per source, from the
+/// APGR of one source's prompts by three routers.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub source: String,
+    /// The hand-set weights alone.
+    pub prior: f64,
+    pub learned: f64,
+    /// Prompt length alone: the baseline to beat.
+    pub length: f64,
+}
+
+/// APGR of the priors, of `model` and of prompt length on `items`, per source, from the
 /// same features learning uses: a quick check without rebuilding the
 /// classifier.
-pub fn validate(model: &Model, items: &[Labelled]) -> Vec<(String, f64, f64)> {
+pub fn validate(model: &Model, items: &[Labelled]) -> Vec<Validation> {
     let priors = Model::priors();
     let all = examples(items);
     sources_of(&all)
         .into_iter()
         .filter_map(|source| {
-            let prior = source_apgr(&priors, &all, &source)?;
-            let learned = source_apgr(model, &all, &source)?;
-            Some((source, prior, learned))
+            Some(Validation {
+                prior: source_apgr(&priors, &all, &source)?,
+                learned: source_apgr(model, &all, &source)?,
+                length: length_apgr(&all, &source)?,
+                source,
+            })
         })
         .collect()
 }
@@ -339,34 +359,88 @@ fn source_apgr(model: &Model, all: &[(String, Example)], source: &str) -> Option
     Curve::of(&outcomes).map(|curve| curve.apgr())
 }
 
-/// Mean APGR over the sources of `all`, each weighing the same.
-fn mean_apgr(model: &Model, all: &[(String, Example)]) -> f64 {
-    let values: Vec<f64> = sources_of(all)
+/// APGR of the `length` router (estimated prompt tokens) on one source.
+fn length_apgr(all: &[(String, Example)], source: &str) -> Option<f64> {
+    let outcomes: Vec<Outcome> = all
         .iter()
-        .filter_map(|source| source_apgr(model, all, source))
+        .filter(|(name, _)| name == source)
+        .map(|(_, example)| Outcome {
+            score: example.tokens,
+            weak: 0.0,
+            strong: example.gain,
+        })
         .collect();
-    values.iter().sum::<f64>() / values.len().max(1) as f64
+    Curve::of(&outcomes).map(|curve| curve.apgr())
 }
 
-/// Keeps a kind's word-bucket weights only where they do not make routing
-/// worse on held-apart `dev` prompts: a vocabulary learned from a few
-/// thousand questions can memorise them rather than generalise.
-fn keep_words_that_help(model: &mut Model, dev: &[Labelled], all: &[(String, Example)]) {
+/// The fractions of its learned size a kind's word-bucket weights may ship
+/// at; held-apart prompts choose one.
+const WORD_SCALES: [f64; 6] = [1.0, 0.8, 0.6, 0.4, 0.2, 0.0];
+
+/// The sources of `all` whose prompts are mostly of `kind`.
+fn sources_of_kind(all: &[(String, Example)], kind: usize) -> Vec<String> {
+    sources_of(all)
+        .into_iter()
+        .filter(|source| {
+            let of_source = all.iter().filter(|(name, _)| name == source);
+            let (mut total, mut of_kind) = (0usize, 0usize);
+            for (_, example) in of_source {
+                total += 1;
+                of_kind += usize::from(example.kind == kind);
+            }
+            2 * of_kind > total
+        })
+        .collect()
+}
+
+/// Scales each kind's word-bucket weights by what held-apart `dev` prompts
+/// support: a vocabulary learned from a few thousand questions can memorise
+/// them rather than generalise, and one learned from two sources that
+/// disagree (ARC and MMLU questions are one kind) can help one and add
+/// noise to the other. The scale kept is the one whose worst dev source of
+/// that kind beats prompt length by the most (on a tie, the larger scale);
+/// a kind without dev prompts keeps its words whole.
+fn scale_words_by_dev(model: &mut Model, dev: &[Labelled], all: &[(String, Example)]) {
     let dev = examples(dev);
     for kind in 0..KINDS {
         let region = kind * BUCKETS..(kind + 1) * BUCKETS;
         if model.words[region.clone()].iter().all(|weight| *weight == 0.0) {
             continue;
         }
-        let mut without = model.clone();
-        without.words[region].fill(0.0);
-        center_kinds(&mut without, all);
-        let (with_words, without_words) = (mean_apgr(model, &dev), mean_apgr(&without, &dev));
-        if without_words > with_words {
-            eprintln!(
-                "kind {kind}: dev APGR {with_words:.3} with its word weights, {without_words:.3} without: dropped"
-            );
-            *model = without;
+        let sources = sources_of_kind(&dev, kind);
+        let baselines: Vec<(&String, f64)> = sources
+            .iter()
+            .filter_map(|source| Some((source, length_apgr(&dev, source)?)))
+            .collect();
+        if baselines.is_empty() {
+            continue;
+        }
+        let learned = model.clone();
+        let mut best: Option<(f64, Model, String)> = None;
+        for scale in WORD_SCALES {
+            let mut candidate = learned.clone();
+            candidate.words[region.clone()]
+                .iter_mut()
+                .for_each(|weight| *weight *= scale);
+            center_kinds(&mut candidate, all);
+            let margins: Vec<(&String, f64)> = baselines
+                .iter()
+                .filter_map(|(source, length)| Some((*source, source_apgr(&candidate, &dev, source)? - length)))
+                .collect();
+            let worst = margins.iter().map(|(_, margin)| *margin).fold(f64::INFINITY, f64::min);
+            let detail: Vec<String> = margins
+                .iter()
+                .map(|(source, margin)| format!("{source} {margin:+.3}"))
+                .collect();
+            let line = format!("scale {scale}: dev APGR minus length: {}", detail.join(", "));
+            eprintln!("kind {kind}: {line}");
+            if best.as_ref().is_none_or(|(best_worst, _, _)| worst > *best_worst) {
+                best = Some((worst, candidate, line));
+            }
+        }
+        if let Some((_, chosen, line)) = best {
+            eprintln!("kind {kind}: word weights kept at {line}");
+            *model = chosen;
         }
     }
 }
@@ -536,10 +610,39 @@ mod tests {
             "{:?}",
             model.adjustments[math]
         );
-        let (_, prior, learned) = validate(&model, &items).pop().unwrap();
-        assert!(learned >= prior, "{learned} < {prior}");
+        let check = validate(&model, &items).pop().unwrap();
+        assert!(check.learned >= check.prior, "{check:?}");
         // The hand-set weights that separate kinds are not touched.
         assert_eq!(model.weights[Signal::Code.index()], Signal::Code.prior_weight());
+    }
+
+    #[test]
+    fn dev_prompts_choose_one_of_the_word_scales_and_other_kinds_keep_theirs() {
+        let items = word_problems();
+        let whole = train(&items, &[], &quick());
+        let math = signalbox::classify::PromptKind::Math.index();
+        let region = math * BUCKETS..(math + 1) * BUCKETS;
+        assert!(whole.words[region.clone()].iter().any(|weight| *weight != 0.0));
+        // Dev prompts of another kind say nothing about math's words.
+        let chat_dev = vec![Labelled {
+            kind: "chat".into(),
+            ..item("Tell me a story about a fox.", 0.0)
+        }];
+        assert_eq!(train(&items, &chat_dev, &quick()).words, whole.words);
+        let scaled = train(&items, &items, &quick());
+        let (index, largest) = whole.words[region]
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap();
+        let scale = scaled.words[math * BUCKETS + index] / largest;
+        assert!(
+            WORD_SCALES.iter().any(|allowed| (allowed - scale).abs() < 1e-9),
+            "{scale}"
+        );
+        let all = examples(&items);
+        assert_eq!(sources_of_kind(&all, math), vec!["test".to_string()]);
+        assert!(sources_of_kind(&all, signalbox::classify::PromptKind::Chat.index()).is_empty());
     }
 
     #[test]

@@ -421,6 +421,25 @@ mod tests {
     }
 
     #[test]
+    fn a_question_whose_options_are_whole_statements_scores_higher_and_says_why() {
+        let recall = "Which planet is closest to the Sun?\nA. Mercury\nB. Venus\nC. Earth\nD. Mars";
+        let statements = "Which planet is closest to the Sun?\n\
+                          A. Mercury, because its orbit is the smallest of the eight planets\n\
+                          B. Venus, because it is the hottest planet and so must be nearest\n\
+                          C. Earth, because it receives the most light of any planet\n\
+                          D. Mars, because its red colour comes from the heat of the Sun";
+        let result = classifier().classify(&prompt(statements));
+        assert_eq!(result.kind, PromptKind::Choice);
+        assert!(
+            score(statements) > score(recall),
+            "{} <= {}",
+            score(statements),
+            score(recall)
+        );
+        assert!(result.explain().contains("option_length=+"), "{}", result.explain());
+    }
+
+    #[test]
     fn an_agent_loop_of_tool_results_raises_the_score() {
         let classifier = classifier();
         let first = classifier.classify(&prompt("Find the cheapest flight to Lisbon."));

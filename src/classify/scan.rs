@@ -42,6 +42,8 @@ pub struct TextStats {
     pub enumerated_lines: u32,
     /// Lines that start like a lettered answer option (`B.`, `c)`).
     pub option_lines: u32,
+    /// Words on those lines after the option's letter.
+    pub option_words: u32,
     pub questions: u32,
     pub numbers: u32,
     pub equation_ops: u32,
@@ -81,6 +83,7 @@ impl TextStats {
         self.code_lines += scaled(other.code_lines);
         self.enumerated_lines += scaled(other.enumerated_lines);
         self.option_lines += scaled(other.option_lines);
+        self.option_words += scaled(other.option_words);
         self.questions += scaled(other.questions);
         self.numbers += scaled(other.numbers);
         self.equation_ops += scaled(other.equation_ops);
@@ -278,6 +281,8 @@ struct Scanner<'a> {
     matched_until: usize,
     line_start: usize,
     line_syntax: u32,
+    /// `stats.words` when the current line started.
+    line_first_word: u32,
 }
 
 impl<'a> Scanner<'a> {
@@ -305,6 +310,7 @@ impl<'a> Scanner<'a> {
             previous_word_end: 0,
             previous_word_numeric: false,
             line_syntax: 0,
+            line_first_word: 0,
         }
     }
 
@@ -463,6 +469,10 @@ impl<'a> Scanner<'a> {
     fn finish_line(&mut self, end: usize) {
         let line = &self.text[self.line_start..end];
         let syntax = std::mem::take(&mut self.line_syntax);
+        let line_words = self
+            .stats
+            .words
+            .saturating_sub(std::mem::replace(&mut self.line_first_word, self.stats.words));
         self.line_start = end + 1;
         let leading_spaces: u32 = line
             .iter()
@@ -491,6 +501,8 @@ impl<'a> Scanner<'a> {
         }
         if shape.is_option() {
             stats.option_lines += 1;
+            // The option's letter is a word too.
+            stats.option_words += line_words.saturating_sub(1);
         }
     }
 }
@@ -646,8 +658,10 @@ mod tests {
         assert_eq!(evidence.stats.enumerated_lines, 3);
         assert_eq!(evidence.stats.questions, 2);
         assert_eq!(evidence.stats.long_words, 1);
-        let options = scan(&m, "Which gas?\nA. oxygen\nB. argon\nc) neon\nAlso this.");
+        let options = scan(&m, "Which gas?\nA. oxygen\nB. argon gas\n\nc) neon\nAlso this.");
         assert_eq!(options.stats.option_lines, 3);
+        // Words after each option's letter; not the question's, not the last line's.
+        assert_eq!(options.stats.option_words, 4);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! large model on public benchmarks: multi-step arithmetic and code
 //! generation most, lookups, rewriting and chit-chat hardly at all.
 //! *Within-kind* signals (quantities, operations, subject, question shape,
-//! deliverables, tool loops, words) order prompts of one sort by how hard
-//! they are. The shipped weights are learned from labelled public data by
+//! question and option length, deliverables, tool loops, words) order
+//! prompts of one sort by how hard they are. The shipped weights are learned from labelled public data by
 //! `signalbox-eval train`, starting from these priors (see
 //! [`super::learned`] and `docs/routing.md`).
 
@@ -42,13 +42,15 @@ pub enum Signal {
     Operations,
     Subject,
     QuestionShape,
+    QuestionLength,
+    OptionLength,
     Deliverables,
     ToolLoop,
     Words,
     Language,
 }
 
-pub const SIGNAL_COUNT: usize = 20;
+pub const SIGNAL_COUNT: usize = 22;
 
 impl Signal {
     pub const ALL: [Signal; SIGNAL_COUNT] = [
@@ -68,6 +70,8 @@ impl Signal {
         Signal::Operations,
         Signal::Subject,
         Signal::QuestionShape,
+        Signal::QuestionLength,
+        Signal::OptionLength,
         Signal::Deliverables,
         Signal::ToolLoop,
         Signal::Words,
@@ -96,6 +100,8 @@ impl Signal {
             Signal::Operations => "operations",
             Signal::Subject => "subject",
             Signal::QuestionShape => "question_shape",
+            Signal::QuestionLength => "question_length",
+            Signal::OptionLength => "option_length",
             Signal::Deliverables => "deliverables",
             Signal::ToolLoop => "tool_loop",
             Signal::Words => "words",
@@ -123,6 +129,8 @@ impl Signal {
                 | Signal::Conversation
                 | Signal::Quantities
                 | Signal::Operations
+                | Signal::QuestionLength
+                | Signal::OptionLength
                 | Signal::ToolLoop
                 | Signal::Words
                 | Signal::Language
@@ -161,6 +169,17 @@ impl Signal {
             // "Which of the following is NOT", "except", several statements
             // to judge: questions that trip a small model more often.
             Signal::QuestionShape => 0.6,
+            // A longer multiple-choice question (a scenario to read, a
+            // passage, statements to weigh) is a harder one; `length` barely
+            // moves below 150 tokens, where most such questions are.
+            Signal::QuestionLength => 1.0,
+            // Answer options that are whole statements must each be checked
+            // against the question; one-word options are mostly recall. On
+            // the ARC and MMLU training splits it orders questions almost as
+            // well as their length and adds to it on both (where `expertise`
+            // and `subject` pull the two sets opposite ways), so it weighs
+            // more than `question_length`.
+            Signal::OptionLength => 2.0,
             // Several things to produce in one answer. Kept small: on the
             // chat dev split it neither helped nor hurt much.
             Signal::Deliverables => 0.3,
@@ -243,8 +262,9 @@ fn set_kind_strengths(evidence: &Evidence, strength: &mut [f64; SIGNAL_COUNT]) {
 /// Within-kind signals only count in the kind they were made for. In a
 /// word problem, quantities (numbers, number words, units) and the
 /// operations that relate them stand for the steps a solution takes; in
-/// a multiple-choice question, the subject and the question's shape
-/// (negations, several statements) say how hard it is; in a chat
+/// a multiple-choice question, the subject, the question's shape
+/// (negations, several statements), its length and how long its answer
+/// options are say how hard it is; in a chat
 /// request, how many things it asks for. Tool loops and the learned words
 /// count in every kind.
 fn set_within_kind_strengths(
@@ -262,6 +282,11 @@ fn set_within_kind_strengths(
         log_ramp(1.0 + cue(Signal::Operations), 1.0, 16.0) * only_in(PromptKind::Math);
     strength[Signal::Subject.index()] = saturate(cue(Signal::Subject), 3.0) * only_in(PromptKind::Choice);
     strength[Signal::QuestionShape.index()] = saturate(cue(Signal::QuestionShape), 2.0) * only_in(PromptKind::Choice);
+    strength[Signal::QuestionLength.index()] =
+        log_ramp(f64::from(evidence.prompt_tokens), 20.0, 400.0) * only_in(PromptKind::Choice);
+    // From one-word options (0) to options of 20 words and more (1).
+    strength[Signal::OptionLength.index()] =
+        log_ramp(1.0 + mean_option_words(stats), 2.0, 21.0) * only_in(PromptKind::Choice);
     strength[Signal::Deliverables.index()] =
         saturate(cue(Signal::Deliverables) + 0.5 * extra_questions(stats), 3.0) * only_in(PromptKind::Chat);
     strength[Signal::ToolLoop.index()] = log_ramp(1.0 + f64::from(evidence.tool_results), 1.0, 9.0);
@@ -300,6 +325,15 @@ fn math_evidence(evidence: &Evidence) -> f64 {
 /// Questions after the first (up to three): more steps, more deliverables.
 fn extra_questions(stats: &TextStats) -> f64 {
     stats.questions.saturating_sub(1).min(3) as f64
+}
+
+/// Mean words per answer option (0 without options).
+fn mean_option_words(stats: &TextStats) -> f64 {
+    if stats.option_lines == 0 {
+        0.0
+    } else {
+        f64::from(stats.option_words) / f64::from(stats.option_lines)
+    }
 }
 
 /// Specialist text is dense in long words; ordinary English has ~3% of
@@ -364,6 +398,50 @@ mod tests {
             previous = value;
         }
         assert_eq!(saturate(-1.0, 2.0), 0.0);
+    }
+
+    fn choice_evidence(text: &str) -> Evidence {
+        let phrases =
+            super::super::phrases::PhraseIndex::build(std::iter::empty::<(Signal, f64, &str)>(), &[]).unwrap();
+        let mut evidence = Evidence::default();
+        super::super::scan::scan(
+            &phrases,
+            &WordTable::default(),
+            &super::super::language::LanguageGuesser::default(),
+            &[text],
+            &mut evidence,
+        );
+        evidence
+    }
+
+    #[test]
+    fn option_length_is_the_mean_words_per_option_on_a_log_scale() {
+        let short = choice_evidence("Which gas do plants take in?\nA. oxygen\nB. carbon dioxide\nC. neon\nD. helium");
+        assert_eq!(short.stats.option_lines, 4);
+        assert_eq!(short.stats.option_words, 5);
+        assert!((mean_option_words(&short.stats) - 1.25).abs() < 1e-12);
+        let long = choice_evidence(
+            "Why do leaves change colour?\nA. The chlorophyll breaks down and other pigments show through\n\
+             B. The tree pumps red dye into each leaf before it falls\n\
+             C. Cold air freezes the green pigment into a brown one",
+        );
+        let (short_strengths, short_kind) = strengths(&short, &WordTable::default());
+        let (long_strengths, long_kind) = strengths(&long, &WordTable::default());
+        assert_eq!((short_kind, long_kind), (PromptKind::Choice, PromptKind::Choice));
+        let option_length = Signal::OptionLength.index();
+        assert!(short_strengths[option_length] > 0.0 && short_strengths[option_length] < 0.1);
+        assert!(long_strengths[option_length] > 0.5 && long_strengths[option_length] <= 1.0);
+        assert!(long_strengths[Signal::QuestionLength.index()] > short_strengths[Signal::QuestionLength.index()]);
+    }
+
+    #[test]
+    fn question_and_option_length_only_count_in_multiple_choice() {
+        let chat = choice_evidence(&"Tell me a long story about a dragon who learns to cook. ".repeat(20));
+        let (strength, kind) = strengths(&chat, &WordTable::default());
+        assert_eq!(kind, PromptKind::Chat);
+        assert_eq!(strength[Signal::QuestionLength.index()], 0.0);
+        assert_eq!(strength[Signal::OptionLength.index()], 0.0);
+        assert_eq!(mean_option_words(&TextStats::default()), 0.0);
     }
 
     #[test]
