@@ -9,6 +9,8 @@
 //! Prompts with equal scores are taken as one block in random order: the
 //! curve is a straight line across them, so a router cannot gain by ties.
 
+use crate::random::Random;
+
 /// The PGR curve: points `(share of strong calls, PGR)` from (0, 0) to (1, 1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
@@ -87,6 +89,58 @@ impl Curve {
         }
         None
     }
+}
+
+/// How much better one router is than another on the same prompts, with
+/// the spread a different sample of prompts would give.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Difference {
+    /// APGR of the first router minus the second's, on all the prompts.
+    pub observed: f64,
+    /// 2.5th and 97.5th percentiles of that difference over the resamples.
+    pub low: f64,
+    pub high: f64,
+    /// Share of resamples in which the first router's APGR was higher.
+    pub wins: f64,
+}
+
+/// Paired bootstrap of `APGR(first) - APGR(second)`: `rounds` resamples of
+/// the prompts (with replacement, the same prompts for both routers, which
+/// score them in the same order of `first` and `second`). `None` when the
+/// two lists differ in length or a curve has no gap to recover.
+pub fn paired_bootstrap(first: &[Outcome], second: &[Outcome], rounds: usize, seed: u64) -> Option<Difference> {
+    if first.len() != second.len() || rounds == 0 {
+        return None;
+    }
+    let observed = Curve::of(first)?.apgr() - Curve::of(second)?.apgr();
+    let mut random = Random(seed | 1);
+    let mut differences = Vec::with_capacity(rounds);
+    let (mut sample_first, mut sample_second) = (Vec::with_capacity(first.len()), Vec::with_capacity(first.len()));
+    for _ in 0..rounds {
+        sample_first.clear();
+        sample_second.clear();
+        for _ in 0..first.len() {
+            let pick = random.below(first.len());
+            sample_first.push(first[pick]);
+            sample_second.push(second[pick]);
+        }
+        // A resample without a gap to recover says nothing either way.
+        if let (Some(a), Some(b)) = (Curve::of(&sample_first), Curve::of(&sample_second)) {
+            differences.push(a.apgr() - b.apgr());
+        }
+    }
+    if differences.is_empty() {
+        return None;
+    }
+    differences.sort_by(f64::total_cmp);
+    let at = |quantile: f64| differences[((differences.len() - 1) as f64 * quantile).round() as usize];
+    let wins = differences.iter().filter(|difference| **difference > 0.0).count() as f64 / differences.len() as f64;
+    Some(Difference {
+        observed,
+        low: at(0.025),
+        high: at(0.975),
+        wins,
+    })
 }
 
 /// Colours of the plotted routers, in order.
@@ -206,6 +260,51 @@ mod tests {
         assert!(Curve::of(&outcomes(&[(0.3, 1.0, 1.0), (0.6, 1.0, 0.5)])).is_none());
         assert!(Curve::of(&[]).is_none());
         assert!(Curve::of(&outcomes(&[(f64::NAN, 0.0, 1.0), (0.5, 0.0, 1.0)])).is_none());
+    }
+
+    /// Forty prompts, half of which only the strong model answers; `perfect`
+    /// scores those higher, `blind` scores every prompt alike.
+    fn perfect_and_blind() -> (Vec<Outcome>, Vec<Outcome>) {
+        let rows: Vec<(f64, f64)> = (0..40)
+            .map(|i| if i % 2 == 0 { (0.0, 1.0) } else { (1.0, 1.0) })
+            .collect();
+        let perfect = rows
+            .iter()
+            .map(|&(weak, strong)| Outcome {
+                score: 1.0 - weak,
+                weak,
+                strong,
+            })
+            .collect();
+        let blind = rows
+            .iter()
+            .map(|&(weak, strong)| Outcome {
+                score: 0.5,
+                weak,
+                strong,
+            })
+            .collect();
+        (perfect, blind)
+    }
+
+    #[test]
+    fn the_bootstrap_separates_a_clear_winner_and_not_a_router_from_itself() {
+        let (perfect, blind) = perfect_and_blind();
+        let clear = paired_bootstrap(&perfect, &blind, 200, 7).unwrap();
+        assert!((clear.observed - 0.25).abs() < 1e-9, "{clear:?}");
+        assert!(
+            clear.low > 0.0 && clear.high >= clear.low && clear.wins == 1.0,
+            "{clear:?}"
+        );
+        let same = paired_bootstrap(&blind, &blind, 200, 7).unwrap();
+        assert_eq!((same.observed, same.low, same.high, same.wins), (0.0, 0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn the_bootstrap_needs_the_same_prompts_on_both_sides() {
+        let (perfect, blind) = perfect_and_blind();
+        assert_eq!(paired_bootstrap(&perfect, &blind[1..], 200, 7), None);
+        assert_eq!(paired_bootstrap(&perfect, &blind, 0, 7), None);
     }
 
     #[test]

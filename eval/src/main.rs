@@ -1,7 +1,7 @@
 //! `signalbox-eval`: offline routing evaluation for Signalbox.
 //!
 //! ```text
-//! signalbox-eval apgr DATA.jsonl... [--scorer SPEC]... [--svg FILE] [--title TEXT]
+//! signalbox-eval apgr DATA.jsonl... [--scorer SPEC]... [--bootstrap N] [--svg FILE] [--title TEXT]
 //! signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
 //! signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE [--output-tokens N]
 //! signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
@@ -16,6 +16,7 @@
 mod apgr;
 mod data;
 mod outcomes;
+mod random;
 mod replay;
 mod scorer;
 mod train;
@@ -30,7 +31,7 @@ use signalbox::classify::PromptKind;
 use signalbox::config::Config;
 
 const USAGE: &str = "usage:
-  signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|oracle|classifier=FILE]... [--svg FILE] [--title TEXT]
+  signalbox-eval apgr DATA.jsonl... [--scorer classifier|previous|length|oracle|classifier=FILE]... [--bootstrap N] [--svg FILE] [--title TEXT]
   signalbox-eval replay --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) [--output-tokens N]
   signalbox-eval calibrate --config CONFIG.json (--log FILE | --prompts FILE | --data FILE) --strong-share SHARE [--output-tokens N]
   signalbox-eval train DATA.jsonl... [--out FILE] [--epochs N] [--adjust-l2 X] [--word-l2 X] [--learning-kinds math,choice] [--dev DEV.jsonl]... [--validate VAL.jsonl]...
@@ -145,6 +146,7 @@ fn run_apgr(args: &Args) -> Result<(), String> {
         .iter()
         .map(|spec| Scorer::parse(spec))
         .collect::<Result<Vec<_>, _>>()?;
+    let rounds: usize = args.number("bootstrap", 0)?;
     let mut kinds: Vec<String> = items.iter().map(group_of).collect();
     kinds.sort_unstable();
     kinds.dedup();
@@ -158,46 +160,19 @@ fn run_apgr(args: &Args) -> Result<(), String> {
             "router", "APGR", "50% gap", "80% gap"
         );
         for scorer in &scorers {
-            let outcomes: Vec<Outcome> = of_kind
-                .iter()
-                .filter_map(|item| {
-                    let score = scorer.score_labelled(item)?;
-                    Some(Outcome {
-                        score,
-                        weak: item.weak,
-                        strong: item.strong,
-                    })
-                })
-                .collect();
-            let Some(curve) = Curve::of(&outcomes) else {
-                println!(
-                    "  {:<14} the strong model is not better here: nothing to recover",
-                    scorer.label()
-                );
+            let outcomes: Vec<Outcome> = scored(scorer, &of_kind).into_iter().flatten().collect();
+            let Some(curve) = print_curve(scorer.label(), &outcomes) else {
                 continue;
             };
-            let share = |target: f64| {
-                curve
-                    .share_for(target)
-                    .map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0))
-            };
-            let points: Vec<String> = (1..=10)
-                .map(|tenth| format!("{:.2}", curve.pgr_at(f64::from(tenth) / 10.0)))
-                .collect();
-            println!(
-                "  {:<14} {:>6.3} {:>9} {:>9}   {}",
-                scorer.label(),
-                curve.apgr(),
-                share(0.5),
-                share(0.8),
-                points.join(" ")
-            );
             let label = if several {
                 format!("{kind}: {}", scorer.label())
             } else {
                 scorer.label().to_string()
             };
             plotted.push((label, curve));
+        }
+        if rounds > 0 {
+            print_against_length(&scorers, &of_kind, rounds);
         }
     }
     if let Some(path) = args.one("svg") {
@@ -206,6 +181,72 @@ fn run_apgr(args: &Args) -> Result<(), String> {
         println!("plot: {path}");
     }
     Ok(())
+}
+
+/// Each prompt's outcome under `scorer`, in the order of `items` (`None`
+/// where the scorer cannot read the prompt).
+fn scored(scorer: &Scorer, items: &[&Labelled]) -> Vec<Option<Outcome>> {
+    items
+        .iter()
+        .map(|item| {
+            Some(Outcome {
+                score: scorer.score_labelled(item)?,
+                weak: item.weak,
+                strong: item.strong,
+            })
+        })
+        .collect()
+}
+
+/// Prints one router's row; its curve, if there is a gap to recover.
+fn print_curve(label: &str, outcomes: &[Outcome]) -> Option<Curve> {
+    let Some(curve) = Curve::of(outcomes) else {
+        println!("  {label:<14} the strong model is not better here: nothing to recover");
+        return None;
+    };
+    let share = |target: f64| {
+        curve
+            .share_for(target)
+            .map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0))
+    };
+    let points: Vec<String> = (1..=10)
+        .map(|tenth| format!("{:.2}", curve.pgr_at(f64::from(tenth) / 10.0)))
+        .collect();
+    println!(
+        "  {label:<14} {:>6.3} {:>9} {:>9}   {}",
+        curve.apgr(),
+        share(0.5),
+        share(0.8),
+        points.join(" ")
+    );
+    Some(curve)
+}
+
+/// Seed of the bootstrap's resampling, so a run can be repeated.
+const BOOTSTRAP_SEED: u64 = 0x5eed;
+
+/// For each router but length: its APGR minus length's on the same
+/// prompts, with a 95% paired-bootstrap interval.
+fn print_against_length(scorers: &[Scorer], items: &[&Labelled], rounds: usize) {
+    let length = scored(&Scorer::Length, items);
+    for scorer in scorers.iter().filter(|scorer| !matches!(scorer, Scorer::Length)) {
+        let (ours, theirs): (Vec<Outcome>, Vec<Outcome>) = scored(scorer, items)
+            .into_iter()
+            .zip(&length)
+            .filter_map(|(ours, theirs)| Some((ours?, (*theirs)?)))
+            .unzip();
+        match apgr::paired_bootstrap(&ours, &theirs, rounds, BOOTSTRAP_SEED) {
+            Some(difference) => println!(
+                "  {} - length: {:+.3} (95% of {rounds} resamples: {:+.3} to {:+.3}; ahead in {:.0}%)",
+                scorer.label(),
+                difference.observed,
+                difference.low,
+                difference.high,
+                difference.wins * 100.0
+            ),
+            None => println!("  {} - length: no gap to recover", scorer.label()),
+        }
+    }
 }
 
 /// The requests to replay, from whichever of --log, --prompts, --data is given.

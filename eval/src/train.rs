@@ -24,6 +24,7 @@ use signalbox::classify::{Classifier, ClassifierSettings, Language, PromptKind, 
 
 use crate::apgr::{Curve, Outcome};
 use crate::data::Labelled;
+use crate::random::Random;
 
 /// Signals whose weight gets per-kind adjustments: `words` has its own
 /// table and `language` is set from the cue signals (see the module comment).
@@ -134,18 +135,6 @@ impl Model {
             .map(|signal| self.weights[signal.index()] * example.strengths[signal.index()])
             .sum();
         signals + self.learned_part(example) + self.offsets[example.kind]
-    }
-}
-
-/// A small deterministic generator (xorshift64*), so training is reproducible.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % bound.max(1)
     }
 }
 
