@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use signalbox::classify::{Classifier, ClassifierSettings, Signal};
+use signalbox::request::PromptView;
 
 use crate::data::{Labelled, Request};
 
@@ -64,10 +65,15 @@ impl Scorer {
     pub fn score(&self, request: &Request) -> Option<f64> {
         match self {
             Scorer::Classifier { classifier, .. } => request.view(|view| classifier.classify(view).score),
-            Scorer::Length => request.view(|view| f64::from(view.last_user_tokens()) + f64::from(view.context_tokens)),
+            Scorer::Length => request.view(prompt_length),
             Scorer::Oracle => None,
         }
     }
+}
+
+/// What the `length` router ranks by: estimated tokens of the whole prompt.
+pub fn prompt_length(view: &PromptView<'_>) -> f64 {
+    f64::from(view.last_user_tokens()) + f64::from(view.context_tokens)
 }
 
 /// The classifier as it was before learning: prior weights, no word table,

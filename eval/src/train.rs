@@ -148,10 +148,9 @@ fn examples(items: &[Labelled]) -> Vec<(String, Example)> {
     items
         .iter()
         .filter_map(|item| {
-            let (features, tokens) = item.request.view(|view| {
-                let tokens = f64::from(view.last_user_tokens()) + f64::from(view.context_tokens);
-                (classifier.features(view), tokens)
-            })?;
+            let (features, tokens) = item
+                .request
+                .view(|view| (classifier.features(view), crate::scorer::prompt_length(view)))?;
             let kind = features.kind.index();
             let mut counts = std::collections::BTreeMap::<usize, f64>::new();
             for bucket in &features.word_buckets {
