@@ -51,6 +51,13 @@ impl WordHash {
     }
 }
 
+/// A word hash with its bits spread (FNV-1a's high bits barely differ
+/// between short words): what table slots and filter bits are taken from.
+#[inline(always)]
+pub fn mix(hash: u64) -> u64 {
+    hash.wrapping_mul(0xff51_afd7_ed55_8ccd)
+}
+
 /// Letters, digits and every byte of a non-ASCII character are word bytes.
 pub fn is_word_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte >= 0x80
@@ -99,7 +106,7 @@ impl KeyTable {
     }
 
     fn home(key: u64, size: usize) -> usize {
-        (key >> 32) as usize & (size - 1)
+        (mix(key) >> 32) as usize & (size - 1)
     }
 
     /// The ids filed under `key` (none when absent).
@@ -136,7 +143,9 @@ impl Default for HashFilter {
 
 impl HashFilter {
     fn slot(hash: u64) -> (usize, u64) {
-        let bit = (hash >> 50) as usize; // 14 well-mixed bits of FNV-1a
+        // FNV-1a's own high bits are poorly spread over short words (half
+        // the words of a prompt passed); one multiply mixes them.
+        let bit = (mix(hash) >> 50) as usize;
         (bit >> 6, 1 << (bit & 63))
     }
 

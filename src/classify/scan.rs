@@ -287,8 +287,13 @@ struct Scanner<'a> {
     /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
     range: std::ops::Range<usize>,
+    /// Where reading stops: the range's end, within the text.
+    limit: usize,
     /// Position of this part within the whole message.
     offset: usize,
+    /// Words starting before this position of the part are in the
+    /// language sample.
+    sample_end: usize,
     total_len: usize,
     sinks: Sinks<'a>,
     stats: TextStats,
@@ -327,8 +332,10 @@ impl<'a> Scanner<'a> {
             text,
             line_start: range.start,
             matched_until: range.start,
+            limit: range.end.min(text.len()),
             range,
             offset,
+            sample_end: language::SAMPLE_BYTES.saturating_sub(offset),
             total_len,
             sinks,
             stats: TextStats::default(),
@@ -344,7 +351,7 @@ impl<'a> Scanner<'a> {
     fn run(mut self) -> TextStats {
         let text = self.text;
         let mut position = self.range.start;
-        let end = self.range.end.min(text.len());
+        let end = self.limit;
         while position < end {
             let Some(&byte) = text.get(position) else { break };
             let class = self.classes.of(byte);
@@ -394,8 +401,7 @@ impl<'a> Scanner<'a> {
         // A word ends with the range too: a sampled window never reads on
         // into the rest of a huge word (a prompt of one 4 MB "word" would
         // make every window rescan the remainder).
-        let limit = self.range.end.min(self.text.len());
-        let bytes = self.text.get(start..limit).unwrap_or_default();
+        let bytes = self.text.get(start..self.limit).unwrap_or_default();
         let mut hash = WordHash::default();
         let mut key_hash = None;
         let mut classes_seen = 0u8;
@@ -459,7 +465,7 @@ impl<'a> Scanner<'a> {
         self.previous_word_end = word.end;
         self.previous_word_numeric = word.last.is_ascii_digit();
 
-        if self.offset + word.start < language::SAMPLE_BYTES {
+        if word.start < self.sample_end {
             let ascii_letters = if word.chars as usize == word.end - word.start {
                 word.chars
             } else {
@@ -469,11 +475,16 @@ impl<'a> Scanner<'a> {
                 .observe(self.sinks.latin_votes, word.hash, word.end - word.start, ascii_letters);
         }
         let token = if first_is_digit { NUMBER_TOKEN } else { word.hash };
-        self.add_ngram(words::unigram(token));
-        if let Some(previous) = self.previous_token {
-            self.add_ngram(words::bigram(previous, token));
+        let unigram = words::unigram(token);
+        self.ngrams.add(self.word_table, unigram);
+        let bigram = self.previous_token.map(|previous| words::bigram(previous, token));
+        if let Some(bigram) = bigram {
+            self.ngrams.add(self.word_table, bigram);
         }
         self.previous_token = Some(token);
+        if self.keep_buckets {
+            self.keep_buckets(unigram, bigram);
+        }
         if self.ngrams.is_full() {
             self.ngrams.flush_into(self.sinks.words);
         }
@@ -485,13 +496,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    #[inline(always)]
-    fn add_ngram(&mut self, bucket: u16) {
-        self.ngrams.add(self.word_table, bucket);
-        if self.keep_buckets {
-            if let Some(buckets) = &mut self.sinks.words.buckets {
-                buckets.push(bucket);
-            }
+    /// Training keeps every n-gram's bucket, in order.
+    #[cold]
+    fn keep_buckets(&mut self, unigram: u16, bigram: Option<u16>) {
+        if let Some(buckets) = &mut self.sinks.words.buckets {
+            buckets.push(unigram);
+            buckets.extend(bigram);
         }
     }
 
