@@ -338,6 +338,7 @@ impl PhraseIndex {
     }
 
     /// The longest of `candidates` (sorted longest first) matching at `start`.
+    #[inline(always)]
     fn consider(&self, candidates: &[u32], text: &[u8], start: usize, best: &mut Option<(u32, usize)>) {
         if candidates.is_empty() {
             return;

@@ -287,8 +287,8 @@ struct Scanner<'a> {
     /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
     range: std::ops::Range<usize>,
-    /// Where reading stops: the range's end, within the text.
-    limit: usize,
+    /// The text up to the range's end: where reading stops.
+    window: &'a [u8],
     /// Position of this part within the whole message.
     offset: usize,
     /// Words starting before this position of the part are in the
@@ -332,7 +332,7 @@ impl<'a> Scanner<'a> {
             text,
             line_start: range.start,
             matched_until: range.start,
-            limit: range.end.min(text.len()),
+            window: text.get(..range.end).unwrap_or(text),
             range,
             offset,
             sample_end: language::SAMPLE_BYTES.saturating_sub(offset),
@@ -350,13 +350,12 @@ impl<'a> Scanner<'a> {
     /// into the evidence).
     fn run(mut self) -> TextStats {
         let text = self.text;
+        let window = self.window;
         let mut position = self.range.start;
-        let end = self.limit;
-        while position < end {
-            let Some(&byte) = text.get(position) else { break };
+        while let Some(&byte) = window.get(position) {
             let class = self.classes.of(byte);
             if class & WORD != 0 {
-                let word = self.read_word(position);
+                let word = self.read_word(position, byte, class);
                 position = word.end;
                 self.finish_word(&word);
                 continue;
@@ -393,53 +392,56 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The hot loop: hashes one word (the first PREFIX_KEY_LEN bytes, then
-    /// the rest once their hash is kept). Character counts only need work
-    /// for the rare words with non-ASCII bytes.
+    /// The hot loop: hashes one word, which starts with `first` (of
+    /// `first_class`) at `start`: the first PREFIX_KEY_LEN bytes, then the
+    /// rest once their hash is kept. Character counts only need work for
+    /// the rare words with non-ASCII bytes.
     #[inline(always)]
-    fn read_word(&self, start: usize) -> Word {
+    fn read_word(&self, start: usize, first: u8, first_class: u8) -> Word {
         // A word ends with the range too: a sampled window never reads on
         // into the rest of a huge word (a prompt of one 4 MB "word" would
         // make every window rescan the remainder).
-        let bytes = self.text.get(start..self.limit).unwrap_or_default();
+        let window = self.window;
         let mut hash = WordHash::default();
+        hash.push(first);
         let mut key_hash = None;
-        let mut classes_seen = 0u8;
-        let mut len = 0;
-        while let Some(&byte) = bytes.get(len) {
+        let mut classes_seen = first_class;
+        let mut end = start + 1;
+        let key_end = start + PREFIX_KEY_LEN;
+        while let Some(&byte) = window.get(end) {
             let class = self.classes.of(byte);
             if class & WORD == 0 {
                 break;
             }
             classes_seen |= class;
             hash.push(byte);
-            len += 1;
-            if len == PREFIX_KEY_LEN {
+            end += 1;
+            if end == key_end {
                 key_hash = Some(hash.value());
-                while let Some(&byte) = bytes.get(len) {
+                while let Some(&byte) = window.get(end) {
                     let class = self.classes.of(byte);
                     if class & WORD == 0 {
                         break;
                     }
                     classes_seen |= class;
                     hash.push(byte);
-                    len += 1;
+                    end += 1;
                 }
                 break;
             }
         }
-        let word = bytes.get(..len).unwrap_or_default();
-        let mut chars = len as u32;
+        let mut chars = (end - start) as u32;
         if classes_seen & NON_ASCII != 0 {
             // Continuation bytes of a UTF-8 character are not new characters.
+            let word = window.get(start..end).unwrap_or_default();
             let continuations = word.iter().filter(|&&byte| (0x80..0xC0).contains(&byte)).count();
             chars -= continuations as u32;
         }
         Word {
             start,
-            end: start + len,
-            first: word.first().copied().unwrap_or(0),
-            last: word.last().copied().unwrap_or(0),
+            end,
+            first,
+            last: window.get(end - 1).copied().unwrap_or(first),
             chars,
             hash: hash.value(),
             key_hash,
@@ -645,7 +647,7 @@ mod tests {
             languages: &languages,
         };
         let scanner = Scanner::new(lookups, text.as_bytes(), 1_000..1_256, 0, text.len(), sinks);
-        assert_eq!(scanner.read_word(1_000).end, 1_256);
+        assert_eq!(scanner.read_word(1_000, b'a', WORD).end, 1_256);
     }
 
     #[test]
