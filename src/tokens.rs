@@ -54,10 +54,13 @@ pub fn from_counts(ascii_bytes: usize, non_ascii_chars: usize) -> u32 {
 
 /// ASCII bytes and non-ASCII characters (UTF-8 lead bytes) in `bytes`.
 pub fn count_ascii_and_chars(bytes: &[u8]) -> (usize, usize) {
+    if bytes.is_ascii() {
+        return (bytes.len(), 0);
+    }
     // Branch-free sums over fixed chunks: the compiler vectorizes these.
     let mut ascii = 0usize;
     let mut leads = 0usize;
-    for chunk in bytes.chunks(255) {
+    for chunk in bytes.chunks(192) {
         let (chunk_ascii, chunk_leads) = chunk.iter().fold((0u8, 0u8), |(a, l), &b| {
             (a + u8::from(b < 0x80), l + u8::from(b >= 0xC0))
         });

@@ -7,7 +7,7 @@
 //! [`Language::Undetermined`] means the sample had too little text to tell
 //! (code, numbers, a word or two).
 
-use super::phrases::WordHash;
+use super::phrases::{mix, WordHash};
 
 /// Bytes of the message read for the guess.
 pub const SAMPLE_BYTES: usize = 512;
@@ -258,11 +258,13 @@ impl LanguageGuesser {
         if len > MAX_FUNCTION_WORD_BYTES {
             return;
         }
-        let languages = self.lookup(hash);
-        if languages != 0 {
-            for (position, count) in votes.votes.iter_mut().enumerate() {
-                *count += u32::from(languages >> position & 1);
+        let mut languages = self.lookup(hash);
+        // Most function words belong to one language: visit the set bits.
+        while languages != 0 {
+            if let Some(count) = votes.votes.get_mut(languages.trailing_zeros() as usize) {
+                *count += 1;
             }
+            languages &= languages - 1;
         }
     }
 
@@ -304,7 +306,7 @@ impl LanguageGuesser {
 
     /// Slot of `hash`'s probe sequence start.
     fn home(hash: u64) -> usize {
-        (hash >> 54) as usize & (SLOTS - 1)
+        (mix(hash) >> 54) as usize & (SLOTS - 1)
     }
 
     fn insert(&mut self, hash: u64, languages: u8) {

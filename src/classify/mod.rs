@@ -25,7 +25,7 @@ use crate::request::{PromptView, ResponseFormatKind};
 pub use language::Language;
 use language::LanguageGuesser;
 use phrases::PhraseIndex;
-use scan::Evidence;
+use scan::{ByteClasses, Evidence, Lookups};
 pub use signals::{Signal, SIGNAL_COUNT};
 pub use words::PromptKind;
 use words::{WordTable, KINDS};
@@ -70,6 +70,8 @@ fn learned_by_default() -> bool {
 #[derive(Debug, Clone)]
 pub struct Classifier {
     phrases: PhraseIndex,
+    /// The scanner's byte classes, with `phrases`' symbol starts.
+    classes: ByteClasses,
     words: WordTable,
     languages: LanguageGuesser,
     weights: [f64; SIGNAL_COUNT],
@@ -170,6 +172,7 @@ impl Classifier {
         let phrases = PhraseIndex::build(credits, lexicon::NUMBER_WORDS)
             .map_err(|message| ConfigError::new("classifier.phrases", message))?;
         Ok(Classifier {
+            classes: ByteClasses::new(&phrases),
             phrases,
             words,
             languages: LanguageGuesser::default(),
@@ -197,7 +200,13 @@ impl Classifier {
         };
         evidence.words.buckets = keep_buckets.then(Vec::new);
         let parts = &prompt.last_user_parts;
-        scan::scan(&self.phrases, &self.words, &self.languages, parts, &mut evidence);
+        let lookups = Lookups {
+            index: &self.phrases,
+            classes: &self.classes,
+            words: &self.words,
+            languages: &self.languages,
+        };
+        scan::scan(lookups, parts, &mut evidence);
         evidence.language = self.languages.decide(parts, &evidence.latin_votes);
         evidence
     }

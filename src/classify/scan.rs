@@ -16,7 +16,7 @@
 use super::language::{self, Language, LanguageGuesser, LatinVotes};
 use super::phrases::{PhraseIndex, WordHash, PREFIX_KEY_LEN};
 use super::signals::SIGNAL_COUNT;
-use super::words::{self, WordEvidence, WordTable, NUMBER_TOKEN};
+use super::words::{self, NgramSums, WordEvidence, WordTable, NUMBER_TOKEN};
 
 /// Bytes at each end of the message treated as the instruction zone.
 const INSTRUCTION_ZONE: usize = 600;
@@ -94,13 +94,7 @@ impl TextStats {
 
 /// Scans the parts of one message (in order) into `evidence`, and sets its
 /// `prompt_tokens`.
-pub fn scan(
-    index: &PhraseIndex,
-    words: &WordTable,
-    languages: &LanguageGuesser,
-    parts: &[&str],
-    evidence: &mut Evidence,
-) {
+pub fn scan(lookups: Lookups<'_>, parts: &[&str], evidence: &mut Evidence) {
     let total_len: usize = parts.iter().map(|part| part.len()).sum();
     let sampled = total_len > FULL_SCAN_BYTES;
     let (head_end, tail_start) = if sampled {
@@ -125,11 +119,6 @@ pub fn scan(
                 cues: &mut evidence.cues,
                 words: &mut evidence.words,
                 latin_votes: &mut evidence.latin_votes,
-            };
-            let lookups = Lookups {
-                index,
-                words,
-                languages,
             };
             let scanner = Scanner::new(lookups, text, range, offset, total_len, sinks);
             let stats = scanner.run();
@@ -195,6 +184,37 @@ const SYNTAX: u8 = 8;
 const OPERATOR: u8 = 16;
 const NEWLINE: u8 = 32;
 const QUESTION: u8 = 64;
+/// Starts a symbol-led cue phrase (depends on the phrase index).
+const SYMBOL: u8 = 128;
+
+/// [`CLASSES`] with the bytes that start one index's symbol phrases marked
+/// [`SYMBOL`]: a byte of no class at all (a space, most punctuation) costs
+/// the scanner one table load and one test.
+#[derive(Clone)]
+pub struct ByteClasses(Box<[u8; 256]>);
+
+impl ByteClasses {
+    pub fn new(index: &PhraseIndex) -> ByteClasses {
+        let mut classes = Box::new(CLASSES);
+        for (byte, class) in (0..=u8::MAX).zip(classes.iter_mut()) {
+            if index.starts_symbol_phrase(byte) {
+                *class |= SYMBOL;
+            }
+        }
+        ByteClasses(classes)
+    }
+
+    #[inline(always)]
+    fn of(&self, byte: u8) -> u8 {
+        self.0[usize::from(byte)]
+    }
+}
+
+impl std::fmt::Debug for ByteClasses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ByteClasses")
+    }
+}
 
 const CLASSES: [u8; 256] = {
     let mut classes = [0u8; 256];
@@ -236,6 +256,8 @@ const CLASSES: [u8; 256] = {
 struct Word {
     start: usize,
     end: usize,
+    first: u8,
+    last: u8,
     /// Characters (not bytes).
     chars: u32,
     hash: u64,
@@ -252,25 +274,36 @@ struct Sinks<'a> {
 
 /// The tables each word is looked up in.
 #[derive(Clone, Copy)]
-struct Lookups<'a> {
-    index: &'a PhraseIndex,
-    words: &'a WordTable,
-    languages: &'a LanguageGuesser,
+pub struct Lookups<'a> {
+    pub index: &'a PhraseIndex,
+    pub classes: &'a ByteClasses,
+    pub words: &'a WordTable,
+    pub languages: &'a LanguageGuesser,
 }
 
 /// State of the pass over one range of one part of a message.
 struct Scanner<'a> {
     index: &'a PhraseIndex,
+    classes: &'a ByteClasses,
     word_table: &'a WordTable,
     languages: &'a LanguageGuesser,
     /// The whole part (phrases may be verified past the range's end).
     text: &'a [u8],
     range: std::ops::Range<usize>,
+    /// The text up to the range's end: where reading stops.
+    window: &'a [u8],
     /// Position of this part within the whole message.
     offset: usize,
+    /// Words starting before this position of the part are in the
+    /// language sample.
+    sample_end: usize,
     total_len: usize,
     sinks: Sinks<'a>,
     stats: TextStats,
+    /// N-gram weights not yet added to `sinks.words`.
+    ngrams: NgramSums,
+    /// Every n-gram's bucket goes to `sinks.words.buckets` (training).
+    keep_buckets: bool,
     /// The previous word's token, for bigrams.
     previous_token: Option<u64>,
     /// End of the previous word and whether its last byte was a digit, so
@@ -296,13 +329,18 @@ impl<'a> Scanner<'a> {
     ) -> Self {
         Scanner {
             index: lookups.index,
+            classes: lookups.classes,
+            ngrams: NgramSums::default(),
+            keep_buckets: sinks.words.buckets.is_some(),
             word_table: lookups.words,
             languages: lookups.languages,
             text,
             line_start: range.start,
             matched_until: range.start,
+            window: text.get(..range.end).unwrap_or(text),
             range,
             offset,
+            sample_end: language::SAMPLE_BYTES.saturating_sub(offset),
             total_len,
             sinks,
             stats: TextStats::default(),
@@ -318,78 +356,98 @@ impl<'a> Scanner<'a> {
     /// into the evidence).
     fn run(mut self) -> TextStats {
         let text = self.text;
+        let window = self.window;
         let mut position = self.range.start;
-        let end = self.range.end.min(text.len());
-        while position < end {
-            let byte = text[position];
-            let class = CLASSES[usize::from(byte)];
+        while let Some(&byte) = window.get(position) {
+            let class = self.classes.of(byte);
             if class & WORD != 0 {
-                let word = self.read_word(position);
+                let word = self.read_word(position, byte, class);
                 position = word.end;
                 self.finish_word(&word);
                 continue;
             }
-            if class & SYNTAX != 0 {
-                self.line_syntax += 1;
-            }
-            if class & OPERATOR != 0 {
-                self.check_equation(position);
-            }
-            if class & NEWLINE != 0 {
-                self.finish_line(position);
-            }
-            if class & QUESTION != 0 {
-                self.stats.questions += 1;
-            }
-            if position >= self.matched_until && self.index.starts_symbol_phrase(byte) {
-                if let Some((id, end)) = self.index.match_symbol(text, position) {
-                    self.credit(id, position, end);
-                }
+            if class != 0 {
+                self.other_byte(position, class);
             }
             position += 1;
         }
         self.finish_line(position.min(text.len()));
+        self.ngrams.flush_into(self.sinks.words);
         self.stats
     }
 
-    /// The hot loop: hashes one word. Character counts only need work for
+    /// A byte outside words that means something: syntax, an operator, a
+    /// line end, a question mark, the start of a symbol phrase.
+    fn other_byte(&mut self, position: usize, class: u8) {
+        if class & SYNTAX != 0 {
+            self.line_syntax += 1;
+        }
+        if class & OPERATOR != 0 {
+            self.check_equation(position);
+        }
+        if class & NEWLINE != 0 {
+            self.finish_line(position);
+        }
+        if class & QUESTION != 0 {
+            self.stats.questions += 1;
+        }
+        if class & SYMBOL != 0 && position >= self.matched_until {
+            if let Some((id, end)) = self.index.match_symbol(self.text, position) {
+                self.credit(id, position, end);
+            }
+        }
+    }
+
+    /// The hot loop: hashes one word, which starts with `first` (of
+    /// `first_class`) at `start`: the first PREFIX_KEY_LEN bytes, then the
+    /// rest once their hash is kept. Character counts only need work for
     /// the rare words with non-ASCII bytes.
     #[inline(always)]
-    fn read_word(&self, start: usize) -> Word {
-        let text = self.text;
-        let mut hash = WordHash::default();
-        let mut key_hash = None;
-        let mut classes_seen = 0u8;
-        let mut end = start;
+    fn read_word(&self, start: usize, first: u8, first_class: u8) -> Word {
         // A word ends with the range too: a sampled window never reads on
         // into the rest of a huge word (a prompt of one 4 MB "word" would
         // make every window rescan the remainder).
-        let limit = self.range.end.min(text.len());
-        while end < limit {
-            let byte = text[end];
-            let class = CLASSES[usize::from(byte)];
+        let window = self.window;
+        let mut hash = WordHash::default();
+        hash.push(first);
+        let mut key_hash = None;
+        let mut classes_seen = first_class;
+        let mut end = start + 1;
+        let key_end = start + PREFIX_KEY_LEN;
+        while let Some(&byte) = window.get(end) {
+            let class = self.classes.of(byte);
             if class & WORD == 0 {
                 break;
             }
             classes_seen |= class;
             hash.push(byte);
             end += 1;
-            if end - start == PREFIX_KEY_LEN {
+            if end == key_end {
                 key_hash = Some(hash.value());
+                while let Some(&byte) = window.get(end) {
+                    let class = self.classes.of(byte);
+                    if class & WORD == 0 {
+                        break;
+                    }
+                    classes_seen |= class;
+                    hash.push(byte);
+                    end += 1;
+                }
+                break;
             }
         }
         let mut chars = (end - start) as u32;
         if classes_seen & NON_ASCII != 0 {
             // Continuation bytes of a UTF-8 character are not new characters.
-            let continuations = text[start..end]
-                .iter()
-                .filter(|&&byte| (0x80..0xC0).contains(&byte))
-                .count();
+            let word = window.get(start..end).unwrap_or_default();
+            let continuations = word.iter().filter(|&&byte| (0x80..0xC0).contains(&byte)).count();
             chars -= continuations as u32;
         }
         Word {
             start,
             end,
+            first,
+            last: window.get(end - 1).copied().unwrap_or(first),
             chars,
             hash: hash.value(),
             key_hash,
@@ -397,24 +455,25 @@ impl<'a> Scanner<'a> {
     }
 
     fn finish_word(&mut self, word: &Word) {
-        let text = self.text;
         let stats = &mut self.stats;
         stats.words += 1;
         if word.chars >= LONG_WORD_CHARS {
             stats.long_words += 1;
         }
         // A run of digits with inner `.` or `,` separators is one number.
-        let first_is_digit = text[word.start].is_ascii_digit();
-        let continues_number = self.previous_word_numeric
-            && self.previous_word_end + 1 == word.start
-            && matches!(text[word.start - 1], b'.' | b',');
-        if first_is_digit && !continues_number {
-            stats.numbers += 1;
+        let first_is_digit = word.first.is_ascii_digit();
+        if first_is_digit {
+            let continues_number = self.previous_word_numeric
+                && self.previous_word_end + 1 == word.start
+                && matches!(self.text.get(word.start.wrapping_sub(1)), Some(b'.' | b','));
+            if !continues_number {
+                stats.numbers += 1;
+            }
         }
         self.previous_word_end = word.end;
-        self.previous_word_numeric = text[word.end - 1].is_ascii_digit();
+        self.previous_word_numeric = word.last.is_ascii_digit();
 
-        if self.offset + word.start < language::SAMPLE_BYTES {
+        if word.start < self.sample_end {
             let ascii_letters = if word.chars as usize == word.end - word.start {
                 word.chars
             } else {
@@ -424,16 +483,33 @@ impl<'a> Scanner<'a> {
                 .observe(self.sinks.latin_votes, word.hash, word.end - word.start, ascii_letters);
         }
         let token = if first_is_digit { NUMBER_TOKEN } else { word.hash };
-        self.sinks.words.add(self.word_table, words::unigram(token));
-        if let Some(previous) = self.previous_token {
-            self.sinks.words.add(self.word_table, words::bigram(previous, token));
+        let unigram = words::unigram(token);
+        self.ngrams.add(self.word_table, unigram);
+        let bigram = self.previous_token.map(|previous| words::bigram(previous, token));
+        if let Some(bigram) = bigram {
+            self.ngrams.add(self.word_table, bigram);
         }
         self.previous_token = Some(token);
+        if self.keep_buckets {
+            self.keep_buckets(unigram, bigram);
+        }
+        if self.ngrams.is_full() {
+            self.ngrams.flush_into(self.sinks.words);
+        }
 
         if word.start >= self.matched_until {
-            if let Some((id, end)) = self.index.match_word(text, word.start, word.hash, word.key_hash) {
+            if let Some((id, end)) = self.index.match_word(self.text, word.start, word.hash, word.key_hash) {
                 self.credit(id, word.start, end);
             }
+        }
+    }
+
+    /// Training keeps every n-gram's bucket, in order.
+    #[cold]
+    fn keep_buckets(&mut self, unigram: u16, bigram: Option<u16>) {
+        if let Some(buckets) = &mut self.sinks.words.buckets {
+            buckets.push(unigram);
+            buckets.extend(bigram);
         }
     }
 
@@ -540,15 +616,15 @@ impl LineShape {
 
 /// Scans `parts` with no learned word weights (what most tests need).
 #[cfg(test)]
-fn scan_without_learning(index: &PhraseIndex, parts: &[&str]) -> Evidence {
+pub(super) fn scan_without_learning(index: &PhraseIndex, parts: &[&str]) -> Evidence {
     let mut evidence = Evidence::default();
-    scan(
+    let lookups = Lookups {
         index,
-        &WordTable::default(),
-        &LanguageGuesser::default(),
-        parts,
-        &mut evidence,
-    );
+        classes: &ByteClasses::new(index),
+        words: &WordTable::default(),
+        languages: &LanguageGuesser::default(),
+    };
+    scan(lookups, parts, &mut evidence);
     evidence
 }
 
@@ -578,11 +654,12 @@ mod tests {
         };
         let lookups = Lookups {
             index: &index,
+            classes: &ByteClasses::new(&index),
             words: &words,
             languages: &languages,
         };
         let scanner = Scanner::new(lookups, text.as_bytes(), 1_000..1_256, 0, text.len(), sinks);
-        assert_eq!(scanner.read_word(1_000).end, 1_256);
+        assert_eq!(scanner.read_word(1_000, b'a', WORD).end, 1_256);
     }
 
     #[test]

@@ -403,15 +403,7 @@ mod tests {
     fn choice_evidence(text: &str) -> Evidence {
         let phrases =
             super::super::phrases::PhraseIndex::build(std::iter::empty::<(Signal, f64, &str)>(), &[]).unwrap();
-        let mut evidence = Evidence::default();
-        super::super::scan::scan(
-            &phrases,
-            &WordTable::default(),
-            &super::super::language::LanguageGuesser::default(),
-            &[text],
-            &mut evidence,
-        );
-        evidence
+        super::super::scan::scan_without_learning(&phrases, &[text])
     }
 
     #[test]

@@ -74,6 +74,9 @@ fn bucket(mixed: u64) -> u16 {
 #[derive(Clone)]
 pub struct WordTable {
     buckets: Box<[[i8; KINDS]; BUCKETS]>,
+    /// The same weights packed for [`NgramSums`]: kind k's weight + 128 in
+    /// bits 16k..16k+16 of each bucket's word.
+    packed: Box<[u64; BUCKETS]>,
     /// Logits per quantization step.
     scale: f64,
     per_word: [f64; KINDS],
@@ -91,6 +94,7 @@ impl Default for WordTable {
     fn default() -> Self {
         WordTable {
             buckets: Box::new([[0; KINDS]; BUCKETS]),
+            packed: Box::new([pack([0; KINDS]); BUCKETS]),
             scale: 0.0,
             per_word: [0.0; KINDS],
         }
@@ -108,11 +112,64 @@ impl WordTable {
                 weights[kind] = value;
             }
         }
+        let mut packed = Box::new([0u64; BUCKETS]);
+        for (word, weights) in packed.iter_mut().zip(buckets.iter()) {
+            *word = pack(*weights);
+        }
         WordTable {
             buckets,
+            packed,
             scale,
             per_word,
         }
+    }
+}
+
+/// Kind k's weight + 128 (0 to 255) in bits 16k..16k+16.
+const fn pack(weights: [i8; KINDS]) -> u64 {
+    let mut word = 0u64;
+    let mut kind = 0;
+    while kind < KINDS {
+        word |= ((weights[kind] as i16 + 128) as u64) << (16 * kind);
+        kind += 1;
+    }
+    word
+}
+
+/// Up to [`NgramSums::CAPACITY`] n-grams' weights summed for all kinds at
+/// once, with one addition each (255 × 256 fits a 16-bit lane), then
+/// flushed into a [`WordEvidence`]: the same exact integer sums as adding
+/// kind by kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NgramSums {
+    packed: u64,
+    pending: u32,
+}
+
+impl NgramSums {
+    const CAPACITY: u32 = 256;
+
+    /// Adds one n-gram; the caller flushes before [`Self::CAPACITY`] (see
+    /// [`Self::is_full`]).
+    #[inline(always)]
+    pub fn add(&mut self, table: &WordTable, bucket: u16) {
+        self.packed += table.packed[usize::from(bucket) & (BUCKETS - 1)];
+        self.pending += 1;
+    }
+
+    /// Two more n-grams (a word's unigram and bigram) would not fit.
+    #[inline(always)]
+    pub fn is_full(&self) -> bool {
+        self.pending + 2 > Self::CAPACITY
+    }
+
+    pub fn flush_into(&mut self, evidence: &mut WordEvidence) {
+        let offset = 128 * i64::from(self.pending);
+        for (kind, sum) in evidence.sums.iter_mut().enumerate() {
+            *sum += ((self.packed >> (16 * kind)) & 0xFFFF) as i64 - offset;
+        }
+        evidence.count += self.pending;
+        *self = NgramSums::default();
     }
 }
 
@@ -188,6 +245,48 @@ mod tests {
         assert_eq!(WordEvidence::default().score(&table, PromptKind::Math), 0.0);
         let lengthy = WordTable::from_quantized(&quantized, 0.01, [0.0, 0.5, 0.0, 0.0]);
         assert!(diluted.score(&lengthy, PromptKind::Math) > 4.0);
+    }
+
+    #[test]
+    fn packed_sums_equal_kind_by_kind_sums_even_at_the_extreme_weights() {
+        let mut quantized = [0i8; TABLE_LEN];
+        for (position, weight) in quantized.iter_mut().enumerate() {
+            *weight = match position % 5 {
+                0 => i8::MIN,
+                1 => i8::MAX,
+                2 => -1,
+                3 => 0,
+                _ => (position % 251) as i8,
+            };
+        }
+        let table = WordTable::from_quantized(&quantized, 0.01, [0.0; KINDS]);
+        let mut expected = WordEvidence::default();
+        let mut packed = NgramSums::default();
+        let mut evidence = WordEvidence::default();
+        for step in 0..5_000u64 {
+            let bucket = unigram(step % 7) ^ (step as u16 % 3);
+            expected.add(&table, bucket);
+            packed.add(&table, bucket);
+            if packed.is_full() {
+                packed.flush_into(&mut evidence);
+            }
+        }
+        packed.flush_into(&mut evidence);
+        assert_eq!(evidence.sums, expected.sums);
+        assert_eq!(evidence.count, expected.count);
+        // Every lane at its largest, as often as fits before a flush.
+        let full = WordTable::from_quantized(&[i8::MAX; TABLE_LEN], 0.01, [0.0; KINDS]);
+        let mut packed = NgramSums::default();
+        let mut evidence = WordEvidence::default();
+        for _ in 0..1_000 {
+            packed.add(&full, 9);
+            if packed.is_full() {
+                packed.flush_into(&mut evidence);
+            }
+        }
+        packed.flush_into(&mut evidence);
+        assert_eq!(evidence.sums, [127 * 1_000; KINDS]);
+        assert_eq!(evidence.count, 1_000);
     }
 
     #[test]
