@@ -305,6 +305,19 @@ def test_metrics_and_access_log_fields_can_be_switched_off(observed):
     assert names <= {"signalbox_config_loads_total"}
 
 
+def test_only_the_listed_access_log_fields_are_written(observed):
+    gateway = observed(access_log_fields=["tier", "model", "cost_usd", "output_tokens", "prompt"])
+    # The audited tenant's prompt is kept because `prompt` is listed; its answer is not.
+    response = send(gateway, "sk-obs-audit", SIMPLE, "picked", stream=True)
+    assert response.status_code == 200 and b"[DONE]" in response.content
+    line = access_lines(gateway, 1)[0]
+    assert (line["tier"], line["model"]) == ("simple", "cheap")
+    assert float(line["cost_usd"]) > 0 and line["output_tokens"].isdigit()
+    assert line["prompt"]
+    for field in ("tenant", "provider", "route", "input_tokens", "duration_ms", "answer"):
+        assert line[field] is None, field
+
+
 def test_attempts_that_got_no_answer_are_logged_and_counted(start_gateway, tmp_path):
     """Attempts that time out record themselves when Envoy destroys them (no response
     to record at): the access log and the metrics still show each of them."""

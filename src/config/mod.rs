@@ -31,7 +31,7 @@ use raw::{RawAdminKey, RawConfig};
 
 pub use canary::Canary;
 pub use models::{Capabilities, Capability, Deployment, Model, Price};
-pub use observability::Observability;
+pub use observability::{FieldSet, Observability};
 pub use providers::{Provider, ProviderKey};
 pub use raw::ExplainMode;
 pub use resilience::{ProbeSettings, Resilience};

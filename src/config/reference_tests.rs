@@ -175,7 +175,7 @@ fn maximal_sample() -> Value {
         "health_path": "/signalbox/health",
         "spend_path": "/signalbox/spend",
         "admin_keys": [{"name": "ops", "sha256": digest("sk-admin-ops")}],
-        "observability": {"metrics": true, "access_log": true, "gauge_interval_ms": 5_000, "audit_max_chars": 2_000},
+        "observability": {"metrics": true, "access_log": true, "access_log_fields": ["tier", "model", "cost_usd"], "gauge_interval_ms": 5_000, "audit_max_chars": 2_000},
         "affinity": {"sources": ["session_header", "user", "prefix"], "session_header": "x-session-id", "pin_tier": {"margin": 0.1, "remember": 1024, "idle_s": 600}},
         "feedback": {"path": "/signalbox/feedback", "remember": 1024, "keep_s": 3600},
         "guardrails": {

@@ -439,3 +439,37 @@ fn a_shadow_judge_must_be_a_model_the_tenant_may_use() {
     document["governance"]["tenants"]["interns"]["allowed_models"] = serde_json::json!(["small", "large", "medium"]);
     assert!(parse(&document.to_string()).is_ok());
 }
+
+#[test]
+fn access_log_fields_pick_what_is_written_and_refuse_what_is_not_a_field() {
+    let all = parse(SAMPLE_CONFIG).unwrap().observability.access_log_fields;
+    assert!(crate::contract::ACCESS_LOG_FIELDS
+        .iter()
+        .all(|field| all.contains(field)));
+    let picked = parse(&sample_with(
+        "/observability",
+        serde_json::json!({"access_log_fields": ["tier", "cost_usd"]}),
+    ))
+    .unwrap()
+    .observability
+    .access_log_fields;
+    assert!(picked.contains("tier") && picked.contains("cost_usd"));
+    assert!(!picked.contains("model") && !picked.contains("prompt"));
+    let off = parse(&sample_with("/observability", serde_json::json!({"access_log": false})))
+        .unwrap()
+        .observability
+        .access_log_fields;
+    assert!(off.is_empty());
+    for (observability, wanted) in [
+        (serde_json::json!({"access_log_fields": ["tier", "modle"]}), "`modle`"),
+        (serde_json::json!({"access_log_fields": []}), "is empty"),
+        (
+            serde_json::json!({"access_log": false, "access_log_fields": ["tier"]}),
+            "access_log is false",
+        ),
+    ] {
+        let error = error_at(&sample_with("/observability", observability));
+        assert_eq!(error.path, "observability.access_log_fields");
+        assert!(error.message.contains(wanted), "{}", error.message);
+    }
+}

@@ -129,6 +129,9 @@ pub struct ChatFilter {
     audit: Option<Audit>,
     /// The access-log fields of the routing decision are written.
     request_fields_written: bool,
+    /// The answer's access-log fields as written when it was complete
+    /// (`on_log` writes only those that changed since).
+    answer_fields: Vec<(&'static str, String)>,
     /// The response reached its end (or a local reply was sent).
     response_complete: bool,
     /// A rating posted to the feedback path, by this tenant (none without governance).
@@ -171,6 +174,7 @@ impl ChatFilter {
             outcome: None,
             audit: None,
             request_fields_written: false,
+            answer_fields: Vec::new(),
             response_complete: false,
             feedback_from: None,
             feedback_wait: None,
@@ -289,7 +293,7 @@ impl ChatFilter {
 
     /// Writes what the complete answer gives (served model, provider,
     /// usage) before the span ends, for tracing's GenAI tags.
-    fn write_answer_fields(&self) {
+    fn write_answer_fields(&mut self) {
         let Some(state) = self.state.as_ref() else { return };
         let config = &state.config;
         if !self.endpoint.is_routed() || !config.observability.access_log {
@@ -297,9 +301,11 @@ impl ChatFilter {
         }
         let served = read_trail(config).last().map(|record| record.deployment);
         let usage = shared::answer_usage(self.context_id);
-        for (field, value) in access_log::answer_fields(config, served, usage) {
-            host::set_filter_state(&contract::field_state(field), &value);
+        let fields = access_log::answer_fields(config, served, usage);
+        for (field, value) in &fields {
+            host::set_filter_state(&contract::field_state(field), value);
         }
+        self.answer_fields = fields;
     }
 
     /// When the request ends before its response did because the client

@@ -497,7 +497,8 @@ impl RootContext for SignalboxRoot {
             .governance
             .as_ref()
             .is_some_and(|governance| governance.tenants.iter().any(|tenant| tenant.audit_content));
-        let audits_content = audited && config.observability.access_log;
+        let written = config.observability.access_log_fields;
+        let audits_content = audited && (written.contains("prompt") || written.contains("answer"));
         let script_names = config.fleet_store().map(|_| ScriptNames::compute());
         self.state = Some(Rc::new(Loaded {
             metrics: Metrics::new(&config),

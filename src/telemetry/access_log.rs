@@ -12,7 +12,7 @@
 //! replaced by their category (`[EMAIL]`, [`crate::guard::redact_for_audit`]).
 
 use super::report::RequestReport;
-use crate::config::{Config, DeploymentId};
+use crate::config::{Config, DeploymentId, FieldSet};
 use crate::providers::TokenUsage;
 use std::borrow::Cow;
 
@@ -31,13 +31,27 @@ pub struct AuditContent {
     pub answer: Option<String>,
 }
 
-/// Collects `(field, value)` pairs, skipping fields without a value.
-struct Fields(Vec<(&'static str, String)>);
+/// Collects `(field, value)` pairs of the fields the config writes,
+/// skipping fields without a value (and not computing the others').
+struct Fields {
+    written: FieldSet,
+    pairs: Vec<(&'static str, String)>,
+}
 
 impl Fields {
-    fn put(&mut self, field: &'static str, value: Option<String>) {
-        if let Some(value) = value.filter(|value| !value.is_empty()) {
-            self.0.push((field, value));
+    fn new(config: &Config, capacity: usize) -> Fields {
+        Fields {
+            written: config.observability.access_log_fields,
+            pairs: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn put(&mut self, field: &'static str, value: impl FnOnce() -> Option<String>) {
+        if !self.written.contains(field) {
+            return;
+        }
+        if let Some(value) = value().filter(|value| !value.is_empty()) {
+            self.pairs.push((field, value));
         }
     }
 }
@@ -45,38 +59,37 @@ impl Fields {
 /// `(field, value)` for each field the request and its routing decision
 /// give (request id to reason in [`FIELDS`]).
 pub fn request_fields(config: &Config, report: &RequestReport<'_>) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(13));
+    let mut fields = Fields::new(config, 13);
     let tenant = report
         .tenant
         .and_then(|tenant| config.governance.as_ref()?.tenants.get(tenant));
     let decision = report.decision;
     let classification = decision.and_then(|decision| decision.classification.as_ref());
-    fields.put("request_id", report.request_id.map(str::to_string));
-    fields.put("endpoint", Some(report.endpoint.to_string()));
+    fields.put("request_id", || report.request_id.map(str::to_string));
+    fields.put("endpoint", || Some(report.endpoint.to_string()));
     // OpenTelemetry's `gen_ai.operation.name`: every ingress but embeddings is a chat.
     let operation = if report.endpoint == "embeddings" {
         "embeddings"
     } else {
         "chat"
     };
-    fields.put("operation", Some(operation.to_string()));
-    fields.put("tenant", tenant.map(|tenant| tenant.name.clone()));
-    fields.put("user", report.user.map(str::to_string));
-    fields.put("key", report.key_name.map(str::to_string));
-    fields.put("model_requested", report.requested_model.map(str::to_string));
-    fields.put(
-        "tier",
+    fields.put("operation", || Some(operation.to_string()));
+    fields.put("tenant", || tenant.map(|tenant| tenant.name.clone()));
+    fields.put("user", || report.user.map(str::to_string));
+    fields.put("key", || report.key_name.map(str::to_string));
+    fields.put("model_requested", || report.requested_model.map(str::to_string));
+    fields.put("tier", || {
         decision
             .and_then(|decision| decision.tier)
-            .map(|tier| config.tiers[tier].name.clone()),
-    );
-    fields.put("score", classification.map(|c| format!("{:.3}", c.score)));
-    fields.put("signals", classification.map(|c| c.explain()));
-    fields.put("reason", decision.map(|decision| decision_reason(config, decision)));
-    fields.put("pii", report.screening.and_then(Screening::pii_field));
-    fields.put("injection", report.screening.and_then(Screening::injection_field));
-    fields.put("cache", report.cache.map(|cache| cache.name().to_string()));
-    fields.0
+            .map(|tier| config.tiers[tier].name.clone())
+    });
+    fields.put("score", || classification.map(|c| format!("{:.3}", c.score)));
+    fields.put("signals", || classification.map(|c| c.explain()));
+    fields.put("reason", || decision.map(|decision| decision_reason(config, decision)));
+    fields.put("pii", || report.screening.and_then(Screening::pii_field));
+    fields.put("injection", || report.screening.and_then(Screening::injection_field));
+    fields.put("cache", || report.cache.map(|cache| cache.name().to_string()));
+    fields.pairs
 }
 
 /// `(field, value)` for each field the request's end gives (model to
@@ -86,69 +99,64 @@ pub fn result_fields(
     report: &RequestReport<'_>,
     content: Option<&AuditContent>,
 ) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(FIELDS.len() - 13));
+    let mut fields = Fields::new(config, FIELDS.len() - 13);
     let usage = report.consumption.usage();
     fields
-        .0
+        .pairs
         .extend(answer_fields(config, report.served_deployment(), usage));
-    fields.put(
-        "route",
-        (!report.trail.0.is_empty()).then(|| report.route().to_string()),
-    );
-    fields.put(
-        "attempts",
-        (!report.trail.0.is_empty()).then(|| report.trail.describe(config)),
-    );
-    fields.put("outcome", Some(report.outcome().name().to_string()));
+    fields.put("route", || {
+        (!report.trail.0.is_empty()).then(|| report.route().to_string())
+    });
+    fields.put("attempts", || {
+        (!report.trail.0.is_empty()).then(|| report.trail.describe(config))
+    });
+    fields.put("outcome", || Some(report.outcome().name().to_string()));
     // The provider never reported (part of) it: prompt estimate plus relayed output.
-    fields.put(
-        "usage_estimated",
-        usage.map(|_| report.consumption.estimated().to_string()),
-    );
-    fields.put(
-        "cost_usd",
+    fields.put("usage_estimated", || {
+        usage.map(|_| report.consumption.estimated().to_string())
+    });
+    fields.put("cost_usd", || {
         report
             .cost_micros(config)
-            .map(|micros| format!("{:.6}", micros as f64 / 1e6)),
-    );
-    fields.put("ttft_ms", report.first_token_ms.map(|ms| ms.to_string()));
-    fields.put("duration_ms", Some(report.duration_ms.to_string()));
-    fields.put("routing_us", report.routing_us.map(|us| us.to_string()));
+            .map(|micros| format!("{:.6}", micros as f64 / 1e6))
+    });
+    fields.put("ttft_ms", || report.first_token_ms.map(|ms| ms.to_string()));
+    fields.put("duration_ms", || Some(report.duration_ms.to_string()));
+    fields.put("routing_us", || report.routing_us.map(|us| us.to_string()));
     if let Some(content) = content {
-        fields.put("prompt", content.prompt.clone());
-        fields.put("answer", content.answer.clone());
+        fields.put("prompt", || content.prompt.clone());
+        fields.put("answer", || content.answer.clone());
     }
-    fields.0
+    fields.pairs
 }
 
 /// What the answer gives (the deployment that served it, its usage), as
 /// soon as it is complete: written then, they reach tracing's custom tags
 /// (OpenTelemetry's `gen_ai.response.model`, `gen_ai.provider.name`,
-/// `gen_ai.usage.*`), and `on_log` writes them again with everything the
-/// request consumed.
+/// `gen_ai.usage.*`), and `on_log` writes again those that changed (usage
+/// the request's end knows better).
 pub fn answer_fields(
     config: &Config,
     served: Option<DeploymentId>,
     usage: Option<TokenUsage>,
 ) -> Vec<(&'static str, String)> {
-    let mut fields = Fields(Vec::with_capacity(8));
+    let mut fields = Fields::new(config, 8);
     let served = served.and_then(|deployment| config.deployments.get(deployment));
     let model = served.map(|deployment| &config.models[deployment.model]);
     let provider = model.map(|model| &config.providers[model.provider]);
-    fields.put("model", model.map(|model| model.name.clone()));
-    fields.put("provider", provider.map(|provider| provider.name.clone()));
-    fields.put(
-        "provider_name",
-        provider.map(|provider| provider.spec.kind.semconv_name().to_string()),
-    );
-    fields.put("response_model", model.map(|model| model.upstream_id.clone()));
-    fields.put("deployment", served.map(|deployment| deployment.name.clone()));
+    fields.put("model", || model.map(|model| model.name.clone()));
+    fields.put("provider", || provider.map(|provider| provider.name.clone()));
+    fields.put("provider_name", || {
+        provider.map(|provider| provider.spec.kind.semconv_name().to_string())
+    });
+    fields.put("response_model", || model.map(|model| model.upstream_id.clone()));
+    fields.put("deployment", || served.map(|deployment| deployment.name.clone()));
     if let Some(usage) = usage {
-        fields.put("input_tokens", Some(usage.prompt_total().to_string()));
-        fields.put("cached_tokens", Some(usage.cached_input.to_string()));
-        fields.put("output_tokens", Some(usage.output.to_string()));
+        fields.put("input_tokens", || Some(usage.prompt_total().to_string()));
+        fields.put("cached_tokens", || Some(usage.cached_input.to_string()));
+        fields.put("output_tokens", || Some(usage.output.to_string()));
     }
-    fields.0
+    fields.pairs
 }
 
 /// The last user message of a chat request, redacted and cut.
@@ -205,12 +213,11 @@ mod tests {
     use crate::telemetry::Outcome;
     use crate::testing::governed_config;
 
-    #[test]
-    fn a_served_request_fills_its_fields_and_skips_unknown_ones() {
-        let config = governed_config();
+    /// A request `small` served for tenant research, usage estimated.
+    fn served_report(config: &Config) -> RequestReport<'static> {
         let small = config.model_named("small").unwrap();
         let deployment = config.deployments.iter().position(|d| d.model == small).unwrap();
-        let report = RequestReport {
+        RequestReport {
             request_id: Some("req-1"),
             tenant: Some(1),
             user: Some("alice"),
@@ -237,7 +244,13 @@ mod tests {
             duration_ms: 30,
             routing_us: Some(25),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_served_request_fills_its_fields_and_skips_unknown_ones() {
+        let config = governed_config();
+        let report = served_report(&config);
         let mut fields = request_fields(&config, &report);
         fields.extend(result_fields(&config, &report, None));
         let get = |name: &str| fields.iter().find(|(field, _)| *field == name).map(|(_, v)| v.as_str());
@@ -263,6 +276,22 @@ mod tests {
         for (field, _) in &fields {
             assert!(FIELDS.contains(field), "{field}");
         }
+    }
+
+    #[test]
+    fn only_the_configured_fields_are_written() {
+        let mut config = governed_config();
+        config.observability.access_log_fields = FieldSet::of_names(["tenant", "cost_usd", "prompt"]).unwrap();
+        let report = served_report(&config);
+        let content = AuditContent {
+            prompt: Some("hello".into()),
+            answer: Some("hi".into()),
+        };
+        let mut fields = request_fields(&config, &report);
+        fields.extend(result_fields(&config, &report, Some(&content)));
+        let names: Vec<&str> = fields.iter().map(|(field, _)| *field).collect();
+        assert_eq!(names, ["tenant", "cost_usd", "prompt"]);
+        assert_eq!(answer_fields(&config, report.served_deployment(), None), []);
     }
 
     #[test]

@@ -81,7 +81,13 @@ impl ChatFilter {
             return;
         }
         for (field, value) in access_log::result_fields(config, &report, content.as_ref()) {
-            host::set_filter_state(&contract::field_state(field), &value);
+            if !self
+                .answer_fields
+                .iter()
+                .any(|(written, old)| *written == field && *old == value)
+            {
+                host::set_filter_state(&contract::field_state(field), &value);
+            }
         }
     }
 }
