@@ -28,7 +28,7 @@ use crate::cache;
 use crate::cache::assemble::AnswerCapture;
 use crate::cache::plan::CacheTicket;
 use crate::cache::semantic::{ContextKey, Quantised};
-use crate::config::Config;
+use crate::config::{Config, DeploymentId};
 use crate::contract::{self, CLIENT_GONE_STATE, TRIALS_BEGUN_STATE};
 use crate::error::GatewayError;
 use crate::govern::keys::Identity;
@@ -132,6 +132,9 @@ pub struct ChatFilter {
     /// The answer's access-log fields as written when it was complete
     /// (`on_log` writes only those that changed since).
     answer_fields: Vec<(&'static str, String)>,
+    /// The deployment whose answer the client gets (the trail's last record
+    /// when the response headers came: no attempt starts after them).
+    answered_by: Option<DeploymentId>,
     /// The response reached its end (or a local reply was sent).
     response_complete: bool,
     /// A rating posted to the feedback path, by this tenant (none without governance).
@@ -175,6 +178,7 @@ impl ChatFilter {
             audit: None,
             request_fields_written: false,
             answer_fields: Vec::new(),
+            answered_by: None,
             response_complete: false,
             feedback_from: None,
             feedback_wait: None,
@@ -299,9 +303,8 @@ impl ChatFilter {
         if !self.endpoint.is_routed() || !config.observability.access_log {
             return;
         }
-        let served = read_trail(config).last().map(|record| record.deployment);
         let usage = shared::answer_usage(self.context_id);
-        let fields = access_log::answer_fields(config, served, usage);
+        let fields = access_log::answer_fields(config, self.answered_by, usage);
         for (field, value) in &fields {
             host::set_filter_state(&contract::field_state(field), value);
         }

@@ -184,8 +184,15 @@ impl AttemptFilter {
         action
     }
 
-    fn append_trail(attempt: &Attempt, status: u16) {
-        let existing = host::filter_state(contract::TRAIL_STATE).unwrap_or_default();
+    /// Adds this attempt's record to the request's trail. `first_answer`:
+    /// this is the request's first attempt and its answer just came, so
+    /// no other attempt has written a record yet (there is nothing to read).
+    fn append_trail(attempt: &Attempt, status: u16, first_answer: bool) {
+        let existing = if first_answer {
+            String::new()
+        } else {
+            host::filter_state(contract::TRAIL_STATE).unwrap_or_default()
+        };
         let record = AttemptRecord {
             deployment: attempt.deployment,
             status,
@@ -437,9 +444,14 @@ fn chain_position(headers: &HeaderMap) -> (usize, usize) {
         .get(attempts::ATTEMPT_COUNT_HEADER)
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or(1);
-    let link_shift = host::filter_state(contract::LINK_SHIFT_STATE)
-        .and_then(|shift| shift.parse().ok())
-        .unwrap_or(0);
+    // Only an earlier attempt's cascade shifts links: the first has none to read.
+    let link_shift = if envoy_attempt > 1 {
+        host::filter_state(contract::LINK_SHIFT_STATE)
+            .and_then(|shift| shift.parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
     (attempts::link_of_attempt(envoy_attempt, link_shift), link_shift)
 }
 
@@ -613,7 +625,7 @@ impl HttpContext for AttemptFilter {
             .and_then(|status| status.parse().ok())
             .unwrap_or(0);
         self.status = Some(status);
-        Self::append_trail(attempt, status);
+        Self::append_trail(attempt, status, attempt.number == 1 && attempt.link_shift == 0);
         let pairs = headers.to_pairs();
         if let Some(kept) = providers::client_response_headers(&pairs) {
             host::replace_response_headers(&kept);

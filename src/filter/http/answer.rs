@@ -47,6 +47,7 @@ impl ChatFilter {
         )) {
             host::set_response_header(name, value);
         }
+        self.answered_by = trail.last().map(|record| record.deployment);
         let served_by = trail.last().map(|record| config.deployments[record.deployment].model);
         if let (Some(governance), Some(spend)) = (&config.governance, &self.spend) {
             let usage = shared::answer_usage(self.context_id);
