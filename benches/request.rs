@@ -33,6 +33,9 @@ const LONG: &[u8] = include_bytes!("../bench/bodies/long.json");
 /// What `sb-upstream` answers.
 const ANSWER: &[u8] = br#"{"id":"chatcmpl-sb-bench","object":"chat.completion","created":1700000000,"model":"mock-model","choices":[{"index":0,"message":{"role":"assistant","content":"This is the fixed reply of the Signalbox benchmark upstream."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":12,"total_tokens":36}}"#;
 
+/// One step of the request, run over and over.
+type Step<'a> = Box<dyn FnMut() + 'a>;
+
 fn main() {
     let config = Config::parse(CONFIG.as_bytes(), &|_| None).expect("bench config is valid");
     let headers: HeaderMap = [
@@ -80,7 +83,7 @@ fn main() {
             routing_us: Some(50),
             ..Default::default()
         };
-        let steps: [(&str, Box<dyn FnMut()>); 7] = [
+        let steps: [(&str, Step); 7] = [
             (
                 "plan (parse, classify, select, rewrite)",
                 Box::new(|| {
