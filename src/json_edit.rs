@@ -145,7 +145,7 @@ pub fn quote(value: &str) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"\"\"".to_vec())
 }
 
-fn skip_whitespace(body: &[u8], mut cursor: usize) -> usize {
+pub(crate) fn skip_whitespace(body: &[u8], mut cursor: usize) -> usize {
     while matches!(body.get(cursor), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         cursor += 1;
     }
@@ -155,7 +155,7 @@ fn skip_whitespace(body: &[u8], mut cursor: usize) -> usize {
 /// Index just past the closing quote of the string starting at `start`.
 /// Message contents are most of a body, so this jumps between quotes and
 /// backslashes instead of stepping through every byte.
-fn string_end(body: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn string_end(body: &[u8], start: usize) -> Option<usize> {
     let mut cursor = start + 1;
     loop {
         cursor += memchr::memchr2(b'"', b'\\', body.get(cursor..)?)?;

@@ -23,6 +23,7 @@ pub mod headers;
 pub mod health;
 pub mod ingress;
 pub mod json_edit;
+pub mod json_path;
 pub mod keys;
 pub mod policy;
 pub mod probe;

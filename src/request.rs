@@ -309,13 +309,8 @@ pub(crate) fn deserialize_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result
     if err.classify() != serde_json::error::Category::Data {
         return Err(GatewayError::invalid(format!("Request body is not valid JSON: {err}")));
     }
-    // Only on failure: parse again, tracking the path, to name the field.
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let path = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
-        Err(located) => located.path().to_string(),
-        Ok(_) => String::new(),
-    };
-    if path.is_empty() || path == "." {
+    let path = crate::json_path::error_path(body, &err);
+    if path.is_empty() {
         return Err(GatewayError::invalid(format!("Invalid request body: {err}")));
     }
     Err(GatewayError::invalid_param(

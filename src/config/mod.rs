@@ -78,11 +78,8 @@ impl Config {
     /// Parses and validates the plugin configuration. `env` looks up
     /// environment variables (injectable for tests).
     pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let deserializer = &mut serde_json::Deserializer::from_slice(json);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            ConfigError::new(if path == "." { String::new() } else { path }, err.inner().to_string())
-        })?;
+        let raw: RawConfig = serde_json::from_slice(json)
+            .map_err(|err| ConfigError::new(crate::json_path::error_path(json, &err), err.to_string()))?;
         resolve(raw, env)
     }
 
