@@ -162,10 +162,13 @@ fn path_at(json: &[u8], offset: usize, reading: Reading) -> String {
         Reading::MissingField(name) => Some(name.as_str()),
         _ => None,
     };
-    let mut frames: Vec<Frame> = Vec::new();
-    // Containers open beyond MAX_FRAMES.
-    let mut excess = 0usize;
-    let mut last = Last::Nothing;
+    let mut walk = Walk {
+        json,
+        wanted,
+        frames: Vec::new(),
+        excess: 0,
+        last: Last::Nothing,
+    };
     let mut cursor = 0;
     loop {
         cursor = skip_whitespace(json, cursor);
@@ -173,146 +176,191 @@ fn path_at(json: &[u8], offset: usize, reading: Reading) -> String {
             break;
         }
         let Some(&byte) = json.get(cursor) else { break };
-        let expecting_key = frames.last().is_some_and(|frame| frame.object) && matches!(last, Last::Open | Last::Comma);
+        cursor = walk.step(byte, cursor);
+    }
+    walk.path(offset, &reading)
+}
+
+/// The state of the walk up to the error's offset.
+struct Walk<'a> {
+    json: &'a [u8],
+    /// The missing field's name, when the error is about one.
+    wanted: Option<&'a str>,
+    frames: Vec<Frame>,
+    /// Containers open beyond MAX_FRAMES.
+    excess: usize,
+    last: Last,
+}
+
+impl Walk<'_> {
+    /// Reads the token starting with `byte` at `cursor`; returns where the
+    /// next one may start.
+    fn step(&mut self, byte: u8, cursor: usize) -> usize {
         match byte {
             b'{' | b'[' => {
-                if excess > 0 || frames.len() >= MAX_FRAMES {
-                    excess += 1;
-                } else {
-                    begin_value(&mut frames);
-                    frames.push(Frame::new(byte == b'{'));
-                }
-                last = Last::Open;
-                cursor += 1;
+                self.open(byte == b'{');
+                cursor + 1
             }
             b'}' | b']' => {
-                cursor += 1;
-                if excess > 0 {
-                    excess -= 1;
-                    last = Last::Value;
-                    continue;
-                }
-                let Some(frame) = frames.pop() else {
-                    last = Last::Value;
-                    continue;
-                };
-                let closed = Closed {
-                    object: frame.object,
-                    has_wanted: frame.has_wanted,
-                    last: frame.segment(),
-                    last_lacks_wanted: frame.last_lacks_wanted,
-                    end: cursor,
-                };
-                if let Some(parent) = frames.last_mut() {
-                    parent.last_lacks_wanted = wanted.is_some() && closed.object && !closed.has_wanted;
-                }
-                last = Last::Closed(closed);
+                self.close(cursor + 1);
+                cursor + 1
             }
-            b'"' => {
-                let end = string_end(json, cursor).unwrap_or(json.len());
-                if expecting_key {
-                    if let Some(frame) = frames.last_mut() {
-                        if wanted.is_some_and(|name| decode_key(json.get(cursor..end).unwrap_or_default()) == name) {
-                            frame.has_wanted = true;
-                        }
-                        frame.key = Some(cursor..end);
-                        frame.last_lacks_wanted = false;
-                    }
-                    last = Last::Key;
-                } else {
-                    begin_value(&mut frames);
-                    last = Last::Value;
-                }
-                cursor = end;
-            }
+            b'"' => self.string(cursor),
             b':' => {
-                last = Last::Colon;
-                cursor += 1;
+                self.last = Last::Colon;
+                cursor + 1
             }
             b',' => {
-                if excess == 0 {
-                    if let Some(frame) = frames.last_mut() {
-                        if frame.object {
-                            frame.key = None;
-                        } else if frame.started {
-                            frame.index += 1;
-                        }
-                    }
-                }
-                last = Last::Comma;
-                cursor += 1;
+                self.comma();
+                cursor + 1
             }
             _ => {
-                begin_value(&mut frames);
-                last = Last::Value;
-                cursor += 1;
+                begin_value(&mut self.frames);
+                self.last = Last::Value;
+                let mut end = cursor + 1;
                 while !matches!(
-                    json.get(cursor),
+                    self.json.get(end),
                     None | Some(b',' | b'}' | b']' | b':' | b'"' | b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r')
                 ) {
-                    cursor += 1;
+                    end += 1;
                 }
+                end
             }
         }
     }
 
-    let depth = frames.len();
-    let member = |extra: Option<Segment>| render(json, frames.iter().filter_map(Frame::segment).chain(extra));
-    // The container on top of the stack itself (its parent's member).
-    let container = || {
-        render(
-            json,
-            frames.iter().take(depth.saturating_sub(1)).filter_map(Frame::segment),
-        )
-    };
-    match last {
-        Last::Nothing => String::new(),
-        Last::Open => match frames.last() {
-            // An array's first element given as the wrong kind of container.
-            Some(frame) if !frame.object && opens_container(json, offset, &reading) => {
-                let outer = frames.iter().take(depth.saturating_sub(1)).filter_map(Frame::segment);
-                render(json, outer.chain(Some(Segment::Index(0))))
-            }
-            _ => container(),
-        },
-        Last::Key if matches!(reading, Reading::DuplicateField | Reading::UnknownVariant) => container(),
-        Last::Key | Last::Colon | Last::Value => member(None),
-        Last::Comma => match frames.last() {
-            Some(frame) if !frame.object && frame.started => {
-                // An error in the element before the comma is raised after
-                // serde_json moved past the comma; a wrong container type
-                // is raised at the next element's bracket.
-                if opens_container(json, offset, &reading) {
-                    member(None)
-                } else {
-                    let previous = frame.index.saturating_sub(1);
-                    let outer = frames.iter().take(depth.saturating_sub(1)).filter_map(Frame::segment);
-                    render(json, outer.chain(Some(Segment::Index(previous))))
+    fn open(&mut self, object: bool) {
+        if self.excess > 0 || self.frames.len() >= MAX_FRAMES {
+            self.excess += 1;
+        } else {
+            begin_value(&mut self.frames);
+            self.frames.push(Frame::new(object));
+        }
+        self.last = Last::Open;
+    }
+
+    /// A closing bracket ending just before `end`.
+    fn close(&mut self, end: usize) {
+        if self.excess > 0 {
+            self.excess -= 1;
+            self.last = Last::Value;
+            return;
+        }
+        let Some(frame) = self.frames.pop() else {
+            self.last = Last::Value;
+            return;
+        };
+        let closed = Closed {
+            object: frame.object,
+            has_wanted: frame.has_wanted,
+            last: frame.segment(),
+            last_lacks_wanted: frame.last_lacks_wanted,
+            end,
+        };
+        if let Some(parent) = self.frames.last_mut() {
+            parent.last_lacks_wanted = self.wanted.is_some() && closed.object && !closed.has_wanted;
+        }
+        self.last = Last::Closed(closed);
+    }
+
+    /// A string at `cursor`: an object's key or a value; returns its end.
+    fn string(&mut self, cursor: usize) -> usize {
+        let json = self.json;
+        let end = string_end(json, cursor).unwrap_or(json.len());
+        let expecting_key =
+            self.frames.last().is_some_and(|frame| frame.object) && matches!(self.last, Last::Open | Last::Comma);
+        if expecting_key {
+            if let Some(frame) = self.frames.last_mut() {
+                if self
+                    .wanted
+                    .is_some_and(|name| decode_key(json.get(cursor..end).unwrap_or_default()) == name)
+                {
+                    frame.has_wanted = true;
                 }
+                frame.key = Some(cursor..end);
+                frame.last_lacks_wanted = false;
             }
-            _ => container(),
-        },
-        Last::Closed(closed) => {
-            let own = match &reading {
-                Reading::MissingField(_) => {
-                    (closed.object && !closed.has_wanted) || !closed.last_lacks_wanted || closed.last.is_none()
+            self.last = Last::Key;
+        } else {
+            begin_value(&mut self.frames);
+            self.last = Last::Value;
+        }
+        end
+    }
+
+    fn comma(&mut self) {
+        if self.excess == 0 {
+            if let Some(frame) = self.frames.last_mut() {
+                if frame.object {
+                    frame.key = None;
+                } else if frame.started {
+                    frame.index += 1;
                 }
-                Reading::InvalidLength => true,
-                // At a comma: raised where the enclosing object goes on,
-                // about this value (serde buffered it: an untagged enum).
-                // Else right after the bracket, where this container's
-                // end was read after an error in its last member. (An
-                // error in the last member of a container followed by a
-                // comma also stops at that comma without whitespace: the
-                // two cannot be told apart, and the container is named.)
-                _ => closed.last.is_none() || closed.end < offset || json.get(offset) == Some(&b','),
-            };
-            if own {
-                member(None)
-            } else {
-                member(closed.last)
             }
         }
+        self.last = Last::Comma;
+    }
+
+    /// The path the error at `offset` is about, from where the walk stopped.
+    fn path(self, offset: usize, reading: &Reading) -> String {
+        let Walk { json, frames, last, .. } = self;
+        let depth = frames.len();
+        let outer = || frames.iter().take(depth.saturating_sub(1)).filter_map(Frame::segment);
+        let member = |extra: Option<Segment>| render(json, frames.iter().filter_map(Frame::segment).chain(extra));
+        // The container on top of the stack itself (its parent's member).
+        let container = || render(json, outer());
+        match last {
+            Last::Nothing => String::new(),
+            Last::Open => match frames.last() {
+                // An array's first element given as the wrong kind of container.
+                Some(frame) if !frame.object && opens_container(json, offset, reading) => {
+                    render(json, outer().chain(Some(Segment::Index(0))))
+                }
+                _ => container(),
+            },
+            Last::Key if matches!(reading, Reading::DuplicateField | Reading::UnknownVariant) => container(),
+            Last::Key | Last::Colon | Last::Value => member(None),
+            Last::Comma => match frames.last() {
+                Some(frame) if !frame.object && frame.started => {
+                    // An error in the element before the comma is raised after
+                    // serde_json moved past the comma; a wrong container type
+                    // is raised at the next element's bracket.
+                    if opens_container(json, offset, reading) {
+                        member(None)
+                    } else {
+                        let previous = frame.index.saturating_sub(1);
+                        render(json, outer().chain(Some(Segment::Index(previous))))
+                    }
+                }
+                _ => container(),
+            },
+            Last::Closed(closed) => {
+                if closed_is_named(&closed, json, offset, reading) {
+                    member(None)
+                } else {
+                    member(closed.last)
+                }
+            }
+        }
+    }
+}
+
+/// Whether an error raised just after a container closed is about that
+/// container itself rather than its last member.
+fn closed_is_named(closed: &Closed, json: &[u8], offset: usize, reading: &Reading) -> bool {
+    match reading {
+        Reading::MissingField(_) => {
+            (closed.object && !closed.has_wanted) || !closed.last_lacks_wanted || closed.last.is_none()
+        }
+        Reading::InvalidLength => true,
+        // At a comma: raised where the enclosing object goes on, about
+        // this value (serde buffered it: an untagged enum). Else right
+        // after the bracket, where this container's end was read after an
+        // error in its last member. (An error in the last member of a
+        // container followed by a comma also stops at that comma without
+        // whitespace: the two cannot be told apart, and the container is
+        // named.)
+        _ => closed.last.is_none() || closed.end < offset || json.get(offset) == Some(&b','),
     }
 }
 
