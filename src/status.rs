@@ -17,11 +17,11 @@ use crate::config::governance::Tenant;
 use crate::config::{Config, ModelId};
 use crate::error::GatewayError;
 use crate::failure::FailureKind;
-use crate::govern::admission::{ledger_key, quota_key};
+use crate::govern::admission::{ledger_key, quota_records};
 use crate::govern::auth_error;
 use crate::govern::keys::{admin_named, KeyRing, TenantId};
 use crate::govern::ledger::LedgerRecord;
-use crate::govern::quota::{Amounts, QuotaRecord};
+use crate::govern::quota::Amounts;
 use crate::headers::HeaderMap;
 use crate::health::histogram::DecayedHistogram;
 use crate::health::{Availability, BreakerState};
@@ -219,9 +219,8 @@ pub fn local_spend(config: &Config, store: &dyn Store, now_ms: u64, tenant: &Ten
     let quotas = tenant
         .quotas
         .iter()
-        .enumerate()
-        .map(|(index, quota)| {
-            let record: QuotaRecord = read(store, &quota_key(tenant, index)).unwrap_or_default();
+        .zip(quota_records(store, tenant))
+        .map(|(quota, record)| {
             if record.period_index >= quota.period.index(now_ms) {
                 QuotaStanding {
                     used: record.used,

@@ -69,6 +69,15 @@ pub fn governed_config() -> Config {
     Config::parse(document.to_string().as_bytes(), &env).expect("governed config is valid")
 }
 
+/// One request's worth of `count` tokens and no cost.
+pub fn tokens(count: u64) -> crate::govern::quota::Amounts {
+    crate::govern::quota::Amounts {
+        requests: 1,
+        tokens: count,
+        cost_micros: 0,
+    }
+}
+
 /// A deterministic pseudo-random sequence (xorshift64) for garbage tests.
 pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
     move || {

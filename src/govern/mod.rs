@@ -3,6 +3,7 @@
 //! ([`window`]), daily and monthly quotas and budgets with reservations
 //! ([`quota`]), admission and settlement, the cost ledger.
 
+pub mod account;
 pub mod admission;
 pub use crate::keys;
 pub mod ledger;

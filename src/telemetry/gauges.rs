@@ -8,11 +8,10 @@
 use super::{window_label, Family, Label, Sample};
 use crate::cache::store::Occupancy;
 use crate::config::Config;
-use crate::govern::admission::quota_key;
-use crate::govern::quota::QuotaRecord;
+use crate::govern::admission::quota_records;
 use crate::health::BreakerState;
 use crate::route::HealthView;
-use crate::state::{read, Store};
+use crate::state::Store;
 
 /// Shared-data lease naming the VM that publishes the gauges.
 pub const LEASE_KEY: &str = "signalbox/v1/lease/gauges";
@@ -50,9 +49,9 @@ pub fn state_gauges(config: &Config, store: &dyn Store, health: &dyn HealthView)
         return samples;
     };
     for (tenant_id, tenant) in governance.tenants.iter().enumerate() {
-        for (index, quota) in tenant.quotas.iter().enumerate() {
-            let record: QuotaRecord = read(store, &quota_key(tenant, index))
-                .filter(|record: &QuotaRecord| record.period_index >= quota.period.index(now))
+        for (quota, record) in tenant.quotas.iter().zip(quota_records(store, tenant)) {
+            let record = Some(record)
+                .filter(|record| record.period_index >= quota.period.index(now))
                 .unwrap_or_default();
             let caps = [
                 ("requests", quota.caps.requests, record.used.requests),

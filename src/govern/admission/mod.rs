@@ -1,17 +1,18 @@
 //! Admission and settlement of one request against its tenant's limits,
 //! quotas and budgets, in shared data.
 //!
-//! Admission books the request in every applicable record, each with its own
-//! compare-and-swap: the tenant's and the user's sliding minute, then each
-//! quota's reservation. If any check fails, the bookings already made are
+//! Admission books the request in the tenant's account (its sliding minute
+//! and every quota, one compare-and-swap: all or nothing), then in the
+//! user's sliding minute; if the user's refuses, the account's booking is
 //! undone, so a refused request leaves no trace. Settlement, when the
 //! response has ended (or failed, or was aborted), replaces each estimate by
 //! the actual usage, adds to the cost ledger, and reports soft alerts.
 
 use crate::config::governance::{Governance, Tenant};
 use crate::config::ModelId;
-use crate::state::{ensure, update, Store, StoreError};
+use crate::state::{ensure, update, Store};
 
+use super::account::{Account, AccountBooking, Refusal};
 use super::keys::{Identity, TenantId};
 use super::ledger::{cost_micros, Consumption, LedgerRecord};
 use super::quota::{Amounts, Period, QuotaRecord, SoftAlert};
@@ -21,16 +22,19 @@ use crate::providers::TokenUsage;
 
 const PREFIX: &str = "signalbox/v1/";
 
-pub fn tenant_window_key(tenant: &Tenant) -> String {
-    format!("{PREFIX}rate/tenant/{}", tenant.name)
+pub fn account_key(tenant: &Tenant) -> String {
+    format!("{PREFIX}account/{}", tenant.name)
 }
 
 pub fn user_window_key(tenant: &Tenant, user: &str) -> String {
     format!("{PREFIX}rate/user/{}/{user}", tenant.name)
 }
 
-pub fn quota_key(tenant: &Tenant, index: usize) -> String {
-    format!("{PREFIX}quota/{}/{index}", tenant.name)
+/// The records of `tenant`'s quotas as shared data holds them, one per
+/// configured quota (fresh ones where there is none yet).
+pub fn quota_records(store: &dyn Store, tenant: &Tenant) -> Vec<QuotaRecord> {
+    let account = crate::state::read::<Account>(store, &account_key(tenant)).unwrap_or_default();
+    (0..tenant.quotas.len()).map(|index| account.quota(index)).collect()
 }
 
 pub fn ledger_key(tenant: &Tenant, model: &str) -> String {
@@ -38,19 +42,16 @@ pub fn ledger_key(tenant: &Tenant, model: &str) -> String {
 }
 
 /// Creates every record admission and settlement will update — each
-/// tenant's and user's window, quota and ledger per model — before traffic.
+/// tenant's account, user's window and ledger per model — before traffic.
 /// A write to a missing shared-data key ignores compare-and-swap, so two
 /// workers creating the same record at once could both pass a cap of one.
 pub fn ensure_records(config: &Config, governance: &Governance, store: &dyn Store) {
     for (id, tenant) in governance.tenants.iter().enumerate() {
-        ensure::<RateWindow>(store, &tenant_window_key(tenant));
+        ensure::<Account>(store, &account_key(tenant));
         for key in governance.keys.keys().filter(|key| key.tenant == id) {
             if let Some(user) = &key.user {
                 ensure::<RateWindow>(store, &user_window_key(tenant, user));
             }
-        }
-        for index in 0..tenant.quotas.len() {
-            ensure::<QuotaRecord>(store, &quota_key(tenant, index));
         }
         for model in &config.models {
             ensure::<LedgerRecord>(store, &ledger_key(tenant, &model.name));
@@ -58,18 +59,11 @@ pub fn ensure_records(config: &Config, governance: &Governance, store: &dyn Stor
     }
 }
 
-/// One booking made at admission, to settle or undo later.
+/// What admission booked in the user's window, to settle later.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Booking {
-    Window {
-        key: String,
-        minute: u64,
-    },
-    Quota {
-        key: String,
-        index: usize,
-        period_index: u64,
-    },
+struct UserBooking {
+    key: String,
+    minute: u64,
 }
 
 /// An admitted request: what it booked, and where the tenant stands.
@@ -77,7 +71,9 @@ enum Booking {
 pub struct Admission {
     pub tenant: TenantId,
     pub estimate: Amounts,
-    bookings: Vec<Booking>,
+    /// None when the tenant has neither limits nor quotas.
+    account: Option<AccountBooking>,
+    user: Option<UserBooking>,
     /// The tightest window after admission, for `x-ratelimit-*` headers.
     pub standing: Option<(RateLimits, RateStanding)>,
 }
@@ -199,30 +195,12 @@ pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Am
 /// Whether the tenant's soft threshold is crossed in any quota (read only):
 /// with `downgrade_tier`, requests then go to the cheaper tier.
 pub fn past_soft_threshold(store: &dyn Store, tenant: &Tenant, now_ms: u64) -> bool {
-    tenant.quotas.iter().enumerate().any(|(index, quota)| {
-        crate::state::read::<QuotaRecord>(store, &quota_key(tenant, index))
-            .is_some_and(|record| record.share(quota.period, now_ms, &quota.caps) >= tenant.alert_at)
-    })
-}
-
-fn book_window(
-    store: &dyn Store,
-    key: String,
-    limits: &RateLimits,
-    tokens: u64,
-    now_ms: u64,
-) -> Result<(Booking, RateStanding), Result<(u64, RateStanding), StoreError>> {
-    match update::<RateWindow, _>(store, &key, |window| window.try_admit(now_ms, tokens, limits)) {
-        Ok((window, Ok(()))) => Ok((
-            Booking::Window {
-                key,
-                minute: window.minute,
-            },
-            window.standing(now_ms, limits),
-        )),
-        Ok((window, Err(wait))) => Err(Ok((wait.unwrap_or(u64::MAX), window.standing(now_ms, limits)))),
-        Err(err) => Err(Err(err)),
-    }
+    let records = quota_records(store, tenant);
+    tenant
+        .quotas
+        .iter()
+        .zip(records)
+        .any(|(quota, record)| record.share(quota.period, now_ms, &quota.caps) >= tenant.alert_at)
 }
 
 /// Books `estimate` for `identity` everywhere `tenant` (its policy) asks,
@@ -237,101 +215,84 @@ pub fn admit(
     let mut admission = Admission {
         tenant: identity.tenant,
         estimate,
-        bookings: Vec::new(),
+        account: None,
+        user: None,
         standing: None,
     };
-    let windows = [
-        ("tenant", Some(tenant_window_key(tenant)), tenant.limits),
-        (
-            "user",
-            identity.user.as_deref().map(|user| user_window_key(tenant, user)),
-            tenant.user_limits,
-        ),
-    ];
-    for (scope, key, limits) in windows {
-        let Some(key) = key.filter(|_| !limits.is_unlimited()) else {
-            continue;
-        };
-        match book_window(store, key, &limits, estimate.tokens, now_ms) {
-            Ok((booking, standing)) => {
-                admission.bookings.push(booking);
-                let tighter = admission
-                    .standing
-                    .is_none_or(|(_, known)| standing.requests_remaining < known.requests_remaining);
-                if tighter {
-                    admission.standing = Some((limits, standing));
-                }
-            }
-            Err(outcome) => {
-                undo(tenant, store, &admission, now_ms);
-                return Err(match outcome {
-                    Ok((wait, standing)) => Denial::Rate {
-                        scope,
-                        retry_after_ms: (wait != u64::MAX).then_some(wait),
-                        limits,
-                        standing,
-                    },
-                    Err(_) => Denial::Busy,
-                });
-            }
-        }
-    }
-    for (index, quota) in tenant.quotas.iter().enumerate() {
-        let key = quota_key(tenant, index);
-        let result = update::<QuotaRecord, _>(store, &key, |record| {
-            record.try_reserve(quota.period, now_ms, estimate, &quota.caps)
+    if !tenant.limits.is_unlimited() || !tenant.quotas.is_empty() {
+        let booked = update::<Account, _>(store, &account_key(tenant), |account| {
+            account.book(tenant, estimate, now_ms)
         });
-        let denial = match result {
-            Ok((_, Ok(period_index))) => {
-                admission.bookings.push(Booking::Quota {
-                    key,
-                    index,
-                    period_index,
-                });
-                continue;
-            }
-            Ok((_, Err(dimension))) => Denial::Quota {
-                period: quota.period,
-                dimension,
-                retry_after_ms: quota.period.remaining_ms(now_ms),
-            },
-            Err(_) => Denial::Busy,
-        };
-        undo(tenant, store, &admission, now_ms);
-        return Err(denial);
-    }
-    Ok(admission)
-}
-
-/// Takes back every booking of an admission (a later check refused it).
-fn undo(tenant: &Tenant, store: &dyn Store, admission: &Admission, now_ms: u64) {
-    for booking in &admission.bookings {
-        let result = match booking {
-            Booking::Window { key, minute } => update::<RateWindow, _>(store, key, |window| {
-                window.cancel(now_ms, *minute, admission.estimate.tokens)
-            })
-            .map(|_| ()),
-            Booking::Quota {
-                key,
-                index,
-                period_index,
-            } => {
-                let period = tenant.quotas[*index].period;
-                update::<QuotaRecord, _>(store, key, |record| {
-                    record.release(period, now_ms, *period_index, admission.estimate)
+        let (booking, standing) = match booked {
+            Ok((_, Ok(booked))) => booked,
+            Ok((_, Err(Refusal::Rate { wait_ms, standing }))) => {
+                return Err(Denial::Rate {
+                    scope: "tenant",
+                    retry_after_ms: wait_ms,
+                    limits: tenant.limits,
+                    standing,
                 })
-                .map(|_| ())
             }
+            Ok((_, Err(Refusal::Quota { index, dimension }))) => {
+                let period = tenant.quotas.get(index).map_or(Period::Day, |quota| quota.period);
+                return Err(Denial::Quota {
+                    period,
+                    dimension,
+                    retry_after_ms: period.remaining_ms(now_ms),
+                });
+            }
+            Err(_) => return Err(Denial::Busy),
         };
-        if let Err(err) = result {
-            log::warn!("cannot undo a booking at {}: {err:?}", booking_key(booking));
+        admission.standing = standing.map(|standing| (tenant.limits, standing));
+        admission.account = Some(booking);
+    }
+    let limits = tenant.user_limits;
+    let user_key = identity.user.as_deref().map(|user| user_window_key(tenant, user));
+    let Some(key) = user_key.filter(|_| !limits.is_unlimited()) else {
+        return Ok(admission);
+    };
+    let booked = update::<RateWindow, _>(store, &key, |window| {
+        window
+            .try_admit(now_ms, estimate.tokens, &limits)
+            .map(|()| window.minute)
+    });
+    match booked {
+        Ok((window, Ok(minute))) => {
+            let standing = window.standing(now_ms, &limits);
+            let tighter = admission
+                .standing
+                .is_none_or(|(_, known)| standing.requests_remaining < known.requests_remaining);
+            if tighter {
+                admission.standing = Some((limits, standing));
+            }
+            admission.user = Some(UserBooking { key, minute });
+            Ok(admission)
+        }
+        Ok((window, Err(wait_ms))) => {
+            undo(tenant, store, &admission, now_ms);
+            Err(Denial::Rate {
+                scope: "user",
+                retry_after_ms: wait_ms,
+                limits,
+                standing: window.standing(now_ms, &limits),
+            })
+        }
+        Err(_) => {
+            undo(tenant, store, &admission, now_ms);
+            Err(Denial::Busy)
         }
     }
 }
 
-fn booking_key(booking: &Booking) -> &str {
-    match booking {
-        Booking::Window { key, .. } | Booking::Quota { key, .. } => key,
+/// Takes back the account's booking of an admission (the user's window
+/// refused it).
+fn undo(tenant: &Tenant, store: &dyn Store, admission: &Admission, now_ms: u64) {
+    let Some(booking) = &admission.account else { return };
+    let key = account_key(tenant);
+    if let Err(err) = update::<Account, _>(store, &key, |account| {
+        account.undo(tenant, booking, admission.estimate, now_ms)
+    }) {
+        log::warn!("cannot undo a booking at {key}: {err:?}");
     }
 }
 
@@ -362,40 +323,28 @@ pub fn settle(
         tokens: usage.prompt_total().saturating_add(usage.output),
         cost_micros: cost,
     };
+    let estimate = admission.estimate;
     let mut alerts = Vec::new();
-    for booking in &admission.bookings {
-        let result = match booking {
-            Booking::Window { key, minute } => update::<RateWindow, _>(store, key, |window| {
-                window.settle_tokens(now_ms, *minute, admission.estimate.tokens, actual.tokens)
-            })
-            .map(|_| ()),
-            Booking::Quota {
-                key,
-                index,
-                period_index,
-            } => {
-                let quota = &tenant.quotas[*index];
-                update::<QuotaRecord, _>(store, key, |record| {
-                    record.settle(
-                        quota,
-                        now_ms,
-                        *period_index,
-                        admission.estimate,
-                        actual,
-                        tenant.alert_at,
-                    )
+    if let Some(booking) = &admission.account {
+        let key = account_key(tenant);
+        match update::<Account, _>(store, &key, |account| {
+            account.settle(tenant, booking, estimate, actual, now_ms)
+        }) {
+            Ok((_, crossed)) => alerts.extend(crossed.into_iter().filter_map(|(index, alert)| {
+                Some(CrossedAlert {
+                    tenant: tenant.name.clone(),
+                    period: tenant.quotas.get(index)?.period,
+                    alert,
                 })
-                .map(|(_, alert)| {
-                    alerts.extend(alert.map(|alert| CrossedAlert {
-                        tenant: tenant.name.clone(),
-                        period: quota.period,
-                        alert,
-                    }));
-                })
-            }
-        };
-        if let Err(err) = result {
-            log::warn!("cannot settle a booking at {}: {err:?}", booking_key(booking));
+            })),
+            Err(err) => log::warn!("cannot settle a booking at {key}: {err:?}"),
+        }
+    }
+    if let Some(UserBooking { key, minute }) = &admission.user {
+        if let Err(err) = update::<RateWindow, _>(store, key, |window| {
+            window.settle_tokens(now_ms, *minute, estimate.tokens, actual.tokens)
+        }) {
+            log::warn!("cannot settle a booking at {key}: {err:?}");
         }
     }
     for consumed in &consumption.0 {

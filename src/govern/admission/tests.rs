@@ -2,7 +2,7 @@ use super::*;
 use crate::govern::keys::Identity;
 use crate::govern::ledger::Consumed;
 use crate::state::MemoryStore;
-use crate::testing::governed_config;
+use crate::testing::{governed_config, tokens};
 
 /// 2026-11-24T12:00:00Z.
 const NOON: u64 = 1_795_521_600_000;
@@ -20,14 +20,6 @@ fn bob() -> Identity {
         tenant: 1,
         user: Some("bob".into()),
         key_name: "bob".into(),
-    }
-}
-
-fn tokens(count: u64) -> Amounts {
-    Amounts {
-        requests: 1,
-        tokens: count,
-        cost_micros: 0,
     }
 }
 
@@ -343,27 +335,48 @@ fn records_made_before_traffic_keep_the_first_reservations_from_racing() {
     let governance = config.governance.as_ref().unwrap();
     let store = MemoryStore::default();
     ensure_records(&config, governance, &store);
-    let key = quota_key(&governance.tenants[1], 0);
-    let caps = crate::govern::quota::Caps {
+    let mut tenant = governance.tenants[1].clone();
+    tenant.quotas.truncate(1);
+    tenant.quotas[0].caps = crate::govern::quota::Caps {
         requests: Some(1),
         ..Default::default()
     };
+    let key = account_key(&tenant);
     let one = Amounts {
         requests: 1,
         ..Amounts::default()
     };
     let mut second = None;
-    // Worker A reads the record; before its write lands, worker B runs its
-    // whole reservation: A's write then conflicts and A reads again.
-    let (_, first) = update::<QuotaRecord, _>(&store, &key, |record| {
+    // Worker A reads the account; before its write lands, worker B runs its
+    // whole admission: A's write then conflicts and A reads again.
+    let (_, first) = update::<Account, _>(&store, &key, |account| {
         if second.is_none() {
-            second = Some(update::<QuotaRecord, _>(&store, &key, |record| {
-                record.try_reserve(Period::Day, NOON, one, &caps)
+            second = Some(update::<Account, _>(&store, &key, |account| {
+                account.book(&tenant, one, NOON)
             }));
         }
-        record.try_reserve(Period::Day, NOON, one, &caps)
+        account.book(&tenant, one, NOON)
     })
     .unwrap();
     let (_, second) = second.unwrap().unwrap();
     assert!(!(first.is_ok() && second.is_ok()), "both passed a cap of one");
+}
+
+#[test]
+fn a_refused_quota_gives_the_tenant_window_back() {
+    let config = governed_config();
+    let governance = config.governance.as_ref().unwrap();
+    let tenant = &governance.tenants[1];
+    let store = MemoryStore::default();
+    ensure_records(&config, governance, &store);
+    let before: Account = crate::state::read(&store, &account_key(tenant)).unwrap();
+    // Far over the day's token quota, well within the minute's requests.
+    let refused = admit(tenant, &store, &alice(), tokens(10_000_000), NOON).unwrap_err();
+    assert!(
+        matches!(refused, Denial::Quota { .. } | Denial::Rate { .. }),
+        "{refused:?}"
+    );
+    let after: Account = crate::state::read(&store, &account_key(tenant)).unwrap();
+    assert_eq!(after.window, before.window);
+    assert!(after.quotas.iter().all(|quota| quota.reserved == Amounts::default()));
 }
