@@ -750,8 +750,10 @@ def measure_hostcalls(args, envoy, headers, workdir, up, upstream_port):
 
 def hostcall_table(results):
     columns = [key for key in HOSTCALL_LOADS if key in results]
-    kinds = sorted({name.split(".", 1)[1] for r in results.values() for name in r["per_request"]} - {"contexts"},
+    named = {name.split(".", 1)[1] for r in results.values() for name in r["per_request"]}
+    kinds = sorted({k for k in named if not k.startswith("ns_")} - {"contexts"},
                    key=lambda kind: (kind.startswith("on_"), kind))
+    timed = sorted(k for k in named if k.startswith("ns_"))
     header = "| per request: router / upstream | " + " | ".join(f"{s} {b}" for s, b in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
 
@@ -768,6 +770,17 @@ def hostcall_table(results):
     lines.append("| **callbacks** | " + " | ".join(f"**{cell(key, callbacks)}**" for key in columns) + " |")
     lines.append("| attempt contexts | " + " | ".join(
         f"{results[key]['per_request'].get('upstream.contexts', 0):.2f}" for key in columns) + " |")
+
+    def microseconds(key, kinds_wanted):
+        per = results[key]["per_request"]
+        router, upstream = (sum(per.get(f"{role}.{k}", 0) for k in kinds_wanted) / 1000 for role in ("router", "upstream"))
+        return f"{router:.1f} / {upstream:.1f}"
+
+    for kind in timed:
+        lines.append(f"| µs in {kind[3:]} | " + " | ".join(microseconds(key, [kind]) for key in columns) + " |")
+    if timed:
+        lines.append("| **µs in callbacks** | " + " | ".join(
+            f"**{microseconds(key, timed)}**" for key in columns) + " |")
     return "\n".join(lines)
 
 
@@ -842,7 +855,8 @@ def main():
         print(hostcall_table(results))
         print(f"\nMeans over every request of a {HOSTCALL_CONNECTIONS}-connection, 1 s load per column "
               f"(streams: {args.chunks} chunks, {args.chunk_gap_us} µs apart); 'upstream' adds up all attempts "
-              "of a request. Host calls exclude the instrument's own stat updates and logging.")
+              "of a request. Host calls exclude the instrument's own stat updates and logging. 'µs in' rows: time "
+              "inside each callback (Wasm code plus its host calls) on WASI's monotonic clock, at 4 connections.")
         for s in skipped:
             print(f"skipped {s['scenario']}: {s['reason']}")
         if args.json:

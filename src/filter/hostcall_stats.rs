@@ -7,7 +7,12 @@
 //! during its callbacks (and the callbacks themselves) to its own tally; when
 //! Envoy deletes the context the tally goes to counters
 //! `signalbox_hostcalls.<role>.<kind>` plus `signalbox_hostcalls.<role>.contexts`,
-//! which `bench/run.py --hostcalls` divides by the requests it sent.
+//! which `bench/run.py --hostcalls` divides by the requests it sent. The time
+//! spent inside each kind of callback (the filter's Wasm code plus the host
+//! calls it makes, read on WASI's monotonic clock) goes to
+//! `signalbox_hostcalls.<role>.ns_<callback>`: it says which callback to
+//! look into, not how fast the shipped module is (the clock reads add a
+//! little to each).
 
 /// Declares [`Crossing`] and each kind's stat name, kept side by side.
 macro_rules! crossings {
@@ -80,6 +85,7 @@ pub use counting::{record, Counted};
 mod counting {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::time::Instant;
 
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext};
@@ -128,6 +134,8 @@ mod counting {
         role: &'static str,
         inner: Box<dyn HttpContext>,
         tally: Tally,
+        /// Nanoseconds inside each kind of callback (indexed like `tally`).
+        spent_ns: Tally,
     }
 
     impl Counted {
@@ -136,13 +144,17 @@ mod counting {
                 role,
                 inner,
                 tally: [0; KINDS],
+                spent_ns: [0; KINDS],
             }
         }
 
         fn counted<R>(&mut self, callback: Crossing, run: impl FnOnce(&mut dyn HttpContext) -> R) -> R {
             // Calls made outside this context's callbacks (the root's ticks) are not its own.
             take_pending();
+            let entered = Instant::now();
             let result = run(self.inner.as_mut());
+            let spent = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.spent_ns[callback as usize] += spent;
             for (total, calls) in self.tally.iter_mut().zip(take_pending()) {
                 *total += calls;
             }
@@ -156,6 +168,11 @@ mod counting {
             for (name, calls) in NAMES.iter().zip(self.tally) {
                 if calls > 0 {
                     add(format!("signalbox_hostcalls.{}.{name}", self.role), calls);
+                }
+            }
+            for (name, spent) in NAMES.iter().zip(self.spent_ns) {
+                if spent > 0 {
+                    add(format!("signalbox_hostcalls.{}.ns_{name}", self.role), spent);
                 }
             }
             add(format!("signalbox_hostcalls.{}.contexts", self.role), 1);
