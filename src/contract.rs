@@ -2,7 +2,9 @@
 //! configuration and with clients: filter-state keys and `x-signalbox-*`
 //! headers. The router (the HTTP filter, `filter::http`) and the upstream
 //! filter (one per attempt, in the router's `upstream_http_filters`,
-//! `filter::upstream`) only meet through filter state; the Envoy YAML reads
+//! `filter::upstream`) meet through filter state and, for what Envoy need
+//! not see (the attempts' trail, time to first content, usage), through a
+//! record in their shared VM (`filter::shared`); the Envoy YAML reads
 //! some of it too (the route's cluster matcher reads [`NEXT_CLUSTER_STATE`],
 //! access logs and tracing tags read [`ACCESS_LOG_FIELDS`]). Envoy stores a
 //! Wasm filter's state under `wasm.<key>`, so `signalbox.next` is
@@ -24,12 +26,8 @@ pub const STATE_PREFIX: &str = "signalbox.";
 pub const NEXT_CLUSTER_STATE: &str = "signalbox.next";
 /// Written by the router once routed (the attempt plan); read by the upstream filter per attempt.
 pub const PLAN_STATE: &str = "signalbox.plan";
-/// Appended to by the upstream filter per attempt; read by the router for reports and headers.
-pub const TRAIL_STATE: &str = "signalbox.trail";
 /// Written by the upstream filter when a cascade skips links; read by the next attempt's upstream filter.
 pub const LINK_SHIFT_STATE: &str = "signalbox.link_shift";
-/// Written by the upstream filter (epoch ms of first content); read by the router for time to first token.
-pub const FIRST_CONTENT_STATE: &str = "signalbox.first_content_at";
 /// Written by the router when the client left early; read by an attempt's upstream filter ending after that.
 pub const CLIENT_GONE_STATE: &str = "signalbox.client_gone";
 /// Written by the upstream filter (chain positions whose half-open trial began); read by the router.
@@ -86,9 +84,7 @@ pub fn state_keys() -> Vec<String> {
     let shared = [
         NEXT_CLUSTER_STATE,
         PLAN_STATE,
-        TRAIL_STATE,
         LINK_SHIFT_STATE,
-        FIRST_CONTENT_STATE,
         CLIENT_GONE_STATE,
         TRIALS_BEGUN_STATE,
         CASCADE_STATE,

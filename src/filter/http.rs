@@ -689,10 +689,10 @@ impl HttpContext for ChatFilter {
     }
 }
 
-/// The attempts the upstream role recorded for this request, keeping only
-/// records that name a deployment of this config (they are indexed with it).
-fn read_trail(config: &Config) -> AttemptTrail {
-    let mut trail = AttemptTrail::decode(&host::filter_state(contract::TRAIL_STATE).unwrap_or_default());
+/// The attempts the upstream role recorded for request `request`, keeping
+/// only records that name a deployment of this config (they are indexed with it).
+fn read_trail(config: &Config, request: u32) -> AttemptTrail {
+    let mut trail = shared::trail(request);
     trail.0.retain(|record| record.deployment < config.deployments.len());
     trail
 }

@@ -4,8 +4,9 @@
 //! Envoy config has it), so a thread-local map keyed by the router's context
 //! id links them without host calls.
 //!
-//! It carries what only the end of an attempt knows — what the attempt
-//! consumed at its provider, the answer's usage — and settles the order in
+//! It carries what only the attempts know — the trail of their statuses,
+//! when the answer's first content came, what each attempt consumed at its
+//! provider, the answer's usage — and settles the order in
 //! which a request's parts end: normally the last attempt ends before the
 //! router logs the request, but when the client leaves first the router
 //! logs while an attempt is still running. The router then hands its spend
@@ -20,10 +21,15 @@ use super::spend::Spend;
 use crate::govern::ledger::{Consumed, Consumption};
 use crate::headers::HeaderMap;
 use crate::providers::TokenUsage;
+use crate::route::attempts::{AttemptRecord, AttemptTrail};
 
 #[derive(Default)]
 struct SharedRequest {
     live_attempts: u32,
+    /// Each attempt's status, in the order their answers (or ends) came.
+    trail: AttemptTrail,
+    /// When the client's first content came (its time to first token).
+    first_content_ms: Option<u64>,
     consumption: Consumption,
     /// Usage the answering attempt reported (for `show_usage` headers).
     answer_usage: Option<TokenUsage>,
@@ -109,6 +115,34 @@ pub fn set_native(request: u32, native: NativeRequest) {
 
 pub fn native(request: u32) -> Option<Rc<NativeRequest>> {
     with(request, |shared| shared.native.clone()).flatten()
+}
+
+/// Adds an attempt's record to `request`'s trail.
+pub fn append_attempt(request: u32, record: AttemptRecord) {
+    with(request, |shared| shared.trail.0.push(record));
+}
+
+/// A cascade judged the last attempt of `request` weak.
+pub fn mark_last_escalated(request: u32) {
+    with(request, |shared| {
+        if let Some(last) = shared.trail.0.last_mut() {
+            last.escalated = true;
+        }
+    });
+}
+
+/// The attempts of `request` so far.
+pub fn trail(request: u32) -> AttemptTrail {
+    with(request, |shared| shared.trail.clone()).unwrap_or_default()
+}
+
+/// The client got the first content of `request`'s answer at `at_ms`.
+pub fn set_first_content(request: u32, at_ms: u64) {
+    with(request, |shared| shared.first_content_ms = Some(at_ms));
+}
+
+pub fn first_content(request: u32) -> Option<u64> {
+    with(request, |shared| shared.first_content_ms).flatten()
 }
 
 /// The answering attempt's reported usage.

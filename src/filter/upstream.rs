@@ -33,13 +33,13 @@ use super::root::Loaded;
 use super::shared;
 use crate::canary::Observation;
 use crate::config::{Config, DeploymentId};
-use crate::contract::{self, FIRST_CONTENT_STATE, TRIALS_BEGUN_STATE};
+use crate::contract::{self, TRIALS_BEGUN_STATE};
 use crate::error::GatewayError;
 use crate::govern::window::RateWindow;
 use crate::headers::HeaderMap;
 use crate::health::{AttemptLease, DeploymentHealth};
 use crate::providers::{self, Failure, StreamTranslator, TokenUsage};
-use crate::route::attempts::{self, AttemptPlan, AttemptRecord, AttemptTrail};
+use crate::route::attempts::{self, AttemptPlan, AttemptRecord};
 use crate::route::chain::deployment_window_key;
 use crate::route::response::{self, AttemptClock, CascadeCheck};
 use crate::state;
@@ -163,8 +163,8 @@ impl AttemptFilter {
     fn mark_first_content(&mut self, delivered: bool) {
         let now = host::now_ms();
         self.first_content_ms = Some(now);
-        if delivered {
-            host::set_filter_state(FIRST_CONTENT_STATE, &now.to_string());
+        if let (true, Some(attempt)) = (delivered, self.attempt.as_ref()) {
+            shared::set_first_content(attempt.plan.request, now);
         }
     }
 
@@ -184,21 +184,14 @@ impl AttemptFilter {
         action
     }
 
-    /// Adds this attempt's record to the request's trail. `first_answer`:
-    /// this is the request's first attempt and its answer just came, so
-    /// no other attempt has written a record yet (there is nothing to read).
-    fn append_trail(attempt: &Attempt, status: u16, first_answer: bool) {
-        let existing = if first_answer {
-            String::new()
-        } else {
-            host::filter_state(contract::TRAIL_STATE).unwrap_or_default()
-        };
+    /// Adds this attempt's record to the request's trail.
+    fn append_trail(attempt: &Attempt, status: u16) {
         let record = AttemptRecord {
             deployment: attempt.deployment,
             status,
             escalated: false,
         };
-        host::set_filter_state(contract::TRAIL_STATE, &AttemptTrail::append(&existing, record));
+        shared::append_attempt(attempt.plan.request, record);
     }
 
     fn record_usage(&mut self, usage: Option<TokenUsage>) {
@@ -411,8 +404,7 @@ fn escalate(state: &Loaded, attempt: &Attempt, check: &CascadeCheck) {
     }
     let shift = attempts::shift_to(attempt.number, attempt.link_shift, to_link);
     host::set_filter_state(contract::LINK_SHIFT_STATE, &shift.to_string());
-    let trail = host::filter_state(contract::TRAIL_STATE).unwrap_or_default();
-    host::set_filter_state(contract::TRAIL_STATE, &AttemptTrail::mark_last_escalated(&trail));
+    shared::mark_last_escalated(attempt.plan.request);
     let weaknesses = check.assessment.describe();
     log::info!(
         "cascade: {} answered weakly ({weaknesses}); escalating to link {}",
@@ -625,7 +617,7 @@ impl HttpContext for AttemptFilter {
             .and_then(|status| status.parse().ok())
             .unwrap_or(0);
         self.status = Some(status);
-        Self::append_trail(attempt, status, attempt.number == 1 && attempt.link_shift == 0);
+        Self::append_trail(attempt, status);
         let pairs = headers.to_pairs();
         if let Some(kept) = providers::client_response_headers(&pairs) {
             host::replace_response_headers(&kept);

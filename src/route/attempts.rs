@@ -313,47 +313,11 @@ pub struct AttemptRecord {
     pub escalated: bool,
 }
 
-/// Marks an escalated record in the trail: `3:200^`.
-const ESCALATED_MARK: char = '^';
-
-/// The attempts so far: `3:429,7:0,1:200^,4:200`.
+/// The attempts so far, in the order their answers (or ends) came.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttemptTrail(pub Vec<AttemptRecord>);
 
 impl AttemptTrail {
-    pub fn decode(text: &str) -> AttemptTrail {
-        let records = text
-            .split(',')
-            .filter_map(|entry| {
-                let (deployment, status) = entry.split_once(':')?;
-                let unmarked = status.strip_suffix(ESCALATED_MARK);
-                Some(AttemptRecord {
-                    deployment: deployment.parse().ok()?,
-                    status: unmarked.unwrap_or(status).parse().ok()?,
-                    escalated: unmarked.is_some(),
-                })
-            })
-            .collect();
-        AttemptTrail(records)
-    }
-
-    /// `existing` (as stored) with one more record.
-    pub fn append(existing: &str, record: AttemptRecord) -> String {
-        let mark = if record.escalated { "^" } else { "" };
-        append_entry(existing, &format!("{}:{}{mark}", record.deployment, record.status))
-    }
-
-    /// `existing` (as stored) with its last record marked escalated.
-    pub fn mark_last_escalated(existing: &str) -> String {
-        if existing.is_empty() || existing.ends_with(ESCALATED_MARK) {
-            return existing.to_string();
-        }
-        let mut marked = String::with_capacity(existing.len() + 1);
-        marked.push_str(existing);
-        marked.push(ESCALATED_MARK);
-        marked
-    }
-
     pub fn last(&self) -> Option<AttemptRecord> {
         self.0.last().copied()
     }
@@ -765,46 +729,22 @@ mod tests {
     }
 
     #[test]
-    fn the_trail_grows_one_record_per_attempt() {
-        let text = AttemptTrail::append(
-            "",
-            AttemptRecord {
-                deployment: 1,
-                status: 429,
-                escalated: false,
-            },
-        );
-        let text = AttemptTrail::append(
-            &text,
-            AttemptRecord {
-                deployment: 2,
-                status: 0,
-                escalated: false,
-            },
-        );
-        assert_eq!(text, "1:429,2:0");
-        let trail = AttemptTrail::decode(&text);
-        assert_eq!(
-            trail.last(),
-            Some(AttemptRecord {
-                deployment: 2,
-                status: 0,
-                escalated: false,
-            })
-        );
+    fn the_trail_describes_each_attempt_by_deployment_name() {
+        let record = |deployment, status, escalated| AttemptRecord {
+            deployment,
+            status,
+            escalated,
+        };
+        let trail = AttemptTrail(vec![record(1, 429, false), record(0, 200, true), record(2, 0, false)]);
+        assert_eq!(trail.last(), Some(record(2, 0, false)));
+        assert!(trail.escalated());
         let config = sample_config();
+        let names: Vec<&str> = (0..3).map(|index| config.deployments[index].name.as_str()).collect();
         assert_eq!(
             trail.describe(&config),
-            format!("{}:429,{}:none", config.deployments[1].name, config.deployments[2].name)
+            format!("{}:429,{}:weak,{}:none", names[1], names[0], names[2])
         );
-        assert_eq!(
-            AttemptTrail::decode("junk,5:200,x:y").0,
-            vec![AttemptRecord {
-                deployment: 5,
-                status: 200,
-                escalated: false,
-            }]
-        );
+        assert!(!AttemptTrail(vec![record(1, 429, false)]).escalated());
     }
 
     #[test]

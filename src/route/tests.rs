@@ -59,6 +59,20 @@ fn set_header<'p>(plan: &'p RequestPlan, name: &str) -> Option<&'p str> {
 }
 
 /// Model names of the chain, in order.
+/// A trail of `(deployment, status, escalated)` records.
+fn trail_of(records: &[(DeploymentId, u16, bool)]) -> AttemptTrail {
+    AttemptTrail(
+        records
+            .iter()
+            .map(|&(deployment, status, escalated)| attempts::AttemptRecord {
+                deployment,
+                status,
+                escalated,
+            })
+            .collect(),
+    )
+}
+
 fn chain_models(plan: &RequestPlan) -> Vec<String> {
     let config = sample_config();
     plan.decision
@@ -279,13 +293,13 @@ fn attempt_headers_name_the_deployment_that_answered() {
     let primary_only = attempt_headers(&config, &plan, &AttemptTrail::default(), false, None);
     assert!(primary_only.contains(&(HEADER_MODEL, "small".to_string())));
     assert!(primary_only.contains(&(HEADER_ROUTE, "primary".to_string())));
-    let trail = AttemptTrail::decode(&format!("{}:429,{}:200", plan.chain[0], plan.chain[1]));
+    let trail = trail_of(&[(plan.chain[0], 429, false), (plan.chain[1], 200, false)]);
     let after_failover = attempt_headers(&config, &plan, &trail, true, None);
     assert!(after_failover.contains(&(HEADER_MODEL, "medium".to_string())));
     assert!(after_failover.contains(&(HEADER_PROVIDER, "anthropic".to_string())));
     assert!(after_failover.contains(&(HEADER_ROUTE, "fallback-1".to_string())));
     assert!(after_failover.contains(&(HEADER_ATTEMPTS, "small:429,medium:200".to_string())));
-    let trail = AttemptTrail::decode(&format!("{}:200^,{}:200", plan.chain[0], plan.chain[1]));
+    let trail = trail_of(&[(plan.chain[0], 200, true), (plan.chain[1], 200, false)]);
     let after_cascade = attempt_headers(&config, &plan, &trail, false, Some("truncated"));
     assert!(after_cascade.contains(&(HEADER_ROUTE, "cascade".to_string())));
     assert!(
@@ -359,7 +373,7 @@ fn the_models_listing_names_aliases_and_models() {
 fn an_exhausted_chain_becomes_one_openai_error_with_retry_after() {
     let config = sample_config();
     let plan = plan(&chat("auto", "hi"), &ClientHints::default()).unwrap().attempts;
-    let all_limited = AttemptTrail::decode(&format!("{}:429,{}:429", plan.chain[0], plan.chain[1]));
+    let all_limited = trail_of(&[(plan.chain[0], 429, false), (plan.chain[1], 429, false)]);
     let last = FinalResponse {
         status: 429,
         retry_after_ms: Some(2_500),
@@ -369,7 +383,7 @@ fn an_exhausted_chain_becomes_one_openai_error_with_retry_after() {
     assert_eq!(error.status(), 429);
     assert_eq!(error.code(), "rate_limit_exceeded");
     assert!(error.to_string().contains("small:429,medium:429"));
-    let mixed = AttemptTrail::decode(&format!("{}:429,{}:0", plan.chain[0], plan.chain[1]));
+    let mixed = trail_of(&[(plan.chain[0], 429, false), (plan.chain[1], 0, false)]);
     let error = exhausted_error(
         &config,
         &plan,

@@ -32,7 +32,7 @@ impl ChatFilter {
             return Action::Continue;
         };
         let config = &state.config;
-        let trail = read_trail(config);
+        let trail = read_trail(config, self.context_id);
         let status = host::response_status();
         let cascade = trail
             .escalated()

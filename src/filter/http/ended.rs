@@ -3,7 +3,7 @@
 //! feedback slot, shadow queue).
 
 use super::{feedback, read_trail, shadow, ChatFilter};
-use crate::contract::{self, FIRST_CONTENT_STATE};
+use crate::contract;
 use crate::filter::host;
 use crate::filter::shared;
 use crate::filter::spend::Spend;
@@ -31,7 +31,9 @@ impl ChatFilter {
         // Read again rather than keep the response headers' copy: an attempt
         // without a response records itself when Envoy destroys it, and
         // nothing promises that comes before the client's headers.
-        let trail = read_trail(config);
+        let trail = read_trail(config, self.context_id);
+        // Before the request's shared record goes (`request_ended`).
+        let first_content_ms = shared::first_content(self.context_id);
         // Normally every attempt has ended and told what it consumed; when
         // the client left first, the attempt still running settles.
         let consumption = match shared::request_ended(self.context_id, self.spend.take()) {
@@ -62,9 +64,7 @@ impl ChatFilter {
         } else {
             None
         };
-        let first_token_ms = host::filter_state(FIRST_CONTENT_STATE)
-            .and_then(|at| at.parse::<u64>().ok())
-            .map(|at| at.saturating_sub(self.started_ms));
+        let first_token_ms = first_content_ms.map(|at| at.saturating_sub(self.started_ms));
         let shadowed = self.shadow.take();
         let report = RequestReport {
             consumption,

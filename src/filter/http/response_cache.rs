@@ -301,7 +301,10 @@ impl ChatFilter {
             return;
         };
         let config = &state.config;
-        let Some(deployment) = read_trail(config).last().map(|record| record.deployment) else {
+        let Some(deployment) = read_trail(config, self.context_id)
+            .last()
+            .map(|record| record.deployment)
+        else {
             return;
         };
         let answered_by = config.deployments[deployment].model;

@@ -24,7 +24,7 @@ impl AttemptFilter {
         let now = host::now_ms();
         let end = self.end_of(&attempt, now);
         if self.status.is_none() && !attempt.never_sent {
-            Self::append_trail(&attempt, 0, false);
+            Self::append_trail(&attempt, 0);
         }
         let verdict = response::verdict(&end, attempt.plan.per_try_timeout_ms);
         let outcome = AttemptOutcome {
