@@ -2,8 +2,8 @@
 """Compare build-profile variants of the Signalbox module: size, Envoy RSS, CPU per request.
 
 Each variant is the release build with Cargo profile overrides (CARGO_PROFILE_RELEASE_*,
-so Cargo.toml is untouched), built into a target directory of its own, optionally passed
-through binaryen's wasm-opt (Debian's `binaryen` package). Every variant is then measured by
+so Cargo.toml is untouched) and extra rustc flags for the Wasm target, built into a target
+directory of its own, optionally passed through binaryen's wasm-opt (Debian's `binaryen` package). Every variant is then measured by
 bench/run.py (scenario signalbox, one worker), the variants taking turns within each
 repetition so that outside load spreads over all of them; the table shows medians.
 
@@ -29,6 +29,8 @@ class Variant(NamedTuple):
     target_dir: str  # under target/; "" = the shipped build's own
     profile: dict  # CARGO_PROFILE_RELEASE_<key> overrides
     wasm_opt: list = None  # wasm-opt flags, applied to the Cargo build
+    # rustc flags for the Wasm target, after .cargo/config.toml's (CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS)
+    rustflags: str = ""
 
 
 # At opt-level s and z the module has 2-3x the functions (less inlining), so its name
@@ -41,6 +43,8 @@ VARIANTS = {
     "z-strip": Variant("variant-z", {"OPT_LEVEL": "z"}, ["--strip-debug"]),
     "o3+wasm-opt-O3": Variant("", {}, ["-O3"]),
     "s+wasm-opt-Os": Variant("variant-s", {"OPT_LEVEL": "s"}, ["-Os"]),
+    # The shipped build without Wasm SIMD (.cargo/config.toml turns it on).
+    "o3-no-simd128": Variant("variant-no-simd128", {}, rustflags="-C target-feature=-simd128"),
 }
 
 
@@ -54,6 +58,8 @@ def build(name):
     target_dir = TARGET / variant.target_dir
     env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir),
                **{f"CARGO_PROFILE_RELEASE_{k}": v for k, v in variant.profile.items()})
+    if variant.rustflags:
+        env["CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS"] = variant.rustflags
     log(f"variants: build {name}")
     subprocess.run(["cargo", "build", "--release", "--quiet", "--target", "wasm32-wasip1", "-p", "signalbox"],
                    cwd=ROOT, env=env, check=True)
