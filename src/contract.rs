@@ -35,11 +35,22 @@ pub const TRIALS_BEGUN_STATE: &str = "signalbox.trials_begun";
 /// Written by the upstream filter (weaknesses a cascade escalated); read by the router for [`HEADER_CASCADE`].
 pub const CASCADE_STATE: &str = "signalbox.cascade";
 
-/// Access-log fields, each the filter state `signalbox.<field>` ([`field_state`]),
-/// in the order written. Written by the router (`telemetry::access_log`);
-/// read by Envoy's access logs and tracing tags
-/// (`%FILTER_STATE(wasm.signalbox.<field>:PLAIN)%`).
-pub const ACCESS_LOG_FIELDS: [&str; 32] = [
+/// Declares the access-log fields and their filter-state keys side by
+/// side: the keys are written per request, so they are spelled out at
+/// compile time rather than formatted each time.
+macro_rules! access_log_fields {
+    ($($field:literal,)*) => {
+        /// Access-log fields, each the filter state `signalbox.<field>` ([`field_state`]),
+        /// in the order written. Written by the router (`telemetry::access_log`);
+        /// read by Envoy's access logs and tracing tags
+        /// (`%FILTER_STATE(wasm.signalbox.<field>:PLAIN)%`).
+        pub const ACCESS_LOG_FIELDS: &[&str] = &[$($field,)*];
+        /// `ACCESS_LOG_FIELDS[i]`'s filter-state key (`STATE_PREFIX` + field).
+        const ACCESS_LOG_STATE_KEYS: &[&str] = &[$(concat!("signalbox.", $field),)*];
+    };
+}
+
+access_log_fields! {
     "request_id",
     "endpoint",
     "operation",
@@ -72,11 +83,13 @@ pub const ACCESS_LOG_FIELDS: [&str; 32] = [
     "routing_us",
     "prompt",
     "answer",
-];
+}
 
-/// The filter-state key of access-log field `field` (`signalbox.tier`).
-pub fn field_state(field: &str) -> String {
-    format!("{STATE_PREFIX}{field}")
+/// The filter-state key of access-log field `field` (`signalbox.tier`);
+/// `None` for a name that is not a field.
+pub fn field_state(field: &str) -> Option<&'static str> {
+    let index = ACCESS_LOG_FIELDS.iter().position(|known| *known == field)?;
+    ACCESS_LOG_STATE_KEYS.get(index).copied()
 }
 
 /// Every filter-state key Signalbox writes, without Envoy's `wasm.` prefix.
@@ -92,7 +105,7 @@ pub fn state_keys() -> Vec<String> {
     shared
         .iter()
         .map(|key| key.to_string())
-        .chain(ACCESS_LOG_FIELDS.iter().map(|field| field_state(field)))
+        .chain(ACCESS_LOG_STATE_KEYS.iter().map(|key| key.to_string()))
         .collect()
 }
 

@@ -119,3 +119,12 @@ fn every_state_key_has_the_prefix_and_is_unique() {
         assert_eq!(keys.iter().filter(|other| *other == key).count(), 1, "{key} twice");
     }
 }
+
+#[test]
+fn each_access_log_field_has_its_prefixed_state_key() {
+    for field in ACCESS_LOG_FIELDS {
+        assert_eq!(field_state(field), Some(format!("{STATE_PREFIX}{field}").as_str()));
+    }
+    assert_eq!(ACCESS_LOG_STATE_KEYS.len(), ACCESS_LOG_FIELDS.len());
+    assert_eq!(field_state("modle"), None);
+}

@@ -14,6 +14,7 @@ use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use super::hostcall_stats::{record, Crossing};
 
+use crate::contract;
 use crate::error::GatewayError;
 use crate::headers::HeaderMap;
 use crate::route::HeaderEdit;
@@ -174,6 +175,14 @@ pub fn set_filter_state(name: &str, value: &str) {
     record(Crossing::FilterStateWrite);
     if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
         log::warn!("cannot set filter state {name}: {status:?}");
+    }
+}
+
+/// Writes access-log field `field` (filter state `wasm.signalbox.<field>`).
+pub fn set_access_log_field(field: &str, value: &str) {
+    match contract::field_state(field) {
+        Some(key) => set_filter_state(key, value),
+        None => log::warn!("{field} is not an access-log field"),
     }
 }
 

@@ -290,7 +290,7 @@ impl ChatFilter {
             return;
         }
         for (field, value) in access_log::request_fields(&state.config, &self.report(AttemptTrail::default())) {
-            host::set_filter_state(&contract::field_state(field), &value);
+            host::set_access_log_field(field, &value);
         }
         self.request_fields_written = true;
     }
@@ -306,7 +306,7 @@ impl ChatFilter {
         let usage = shared::answer_usage(self.context_id);
         let fields = access_log::answer_fields(config, self.answered_by, usage);
         for (field, value) in &fields {
-            host::set_filter_state(&contract::field_state(field), value);
+            host::set_access_log_field(field, value);
         }
         self.answer_fields = fields;
     }

@@ -3,7 +3,6 @@
 //! feedback slot, shadow queue).
 
 use super::{feedback, read_trail, shadow, ChatFilter};
-use crate::contract;
 use crate::filter::host;
 use crate::filter::shared;
 use crate::filter::spend::Spend;
@@ -86,7 +85,7 @@ impl ChatFilter {
                 .iter()
                 .any(|(written, old)| *written == field && *old == value)
             {
-                host::set_filter_state(&contract::field_state(field), &value);
+                host::set_access_log_field(field, &value);
             }
         }
     }
