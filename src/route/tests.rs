@@ -58,7 +58,6 @@ fn set_header<'p>(plan: &'p RequestPlan, name: &str) -> Option<&'p str> {
     })
 }
 
-/// Model names of the chain, in order.
 /// A trail of `(deployment, status, escalated)` records.
 fn trail_of(records: &[(DeploymentId, u16, bool)]) -> AttemptTrail {
     AttemptTrail(
@@ -73,6 +72,7 @@ fn trail_of(records: &[(DeploymentId, u16, bool)]) -> AttemptTrail {
     )
 }
 
+/// Model names of the chain, in order.
 fn chain_models(plan: &RequestPlan) -> Vec<String> {
     let config = sample_config();
     plan.decision
