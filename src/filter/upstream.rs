@@ -160,8 +160,7 @@ impl AttemptFilter {
 
     /// The first content of the answer is here. When it is content for the
     /// client (`delivered`), this is the request's time to first token.
-    fn mark_first_content(&mut self, delivered: bool) {
-        let now = host::now_ms();
+    fn mark_first_content(&mut self, delivered: bool, now: u64) {
         self.first_content_ms = Some(now);
         if let (true, Some(attempt)) = (delivered, self.attempt.as_ref()) {
             shared::set_first_content(attempt.plan.request, now);
@@ -178,9 +177,10 @@ impl AttemptFilter {
         body: &[u8],
         released: bool,
     ) -> Action {
-        let action = self.finish_buffered(body_size, status, headers, body, released);
+        let now = host::now_ms();
+        let action = self.finish_buffered(body_size, status, headers, body, released, now);
         let delivered = (200..300).contains(&status) && self.failure.is_none() && !self.escalated;
-        self.mark_first_content(delivered);
+        self.mark_first_content(delivered, now);
         action
     }
 
@@ -211,6 +211,7 @@ impl AttemptFilter {
         headers: &[(String, String)],
         body: &[u8],
         released: bool,
+        now_ms: u64,
     ) -> Action {
         let (Some(state), Some(attempt)) = (self.state.clone(), self.attempt.as_ref()) else {
             return Action::Continue;
@@ -225,7 +226,7 @@ impl AttemptFilter {
             status,
             headers,
             body,
-            host::now_ms() / 1000,
+            now_ms / 1000,
         );
         let cascade = response::check_cascade(
             &state.config,
@@ -237,7 +238,7 @@ impl AttemptFilter {
             !released,
             AttemptClock {
                 started_ms: attempt.started_ms,
-                now_ms: host::now_ms(),
+                now_ms,
             },
         );
         self.translate_us = Some(elapsed_us(started));
@@ -324,7 +325,7 @@ impl AttemptFilter {
             if saw_content && hold_tokens > 0 && self.escalate_stream(&output, end_of_stream) {
                 return Action::Continue;
             }
-            self.mark_first_content(saw_content);
+            self.mark_first_content(saw_content, host::now_ms());
             if !saw_content {
                 if let Some(status) = response::failed_stream_status(failure) {
                     host::set_response_header(":status", &status.to_string());

@@ -65,14 +65,15 @@ impl ChatFilter {
         };
         let first_token_ms = first_content_ms.map(|at| at.saturating_sub(self.started_ms));
         let shadowed = self.shadow.take();
+        let now = host::now_ms();
         let report = RequestReport {
             consumption,
             first_token_ms,
-            duration_ms: host::now_ms().saturating_sub(self.started_ms),
+            duration_ms: now.saturating_sub(self.started_ms),
             ..self.report(trail)
         };
         state.metrics.emit(config, &report.samples(config));
-        feedback::remember_answer(&state, &report, host::now_ms());
+        feedback::remember_answer(&state, &report, now);
         if let Some(capture) = shadowed {
             shadow::queue_shadow(&state, capture, &report);
         }
