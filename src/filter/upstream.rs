@@ -313,7 +313,11 @@ impl AttemptFilter {
             self.usage = usage.or(self.usage);
         }
         let Some(output) = held else {
-            host::replace_response_body(body_size, &translated);
+            // Events the client gets byte for byte as they came (an OpenAI
+            // stream's, a native one's) stay in Envoy's buffer untouched.
+            if translated != raw {
+                host::replace_response_body(body_size, &translated);
+            }
             return Action::Continue;
         };
         host::replace_response_body(body_size, &output);
