@@ -170,7 +170,7 @@ fn without_cache_breakpoints(body: &[u8]) -> Option<Vec<u8>> {
 #[derive(Deserialize)]
 struct AnswerView {
     #[serde(default)]
-    choices: Option<Value>,
+    choices: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     usage: Option<OpenAiUsage>,
     #[serde(default)]
