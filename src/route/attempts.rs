@@ -1,6 +1,7 @@
 //! What travels between the router filter (which plans a request once) and
-//! the upstream filter (which runs once per attempt), through Envoy filter
-//! state: the [`AttemptPlan`] going down, the [`AttemptTrail`] coming back.
+//! the upstream filter (which runs once per attempt): the [`AttemptPlan`]
+//! going down through Envoy filter state, the [`AttemptTrail`] coming back
+//! through the record both keep in their VM (`filter::shared`).
 //! Also what the upstream filter does with them: rewrite attempt N for its
 //! deployment ([`prepare_attempt`]) and name the cluster of attempt N+1.
 
