@@ -180,10 +180,12 @@ def test_with_the_fleet_ledger_shadow_calls_are_charged_there_on_their_own_line(
 
     def charged():
         ledger = fleet_spend(second)["team"]["ledger"]
-        return ledger if ledger.get("shadow:strong", {}).get("requests") == 2 else None
+        # Each replica settles its own request and its shadow call separately, in either order.
+        settled = ledger.get("shadow:strong", {}).get("requests") == 2 and ledger.get("cheap", {}).get("requests") == 2
+        return ledger if settled else None
 
     ledger = wait_for(charged)
     assert ledger, fleet_spend(second)["team"]
-    assert ledger["shadow:strong"]["cost_usd"] > 0 and ledger["cheap"]["requests"] == 2
+    assert ledger["shadow:strong"]["cost_usd"] > 0
     assert "strong" not in ledger, "shadow calls are not the tenant's own requests"
     assert fleet_spend(first)["team"]["source"] == "fleet"
