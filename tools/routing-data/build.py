@@ -9,8 +9,9 @@ Reads each source from a git snapshot (a bare git directory, read with
 `weak` and `strong` are how well a weak and a strong model do on the prompt,
 in [0, 1] (see SOURCES.md for what each source's numbers are). Every item goes
 to `train`, `dev` or `val` by a hash of its id, so the split is stable across
-runs and machines. Nothing here is a held-out routing benchmark: no MT-Bench
-question, no GSM8K or MMLU *test* item, no RouteLLM evaluation file.
+runs and machines; an evaluation-only set is written whole to `val`. Nothing
+here is a held-out routing benchmark: no MT-Bench question, no GSM8K or MMLU
+*test* item, no RouteLLM evaluation file.
 
     python3 tools/routing-data/build.py --mirror /work/.mirror --out tools/routing-data/out
 
@@ -38,12 +39,21 @@ ALPACA_EVAL = "tatsu-lab+alpaca_eval"
 GSM8K = "openai+grade-school-math"
 ARC = "pangr2+dataset_collection"
 MMLU = "hendrycks+test"
+ARENA = "lmarena+arena-hard-auto"
 
 # AlpacaEval 2 judgements (weighted GPT-4-turbo annotator) of answers from
 # 7-13B open models (weak) and Claude models (strong), each against the same
 # GPT-4-turbo reference answer.
 WEAK_CHAT_MODELS = ["gemma-7b-it", "vicuna-13b-v1.5", "vicuna-7b-v1.5"]
 STRONG_CHAT_MODELS = ["claude-2", "claude-2.1", "claude"]
+
+# Arena-Bench-V1 (the forerunner of Arena-Hard): 300 Chatbot Arena prompts,
+# each model's answer scored 1-10 by GPT-4 against a GPT-4 reference answer.
+# Later commits removed the folder, so it is read at the last commit that has
+# every model's judgement. Weak: the cheap-tier models of the day; strong: GPT-4.
+ARENA_COMMIT = "4a705dd6963f777aba2ae79259e3013934e6e012"
+WEAK_ARENA_MODELS = ["Mixtral-8x7B-Instruct-v0.1", "Llama-2-70b-chat", "gpt-3.5-turbo"]
+STRONG_ARENA_MODELS = ["gpt-4-turbo", "gpt-4-0314"]
 
 # The commit of hendrycks/test that added the validation split (the dev
 # split is in the same tree). The test split is never read.
@@ -93,6 +103,33 @@ def chat_items(mirror: Path):
             "prompt": instruction,
             "weak": round(sum(table[instruction] for table in weak) / len(weak), 4),
             "strong": round(sum(table[instruction] for table in strong) / len(strong), 4),
+        }
+
+
+def arena_items(mirror: Path):
+    """Arena-Bench-V1's prompts; scores are each side's mean GPT-4 rating (1-10) over 10."""
+    folder = "data/arena-bench-v1"
+
+    def ratings(model: str) -> dict[str, float]:
+        text = git_show(mirror, ARENA, f"{folder}/model_judgment/{model}.jsonl", ARENA_COMMIT)
+        rows = (json.loads(line) for line in text.splitlines())
+        # A judgement the judge did not end with a rating has no score (or -1).
+        return {row["question_id"]: row["score"] / 10 for row in rows if (row["score"] or 0) >= 1}
+
+    weak = [ratings(model) for model in WEAK_ARENA_MODELS]
+    strong = [ratings(model) for model in STRONG_ARENA_MODELS]
+    for line in git_show(mirror, ARENA, f"{folder}/question.jsonl", ARENA_COMMIT).splitlines():
+        question = json.loads(line)
+        key = question["question_id"]
+        if not all(key in table for table in weak + strong):
+            continue
+        yield {
+            "id": f"arena_bench_v1:{key}",
+            "type": "chat",
+            "source": "arena_bench_v1",
+            "prompt": question["turns"][0],
+            "weak": round(sum(table[key] for table in weak) / len(weak), 4),
+            "strong": round(sum(table[key] for table in strong) / len(strong), 4),
         }
 
 
@@ -181,6 +218,26 @@ SETS = {
     "knowledge_mmlu": mmlu_items,
 }
 
+# Sets never learned from or used to choose settings: each is written whole as
+# its `val` file, a check on prompts and labels unlike the training ones.
+EVALUATION_ONLY = {
+    "chat_arena": arena_items,
+}
+
+
+def write_split(out: Path, name: str, items, split_of_id) -> None:
+    files: dict[str, io.TextIOWrapper] = {}
+    counts = {"train": 0, "dev": 0, "val": 0}
+    for item in items:
+        split = split_of_id(item["id"])
+        if split not in files:
+            files[split] = (out / f"{name}.{split}.jsonl").open("w")
+        files[split].write(json.dumps(item, ensure_ascii=False) + "\n")
+        counts[split] += 1
+    for file in files.values():
+        file.close()
+    print(f"{name}: {counts['train']} train, {counts['dev']} dev, {counts['val']} val")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -189,15 +246,9 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, items in SETS.items():
-        counts = {"train": 0, "dev": 0, "val": 0}
-        files = {split: (args.out / f"{name}.{split}.jsonl").open("w") for split in counts}
-        for item in items(args.mirror):
-            split = split_of(item["id"])
-            files[split].write(json.dumps(item, ensure_ascii=False) + "\n")
-            counts[split] += 1
-        for file in files.values():
-            file.close()
-        print(f"{name}: {counts['train']} train, {counts['dev']} dev, {counts['val']} val")
+        write_split(args.out, name, items(args.mirror), split_of)
+    for name, items in EVALUATION_ONLY.items():
+        write_split(args.out, name, items(args.mirror), lambda _: "val")
     return 0
 
 
