@@ -52,9 +52,11 @@ pub struct Options {
     pub word_l2: f64,
     /// Kinds that learn (adjustments, vocabulary, per-word weight). Not chat
     /// by default: its labels are a judge's preferences (with known style
-    /// and length biases), and what chat learns reorders chat prompts against
-    /// math and code ones in mixed traffic on evidence of style rather than
-    /// difficulty. Chat data still sets the `language` weight.
+    /// and length biases). A chat vocabulary learned from them demotes
+    /// analytic and technical requests (a multi-step trade-off analysis
+    /// falls from `complex` to `standard`) for no measurable gain on
+    /// Arena-Bench's correctness ratings (docs/routing.md). Chat data still
+    /// sets the `language` weight.
     pub learning_kinds: Vec<PromptKind>,
     pub seed: u64,
 }
