@@ -185,6 +185,8 @@ def test_the_soft_alert_fires_once_and_reaches_the_webhook(mocks, start_gateway)
     gateway = start_gateway(config, tweak=lambda envoy: add_cluster(envoy, "alerts"))
     results = send_many(gateway, [chat_body("hi")] * 9, "sk-team-key-1", workers=6)
     assert [status for status, _, _ in results] == [200] * 9
+    # The webhook is a call the crossing settlement dispatches: it may arrive after every answer.
+    mocks.wait_for_requests("alerts", 1)
     alerts = [request for request in mocks.requests("alerts") if request.path == "/hooks/signalbox"]
     assert len(alerts) == 1
     assert alerts[0].json["tenant"] == "team" and alerts[0].json["window"] == "monthly"

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.gateway import ADMIN_KEY, DEMO_KEY, chat_body, demo_plugin_config, with_plugin
+from tests.test_billing import wait_for
 
 TINY_KEY = "sk-demo-tiny"
 
@@ -126,7 +127,8 @@ def test_clients_that_give_up_early_do_not_open_a_providers_circuit(start_gatewa
                 headers={"authorization": f"Bearer {DEMO_KEY}"},
                 timeout=0.3,
             )
-    time.sleep(2.5)  # every abandoned attempt has ended by now
+    # Every abandoned attempt has ended (and recorded what it showed) once none is in flight.
+    wait_for(lambda: deployment(gateway, "gpt-4o")["in_flight"] == 0)
     health = deployment(gateway, "gpt-4o")
     assert health["circuit"] == "closed"
     assert health["failures"]["unreachable"] == 0 and health["failures"]["timeout"] == 0

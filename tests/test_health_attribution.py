@@ -11,6 +11,7 @@ import time
 from urllib.parse import urlparse
 
 from tests.gateway import ADMIN_KEY, DEMO_KEY, chat_body
+from tests.test_billing import wait_for
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -70,7 +71,8 @@ def test_http2_clients_cancelling_their_streams_leave_the_provider_healthy(start
     body = json.dumps(chat_body("hi", model="gpt-4o-mini")).encode()
     for _ in range(5):
         h2_request_then_cancel(gateway.url, body, {"authorization": f"Bearer {DEMO_KEY}"}, cancel_after_s=0.3)
-    time.sleep(0.5)
+    # Each cancelled attempt records itself in the shared health when Envoy destroys it.
+    wait_for(lambda: deployment(gateway, "gpt-4o-mini")["in_flight"] == 0)
     record = deployment(gateway, "gpt-4o-mini")
     details = [line for line in gateway.envoy.log_text().splitlines() if '"path":"/v1/chat/completions"' in line]
     assert sum(record["failures"].values()) == 0 and record["circuit"] == "closed", (

@@ -157,7 +157,12 @@ def run_known_mix(gateway) -> dict:
 def test_prometheus_shows_exact_counts_with_labels(observed):
     gateway = observed()
     responses = run_known_mix(gateway)
-    samples = eventually(lambda: scrape(gateway), lambda s: total(s, "signalbox_request_duration_ms_count") >= 8)
+    # Histograms show at a stats flush: wait for one after the last (refused) request was logged too.
+    samples = eventually(
+        lambda: scrape(gateway),
+        lambda s: total(s, "signalbox_request_duration_ms_count") >= 8
+        and total(s, "signalbox_filter_duration_us_count", phase="route") >= 11,
+    )
 
     requests_total = "signalbox_requests_total"
     cheap = {"provider": "openai", "model": "cheap"}

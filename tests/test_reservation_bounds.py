@@ -84,7 +84,8 @@ def test_whole_answers_abandoned_by_their_client_are_billed_their_output(start_g
         except requests.exceptions.ReadTimeout:
             admitted += 1  # it got past admission and reached the provider
         time.sleep(0.05)
-    time.sleep(2.5)  # every provider call finished (and billed its whole answer)
+    # Each abandoned attempt settles when Envoy ends it, after its client left: wait until none is reserved.
+    wait_for(lambda: settled_quota(gateway))
     reached = len(gateway.mocks.requests("openai"))
     provider_billed_usd = reached * max_tokens * 2 / 1e6
     ledger = spend(gateway)["team"]["ledger"]["cheap"]
@@ -107,7 +108,7 @@ def test_anthropic_requests_without_max_tokens_reserve_the_4096_the_adapter_send
 
     worker = threading.Thread(target=lambda: gateway.chat(chat_body("hi", model="strong"), headers=AUTH))
     worker.start()
-    time.sleep(0.8)
+    gateway.mocks.wait_for_requests("anthropic", 1)  # admitted (reserved) and still in flight
     reserved = spend(gateway)["team"]["quotas"][0]["reserved"]["tokens"]
     worker.join(10)
     sent = gateway.last_request("anthropic").json["max_tokens"]
