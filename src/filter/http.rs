@@ -449,11 +449,7 @@ impl ChatFilter {
             if let Err(error) = status::viewer(config, headers, View::Health) {
                 return Some(self.reply_error(&error));
             }
-            let health = StoreHealth {
-                store: &HostStore,
-                config,
-                now_ms: host::now_ms(),
-            };
+            let health = StoreHealth::new(&HostStore, config, host::now_ms());
             return Some(self.reply_json(&status::health_report(config, &health)));
         }
         if config
@@ -542,11 +538,7 @@ impl ChatFilter {
         dropped: &mut Vec<&'static str>,
     ) -> Result<RequestPlan, GatewayError> {
         let config = &state.config;
-        let health = StoreHealth {
-            store: &HostStore,
-            config,
-            now_ms: host::now_ms(),
-        };
+        let health = StoreHealth::new(&HostStore, config, host::now_ms());
         let draw = state.rng.borrow_mut().next();
         let governance = config.governance.as_ref();
         let situation = match (governance, &self.spend) {

@@ -358,11 +358,7 @@ impl SignalboxRoot {
         if !state::lease::try_acquire(&HostStore, gauges::LEASE_KEY, self.vm_owner_id, now, interval * 3) {
             return;
         }
-        let health = StoreHealth {
-            store: &HostStore,
-            config: &state.config,
-            now_ms: now,
-        };
+        let health = StoreHealth::new(&HostStore, &state.config, now);
         let mut samples = gauges::state_gauges(&state.config, &HostStore, &health);
         if let Some(layout) = &state.cache_layout {
             samples.extend(gauges::cache_gauges(cache::store::occupancy(&HostStore, layout)));

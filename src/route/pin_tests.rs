@@ -21,7 +21,7 @@ const EASY: &str = "thanks!";
 fn turn(session: &str, text: &str, store: &MemoryStore, config: &Config, now_ms: u64) -> RoutingDecision {
     let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": text}]}).to_string();
     let headers = HeaderMap::new(vec![("x-session-id".to_string(), session.as_bytes().to_vec())]);
-    let health = StoreHealth { store, config, now_ms };
+    let health = StoreHealth::new(store, config, now_ms);
     plan_chat(
         config,
         body.as_bytes(),

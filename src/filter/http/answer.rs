@@ -101,11 +101,7 @@ impl ChatFilter {
         let (config, Some(routed)) = (&state.config, self.routed.as_ref()) else {
             return;
         };
-        let health = StoreHealth {
-            store: &HostStore,
-            config,
-            now_ms: host::now_ms(),
-        };
+        let health = StoreHealth::new(&HostStore, config, host::now_ms());
         let last = route::FinalResponse {
             status,
             retry_after_ms: attempts::retry_after_ms(&host::response_headers()),

@@ -9,6 +9,8 @@
 //! it wins a half-open trial slot. When nothing is available the least-bad
 //! deployment (the one ready soonest) is tried rather than failing blind.
 
+use std::cell::RefCell;
+
 use crate::canary::CanaryRecord;
 use crate::config::{Config, DeploymentId, ModelId, TierId, STATE_PREFIX};
 use crate::govern::window::RateWindow;
@@ -47,20 +49,44 @@ pub fn deployment_window_key(config: &Config, deployment: DeploymentId) -> Strin
     format!("{STATE_PREFIX}rate/deployment/{}", config.deployments[deployment].name)
 }
 
-/// Health read from (and trial slots claimed in) shared data.
+/// Health read from (and trial slots claimed in) shared data, as of one
+/// moment: made for one plan (or one report), it reads each deployment's
+/// record once. A plan reads a record for the strategy's ordering and again
+/// for the chain, and each read is a host call and a decode.
 pub struct StoreHealth<'a> {
-    pub store: &'a dyn Store,
-    pub config: &'a Config,
-    pub now_ms: u64,
+    store: &'a dyn Store,
+    config: &'a Config,
+    now_ms: u64,
+    /// Records read so far (a handful: linear search beats hashing).
+    read: RefCell<Vec<(DeploymentId, DeploymentHealth)>>,
+}
+
+impl<'a> StoreHealth<'a> {
+    pub fn new(store: &'a dyn Store, config: &'a Config, now_ms: u64) -> Self {
+        StoreHealth {
+            store,
+            config,
+            now_ms,
+            read: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 impl HealthView for StoreHealth<'_> {
     fn health(&self, deployment: DeploymentId) -> DeploymentHealth {
-        read(self.store, &self.config.deployments[deployment].health_key).unwrap_or_default()
+        if let Some((_, record)) = self.read.borrow().iter().find(|(seen, _)| *seen == deployment) {
+            return *record;
+        }
+        let record: DeploymentHealth =
+            read(self.store, &self.config.deployments[deployment].health_key).unwrap_or_default();
+        self.read.borrow_mut().push((deployment, record));
+        record
     }
 
     fn claim_trial(&self, deployment: DeploymentId) -> Option<LeaseToken> {
         let settings = &self.config.resilience.health;
+        // The claim rewrites the record: a later read must see the slot taken.
+        self.read.borrow_mut().retain(|(seen, _)| *seen != deployment);
         update::<DeploymentHealth, _>(self.store, &self.config.deployments[deployment].health_key, |health| {
             health.claim_trial(self.now_ms, settings)
         })

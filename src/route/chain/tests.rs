@@ -198,19 +198,16 @@ fn store_health_reads_and_claims_through_shared_data() {
         })
         .unwrap();
     }
-    let view = StoreHealth {
-        store: &store,
-        config: &config,
-        now_ms: 10,
-    };
+    let view = StoreHealth::new(&store, &config, 10);
     assert!(matches!(view.health(deployment).breaker, BreakerState::Open { .. }));
     assert!(view.claim_trial(deployment).is_none(), "still open");
-    let later = StoreHealth {
-        store: &store,
-        config: &config,
-        now_ms: 10_000_000,
-    };
+    let later = StoreHealth::new(&store, &config, 10_000_000);
+    let settings = &config.resilience.health;
+    let before = later.health(deployment).availability(10_000_000, settings);
     assert!(later.claim_trial(deployment).is_some());
+    // The view remembers what it read, but not across its own claim.
+    let after = later.health(deployment).availability(10_000_000, settings);
+    assert_ne!(before, after, "the claimed slot shows in the next read");
     assert!(later.claim_trial(deployment).is_none());
 }
 
@@ -223,11 +220,7 @@ fn a_deployment_at_its_rate_limit_spills_traffic_over() {
     let config = Config::parse(json.as_bytes(), &|_| None).unwrap();
     let store = crate::state::MemoryStore::default();
     let b = config.models[config.model_named("b").unwrap()].deployments[0];
-    let view = StoreHealth {
-        store: &store,
-        config: &config,
-        now_ms: 60_000,
-    };
+    let view = StoreHealth::new(&store, &config, 60_000);
     let models = models(&config, &["b", "c"]);
     assert_eq!(names(&config, &build(&config, &models, &view, 0)), ["b", "c"]);
     crate::state::update::<RateWindow, _>(&store, &deployment_window_key(&config, b), |window| {
@@ -235,4 +228,49 @@ fn a_deployment_at_its_rate_limit_spills_traffic_over() {
     })
     .unwrap();
     assert_eq!(names(&config, &build(&config, &models, &view, 0)), ["c"]);
+}
+
+/// A store that counts its reads per key.
+#[derive(Default)]
+struct CountingStore {
+    inner: crate::state::MemoryStore,
+    reads: RefCell<HashMap<String, usize>>,
+}
+
+impl Store for CountingStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        *self.reads.borrow_mut().entry(key.to_string()).or_default() += 1;
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), crate::state::StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn a_plan_reads_each_deployments_health_once() {
+    // Two tiers: the strategy orders the first tier's models by their health,
+    // and the chain reads the same records again.
+    let json = CONFIG.replace(
+        r#""tiers": [{"name": "all", "models": ["a", "b", "c"]}]"#,
+        r#""tiers": [{"name": "low", "max_score": 0.99, "models": ["a", "b"], "strategy": "latency"}, {"name": "high", "models": ["c"]}]"#,
+    );
+    let config = Config::parse(json.as_bytes(), &|_| None).unwrap();
+    let store = CountingStore::default();
+    let health = StoreHealth::new(&store, &config, 1_000);
+    let body = br#"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let plan = crate::route::plan_chat(
+        &config,
+        body,
+        &crate::headers::HeaderMap::default(),
+        &crate::route::ClientHints::default(),
+        &crate::route::Situation::open(&health, 0),
+    )
+    .unwrap();
+    assert!(plan.attempts.chain.len() >= 2, "the chain spans several deployments");
+    let reads = store.reads.borrow();
+    let health_reads: Vec<_> = reads.iter().filter(|(key, _)| key.contains("health")).collect();
+    assert!(health_reads.len() >= 3, "{health_reads:?}");
+    assert!(health_reads.iter().all(|(_, count)| **count == 1), "{health_reads:?}");
 }
