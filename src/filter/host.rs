@@ -109,6 +109,16 @@ pub fn apply_request_edits(edits: &[HeaderEdit], current: &HeaderMap) {
     }
 }
 
+/// Applies response header edits (the core left out those that change nothing).
+pub fn apply_response_edits(edits: &[HeaderEdit]) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Remove(name) => remove_header(MapType::HttpResponseHeaders, name),
+            HeaderEdit::Set(name, value) => set_header(MapType::HttpResponseHeaders, name, value),
+        }
+    }
+}
+
 fn body(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
     record(Crossing::BodyRead);
     match hostcalls::get_buffer(buffer, 0, size) {

@@ -256,10 +256,11 @@ impl AttemptFilter {
         let in_buffer = body.len() == body_size;
         if finished.status != status || client_body != body || !in_buffer {
             if !released {
-                host::set_response_header(":status", &finished.status.to_string());
-                host::set_response_header("content-type", "application/json");
-                host::set_response_header("content-length", &client_body.len().to_string());
-                host::remove_response_header("content-encoding");
+                host::apply_response_edits(&response::whole_answer_header_edits(
+                    headers,
+                    finished.status,
+                    client_body.len(),
+                ));
             }
             host::replace_response_body(body_size, client_body);
         }

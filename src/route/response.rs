@@ -11,6 +11,7 @@ use crate::ingress::Ingress;
 use crate::providers::{self, Call, Failure, Operation, StreamTranslator, TokenUsage};
 
 use super::attempts::{call_for, is_native, AttemptPlan, Escalation, NativeApi};
+use super::HeaderEdit;
 
 /// Whether a request's response code details say its client ended it: an
 /// HTTP/1 client closed its connection (`downstream_remote_disconnect`), or
@@ -206,6 +207,35 @@ pub fn finish_buffered(
         finished.status = RETRY_STATUS;
     }
     finished
+}
+
+/// The edits that make a held answer's headers describe its rewritten
+/// whole body: `status`, a JSON content type, `length` bytes, no content
+/// encoding. `received` are the provider's headers; an edit they already
+/// satisfy is left out (each is a host call). The length is always set:
+/// a success's own was taken off when its headers were held.
+pub fn whole_answer_header_edits(received: &[(String, String)], status: u16, length: usize) -> Vec<HeaderEdit> {
+    let has = |name: &str, value: &str| {
+        received
+            .iter()
+            .any(|(key, held)| key.eq_ignore_ascii_case(name) && held == value)
+    };
+    let status = status.to_string();
+    let mut edits = Vec::with_capacity(4);
+    if !has(":status", &status) {
+        edits.push(HeaderEdit::Set(":status".into(), status));
+    }
+    if !has("content-type", "application/json") {
+        edits.push(HeaderEdit::Set("content-type".into(), "application/json".into()));
+    }
+    edits.push(HeaderEdit::Set("content-length".into(), length.to_string()));
+    if received
+        .iter()
+        .any(|(key, _)| key.eq_ignore_ascii_case("content-encoding"))
+    {
+        edits.push(HeaderEdit::Remove("content-encoding".into()));
+    }
+    edits
 }
 
 /// A tier's cascade judged one whole answer.
@@ -409,6 +439,41 @@ pub fn failed_stream_status(failure: Option<Failure>) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::testing::sample_config;
+
+    fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_whole_answer_keeps_the_headers_that_already_describe_it() {
+        let received = pairs(&[(":status", "200"), ("content-type", "application/json")]);
+        assert_eq!(
+            whole_answer_header_edits(&received, 200, 42),
+            [HeaderEdit::Set("content-length".into(), "42".into())],
+            "only the length, which the held headers no longer carry"
+        );
+    }
+
+    #[test]
+    fn a_rewritten_answer_gets_its_status_type_and_length_and_loses_its_encoding() {
+        let received = pairs(&[
+            (":status", "200"),
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("content-encoding", "gzip"),
+        ]);
+        assert_eq!(
+            whole_answer_header_edits(&received, 502, 7),
+            [
+                HeaderEdit::Set(":status".into(), "502".into()),
+                HeaderEdit::Set("content-type".into(), "application/json".into()),
+                HeaderEdit::Set("content-length".into(), "7".into()),
+                HeaderEdit::Remove("content-encoding".into()),
+            ]
+        );
+    }
 
     fn plan(config: &Config, models: &[&str]) -> AttemptPlan {
         AttemptPlan {
