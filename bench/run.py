@@ -310,12 +310,19 @@ class Envoy(NamedTuple):
     log_path: Path
 
 
+# --keep-logs: a directory where every Envoy's log is kept (numbered in start order).
+kept_logs = {"dir": None, "count": 0}
+
+
 def start_envoy(envoy, scenario, index, workdir, upstream_port, workers=1):
     name = scenario.name
     listen_port, admin_port = free_ports(2)
     cfg_path = workdir / f"envoy-{index}.json"
     cfg_path.write_text(json.dumps(envoy_config(listen_port, admin_port, upstream_port, scenario), indent=1))
     log_path = workdir / f"envoy-{index}.log"
+    if kept_logs["dir"]:
+        kept_logs["count"] += 1
+        log_path = kept_logs["dir"] / f"{kept_logs['count']:03d}-{name}-{workers}w.log"
     # A unique base id keeps this Envoy's shared memory apart from any other Envoy here
     # (a developer's, another bench run).
     base_id = (os.getpid() % 100000) * 10 + index
@@ -802,9 +809,14 @@ def main():
     ap.add_argument("--header", action="append", default=[], help="extra request header 'k: v' (repeatable)")
     ap.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--keep-logs", metavar="DIR", type=Path,
+                    help="keep every Envoy's log in DIR (what a throw-away build logs, e.g. phase timings)")
     ap.add_argument("--pin", action="store_true",
                     help="pin Envoy to its own CPU and the load side to the others (only on an idle machine)")
     args = ap.parse_args()
+    if args.keep_logs:
+        args.keep_logs.mkdir(parents=True, exist_ok=True)
+        kept_logs["dir"] = args.keep_logs
     if (args.repeat < 1 or args.connections < 1 or args.duration <= 0 or args.warmup < 0 or args.chunks < 1
             or args.chunk_gap_us < 0):
         ap.error("--repeat, --connections and --chunks must be >= 1, --duration > 0, --warmup and --chunk-gap-us >= 0")
