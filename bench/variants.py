@@ -7,7 +7,14 @@ directory of its own, optionally passed through binaryen's wasm-opt (Debian's `b
 bench/run.py (scenario signalbox, one worker), the variants taking turns within each
 repetition so that outside load spreads over all of them; the table shows medians.
 
+--module NAME=PATH adds a module built elsewhere (say, the previous commit's, built in a git
+worktree) to compare a code change with, alone against the shipped build unless --only says
+more. The order of the variants rotates from one repetition to the next, and the table adds
+each variant's paired difference from the first one (the median, over repetitions, of the
+two runs' difference), which on a noisy machine says more than two medians.
+
 Usage: python3 bench/variants.py [--repeat 3] [--duration 3] [--only o3,s,...]
+       python3 bench/variants.py --module before=/tmp/before/signalbox.wasm --repeat 8
 """
 
 import argparse
@@ -88,17 +95,32 @@ def main():
     ap.add_argument("--duration", type=float, default=3)
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--only", help=f"comma-separated variants (default all: {', '.join(VARIANTS)})")
+    ap.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
+                    help="also measure this already built module under NAME (repeatable)")
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else list(VARIANTS)
+    prebuilt = {}
+    for spec in args.module:
+        name, _, path = spec.partition("=")
+        if not name or not path or name in VARIANTS or name in prebuilt:
+            ap.error(f"--module takes NAME=PATH with a new name: {spec!r}")
+        if not Path(path).is_file():
+            ap.error(f"--module {name}: no file {path}")
+        prebuilt[name] = Path(path)
+    default = ["o3"] if prebuilt else list(VARIANTS)
+    names = args.only.split(",") if args.only else default
     unknown = set(names) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
 
     modules = {name: build(name) for name in names}
+    modules.update(prebuilt)
+    names += list(prebuilt)
     results = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="signalbox-variants-") as tmp:
         for rep in range(args.repeat):
-            for name in names:
+            # Each repetition starts with another variant, so none always runs first.
+            shift = rep % len(names)
+            for name in names[shift:] + names[:shift]:
                 log(f"variants: [{rep + 1}/{args.repeat}] {name}")
                 results[name].append(measure(modules[name], args, Path(tmp) / f"{name}-{rep}.json"))
 
@@ -109,21 +131,31 @@ def main():
     def row_value(body, connections, key):
         return lambda run: [r[key] for r in run["rows"] if r["body"] == body and r["connections"] == connections]
 
+    def paired(name, pick):
+        """Median over repetitions of (this variant's value - the first variant's)."""
+        differences = [a[0] - b[0] for a, b in zip(map(pick, results[name]), map(pick, results[names[0]]))
+                       if a and b and a[0] is not None and b[0] is not None]
+        return statistics.median(differences) if differences else None
+
     def signalbox_rss(run):
         return [m["rss_mb"] for m in run["memory"] if m["scenario"] == "signalbox"]
 
+    short_cpu = row_value("short", 32, "envoy_cpu_us_per_req")
+    long_cpu = row_value("long", 32, "envoy_cpu_us_per_req")
     print("| variant | module KB | Envoy RSS MB (1 worker) | CPU µs/req short ×32 | CPU µs/req long ×32 "
-          "| p50 µs short ×1 | CPU µs/chunk stream |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          f"| p50 µs short ×1 | CPU µs/chunk stream | paired Δ short / long ×32 vs {names[0]} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
-        cells = [median(name, signalbox_rss), median(name, row_value("short", 32, "envoy_cpu_us_per_req")),
-                 median(name, row_value("long", 32, "envoy_cpu_us_per_req")),
+        cells = [median(name, signalbox_rss), median(name, short_cpu), median(name, long_cpu),
                  median(name, row_value("short", 1, "p50_us")),
                  median(name, row_value("stream", 32, "envoy_cpu_us_per_chunk"))]
         formatted = " | ".join("-" if c is None else f"{c:.1f}" for c in cells)
-        print(f"| {name} | {modules[name].stat().st_size / 1024:.0f} | {formatted} |")
+        deltas = "-" if name == names[0] else " / ".join(
+            "-" if d is None else f"{d:+.1f}" for d in (paired(name, short_cpu), paired(name, long_cpu)))
+        print(f"| {name} | {modules[name].stat().st_size / 1024:.0f} | {formatted} | {deltas} |")
     print(f"\nMedians of {args.repeat} runs of bench/run.py --scenarios signalbox --rss-workers 1 "
-          f"--duration {args.duration:g} --warmup {args.warmup:g}, the variants taking turns.")
+          f"--duration {args.duration:g} --warmup {args.warmup:g}, the variants taking turns "
+          f"(the order rotating each repetition).")
 
 
 if __name__ == "__main__":
