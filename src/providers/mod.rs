@@ -19,6 +19,7 @@ pub mod openai_format;
 pub mod wire;
 
 mod failure;
+pub(crate) use failure::header;
 mod stream;
 
 use adapters::responses;

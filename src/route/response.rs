@@ -215,24 +215,16 @@ pub fn finish_buffered(
 /// satisfy is left out (each is a host call). The length is always set:
 /// a success's own was taken off when its headers were held.
 pub fn whole_answer_header_edits(received: &[(String, String)], status: u16, length: usize) -> Vec<HeaderEdit> {
-    let has = |name: &str, value: &str| {
-        received
-            .iter()
-            .any(|(key, held)| key.eq_ignore_ascii_case(name) && held == value)
-    };
     let status = status.to_string();
     let mut edits = Vec::with_capacity(4);
-    if !has(":status", &status) {
+    if providers::header(received, ":status") != Some(status.as_str()) {
         edits.push(HeaderEdit::Set(":status".into(), status));
     }
-    if !has("content-type", "application/json") {
+    if providers::header(received, "content-type") != Some("application/json") {
         edits.push(HeaderEdit::Set("content-type".into(), "application/json".into()));
     }
     edits.push(HeaderEdit::Set("content-length".into(), length.to_string()));
-    if received
-        .iter()
-        .any(|(key, _)| key.eq_ignore_ascii_case("content-encoding"))
-    {
+    if providers::header(received, "content-encoding").is_some() {
         edits.push(HeaderEdit::Remove("content-encoding".into()));
     }
     edits
