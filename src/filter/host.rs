@@ -98,23 +98,23 @@ pub fn remove_response_header(name: &str) {
 /// Applies request header edits, skipping those that change nothing given
 /// `current` (each skipped edit is a host call saved).
 pub fn apply_request_edits(edits: &[HeaderEdit], current: &HeaderMap) {
-    for edit in edits {
-        match edit {
-            HeaderEdit::Remove(name) if current.contains(name) => remove_header(MapType::HttpRequestHeaders, name),
-            HeaderEdit::Set(name, value) if current.get(name) != Some(value.as_str()) => {
-                set_header(MapType::HttpRequestHeaders, name, value)
-            }
-            _ => {}
-        }
-    }
+    let changes = |edit: &&HeaderEdit| match edit {
+        HeaderEdit::Remove(name) => current.contains(name),
+        HeaderEdit::Set(name, value) => current.get(name) != Some(value.as_str()),
+    };
+    apply_edits(MapType::HttpRequestHeaders, edits.iter().filter(changes));
 }
 
 /// Applies response header edits (the core left out those that change nothing).
 pub fn apply_response_edits(edits: &[HeaderEdit]) {
+    apply_edits(MapType::HttpResponseHeaders, edits.iter());
+}
+
+fn apply_edits<'e>(map: MapType, edits: impl Iterator<Item = &'e HeaderEdit>) {
     for edit in edits {
         match edit {
-            HeaderEdit::Remove(name) => remove_header(MapType::HttpResponseHeaders, name),
-            HeaderEdit::Set(name, value) => set_header(MapType::HttpResponseHeaders, name, value),
+            HeaderEdit::Remove(name) => remove_header(map, name),
+            HeaderEdit::Set(name, value) => set_header(map, name, value),
         }
     }
 }
