@@ -21,6 +21,7 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import hashlib
 import io
@@ -28,6 +29,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 # Weights are learned on train; dev decides what the trainer keeps (and its
@@ -40,6 +42,7 @@ GSM8K = "openai+grade-school-math"
 ARC = "pangr2+dataset_collection"
 MMLU = "hendrycks+test"
 ARENA = "lmarena+arena-hard-auto"
+MMLU_PRO = "TIGER-AI-Lab+MMLU-Pro"
 
 # AlpacaEval 2 judgements (weighted GPT-4-turbo annotator) of answers from
 # 7-13B open models (weak) and Claude models (strong), each against the same
@@ -59,12 +62,25 @@ STRONG_ARENA_MODELS = ["gpt-4-turbo", "gpt-4-0314"]
 # split is in the same tree). The test split is never read.
 MMLU_VAL_COMMIT = "8d4768d45e7bda4ce86f3de4073603b508bf80e8"
 
+# MMLU-Pro's published per-question answers of each model it evaluated
+# (5-shot chain of thought, zipped JSON). Only the questions MMLU-Pro took
+# from STEM websites, TheoremQA and SciBench are read: those it took from
+# MMLU come from MMLU's test split. Weak: 7-8B chat models; strong: the
+# largest models with outputs at this commit.
+MMLU_PRO_COMMIT = "f418b116db00b065c2aea046518d8fcf74d39872"
+WEAK_PRO_MODELS = ["Mistral-7B-Instruct-v0.2", "Qwen1.5-7B-Chat", "Meta-Llama-3_1-8B-Instruct"]
+STRONG_PRO_MODELS = ["gemini-1.5-pro-002", "Meta-Llama-3_1-70B-Instruct"]
+
 
 def git_show(mirror: Path, repo: str, path: str, commit: str = "HEAD") -> str:
+    return git_show_bytes(mirror, repo, path, commit).decode()
+
+
+def git_show_bytes(mirror: Path, repo: str, path: str, commit: str = "HEAD") -> bytes:
     git_dir = mirror / repo / "repo"
     return subprocess.run(
         ["git", "--git-dir", str(git_dir), "show", f"{commit}:{path}"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True,
     ).stdout
 
 
@@ -158,7 +174,7 @@ def math_items(mirror: Path):
 
 
 def multiple_choice(question: str, options: list[str]) -> str:
-    letters = "ABCDEFGH"
+    letters = "ABCDEFGHIJ"
     lines = [question.strip()] + [f"{letters[i]}. {option.strip()}" for i, option in enumerate(options)]
     return "\n".join(lines)
 
@@ -211,11 +227,43 @@ def mmlu_items(mirror: Path):
                 }
 
 
+def mmlu_pro_items(mirror: Path):
+    """MMLU-Pro's questions not taken from MMLU; scores are each side's share of models answering right."""
+    def answers(model: str) -> dict[str, dict]:
+        path = f"eval_results/model_outputs_{model}_5shots.zip"
+        archive = zipfile.ZipFile(io.BytesIO(git_show_bytes(mirror, MMLU_PRO, path, MMLU_PRO_COMMIT)))
+        rows = json.loads(archive.read(archive.namelist()[0]))
+        return {str(row["question_id"]): row for row in rows if not row["src"].startswith("ori_mmlu")}
+
+    weak = [answers(model) for model in WEAK_PRO_MODELS]
+    strong = [answers(model) for model in STRONG_PRO_MODELS]
+    shared = set.intersection(*(set(table) for table in weak + strong))
+
+    def right(tables: list[dict[str, dict]], key: str) -> float:
+        return round(sum(table[key]["pred"] == table[key]["answer"] for table in tables) / len(tables), 4)
+
+    for key in sorted(shared, key=int):
+        row = strong[0][key]
+        options = row["options"]
+        if isinstance(options, str):
+            options = ast.literal_eval(options)
+        yield {
+            "id": f"mmlu_pro:{key}",
+            "type": "knowledge",
+            "source": "mmlu_pro",
+            "prompt": multiple_choice(row["question"], options),
+            "weak": right(weak, key),
+            "strong": right(strong, key),
+            "origin": row["src"].split("-")[0],
+        }
+
+
 SETS = {
     "chat": chat_items,
     "math": math_items,
     "knowledge_arc": arc_items,
     "knowledge_mmlu": mmlu_items,
+    "knowledge_pro": mmlu_pro_items,
 }
 
 # Sets never learned from or used to choose settings: each is written whole as
