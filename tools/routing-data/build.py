@@ -65,8 +65,8 @@ MMLU_VAL_COMMIT = "8d4768d45e7bda4ce86f3de4073603b508bf80e8"
 # MMLU-Pro's published per-question answers of each model it evaluated
 # (5-shot chain of thought, zipped JSON). Only the questions MMLU-Pro took
 # from STEM websites, TheoremQA and SciBench are read: those it took from
-# MMLU come from MMLU's test split. Weak: 7-8B chat models; strong: the
-# largest models with outputs at this commit.
+# MMLU come from MMLU's test split. Weak: 7-8B chat models; strong: two of
+# the strongest models whose answer files the snapshot holds.
 MMLU_PRO_COMMIT = "f418b116db00b065c2aea046518d8fcf74d39872"
 WEAK_PRO_MODELS = ["Mistral-7B-Instruct-v0.2", "Qwen1.5-7B-Chat", "Meta-Llama-3_1-8B-Instruct"]
 STRONG_PRO_MODELS = ["gemini-1.5-pro-002", "Meta-Llama-3_1-70B-Instruct"]
