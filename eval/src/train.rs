@@ -385,9 +385,9 @@ fn sources_of_kind(all: &[(String, Example)], kind: usize) -> Vec<String> {
 
 /// Scales each kind's word-bucket weights by what held-apart `dev` prompts
 /// support: a vocabulary learned from a few thousand questions can memorise
-/// them rather than generalise, and one learned from two sources that
-/// disagree (ARC and MMLU questions are one kind) can help one and add
-/// noise to the other. The scale kept is the one whose worst dev source of
+/// them rather than generalise, and one learned from sources that
+/// disagree (ARC's, MMLU's and MMLU-Pro's questions are one kind) can help
+/// one and add noise to another. The scale kept is the one whose worst dev source of
 /// that kind beats prompt length by the most (on a tie, the larger scale);
 /// a kind without dev prompts keeps its words whole.
 fn scale_words_by_dev(model: &mut Model, dev: &[Labelled], all: &[(String, Example)]) {
