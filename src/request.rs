@@ -116,6 +116,12 @@ pub struct Message<'a> {
     /// The legacy single `function_call` of an assistant message.
     #[serde(default, borrow)]
     pub function_call: Option<&'a RawValue>,
+    /// A participant's name and an assistant's refusal: prompt text the
+    /// provider reads, counted by size like the tool calls.
+    #[serde(default, borrow)]
+    pub name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub refusal: Option<&'a RawValue>,
 }
 
 impl Message<'_> {
@@ -166,6 +172,8 @@ impl<'a> Message<'a> {
             .map(Media::tokens)
             .fold(raw(self.tool_calls), u32::saturating_add)
             .saturating_add(raw(self.function_call))
+            .saturating_add(raw(self.name))
+            .saturating_add(raw(self.refusal))
     }
 }
 
@@ -250,6 +258,10 @@ pub struct ChatRequest<'a> {
     /// OpenAI's key for its prompt cache (raw JSON): also one for affinity.
     #[serde(default, borrow)]
     pub prompt_cache_key: Option<&'a RawValue>,
+    /// Predicted Outputs: content the provider may bill as output whether
+    /// or not the answer uses it (rejected prediction tokens are billed).
+    #[serde(default, borrow)]
+    pub prediction: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -553,6 +565,12 @@ impl<'a> ChatRequest<'a> {
             .unwrap_or(false)
     }
 
+    /// Output tokens the provider may bill for the `prediction` beyond the
+    /// output budget (0 without one).
+    pub fn predicted_output_tokens(&self) -> u64 {
+        u64::from(raw_tokens(self.prediction.filter(|raw| is_present(Some(raw)))))
+    }
+
     /// The output budget the client asked for, if any (`null` is none).
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.max_completion_tokens
@@ -627,6 +645,36 @@ mod tests {
     fn context_of(earlier: &str, extra: &str) -> u32 {
         let body = format!(r#"{{"model":"auto","messages":[{earlier}{{"role":"user","content":"hi"}}]{extra}}}"#);
         parse_chat(body.as_bytes()).unwrap().prompt_view().context_tokens
+    }
+
+    #[test]
+    fn names_and_refusals_count_as_prompt() {
+        let payload = "abcd".repeat(1_000);
+        let plain = context_of(r#"{"role":"assistant","content":"ok"},"#, "");
+        for earlier in [
+            format!(r#"{{"role":"assistant","content":"ok","name":"{payload}"}},"#),
+            format!(r#"{{"role":"assistant","content":"ok","refusal":"{payload}"}},"#),
+        ] {
+            let counted = context_of(&earlier, "");
+            assert!(counted >= plain + 1_000, "{counted} vs {plain}");
+        }
+    }
+
+    #[test]
+    fn a_prediction_is_output_the_provider_may_bill() {
+        let content = "word ".repeat(2_000);
+        let body = format!(
+            r#"{{"model":"auto","messages":[{{"role":"user","content":"fix it"}}],"prediction":{{"type":"content","content":"{content}"}}}}"#
+        );
+        let request = parse_chat(body.as_bytes()).unwrap();
+        assert!(
+            request.predicted_output_tokens() >= 2_000,
+            "{}",
+            request.predicted_output_tokens()
+        );
+        let none =
+            parse_chat(br#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"prediction":null}"#).unwrap();
+        assert_eq!(none.predicted_output_tokens(), 0);
     }
 
     #[test]

@@ -113,3 +113,19 @@ def test_anthropic_requests_without_max_tokens_reserve_the_4096_the_adapter_send
     worker.join(10)
     sent = gateway.last_request("anthropic").json["max_tokens"]
     assert reserved >= sent, f"the provider was told max_tokens={sent}; the reservation was {reserved} tokens"
+
+
+def test_a_prediction_is_reserved_as_output(start_gateway):
+    """OpenAI bills the rejected tokens of a `prediction` as output, beyond
+    `max_tokens`: the reservation counts it, so a large prediction cannot
+    slip past a money cap that `max_tokens` alone would satisfy."""
+    # Reserved with the prediction: 5,000 words x $2/M output = $0.01 > $0.005.
+    gateway = start_gateway(team(quotas=[{"window": "day", "cost_usd": 0.005}]))
+    predicted = dict(chat_body("Fix the bug.", model="cheap", max_tokens=10),
+                     prediction={"type": "content", "content": PROMPT + " abc" * 3000})
+    response = gateway.chat(predicted, headers=AUTH)
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["code"] == "insufficient_quota"
+    assert gateway.mocks.requests("openai") == []
+    plain = gateway.chat(chat_body("Fix the bug.", model="cheap", max_tokens=10), headers=AUTH)
+    assert plain.status_code == 200, plain.text

@@ -104,6 +104,7 @@ impl Spend {
             prompt_tokens: decision.prompt_tokens,
             output_limit: decision.max_output_tokens,
             choices: decision.choices,
+            predicted_output: decision.predicted_output_tokens,
             stream: plan.attempts.stream,
             escalation_link: plan.attempts.escalation.map(|escalation| escalation.to_link),
         };

@@ -187,6 +187,7 @@ pub(super) fn decide(
         prompt_tokens: fit.requirements.tokens.saturating_sub(max_output_tokens.unwrap_or(0)),
         max_output_tokens,
         choices: request.choices(),
+        predicted_output_tokens: request.predicted_output_tokens(),
         affinity,
         pinning: choice.pinning,
     })

@@ -39,6 +39,7 @@ pub fn plan_embeddings(
         prompt_tokens: estimated_tokens,
         max_output_tokens: Some(0),
         choices: 1,
+        predicted_output_tokens: 0,
         affinity: None,
         pinning: None,
     };

@@ -110,6 +110,9 @@ pub struct RoutingDecision {
     pub max_output_tokens: Option<u64>,
     /// Answers asked for (`n`): each may use the output budget.
     pub choices: u64,
+    /// Output the `prediction` may add to each answer's bill, beyond the
+    /// output budget.
+    pub predicted_output_tokens: u64,
     /// What named the conversation this request's draw came from.
     pub affinity: Option<AffinitySource>,
     /// What tier pinning did, when it applied.

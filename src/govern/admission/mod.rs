@@ -109,6 +109,9 @@ pub struct Bounds<'a> {
     pub output_limit: Option<u64>,
     /// Answers asked for (`n`).
     pub choices: u64,
+    /// What the `prediction` may add to each answer's output, beyond
+    /// `output_limit` (the provider bills rejected prediction tokens).
+    pub predicted_output: u64,
     pub stream: bool,
     /// The link a cascade escalates weak answers to: that request may
     /// consume two answers by design, the cheap one and this link's.
@@ -157,7 +160,8 @@ pub fn estimate(config: &Config, bounds: &Bounds<'_>, default_output: u64) -> Am
         let Some(price) = config.models.get(model).map(|model| &model.price) else {
             continue;
         };
-        let output = output_bound(config, model, bounds.output_limit, bounds.choices, default_output);
+        let output = output_bound(config, model, bounds.output_limit, bounds.choices, default_output)
+            .saturating_add(bounds.predicted_output.saturating_mul(bounds.choices.max(1)));
         let prompt_cost = cost_micros(
             price,
             &TokenUsage {

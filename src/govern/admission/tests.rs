@@ -257,9 +257,25 @@ fn bounds(links: &[ModelId], output_limit: Option<u64>, choices: u64, stream: bo
         prompt_tokens: 1_000,
         output_limit,
         choices,
+        predicted_output: 0,
         stream,
         escalation_link: None,
     }
+}
+
+#[test]
+fn a_prediction_is_reserved_as_output_beyond_max_tokens() {
+    let config = governed_config();
+    let links = [config.model_named("small").unwrap()];
+    let predicted = Bounds {
+        predicted_output: 5_000,
+        ..bounds(&links, Some(10), 1, false)
+    };
+    let amounts = estimate(&config, &predicted, 512);
+    // Rejected prediction tokens are billed as output: max_tokens does not bound them.
+    assert_eq!(amounts.tokens, 1_000 + 10 + 5_000);
+    // small: 1000 × 0.15 + 5010 × 0.6.
+    assert_eq!(amounts.cost_micros, 150 + 3_006);
 }
 
 #[test]
