@@ -77,6 +77,20 @@ def test_a_provider_reset_mid_stream_is_visible_billed_and_a_failure(start_gatew
     assert health["successes"] == 0 and health["failures"]["unreachable"] == 1
 
 
+def test_an_answer_with_unreadable_usage_is_served_and_billed_its_estimate(start_gateway):
+    """A provider's usage with a negative or quoted count cannot be trusted, but
+    the answer can: the client gets it, and the request is billed its estimate,
+    as when no usage came."""
+    gateway = start_gateway(team())
+    gateway.mocks.set_behavior("openai", {"usage": {"prompt_tokens": -5, "completion_tokens": "7"}})
+    response = gateway.chat(chat_body("hello there", model="cheap", max_tokens=50), headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+    billed = wait_for(lambda: ledger(gateway, "cheap"))
+    assert billed["requests"] == 1 and billed["estimated_requests"] == 1, billed
+    assert billed["output_tokens"] == 50, "the estimate bills the output bound"
+
+
 def test_n_and_a_null_max_tokens_are_reserved_at_their_upper_bound(start_gateway):
     gateway = start_gateway(team(quotas=[{"window": "day", "cost_usd": 0.01}]))
     gateway.mocks.set_behavior("openai", {"spend_allowance": True})

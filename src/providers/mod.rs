@@ -577,6 +577,44 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_with_unreadable_usage_is_still_the_clients() {
+        // Negative, fractional or quoted counts: the answer is served and
+        // billed its estimate (no usage), not turned into a failure.
+        let cases = [
+            (
+                ProviderKind::Openai,
+                r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":-5,"completion_tokens":"7"}}"#,
+            ),
+            (
+                ProviderKind::Anthropic,
+                r#"{"id":"m","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":5.5,"output_tokens":-1}}"#,
+            ),
+            (
+                ProviderKind::Gemini,
+                r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":"x"}}"#,
+            ),
+            (
+                ProviderKind::Bedrock,
+                r#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":-3,"outputTokens":2}}"#,
+            ),
+        ];
+        for (kind, body) in cases {
+            let spec = spec(kind);
+            let call = call_for(&spec);
+            let translated = translate_response(&call, 200, &[], body.as_bytes());
+            assert_eq!(
+                translated.status,
+                200,
+                "{kind:?}: {}",
+                String::from_utf8_lossy(&translated.body)
+            );
+            assert!(translated.failure.is_none(), "{kind:?}");
+            assert_eq!(translated.usage, None, "{kind:?}");
+            assert!(String::from_utf8_lossy(&translated.body).contains("hi"), "{kind:?}");
+        }
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let credential = Credential::api_key(ProviderKind::Anthropic, secret("sk-ant-very-secret"));
         assert!(!format!("{credential:?}").contains("very-secret"));

@@ -22,6 +22,8 @@ from POST /__mock/behavior and from the x-mock-fault header); None or {} means
                           per answer without one): what the gateway must bill
   say: str                the model's answer is this text instead of the tagged echo
                           (still cut at the request's max_tokens, words counted as tokens)
+  usage: object           OpenAI chat only: report this `usage` object as it is, odd
+                          values included (negative, quoted, fractional counts)
   when_header: {name: value}
                           apply the rest only to requests carrying these exact
                           header values (e.g. one API key of several); others
@@ -49,6 +51,7 @@ KNOWN_KEYS = frozenset(
         "spend_allowance",
         "when_header",
         "say",
+        "usage",
         *_NON_NEGATIVE_NUMBERS,
     }
 )
@@ -78,6 +81,8 @@ def validate(behavior: Behavior | None) -> Behavior:
             raise ValueError(f"{key} must be a non-negative number, got {value!r}")
     if not isinstance(behavior.get("say", ""), str):
         raise ValueError(f"say must be a string, got {behavior['say']!r}")
+    if not isinstance(behavior.get("usage", {}), dict):
+        raise ValueError(f"usage must be an object, got {behavior['usage']!r}")
     events = behavior.get("reset_after_events")
     if events is not None and not (_is_int(events) and events >= 0):
         raise ValueError(f"reset_after_events must be a non-negative int, got {events!r}")

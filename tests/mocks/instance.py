@@ -204,6 +204,7 @@ class ProviderInstance:
                 self._prompt_cache,
                 spend_allowance=bool(behavior.get("spend_allowance")),
                 say=behavior.get("say"),
+                usage=behavior.get("usage"),
             )
             answer = self._answer(route, call)
         return await self._deliver(writer, answer, behavior, request.keep_alive, seq)

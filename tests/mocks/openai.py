@@ -109,7 +109,7 @@ def chat_completions(call: Call) -> Answer:
     completion = {
         **envelope,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH_REASONS[reply.finish]}],
-        "usage": _usage(reply),
+        "usage": _usage(reply) if call.usage is None else call.usage,
         "system_fingerprint": "fp_mock",
     }
     return json_answer(completion)
@@ -143,7 +143,7 @@ def _stream_events(call: Call, reply: Reply, envelope: dict, include_usage: bool
     events += [chunk(choice(delta)) for delta in deltas]
     events.append(chunk(choice({}, _FINISH_REASONS[reply.finish])))
     if include_usage:
-        events.append(chunk([], _usage(reply)))
+        events.append(chunk([], _usage(reply) if call.usage is None else call.usage))
     events.append(sse_event("[DONE]"))
     return events
 

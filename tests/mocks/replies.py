@@ -46,6 +46,7 @@ class Call:
     prompt_cache: set[str]  # per-instance memory of cached prompt prefixes (Anthropic)
     spend_allowance: bool = False  # bill every answer's whole max_tokens, n answers (behavior)
     say: str | None = None  # the answer's text, instead of the tagged echo (behavior)
+    usage: dict | None = None  # the usage object to report as it is (behavior; OpenAI chat)
 
     def json_body(self) -> dict:
         try:

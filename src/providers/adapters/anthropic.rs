@@ -24,6 +24,7 @@ use crate::providers::openai_format::chat::{
     portable_tool_id, Block, CacheBreakpoint, Conversation, ImageSource, Schema, Speaker, ToolChoice, EPHEMERAL,
 };
 use crate::providers::openai_format::compose::{Completion, ToolCall};
+use crate::providers::openai_format::usage::unreadable_as_none;
 use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
 use crate::providers::wire::sse::{SseEvent, SseFramer};
 use crate::providers::{Call, Operation, StreamTranslator, TokenUsage, TranslatedResponse, UpstreamRequest};
@@ -314,7 +315,7 @@ struct MessageIn<'a> {
     content: Vec<ContentBlockIn<'a>>,
     #[serde(default, borrow)]
     stop_reason: Option<Text<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<UsageIn>,
 }
 
@@ -390,7 +391,7 @@ struct EventIn<'a> {
     content_block: Option<ContentBlockIn<'a>>,
     #[serde(default, borrow)]
     delta: Option<DeltaIn<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<UsageIn>,
     #[serde(default)]
     error: Option<Value>,

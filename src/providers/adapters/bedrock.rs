@@ -22,6 +22,7 @@ use crate::providers::openai_format::chat::{
     portable_tool_id, Block, Conversation, ImageSource, Schema, Speaker, ToolChoice,
 };
 use crate::providers::openai_format::compose::{Completion, ToolCall};
+use crate::providers::openai_format::usage::unreadable_as_none;
 use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
 use crate::providers::wire::eventstream::{EventStreamDecoder, Message};
 use crate::providers::wire::sigv4::uri_encode;
@@ -386,7 +387,7 @@ struct ConverseResponse<'a> {
     output: Option<OutputIn<'a>>,
     #[serde(default, borrow)]
     stop_reason: Option<Text<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<UsageIn>,
 }
 
@@ -493,7 +494,7 @@ struct EventIn<'a> {
     delta: Option<DeltaIn<'a>>,
     #[serde(default, borrow)]
     stop_reason: Option<Text<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<UsageIn>,
     #[serde(default, borrow)]
     message: Option<Text<'a>>,

@@ -23,6 +23,7 @@ use crate::providers::failure::{self, ErrorInfo};
 use crate::providers::openai_format::chat::{Block, Conversation, ImageSource, ResponseFormat, Speaker, ToolChoice};
 use crate::providers::openai_format::compose::{ChunkWriter, Completion, ToolCall};
 use crate::providers::openai_format::embeddings::{self, EmbeddingsRequest};
+use crate::providers::openai_format::usage::unreadable_as_none;
 use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
 use crate::providers::wire::sigv4::uri_encode;
 use crate::providers::wire::sse::{SseEvent, SseFramer};
@@ -412,7 +413,7 @@ impl UsageMetadata {
 struct ResponseIn<'a> {
     #[serde(default, borrow)]
     candidates: Vec<CandidateIn<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage_metadata: Option<UsageMetadata>,
     #[serde(default, borrow)]
     model_version: Option<Text<'a>>,

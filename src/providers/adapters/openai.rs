@@ -17,7 +17,7 @@ use crate::request::Text;
 
 use crate::providers::failure::{self, ErrorInfo};
 use crate::providers::openai_format::body_edit;
-use crate::providers::openai_format::usage::{OpenAiUsage, TokenUsage};
+use crate::providers::openai_format::usage::{unreadable_as_none, OpenAiUsage, TokenUsage};
 use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
 use crate::providers::wire::sigv4::uri_encode;
 use crate::providers::wire::sse::{SseEvent, SseFramer};
@@ -171,7 +171,7 @@ fn without_cache_breakpoints(body: &[u8]) -> Option<Vec<u8>> {
 struct AnswerView {
     #[serde(default)]
     choices: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     error: Option<Value>,
@@ -203,7 +203,7 @@ pub(crate) fn translate_response(call: &Call<'_>, body: &[u8]) -> TranslatedResp
 struct ChunkView<'a> {
     #[serde(default, borrow)]
     choices: Option<Vec<ChoiceView<'a>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     error: Option<Value>,

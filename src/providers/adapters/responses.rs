@@ -11,7 +11,7 @@ use crate::error::GatewayError;
 use crate::request::Text;
 
 use crate::providers::failure::{self, ErrorInfo};
-use crate::providers::openai_format::usage::{OpenAiUsage, TokenUsage};
+use crate::providers::openai_format::usage::{unreadable_as_none, OpenAiUsage, TokenUsage};
 use crate::providers::stream::{unreadable_event, Handler, Output, Translator};
 use crate::providers::wire::sse::{SseEvent, SseFramer};
 use crate::providers::{Call, StreamTranslator, TranslatedResponse};
@@ -23,7 +23,7 @@ struct ResponseView<'a> {
     status: Option<Text<'a>>,
     /// Input and output tokens under the Responses names (accepted as
     /// aliases by [`OpenAiUsage`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     error: Option<Value>,

@@ -5,7 +5,8 @@
 //! and cache-write tokens separately. [`TokenUsage`] keeps the three apart
 //! because they are priced apart.
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Tokens one answer cost.
 ///
@@ -56,6 +57,27 @@ impl TokenUsage {
             prompt_tokens_details: Some(PromptDetails {
                 cached_tokens: Some(self.cached_input),
             }),
+        }
+    }
+}
+
+/// A provider's usage object, or `None` when it cannot be read (a negative,
+/// fractional or quoted count): the answer is still the client's, and the
+/// request is billed its estimate, as when a provider reports no usage.
+/// For `#[serde(default, deserialize_with = ...)]` on a usage field.
+pub(crate) fn unreadable_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let Some(raw) = Option::<Box<serde_json::value::RawValue>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    match serde_json::from_str(raw.get()) {
+        Ok(usage) => Ok(usage),
+        Err(err) => {
+            log::warn!("a provider's usage is unreadable ({err}): the request is billed its estimate");
+            Ok(None)
         }
     }
 }
