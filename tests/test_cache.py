@@ -112,6 +112,27 @@ def test_an_anthropic_client_gets_a_hit_in_its_own_format(start_cached, mocks):
     assert len(mocks.requests("openai")) == 1
 
 
+def test_a_messages_request_anthropic_reads_as_sent_is_never_answered_from_the_cache(start_cached, mocks):
+    """Sent natively, a Messages request reaches Anthropic as the client wrote it,
+    with fields and `anthropic-*` headers its chat form has no place for (here a
+    structured-output format): a chat request with the same messages must not
+    answer it."""
+    gateway = start_cached(cached())
+    chat = chat_body(QUESTION, model="claude", max_completion_tokens=50, temperature=0)
+    assert ask(gateway, chat).headers["x-signalbox-cache"] == "miss"
+    assert ask(gateway, chat).headers["x-signalbox-cache"] == "hit"
+    schema = {"type": "object", "properties": {"celsius": {"type": "number"}}, "required": ["celsius"]}
+    body = {"model": "claude", "max_tokens": 50, "temperature": 0,
+            "output_format": {"type": "json_schema", "schema": schema},
+            "messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"x-api-key": "sk-cache-team", "anthropic-beta": "structured-outputs-2025-11-13"}
+    for _ in range(2):
+        native = gateway.post("/v1/messages", body, headers=headers)
+        assert native.status_code == 200, native.text
+        assert native.headers["x-signalbox-cache"] == "bypass"
+    assert len(mocks.requests("anthropic")) == 3
+
+
 def test_tenants_never_share_an_entry(start_cached, mocks):
     gateway = start_cached(cached())
     assert ask(gateway, chat_body(QUESTION, temperature=0)).headers["x-signalbox-cache"] == "miss"

@@ -16,6 +16,7 @@ use super::semantic::context::{request_context, ContextKey};
 use crate::config::cache::CachePolicy;
 use crate::config::{Config, ModelId, TierId};
 use crate::headers::HeaderMap;
+use crate::route::attempts::NativeApi;
 use crate::route::screen::PiiAction;
 use crate::route::{Endpoint, RequestPlan};
 
@@ -109,7 +110,11 @@ pub fn plan(
     // (`thinking`, `top_k`, …) is not described by its chat body: its key
     // would match a request without it. Cache breakpoints change no answer.
     let lossy = dropped.iter().any(|feature| *feature != "cache_control");
-    if no_store || lossy || plan.screening.action != PiiAction::None {
+    // A request that may go to its provider as the client sent it (Messages
+    // to Anthropic) is not described by its chat body either: that provider
+    // reads fields and `anthropic-*` headers the chat form has no place for.
+    let native = plan.attempts.native != NativeApi::None;
+    if no_store || lossy || native || plan.screening.action != PiiAction::None {
         return Some(Err(CacheResult::Bypass));
     }
     let Ok(request) = admit_request(policy, chat_body) else {
@@ -307,5 +312,30 @@ mod tests {
         };
         assert_eq!(with(&["thinking"]), Some(Err(CacheResult::Bypass)));
         assert!(matches!(with(&["cache_control"]), Some(Ok(_))));
+    }
+
+    #[test]
+    fn a_request_its_provider_reads_as_the_client_sent_it_bypasses() {
+        let config = config();
+        let headers = HeaderMap::default();
+        let mut planned = plan_chat(
+            &config,
+            COLD.as_bytes(),
+            &headers,
+            &ClientHints::default(),
+            &Situation::open(&ALL_HEALTHY, 0),
+        )
+        .expect("planned");
+        planned.attempts.native = NativeApi::Messages;
+        let step = plan(
+            &config,
+            Some(0),
+            Endpoint::Messages,
+            &planned,
+            COLD.as_bytes(),
+            &headers,
+            &[],
+        );
+        assert_eq!(step, Some(Err(CacheResult::Bypass)));
     }
 }
