@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::GatewayError;
 use crate::providers::sse::SseFramer;
-use crate::providers::usage::OpenAiUsage;
+use crate::providers::usage::{unreadable_as_none, OpenAiUsage};
 use crate::providers::TokenUsage;
 use crate::request::Text;
 
@@ -102,7 +102,7 @@ struct CompletionIn<'a> {
     created: Option<u64>,
     #[serde(default, borrow)]
     choices: Vec<ChoiceIn<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unreadable_as_none")]
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     error: Option<Value>,
@@ -260,6 +260,35 @@ pub(crate) struct ChunkReader {
     started: bool,
     /// `[DONE]` or an error was read: later bytes are ignored.
     ended: bool,
+    tool_calls: ToolCallIndexes,
+}
+
+/// The index of each tool-call delta. OpenAI numbers them; some compatible
+/// servers do not, sending each call whole in its own chunk: then a delta
+/// with a new id starts the next call and one without continues the last.
+#[derive(Debug, Default)]
+struct ToolCallIndexes {
+    /// Calls seen so far (one past the highest index).
+    count: usize,
+    last: Option<usize>,
+    last_id: String,
+}
+
+impl ToolCallIndexes {
+    fn of(&mut self, numbered: Option<usize>, id: Option<&str>) -> usize {
+        let starts_a_call = id.is_some_and(|id| id != self.last_id);
+        let index = match (numbered, self.last) {
+            (Some(index), _) => index,
+            (None, Some(last)) if !starts_a_call => last,
+            (None, _) => self.count,
+        };
+        if let Some(id) = id.filter(|_| starts_a_call) {
+            id.clone_into(&mut self.last_id);
+        }
+        self.count = self.count.max(index.saturating_add(1));
+        self.last = Some(index);
+        index
+    }
 }
 
 impl ChunkReader {
@@ -330,7 +359,7 @@ impl ChunkReader {
             }
             if let Some(choice) = first_choice(&chunk.choices) {
                 if let Some(delta) = &choice.delta {
-                    read_delta(delta, on);
+                    read_delta(delta, &mut self.tool_calls, on);
                 }
                 if let Some(reason) = &choice.finish_reason {
                     on(ChunkEvent::Finish(reason.as_str()));
@@ -378,7 +407,7 @@ impl<H: ChunkHandler> StreamEncode for ChunkEncoder<H> {
     }
 }
 
-fn read_delta(delta: &MessageIn<'_>, on: &mut dyn FnMut(ChunkEvent<'_>)) {
+fn read_delta(delta: &MessageIn<'_>, indexes: &mut ToolCallIndexes, on: &mut dyn FnMut(ChunkEvent<'_>)) {
     let texts = match &delta.content {
         Some(TextOr::Text(text)) => vec![text.as_str()],
         Some(TextOr::List(parts)) => parts
@@ -392,11 +421,12 @@ fn read_delta(delta: &MessageIn<'_>, on: &mut dyn FnMut(ChunkEvent<'_>)) {
     for text in texts.into_iter().chain(refusal).filter(|text| !text.is_empty()) {
         on(ChunkEvent::Text(text));
     }
-    for (position, call) in delta.tool_calls.iter().enumerate() {
+    for call in &delta.tool_calls {
         let function = call.function.as_ref();
+        let id = call.id.as_ref().map(Text::as_str).filter(|id| !id.is_empty());
         on(ChunkEvent::ToolCall {
-            index: call.index.unwrap_or(position),
-            id: call.id.as_ref().map(Text::as_str).filter(|id| !id.is_empty()),
+            index: indexes.of(call.index, id),
+            id,
             name: function
                 .and_then(|function| function.name.as_ref())
                 .map(Text::as_str)
@@ -457,6 +487,41 @@ mod tests {
         assert!(garbage[0].starts_with("Error") && garbage[0].contains("could not be read"));
         let cut = read_all(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n");
         assert!(cut.last().unwrap().contains("ended before the answer was complete"));
+    }
+
+    #[test]
+    fn tool_calls_without_an_index_are_told_apart_by_their_ids() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"call_1\",\"function\":{\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let calls: Vec<String> = read_all(stream.as_bytes())
+            .into_iter()
+            .filter(|event| event.starts_with("ToolCall"))
+            .collect();
+        let index_of = |event: &String| {
+            event
+                .split("index: ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .map(str::to_string)
+        };
+        let indexes: Vec<_> = calls.iter().filter_map(index_of).collect();
+        // A continuation (no id, or the same id) stays on its call; a new id starts the next.
+        assert_eq!(indexes, ["0", "0", "0", "1"], "{calls:?}");
+    }
+
+    #[test]
+    fn an_unreadable_usage_does_not_end_the_stream() {
+        let events = read_all(
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":-5}}\n\ndata: [DONE]\n\n",
+        );
+        assert!(events.iter().all(|event| !event.starts_with("Error")), "{events:?}");
+        assert_eq!(events.last().map(String::as_str), Some("Done"));
     }
 
     #[test]
