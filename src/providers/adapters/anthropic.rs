@@ -800,6 +800,28 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_tool_use_without_parameters_gets_empty_object_arguments() {
+        let spec = spec(ProviderKind::Anthropic);
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"now\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":3}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let run = run_stream(&stream_call(&spec, false), stream.as_bytes());
+        let arguments: String = run
+            .events()
+            .iter()
+            .filter_map(|event| event["choices"][0]["delta"].get("tool_calls"))
+            .map(|call| call[0]["function"]["arguments"].as_str().unwrap().to_string())
+            .collect();
+        // As the whole answer's `input: {}` becomes: arguments are always JSON.
+        assert_eq!(arguments, "{}");
+    }
+
+    #[test]
     fn anthropic_streams_translate_the_same_at_every_split_point() {
         let spec = spec(ProviderKind::Anthropic);
         assert_split_invariant(&stream_call(&spec, true), TEXT_STREAM.as_bytes());

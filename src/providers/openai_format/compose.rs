@@ -180,6 +180,9 @@ pub(crate) struct ChunkWriter {
     closed: bool,
     saw_content: bool,
     tool_calls: usize,
+    /// Tool calls opened without arguments and given none since: a call
+    /// without parameters, whose arguments must still be JSON (`{}`).
+    without_arguments: Vec<usize>,
     /// Content relayed so far, as (ASCII bytes, other characters): what the
     /// answer cost when the provider never reports usage.
     relayed: (usize, usize),
@@ -199,6 +202,7 @@ impl ChunkWriter {
             closed: false,
             saw_content: false,
             tool_calls: 0,
+            without_arguments: Vec::new(),
             relayed: (0, 0),
         }
     }
@@ -298,6 +302,9 @@ impl ChunkWriter {
         self.count_relayed(arguments);
         let index = self.tool_calls;
         self.tool_calls += 1;
+        if arguments.is_empty() {
+            self.without_arguments.push(index);
+        }
         self.chunk(
             out,
             Delta {
@@ -321,6 +328,7 @@ impl ChunkWriter {
         if fragment.is_empty() || index >= self.tool_calls || !self.open(out) {
             return;
         }
+        self.without_arguments.retain(|call| *call != index);
         self.count_relayed(fragment);
         self.chunk(
             out,
@@ -348,6 +356,9 @@ impl ChunkWriter {
     pub(crate) fn finish(&mut self, reason: &str, out: &mut Vec<u8>) {
         if !self.open(out) {
             return;
+        }
+        for index in std::mem::take(&mut self.without_arguments) {
+            self.tool_arguments(index, "{}", out);
         }
         self.finished = true;
         self.chunk(out, Delta::default(), Some(reason));
