@@ -7,7 +7,7 @@ WASM   := target/wasm32-wasip1/release/signalbox.wasm
 # Parallel pytest workers; each test starts its own Envoy and mocks on free ports.
 TEST_WORKERS ?= 2
 
-.PHONY: all build build-test-clock run run-fleet fleet-deps test unit integration bench bench-hostcalls fuzz soak clean
+.PHONY: all build build-test-clock run run-fleet fleet-deps test unit integration bench bench-hostcalls bench-instructions fuzz soak clean
 
 all: build
 
@@ -80,6 +80,11 @@ bench: build fleet-deps $(VENV)/.installed
 # Host calls per request by kind and role, from the hostcall-stats build of the module.
 bench-hostcalls: $(VENV)/.installed
 	$(PYTHON) bench/run.py --hostcalls
+
+# Instructions per request under valgrind's callgrind: run-to-run noise ~0.1%, for changes
+# too small for the CPU-time rows. Needs valgrind; ~5 minutes.
+bench-instructions: build $(VENV)/.installed
+	$(PYTHON) bench/instructions.py
 
 # The fault soak through the real Envoy at full length (make test runs a
 # 20-second copy).
