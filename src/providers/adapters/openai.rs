@@ -282,7 +282,15 @@ impl Handler<SseFramer> for OpenAiStream {
         out.extend_from_slice(b"data: ");
         // A multi-line `data:` event joins its lines with `\n`; outside JSON
         // strings that is whitespace, and inside them newlines are escaped.
-        out.extend(data.bytes().map(|byte| if byte == b'\n' { b' ' } else { byte }));
+        let start = out.len();
+        out.extend_from_slice(data.as_bytes());
+        if memchr::memchr(b'\n', data.as_bytes()).is_some() {
+            for byte in out.get_mut(start..).unwrap_or_default() {
+                if *byte == b'\n' {
+                    *byte = b' ';
+                }
+            }
+        }
         out.extend_from_slice(b"\n\n");
         Ok(())
     }
