@@ -11,7 +11,10 @@ about 0.1%, so a change of a few hundred instructions per request shows.
 The count is split by where the instructions ran: Envoy's own code (the host side of every
 Wasm host call included), tcmalloc (Envoy's allocator, in its own section of Envoy's
 binary), the Wasm module compiled by V8 (with V8's call wrappers: JIT code outside every
-file mapping), and the C library (memcpy, memset). Kernel time is not counted, and
+file mapping), and the C library (memcpy, memset). A streamed row counts each chunk's
+callbacks only if each chunk reaches Envoy on its own, so run it on an otherwise idle
+machine (a busy one slows valgrind's Envoy until chunks arrive together). Kernel time is
+not counted, and
 instructions are not time (cache misses are not in them): read this next to `make bench`,
 not instead of it.
 
@@ -28,8 +31,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import run as bench  # bench/run.py: the scenarios' Envoy configs, the mock upstream
@@ -129,19 +130,7 @@ def measure(args, envoy, scenario, workdir, upstream_port):
     log_path = workdir / f"{scenario.name}.log"
     with log_path.open("w") as log_file:
         process = bench.spawn(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            bench.fail(f"{scenario.name}: Envoy exited under valgrind:\n{bench.tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            bench.fail(f"{scenario.name}: not ready after {READY_TIMEOUT_S} s:\n{bench.tail(log_path)}")
-        time.sleep(0.5)
+    bench.wait_ready(process, admin, f"{scenario.name} under valgrind", log_path, READY_TIMEOUT_S)
     span = envoy_range(process.pid)
     rows = []
     try:

@@ -329,24 +329,28 @@ def start_envoy(envoy, scenario, index, workdir, upstream_port, workers=1):
     with log_path.open("w") as log_file:
         p = spawn([envoy, "-c", cfg_path, "--concurrency", workers, "--base-id", base_id, "--log-level", "warning"],
                   cpus=ENVOY_CPUS, stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60  # V8 compiles the module before Envoy is ready
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            fail(f"Envoy ({name}) exited with {p.returncode} at startup:\n{tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.1)
-    else:
-        fail(f"Envoy ({name}) not ready after 60 s:\n{tail(log_path)}")
+    wait_ready(p, admin_port, name, log_path, timeout_s=60)  # V8 compiles the module first
     # CPU is read from this pid, so it must be Envoy itself: a wrapper that forks Envoy
     # instead of exec'ing it would show a single thread and almost no CPU.
     if len(os.listdir(f"/proc/{p.pid}/task")) < 2:
         fail(f"pid {p.pid} ({envoy}) is not a multi-threaded Envoy; SIGNALBOX_ENVOY must exec Envoy, not fork it")
     return Envoy(p, listen_port, admin_port, log_path)
+
+
+def wait_ready(process, admin_port, name, log_path, timeout_s):
+    """Until Envoy's admin says ready; fails if Envoy exits or takes longer than `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            fail(f"Envoy ({name}) exited with {process.returncode} at startup:\n{tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    fail(f"Envoy ({name}) not ready after {timeout_s} s:\n{tail(log_path)}")
 
 
 def stop_envoy(e):

@@ -287,18 +287,23 @@ mod tests {
         assert_eq!(step(&config, Some(0), COLD, &[]), Some(Err(CacheResult::Bypass)));
     }
 
+    /// The plan of the cold request, as a Messages request's chat form.
+    fn cold_plan(config: &Config) -> RequestPlan {
+        plan_chat(
+            config,
+            COLD.as_bytes(),
+            &HeaderMap::default(),
+            &ClientHints::default(),
+            &Situation::open(&ALL_HEALTHY, 0),
+        )
+        .expect("planned")
+    }
+
     #[test]
     fn a_translation_that_lost_what_the_answer_depends_on_bypasses() {
         let config = config();
         let headers = HeaderMap::default();
-        let planned = plan_chat(
-            &config,
-            COLD.as_bytes(),
-            &headers,
-            &ClientHints::default(),
-            &Situation::open(&ALL_HEALTHY, 0),
-        )
-        .expect("planned");
+        let planned = cold_plan(&config);
         let with = |dropped: &[&'static str]| {
             plan(
                 &config,
@@ -317,15 +322,7 @@ mod tests {
     #[test]
     fn a_request_its_provider_reads_as_the_client_sent_it_bypasses() {
         let config = config();
-        let headers = HeaderMap::default();
-        let mut planned = plan_chat(
-            &config,
-            COLD.as_bytes(),
-            &headers,
-            &ClientHints::default(),
-            &Situation::open(&ALL_HEALTHY, 0),
-        )
-        .expect("planned");
+        let mut planned = cold_plan(&config);
         planned.attempts.native = NativeApi::Messages;
         let step = plan(
             &config,
@@ -333,7 +330,7 @@ mod tests {
             Endpoint::Messages,
             &planned,
             COLD.as_bytes(),
-            &headers,
+            &HeaderMap::default(),
             &[],
         );
         assert_eq!(step, Some(Err(CacheResult::Bypass)));
