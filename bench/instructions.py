@@ -40,6 +40,8 @@ LOADS = {"short": ("short", 0, 1.0), "long": ("long", 0, 1.0), "stream": ("strea
 SCENARIO_LOADS = {
     "pass-through": ("short", "long", "stream"),
     "noop": ("short", "long", "stream"),
+    # The floor of Signalbox's wiring: a do-nothing filter per attempt as well.
+    "noop+upstream": ("short", "stream"),
     "signalbox": ("short", "long", "stream"),
     "governed": ("short", "long"),
     "signalbox→anthropic": ("stream",),
