@@ -75,6 +75,7 @@ bench: build fleet-deps $(VENV)/.installed
 	cargo bench --bench guard
 	cargo bench --bench assess
 	cargo bench --bench request
+	cargo bench --bench stream
 	$(PYTHON) bench/run.py $(BENCH_FLAGS)
 
 # Host calls per request by kind and role, from the hostcall-stats build of the module.

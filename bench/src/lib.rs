@@ -1,4 +1,5 @@
-//! Minimal HTTP/1.1 message framing shared by `sb-upstream` and `sb-load`.
+//! Minimal HTTP/1.1 message framing shared by `sb-upstream` and `sb-load`, and the
+//! streamed answers `sb-upstream` sends (which the native stream bench reads too).
 //!
 //! Only what is needed to find where one message ends and the next begins on a keep-alive
 //! connection: the start line, Content-Length, chunked Transfer-Encoding and Connection
@@ -174,6 +175,83 @@ pub fn skip_body<R: BufRead>(
     }
 }
 
+/// Which provider's wire format a streamed answer is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    OpenAi,
+    Anthropic,
+}
+
+impl StreamFormat {
+    /// What a request to `sb-upstream` asks for: Anthropic's on a path ending in `/messages`.
+    pub fn of(head: &Head) -> StreamFormat {
+        let path = head.start_line.split(' ').nth(1).unwrap_or_default();
+        if path.split('?').next().unwrap_or_default().ends_with("/messages") {
+            StreamFormat::Anthropic
+        } else {
+            StreamFormat::OpenAi
+        }
+    }
+}
+
+/// The SSE events (without their closing blank line) of a streamed answer with `chunks`
+/// content chunks of one short word each: what `sb-upstream` sends, and what the native
+/// stream bench (`benches/stream.rs`) reads.
+pub fn sse_events(format: StreamFormat, chunks: u32) -> Vec<String> {
+    let word = |i: u32| format!("w{i} ");
+    let mut events: Vec<String> = Vec::new();
+    match format {
+        StreamFormat::OpenAi => {
+            let chunk = |delta: &str, finish: &str| {
+                format!(
+                    r#"data: {{"id":"chatcmpl-sb-bench","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","system_fingerprint":"fp_bench","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
+                )
+            };
+            events.push(chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null"));
+            events.extend((0..chunks).map(|i| chunk(&format!(r#"{{"content":"{}"}}"#, word(i)), "null")));
+            events.push(chunk("{}", r#""stop""#));
+            events.push(format!(
+                r#"data: {{"id":"chatcmpl-sb-bench","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[],"usage":{{"prompt_tokens":24,"completion_tokens":{chunks},"total_tokens":{}}}}}"#,
+                24 + chunks
+            ));
+            events.push("data: [DONE]".into());
+        }
+        StreamFormat::Anthropic => {
+            let event = |name: &str, data: String| format!("event: {name}\ndata: {data}");
+            events.push(event(
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_sb_bench","type":"message","role":"assistant","model":"mock-model","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":24,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#.into(),
+            ));
+            events.push(event(
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.into(),
+            ));
+            events.push(event("ping", r#"{"type":"ping"}"#.into()));
+            events.extend((0..chunks).map(|i| {
+                event(
+                    "content_block_delta",
+                    format!(
+                        r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{}"}}}}"#,
+                        word(i)
+                    ),
+                )
+            }));
+            events.push(event(
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#.into(),
+            ));
+            events.push(event(
+                "message_delta",
+                format!(
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{chunks}}}}}"#
+                ),
+            ));
+            events.push(event("message_stop", r#"{"type":"message_stop"}"#.into()));
+        }
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +299,15 @@ POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4;x=y
         let mut line = Vec::new();
         let mut h = read_head(&mut r, &mut line).unwrap().unwrap();
         assert!(skip_body(&mut r, &mut h, &mut line, true).is_err());
+    }
+
+    #[test]
+    fn the_path_picks_the_format() {
+        let head = |line: &str| Head {
+            start_line: line.into(),
+            ..Head::default()
+        };
+        assert!(StreamFormat::of(&head("POST /v1/messages HTTP/1.1")) == StreamFormat::Anthropic);
+        assert!(StreamFormat::of(&head("POST /v1/chat/completions HTTP/1.1")) == StreamFormat::OpenAi);
     }
 }

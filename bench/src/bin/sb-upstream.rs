@@ -12,7 +12,7 @@
 //! `/messages` (what Signalbox's Anthropic adapter calls), else as OpenAI chat-completion
 //! SSE chunks. Each event is one HTTP chunk and one write, `x-sb-chunk-gap-us` apart.
 
-use signalbox_bench::{read_head, skip_body, Head};
+use signalbox_bench::{read_head, skip_body, sse_events, StreamFormat};
 use std::io::{self, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -23,77 +23,10 @@ const BODY: &str = r#"{"id":"chatcmpl-sb-bench","object":"chat.completion","crea
 
 const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum StreamFormat {
-    OpenAi,
-    Anthropic,
-}
-
-impl StreamFormat {
-    fn of(head: &Head) -> StreamFormat {
-        let path = head.start_line.split(' ').nth(1).unwrap_or_default();
-        if path.split('?').next().unwrap_or_default().ends_with("/messages") {
-            StreamFormat::Anthropic
-        } else {
-            StreamFormat::OpenAi
-        }
-    }
-}
-
 /// The SSE events of a streamed answer with `chunks` content chunks, each already framed as
 /// one HTTP/1.1 chunk, the terminating zero-length chunk last.
 fn stream_events(format: StreamFormat, chunks: u32) -> Vec<Vec<u8>> {
-    let word = |i: u32| format!("w{i} ");
-    let mut events: Vec<String> = Vec::new();
-    match format {
-        StreamFormat::OpenAi => {
-            let chunk = |delta: &str, finish: &str| {
-                format!(
-                    r#"data: {{"id":"chatcmpl-sb-bench","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","system_fingerprint":"fp_bench","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#
-                )
-            };
-            events.push(chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null"));
-            events.extend((0..chunks).map(|i| chunk(&format!(r#"{{"content":"{}"}}"#, word(i)), "null")));
-            events.push(chunk("{}", r#""stop""#));
-            events.push(format!(
-                r#"data: {{"id":"chatcmpl-sb-bench","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[],"usage":{{"prompt_tokens":24,"completion_tokens":{chunks},"total_tokens":{}}}}}"#,
-                24 + chunks
-            ));
-            events.push("data: [DONE]".into());
-        }
-        StreamFormat::Anthropic => {
-            let event = |name: &str, data: String| format!("event: {name}\ndata: {data}");
-            events.push(event(
-                "message_start",
-                r#"{"type":"message_start","message":{"id":"msg_sb_bench","type":"message","role":"assistant","model":"mock-model","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":24,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#.into(),
-            ));
-            events.push(event(
-                "content_block_start",
-                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.into(),
-            ));
-            events.push(event("ping", r#"{"type":"ping"}"#.into()));
-            events.extend((0..chunks).map(|i| {
-                event(
-                    "content_block_delta",
-                    format!(
-                        r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{}"}}}}"#,
-                        word(i)
-                    ),
-                )
-            }));
-            events.push(event(
-                "content_block_stop",
-                r#"{"type":"content_block_stop","index":0}"#.into(),
-            ));
-            events.push(event(
-                "message_delta",
-                format!(
-                    r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{chunks}}}}}"#
-                ),
-            ));
-            events.push(event("message_stop", r#"{"type":"message_stop"}"#.into()));
-        }
-    }
+    let events = sse_events(format, chunks);
     let mut framed: Vec<Vec<u8>> = events
         .into_iter()
         .map(|event| format!("{:x}\r\n{event}\n\n\r\n", event.len() + 2).into_bytes())
@@ -246,15 +179,5 @@ mod tests {
             .map(|name| text.find(&format!("event: {name}\n")).unwrap())
             .collect();
         assert!(positions.windows(2).all(|pair| pair[0] < pair[1]));
-    }
-
-    #[test]
-    fn the_path_picks_the_format() {
-        let head = |line: &str| Head {
-            start_line: line.into(),
-            ..Head::default()
-        };
-        assert!(StreamFormat::of(&head("POST /v1/messages HTTP/1.1")) == StreamFormat::Anthropic);
-        assert!(StreamFormat::of(&head("POST /v1/chat/completions HTTP/1.1")) == StreamFormat::OpenAi);
     }
 }
