@@ -31,6 +31,7 @@ def row(question_id: int, src: str, pred: str, answer: str = "B", options=None) 
         "answer": answer,
         "src": src,
         "pred": pred,
+        "category": "physics",
     }
 
 
@@ -80,6 +81,7 @@ def test_mmlu_pro_skips_mmlu_questions_and_labels_by_share_right(tmp_path, monke
     assert first["weak"] == pytest.approx(1 / len(weak), abs=1e-4) and first["strong"] == 1.0
     assert first["prompt"] == "Question 1?\nA. 1 m\nB. 2 m\nC. 3 m"
     assert (first["type"], first["source"], first["origin"]) == ("knowledge", "mmlu_pro", "stemez")
+    assert first["category"] == "physics"
     third = items["mmlu_pro:3"]
     assert third["prompt"].endswith("\nA. 4\nB. 5") and third["weak"] == third["strong"] == 0.0
 

@@ -255,6 +255,8 @@ def mmlu_pro_items(mirror: Path):
             "weak": right(weak, key),
             "strong": right(strong, key),
             "origin": row["src"].split("-")[0],
+            # MMLU-Pro's subject (business, psychology, physics...): results by category.
+            "category": row.get("category", ""),
         }
 
 
