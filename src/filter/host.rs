@@ -1,9 +1,12 @@
 //! Thin, panic-free wrappers over proxy-wasm host calls.
 //!
 //! The SDK's trait methods unwrap host results (and its `String` header
-//! getters unwrap UTF-8 decoding of client-controlled values), so a bad
-//! header or an unexpected host status would trap the VM. These helpers use
-//! the raw `hostcalls` and turn every failure into a logged `None`/no-op.
+//! getters unwrap UTF-8 decoding of client-controlled values), and its
+//! `hostcalls` panic on a status they do not expect, so a bad header or an
+//! unexpected host status would trap the VM. These helpers call the ABI
+//! ([`super::abi`]) for headers, bodies and properties, the SDK's
+//! `hostcalls` for the rest (whose statuses Envoy keeps to the expected
+//! ones), and turn every failure into a logged `None`/no-op.
 //! Request headers must not be read in response callbacks (the host answers
 //! BadArgument): callers snapshot them in the request path.
 
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
+use super::abi;
 use super::hostcall_stats::{record, Crossing};
 
 use crate::contract;
@@ -22,7 +26,7 @@ use crate::state::{Store, StoreError};
 
 fn headers(map: MapType) -> HeaderMap {
     record(Crossing::HeaderMapRead);
-    match hostcalls::get_map_bytes(map) {
+    match abi::get_map(map) {
         Ok(entries) => HeaderMap::new(entries),
         Err(status) => {
             log::warn!("cannot read headers {map:?}: {status:?}");
@@ -50,7 +54,7 @@ pub fn response_status() -> u16 {
 /// SDK's string variant panics on invalid UTF-8.
 fn status_of(map: MapType) -> u16 {
     record(Crossing::HeaderRead);
-    hostcalls::get_map_value_bytes(map, ":status")
+    abi::get_map_value(map, ":status")
         .ok()
         .flatten()
         .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok())
@@ -59,14 +63,14 @@ fn status_of(map: MapType) -> u16 {
 
 fn set_header(map: MapType, name: &str, value: &str) {
     record(Crossing::HeaderWrite);
-    if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
+    if let Err(status) = abi::set_map_value(map, name, value) {
         log::warn!("cannot set header {name}: {status:?}");
     }
 }
 
 fn remove_header(map: MapType, name: &str) {
     record(Crossing::HeaderRemove);
-    if let Err(status) = hostcalls::remove_map_value(map, name) {
+    if let Err(status) = abi::remove_map_value(map, name) {
         log::warn!("cannot remove header {name}: {status:?}");
     }
 }
@@ -86,7 +90,7 @@ pub fn replace_response_headers(headers: &[(String, String)]) {
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
-    if let Err(status) = hostcalls::set_map(MapType::HttpResponseHeaders, pairs) {
+    if let Err(status) = abi::set_map(MapType::HttpResponseHeaders, &pairs) {
         log::warn!("cannot replace the response headers: {status:?}");
     }
 }
@@ -126,7 +130,7 @@ fn body(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
         return Some(Vec::new());
     }
     record(Crossing::BodyRead);
-    match hostcalls::get_buffer(buffer, 0, size) {
+    match abi::get_buffer(buffer, 0, size) {
         Ok(body) => Some(body.unwrap_or_default()),
         Err(status) => {
             log::warn!("cannot read body {buffer:?}: {status:?}");
@@ -137,7 +141,7 @@ fn body(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
 
 fn replace_body(buffer: BufferType, size: usize, value: &[u8]) -> bool {
     record(Crossing::BodyWrite);
-    match hostcalls::set_buffer(buffer, 0, size, value) {
+    match abi::set_buffer(buffer, 0, size, value) {
         Ok(()) => true,
         Err(status) => {
             log::warn!("cannot replace body {buffer:?}: {status:?}");
@@ -184,23 +188,12 @@ pub fn send_error(error: &GatewayError) {
     send_json(error.status(), &error.headers(), &error.to_json());
 }
 
-#[link(wasm_import_module = "env")]
-extern "C" {
-    /// The ABI's own import, called directly: the SDK's `set_property`
-    /// builds two vectors per call (~1k instructions; two dozen writes a
-    /// request) and panics on a status it does not expect.
-    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
-}
-
 /// Writes filter state `wasm.<name>` (visible to the route's matcher, the
 /// other Signalbox filter of this request and access logs).
 pub fn set_filter_state(name: &str, value: &str) {
     record(Crossing::FilterStateWrite);
-    // A one-element property path is the element's bytes.
-    // SAFETY: both slices outlive the call, which only reads them.
-    let status = unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
-    if status != Status::Ok as u32 {
-        log::warn!("cannot set filter state {name}: status {status}");
+    if let Err(status) = abi::set_property(name, value) {
+        log::warn!("cannot set filter state {name}: {status:?}");
     }
 }
 
@@ -215,7 +208,7 @@ pub fn set_access_log_field(field: &str, value: &str) {
 pub fn filter_state(name: &str) -> Option<String> {
     let key = format!("wasm.{name}");
     record(Crossing::FilterStateRead);
-    let bytes = hostcalls::get_property(vec!["filter_state", &key]).ok().flatten()?;
+    let bytes = abi::get_property(&["filter_state", &key]).ok().flatten()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -246,15 +239,15 @@ pub fn elapsed_us(started: Instant) -> u64 {
 }
 
 /// A string property such as `plugin_root_id`.
-pub fn property(path: Vec<&str>) -> Option<String> {
+pub fn property(path: &[&str]) -> Option<String> {
     record(Crossing::PropertyRead);
-    String::from_utf8(hostcalls::get_property(path).ok().flatten()?).ok()
+    String::from_utf8(abi::get_property(path).ok().flatten()?).ok()
 }
 
 /// The plugin configuration (`size` bytes); empty when there is none.
 pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
     record(Crossing::Configuration);
-    match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+    match abi::get_buffer(BufferType::PluginConfiguration, 0, size) {
         Ok(raw) => Some(raw.unwrap_or_default()),
         Err(status) => {
             log::error!("cannot read the plugin configuration: {status:?}");

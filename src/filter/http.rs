@@ -316,7 +316,7 @@ impl ChatFilter {
     /// blame its provider: say so in filter state.
     fn mark_client_gone(&self) {
         if self.phase == Phase::Routed && !self.response_complete {
-            let details = host::property(vec!["response", "code_details"]);
+            let details = host::property(&["response", "code_details"]);
             if details.as_deref().is_some_and(response::ended_by_client) {
                 host::set_filter_state(CLIENT_GONE_STATE, "1");
             }

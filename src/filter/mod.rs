@@ -2,6 +2,7 @@
 //! host hands over, calls the core, and applies the plan that comes back.
 //! Nothing here decides anything about routing.
 
+mod abi;
 mod fleet;
 mod host;
 mod hostcall_stats;

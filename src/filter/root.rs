@@ -453,7 +453,7 @@ impl Context for SignalboxRoot {
 
 impl RootContext for SignalboxRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        self.role = match host::property(vec!["plugin_root_id"]).as_deref() {
+        self.role = match host::property(&["plugin_root_id"]).as_deref() {
             Some(UPSTREAM_ROOT_ID) => Role::Upstream,
             _ => Role::Router,
         };
