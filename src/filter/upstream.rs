@@ -168,10 +168,12 @@ impl AttemptFilter {
     }
 
     /// Whole answer in: translate it, then mark it (a 2xx that turned out to
-    /// be a failure is not the client's first token).
+    /// be a failure is not the client's first token). `body_size`: the body
+    /// in Envoy's buffer; `None` for an answer that ended with its headers,
+    /// which has no buffer to write into.
     fn finish_and_mark(
         &mut self,
-        body_size: usize,
+        body_size: Option<usize>,
         status: u16,
         headers: &[(String, String)],
         body: &[u8],
@@ -206,7 +208,7 @@ impl AttemptFilter {
     /// went out already), release.
     fn finish_buffered(
         &mut self,
-        body_size: usize,
+        body_size: Option<usize>,
         status: u16,
         headers: &[(String, String)],
         body: &[u8],
@@ -250,19 +252,27 @@ impl AttemptFilter {
             .native
             .then(|| finished.native_body(attempt.plan.native, status, body));
         let client_body = native.as_deref().unwrap_or(&finished.body);
-        // An answer already in the client's format whose body came in one
-        // piece passes through as it came: leave Envoy's copy alone rather
-        // than writing the same bytes and headers back.
-        let in_buffer = body.len() == body_size;
-        if finished.status != status || client_body != body || !in_buffer {
-            if !released {
-                host::apply_response_edits(&response::whole_answer_header_edits(
-                    headers,
-                    finished.status,
-                    client_body.len(),
-                ));
+        match body_size {
+            Some(body_size) if finished.status != status || client_body != body || body.len() != body_size => {
+                if !released {
+                    host::apply_response_edits(&response::whole_answer_header_edits(
+                        headers,
+                        finished.status,
+                        client_body.len(),
+                    ));
+                }
+                host::replace_response_body(body_size, client_body);
             }
-            host::replace_response_body(body_size, client_body);
+            // An answer already in the client's format whose body came in one
+            // piece passes through as it came: Envoy's copy is left alone
+            // rather than the same bytes and headers written back.
+            Some(_) => {}
+            // Nothing to write a body into: only the status can change (a
+            // retry, or the router's error for an exhausted chain).
+            None if finished.status != status && !released => {
+                host::set_response_header(":status", &finished.status.to_string());
+            }
+            None => {}
         }
         self.failure = finished.failure;
         self.record_usage(finished.usage);
@@ -645,7 +655,7 @@ impl HttpContext for AttemptFilter {
             return Action::Pause;
         }
         if end_of_stream {
-            return self.finish_and_mark(0, status, &pairs, &[], false);
+            return self.finish_and_mark(None, status, &pairs, &[], false);
         }
         let success = (200..300).contains(&status);
         let hold_until = attempt.hold_until();
@@ -697,7 +707,7 @@ impl HttpContext for AttemptFilter {
                 // are the client's already.
                 let released = *released || (*watched && !shared::unhold(self.context_id));
                 body.extend_from_slice(&host::response_body(body_size).unwrap_or_default());
-                self.finish_and_mark(body_size, status, &headers, &body, released)
+                self.finish_and_mark(Some(body_size), status, &headers, &body, released)
             }
         }
     }

@@ -61,8 +61,7 @@ impl ChatFilter {
             Outcome::of_status(status)
         });
         if route::is_exhausted(status) {
-            self.replace_with_exhausted_error(&state, status, &trail, end_of_stream);
-            return Action::Continue;
+            return self.replace_with_exhausted_error(&state, status, &trail, end_of_stream);
         }
         // An Anthropic answer to an Anthropic client goes back as it came.
         let native = trail
@@ -97,9 +96,15 @@ impl ChatFilter {
 
     /// Every attempt failed: the answer becomes one OpenAI-style error that
     /// names them (its body replaces the last provider's).
-    fn replace_with_exhausted_error(&mut self, state: &Loaded, status: u16, trail: &AttemptTrail, end_of_stream: bool) {
+    fn replace_with_exhausted_error(
+        &mut self,
+        state: &Loaded,
+        status: u16,
+        trail: &AttemptTrail,
+        end_of_stream: bool,
+    ) -> Action {
         let (config, Some(routed)) = (&state.config, self.routed.as_ref()) else {
-            return;
+            return Action::Continue;
         };
         let health = StoreHealth::new(&HostStore, config, host::now_ms());
         let last = route::FinalResponse {
@@ -107,17 +112,23 @@ impl ChatFilter {
             retry_after_ms: attempts::retry_after_ms(&host::response_headers()),
         };
         let error = route::exhausted_error(config, &routed.attempts, trail, last, &health);
+        if end_of_stream {
+            // The last answer had no body (a bare 502 from a load balancer),
+            // so there is no buffer to write the error into: Envoy sends this
+            // reply in its place.
+            let mut headers = error.headers();
+            headers.extend(self.request_id.clone().map(|id| ("x-request-id", id)));
+            host::send_json(error.status(), &headers, &self.error_body(&error));
+            return Action::Pause;
+        }
         host::set_response_header(":status", &error.status().to_string());
         host::set_response_header("content-type", "application/json");
         host::remove_response_header("content-length");
         for (name, value) in error.headers() {
             host::set_response_header(name, &value);
         }
-        if end_of_stream {
-            log::warn!("an exhausted request's response has no body to replace");
-        } else {
-            self.replacement = Some(self.error_body(&error));
-        }
+        self.replacement = Some(self.error_body(&error));
+        Action::Continue
     }
 
     pub(super) fn answer_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -1,0 +1,87 @@
+"""A provider (or the load balancer in front of it) that answers an error
+with headers alone, no body: the attempt fails over, an exhausted chain
+still ends in one OpenAI-style error, and the VM goes on serving. Writing a
+body into such an answer is refused by Envoy (NotFound), which once
+panicked the VM for every later request of its worker. Real Envoy, a
+bodiless upstream and the mock providers, 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import http.server
+import socketserver
+import threading
+from contextlib import contextmanager
+
+from tests.gateway import chat_body
+from tests.harness import config as envoy_config
+from tests.test_resilience import two_providers
+
+REQUESTS = 6  # several per worker (the gateway runs two)
+
+
+@contextmanager
+def bodiless_upstream(status: int):
+    """An HTTP/1.1 server answering every POST with `status` and no body."""
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def repoint(gateway, clusters: list[str], port: int) -> None:
+    gateway.envoy.stop()
+    for cluster in clusters:
+        envoy_config.point_cluster(gateway.envoy.config, cluster, port)
+    gateway.envoy.start()
+
+
+def no_panics(gateway) -> None:
+    trapped = [line for line in gateway.envoy.log_text().splitlines() if "panicked" in line or " failed: " in line]
+    assert not trapped, "\n".join(trapped[:5])
+
+
+def test_a_bodiless_error_fails_over_and_the_vm_keeps_serving(start_gateway):
+    with bodiless_upstream(503) as port:
+        gateway = start_gateway(two_providers())
+        repoint(gateway, ["openai"], port)
+        trails = []
+        for _ in range(REQUESTS):
+            response = gateway.chat(chat_body("hello"), headers={"connection": "close"})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-signalbox-model"] == "backup"
+            trails.append(response.headers["x-signalbox-attempts"])
+        # Once its breaker opens the primary is skipped.
+        assert trails[0] == "primary:503,backup:200", trails
+        assert set(trails) <= {"primary:503,backup:200", "backup:200"}, trails
+        no_panics(gateway)
+
+
+def test_an_exhausted_chain_of_bodiless_errors_is_one_openai_error(start_gateway):
+    with bodiless_upstream(502) as port:
+        gateway = start_gateway(two_providers())
+        repoint(gateway, ["openai", "anthropic"], port)
+        for _ in range(REQUESTS):
+            response = gateway.chat(chat_body("hello"), headers={"connection": "close"})
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "providers_unavailable" and "502" in error["message"], error
+            assert response.headers["content-type"] == "application/json"
+            assert response.headers.get("x-request-id")
+        no_panics(gateway)
