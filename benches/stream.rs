@@ -1,10 +1,13 @@
-//! Native micro-benchmark of what the upstream filter's Wasm code does with
-//! each chunk of a streamed answer: the 200-chunk answers `make bench`'s mock
-//! upstream sends (`bench/src/bin/sb-upstream.rs`), pushed through the
-//! attempt's stream reader one event at a time, as Envoy hands them over:
-//! an OpenAI stream passed through (read for usage, finish and failures)
-//! and an Anthropic Messages stream translated to OpenAI chunks.
-//! `cargo bench --bench stream` (part of `make bench`).
+//! Native micro-benchmark of the stream reader's part of what the upstream
+//! filter does with each chunk of a streamed answer: the 200-chunk answers
+//! `make bench`'s mock upstream sends (`bench/src/bin/sb-upstream.rs`),
+//! pushed through the attempt's stream reader one event at a time, as Envoy
+//! hands them over: an OpenAI stream passed through (read for usage, finish
+//! and failures) and an Anthropic Messages stream translated to OpenAI
+//! chunks. The time of a whole answer (its opening and closing events
+//! included) is divided by its 200 content chunks. What the filter adds
+//! around the reader (the host calls, holding the first output) is not in
+//! it. `cargo bench --bench stream` (part of `make bench`).
 
 mod common;
 

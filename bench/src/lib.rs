@@ -1,8 +1,8 @@
 //! Minimal HTTP/1.1 message framing shared by `sb-upstream` and `sb-load`, and the
 //! streamed answers `sb-upstream` sends (which the native stream bench reads too).
 //!
-//! Only what is needed to find where one message ends and the next begins on a keep-alive
-//! connection: the start line, Content-Length, chunked Transfer-Encoding and Connection
+//! The framing is only what is needed to find where one message ends and the next begins on
+//! a keep-alive connection: the start line, Content-Length, chunked Transfer-Encoding and Connection
 //! (plus the two headers that ask `sb-upstream` for a streamed answer).
 //! Bodies are skipped, never stored, so neither tool pays for copies it does not need.
 
