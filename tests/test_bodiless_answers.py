@@ -7,49 +7,11 @@ bodiless upstream and the mock providers, 127.0.0.1 only."""
 
 from __future__ import annotations
 
-import http.server
-import socketserver
-import threading
-from contextlib import contextmanager
-
 from tests.gateway import chat_body
-from tests.harness import config as envoy_config
+from tests.harness.fixed_upstream import fixed_upstream, point_clusters
 from tests.test_resilience import two_providers
 
 REQUESTS = 6  # several per worker (the gateway runs two)
-
-
-@contextmanager
-def bodiless_upstream(status: int):
-    """An HTTP/1.1 server answering every POST with `status` and no body."""
-
-    class Upstream(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(status)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def repoint(gateway, clusters: list[str], port: int) -> None:
-    gateway.envoy.stop()
-    for cluster in clusters:
-        envoy_config.point_cluster(gateway.envoy.config, cluster, port)
-    gateway.envoy.start()
 
 
 def no_panics(gateway) -> None:
@@ -58,9 +20,9 @@ def no_panics(gateway) -> None:
 
 
 def test_a_bodiless_error_fails_over_and_the_vm_keeps_serving(start_gateway):
-    with bodiless_upstream(503) as port:
+    with fixed_upstream(503) as port:
         gateway = start_gateway(two_providers())
-        repoint(gateway, ["openai"], port)
+        point_clusters(gateway, ["openai"], port)
         trails = []
         for _ in range(REQUESTS):
             response = gateway.chat(chat_body("hello"), headers={"connection": "close"})
@@ -74,9 +36,9 @@ def test_a_bodiless_error_fails_over_and_the_vm_keeps_serving(start_gateway):
 
 
 def test_an_exhausted_chain_of_bodiless_errors_is_one_openai_error(start_gateway):
-    with bodiless_upstream(502) as port:
+    with fixed_upstream(502) as port:
         gateway = start_gateway(two_providers())
-        repoint(gateway, ["openai", "anthropic"], port)
+        point_clusters(gateway, ["openai", "anthropic"], port)
         for _ in range(REQUESTS):
             response = gateway.chat(chat_body("hello"), headers={"connection": "close"})
             assert response.status_code == 503, response.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.gateway import chat_body
+from tests.harness.fixed_upstream import fixed_upstream, point_clusters
 from tests.test_governance import governed
 
 KEY = "sk-test-keys-1"
@@ -32,46 +33,20 @@ def test_only_allowlisted_provider_response_headers_reach_clients(start_gateway)
     content headers, date, retry-after): the gateway's organization and
     project ids, cookies and the shared key's org-wide rate-limit counters
     (which would let one tenant watch the others' traffic) stay behind."""
-    import http.server
-    import socketserver
-    import threading
-
-    from tests.harness import config as envoy_config
-
-    class Upstream(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            body = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-                               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
-                                            "finish_reason": "stop"}],
-                               "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
-            self.send_response(200)
-            for name, value in (("content-type", "application/json"), ("content-length", str(len(body))),
-                                ("openai-organization", "org-gateway-account"), ("openai-project", "proj_gateway"),
-                                ("x-ratelimit-remaining-tokens", "149984"), ("set-cookie", "__cf_bm=gateway-session")):
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    answer = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
+                                      "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+    headers = (("content-type", "application/json"), ("openai-organization", "org-gateway-account"),
+               ("openai-project", "proj_gateway"), ("x-ratelimit-remaining-tokens", "149984"),
+               ("set-cookie", "__cf_bm=gateway-session"))
+    with fixed_upstream(200, headers, answer) as port:
         gateway = start_gateway(tweak=lambda config: None)
         # Re-point the demo's openai cluster at the header-sending upstream.
-        gateway.envoy.stop()
-        envoy_config.point_cluster(gateway.envoy.config, "openai", server.server_address[1])
-        gateway.envoy.start()
+        point_clusters(gateway, ["openai"], port)
         response = gateway.chat(chat_body("hi"), headers={"authorization": "Bearer sk-demo-tiny", "connection": "close"})
         assert response.status_code == 200, response.text
         leaked = {name: response.headers[name] for name in
                   ("openai-organization", "openai-project", "x-ratelimit-remaining-tokens", "set-cookie")
                   if name in response.headers}
         assert not leaked, f"provider account headers relayed to a tenant: {leaked}"
-    finally:
-        server.shutdown()
