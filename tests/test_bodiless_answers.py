@@ -46,4 +46,26 @@ def test_an_exhausted_chain_of_bodiless_errors_is_one_openai_error(start_gateway
             assert error["code"] == "providers_unavailable" and "502" in error["message"], error
             assert response.headers["content-type"] == "application/json"
             assert response.headers.get("x-request-id")
+            # The routing headers the answer would have had.
+            assert ":502" in response.headers["x-signalbox-attempts"], dict(response.headers)
+        no_panics(gateway)
+
+
+def test_a_bodiless_client_error_reaches_the_client_as_one(start_gateway):
+    """A 400 is not retried: the attempt sends its error as its reply, which
+    the router relays with the routing headers (chat, stream, Messages)."""
+    with fixed_upstream(400) as port:
+        gateway = start_gateway(two_providers())
+        point_clusters(gateway, ["openai"], port)
+        body = chat_body("hello", model="primary")
+        for sent in (body, {**body, "stream": True}):
+            response = gateway.chat(sent, headers={"connection": "close"})
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["type"] == "invalid_request_error"
+            assert response.headers["x-signalbox-attempts"] == "primary:400"
+        messages = gateway.post("/v1/messages", {"model": "primary", "max_tokens": 16,
+                                                 "messages": [{"role": "user", "content": "hello"}]},
+                                headers={"connection": "close"})
+        assert messages.status_code == 400, messages.text
+        assert messages.json()["type"] == "error", messages.text
         no_panics(gateway)

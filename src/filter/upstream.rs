@@ -252,6 +252,7 @@ impl AttemptFilter {
             .native
             .then(|| finished.native_body(attempt.plan.native, status, body));
         let client_body = native.as_deref().unwrap_or(&finished.body);
+        let mut reply = false;
         match body_size {
             Some(body_size) if finished.status != status || client_body != body || body.len() != body_size => {
                 if !released {
@@ -267,8 +268,14 @@ impl AttemptFilter {
             // piece passes through as it came: Envoy's copy is left alone
             // rather than the same bytes and headers written back.
             Some(_) => {}
-            // Nothing to write a body into: only the status can change (a
-            // retry, or the router's error for an exhausted chain).
+            // Nothing to write a body into. A final error (a client error,
+            // which is not retried) is sent as this attempt's reply, which
+            // the router relays like any answer; otherwise only the status
+            // can change (a retry, or the router's error for an exhausted chain).
+            None if !released && !client_body.is_empty() && !crate::route::is_exhausted(finished.status) => {
+                host::send_json(u32::from(finished.status), &[], client_body);
+                reply = true;
+            }
             None if finished.status != status && !released => {
                 host::set_response_header(":status", &finished.status.to_string());
             }
@@ -276,7 +283,11 @@ impl AttemptFilter {
         }
         self.failure = finished.failure;
         self.record_usage(finished.usage);
-        Action::Continue
+        if reply {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     /// One stream chunk in: translate it; release the held headers at the

@@ -8,6 +8,7 @@ use proxy_wasm::types::Action;
 use super::{read_trail, Audit, ChatFilter};
 use crate::cache::assemble::AnswerCapture;
 use crate::contract;
+use crate::error::GatewayError;
 use crate::filter::host::{self, HostStore};
 use crate::filter::root::Loaded;
 use crate::filter::shared;
@@ -38,30 +39,35 @@ impl ChatFilter {
             .escalated()
             .then(|| host::filter_state(contract::CASCADE_STATE))
             .flatten();
-        for (name, value) in routed.decision_headers.iter().chain(&route::attempt_headers(
+        // The routing decision's headers, the attempts' and the spend's.
+        let mut added = routed.decision_headers.clone();
+        added.extend(route::attempt_headers(
             config,
             &routed.attempts,
             &trail,
             routed.explain,
             cascade.as_deref(),
-        )) {
-            host::set_response_header(name, value);
-        }
+        ));
         self.answered_by = trail.last().map(|record| record.deployment);
         let served_by = trail.last().map(|record| config.deployments[record.deployment].model);
         if let (Some(governance), Some(spend)) = (&config.governance, &self.spend) {
             let usage = shared::answer_usage(self.context_id);
-            for (name, value) in spend.response_headers(config, governance, served_by, usage) {
-                host::set_response_header(name, &value);
-            }
+            added.extend(spend.response_headers(config, governance, served_by, usage));
         }
         self.outcome = Some(if route::is_exhausted(status) {
             Outcome::Unavailable
         } else {
             Outcome::of_status(status)
         });
+        if route::is_exhausted(status) && end_of_stream {
+            return self.reply_exhausted_error(&state, status, &trail, added);
+        }
+        for (name, value) in &added {
+            host::set_response_header(name, value);
+        }
         if route::is_exhausted(status) {
-            return self.replace_with_exhausted_error(&state, status, &trail, end_of_stream);
+            self.replace_with_exhausted_error(&state, status, &trail);
+            return Action::Continue;
         }
         // An Anthropic answer to an Anthropic client goes back as it came.
         let native = trail
@@ -96,31 +102,10 @@ impl ChatFilter {
 
     /// Every attempt failed: the answer becomes one OpenAI-style error that
     /// names them (its body replaces the last provider's).
-    fn replace_with_exhausted_error(
-        &mut self,
-        state: &Loaded,
-        status: u16,
-        trail: &AttemptTrail,
-        end_of_stream: bool,
-    ) -> Action {
-        let (config, Some(routed)) = (&state.config, self.routed.as_ref()) else {
-            return Action::Continue;
+    fn replace_with_exhausted_error(&mut self, state: &Loaded, status: u16, trail: &AttemptTrail) {
+        let Some(error) = self.exhausted_error(state, status, trail) else {
+            return;
         };
-        let health = StoreHealth::new(&HostStore, config, host::now_ms());
-        let last = route::FinalResponse {
-            status,
-            retry_after_ms: attempts::retry_after_ms(&host::response_headers()),
-        };
-        let error = route::exhausted_error(config, &routed.attempts, trail, last, &health);
-        if end_of_stream {
-            // The last answer had no body (a bare 502 from a load balancer),
-            // so there is no buffer to write the error into: Envoy sends this
-            // reply in its place.
-            let mut headers = error.headers();
-            headers.extend(self.request_id.clone().map(|id| ("x-request-id", id)));
-            host::send_json(error.status(), &headers, &self.error_body(&error));
-            return Action::Pause;
-        }
         host::set_response_header(":status", &error.status().to_string());
         host::set_response_header("content-type", "application/json");
         host::remove_response_header("content-length");
@@ -128,7 +113,35 @@ impl ChatFilter {
             host::set_response_header(name, &value);
         }
         self.replacement = Some(self.error_body(&error));
-        Action::Continue
+    }
+
+    /// The same error when the last answer had no body (a bare 502 from a
+    /// load balancer): there is no buffer to write it into, so Envoy sends
+    /// this reply in its place, with the headers the answer would have had.
+    fn reply_exhausted_error(
+        &mut self,
+        state: &Loaded,
+        status: u16,
+        trail: &AttemptTrail,
+        mut headers: Vec<(&'static str, String)>,
+    ) -> Action {
+        let Some(error) = self.exhausted_error(state, status, trail) else {
+            return Action::Continue;
+        };
+        headers.extend(error.headers());
+        headers.extend(self.request_id.clone().map(|id| ("x-request-id", id)));
+        host::send_json(error.status(), &headers, &self.error_body(&error));
+        Action::Pause
+    }
+
+    fn exhausted_error(&self, state: &Loaded, status: u16, trail: &AttemptTrail) -> Option<GatewayError> {
+        let (config, routed) = (&state.config, self.routed.as_ref()?);
+        let health = StoreHealth::new(&HostStore, config, host::now_ms());
+        let last = route::FinalResponse {
+            status,
+            retry_after_ms: attempts::retry_after_ms(&host::response_headers()),
+        };
+        Some(route::exhausted_error(config, &routed.attempts, trail, last, &health))
     }
 
     pub(super) fn answer_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
