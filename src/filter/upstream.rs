@@ -252,42 +252,16 @@ impl AttemptFilter {
             .native
             .then(|| finished.native_body(attempt.plan.native, status, body));
         let client_body = native.as_deref().unwrap_or(&finished.body);
-        let mut reply = false;
-        match body_size {
-            Some(body_size) if finished.status != status || client_body != body || body.len() != body_size => {
-                if !released {
-                    host::apply_response_edits(&response::whole_answer_header_edits(
-                        headers,
-                        finished.status,
-                        client_body.len(),
-                    ));
-                }
-                host::replace_response_body(body_size, client_body);
-            }
-            // An answer already in the client's format whose body came in one
-            // piece passes through as it came: Envoy's copy is left alone
-            // rather than the same bytes and headers written back.
-            Some(_) => {}
-            // Nothing to write a body into. A final error (a client error,
-            // which is not retried) is sent as this attempt's reply, which
-            // the router relays like any answer; otherwise only the status
-            // can change (a retry, or the router's error for an exhausted chain).
-            None if !released && !client_body.is_empty() && !crate::route::is_exhausted(finished.status) => {
-                host::send_json(u32::from(finished.status), &[], client_body);
-                reply = true;
-            }
-            None if finished.status != status && !released => {
-                host::set_response_header(":status", &finished.status.to_string());
-            }
-            None => {}
-        }
+        let action = deliver_whole(
+            body_size,
+            (status, headers, body),
+            released,
+            finished.status,
+            client_body,
+        );
         self.failure = finished.failure;
         self.record_usage(finished.usage);
-        if reply {
-            Action::Pause
-        } else {
-            Action::Continue
-        }
+        action
     }
 
     /// One stream chunk in: translate it; release the held headers at the
@@ -396,6 +370,48 @@ impl AttemptFilter {
         }
         check.escalated
     }
+}
+
+/// Puts a whole answer's client form (`client_status`, `client_body`) where
+/// the client gets it, given what was received (status, headers, body) and
+/// `body_size`, the body in Envoy's buffer (`None`: the answer ended with
+/// its headers). Pauses when the answer went as this attempt's own reply.
+fn deliver_whole(
+    body_size: Option<usize>,
+    (status, headers, body): (u16, &[(String, String)], &[u8]),
+    released: bool,
+    client_status: u16,
+    client_body: &[u8],
+) -> Action {
+    match body_size {
+        Some(body_size) if client_status != status || client_body != body || body.len() != body_size => {
+            if !released {
+                host::apply_response_edits(&response::whole_answer_header_edits(
+                    headers,
+                    client_status,
+                    client_body.len(),
+                ));
+            }
+            host::replace_response_body(body_size, client_body);
+        }
+        // An answer already in the client's format whose body came in one
+        // piece passes through as it came: Envoy's copy is left alone
+        // rather than the same bytes and headers written back.
+        Some(_) => {}
+        // Nothing to write a body into. A final error (a client error,
+        // which is not retried) is sent as this attempt's reply, which the
+        // router relays like any answer; otherwise only the status can
+        // change (a retry, or the router's error for an exhausted chain).
+        None if !released && !client_body.is_empty() && !crate::route::is_exhausted(client_status) => {
+            host::send_json(u32::from(client_status), &[], client_body);
+            return Action::Pause;
+        }
+        None if client_status != status && !released => {
+            host::set_response_header(":status", &client_status.to_string());
+        }
+        None => {}
+    }
+    Action::Continue
 }
 
 /// The time canary windows are judged on: a test's clock in modules built
