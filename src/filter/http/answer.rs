@@ -39,15 +39,8 @@ impl ChatFilter {
             .escalated()
             .then(|| host::filter_state(contract::CASCADE_STATE))
             .flatten();
-        // The routing decision's headers, the attempts' and the spend's.
-        let mut added = routed.decision_headers.clone();
-        added.extend(route::attempt_headers(
-            config,
-            &routed.attempts,
-            &trail,
-            routed.explain,
-            cascade.as_deref(),
-        ));
+        // The attempts' and the spend's headers, after the decision's.
+        let mut added = route::attempt_headers(config, &routed.attempts, &trail, routed.explain, cascade.as_deref());
         self.answered_by = trail.last().map(|record| record.deployment);
         let served_by = trail.last().map(|record| config.deployments[record.deployment].model);
         if let (Some(governance), Some(spend)) = (&config.governance, &self.spend) {
@@ -60,9 +53,11 @@ impl ChatFilter {
             Outcome::of_status(status)
         });
         if route::is_exhausted(status) && end_of_stream {
-            return self.reply_exhausted_error(&state, status, &trail, added);
+            let mut headers = routed.decision_headers.clone();
+            headers.extend(added);
+            return self.reply_exhausted_error(&state, status, &trail, headers);
         }
-        for (name, value) in &added {
+        for (name, value) in routed.decision_headers.iter().chain(&added) {
             host::set_response_header(name, value);
         }
         if route::is_exhausted(status) {
